@@ -2,11 +2,12 @@
 // Format: docs/wire-format.md. Contract and cost: ringpress/lossless.h.
 //
 // Encoder per block (auto mode):
-//   sparse block (most sampled bytes zero, e.g. top-k output): code it whole both unshuffled and
-//     byte-shuffled, keep the smaller;
-//   dense block: byte-shuffle into a cache-resident scratch, estimate each plane's compressibility
-//     from a sample (byte entropy for zstd, a trial compression for lz4), code only the planes
-//     predicted to pay, store the rest raw; a block with no paying plane is stored raw.
+//   sparse block (most sampled bytes zero, e.g. top-k output): trial-code a 16 KiB sample
+//     unshuffled and byte-shuffled, code the whole block with the winner;
+//   dense block, zstd: byte-shuffle into a cache-resident scratch, estimate each plane's
+//     compressibility from the byte entropy of a sample, code only the planes predicted to pay
+//     (with zstd parameters suited to entropy-type redundancy), store the rest raw;
+//   dense block, lz4: bit shuffle, code the whole block (lz4 has no entropy stage);
 //   Anything whose coded size is not smaller than raw is stored raw.
 // Threading: blocks are independent. With one thread they are written in place, in order; with
 // several, each block is written to its own slot (offset i * (block_size + 4 * elemsize)) and the
@@ -38,6 +39,17 @@ using wire::Filter;
 constexpr std::uint32_t kDefaultBlockBytes = 256 * 1024;
 constexpr double kCodeEntropyBits = 7.5;   // code a plane predicted below this many bits/byte
 constexpr double kSparseZeroFraction = 0.5;
+constexpr std::size_t kSparseTrialBytes = 16 * 1024;
+// zstd parameters for byte planes at fast levels (<= kPlaneProfileMaxLevel). A dense plane's
+// redundancy is in its symbol distribution (e.g. float exponents), not in long repeats: a small
+// hash table that stays in L1 and a long minimum match turn zstd into a nearly pure entropy
+// coder. Measured on real fp32 gradient exponent planes: 3x faster than plain level 1 (1050 vs
+// 360 MB/s) with a slightly better ratio (2.299 vs 2.282).
+constexpr int kPlaneProfileMaxLevel = 3;
+constexpr int kPlaneHashLog = 9;
+constexpr int kPlaneMinMatch = 7;
+
+enum class Profile { kDefault, kPlane };
 
 // Per-thread codec contexts and scratch (pool workers are long-lived threads, so these persist
 // and their pages stay faulted in between calls).
@@ -45,6 +57,7 @@ struct WorkerState {
   ZSTD_CCtx* cctx = nullptr;
   ZSTD_DCtx* dctx = nullptr;
   int cctx_level = INT_MIN;
+  Profile cctx_profile = Profile::kDefault;
   std::vector<std::uint8_t> scratch;
   std::vector<std::uint8_t> scratch2;
   ~WorkerState() {
@@ -64,7 +77,7 @@ thread_local WorkerState t_worker;
 
 // Codes n bytes into dst; returns the coded size, or 0 when it would not be smaller than cap.
 std::size_t code(Codec c, int level, const std::uint8_t* src, std::size_t n, std::uint8_t* dst,
-                 std::size_t cap, WorkerState& ws) {
+                 std::size_t cap, WorkerState& ws, Profile profile = Profile::kDefault) {
   if (cap == 0) return 0;
   if (c == Codec::kLz4) {
     return static_cast<std::size_t>(LZ4_compress_fast(reinterpret_cast<const char*>(src),
@@ -75,11 +88,16 @@ std::size_t code(Codec c, int level, const std::uint8_t* src, std::size_t n, std
     ws.cctx = ZSTD_createCCtx();
     RP_ENFORCE(ws.cctx != nullptr, CodecError, "ZSTD_createCCtx failed (out of memory)");
   }
-  if (ws.cctx_level != level) {
+  if (level > kPlaneProfileMaxLevel) profile = Profile::kDefault;
+  if (ws.cctx_level != level || ws.cctx_profile != profile) {
     ZSTD_CCtx_setParameter(ws.cctx, ZSTD_c_compressionLevel, level);
     ZSTD_CCtx_setParameter(ws.cctx, ZSTD_c_contentSizeFlag, 1);
     ZSTD_CCtx_setParameter(ws.cctx, ZSTD_c_checksumFlag, 0);
+    const bool plane = profile == Profile::kPlane;
+    ZSTD_CCtx_setParameter(ws.cctx, ZSTD_c_hashLog, plane ? kPlaneHashLog : 0);  // 0 = level's
+    ZSTD_CCtx_setParameter(ws.cctx, ZSTD_c_minMatch, plane ? kPlaneMinMatch : 0);
     ws.cctx_level = level;
+    ws.cctx_profile = profile;
   }
   const std::size_t r = ZSTD_compress2(ws.cctx, dst, cap, src, n);
   if (ZSTD_isError(r)) {
@@ -149,13 +167,9 @@ double sampled_entropy(const std::uint8_t* p, std::size_t n, double* zero_fracti
   return h;
 }
 
-// Does coding this plane pay? zstd: sampled entropy; lz4 (no entropy stage): trial on a sample.
-bool plane_pays(Codec c, int level, const std::uint8_t* p, std::size_t n, WorkerState& ws) {
-  if (c == Codec::kZstd) return sampled_entropy(p, n) < kCodeEntropyBits;
-  const std::size_t m = n < 4096 ? n : 4096;
-  std::uint8_t* tmp = ws.buf2(LZ4_compressBound(int(m)));
-  const std::size_t r = code(c, level, p + (n - m) / 2, m, tmp, m - m / 16, ws);
-  return r != 0;
+// Does coding this plane with zstd pay? Its sampled byte entropy predicts zstd's entropy stage.
+bool plane_pays(const std::uint8_t* p, std::size_t n) {
+  return sampled_entropy(p, n) < kCodeEntropyBits;
 }
 
 struct EncodeJob {
@@ -217,30 +231,40 @@ std::size_t encode_block(const EncodeJob& J, std::size_t i, std::uint8_t* out, B
     double zeros = 0.0;
     sampled_entropy(blk, len, &zeros);
     if (zeros >= kSparseZeroFraction || len % J.s != 0) {
-      // Sparse: both candidates are cheap to code; keep the smaller.
-      std::size_t a = encode_whole(J, blk, len, Filter::kNone, out, ws);
-      std::uint8_t* alt = ws.buf2(len);
-      std::size_t b = len % J.s == 0 ? encode_whole(J, blk, len, Filter::kByteShuffle, alt, ws) : 0;
-      if (b && (!a || b < a)) {
-        std::memcpy(out, alt, b);
-        stored = b;
-        e.filter = Filter::kByteShuffle;
+      // Sparse (e.g. top-k output): unshuffled or byte-shuffled? Decide by a trial on a sample
+      // of the block, then code the whole block once with the winner.
+      Filter f = Filter::kNone;
+      const std::size_t m = std::min<std::size_t>(len, kSparseTrialBytes) / J.s * J.s;
+      if (len % J.s == 0 && m >= J.s) {
+        const std::uint8_t* sample = blk + (len - m) / 2 / J.s * J.s;
+        std::uint8_t* tmp = ws.buf2(2 * m + 64);
+        const std::size_t a = encode_whole(J, sample, m, Filter::kNone, tmp, ws);
+        const std::size_t b = encode_whole(J, sample, m, Filter::kByteShuffle, tmp + m + 32, ws);
+        if (b && (!a || b < a)) f = Filter::kByteShuffle;
+      }
+      if ((stored = encode_whole(J, blk, len, f, out, ws)) != 0) {
+        e.filter = f;
         e.coding = Coding::kWhole;
-      } else if (a) {
-        stored = a;
-        e.filter = Filter::kNone;
+      } else {
+        set_raw();
+      }
+    } else if (o.codec == Codec::kLz4) {
+      // Dense, lz4: lz4 has no entropy stage, so byte planes gain little; bit planes turn the
+      // nearly constant high exponent bits into long runs it can match.
+      if ((stored = encode_whole(J, blk, len, Filter::kBitShuffle, out, ws)) != 0) {
+        e.filter = Filter::kBitShuffle;
         e.coding = Coding::kWhole;
       } else {
         set_raw();
       }
     } else {
-      // Dense: byte planes, code the ones that pay.
+      // Dense, zstd: byte planes, code the ones that pay.
       const std::size_t plane = len / J.s;
       std::uint8_t* sc = ws.buf(len);
       byte_shuffle(blk, sc, len, J.s);
       std::uint16_t mask = 0;
       for (std::size_t b = 0; b < J.s; ++b) {
-        if (plane_pays(o.codec, o.level, sc + b * plane, plane, ws)) mask |= std::uint16_t(1u << b);
+        if (plane_pays(sc + b * plane, plane)) mask |= std::uint16_t(1u << b);
       }
       if (mask == 0) {
         set_raw();
@@ -251,7 +275,9 @@ std::size_t encode_block(const EncodeJob& J, std::size_t i, std::uint8_t* out, B
         for (std::size_t b = 0; b < J.s; ++b) {
           const std::uint8_t* pl = sc + b * plane;
           std::size_t n = 0;
-          if (mask & (1u << b)) n = code(o.codec, o.level, pl, plane, out + pos, plane - 1, ws);
+          if (mask & (1u << b)) {
+            n = code(o.codec, o.level, pl, plane, out + pos, plane - 1, ws, Profile::kPlane);
+          }
           if (n) {
             coded |= std::uint16_t(1u << b);
           } else {

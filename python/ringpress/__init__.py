@@ -6,9 +6,9 @@ Public names live here; the native extension ``ringpress._core`` is private.
 from __future__ import annotations
 
 from . import errors
-from .codecs import compress, compress_bound, decompress, frame_info
 from ._core import __version__
 from ._core import build_info as _native_build_info
+from .codecs import compress, compress_bound, decompress, frame_info
 from .errors import (
     CodecError,
     InternalError,

@@ -139,7 +139,7 @@ def compress(
 
 def compress_bound(x: Any, block_size: int | None = None) -> int:
     """Largest frame ``compress(x)`` can produce: the size an ``out=`` buffer needs."""
-    arr, wire, shape = _as_array(x, None)
+    arr, _, shape = _as_array(x, None)
     bs = block_size or (256 * 1024 // arr.dtype.itemsize * arr.dtype.itemsize)
     return _core.compress_bound(arr.nbytes, len(shape), bs)
 

@@ -4,7 +4,6 @@ import builtins
 import pickle
 
 import pytest
-
 import ringpress
 from ringpress import _core, errors
 

@@ -6,11 +6,10 @@ test_wire_format.py.
 
 import numpy as np
 import pytest
+import ringpress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import ringpress
 
 CODECS = ["zstd", "lz4", "none"]
 SHUFFLES = ["auto", "byte", "bit", "none"]
