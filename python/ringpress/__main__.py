@@ -1,7 +1,7 @@
 """The ``ringpress`` command line.
 
 ``ringpress info``   what this build contains and what it chose on this machine
-``ringpress demo``   the README's main job
+``ringpress kernels`` shuffle kernel speed at every SIMD level this machine supports
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from . import demo
+def _cmd_kernels(args: argparse.Namespace) -> int:
+    from . import kernels
 
-    return demo.main(args)
+    return kernels.main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -38,10 +38,10 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("info", help="print build_info() (what was built, what runs here)")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(func=_cmd_info)
-    demo = sub.add_parser("demo", help="the README's main job")
-    demo.add_argument("--size-mib", type=int, default=64, help="buffer size (default 64 MiB)")
-    demo.add_argument("--repeats", type=int, default=7, help="timed repeats, median reported")
-    demo.set_defaults(func=_cmd_demo)
+    kern = sub.add_parser("kernels", help="shuffle kernel speed per SIMD level")
+    kern.add_argument("--size-mib", type=int, default=64, help="buffer size (default 64 MiB)")
+    kern.add_argument("--repeats", type=int, default=7, help="timed repeats, median reported")
+    kern.set_defaults(func=_cmd_kernels)
     args = parser.parse_args(argv)
     return args.func(args)
 

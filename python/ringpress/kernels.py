@@ -1,7 +1,6 @@
-"""The README's main job, as far as ringpress has grown.
-
-Today: the shuffle kernels of the lossless stage, every SIMD level this machine supports side by
-side with numpy doing the same transpose, on a float32 buffer; GB/s are medians of repeats.
+"""``ringpress kernels``: the shuffle kernels of the lossless stage at every SIMD level this
+machine supports, side by side with numpy doing the same transpose, on a float32 buffer; GB/s are
+medians of repeats.
 """
 
 from __future__ import annotations
