@@ -258,43 +258,47 @@ std::size_t encode_block(const EncodeJob& J, std::size_t i, std::uint8_t* out, B
         set_raw();
       }
     } else {
-      // Dense, zstd: byte planes, code the ones that pay.
+      // Dense, zstd: byte planes, code the ones that pay. The planes are shuffled straight into
+      // the output (after the 4*s size table) so raw planes never move when no coded plane
+      // precedes them (fp32 gradients: planes 0-2 raw, 3 coded); a coded plane is compressed into
+      // scratch and copied back over its own source, which is safe because the write position
+      // never passes the start of the next plane (coded size < plane size).
       const std::size_t plane = len / J.s;
-      std::uint8_t* sc = ws.buf(len);
-      byte_shuffle(blk, sc, len, J.s);
+      std::uint8_t* planes = out + 4 * J.s;
+      byte_shuffle(blk, planes, len, J.s);
       std::uint16_t mask = 0;
       for (std::size_t b = 0; b < J.s; ++b) {
-        if (plane_pays(sc + b * plane, plane)) mask |= std::uint16_t(1u << b);
+        if (plane_pays(planes + b * plane, plane)) mask |= std::uint16_t(1u << b);
       }
-      if (mask == 0) {
-        set_raw();
-      } else {
+      std::uint16_t coded = 0;
+      std::size_t pos = 4 * J.s;
+      if (mask != 0) {
         std::uint8_t* sizes = out;
-        std::size_t pos = 4 * J.s;
-        std::uint16_t coded = 0;
+        std::uint8_t* tmp = ws.buf(plane);
         for (std::size_t b = 0; b < J.s; ++b) {
-          const std::uint8_t* pl = sc + b * plane;
+          const std::size_t rpos = 4 * J.s + b * plane;  // where plane b was shuffled to
           std::size_t n = 0;
           if (mask & (1u << b)) {
-            n = code(o.codec, o.level, pl, plane, out + pos, plane - 1, ws, Profile::kPlane);
+            n = code(o.codec, o.level, out + rpos, plane, tmp, plane - 1, ws, Profile::kPlane);
           }
           if (n) {
             coded |= std::uint16_t(1u << b);
+            std::memcpy(out + pos, tmp, n);
           } else {
-            std::memcpy(out + pos, pl, plane);
+            if (pos != rpos) std::memmove(out + pos, out + rpos, plane);
             n = plane;
           }
           for (int k = 0; k < 4; ++k) sizes[4 * b + k] = std::uint8_t(n >> (8 * k));
           pos += n;
         }
-        if (coded == 0 || pos >= len) {
-          set_raw();
-        } else {
-          stored = pos;
-          e.filter = Filter::kByteShuffle;
-          e.coding = Coding::kPlanes;
-          e.plane_mask = coded;
-        }
+      }
+      if (coded == 0 || pos >= len) {
+        set_raw();  // overwrites the shuffled planes with the original bytes
+      } else {
+        stored = pos;
+        e.filter = Filter::kByteShuffle;
+        e.coding = Coding::kPlanes;
+        e.plane_mask = coded;
       }
     }
   }
