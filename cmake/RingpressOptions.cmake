@@ -12,10 +12,11 @@ option(RINGPRESS_BUILD_TESTS "Build the C++ tests (GoogleTest) and register them
 option(RINGPRESS_SIMD "Build the SSE2/AVX2/AVX-512 kernels (runtime dispatch keeps a generic fallback)" ON)
 option(RINGPRESS_WERROR "Treat compiler warnings as errors" OFF)
 set(RINGPRESS_SANITIZE "" CACHE STRING "Sanitizers: empty, 'address,undefined' or 'thread'")
+option(RINGPRESS_FUZZ "Build the libFuzzer targets in tests/fuzz (clang only; scripts/fuzz.sh)" OFF)
 
 set(_rp_known_options
   RINGPRESS_CUDA RINGPRESS_CUDA_ARCHITECTURES RINGPRESS_PYTHON RINGPRESS_BUILD_TESTS
-  RINGPRESS_SIMD RINGPRESS_WERROR RINGPRESS_SANITIZE)
+  RINGPRESS_SIMD RINGPRESS_WERROR RINGPRESS_SANITIZE RINGPRESS_FUZZ)
 
 get_cmake_property(_rp_cache_vars CACHE_VARIABLES)
 foreach(_var IN LISTS _rp_cache_vars)

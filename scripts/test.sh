@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README's second command, and CI's): lint, C++ tests, Python tests, wheel check.
+# The test command (README's second command, and CI's): lint, C++ tests, decoder fuzzing (bounded),
+# Python tests, wheel check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RP_VENV:-.venv}"
@@ -10,6 +11,9 @@ ruff check python tests bench
 
 echo "== C++ tests (ctest)"
 ctest --test-dir build/py --output-on-failure -j2
+
+echo "== fuzz (decoder, bounded)"
+bash scripts/fuzz.sh
 
 echo "== Python tests (pytest)"
 # Run from the tests directory so the installed package, not the source tree, is imported.

@@ -23,4 +23,48 @@ void byte_unshuffle_device(const void* d_src, void* d_dst, std::size_t nbytes,
 void byte_shuffle_host_staged(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize,
                               bool unshuffle);
 
+// Top-k support on the device (csrc/cuda/topk.cu; selection semantics as ringpress/topk.h).
+// Threshold compaction: every i with |d_x[i]| >= *d_threshold (bit-pattern compare, like the CPU
+// threshold_select), written in ascending index order to d_idx/d_val, at most capacity of them.
+// d_counts[0] = number selected (> capacity means the output holds only the first capacity);
+// d_counts[1] = number of NaN inputs (NaNs are selected; the caller must reject the result when
+// it is non-zero, as errors cannot be raised from an asynchronous kernel). d_scratch must hold
+// topk_threshold_scratch_bytes(n) bytes. Cost: 2 reads of d_x + a scan of n/2048 tile counts.
+std::size_t topk_threshold_scratch_bytes(std::size_t n) noexcept;
+void topk_threshold_select_device(const float* d_x, std::size_t n, const float* d_threshold,
+                                  unsigned* d_idx, float* d_val, std::size_t capacity,
+                                  unsigned long long* d_counts, void* d_scratch,
+                                  std::size_t scratch_bytes, void* stream);
+// Sampled threshold estimate (one block): the r-th largest |x| over sample_size (<= 8192)
+// positions drawn with the same counter-based PRNG as the CPU topk_sampled, r = mu + 4 sqrt(mu)
+// + 4 with mu = k * sample_size / n, so {|x| >= t} holds the top-k with high probability and
+// about k (1 + 4 / sqrt(mu)) elements; refine on the host (topk compact) or re-run if too few.
+void topk_sampled_threshold_device(const float* d_x, std::size_t n, std::size_t k,
+                                   unsigned long long seed, std::size_t sample_size,
+                                   float* d_threshold, void* stream);
+// Host-staged threshold selection (synchronous; for tests): returns the count selected (the
+// first min(count, capacity) are written). Throws UsageError if the input holds NaN.
+std::size_t topk_threshold_select_host_staged(const float* x, std::size_t n, float t,
+                                              unsigned* idx, float* val, std::size_t capacity);
+
+}  // namespace ringpress::cuda
+
+// ---------------------------------------------------------------- quantization (quantize.cu)
+// Device twins of ringpress/quantize.h, asynchronous on `stream` (a cudaStream_t, nullptr =
+// default). Same codes, scales and bits as the CPU kernels (bits = 8 blockwise only). A block
+// holding NaN/Inf cannot raise on the device: it gets a NaN scale and zero codes.
+#include <cstdint>
+
+namespace ringpress::cuda {
+
+void quantize_int8_device(const float* d_x, std::size_t n, std::size_t block, bool stochastic,
+                          std::uint64_t seed, std::uint64_t offset, std::uint8_t* d_payload,
+                          float* d_scales, void* stream);
+void dequantize_int8_device(const std::uint8_t* d_payload, const float* d_scales, std::size_t n,
+                            std::size_t block, float* d_out, void* stream);
+void fp32_to_fp16_device(const float* d_x, std::size_t n, std::uint16_t* d_out, void* stream);
+void fp16_to_fp32_device(const std::uint16_t* d_h, std::size_t n, float* d_out, void* stream);
+void fp32_to_bf16_device(const float* d_x, std::size_t n, std::uint16_t* d_out, void* stream);
+void bf16_to_fp32_device(const std::uint16_t* d_h, std::size_t n, float* d_out, void* stream);
+
 }  // namespace ringpress::cuda

@@ -1,0 +1,86 @@
+// Fixed-threshold selection: every i with |x_i| >= t (ringpress/topk.h).
+//
+// Contract: exact; compares the bit patterns of |x| and |t| as uint32 (monotone for non-NaN
+// floats), so no rounding is involved; t must be >= 0 (or -0) and not NaN. NaN in x raises
+// UsageError: NaN bit patterns exceed every allowed threshold, so every NaN lands in the collected
+// set and one check over the (small) output finds it.
+// Cost: 1 read of x (blocks of 16 whose max |x| is below t are skipped after a vectorised max;
+// others are compacted branch-free); writes 8 bytes per selected element.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "ringpress/error.h"
+#include "topk_internal.h"
+
+namespace ringpress::topk {
+namespace internal {
+
+void collect_at_least(const float* x, std::size_t n, std::uint32_t tbits, std::size_t expected,
+                      SparseVector* out) {
+  constexpr std::size_t kChunk = 4096;  // capacity is checked once per chunk
+  constexpr std::size_t kLane = 16;
+  auto& I = out->indices;
+  auto& V = out->values;
+  std::size_t cap = std::max<std::size_t>(expected + expected / 4, kChunk) + kChunk + 1;
+  cap = std::min(cap, n + 1);
+  if (I.size() < cap) I.resize(cap);
+  if (V.size() < cap) V.resize(cap);
+  cap = std::min(I.size(), V.size());
+  std::size_t c = 0;
+  const auto* xb = reinterpret_cast<const std::uint32_t*>(x);
+  for (std::size_t base = 0; base < n; base += kChunk) {
+    const std::size_t end = std::min(n, base + kChunk);
+    if (cap - c < kChunk + 1) {
+      cap = std::min(std::max(cap * 2, c + kChunk + 1), n + 1);
+      I.resize(cap);
+      V.resize(cap);
+    }
+    std::uint32_t* ip = I.data();
+    float* vp = V.data();
+    std::size_t i = base;
+    for (; i + kLane <= end; i += kLane) {
+      std::uint32_t m = 0;
+      for (std::size_t j = 0; j < kLane; ++j) {
+        std::uint32_t b;
+        std::memcpy(&b, xb + i + j, 4);
+        m = std::max(m, b & kAbsMask);
+      }
+      if (m < tbits) continue;
+      for (std::size_t j = 0; j < kLane; ++j) {
+        ip[c] = static_cast<std::uint32_t>(i + j);
+        vp[c] = x[i + j];
+        c += abs_bits(x[i + j]) >= tbits;
+      }
+    }
+    for (; i < end; ++i) {
+      ip[c] = static_cast<std::uint32_t>(i);
+      vp[c] = x[i];
+      c += abs_bits(x[i]) >= tbits;
+    }
+  }
+  I.resize(c);
+  V.resize(c);
+}
+
+void check_no_nan(const SparseVector& v) {
+  std::uint32_t m = 0;
+  for (float f : v.values) m = std::max(m, abs_bits(f));
+  RP_ENFORCE(m <= kInfBits, UsageError, "input contains NaN (top-k selection is undefined)");
+}
+
+}  // namespace internal
+
+void threshold_select(const float* x, std::size_t n, float t, SparseVector* out) {
+  ScopedErrorContext ctx("topk.threshold");
+  RP_ENFORCE(out != nullptr, UsageError, "out is null");
+  RP_ENFORCE(n == 0 || x != nullptr, UsageError, "x is null");
+  RP_ENFORCE_LE(n, std::size_t{std::numeric_limits<std::uint32_t>::max()}, UsageError,
+                "indices are uint32");
+  RP_ENFORCE(!std::isnan(t) && !(t < 0.0f), UsageError, "threshold must be >= 0, got ", t);
+  const std::uint32_t tbits = internal::abs_bits(t);
+  internal::collect_at_least(x, n, tbits, n / 64, out);
+  internal::check_no_nan(*out);
+}
+
+}  // namespace ringpress::topk

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Fuzz the frame decoder for a bounded time (libFuzzer + ASan/UBSan); part of scripts/test.sh.
+#
+#   scripts/fuzz.sh                       build build/fuzz, replay the regression corpus, fuzz 60 s
+#   RP_FUZZ_SECONDS=300 scripts/fuzz.sh   fuzz longer
+#   scripts/fuzz.sh FILE...               only replay the given inputs (reproduce a crash)
+#
+# Steps: configure + build the fuzz_decode target with clang (build/fuzz, RINGPRESS_FUZZ=ON,
+# RINGPRESS_SANITIZE=address,undefined); run every input of tests/fuzz/corpus/ and
+# tests/golden/*.rpz once (goldens must also decode); then fuzz with a scratch corpus in
+# build/fuzz/corpus seeded from both, and replay that corpus with the generic/SSE2/AVX2 shuffle
+# kernels (RINGPRESS_SIMD). A finding (crash, sanitizer report, leak, timeout, OOM) fails
+# the script, and its input is copied into tests/fuzz/corpus/, the regression corpus, to commit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${RP_VENV:-.venv}"
+[[ -d "$VENV/bin" ]] && export PATH="$PWD/$VENV/bin:$PATH"   # its cmake and ninja come first
+
+SECONDS_BUDGET="${RP_FUZZ_SECONDS:-60}"
+BUILD=build/fuzz
+REGRESS=tests/fuzz/corpus
+SCRATCH="$BUILD/corpus"
+ART="$BUILD/artifacts"
+JOBS="$(nproc 2>/dev/null || echo 2)"
+
+# ---------------------------------------------------------------- toolchain
+pkgs="clang libclang-rt-14-dev"
+if ! command -v clang >/dev/null 2>&1 || ! command -v clang++ >/dev/null 2>&1; then
+  echo "fuzz: clang not found; libFuzzer needs it. Install:  apt-get install $pkgs" \
+       "  (scripts/setup.sh installs them)" >&2
+  exit 1
+fi
+probe="$(mktemp -d)"
+printf 'extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }\n' \
+  > "$probe/p.cc"
+if ! clang++ -fsanitize=fuzzer,address,undefined "$probe/p.cc" -o "$probe/p" 2>"$probe/err"; then
+  cat "$probe/err" >&2
+  echo "fuzz: clang cannot link libFuzzer/ASan (the compiler-rt runtime is missing)." \
+       "Install:  apt-get install $pkgs  (scripts/setup.sh installs them)" >&2
+  rm -rf "$probe"
+  exit 1
+fi
+rm -rf "$probe"
+command -v cmake >/dev/null 2>&1 || { echo "fuzz: cmake not found (run scripts/setup.sh)" >&2; exit 1; }
+gen=()
+command -v ninja >/dev/null 2>&1 && gen=(-G Ninja)
+
+# ---------------------------------------------------------------- build
+echo "fuzz: building fuzz_decode in $BUILD"
+if [[ -f "$BUILD/CMakeCache.txt" ]] && ! grep -q "^CMAKE_GENERATOR:INTERNAL=${gen[1]:-Unix Makefiles}\$" "$BUILD/CMakeCache.txt"; then
+  rm -rf "$BUILD/CMakeCache.txt" "$BUILD/CMakeFiles"   # the generator changed
+fi
+CC=clang CXX=clang++ cmake -S . -B "$BUILD" "${gen[@]}" --log-level=WARNING \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DRINGPRESS_FUZZ=ON -DRINGPRESS_CUDA=OFF -DRINGPRESS_PYTHON=OFF -DRINGPRESS_BUILD_TESTS=OFF \
+  -DRINGPRESS_SANITIZE=address,undefined >/dev/null
+cmake --build "$BUILD" --target fuzz_decode -j "$JOBS"
+FUZZER="$BUILD/tests/fuzz/fuzz_decode"
+
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"   # UB aborts (-fno-sanitize-recover)
+
+regress_inputs() { find "$REGRESS" -maxdepth 1 -type f ! -name 'README*' | sort; }
+
+# ---------------------------------------------------------------- replay only (arguments)
+if [[ $# -gt 0 ]]; then
+  exec "$FUZZER" -rss_limit_mb=2048 -timeout=10 "$@"
+fi
+
+# ---------------------------------------------------------------- regression corpus + goldens
+echo "fuzz: replaying the regression corpus and the golden frames"
+mapfile -t regress < <(regress_inputs)
+if [[ ${#regress[@]} -gt 0 ]]; then
+  "$FUZZER" -rss_limit_mb=2048 -timeout=10 "${regress[@]}" 2>"$BUILD/regress.log" || {
+    cat "$BUILD/regress.log" >&2
+    echo "fuzz: FAILED: an input of the regression corpus ($REGRESS) still fails (log above)" >&2
+    exit 1
+  }
+fi
+RP_FUZZ_EXPECT_VALID=1 "$FUZZER" -rss_limit_mb=2048 -timeout=10 tests/golden/*.rpz \
+  2>"$BUILD/golden.log" || {
+  cat "$BUILD/golden.log" >&2
+  echo "fuzz: FAILED: a golden frame (tests/golden/) no longer decodes cleanly (log above)" >&2
+  exit 1
+}
+echo "fuzz: ${#regress[@]} regression inputs and $(ls tests/golden/*.rpz | wc -l) golden frames ok"
+
+# ---------------------------------------------------------------- bounded fuzzing
+mkdir -p "$SCRATCH"
+rm -rf "$ART" && mkdir -p "$ART"
+cp -f tests/golden/*.rpz "$SCRATCH"/
+for f in "${regress[@]}"; do cp -f "$f" "$SCRATCH"/; done
+echo "fuzz: fuzzing for ${SECONDS_BUDGET}s (corpus $SCRATCH, log $BUILD/fuzz.log)"
+rc=0
+"$FUZZER" -max_total_time="$SECONDS_BUDGET" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+  -dict=tests/fuzz/fuzz_decode.dict -artifact_prefix="$ART/" -print_final_stats=1 \
+  "$SCRATCH" >"$BUILD/fuzz.log" 2>&1 || rc=$?
+grep -E '^#[0-9]+ +(DONE|pulse)|^stat::' "$BUILD/fuzz.log" | tail -8 || true
+# The run above exercised this CPU's best shuffle kernels only; replay the corpus it grew through
+# the others too (RINGPRESS_SIMD caps the runtime dispatch; a level the CPU lacks is skipped).
+if [[ $rc -eq 0 ]]; then
+  for level in generic sse2 avx2; do
+    RINGPRESS_SIMD=$level "$FUZZER" -runs=0 -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$ART/" \
+      "$SCRATCH" >>"$BUILD/fuzz.log" 2>&1 || { rc=$?; echo "fuzz: replay with RINGPRESS_SIMD=$level failed" >&2; break; }
+  done
+  [[ $rc -eq 0 ]] && echo "fuzz: corpus replayed with RINGPRESS_SIMD=generic, sse2, avx2"
+fi
+
+shopt -s nullglob
+found=("$ART"/crash-* "$ART"/leak-* "$ART"/timeout-* "$ART"/oom-*)
+if [[ $rc -ne 0 || ${#found[@]} -gt 0 ]]; then
+  tail -60 "$BUILD/fuzz.log" >&2
+  for f in "${found[@]}"; do cp -f "$f" "$REGRESS"/; done
+  echo "fuzz: FAILED: the fuzzer found a problem in the decoder (exit $rc; log $BUILD/fuzz.log)." >&2
+  if [[ ${#found[@]} -gt 0 ]]; then
+    echo "fuzz: added to the regression corpus $REGRESS/ (commit them with the fix):" >&2
+    for f in "${found[@]}"; do echo "    $REGRESS/$(basename "$f")" >&2; done
+    echo "fuzz: reproduce with:  bash scripts/fuzz.sh $REGRESS/$(basename "${found[0]}")" >&2
+  fi
+  exit 1
+fi
+echo "fuzz: ok (no findings in ${SECONDS_BUDGET}s)"

@@ -1,0 +1,211 @@
+// libFuzzer target for the frame decoder (wire::parse_frame + lossless_decode).
+//
+// The decoder's contract (ringpress/lossless.h, docs/wire-format.md): a hostile frame is rejected
+// with a WireFormatError or CodecError, never a crash, overrun, other exception or silently wrong
+// output. This target checks that contract and reports as a finding (abort) anything else:
+//   - a sanitizer report (ASan/UBSan) or a crash in parse_frame / lossless_decode;
+//   - an exception that is not a ringpress::Error, or an Error of another kind than
+//     WireFormat/Codec out of the decoder;
+//   - parse_frame accepting a frame whose FrameInfo breaks its own invariants (block offsets and
+//     lengths must tile the buffer and nbytes), or frame_size() disagreeing with it;
+//   - a decode that is not deterministic or does not write every output byte (decoded twice into
+//     buffers pre-filled with different patterns);
+//   - round-trip oracle: the decoded bytes re-encoded with lossless_encode (1-D, the frame's dtype
+//     and codec) and decoded again must be bit-identical.
+//
+// Every input is tried twice: as is, and with its checksums recomputed ("fix-up"): the header
+// check and the per-block XXH3 checksums are hashes a mutator cannot get right, so without the
+// fix-up almost every mutation would stop at the checksum comparison and the codec paths behind
+// it would never be fuzzed. The fix-up is deterministic, so a saved crash input reproduces.
+//
+// Allocations are capped: a frame may claim up to 2^62 decoded bytes; frames above kMaxDecode are
+// only parsed. Env RP_FUZZ_EXPECT_VALID=1 (used by scripts/fuzz.sh on tests/golden/*.rpz) also
+// aborts when an input does not decode as is: the golden frames must keep decoding.
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <vector>
+
+#include "ringpress/dtype.h"
+#include "ringpress/error.h"
+#include "ringpress/lossless.h"
+#include "ringpress/wire.h"
+
+namespace {
+
+using namespace ringpress;
+
+constexpr std::uint64_t kMaxDecode = 64ull << 20;     // skip decoding frames claiming more
+constexpr std::uint64_t kMaxRecheck = 1ull << 20;     // second decode (determinism/full write)
+constexpr std::uint64_t kMaxRoundTrip = 8ull << 20;   // re-encode oracle
+
+bool g_expect_valid = false;
+
+[[noreturn]] void finding(const char* what, const char* detail = "") {
+  std::fprintf(stderr, "\n==ringpress fuzz finding== %s %s\n", what, detail);
+  std::fflush(stderr);
+  std::abort();
+}
+
+std::uint32_t ld32(const std::uint8_t* p) {
+  return std::uint32_t(p[0]) | (std::uint32_t(p[1]) << 8) | (std::uint32_t(p[2]) << 16) |
+         (std::uint32_t(p[3]) << 24);
+}
+void st32(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = std::uint8_t(v >> (8 * i));
+}
+void st64(std::uint8_t* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = std::uint8_t(v >> (8 * i));
+}
+
+// Recomputes the block checksums (for blocks that lie inside the buffer) and the header check.
+// Returns false when the buffer is not even a frame header + table (nothing to fix).
+bool fix_checksums(std::vector<std::uint8_t>& b) {
+  if (b.size() < wire::kHeaderSize || std::memcmp(b.data(), wire::kMagic, 4) != 0) return false;
+  const unsigned ndim = b[7];
+  if (ndim > unsigned(wire::kMaxNdim)) return false;
+  const std::uint64_t nblocks = ld32(b.data() + 24);
+  const std::uint64_t tend = wire::table_end(int(ndim), nblocks);
+  if (tend > b.size()) return false;
+  std::uint8_t* table = b.data() + wire::kHeaderSize + 8 * ndim;
+  std::uint64_t off = tend;
+  for (std::uint64_t i = 0; i < nblocks; ++i) {
+    std::uint8_t* e = table + wire::kBlockEntrySize * i;
+    const std::uint64_t stored = ld32(e);
+    if (off + stored <= b.size()) st64(e + 8, wire::checksum(b.data() + off, std::size_t(stored)));
+    off += stored;
+  }
+  // header_check = low 32 bits of XXH3-64 over header[0, 28) followed by shape + table.
+  std::vector<std::uint8_t> h(b.begin(), b.begin() + 28);
+  h.insert(h.end(), b.begin() + wire::kHeaderSize, b.begin() + std::ptrdiff_t(tend));
+  st32(b.data() + 28, std::uint32_t(wire::checksum(h.data(), h.size())));
+  return true;
+}
+
+std::unique_ptr<std::uint8_t[]> filled(std::size_t n, std::uint8_t pattern) {
+  std::unique_ptr<std::uint8_t[]> p(new std::uint8_t[n ? n : 1]);
+  std::memset(p.get(), pattern, n);
+  return p;
+}
+
+bool decoder_kind_ok(const Error& e) {
+  return e.kind() == ErrorKind::kWireFormat || e.kind() == ErrorKind::kCodec;
+}
+
+// Re-encodes the decoded bytes and checks that they decode back to themselves.
+void round_trip(const wire::FrameInfo& info, const std::uint8_t* data, std::size_t n,
+                std::uint8_t variant) {
+  LosslessOptions o;
+  o.codec = info.codec;
+  o.threads = 1;
+  // The frame's level may be anything (it is informational); keep levels valid and fast.
+  if (o.codec == wire::Codec::kZstd) o.level = 1 + (variant % 3);
+  else if (o.codec == wire::Codec::kLz4) o.level = 1 + (variant % 8);
+  else o.level = 0;
+  o.shuffle = static_cast<ShuffleMode>(variant % 4);
+  // The frame's block size, unless it would make a huge block table.
+  const std::uint64_t nblocks = n ? (n + info.block_size - 1) / info.block_size : 0;
+  o.block_size = nblocks <= 4096 ? info.block_size : 0;
+  const std::uint64_t shape[1] = {n / info.elemsize};
+  const std::size_t cap = encode_bound(n, 1, o.block_size);
+  auto enc = filled(cap, 0);
+  std::size_t len = 0;
+  try {
+    len = lossless_encode(data, n, info.dtype, shape, 1, o, enc.get(), cap);
+  } catch (const Error& e) {
+    finding("round trip: lossless_encode threw on decoded data:", e.what());
+  }
+  if (len > cap) finding("round trip: encoder wrote past encode_bound");
+  auto back = filled(n, 0xC3);
+  try {
+    lossless_decode(enc.get(), len, back.get(), n, 1);
+  } catch (const Error& e) {
+    finding("round trip: decoding a freshly encoded frame failed:", e.what());
+  }
+  if (std::memcmp(back.get(), data, n) != 0) finding("round trip: decode(encode(x)) != x");
+}
+
+// Returns true when the frame decoded.
+bool try_frame(const std::uint8_t* data, std::size_t size, std::uint8_t variant) {
+  wire::FrameInfo info;
+  try {
+    info = wire::parse_frame(data, size);
+  } catch (const Error& e) {
+    if (!decoder_kind_ok(e)) finding("parse_frame threw an unexpected error kind:", e.what());
+    return false;
+  }
+
+  // Invariants of an accepted frame.
+  if (info.frame_size != size) finding("parse_frame accepted a buffer of another size than frame_size");
+  std::uint64_t off = wire::table_end(info.ndim, info.blocks.size()), total = 0;
+  for (std::size_t i = 0; i < info.blocks.size(); ++i) {
+    const wire::BlockEntry& e = info.blocks[i];
+    if (e.offset != off || e.offset + e.stored_size > size) finding("block offsets do not tile the frame");
+    if (e.length == 0 || e.length > info.block_size) finding("block length out of range");
+    off += e.stored_size;
+    total += e.length;
+  }
+  if (off != size || total != info.nbytes) finding("block table does not cover the frame / nbytes");
+  try {
+    if (wire::frame_size(data, size) != size) finding("frame_size() disagrees with parse_frame()");
+  } catch (const Error& e) {
+    finding("frame_size() rejected a frame parse_frame() accepted:", e.what());
+  }
+
+  if (info.nbytes > kMaxDecode) return false;  // cap allocations (the fuzzer would OOM)
+  const std::size_t n = std::size_t(info.nbytes);
+  auto out = filled(n, 0xA5);
+  try {
+    lossless_decode(data, size, out.get(), n, 1);
+  } catch (const Error& e) {
+    if (!decoder_kind_ok(e)) finding("lossless_decode threw an unexpected error kind:", e.what());
+    return false;
+  }
+
+  if (n <= kMaxRecheck) {
+    auto again = filled(n, 0x5A);
+    try {
+      lossless_decode(data, size, again.get(), n, 1);
+    } catch (const Error& e) {
+      finding("second decode of the same frame failed:", e.what());
+    }
+    if (std::memcmp(out.get(), again.get(), n) != 0) {
+      finding("decode is not deterministic or leaves output bytes unwritten");
+    }
+  }
+  if (n <= kMaxRoundTrip) round_trip(info, out.get(), n, variant);
+  return true;
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerInitialize(int*, char***) {
+  const char* v = std::getenv("RP_FUZZ_EXPECT_VALID");
+  g_expect_valid = v && v[0] == '1';
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  const std::uint8_t variant = size ? data[size - 1] : 0;
+  try {
+    // libFuzzer hands over an exact-size heap copy, so overreads of the input hit ASan's redzone.
+    const bool ok = try_frame(data, size, variant);
+    if (g_expect_valid && !ok) finding("a frame expected to decode (golden) did not decode");
+    if (!ok) {
+      std::vector<std::uint8_t> fixed(data, data + size);  // exact size too
+      if (fix_checksums(fixed) && !std::equal(fixed.begin(), fixed.end(), data)) {
+        try_frame(fixed.data(), fixed.size(), variant);
+      }
+    }
+  } catch (const std::exception& e) {
+    finding("exception that is not a ringpress::Error:", e.what());
+  } catch (...) {
+    finding("unknown exception");
+  }
+  return 0;
+}
