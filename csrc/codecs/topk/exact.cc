@@ -154,27 +154,7 @@ void topk_exact(const float* x, std::size_t n, std::size_t k, SparseVector* out)
   if (V.size() < cum + 1) V.resize(cum + 1);
   std::uint32_t* ip = I.data();
   float* vp = V.data();
-  std::size_t c = 0;
-  constexpr std::size_t kLane = 16;
-  for (i = 0; i + kLane <= n; i += kLane) {
-    std::uint32_t m = 0;
-    for (std::size_t j = 0; j < kLane; ++j) {
-      std::uint32_t b;
-      std::memcpy(&b, xb + i + j, 4);
-      m = std::max(m, b & kAbsMask);
-    }
-    if (m < tbits) continue;
-    for (std::size_t j = 0; j < kLane; ++j) {
-      ip[c] = static_cast<std::uint32_t>(i + j);
-      vp[c] = x[i + j];
-      c += abs_bits(x[i + j]) >= tbits;
-    }
-  }
-  for (; i < n; ++i) {
-    ip[c] = static_cast<std::uint32_t>(i);
-    vp[c] = x[i];
-    c += abs_bits(x[i]) >= tbits;
-  }
+  const std::size_t c = compact_range(x, 0, n, tbits, ip, vp, 0);
   RP_ENFORCE_EQ(c, cum, InternalError, "pass 2 disagrees with the histogram");
   I.resize(c);
   V.resize(c);

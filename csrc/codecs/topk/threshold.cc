@@ -19,7 +19,6 @@ namespace internal {
 void collect_at_least(const float* x, std::size_t n, std::uint32_t tbits, std::size_t expected,
                       SparseVector* out) {
   constexpr std::size_t kChunk = 4096;  // capacity is checked once per chunk
-  constexpr std::size_t kLane = 16;
   auto& I = out->indices;
   auto& V = out->values;
   std::size_t cap = std::max<std::size_t>(expected + expected / 4, kChunk) + kChunk + 1;
@@ -28,7 +27,6 @@ void collect_at_least(const float* x, std::size_t n, std::uint32_t tbits, std::s
   if (V.size() < cap) V.resize(cap);
   cap = std::min(I.size(), V.size());
   std::size_t c = 0;
-  const auto* xb = reinterpret_cast<const std::uint32_t*>(x);
   for (std::size_t base = 0; base < n; base += kChunk) {
     const std::size_t end = std::min(n, base + kChunk);
     if (cap - c < kChunk + 1) {
@@ -36,28 +34,7 @@ void collect_at_least(const float* x, std::size_t n, std::uint32_t tbits, std::s
       I.resize(cap);
       V.resize(cap);
     }
-    std::uint32_t* ip = I.data();
-    float* vp = V.data();
-    std::size_t i = base;
-    for (; i + kLane <= end; i += kLane) {
-      std::uint32_t m = 0;
-      for (std::size_t j = 0; j < kLane; ++j) {
-        std::uint32_t b;
-        std::memcpy(&b, xb + i + j, 4);
-        m = std::max(m, b & kAbsMask);
-      }
-      if (m < tbits) continue;
-      for (std::size_t j = 0; j < kLane; ++j) {
-        ip[c] = static_cast<std::uint32_t>(i + j);
-        vp[c] = x[i + j];
-        c += abs_bits(x[i + j]) >= tbits;
-      }
-    }
-    for (; i < end; ++i) {
-      ip[c] = static_cast<std::uint32_t>(i);
-      vp[c] = x[i];
-      c += abs_bits(x[i]) >= tbits;
-    }
+    c = compact_range(x, base, end, tbits, I.data(), V.data(), c);
   }
   I.resize(c);
   V.resize(c);

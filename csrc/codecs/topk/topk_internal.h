@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstddef>
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 
@@ -21,6 +22,33 @@ inline std::uint32_t abs_bits(float v) noexcept {
 }
 
 // splitmix64 finaliser, and a counter-based stream: draw j of seed is a pure function of both.
+// Appends every i in [begin, end) with abs_bits(x[i]) >= tbits to ip/vp starting at position c
+// and returns the new count. ip/vp need room for (end - begin) + 1 more entries: the loop writes
+// each candidate unconditionally and advances only on a hit (branch-free), and skips 16-element
+// lanes whose largest magnitude is below the threshold.
+inline std::size_t compact_range(const float* x, std::size_t begin, std::size_t end,
+                                 std::uint32_t tbits, std::uint32_t* ip, float* vp,
+                                 std::size_t c) noexcept {
+  constexpr std::size_t kLane = 16;
+  std::size_t i = begin;
+  for (; i + kLane <= end; i += kLane) {
+    std::uint32_t m = 0;
+    for (std::size_t j = 0; j < kLane; ++j) m = std::max(m, abs_bits(x[i + j]));
+    if (m < tbits) continue;
+    for (std::size_t j = 0; j < kLane; ++j) {
+      ip[c] = static_cast<std::uint32_t>(i + j);
+      vp[c] = x[i + j];
+      c += abs_bits(x[i + j]) >= tbits;
+    }
+  }
+  for (; i < end; ++i) {
+    ip[c] = static_cast<std::uint32_t>(i);
+    vp[c] = x[i];
+    c += abs_bits(x[i]) >= tbits;
+  }
+  return c;
+}
+
 inline std::uint64_t mix64(std::uint64_t z) noexcept {
   z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
   z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
