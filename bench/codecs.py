@@ -39,18 +39,12 @@ Usage: ``python -m bench.codecs [--quick] [--datasets fp32,bf16,topk] [--size-mi
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import datetime
-import gc
 import inspect
 import json
-import os
-import platform
 import statistics
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,6 +55,12 @@ if __package__ in (None, ""):  # run as a script: python bench/codecs.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import gradients
+from bench._common import fmt_speed as _fmt_speed
+from bench._common import machine_info as _machine_info
+from bench._common import memcpy_reference as _memcpy
+from bench._common import nbytes as _nbytes
+from bench._common import time_calls as _time_calls
+from bench._common import warm_heap as _warm_heap
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_JSON = RESULTS_DIR / "codecs.json"
@@ -68,8 +68,6 @@ DATASETS = ("fp32", "bf16", "topk")
 DEFAULT_BLOCK = 256 << 10  # ringpress default block size (256 KiB, rounded to the element size)
 QUICK_SIZE_MIB = 4.0
 QUICK_REPEATS = 3
-_M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
-_M_MMAP_MAX = -4
 
 CompressFn = Callable[[np.ndarray], Any]
 DecompressFn = Callable[[Any, np.ndarray], Any]
@@ -87,10 +85,6 @@ class Config:
     make: Callable[[np.ndarray, int], tuple[CompressFn, DecompressFn]]
     compare_to: str | None = None  # name of the blosc2 config used for the "vs blosc2" columns
     notes: list[str] = field(default_factory=list)
-
-
-def _nbytes(buf: Any) -> int:
-    return memoryview(buf).nbytes
 
 
 def _as_bytes(obj: Any) -> np.ndarray:
@@ -303,30 +297,6 @@ def build_configs(
 # --------------------------------------------------------------------------- measurement
 
 
-def _time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
-    samples = []
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            res = fn()
-            samples.append(time.perf_counter() - t0)
-            del res
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return samples
-
-
-def _memcpy(x: np.ndarray, repeats: int) -> dict[str, Any]:
-    dst = np.empty_like(x)
-    np.copyto(dst, x)
-    samples = _time_calls(lambda: np.copyto(dst, x), repeats)
-    med = statistics.median(samples)
-    return {"samples_s": samples, "median_s": med, "GBps": x.nbytes / med / 1e9}
-
-
 def _same_bytes(res: Any, x: np.ndarray) -> bool:
     return np.array_equal(_as_bytes(res), x.reshape(-1).view(np.uint8))
 
@@ -423,10 +393,6 @@ def load_datasets(names: list[str], size_mib: float) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------- reporting
 
 
-def _fmt_speed(v: float) -> str:
-    return f"{v:9.0f}" if v >= 100 else f"{v:9.1f}"
-
-
 def format_table(
     dataset: str, x: np.ndarray, rows: list[dict[str, Any]], memcpy: dict[str, Any]
 ) -> str:
@@ -462,45 +428,6 @@ def format_table(
             }
         lines.append(line)
     return "\n".join(lines)
-
-
-def _machine_info() -> dict[str, Any]:
-    info: dict[str, Any] = {
-        "platform": platform.platform(),
-        "machine": platform.machine(),
-        "processor": platform.processor(),
-        "python": platform.python_version(),
-        "cpu_count": os.cpu_count(),
-        "numpy": np.__version__,
-    }
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    info["cpu_model"] = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    for mod in ("blosc2", "zstandard", "lz4"):
-        try:
-            info[mod] = __import__(mod).__version__
-        except ImportError:
-            info[mod] = None
-    try:
-        import blosc2
-
-        info["c_blosc2"] = blosc2.blosclib_version
-    except (ImportError, AttributeError):
-        pass
-    try:
-        import ringpress
-
-        info["ringpress"] = getattr(ringpress, "__version__", None)
-        if hasattr(ringpress, "build_info"):
-            info["ringpress_build_info"] = ringpress.build_info()
-    except ImportError:
-        info["ringpress"] = None
-    return info
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
@@ -558,34 +485,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
 
 # --------------------------------------------------------------------------- entry points
-
-
-@contextlib.contextmanager
-def _warm_heap(enabled: bool) -> Iterator[bool]:
-    """Keep large freed blocks in the glibc heap while benchmarking (Linux only).
-
-    APIs without an ``out=`` (blosc2 compress2, zstandard, lz4.block) return a fresh buffer per
-    call. Buffers this large are normally mmap'ed and unmapped each time, so every call would
-    also pay for faulting in fresh zeroed pages (it halves lz4 decompression speed at 64 MiB);
-    with mmap disabled and trimming deferred the memory is reused warm, and timings measure the
-    codecs. Defaults are restored afterwards. Yields whether the tuning is active.
-    """
-    libc = None
-    if enabled and sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None)
-            ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)
-            if not ok:
-                libc = None
-        except (OSError, AttributeError):
-            libc = None
-    try:
-        yield libc is not None
-    finally:
-        if libc is not None:
-            libc.mallopt(_M_MMAP_MAX, 65536)
-            libc.mallopt(_M_TRIM_THRESHOLD, 128 * 1024)
-            libc.malloc_trim(0)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -117,6 +117,10 @@ void decode_payload(Codec c, const std::uint8_t* src, std::size_t n, std::uint8_
     RP_ENFORCE_EQ(std::size_t(r), expect, WireFormatError, "block ", block, ": lz4 payload decoded to the wrong size");
     return;
   }
+  // Only the standard frame format (RFC 8878): libzstd may be built with legacy-format support,
+  // whose older decoders must never see network bytes.
+  RP_ENFORCE(n >= 4 && src[0] == 0x28 && src[1] == 0xB5 && src[2] == 0x2F && src[3] == 0xFD,
+             WireFormatError, "block ", block, ": payload is not a zstd frame (bad magic)");
   RP_ENFORCE_EQ(ZSTD_findFrameCompressedSize(src, n), n, WireFormatError, "block ", block,
                 ": payload is not exactly one zstd frame");
   RP_ENFORCE_EQ(ZSTD_getFrameContentSize(src, n), (unsigned long long)expect, WireFormatError,
@@ -446,9 +450,7 @@ std::size_t lossless_encode(const void* src, std::size_t nbytes, DType dtype,
     for (std::size_t i = 0; i < nblocks; ++i) pos += encode_block(job, i, out + pos, info.blocks[i], t_worker);
   } else {
     const std::size_t slot = std::size_t(bs) + 4 * s;
-    const ErrorContext caller = current_error_context();
     parallel_for(nblocks, opts.threads, [&](std::size_t i, int) {
-      ScopedErrorContext inherit(caller.op, caller.rank, caller.peer);
       encode_block(job, i, out + data_start + i * slot, info.blocks[i], t_worker);
     });
     for (std::size_t i = 0; i < nblocks; ++i) {  // compact the slots (moves only downwards)
@@ -470,9 +472,7 @@ void lossless_decode(const void* frame, std::size_t len, void* dst, std::size_t 
   RP_ENFORCE(threads >= 1 && threads <= 1024, UsageError, "threads must be in [1, 1024], got ", threads);
   const auto* f = static_cast<const std::uint8_t*>(frame);
   auto* out = static_cast<std::uint8_t*>(dst);
-  const ErrorContext caller = current_error_context();
   parallel_for(info.blocks.size(), threads, [&](std::size_t i, int) {
-    ScopedErrorContext inherit(caller.op, caller.rank, caller.peer);
     decode_block(info, f, i, out, t_worker);
   });
 }

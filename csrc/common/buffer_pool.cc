@@ -1,6 +1,9 @@
 // Buffer pool (see ringpress/buffer_pool.h). One mutex guards the free list and the counters.
 #include "ringpress/buffer_pool.h"
 
+#include <pthread.h>
+
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <vector>
@@ -25,10 +28,23 @@ struct Pool {
   std::size_t cached_bytes = 0, hits = 0, misses = 0;
 };
 
+// Leaked: buffers may be released during interpreter shutdown. After fork() the child gets a
+// fresh pool (the inherited mutex may have been held by a thread that does not exist there).
+std::atomic<Pool*> g_pool{nullptr};
+
 Pool& pool() {
-  static Pool* p = new Pool();  // leaked: buffers may be released during interpreter shutdown
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  if (!p) {
+    Pool* fresh = new Pool();
+    if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) p = fresh;
+    else delete fresh;
+  }
   return *p;
 }
+
+const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] {
+  g_pool.store(nullptr, std::memory_order_release);
+});
 
 }  // namespace
 
@@ -53,7 +69,7 @@ std::shared_ptr<Buffer> Buffer::acquire(std::size_t size) {
   const std::size_t cap = size == 0 ? kAlign : (size + kAlign - 1) / kAlign * kAlign;
   void* mem = std::aligned_alloc(kAlign, cap);
   if (!mem) {
-    RP_THROW(UsageError, "out of memory allocating a ", cap, "-byte buffer");
+    RP_THROW(CodecError, "out of memory allocating a ", cap, "-byte buffer");
   }
   return std::shared_ptr<Buffer>(new Buffer(static_cast<std::uint8_t*>(mem), cap, size));
 }

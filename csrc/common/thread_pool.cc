@@ -3,7 +3,16 @@
 // Ownership and locking: the pool is a leaked singleton (workers must outlive static destructors
 // of callers). job_mutex_ serialises whole jobs; state_mutex_ guards the job fields and the
 // condition variables. Lock order: job_mutex_ before state_mutex_.
+// fork(): a child inherits the pool object but not its worker threads (and possibly a locked
+// mutex), so a pthread_atfork child handler drops the pool (leaking it) and the child builds a
+// fresh one on first use.
+// Error context: workers run each job under the caller's ScopedErrorContext (rank/peer/op), so
+// an error raised on a worker carries the same context as one raised on the calling thread.
 #include "ringpress/thread_pool.h"
+
+#include "ringpress/error.h"
+
+#include <pthread.h>
 
 #include <atomic>
 #include <condition_variable>
@@ -26,6 +35,7 @@ class Pool {
       n_ = n;
       next_.store(0);
       error_ = nullptr;
+      ctx_ = current_error_context();  // workers raise errors with the caller's rank/op
       active_ = threads - 1;  // helpers taking part in this job
       pending_ = active_;
       ++generation_;
@@ -50,13 +60,18 @@ class Pool {
   void loop(int id) {
     std::uint64_t seen = 0;
     for (;;) {
+      ErrorContext ctx;
       {
         std::unique_lock<std::mutex> lk(state_mutex_);
         start_cv_.wait(lk, [&] { return generation_ != seen; });
         seen = generation_;
         if (id > active_) continue;  // not part of this job
+        ctx = ctx_;
       }
-      work(id);
+      {
+        ScopedErrorContext inherit(ctx.op, ctx.rank, ctx.peer);
+        work(id);
+      }
       std::lock_guard<std::mutex> lk(state_mutex_);
       if (--pending_ == 0) done_cv_.notify_all();
     }
@@ -84,15 +99,30 @@ class Pool {
   std::size_t n_ = 0;
   std::atomic<std::size_t> next_{0};
   std::exception_ptr error_;
+  ErrorContext ctx_;
   int active_ = 0;
   int pending_ = 0;
   std::uint64_t generation_ = 0;
 };
 
+std::atomic<Pool*> g_pool{nullptr};  // leaked: detached workers reference it
+
 Pool& pool() {
-  static Pool* p = new Pool();  // intentionally leaked: detached workers reference it
+  Pool* p = g_pool.load(std::memory_order_acquire);
+  if (!p) {
+    Pool* fresh = new Pool();
+    if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) {
+      p = fresh;
+    } else {
+      delete fresh;  // another thread installed one first (no workers started yet)
+    }
+  }
   return *p;
 }
+
+const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] {
+  g_pool.store(nullptr, std::memory_order_release);
+});
 
 }  // namespace
 

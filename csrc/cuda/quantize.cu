@@ -54,7 +54,9 @@ __global__ void int8_encode_kernel(const float* __restrict__ x, std::size_t n, s
     const float pre = mf < qd::kTinyBlock ? qd::kPreScale : 1.0f;
     const float inv = (m == 0 || bad) ? 0.0f : __fdiv_rn(127.0f, __fmul_rn(mf, pre));
     if (threadIdx.x == 0) {
-      scales[b] = bad ? __uint_as_float(0x7fc00000u) : (m == 0 ? 0.0f : __fdiv_rn(mf, 127.0f));
+      float sc = m == 0 ? 0.0f : __fdiv_rn(mf, 127.0f);
+      while (!isfinite(__fmul_rn(127.0f, sc))) sc = nextafterf(sc, 0.0f);  // as the CPU encoder
+      scales[b] = bad ? __uint_as_float(0x7fc00000u) : sc;
     }
     for (std::size_t i = threadIdx.x; i < len; i += kThreads) {
       std::int32_t c = 0;

@@ -12,6 +12,7 @@
 
 #include "ringpress/buffer_pool.h"
 #include "ringpress/build_info.h"
+#include "ringpress/compressor.h"
 #include "ringpress/config.h"
 #include "ringpress/cpu.h"
 #include "ringpress/cuda.h"
@@ -47,6 +48,14 @@ class BufferView {
   Py_buffer view_{};
 };
 
+// In-place or overlapping input/output would be read after being overwritten: refuse it.
+void check_no_overlap(const BufferView& a, const BufferView& b, const char* what) {
+  auto a0 = reinterpret_cast<std::uintptr_t>(a.data()), b0 = reinterpret_cast<std::uintptr_t>(b.data());
+  if (a.size() && b.size() && a0 < b0 + b.size() && b0 < a0 + a.size()) {
+    RP_THROW(UsageError, what, " overlap in memory; pass separate buffers");
+  }
+}
+
 const rp::ShuffleKernels& kernels_for(const std::optional<std::string>& level) {
   if (!level) return rp::shuffle_kernels();
   rp::SimdLevel l = rp::parse_simd_level(*level);
@@ -67,6 +76,7 @@ void run_shuffle(WholeBufferFn fn, const char* op, py::handle src, py::handle ds
   BufferView out(dst, true, "dst");
   rp::ScopedErrorContext ctx(op);
   RP_ENFORCE_EQ(in.size(), out.size(), UsageError, "src and dst must have the same size in bytes");
+  check_no_overlap(in, out, "src and dst");
   const rp::ShuffleKernels& k = kernels_for(level);
   py::gil_scoped_release release;
   fn(k, in.data(), out.data(), in.size(), elemsize);
@@ -213,6 +223,7 @@ PYBIND11_MODULE(_core, m) {
         if (!out.is_none()) {
           BufferView dst(out, true, "out");
           RP_ENFORCE_GE(dst.size(), bound, UsageError, "out is too small: compress_bound(x) bytes are needed");
+          check_no_overlap(in, dst, "x and out");
           std::size_t n;
           {
             py::gil_scoped_release release;
@@ -257,6 +268,7 @@ PYBIND11_MODULE(_core, m) {
         BufferView in(frame, false, "buf");
         if (!out.is_none()) {
           BufferView dst(out, true, "out");
+          check_no_overlap(in, dst, "buf and out");
           py::gil_scoped_release release;
           rp::lossless_decode(in.data(), in.size(), dst.data(), dst.size(), threads);
           return py::none();
@@ -270,6 +282,90 @@ PYBIND11_MODULE(_core, m) {
         return py::cast(buf);
       },
       py::arg("buf"), py::arg("out"), py::arg("threads"));
+
+  // ------------------------------------------------------------ gradient compressors (RPZC)
+  m.def(
+      "compressor_encode",
+      [](py::handle x, const std::vector<std::uint64_t>& shape, int method, int bits,
+         std::uint32_t block, bool stochastic, int selector, double ratio, double tolerance,
+         float threshold, const std::string& codec, int level, const std::string& shuffle,
+         std::uint64_t seed, py::handle residual, int threads) -> py::object {
+        BufferView in(x, false, "x");
+        rp::CompressorSpec s;
+        s.method = static_cast<rp::CompressMethod>(method);
+        s.bits = bits;
+        s.block = block;
+        s.stochastic = stochastic;
+        s.selector = static_cast<rp::SparseSelector>(selector);
+        s.ratio = ratio;
+        s.tolerance = tolerance;
+        s.threshold = threshold;
+        s.lossless.codec = rp::codec_from_name(codec.c_str());
+        s.lossless.level = level;
+        s.lossless.shuffle = rp::shuffle_mode_from_name(shuffle.c_str());
+        const std::size_t n = in.size() / sizeof(float);
+        RP_ENFORCE_LE(shape.size(), std::size_t(rp::wire::kMaxNdim), UsageError, "too many dimensions");
+        std::unique_ptr<BufferView> res;
+        if (!residual.is_none()) {
+          res = std::make_unique<BufferView>(residual, true, "residual");
+          RP_ENFORCE_EQ(res->size(), in.size(), UsageError, "residual size must match x");
+          check_no_overlap(in, *res, "x and residual");
+        }
+        std::shared_ptr<rp::Buffer> buf = rp::Buffer::acquire(rp::compressor_bound(s, n, int(shape.size())));
+        {
+          py::gil_scoped_release release;
+          buf->resize(rp::compressor_encode(s, static_cast<const float*>(in.data()), n, shape.data(),
+                                            int(shape.size()), seed,
+                                            res ? static_cast<float*>(res->data()) : nullptr,
+                                            buf->data(), buf->size(), threads));
+        }
+        return py::cast(buf);
+      },
+      py::arg("x"), py::arg("shape"), py::arg("method"), py::arg("bits"), py::arg("block"),
+      py::arg("stochastic"), py::arg("selector"), py::arg("ratio"), py::arg("tolerance"),
+      py::arg("threshold"), py::arg("codec"), py::arg("level"), py::arg("shuffle"), py::arg("seed"),
+      py::arg("residual"), py::arg("threads"));
+  m.def(
+      "container_info",
+      [](py::handle buf) {
+        BufferView in(buf, false, "payload");
+        const rp::ContainerInfo c = rp::parse_container(in.data(), in.size());
+        py::dict d;
+        d["method"] = rp::compress_method_name(c.method);
+        d["bits"] = c.bits;
+        d["block"] = c.block;
+        d["n"] = c.n;
+        py::list shape;
+        for (int i = 0; i < c.ndim; ++i) shape.append(c.shape[i]);
+        d["shape"] = py::tuple(shape);
+        d["section_sizes"] = c.section_sizes;
+        d["size"] = c.size;
+        return d;
+      },
+      py::arg("payload"));
+  m.def(
+      "compressor_decode",
+      [](py::handle buf, py::handle out, int threads) -> py::object {
+        BufferView in(buf, false, "payload");
+        if (!out.is_none()) {
+          BufferView dst(out, true, "out");
+          RP_ENFORCE_EQ(dst.size() % sizeof(float), std::size_t(0), UsageError, "out must hold float32");
+          check_no_overlap(in, dst, "payload and out");
+          py::gil_scoped_release release;
+          rp::compressor_decode(in.data(), in.size(), static_cast<float*>(dst.data()),
+                                dst.size() / sizeof(float), threads);
+          return py::none();
+        }
+        const rp::ContainerInfo c = rp::parse_container(in.data(), in.size());
+        std::shared_ptr<rp::Buffer> b = rp::Buffer::acquire(std::size_t(c.n) * sizeof(float));
+        {
+          py::gil_scoped_release release;
+          rp::compressor_decode(in.data(), in.size(), reinterpret_cast<float*>(b->data()),
+                                std::size_t(c.n), threads);
+        }
+        return py::cast(b);
+      },
+      py::arg("payload"), py::arg("out"), py::arg("threads"));
 
   m.def(
       "cuda_byte_shuffle_host_staged",

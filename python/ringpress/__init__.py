@@ -9,6 +9,20 @@ from . import errors
 from ._core import __version__
 from ._core import build_info as _native_build_info
 from .codecs import compress, compress_bound, decompress, frame_info
+from .compressors import (
+    BF16,
+    FP16,
+    Compressor,
+    ErrorFeedback,
+    Pipeline,
+    Quantize,
+    RandomK,
+    Sign,
+    Ternary,
+    Threshold,
+    TopK,
+    container_info,
+)
 from .errors import (
     CodecError,
     InternalError,
@@ -20,10 +34,21 @@ from .errors import (
 )
 
 __all__ = [
+    "BF16",
+    "FP16",
     "CodecError",
+    "Compressor",
+    "ErrorFeedback",
     "InternalError",
+    "Pipeline",
+    "Quantize",
+    "RandomK",
     "RingpressError",
+    "Sign",
+    "Ternary",
+    "Threshold",
     "TimeoutError",
+    "TopK",
     "TransportError",
     "UsageError",
     "WireFormatError",
@@ -31,6 +56,7 @@ __all__ = [
     "build_info",
     "compress",
     "compress_bound",
+    "container_info",
     "decompress",
     "errors",
     "frame_info",

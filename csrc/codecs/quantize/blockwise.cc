@@ -10,6 +10,7 @@
 // AVX-512 through target attributes; the table is picked once from simd_level(). Codes never
 // depend on the kernel (all fp32 ops are single IEEE operations, no FMA), nor on threads.
 // Sub-byte widths quantize a tile into an int8 scratch and pack it into the bit stream.
+#include <cmath>
 #include <cstring>
 
 #include "ringpress/cpu.h"
@@ -198,7 +199,11 @@ void encode_chunk(void* vctx, std::size_t b0, std::size_t b1) {
     const float pre = m < detail::kTinyBlock ? detail::kPreScale : 1.0f;
     const float qf = static_cast<float>(qmax);
     const float inv = mb == 0 ? 0.0f : qf / (m * pre);
-    c.scales[b] = mb == 0 ? 0.0f : m / qf;
+    float scale = mb == 0 ? 0.0f : m / qf;
+    // Near FLT_MAX, m / qmax can round up so that qmax * scale overflows to inf on decode: step
+    // the scale down until the largest code dequantizes to a finite value (same rule on the GPU).
+    while (!std::isfinite(qf * scale)) scale = std::nextafter(scale, 0.0f);
+    c.scales[b] = scale;
     for (std::size_t t = 0; t < len; t += kTile) {
       const std::size_t tl = len - t < kTile ? len - t : kTile;
       std::int8_t* q = bits == 8 ? reinterpret_cast<std::int8_t*>(c.payload) + s + t : scratch;

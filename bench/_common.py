@@ -1,0 +1,129 @@
+"""Helpers shared by the benchmarks (``bench.codecs``, ``bench.compressors``).
+
+Timing (:func:`time_calls`: one ``time.perf_counter`` sample per call, garbage collection off),
+the memcpy reference, speed formatting, machine description for the JSON records, and the glibc
+heap tuning (:func:`warm_heap`) that keeps fresh-buffer APIs from paying page faults per call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+
+M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
+M_MMAP_MAX = -4
+LOSSLESS_MODULES = ("blosc2", "zstandard", "lz4")  # bench.codecs' peer libraries
+
+
+def nbytes(buf: Any) -> int:
+    """Size in bytes of any buffer-protocol object (bytes, memoryview, ndarray)."""
+    return memoryview(buf).nbytes
+
+
+def time_calls(fn: Callable[[], Any], repeats: int) -> list[float]:
+    """``repeats`` wall-clock samples (seconds) of ``fn()``, garbage collection off."""
+    samples = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            res = fn()
+            samples.append(time.perf_counter() - t0)
+            del res
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return samples
+
+
+def memcpy_reference(x: np.ndarray, repeats: int) -> dict[str, Any]:
+    """memcpy (``np.copyto``) throughput on ``x``: samples, median and GB/s."""
+    dst = np.empty_like(x)
+    np.copyto(dst, x)
+    samples = time_calls(lambda: np.copyto(dst, x), repeats)
+    med = statistics.median(samples)
+    return {"samples_s": samples, "median_s": med, "GBps": x.nbytes / med / 1e9}
+
+
+def fmt_speed(v: float) -> str:
+    return f"{v:9.0f}" if v >= 100 else f"{v:9.1f}"
+
+
+def machine_info(modules: tuple[str, ...] = LOSSLESS_MODULES) -> dict[str, Any]:
+    """Platform, CPU, Python / numpy, versions of ``modules``, ringpress version + build info."""
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "numpy": np.__version__,
+    }
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    info["cpu_model"] = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    for mod in modules:
+        try:
+            info[mod] = __import__(mod).__version__
+        except ImportError:
+            info[mod] = None
+    if "blosc2" in modules:
+        try:
+            import blosc2
+
+            info["c_blosc2"] = blosc2.blosclib_version
+        except (ImportError, AttributeError):
+            pass
+    try:
+        import ringpress
+
+        info["ringpress"] = getattr(ringpress, "__version__", None)
+        if hasattr(ringpress, "build_info"):
+            info["ringpress_build_info"] = ringpress.build_info()
+    except ImportError:
+        info["ringpress"] = None
+    return info
+
+
+@contextlib.contextmanager
+def warm_heap(enabled: bool) -> Iterator[bool]:
+    """Keep large freed blocks in the glibc heap while benchmarking (Linux only).
+
+    APIs without an ``out=`` (blosc2 compress2, zstandard, lz4.block) return a fresh buffer per
+    call. Buffers this large are normally mmap'ed and unmapped each time, so every call would
+    also pay for faulting in fresh zeroed pages (it halves lz4 decompression speed at 64 MiB);
+    with mmap disabled and trimming deferred the memory is reused warm, and timings measure the
+    codecs. Defaults are restored afterwards. Yields whether the tuning is active.
+    """
+    libc = None
+    if enabled and sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None)
+            ok = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+            if not ok:
+                libc = None
+        except (OSError, AttributeError):
+            libc = None
+    try:
+        yield libc is not None
+    finally:
+        if libc is not None:
+            libc.mallopt(M_MMAP_MAX, 65536)
+            libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
+            libc.malloc_trim(0)

@@ -1,0 +1,291 @@
+"""Gradient compressors: top-k / random-k / threshold sparsification, quantization, error feedback.
+
+Every compressor turns a float32 tensor into a compressed-tensor container (docs/wire-format.md,
+"RPZC") and back::
+
+    c = ringpress.Quantize(bits=8, block=512)
+    payload = c.encode(grad)          # bytes-like; len(payload) bytes go on the wire
+    approx = c.decode(payload)        # float32 numpy array with grad's shape
+
+``Pipeline(c, codec="zstd")`` stacks a lossless stage on the container's sections and
+``ErrorFeedback(c)`` keeps what ``c`` dropped and adds it back on the next step; its residuals are
+saved and restored with ``state_dict()`` / ``load_state_dict()``. Inputs: float32 numpy arrays and
+torch CPU tensors of any shape. Error bounds and costs: docs/algorithms.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core
+from .errors import UsageError
+
+__all__ = [
+    "BF16", "FP16", "Compressor", "ErrorFeedback", "Pipeline", "Quantize", "RandomK", "Sign",
+    "Ternary", "Threshold", "TopK", "container_info",
+]
+
+# Wire codes (docs/wire-format.md): methods and, for sparse, the selector (not on the wire).
+_FP16, _BF16, _INT, _SIGN, _TERNARY, _SPARSE = 1, 2, 3, 4, 5, 6
+_EXACT, _SAMPLED, _RANDOM, _THRESHOLD = 0, 1, 2, 3
+
+
+def _as_float32(x: Any, op: str) -> tuple[np.ndarray, tuple[int, ...], Any]:
+    """A C-contiguous, aligned float32 numpy view (or copy) of x, its shape, and the torch tensor."""
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            if x.device.type != "cpu":
+                raise UsageError(f"{op} takes CPU tensors; got one on {x.device}", op=op)
+            if x.dtype != torch.float32:
+                raise UsageError(f"{op} takes float32 tensors, got {x.dtype}", op=op)
+            x = x.detach().contiguous().numpy()
+    if not isinstance(x, np.ndarray):
+        raise UsageError(f"{op} takes a float32 numpy array or torch CPU tensor, "
+                         f"got {type(x).__name__}", op=op)
+    if x.dtype != np.float32:
+        raise UsageError(f"{op} takes float32 input, got {x.dtype}", op=op)
+    if not x.flags.c_contiguous or not x.flags.aligned:
+        x = np.ascontiguousarray(x).copy() if not x.flags.aligned else np.ascontiguousarray(x)
+    return x, tuple(int(d) for d in x.shape), None
+
+
+def container_info(payload: Any) -> dict:
+    """Parse and validate a container's header and section table."""
+    return _core.container_info(payload)
+
+
+class Compressor:
+    """Base class: subclasses set the wire parameters in ``_spec``."""
+
+    _method = 0
+    _bits = 0
+    _block = 0
+    _stochastic = False
+    _selector = _SAMPLED
+    _ratio = 0.01
+    _tolerance = 0.05
+    _threshold = 0.0
+    _seed = 0
+
+    def __init__(self) -> None:
+        self._calls = 0  # stochastic compressors use seed + call number as this call's stream
+
+    def _encode(self, x: Any, residual: np.ndarray | None, threads: int, codec: str = "none",
+                level: int = 1, shuffle: str = "auto"):
+        arr, shape, _ = _as_float32(x, "compress")
+        seed = (self._seed + self._calls) & 0xFFFFFFFFFFFFFFFF
+        self._calls += 1
+        return _core.compressor_encode(
+            arr, list(shape), self._method, self._bits, self._block, self._stochastic,
+            self._selector, float(self._ratio), float(self._tolerance), float(self._threshold),
+            codec, int(level), shuffle, seed, residual, int(threads))
+
+    def encode(self, x: Any, threads: int = 1):
+        """Compress float32 ``x`` into a container (bytes-like)."""
+        return self._encode(x, None, threads)
+
+    def decode(self, payload: Any, out: Any = None, threads: int = 1) -> Any:
+        """Reconstruct the float32 tensor; with ``out`` (float32 array/tensor) write into it."""
+        return decode(payload, out=out, threads=threads)
+
+    def __repr__(self) -> str:
+        fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
+
+
+def decode(payload: Any, out: Any = None, threads: int = 1) -> Any:
+    """Reconstruct the float32 tensor held by any compressor's container."""
+    if out is None:
+        info = _core.container_info(payload)
+        raw = _core.compressor_decode(payload, None, int(threads))
+        return np.frombuffer(raw, dtype=np.float32).reshape(info["shape"])
+    target = out
+    if type(out).__module__.startswith("torch"):
+        import torch
+
+        if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or out.device.type != "cpu":
+            raise UsageError("out must be a float32 CPU tensor", op="decompress")
+        if not out.is_contiguous():
+            raise UsageError("out must be contiguous", op="decompress")
+        target = out.detach().numpy()
+    if not isinstance(target, np.ndarray) or target.dtype != np.float32:
+        raise UsageError("out must be a float32 numpy array or torch tensor", op="decompress")
+    if not target.flags.c_contiguous or not target.flags.writeable:
+        raise UsageError("out must be C-contiguous and writable", op="decompress")
+    _core.compressor_decode(payload, target, int(threads))
+    return out
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise UsageError(msg, op="compressor")
+
+
+class TopK(Compressor):
+    """Keep the k = max(1, round(ratio * n)) largest-magnitude elements.
+
+    ``method="exact"``: exactly k (ties at the threshold go to the lowest index).
+    ``method="sampled"``: threshold estimated from a sample (Deep Gradient Compression style),
+    then corrected: returns the exact top-m for some k <= m <= ceil(k * (1 + tolerance)).
+    ``values="fp16"`` sends the kept values as fp16 (4 -> 2 bytes each).
+    """
+
+    def __init__(self, ratio: float = 0.01, method: str = "sampled", tolerance: float = 0.05,
+                 values: str = "fp32", seed: int = 0) -> None:
+        super().__init__()
+        _check(0.0 < ratio <= 1.0, f"ratio must be in (0, 1], got {ratio}")
+        _check(method in ("exact", "sampled"), f"method must be 'exact' or 'sampled', got {method!r}")
+        _check(values in ("fp32", "fp16"), f"values must be 'fp32' or 'fp16', got {values!r}")
+        _check(0.0 <= tolerance <= 1.0, f"tolerance must be in [0, 1], got {tolerance}")
+        self.ratio, self.method, self.tolerance, self.values, self.seed = (
+            ratio, method, tolerance, values, seed)
+        self._method, self._bits = _SPARSE, 16 if values == "fp16" else 32
+        self._selector = _EXACT if method == "exact" else _SAMPLED
+        self._ratio, self._tolerance, self._seed = ratio, tolerance, seed
+
+
+class RandomK(Compressor):
+    """Keep k = max(1, round(ratio * n)) elements at seeded random positions (unbiased after
+    scaling by n/k, which the caller applies if it wants an unbiased estimate)."""
+
+    def __init__(self, ratio: float = 0.01, seed: int = 0, values: str = "fp32") -> None:
+        super().__init__()
+        _check(0.0 < ratio <= 1.0, f"ratio must be in (0, 1], got {ratio}")
+        _check(values in ("fp32", "fp16"), f"values must be 'fp32' or 'fp16', got {values!r}")
+        self.ratio, self.seed, self.values = ratio, seed, values
+        self._method, self._bits, self._selector = _SPARSE, 16 if values == "fp16" else 32, _RANDOM
+        self._ratio, self._seed = ratio, seed
+
+
+class Threshold(Compressor):
+    """Keep every element with |x| >= threshold."""
+
+    def __init__(self, threshold: float, values: str = "fp32") -> None:
+        super().__init__()
+        _check(np.isfinite(threshold) and threshold >= 0, f"threshold must be finite and >= 0, got {threshold}")
+        _check(values in ("fp32", "fp16"), f"values must be 'fp32' or 'fp16', got {values!r}")
+        self.threshold, self.values = threshold, values
+        self._method, self._bits, self._selector = _SPARSE, 16 if values == "fp16" else 32, _THRESHOLD
+        self._threshold = float(threshold)
+
+
+class Quantize(Compressor):
+    """Symmetric int8 / int4 / int2 with one fp32 scale per ``block`` elements.
+
+    Nearest rounding: |x - x'| <= scale / 2 with scale = max|x| of the block / (2^(bits-1) - 1).
+    Stochastic rounding (seeded, counter-based; a fresh stream per call): unbiased, |x - x'| <= scale.
+    """
+
+    def __init__(self, bits: int = 8, block: int = 512, stochastic: bool = False, seed: int = 0) -> None:
+        super().__init__()
+        _check(bits in (8, 4, 2), f"bits must be 8, 4 or 2, got {bits}")
+        _check(isinstance(block, int) and block >= 1, f"block must be a positive int, got {block}")
+        self.bits, self.block, self.stochastic, self.seed = bits, block, stochastic, seed
+        self._method, self._bits, self._block = _INT, bits, block
+        self._stochastic, self._seed = bool(stochastic), seed
+
+
+class FP16(Compressor):
+    """IEEE half precision, round to nearest even (2 bytes per element)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._method, self._bits = _FP16, 16
+
+
+class BF16(Compressor):
+    """bfloat16, round to nearest even (2 bytes per element)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._method, self._bits = _BF16, 16
+
+
+class Sign(Compressor):
+    """1-bit sign with one scale (mean |x|) per block: EF-SignSGD; use with ErrorFeedback."""
+
+    def __init__(self, block: int = 512) -> None:
+        super().__init__()
+        _check(isinstance(block, int) and block >= 1, f"block must be a positive int, got {block}")
+        self.block = block
+        self._method, self._bits, self._block = _SIGN, 1, block
+
+
+class Ternary(Compressor):
+    """TernGrad: {-1, 0, +1} * max|x| per block, stochastic and unbiased (2 bits per element)."""
+
+    def __init__(self, block: int = 512, seed: int = 0) -> None:
+        super().__init__()
+        _check(isinstance(block, int) and block >= 1, f"block must be a positive int, got {block}")
+        self.block, self.seed = block, seed
+        self._method, self._bits, self._block, self._seed = _TERNARY, 2, block, seed
+
+
+class Pipeline(Compressor):
+    """A lossy compressor followed by the lossless stage on its sections (same container)."""
+
+    def __init__(self, compressor: Compressor, codec: str = "zstd", level: int = 1,
+                 shuffle: str = "auto") -> None:
+        _check(isinstance(compressor, Compressor) and not isinstance(compressor, (Pipeline, ErrorFeedback)),
+               "Pipeline wraps a lossy compressor (TopK, Quantize, ...)")
+        _check(codec in ("zstd", "lz4", "none"), f"unknown codec {codec!r}")
+        _check(shuffle in ("auto", "byte", "bit", "none"), f"unknown shuffle {shuffle!r}")
+        self.compressor, self.codec, self.level, self.shuffle = compressor, codec, level, shuffle
+
+    def _encode(self, x, residual, threads, codec="none", level=1, shuffle="auto"):
+        return self.compressor._encode(x, residual, threads, self.codec, self.level, self.shuffle)
+
+    def encode(self, x: Any, threads: int = 1):
+        return self._encode(x, None, threads)
+
+
+class ErrorFeedback(Compressor):
+    """Error feedback around a compressor: each step compresses x + residual[key] and keeps, as
+    the new residual, what the receiver will not see. Over any number of steps,
+    sum(decoded payloads) + residual == sum(inputs) (up to fp32 rounding).
+
+    ``state_dict()`` holds the residuals and the wrapped compressor's stochastic stream position,
+    so a checkpointed job resumes exactly where it stopped.
+    """
+
+    def __init__(self, compressor: Compressor) -> None:
+        _check(isinstance(compressor, Compressor) and not isinstance(compressor, ErrorFeedback),
+               "ErrorFeedback wraps a compressor")
+        self.compressor = compressor
+        self._residuals: dict[str, np.ndarray] = {}
+
+    def encode(self, x: Any, key: str = "default", threads: int = 1):
+        arr, shape, _ = _as_float32(x, "compress")
+        r = self._residuals.get(key)
+        if r is None or r.shape != shape:
+            if r is not None:
+                raise UsageError(f"ErrorFeedback key {key!r} had shape {r.shape}, now {shape}",
+                                 op="compress")
+            r = self._residuals[key] = np.zeros(shape, np.float32)
+        return self.compressor._encode(arr, r, threads)
+
+    def residual(self, key: str = "default") -> np.ndarray:
+        """A copy of the residual kept for ``key``."""
+        if key not in self._residuals:
+            raise UsageError(f"no residual for key {key!r}", op="ErrorFeedback")
+        return self._residuals[key].copy()
+
+    def state_dict(self) -> dict:
+        inner = self.compressor.compressor if isinstance(self.compressor, Pipeline) else self.compressor
+        return {"residuals": {k: v.copy() for k, v in self._residuals.items()},
+                "calls": inner._calls, "compressor": repr(self.compressor)}
+
+    def load_state_dict(self, state: dict) -> None:
+        try:
+            residuals = {str(k): np.array(v, dtype=np.float32, copy=True)
+                         for k, v in state["residuals"].items()}
+            calls = int(state["calls"])
+        except (KeyError, TypeError, ValueError) as e:
+            raise UsageError(f"not an ErrorFeedback state_dict: {e}", op="load_state_dict") from e
+        inner = self.compressor.compressor if isinstance(self.compressor, Pipeline) else self.compressor
+        self._residuals = residuals
+        inner._calls = calls
