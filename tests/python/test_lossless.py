@@ -225,3 +225,33 @@ def test_torch_non_contiguous_and_grad():
     frame = ringpress.compress(t.t())  # transposed view, requires_grad: compressed detached
     out = ringpress.decompress(frame)
     assert np.array_equal(out, t.detach().t().contiguous().numpy())
+
+
+def test_threads_work_after_fork():
+    # The worker pool does not survive fork(); the child must build a fresh one, not hang.
+    import os
+    import signal
+    x = np.random.default_rng(0).standard_normal(1 << 18).astype(np.float32)
+    ringpress.compress(x, threads=2, block_size=16384)  # parent pool has live workers
+    pid = os.fork()
+    if pid == 0:  # child
+        signal.alarm(20)
+        try:
+            ok = same_bits(ringpress.decompress(ringpress.compress(x, threads=2, block_size=16384),
+                                                threads=2), x)
+        finally:
+            os._exit(0 if ok else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, status
+
+
+def test_overlapping_buffers_are_rejected():
+    buf = np.zeros(1 << 16, np.uint8)
+    x = buf[: 4 * 1000].view(np.float32)
+    with pytest.raises(ringpress.UsageError, match="overlap"):
+        ringpress.compress(x, out=buf)
+    frame = bytearray(ringpress.compress(np.ones(1000, np.float32), codec="none"))
+    assert len(frame) > 4000 + 64
+    view = np.frombuffer(frame, np.uint8)
+    with pytest.raises(ringpress.UsageError, match="overlap"):  # decoding into its own input
+        ringpress.decompress(frame, out=view[64:4064].view(np.float32))
