@@ -251,7 +251,7 @@ def test_overlapping_buffers_are_rejected():
     with pytest.raises(ringpress.UsageError, match="overlap"):
         ringpress.compress(x, out=buf)
     frame = bytearray(ringpress.compress(np.ones(1000, np.float32), codec="none"))
-    assert len(frame) > 4000 + 64
+    assert len(frame) >= 4000 + 16
     view = np.frombuffer(frame, np.uint8)
     with pytest.raises(ringpress.UsageError, match="overlap"):  # decoding into its own input
-        ringpress.decompress(frame, out=view[64:4064].view(np.float32))
+        ringpress.decompress(frame, out=view[16:4016].view(np.float32))
