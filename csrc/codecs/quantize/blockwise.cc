@@ -18,18 +18,7 @@
 #include "ringpress/quantize.h"
 #include "ringpress/thread_pool.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define RP_Q_X86 1
-#define RP_TARGET_AVX2 __attribute__((target("avx2")))
-#if defined(__clang__)
-#define RP_TARGET_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
-#else
-#define RP_TARGET_AVX512 \
-  __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,prefer-vector-width=512")))
-#endif
-#else
-#define RP_Q_X86 0
-#endif
+#include "target.h"
 #define RP_AI inline __attribute__((always_inline))
 
 namespace ringpress::quant {

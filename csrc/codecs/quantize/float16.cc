@@ -12,13 +12,10 @@
 #include "ringpress/quantize.h"
 #include "ringpress/thread_pool.h"
 
-#if defined(__x86_64__) && defined(__GNUC__)
-#define RP_Q_X86 1
+#include "target.h"
+#if RP_Q_X86
 #include <immintrin.h>
-#define RP_TARGET_AVX2 __attribute__((target("avx2")))
 #define RP_TARGET_F16C __attribute__((target("avx2,f16c")))
-#else
-#define RP_Q_X86 0
 #endif
 
 namespace ringpress::quant {
