@@ -132,7 +132,8 @@ int hardware_threads() noexcept {
 }
 
 void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t, int)>& fn) {
-  if (threads > static_cast<int>(n)) threads = static_cast<int>(n);
+  // Compare in size_t (n may exceed INT_MAX); n == 0 gives threads 0, which runs inline.
+  if (threads > 0 && static_cast<std::size_t>(threads) > n) threads = static_cast<int>(n);
   if (threads <= 1) {
     for (std::size_t i = 0; i < n; ++i) fn(i, 0);
     return;

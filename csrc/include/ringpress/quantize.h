@@ -22,14 +22,16 @@
 //       sign: eight per byte, element 8k+j in bit j; 1 = negative (sign bit of x set, so -0.0
 //             is negative), 0 = non-negative.
 //   * Non-finite input (NaN or +-Inf) anywhere in a block makes encode throw UsageError naming
-//     the block (payload/scales may then be partially written). Decoders accept any bytes.
+//     the block (payload/scales may then be partially written). These raw decoders accept any
+//     bytes; the container decoder (compressor.cc) rejects negative or non-finite scales first.
 //   * threads: encode/decode run parallel_for over chunks of whole blocks (chunks start on byte
 //     boundaries); results are bit-identical for every thread count.
 //   * Stochastic rounding draws, for element i, u = prng_u32(seed, offset + i) >> 8 (24 bits), so
 //     codes depend only on (seed, offset + i, x), never on threading, chunking or CPU vs GPU.
 //
 // Blockwise integer quantization (bits b in {8, 4, 2}, qmax = 127, 7, 1):
-//   m = max|x| over the block; scale = m / qmax (fp32 division); m == 0 -> scale 0, codes 0.
+//   m = max|x| over the block; scale = m / qmax (fp32 division), stepped down by one ulp at a time
+//   while qmax * scale would overflow to inf (only for m near FLT_MAX); m == 0 -> scale 0, codes 0.
 //   v = (x * pre) * inv with inv = qmax / (m * pre), pre = 2^64 if m < 2^-96 else 1 (keeps inv
 //   finite for tiny blocks; all operations single fp32 IEEE ops, no FMA).
 //   nearest:    q = round-half-even(v), clamped to [-qmax, qmax]; |x - q*scale| <= scale/2
