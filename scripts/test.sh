@@ -12,6 +12,9 @@ ruff check python tests bench
 echo "== C++ tests (ctest)"
 ctest --test-dir build/py --output-on-failure -j2
 
+echo "== C++ tests under ASan+UBSan and TSan"
+bash scripts/sanitize.sh
+
 echo "== fuzz (decoder, bounded)"
 bash scripts/fuzz.sh
 
