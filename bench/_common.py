@@ -7,6 +7,7 @@ heap tuning (:func:`warm_heap`) that keeps fresh-buffer APIs from paying page fa
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import gc
@@ -16,6 +17,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -127,3 +129,56 @@ def warm_heap(enabled: bool) -> Iterator[bool]:
             libc.mallopt(M_MMAP_MAX, 65536)
             libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
             libc.malloc_trim(0)
+
+
+QUICK_SIZE_MIB = 4.0
+QUICK_REPEATS = 3
+
+
+def add_run_args(ap: argparse.ArgumentParser, default_json: Path, size_help: str) -> None:
+    """The options every benchmark shares: sizes, repeats, output files, heap tuning, --quick."""
+    ap.add_argument(
+        "--size-mib",
+        type=float,
+        default=None,
+        help=f"{size_help}; default 64, {QUICK_SIZE_MIB:g} with --quick",
+    )
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed calls per measurement (median reported); default 7, "
+        f"{QUICK_REPEATS} with --quick",
+    )
+    ap.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help=f"JSON record path (default {default_json}, *_quick.json with --quick)",
+    )
+    ap.add_argument("--png", type=Path, default=None, help="plot path (default next to --json)")
+    ap.add_argument("--no-plot", action="store_true", help="skip the PNG")
+    ap.add_argument(
+        "--no-heap-tuning",
+        action="store_true",
+        help="leave glibc malloc alone (fresh-buffer APIs then pay page faults per call)",
+    )
+    ap.add_argument("--quick", action="store_true", help="small sizes, 3 repeats (for tests)")
+
+
+def finish_run_args(
+    ap: argparse.ArgumentParser, args: argparse.Namespace, default_json: Path
+) -> argparse.Namespace:
+    """Fill the --quick dependent defaults and reject non-positive sizes."""
+    if args.size_mib is None:
+        args.size_mib = QUICK_SIZE_MIB if args.quick else 64.0
+    if args.repeats is None:
+        args.repeats = QUICK_REPEATS if args.quick else 7
+    if args.json is None:
+        quick = default_json.with_name(default_json.stem + "_quick.json")
+        args.json = quick if args.quick else default_json
+    if args.png is None:
+        args.png = args.json.with_suffix(".png")
+    if args.repeats < 1 or args.size_mib <= 0 or getattr(args, "threads", 1) < 1:
+        ap.error("--repeats, --threads and --size-mib must be positive")
+    return args

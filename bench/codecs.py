@@ -55,6 +55,7 @@ if __package__ in (None, ""):  # run as a script: python bench/codecs.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import gradients
+from bench._common import add_run_args, finish_run_args
 from bench._common import fmt_speed as _fmt_speed
 from bench._common import machine_info as _machine_info
 from bench._common import memcpy_reference as _memcpy
@@ -66,8 +67,6 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_JSON = RESULTS_DIR / "codecs.json"
 DATASETS = ("fp32", "bf16", "topk")
 DEFAULT_BLOCK = 256 << 10  # ringpress default block size (256 KiB, rounded to the element size)
-QUICK_SIZE_MIB = 4.0
-QUICK_REPEATS = 3
 
 CompressFn = Callable[[np.ndarray], Any]
 DecompressFn = Callable[[Any, np.ndarray], Any]
@@ -494,19 +493,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--datasets", default=",".join(DATASETS), help="comma-separated subset of fp32,bf16,topk"
     )
-    ap.add_argument(
-        "--size-mib",
-        type=float,
-        default=None,
-        help="fp32 dataset size in MiB (bf16 / topk use the same elements); "
-        "default 64, 4 with --quick",
-    )
-    ap.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="timed calls per measurement (median reported); default 7, 3 with --quick",
-    )
     ap.add_argument("--threads", type=int, default=1, help="ringpress threads= and blosc2 nthreads")
     ap.add_argument(
         "--blosc2-lz4-clevel",
@@ -522,32 +508,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="blosc2 blocksize in bytes (0 = blosc2 automatic); default 262144, "
         "ringpress's default block",
     )
-    ap.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help=f"JSON record path (default {DEFAULT_JSON}, *_quick.json with --quick)",
-    )
-    ap.add_argument("--png", type=Path, default=None, help="plot path (default next to --json)")
-    ap.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    ap.add_argument(
-        "--no-heap-tuning",
-        action="store_true",
-        help="leave glibc malloc alone (fresh-buffer APIs then pay page faults per call)",
-    )
-    ap.add_argument("--quick", action="store_true", help="small sizes, 3 repeats (for tests)")
-    args = ap.parse_args(argv)
-    if args.size_mib is None:
-        args.size_mib = QUICK_SIZE_MIB if args.quick else 64.0
-    if args.repeats is None:
-        args.repeats = QUICK_REPEATS if args.quick else 7
-    if args.json is None:
-        args.json = DEFAULT_JSON.with_name("codecs_quick.json") if args.quick else DEFAULT_JSON
-    if args.png is None:
-        args.png = args.json.with_suffix(".png")
-    if args.repeats < 1 or args.threads < 1 or args.size_mib <= 0:
-        ap.error("--repeats, --threads and --size-mib must be positive")
-    return args
+    add_run_args(ap, DEFAULT_JSON, "fp32 dataset size in MiB (bf16 / topk use the same elements)")
+    return finish_run_args(ap, ap.parse_args(argv), DEFAULT_JSON)
 
 
 def run(argv: list[str] | None = None) -> dict[str, Any]:

@@ -67,13 +67,19 @@ if __package__ in (None, ""):  # run as a script: python bench/compressors.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import gradients
-from bench._common import fmt_speed, machine_info, memcpy_reference, time_calls, warm_heap
+from bench._common import (
+    add_run_args,
+    finish_run_args,
+    fmt_speed,
+    machine_info,
+    memcpy_reference,
+    time_calls,
+    warm_heap,
+)
 from bench.codecs import load_datasets
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DEFAULT_JSON = RESULTS_DIR / "compressors.json"
-QUICK_SIZE_MIB = 4.0
-QUICK_REPEATS = 3
 BLOCK = 512
 RATIO = 0.01
 TOLERANCE = 0.05
@@ -734,44 +740,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m bench.compressors",
         description="Lossy gradient compressor benchmark on real gradients.",
     )
-    ap.add_argument(
-        "--size-mib",
-        type=float,
-        default=None,
-        help="fp32 gradient size in MiB; default 64 (16M values), 4 with --quick",
-    )
-    ap.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="timed calls per measurement (median reported); default 7, 3 with --quick",
-    )
-    ap.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help=f"JSON record path (default {DEFAULT_JSON}, *_quick.json with --quick)",
-    )
-    ap.add_argument("--png", type=Path, default=None, help="plot path (default next to --json)")
-    ap.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    ap.add_argument(
-        "--no-heap-tuning",
-        action="store_true",
-        help="leave glibc malloc alone (fresh-buffer APIs then pay page faults per call)",
-    )
-    ap.add_argument("--quick", action="store_true", help="small sizes, 3 repeats (for tests)")
-    args = ap.parse_args(argv)
-    if args.size_mib is None:
-        args.size_mib = QUICK_SIZE_MIB if args.quick else 64.0
-    if args.repeats is None:
-        args.repeats = QUICK_REPEATS if args.quick else 7
-    if args.json is None:
-        args.json = DEFAULT_JSON.with_name("compressors_quick.json") if args.quick else DEFAULT_JSON
-    if args.png is None:
-        args.png = args.json.with_suffix(".png")
-    if args.repeats < 1 or args.size_mib <= 0:
-        ap.error("--repeats and --size-mib must be positive")
-    return args
+    add_run_args(ap, DEFAULT_JSON, "fp32 gradient size in MiB (16M values at 64)")
+    return finish_run_args(ap, ap.parse_args(argv), DEFAULT_JSON)
 
 
 def load_gradients(size_mib: float) -> np.ndarray:
