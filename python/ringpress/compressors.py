@@ -32,8 +32,8 @@ _FP16, _BF16, _INT, _SIGN, _TERNARY, _SPARSE = 1, 2, 3, 4, 5, 6
 _EXACT, _SAMPLED, _RANDOM, _THRESHOLD = 0, 1, 2, 3
 
 
-def _as_float32(x: Any, op: str) -> tuple[np.ndarray, tuple[int, ...], Any]:
-    """A C-contiguous, aligned float32 numpy view (or copy) of x, its shape, and the torch tensor."""
+def _as_float32(x: Any, op: str) -> tuple[np.ndarray, tuple[int, ...]]:
+    """A C-contiguous, aligned float32 numpy view (or copy) of x, and its shape."""
     if type(x).__module__.startswith("torch"):
         import torch
 
@@ -48,9 +48,9 @@ def _as_float32(x: Any, op: str) -> tuple[np.ndarray, tuple[int, ...], Any]:
                          f"got {type(x).__name__}", op=op)
     if x.dtype != np.float32:
         raise UsageError(f"{op} takes float32 input, got {x.dtype}", op=op)
-    if not x.flags.c_contiguous or not x.flags.aligned:
-        x = np.ascontiguousarray(x).copy() if not x.flags.aligned else np.ascontiguousarray(x)
-    return x, tuple(int(d) for d in x.shape), None
+    if not (x.flags.c_contiguous and x.flags.aligned):
+        x = np.array(x, dtype=np.float32, order="C")  # a fresh array is contiguous and aligned
+    return x, tuple(int(d) for d in x.shape)
 
 
 def container_info(payload: Any) -> dict:
@@ -76,7 +76,7 @@ class Compressor:
 
     def _encode(self, x: Any, residual: np.ndarray | None, threads: int, codec: str = "none",
                 level: int = 1, shuffle: str = "auto"):
-        arr, shape, _ = _as_float32(x, "compress")
+        arr, shape = _as_float32(x, "compress")
         seed = (self._seed + self._calls) & 0xFFFFFFFFFFFFFFFF
         self._calls += 1
         return _core.compressor_encode(
@@ -259,7 +259,7 @@ class ErrorFeedback(Compressor):
         self._residuals: dict[str, np.ndarray] = {}
 
     def encode(self, x: Any, key: str = "default", threads: int = 1):
-        arr, shape, _ = _as_float32(x, "compress")
+        arr, shape = _as_float32(x, "compress")
         r = self._residuals.get(key)
         if r is None or r.shape != shape:
             if r is not None:
