@@ -465,7 +465,11 @@ std::size_t lossless_encode(const void* src, std::size_t nbytes, DType dtype,
 
 void lossless_decode(const void* frame, std::size_t len, void* dst, std::size_t dst_len,
                      int threads) {
-  const wire::FrameInfo info = wire::parse_frame(frame, len);
+  lossless_decode(wire::parse_frame(frame, len), frame, dst, dst_len, threads);
+}
+
+void lossless_decode(const wire::FrameInfo& info, const void* frame, void* dst,
+                     std::size_t dst_len, int threads) {
   ScopedErrorContext ctx("decompress");
   RP_ENFORCE_EQ(std::uint64_t(dst_len), info.nbytes, UsageError,
                 "output buffer size does not match the frame's decoded size");

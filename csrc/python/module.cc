@@ -256,6 +256,21 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("buf"));
   m.def(
+      "frame_header",
+      [](py::handle frame) {  // frame_info without the per-block list (validates the same)
+        BufferView in(frame, false, "buf");
+        const rp::wire::FrameInfo f = rp::wire::parse_frame(in.data(), in.size());
+        py::list shape;
+        for (int i = 0; i < f.ndim; ++i) shape.append(f.shape[i]);
+        py::dict d;
+        d["dtype"] = rp::dtype_name(f.dtype);
+        d["shape"] = py::tuple(shape);
+        d["ndim"] = f.ndim;
+        d["nbytes"] = f.nbytes;
+        return d;
+      },
+      py::arg("buf"));
+  m.def(
       "frame_size",
       [](py::handle frame) {
         BufferView in(frame, false, "buf");
@@ -277,7 +292,7 @@ PYBIND11_MODULE(_core, m) {
         std::shared_ptr<rp::Buffer> buf = rp::Buffer::acquire(std::size_t(info.nbytes));
         {
           py::gil_scoped_release release;
-          rp::lossless_decode(in.data(), in.size(), buf->data(), buf->size(), threads);
+          rp::lossless_decode(info, in.data(), buf->data(), buf->size(), threads);
         }
         return py::cast(buf);
       },

@@ -157,7 +157,7 @@ def decompress(buf: Any, out: Any = None, threads: int = 1):
     ``out`` (a C-contiguous writable numpy array or torch CPU tensor of the same number of
     bytes and a compatible dtype) the data is written in place and ``out`` is returned.
     """
-    info = _core.frame_info(buf)
+    info = _core.frame_header(buf)
     wire = info["dtype"]
     if out is None:
         raw = _core.lossless_decompress(buf, None, int(threads))

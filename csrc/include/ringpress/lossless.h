@@ -44,5 +44,8 @@ std::size_t lossless_encode(const void* src, std::size_t nbytes, DType dtype,
 // Decodes a whole frame into dst (dst_len must equal the frame's nbytes).
 void lossless_decode(const void* frame, std::size_t len, void* dst, std::size_t dst_len,
                      int threads = 1);
+// The same for a frame already validated by wire::parse_frame (no second parse).
+void lossless_decode(const wire::FrameInfo& info, const void* frame, void* dst,
+                     std::size_t dst_len, int threads = 1);
 
 }  // namespace ringpress
