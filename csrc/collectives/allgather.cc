@@ -1,0 +1,42 @@
+// Allgather (equal or variable block sizes): the allgather half of the pipelined ring (ring.h).
+//
+// Cost: (P-1) alpha + (N - n_r) beta where N is the total size and n_r this rank's block; the
+// blocks travel in segments, each forwarded as soon as it arrives.
+#include <cstring>
+
+#include "ring.h"
+
+namespace ringpress {
+
+void allgather(const OpContext& oc, const AllgatherOptions& o) {
+  const int P = oc.ctx.size();
+  RP_ENFORCE_EQ(o.counts.size(), static_cast<std::size_t>(P), UsageError,
+                "allgather needs one count per rank");
+  ring::Plan plan;
+  plan.off.resize(static_cast<std::size_t>(P));
+  plan.len = o.counts;
+  std::size_t total = 0;
+  for (int b = 0; b < P; ++b) {
+    plan.off[static_cast<std::size_t>(b)] = total;
+    total += o.counts[static_cast<std::size_t>(b)];
+  }
+  RP_ENFORCE(o.out != nullptr || total == 0, UsageError, "allgather into a null buffer");
+  const std::size_t es = dtype_size(o.dtype);
+  auto* out = static_cast<unsigned char*>(o.out);
+  const std::size_t r = static_cast<std::size_t>(oc.ctx.rank());
+  if (o.in != nullptr && o.in != out + plan.off[r] * es && plan.len[r] > 0) {
+    std::memmove(out + plan.off[r] * es, o.in, plan.len[r] * es);
+  }
+  bool equal = true;
+  for (auto c : o.counts) equal = equal && c == o.counts[0];
+  plan.data = out;
+  plan.dtype = o.dtype;
+  plan.coll = equal ? CollKind::kAllgather : CollKind::kAllgatherv;
+  plan.total = total;
+  plan.segment_bytes = o.segment_bytes;
+  plan.reduce_scatter = false;
+  plan.allgather = true;
+  ring::run(oc, plan);
+}
+
+}  // namespace ringpress

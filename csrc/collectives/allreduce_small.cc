@@ -1,0 +1,76 @@
+// Recursive-doubling allreduce, the latency-optimal choice for small messages.
+//
+// P a power of two: log2(P) rounds; in round k rank r exchanges its whole buffer with r XOR 2^k
+// and combines. Otherwise (MPICH's fold): with p2 the largest power of two <= P and rem = P - p2,
+// the first 2*rem ranks pair up (even sends to odd, odd combines) so p2 ranks run the doubling,
+// then each odd rank returns the result to its even partner.
+// Cost: ceil(log2 P) (alpha + n beta + n gamma), plus 2 (alpha + n beta) when P is not a power of
+// two. Every rank combines the same operands (IEEE add/min/max/mul are commutative), so results
+// are bit-identical everywhere.
+#include "ring.h"
+#include "ringpress/buffer_pool.h"
+
+namespace ringpress {
+
+void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o) {
+  Context& ctx = oc.ctx;
+  const int P = ctx.size();
+  const int r = ctx.rank();
+  if (P == 1) return;
+  const std::size_t bytes = o.count * dtype_size(o.dtype);
+  auto* data = static_cast<unsigned char*>(o.data);
+  std::shared_ptr<Buffer> tmp = Buffer::acquire(bytes);
+  std::uint32_t step = 0;
+  auto hdr = [&](std::uint32_t s) {
+    return ring::header(CollKind::kAllreduce, o.dtype, o.op, oc.seq, s, o.count, bytes);
+  };
+  auto exchange = [&](int peer, std::uint32_t s) {
+    Ticket rt = ctx.post_recv(peer, ring::expect(hdr(s)), tmp->data());
+    Ticket st = ctx.post_send(peer, hdr(s), data);
+    ctx.wait(rt, oc.deadline);
+    ctx.wait(st, oc.deadline);
+    reduce_into(o.dtype, o.op, data, tmp->data(), o.count);
+  };
+
+  int p2 = 1;
+  while (p2 * 2 <= P) p2 *= 2;
+  const int rem = P - p2;
+  int newrank;
+  // Fold: ranks < 2*rem pair up.
+  if (r < 2 * rem) {
+    if (r % 2 == 0) {
+      Ticket st = ctx.post_send(r + 1, hdr(0), data);
+      ctx.wait(st, oc.deadline);
+      newrank = -1;
+    } else {
+      Ticket rt = ctx.post_recv(r - 1, ring::expect(hdr(0)), tmp->data());
+      ctx.wait(rt, oc.deadline);
+      reduce_into(o.dtype, o.op, data, tmp->data(), o.count);
+      newrank = r / 2;
+    }
+  } else {
+    newrank = r - rem;
+  }
+  step = 1;
+  if (newrank >= 0) {
+    for (int mask = 1; mask < p2; mask <<= 1, ++step) {
+      int newpeer = newrank ^ mask;
+      int peer = newpeer < rem ? newpeer * 2 + 1 : newpeer + rem;
+      exchange(peer, step);
+    }
+  } else {
+    for (int mask = 1; mask < p2; mask <<= 1) ++step;
+  }
+  // Unfold: odd ranks return the result to their even partner.
+  if (r < 2 * rem) {
+    if (r % 2 == 1) {
+      Ticket st = ctx.post_send(r - 1, hdr(step), data);
+      ctx.wait(st, oc.deadline);
+    } else {
+      Ticket rt = ctx.post_recv(r + 1, ring::expect(hdr(step)), data);
+      ctx.wait(rt, oc.deadline);
+    }
+  }
+}
+
+}  // namespace ringpress

@@ -1,0 +1,21 @@
+// Barrier: the dissemination algorithm. Round k: send an empty message to r + 2^k, receive one
+// from r - 2^k. Cost: ceil(log2 P) alpha. No rank leaves before every rank has entered.
+#include "ring.h"
+
+namespace ringpress {
+
+void barrier(const OpContext& oc) {
+  Context& ctx = oc.ctx;
+  const int P = ctx.size();
+  const int r = ctx.rank();
+  std::uint32_t step = 0;
+  for (int d = 1; d < P; d <<= 1, ++step) {
+    MsgHeader h = ring::header(CollKind::kBarrier, DType::kBytes, ReduceOp::kSum, oc.seq, step, 0, 0);
+    Ticket rt = ctx.post_recv((r - d + P) % P, ring::expect(h), nullptr);
+    Ticket st = ctx.post_send((r + d) % P, h, nullptr);
+    ctx.wait(rt, oc.deadline);
+    ctx.wait(st, oc.deadline);
+  }
+}
+
+}  // namespace ringpress

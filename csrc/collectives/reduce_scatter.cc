@@ -1,0 +1,45 @@
+// Reduce-scatter: the reduce-scatter half of the pipelined ring (ring.h), on a copy of the input
+// (the input is left unchanged).
+//
+// Cost: (P-1) alpha + (P-1)/P n beta + (P-1)/P n gamma, plus one local copy of n bytes.
+#include <cstring>
+
+#include "ring.h"
+#include "ringpress/buffer_pool.h"
+
+namespace ringpress {
+
+void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o) {
+  const int P = oc.ctx.size();
+  RP_ENFORCE(reduce_supported(o.dtype), UsageError, "reduce_scatter does not support dtype ",
+             dtype_name(o.dtype));
+  RP_ENFORCE_EQ(o.counts.size(), static_cast<std::size_t>(P), UsageError,
+                "reduce_scatter needs one count per rank");
+  ring::Plan plan;
+  plan.off.resize(static_cast<std::size_t>(P));
+  plan.len = o.counts;
+  std::size_t total = 0;
+  for (int b = 0; b < P; ++b) {
+    plan.off[static_cast<std::size_t>(b)] = total;
+    total += o.counts[static_cast<std::size_t>(b)];
+  }
+  const std::size_t es = dtype_size(o.dtype);
+  const std::size_t r = static_cast<std::size_t>(oc.ctx.rank());
+  RP_ENFORCE((o.in != nullptr && o.out != nullptr) || total == 0, UsageError,
+             "reduce_scatter with a null buffer");
+  std::shared_ptr<Buffer> work = Buffer::acquire(total * es);
+  if (total > 0) std::memcpy(work->data(), o.in, total * es);
+  plan.data = work->data();
+  plan.dtype = o.dtype;
+  plan.op = o.op;
+  plan.coll = CollKind::kReduceScatter;
+  plan.total = total;
+  plan.segment_bytes = o.segment_bytes;
+  plan.reduce_scatter = true;
+  plan.allgather = false;
+  ring::run(oc, plan);
+  if (plan.len[r] > 0) std::memcpy(o.out, work->data() + plan.off[r] * es, plan.len[r] * es);
+  if (o.op == ReduceOp::kAvg && P > 1) scale_avg(o.dtype, o.out, plan.len[r], P);
+}
+
+}  // namespace ringpress

@@ -1,0 +1,48 @@
+// The segmented, pipelined ring shared by allreduce (reduce-scatter + allgather), reduce_scatter
+// and allgather (internal header).
+//
+// The working buffer is split into P blocks (block b = elements [off[b], off[b]+len[b])).
+//   reduce-scatter, step s = 0..P-2: send block (r-s-1) to the right, receive block (r-s-2) from
+//     the left into a scratch slot and reduce it into the working buffer. After P-1 steps rank r
+//     holds block r fully reduced (every element combined in the same chain order on every rank).
+//   allgather, step s = 0..P-2: send block (r-s) to the right, receive block (r-s-1) from the left
+//     straight into the working buffer.
+// Each block is cut into segments of segment_bytes. A segment moves on as soon as it is ready: the
+// send of (step s+1, segment k) is posted right after (step s, segment k) was reduced/received,
+// so reduce of one segment overlaps the transfer of the next ones (the pipeline), and the last
+// reduce-scatter segments flow straight into the allgather.
+// Cost (P ranks, n bytes): reduce-scatter (P-1)(alpha + n/P beta) + (P-1)/P n gamma (reduce);
+// allgather (P-1)(alpha + n/P beta); pipelining hides all but about one segment of each stage.
+#pragma once
+
+#include <cstddef>
+#include <vector>
+
+#include "ringpress/collectives.h"
+
+namespace ringpress::ring {
+
+struct Plan {
+  unsigned char* data = nullptr;   // working buffer
+  std::vector<std::size_t> off;    // per block, elements
+  std::vector<std::size_t> len;    // per block, elements
+  DType dtype = DType::kF32;
+  ReduceOp op = ReduceOp::kSum;
+  CollKind coll = CollKind::kAllreduce;
+  std::size_t total = 0;           // elements in the whole collective (header count)
+  std::size_t segment_bytes = 0;
+  bool reduce_scatter = true;
+  bool allgather = true;
+};
+
+void run(const OpContext& oc, const Plan& plan);
+
+// Split n elements into P nearly equal blocks (the first n % P get one more).
+void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off, std::vector<std::size_t>* len);
+
+// Header for a message of this collective.
+MsgHeader header(CollKind coll, DType dtype, ReduceOp op, std::uint32_t seq, std::uint32_t step,
+                 std::uint64_t count, std::uint64_t len);
+Expect expect(const MsgHeader& h);
+
+}  // namespace ringpress::ring

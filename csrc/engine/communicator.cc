@@ -1,0 +1,306 @@
+// Communicator: the engine's request queue and worker thread, argument checks, fusion, close.
+// Contract in engine.h.
+//
+// Ownership and locking: mu_ guards queue_, busy_, stop_, closed_, next_seq_, broken_error_ and
+// stats_. The transport Context is used by exactly one thread at a time: whoever set busy_ (the
+// worker, or a caller running a synchronous request inline while the engine was idle).
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include "ringpress/buffer_pool.h"
+#include "ringpress/engine.h"
+
+namespace ringpress {
+
+namespace {
+long env_long(const char* name, long dflt) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return dflt;
+  char* end = nullptr;
+  long x = std::strtol(v, &end, 10);
+  RP_ENFORCE(end && *end == '\0' && x > 0, UsageError, name, " must be a positive integer, got '",
+             v, "'");
+  return x;
+}
+}  // namespace
+
+Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts) : opts_(opts) {
+  opts_.op_timeout = std::chrono::milliseconds(env_long("RINGPRESS_TIMEOUT_MS", opts_.op_timeout.count()));
+  if (opts_.timeline_path.empty()) {
+    if (const char* t = std::getenv("RINGPRESS_TIMELINE"); t && *t) {
+      opts_.timeline_path = std::string(t) + "." + std::to_string(opts_.context.rank) + ".json";
+    }
+  }
+  timeline_.enable(!opts_.timeline_path.empty());
+  ctx_ = Context::create(std::move(store), opts_.context);
+  rank_ = ctx_->rank();
+  size_ = ctx_->size();
+  worker_ = std::thread([this] { worker_loop(); });
+  creator_pid_ = getpid();
+}
+
+Communicator::~Communicator() {
+  try {
+    close();
+  } catch (...) {
+  }
+}
+
+std::string Communicator::transport(int peer) const {
+  RP_ENFORCE(peer >= 0 && peer < size_, UsageError, "peer ", peer, " is not a rank of ", size_);
+  if (peer == rank_) return "self";
+  return transport_kind_name(ctx_->kind(peer));
+}
+
+bool Communicator::closed() const noexcept {
+  std::lock_guard<std::mutex> lock(mu_);
+  return closed_;
+}
+
+bool Communicator::broken() const noexcept { return ctx_->broken(); }
+
+CommStats Communicator::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  CommStats s = stats_;
+  s.bytes_sent = ctx_->bytes_sent();
+  s.bytes_received = ctx_->bytes_received();
+  return s;
+}
+
+void Communicator::execute(const char* name, std::uint32_t seq, std::uint64_t bytes, Fn& fn,
+                           Work& work, Clock::time_point queued, int tid) {
+  ScopedErrorContext ec(name, rank_);
+  std::exception_ptr err;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    err = broken_error_;
+  }
+  if (!err) {
+    auto start = Clock::now();
+    timeline_.add("queued", "engine", tid, queued, start, seq, bytes);
+    try {
+      TimelineScope scope(&timeline_, name, "op", tid, seq, bytes);
+      OpContext oc{*ctx_, seq, start + opts_.op_timeout, timeline_.enabled() ? &timeline_ : nullptr};
+      fn(oc);
+    } catch (const Error& e) {
+      ctx_->abort(e);  // no-op if the transport already aborted (and kept the first error)
+      err = std::current_exception();
+    } catch (const std::exception& e) {
+      InternalError ie(ErrorContext{rank_, -1, name}, e.what(), __FILE__, __LINE__);
+      ctx_->abort(ie);
+      err = std::make_exception_ptr(ie);
+    }
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.ops;
+    stats_.payload_bytes += bytes;
+    if (err && !broken_error_) broken_error_ = err;
+  }
+  work.complete(err);
+}
+
+void Communicator::worker_loop() {
+  for (;;) {
+    Request req;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || (!queue_.empty() && !busy_); });
+      if (queue_.empty()) {
+        if (stop_) return;
+        continue;
+      }
+      req = std::move(queue_.front());
+      queue_.pop_front();
+      busy_ = true;
+    }
+    execute(req.name, req.seq, req.bytes, req.fn, *req.work, req.queued, 1);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      busy_ = false;
+    }
+    idle_cv_.notify_all();
+    cv_.notify_all();
+  }
+}
+
+Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes, Fn fn, bool async) {
+  std::unique_lock<std::mutex> lock(mu_);
+  RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
+  if (broken_error_) std::rethrow_exception(broken_error_);
+  const std::uint32_t seq = next_seq_++;
+  auto work = std::make_shared<Work>(seq, name);
+  const auto now = Clock::now();
+  if (!async && queue_.empty() && !busy_) {
+    // Idle engine, synchronous call: run here, no thread hand-off.
+    busy_ = true;
+    lock.unlock();
+    execute(name, seq, bytes, fn, *work, now, 0);
+    lock.lock();
+    busy_ = false;
+    lock.unlock();
+    cv_.notify_all();
+    idle_cv_.notify_all();
+    work->wait();
+    return work;
+  }
+  queue_.push_back(Request{name, seq, bytes, std::move(fn), work, now});
+  lock.unlock();
+  cv_.notify_all();
+  if (!async) work->wait();
+  return work;
+}
+
+Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DType dtype, ReduceOp op,
+                                              bool async) {
+  ScopedErrorContext ec("allreduce", rank_);
+  RP_ENFORCE(reduce_supported(dtype), UsageError, "allreduce does not support dtype ",
+             dtype_name(dtype), " (supported: float32, float64, float16, bfloat16, int32, int64, uint8)");
+  RP_ENFORCE(data != nullptr || count == 0, UsageError, "allreduce of a null buffer");
+  AllreduceOptions o;
+  o.data = data;
+  o.count = count;
+  o.dtype = dtype;
+  o.op = op;
+  o.segment_bytes = opts_.segment_bytes;
+  o.small_bytes = opts_.small_bytes;
+  return submit("allreduce", count * dtype_size(dtype),
+                [o](const OpContext& oc) { ringpress::allreduce(oc, o); }, async);
+}
+
+Communicator::WorkPtr Communicator::allreduce_coalesced(std::vector<std::pair<void*, std::size_t>> buffers,
+                                                        DType dtype, ReduceOp op, bool async) {
+  ScopedErrorContext ec("allreduce_coalesced", rank_);
+  RP_ENFORCE(reduce_supported(dtype), UsageError, "allreduce does not support dtype ",
+             dtype_name(dtype));
+  std::size_t total = 0;
+  for (auto& b : buffers) {
+    RP_ENFORCE(b.first != nullptr || b.second == 0, UsageError, "allreduce of a null buffer");
+    total += b.second;
+  }
+  AllreduceOptions o;
+  o.count = total;
+  o.dtype = dtype;
+  o.op = op;
+  o.segment_bytes = opts_.segment_bytes;
+  o.small_bytes = opts_.small_bytes;
+  const std::size_t es = dtype_size(dtype);
+  return submit(
+      "allreduce_coalesced", total * es,
+      [o, buffers = std::move(buffers), es](const OpContext& oc) mutable {
+        // Tensor fusion: pack, one collective, unpack.
+        std::shared_ptr<Buffer> fused = Buffer::acquire(o.count * es);
+        std::size_t off = 0;
+        for (auto& b : buffers) {
+          if (b.second) std::memcpy(fused->data() + off, b.first, b.second * es);
+          off += b.second * es;
+        }
+        o.data = fused->data();
+        ringpress::allreduce(oc, o);
+        off = 0;
+        for (auto& b : buffers) {
+          if (b.second) std::memcpy(b.first, fused->data() + off, b.second * es);
+          off += b.second * es;
+        }
+      },
+      async);
+}
+
+Communicator::WorkPtr Communicator::broadcast(void* data, std::size_t count, DType dtype, int root,
+                                              bool async) {
+  ScopedErrorContext ec("broadcast", rank_);
+  RP_ENFORCE(root >= 0 && root < size_, UsageError, "broadcast root ", root, " is not a rank of ",
+             size_);
+  RP_ENFORCE(data != nullptr || count == 0, UsageError, "broadcast of a null buffer");
+  BroadcastOptions o;
+  o.data = data;
+  o.count = count;
+  o.dtype = dtype;
+  o.root = root;
+  o.segment_bytes = opts_.segment_bytes;
+  return submit("broadcast", count * dtype_size(dtype),
+                [o](const OpContext& oc) { ringpress::broadcast(oc, o); }, async);
+}
+
+Communicator::WorkPtr Communicator::allgather(const void* in, void* out, std::vector<std::size_t> counts,
+                                              DType dtype, bool async) {
+  ScopedErrorContext ec("allgather", rank_);
+  RP_ENFORCE_EQ(counts.size(), static_cast<std::size_t>(size_), UsageError,
+                "allgather needs one count per rank");
+  std::size_t total = 0;
+  for (auto c : counts) total += c;
+  RP_ENFORCE(out != nullptr || total == 0, UsageError, "allgather into a null buffer");
+  AllgatherOptions o;
+  o.in = in;
+  o.out = out;
+  o.counts = std::move(counts);
+  o.dtype = dtype;
+  o.segment_bytes = opts_.segment_bytes;
+  return submit("allgather", total * dtype_size(dtype),
+                [o](const OpContext& oc) { ringpress::allgather(oc, o); }, async);
+}
+
+Communicator::WorkPtr Communicator::reduce_scatter(const void* in, void* out,
+                                                   std::vector<std::size_t> counts, DType dtype,
+                                                   ReduceOp op, bool async) {
+  ScopedErrorContext ec("reduce_scatter", rank_);
+  RP_ENFORCE(reduce_supported(dtype), UsageError, "reduce_scatter does not support dtype ",
+             dtype_name(dtype));
+  RP_ENFORCE_EQ(counts.size(), static_cast<std::size_t>(size_), UsageError,
+                "reduce_scatter needs one count per rank");
+  std::size_t total = 0;
+  for (auto c : counts) total += c;
+  RP_ENFORCE((in != nullptr && out != nullptr) || total == 0, UsageError,
+             "reduce_scatter with a null buffer");
+  ReduceScatterOptions o;
+  o.in = in;
+  o.out = out;
+  o.counts = std::move(counts);
+  o.dtype = dtype;
+  o.op = op;
+  o.segment_bytes = opts_.segment_bytes;
+  return submit("reduce_scatter", total * dtype_size(dtype),
+                [o](const OpContext& oc) { ringpress::reduce_scatter(oc, o); }, async);
+}
+
+Communicator::WorkPtr Communicator::barrier(bool async) {
+  return submit("barrier", 0, [](const OpContext& oc) { ringpress::barrier(oc); }, async);
+}
+
+void Communicator::close() {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (closed_) return;
+    closed_ = true;
+    if (getpid() != creator_pid_) {
+      // A forked child holds a copy without the worker thread or a right to the connections.
+      worker_.detach();
+      (void)ctx_.release();
+      return;
+    }
+    idle_cv_.wait(lock, [&] { return queue_.empty() && !busy_; });
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  if (!ctx_->broken() && size_ > 1) {
+    // No rank closes its connections while a peer may still need data from it.
+    ctx_->begin_close();
+    try {
+      ScopedErrorContext ec("close", rank_);
+      OpContext oc{*ctx_, next_seq_++, Clock::now() + opts_.op_timeout, nullptr};
+      ringpress::barrier(oc);
+    } catch (const Error&) {
+      // A peer that already failed or left: nothing more to wait for.
+    }
+  }
+  ctx_->close();
+  if (!opts_.timeline_path.empty()) {
+    try {
+      timeline_.write(opts_.timeline_path, rank_);
+    } catch (const Error&) {
+    }
+  }
+}
+
+}  // namespace ringpress

@@ -1,0 +1,90 @@
+// Collectives: an options struct plus a free function each (gloo's shape). One algorithm per file
+// in csrc/collectives/, each with its cost in its header comment and in docs/algorithms.md.
+//
+// Contract shared by all of them
+//   * Every rank calls the same collectives in the same order with matching arguments; the
+//     sequence number `seq` (the engine's request counter) and the arguments travel in every
+//     message header, so a mismatch raises UsageError on the rank that sees it and aborts the job
+//     (every rank raises).
+//   * Buffers are raw memory owned by the caller; nothing is retained after return.
+//   * Results are bit-identical on every rank (each element is combined in one fixed order and the
+//     result is then copied, or the combination is commutative and computed identically).
+//   * Errors and the deadline: see transport.h. The thread-local ScopedErrorContext names the op.
+//
+// Notation in costs: P ranks, n bytes, alpha = per-message latency, beta = seconds per byte.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "ringpress/dtype.h"
+#include "ringpress/reduce.h"
+#include "ringpress/transport.h"
+
+namespace ringpress {
+
+class Timeline;
+
+struct OpContext {
+  Context& ctx;
+  std::uint32_t seq = 0;
+  Deadline deadline;
+  Timeline* timeline = nullptr;  // stage events (engine.h), nullptr when off
+};
+
+enum class AllreduceAlgo : std::uint8_t { kAuto = 0, kRing = 1, kRecursiveDoubling = 2 };
+
+// Default tuning (overridable per call; env RINGPRESS_SEGMENT_BYTES, RINGPRESS_SMALL_BYTES).
+std::size_t default_segment_bytes();
+std::size_t default_small_bytes();
+
+struct AllreduceOptions {
+  void* data = nullptr;  // in place
+  std::size_t count = 0;
+  DType dtype = DType::kF32;
+  ReduceOp op = ReduceOp::kSum;
+  AllreduceAlgo algo = AllreduceAlgo::kAuto;
+  std::size_t segment_bytes = 0;  // 0 = default
+  std::size_t small_bytes = 0;    // auto: recursive doubling at or below this size; 0 = default
+};
+void allreduce(const OpContext& oc, const AllreduceOptions& o);
+// The two algorithms (allreduce_ring.cc, allreduce_small.cc); allreduce() picks by size.
+void allreduce_ring(const OpContext& oc, const AllreduceOptions& o);
+void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o);
+
+struct BroadcastOptions {
+  void* data = nullptr;
+  std::size_t count = 0;
+  DType dtype = DType::kU8;
+  int root = 0;
+  std::size_t segment_bytes = 0;
+};
+void broadcast(const OpContext& oc, const BroadcastOptions& o);
+
+// Allgather with per-rank counts (equal counts is the common case). out holds sum(counts)
+// elements, rank r's block at offset sum(counts[0:r]); `in` may alias rank r's block of out.
+struct AllgatherOptions {
+  const void* in = nullptr;
+  void* out = nullptr;
+  std::vector<std::size_t> counts;  // elements per rank (size P)
+  DType dtype = DType::kU8;
+  std::size_t segment_bytes = 0;
+};
+void allgather(const OpContext& oc, const AllgatherOptions& o);
+
+// Reduce-scatter: in holds sum(counts) elements; rank r receives the reduction of block r
+// (offset sum(counts[0:r])) in out (counts[r] elements). in is not modified.
+struct ReduceScatterOptions {
+  const void* in = nullptr;
+  void* out = nullptr;
+  std::vector<std::size_t> counts;
+  DType dtype = DType::kF32;
+  ReduceOp op = ReduceOp::kSum;
+  std::size_t segment_bytes = 0;
+};
+void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o);
+
+void barrier(const OpContext& oc);
+
+}  // namespace ringpress

@@ -1,0 +1,197 @@
+// The engine: executes collective requests in submission order on one background thread, with
+// async Work handles, a Chrome-trace timeline, and the Communicator facade used by Python.
+//
+// Contract
+//   * Requests run strictly in submission order; every rank must submit the same sequence (the
+//     request's sequence number travels in every message and is checked by the receiver).
+//   * A synchronous request submitted while the engine is idle runs inline on the caller's thread
+//     (no hand-off: small-message latency is the transport's, not a thread wake-up's).
+//   * Work: is_completed() never blocks; wait(timeout) blocks until done (or returns false when
+//     the timeout passes first) and rethrows the request's error; callbacks run once, on the thread
+//     that completed the request (or at once if already complete).
+//   * Failure: the first error breaks the communicator (the transport context aborts, telling all
+//     peers); the failed request and every later one raise that error. Argument errors found
+//     before a request is queued (bad dtype, sizes) raise at once and leave it usable.
+//   * Fusion: allreduce_coalesced() packs many tensors into one buffer and one collective (the
+//     caller groups them, so every rank fuses identically without a negotiation round).
+//   * Thread-safety: the Communicator's methods may be called from any thread; requests are
+//     ordered by the time submit takes the queue lock.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ringpress/collectives.h"
+#include "ringpress/store.h"
+#include "ringpress/transport.h"
+
+namespace ringpress {
+
+// Chrome trace-event recorder ("X" complete events; load the file in chrome://tracing or Perfetto).
+class Timeline {
+ public:
+  bool enabled() const noexcept { return enabled_; }
+  void enable(bool on) { enabled_ = on; }
+  void add(const char* name, const char* cat, int tid, Clock::time_point t0, Clock::time_point t1,
+           std::uint32_t seq = 0, std::uint64_t bytes = 0);
+  std::size_t size() const;
+  // Writes the trace JSON (rank as pid) and returns the number of events written.
+  std::size_t write(const std::string& path, int rank) const;
+
+ private:
+  struct Event {
+    const char* name;
+    const char* cat;
+    int tid;
+    std::int64_t ts_ns;
+    std::int64_t dur_ns;
+    std::uint32_t seq;
+    std::uint64_t bytes;
+  };
+  bool enabled_ = false;
+  mutable std::mutex mu_;
+  std::vector<Event> events_;
+  Clock::time_point origin_ = Clock::now();
+};
+
+// Scoped timeline event; free when the timeline is off.
+class TimelineScope {
+ public:
+  TimelineScope(Timeline* tl, const char* name, const char* cat, int tid, std::uint32_t seq = 0,
+                std::uint64_t bytes = 0)
+      : tl_(tl && tl->enabled() ? tl : nullptr), name_(name), cat_(cat), tid_(tid), seq_(seq),
+        bytes_(bytes) {
+    if (tl_) t0_ = Clock::now();
+  }
+  ~TimelineScope() {
+    if (tl_) tl_->add(name_, cat_, tid_, t0_, Clock::now(), seq_, bytes_);
+  }
+
+ private:
+  Timeline* tl_;
+  const char* name_;
+  const char* cat_;
+  int tid_;
+  std::uint32_t seq_;
+  std::uint64_t bytes_;
+  Clock::time_point t0_;
+};
+
+class Work {
+ public:
+  bool is_completed() const;
+  // Blocks until complete (timeout < 0: no limit); false if the timeout passed first.
+  // Rethrows the request's error.
+  bool wait(std::chrono::milliseconds timeout = std::chrono::milliseconds(-1));
+  std::exception_ptr exception() const;
+  // Runs fn(*this) once when complete (now, on this thread, if it already is).
+  void on_complete(std::function<void(Work&)> fn);
+  std::uint32_t seq() const noexcept { return seq_; }
+  const std::string& name() const noexcept { return name_; }
+
+  // Engine side.
+  Work(std::uint32_t seq, std::string name) : seq_(seq), name_(std::move(name)) {}
+  void complete(std::exception_ptr err);
+
+ private:
+  const std::uint32_t seq_;
+  const std::string name_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  bool done_ = false;
+  std::exception_ptr error_;
+  std::vector<std::function<void(Work&)>> callbacks_;
+};
+
+struct CommOptions {
+  ContextOptions context;
+  std::chrono::milliseconds op_timeout{std::chrono::minutes(5)};  // env RINGPRESS_TIMEOUT_MS
+  std::string timeline_path;   // non-empty: record and write here at close (env RINGPRESS_TIMELINE)
+  std::size_t segment_bytes = 0;  // 0: default_segment_bytes()
+  std::size_t small_bytes = 0;    // 0: default_small_bytes()
+};
+
+struct CommStats {
+  std::uint64_t ops = 0;
+  std::uint64_t bytes_sent = 0;
+  std::uint64_t bytes_received = 0;
+  std::uint64_t payload_bytes = 0;  // user bytes passed to collectives
+};
+
+class Communicator {
+ public:
+  Communicator(std::shared_ptr<Store> store, const CommOptions& opts);
+  ~Communicator();
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const noexcept { return rank_; }
+  int size() const noexcept { return size_; }
+  std::string transport(int peer) const;  // "tcp" | "shm" | "self"
+
+  using WorkPtr = std::shared_ptr<Work>;
+  WorkPtr allreduce(void* data, std::size_t count, DType dtype, ReduceOp op, bool async);
+  WorkPtr allreduce_coalesced(std::vector<std::pair<void*, std::size_t>> buffers, DType dtype,
+                              ReduceOp op, bool async);
+  WorkPtr broadcast(void* data, std::size_t count, DType dtype, int root, bool async);
+  WorkPtr allgather(const void* in, void* out, std::vector<std::size_t> counts, DType dtype,
+                    bool async);
+  WorkPtr reduce_scatter(const void* in, void* out, std::vector<std::size_t> counts, DType dtype,
+                         ReduceOp op, bool async);
+  WorkPtr barrier(bool async);
+
+  // Orderly shutdown (waits for queued work, runs a barrier, closes connections, writes the
+  // timeline). Idempotent; the destructor calls it.
+  void close();
+  bool closed() const noexcept;
+  bool broken() const noexcept;
+  CommStats stats() const;
+  Timeline& timeline() noexcept { return timeline_; }
+  std::size_t write_timeline(const std::string& path) const { return timeline_.write(path, rank_); }
+
+ private:
+  using Fn = std::function<void(const OpContext&)>;
+  WorkPtr submit(const char* name, std::uint64_t bytes, Fn fn, bool async);
+  void execute(const char* name, std::uint32_t seq, std::uint64_t bytes, Fn& fn, Work& work,
+               Clock::time_point queued, int tid);
+  void worker_loop();
+
+  struct Request {
+    const char* name;
+    std::uint32_t seq;
+    std::uint64_t bytes;
+    Fn fn;
+    WorkPtr work;
+    Clock::time_point queued;
+  };
+
+  int rank_ = 0;
+  int size_ = 1;
+  CommOptions opts_;
+  std::unique_ptr<Context> ctx_;
+  Timeline timeline_;
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;       // worker: new request or stop
+  std::condition_variable idle_cv_;  // close(): queue drained
+  std::deque<Request> queue_;
+  bool busy_ = false;
+  bool stop_ = false;
+  bool closed_ = false;
+  std::uint32_t next_seq_ = 0;
+  std::exception_ptr broken_error_;
+  CommStats stats_;
+  int creator_pid_ = 0;  // a forked child must not join the parent's worker or close its sockets
+  std::thread worker_;
+};
+
+}  // namespace ringpress

@@ -1,0 +1,141 @@
+// Transports: a Context (this rank's view of the job) holding one Pair per peer, each able to move
+// framed messages asynchronously over TCP (any two hosts) or a shared-memory ring (same host).
+//
+// Contract
+//   * Context::create() rendezvouses through a Store: every rank publishes its listening address and
+//     host identity, rank 0 publishes (or the caller supplies) a per-job secret, and every pair of
+//     ranks connects once (full mesh; the higher rank connects, the lower accepts). A connection
+//     whose handshake lacks the secret, or that speaks anything else, is dropped and logged; the
+//     job is unaffected. Peers on the same host (same boot id and network namespace) get a
+//     shared-memory ring for data, keeping the TCP socket as their control channel (doorbells,
+//     aborts, liveness); RINGPRESS_TRANSPORT / ContextOptions::transport overrides (tcp | shm | auto).
+//   * Messages: a 32-byte MsgHeader + payload. post_send/post_recv queue operations per pair;
+//     each direction of a pair completes strictly in posting order (FIFO matching, no tags to
+//     search). The receiver states what it expects (Expect): a header from a different collective,
+//     sequence number, dtype, op or element count is a collective mismatch, raised as UsageError
+//     naming both sides, on the rank that sees it; it then aborts the job so every rank raises.
+//   * Progress is driven by the thread that calls wait() (the engine's thread: one thread per
+//     Context, no locks on the data path). wait() spins briefly, then sleeps in epoll on the
+//     sockets (shm readers/writers announce that they sleep, and the other side rings a doorbell
+//     byte on the control socket).
+//   * Failure: a peer whose socket closes (process died) or that sends an ABORT, a send that fails,
+//     or a deadline that passes raises TransportError / TimeoutError naming the peer, this rank and
+//     the operation. The first error is kept: the Context is then broken, every later call rethrows
+//     it, and abort() tells all peers (so they fail fast instead of waiting for their timeout).
+//
+// Cost: TCP: one writev/readv per message piece, kernel copies; shm: one copy into the ring and one
+// out of it (no syscalls while both sides are awake).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringpress/error.h"
+#include "ringpress/store.h"
+
+namespace ringpress {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+
+enum class TransportKind : std::uint8_t { kTcp = 0, kShm = 1 };
+const char* transport_kind_name(TransportKind kind) noexcept;
+
+// Which collective a message belongs to (carried in every header, for mismatch messages).
+enum class CollKind : std::uint8_t {
+  kNone = 0, kAllreduce = 1, kBroadcast = 2, kAllgather = 3, kReduceScatter = 4, kBarrier = 5,
+  kAllgatherv = 6, kReduce = 7, kSendRecv = 8,
+};
+const char* coll_kind_name(CollKind kind) noexcept;
+
+// Every message on a pair starts with this header (little-endian, 32 bytes; docs/wire-format.md).
+struct MsgHeader {
+  std::uint32_t magic = kMagic;  // "RPMG"
+  std::uint8_t type = 0;         // MsgType
+  std::uint8_t coll = 0;         // CollKind
+  std::uint8_t dtype = 0;        // DType code
+  std::uint8_t redop = 0;        // ReduceOp code (0 when not a reduction)
+  std::uint32_t seq = 0;         // the request's sequence number (same on every rank)
+  std::uint32_t step = 0;        // message index inside the algorithm
+  std::uint64_t count = 0;       // elements in the whole collective
+  std::uint64_t len = 0;         // payload bytes that follow
+  static constexpr std::uint32_t kMagic = 0x474d5052u;  // 'R','P','M','G'
+};
+static_assert(sizeof(MsgHeader) == 32, "MsgHeader is 32 bytes on the wire");
+
+enum class MsgType : std::uint8_t { kData = 1, kAbort = 2, kBye = 3 };
+
+// What a receive expects. len_exact=false accepts any length <= capacity (variable payloads).
+struct Expect {
+  MsgHeader h;  // coll, dtype, redop, seq, step, count compared; len compared per len_exact
+  std::size_t capacity = 0;
+  bool len_exact = true;
+  std::size_t* received = nullptr;  // if set, receives the payload length at completion
+};
+
+struct ContextOptions {
+  int rank = 0;
+  int size = 1;
+  std::string transport = "auto";    // auto | tcp | shm  (env RINGPRESS_TRANSPORT overrides "auto")
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};  // rendezvous + default op timeout
+  std::string bind_addr;             // address to listen on and publish ("" = choose, see .cc)
+  std::string route_hint;            // an address of rank 0 / the store host, to pick bind_addr
+  std::string secret;                // per-job secret; "" = rank 0 creates one in the store
+  std::size_t shm_ring_bytes = 4u << 20;  // per direction, power of two
+  int tcp_buffer_bytes = 4 << 20;    // SO_SNDBUF/SO_RCVBUF
+  int spin_us = 50;                  // busy-poll time before sleeping in epoll
+};
+
+// A ticket names a posted operation: (peer, direction, index in that direction's FIFO).
+struct Ticket {
+  int peer = -1;
+  bool send = false;
+  std::uint64_t index = 0;
+};
+
+class Context {
+ public:
+  // Rendezvous and connect every pair; raises TimeoutError naming the missing ranks.
+  static std::unique_ptr<Context> create(std::shared_ptr<Store> store, const ContextOptions& opts);
+  virtual ~Context() = default;
+
+  virtual int rank() const noexcept = 0;
+  virtual int size() const noexcept = 0;
+  virtual TransportKind kind(int peer) const = 0;
+  virtual const ContextOptions& options() const noexcept = 0;
+
+  // Queue a send of h.len payload bytes from `data` (valid until the ticket completes).
+  virtual Ticket post_send(int peer, const MsgHeader& h, const void* data) = 0;
+  // Queue a receive into `data` (capacity bytes).
+  virtual Ticket post_recv(int peer, const Expect& e, void* data) = 0;
+  // Drive progress until the ticket completes (raises on error or when the deadline passes).
+  virtual void wait(const Ticket& t, Deadline deadline) = 0;
+  virtual bool test(const Ticket& t) = 0;  // non-blocking: one progress pass, then done?
+
+  // Fail the job: remember `err`, tell every peer (ABORT with the message), shut connections.
+  virtual void abort(const Error& err) noexcept = 0;
+  // The stored error, rethrown, if the context is broken.
+  virtual void check() const = 0;
+  virtual bool broken() const noexcept = 0;
+  // Orderly shutdown: the caller calls begin_close(), runs a barrier (so no peer still needs our
+  // data), then close(): BYE to peers, close sockets and unmap segments. After begin_close() a
+  // peer's hang-up is expected, not an error.
+  virtual void begin_close() noexcept = 0;
+  virtual void close() noexcept = 0;
+
+  // Counters (bytes of payload + headers), for stats and tests.
+  virtual std::uint64_t bytes_sent() const noexcept = 0;
+  virtual std::uint64_t bytes_received() const noexcept = 0;
+  // Connections dropped during rendezvous because of a bad handshake (tests, logs).
+  virtual int rejected_connections() const noexcept = 0;
+};
+
+// Identity of this host as transports see it (boot id + network namespace): equal ids mean a
+// shared-memory ring can join the two ranks.
+std::string host_identity();
+
+}  // namespace ringpress

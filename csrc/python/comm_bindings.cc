@@ -1,0 +1,218 @@
+// pybind11 bindings of the communication layer: stores, Communicator, Work. Bindings only:
+// argument conversion, GIL handling, and a trampoline so a Python object can serve as a Store.
+// Buffers arrive as (address, element count, dtype name) from python/ringpress/comm.py, which
+// validates the objects and keeps them alive while a request is in flight.
+#include <pybind11/functional.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringpress/engine.h"
+#include "ringpress/store.h"
+
+namespace py = pybind11;
+namespace rp = ringpress;
+
+namespace {
+
+// A Store implemented by a Python object with set(key, bytes), get(key, timeout_ms) -> bytes and
+// add(key, delta) -> int (ringpress.comm wraps torch's c10d stores this way).
+class PyStore final : public rp::Store {
+ public:
+  explicit PyStore(py::object obj) : obj_(std::move(obj)) {}
+  ~PyStore() override {
+    py::gil_scoped_acquire gil;
+    obj_ = py::object();
+  }
+  void set(const std::string& key, const rp::Bytes& value) override {
+    py::gil_scoped_acquire gil;
+    obj_.attr("set")(key, py::bytes(reinterpret_cast<const char*>(value.data()), value.size()));
+  }
+  rp::Bytes get(const std::string& key, std::chrono::milliseconds timeout) override {
+    py::gil_scoped_acquire gil;
+    py::bytes b = obj_.attr("get")(key, timeout.count());
+    std::string s = b;
+    return rp::Bytes(s.begin(), s.end());
+  }
+  std::int64_t add(const std::string& key, std::int64_t delta) override {
+    py::gil_scoped_acquire gil;
+    return obj_.attr("add")(key, delta).cast<std::int64_t>();
+  }
+
+ private:
+  py::object obj_;
+};
+
+std::shared_ptr<rp::Store> as_store(py::object obj) {
+  if (py::isinstance<rp::Store>(obj)) return obj.cast<std::shared_ptr<rp::Store>>();
+  return std::make_shared<PyStore>(std::move(obj));
+}
+
+rp::DType dtype_of(const std::string& name) { return rp::dtype_from_name(name); }
+
+void* as_ptr(std::uintptr_t addr) { return reinterpret_cast<void*>(addr); }
+
+}  // namespace
+
+void bind_comm(py::module_& m) {
+  py::class_<rp::Store, std::shared_ptr<rp::Store>>(m, "Store")
+      .def("set",
+           [](rp::Store& s, const std::string& k, py::bytes v) {
+             std::string b = v;
+             rp::Bytes bytes(b.begin(), b.end());
+             py::gil_scoped_release nogil;
+             s.set(k, bytes);
+           })
+      .def("get",
+           [](rp::Store& s, const std::string& k, long long timeout_ms) {
+             rp::Bytes b;
+             {
+               py::gil_scoped_release nogil;
+               b = s.get(k, std::chrono::milliseconds(timeout_ms));
+             }
+             return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
+           },
+           py::arg("key"), py::arg("timeout_ms") = 300000)
+      .def("add", [](rp::Store& s, const std::string& k, long long d) {
+        py::gil_scoped_release nogil;
+        return s.add(k, d);
+      });
+  py::class_<rp::HashStore, rp::Store, std::shared_ptr<rp::HashStore>>(m, "HashStore").def(py::init<>());
+  py::class_<rp::TCPStore, rp::Store, std::shared_ptr<rp::TCPStore>>(m, "TCPStore")
+      .def(py::init([](const std::string& host, int port, long long timeout_ms) {
+             py::gil_scoped_release nogil;
+             return std::make_shared<rp::TCPStore>(host, port, std::chrono::milliseconds(timeout_ms));
+           }),
+           py::arg("host"), py::arg("port"), py::arg("timeout_ms") = 300000);
+  py::class_<rp::TCPStoreServer, std::shared_ptr<rp::TCPStoreServer>>(m, "TCPStoreServer")
+      .def(py::init<const std::string&, int>(), py::arg("host") = "0.0.0.0", py::arg("port") = 0)
+      .def_property_readonly("port", &rp::TCPStoreServer::port);
+  m.def("prefix_store", [](const std::string& prefix, py::object base) -> std::shared_ptr<rp::Store> {
+    return std::make_shared<rp::PrefixStore>(prefix, as_store(std::move(base)));
+  });
+  m.def("host_identity", &rp::host_identity);
+
+  py::class_<rp::Work, std::shared_ptr<rp::Work>>(m, "Work")
+      .def("is_completed", &rp::Work::is_completed)
+      .def("wait",
+           [](rp::Work& w, double timeout_s) {
+             auto ms = std::chrono::milliseconds(timeout_s < 0 ? -1 : static_cast<long long>(timeout_s * 1000));
+             py::gil_scoped_release nogil;
+             return w.wait(ms);
+           },
+           py::arg("timeout") = -1.0)
+      .def("on_complete",
+           [](rp::Work& w, py::function fn) {
+             auto cb = std::make_shared<py::function>(std::move(fn));
+             w.on_complete([cb](rp::Work& done) {
+               py::gil_scoped_acquire gil;
+               try {
+                 (*cb)();
+               } catch (py::error_already_set& e) {
+                 e.discard_as_unraisable("ringpress Work callback");
+               }
+               cb->release().dec_ref();
+             });
+           })
+      .def_property_readonly("seq", &rp::Work::seq)
+      .def_property_readonly("name", &rp::Work::name);
+
+  py::class_<rp::Communicator, std::shared_ptr<rp::Communicator>>(m, "Communicator")
+      .def(py::init([](py::object store, int rank, int size, const std::string& transport,
+                       double timeout_s, const std::string& bind_addr, const std::string& route_hint,
+                       const std::string& secret, const std::string& timeline, std::size_t segment_bytes,
+                       std::size_t small_bytes, std::size_t shm_ring_bytes, int spin_us) {
+             rp::CommOptions o;
+             o.context.rank = rank;
+             o.context.size = size;
+             o.context.transport = transport;
+             o.context.timeout = std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000));
+             o.context.bind_addr = bind_addr;
+             o.context.route_hint = route_hint;
+             o.context.secret = secret;
+             if (shm_ring_bytes) o.context.shm_ring_bytes = shm_ring_bytes;
+             if (spin_us >= 0) o.context.spin_us = spin_us;
+             o.op_timeout = o.context.timeout;
+             o.timeline_path = timeline;
+             o.segment_bytes = segment_bytes;
+             o.small_bytes = small_bytes;
+             auto st = as_store(std::move(store));
+             py::gil_scoped_release nogil;
+             return std::make_shared<rp::Communicator>(st, o);
+           }),
+           py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("transport") = "auto",
+           py::arg("timeout") = 300.0, py::arg("bind_addr") = "", py::arg("route_hint") = "",
+           py::arg("secret") = "", py::arg("timeline") = "", py::arg("segment_bytes") = 0,
+           py::arg("small_bytes") = 0, py::arg("shm_ring_bytes") = 0, py::arg("spin_us") = -1)
+      .def_property_readonly("rank", &rp::Communicator::rank)
+      .def_property_readonly("size", &rp::Communicator::size)
+      .def("transport", &rp::Communicator::transport)
+      .def("allreduce",
+           [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
+              const std::string& op, bool async) {
+             rp::DType d = dtype_of(dt);
+             rp::ReduceOp o = rp::reduce_op_from_name(op);
+             py::gil_scoped_release nogil;
+             return c.allreduce(as_ptr(ptr), n, d, o, async);
+           })
+      .def("allreduce_coalesced",
+           [](rp::Communicator& c, std::vector<std::pair<std::uintptr_t, std::size_t>> bufs,
+              const std::string& dt, const std::string& op, bool async) {
+             rp::DType d = dtype_of(dt);
+             rp::ReduceOp o = rp::reduce_op_from_name(op);
+             std::vector<std::pair<void*, std::size_t>> b;
+             for (auto& x : bufs) b.emplace_back(as_ptr(x.first), x.second);
+             py::gil_scoped_release nogil;
+             return c.allreduce_coalesced(std::move(b), d, o, async);
+           })
+      .def("broadcast",
+           [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt, int root,
+              bool async) {
+             rp::DType d = dtype_of(dt);
+             py::gil_scoped_release nogil;
+             return c.broadcast(as_ptr(ptr), n, d, root, async);
+           })
+      .def("allgather",
+           [](rp::Communicator& c, std::uintptr_t in, std::uintptr_t out, std::vector<std::size_t> counts,
+              const std::string& dt, bool async) {
+             rp::DType d = dtype_of(dt);
+             py::gil_scoped_release nogil;
+             return c.allgather(as_ptr(in), as_ptr(out), std::move(counts), d, async);
+           })
+      .def("reduce_scatter",
+           [](rp::Communicator& c, std::uintptr_t in, std::uintptr_t out, std::vector<std::size_t> counts,
+              const std::string& dt, const std::string& op, bool async) {
+             rp::DType d = dtype_of(dt);
+             rp::ReduceOp o = rp::reduce_op_from_name(op);
+             py::gil_scoped_release nogil;
+             return c.reduce_scatter(as_ptr(in), as_ptr(out), std::move(counts), d, o, async);
+           })
+      .def("barrier",
+           [](rp::Communicator& c, bool async) {
+             py::gil_scoped_release nogil;
+             return c.barrier(async);
+           })
+      .def("close",
+           [](rp::Communicator& c) {
+             py::gil_scoped_release nogil;
+             c.close();
+           })
+      .def_property_readonly("closed", &rp::Communicator::closed)
+      .def_property_readonly("broken", &rp::Communicator::broken)
+      .def("stats",
+           [](rp::Communicator& c) {
+             rp::CommStats s = c.stats();
+             py::dict d;
+             d["ops"] = s.ops;
+             d["bytes_sent"] = s.bytes_sent;
+             d["bytes_received"] = s.bytes_received;
+             d["payload_bytes"] = s.payload_bytes;
+             return d;
+           })
+      .def("enable_timeline", [](rp::Communicator& c, bool on) { c.timeline().enable(on); })
+      .def("write_timeline", &rp::Communicator::write_timeline);
+}

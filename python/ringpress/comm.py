@@ -1,0 +1,426 @@
+"""Communicator: ringpress's collectives for numpy arrays and torch CPU tensors.
+
+A :class:`Communicator` is one rank's membership in a job. It is created from a rendezvous:
+
+* :meth:`Communicator.from_env` -- ``torchrun`` or plain scripts (``RANK``/``WORLD_SIZE``/
+  ``MASTER_ADDR``/``MASTER_PORT``, or the same names prefixed ``RINGPRESS_``);
+* :meth:`Communicator.from_mpi` -- an mpi4py communicator (``mpirun -n P python ...``);
+* :meth:`Communicator.from_store` -- an existing key-value store (torch's c10d stores, a
+  :class:`TCPStore`, or any object with ``set``/``get``/``add``).
+
+Collectives work in place on contiguous buffers and run on ringpress's engine: in submission order,
+on every rank the same sequence. ``async_op=True`` returns a :class:`Work` to wait on later; the
+buffer must stay untouched until then (the Work keeps it alive).
+
+Configuration: keyword arguments, else ``RINGPRESS_*`` environment variables
+(``RINGPRESS_TRANSPORT`` tcp|shm|auto, ``RINGPRESS_TIMEOUT`` seconds, ``RINGPRESS_TIMELINE``
+path prefix for a Chrome trace per rank, ``RINGPRESS_SEGMENT_BYTES``, ``RINGPRESS_SMALL_BYTES``,
+``RINGPRESS_BIND_ADDR``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+from datetime import timedelta
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _core
+from .errors import TimeoutError as _RpTimeoutError
+from .errors import UsageError
+
+__all__ = ["Communicator", "Work", "TCPStore", "TCPStoreServer", "HashStore"]
+
+TCPStore = _core.TCPStore
+TCPStoreServer = _core.TCPStoreServer
+HashStore = _core.HashStore
+
+_OPS = ("sum", "avg", "min", "max", "prod")
+_REDUCIBLE = ("float32", "float64", "float16", "bfloat16", "int32", "int64", "uint8")
+_instance_counter = itertools.count()
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    v = os.environ.get("RINGPRESS_" + name)
+    return default if v in (None, "") else v
+
+
+def _int_env(names: Sequence[str]) -> int | None:
+    for n in names:
+        v = os.environ.get(n)
+        if v not in (None, ""):
+            try:
+                return int(v)
+            except ValueError:
+                raise UsageError(f"environment variable {n}={v!r} is not an integer") from None
+    return None
+
+
+class _Buf:
+    """(address, element count, dtype name, owner) of a contiguous CPU buffer."""
+
+    __slots__ = ("addr", "count", "dtype", "owner", "shape")
+
+    def __init__(self, x: Any, what: str, writable: bool):
+        self.owner = x
+        mod = type(x).__module__
+        if mod.startswith("torch"):
+            if x.device.type != "cpu":
+                raise UsageError(f"{what}: only CPU tensors are supported so far, got device {x.device}")
+            if not x.is_contiguous():
+                raise UsageError(f"{what}: tensor must be contiguous (call .contiguous())")
+            self.addr = x.data_ptr()
+            self.count = x.numel()
+            self.dtype = str(x.dtype).replace("torch.", "")
+            self.shape = tuple(x.shape)
+            return
+        if not isinstance(x, np.ndarray):
+            try:
+                x = np.asarray(memoryview(x))
+            except TypeError:
+                raise UsageError(f"{what}: expected a numpy array, a torch CPU tensor or a buffer, got {type(x).__name__}") from None
+            self.owner = (self.owner, x)
+        if not x.flags.c_contiguous:
+            raise UsageError(f"{what}: array must be C-contiguous (use np.ascontiguousarray)")
+        if writable and not x.flags.writeable:
+            raise UsageError(f"{what}: array is read-only")
+        self.addr = x.ctypes.data
+        self.count = x.size
+        self.dtype = "bytes" if x.dtype.kind == "V" else x.dtype.name
+        self.shape = x.shape
+
+
+def _check_op(op: str) -> str:
+    if op not in _OPS:
+        raise UsageError(f"unknown reduction op {op!r}; expected one of {', '.join(_OPS)}")
+    return op
+
+
+def _check_reducible(b: _Buf, what: str) -> None:
+    if b.dtype not in _REDUCIBLE:
+        raise UsageError(f"{what}: dtype {b.dtype} cannot be reduced; supported: {', '.join(_REDUCIBLE)}")
+
+
+class Work:
+    """Handle of an asynchronous collective. Keeps its buffers alive until complete."""
+
+    __slots__ = ("_w", "_keep", "_result")
+
+    def __init__(self, w: Any, keep: Any, result: Any):
+        self._w = w
+        self._keep = keep
+        self._result = result
+
+    def is_completed(self) -> bool:
+        """True once the request finished (successfully or not). Never blocks."""
+        return self._w.is_completed()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until complete; raise its error. With ``timeout`` (seconds), return False if it
+        is still running then (the request keeps its own deadline)."""
+        ok = self._w.wait(-1.0 if timeout is None else float(timeout))
+        if ok:
+            self._keep = None
+        return ok
+
+    def result(self) -> Any:
+        """Wait, then return the output (the in-place buffer, or the gathered array)."""
+        self.wait()
+        return self._result
+
+    def exception(self) -> BaseException | None:
+        """The error of a completed request, or None (also None while still running)."""
+        if not self._w.is_completed():
+            return None
+        try:
+            self._w.wait(0.0)
+        except BaseException as e:  # noqa: BLE001 - returned, not swallowed
+            return e
+        return None
+
+    def add_done_callback(self, fn) -> None:
+        """Call ``fn(work)`` once complete (on the engine's thread; at once if already done)."""
+        self._w.on_complete(lambda: fn(self))
+
+    @property
+    def seq(self) -> int:
+        return self._w.seq
+
+
+class _TorchStoreAdapter:
+    """torch.distributed Store -> the (set, get-with-timeout, add) interface ringpress needs."""
+
+    def __init__(self, store: Any):
+        self._s = store
+
+    def set(self, key: str, value: bytes) -> None:
+        self._s.set(key, value)
+
+    def get(self, key: str, timeout_ms: int) -> bytes:
+        try:
+            self._s.wait([key], timedelta(milliseconds=timeout_ms))
+        except Exception as e:  # torch raises DistStoreError/RuntimeError on timeout
+            raise _RpTimeoutError(f"store key {key!r} not set within {timeout_ms} ms ({e})") from e
+        return bytes(self._s.get(key))
+
+    def add(self, key: str, delta: int) -> int:
+        return int(self._s.add(key, delta))
+
+
+def _as_store(store: Any) -> Any:
+    if isinstance(store, _core.Store):
+        return store
+    mod = type(store).__module__
+    if mod.startswith("torch"):
+        return _TorchStoreAdapter(store)
+    for m in ("set", "get", "add"):
+        if not callable(getattr(store, m, None)):
+            raise UsageError(f"store {type(store).__name__} lacks a {m}() method")
+    return store
+
+
+class Communicator:
+    """One rank of a ringpress job. See the module docstring for constructors and configuration.
+
+    Every collective takes ``async_op``: False (default) blocks and returns the output; True
+    returns a :class:`Work`.
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        rank: int,
+        size: int,
+        *,
+        transport: str | None = None,
+        timeout: float | None = None,
+        bind_addr: str | None = None,
+        route_hint: str | None = None,
+        secret: str | None = None,
+        timeline: str | None = None,
+        segment_bytes: int | None = None,
+        small_bytes: int | None = None,
+        prefix: str | None = None,
+        _keep: Any = None,
+    ):
+        if not (isinstance(rank, int) and isinstance(size, int)) or size < 1 or not 0 <= rank < size:
+            raise UsageError(f"need 0 <= rank < size, got rank={rank!r} size={size!r}")
+        transport = transport or _env("TRANSPORT", "auto")
+        if transport not in ("auto", "tcp", "shm"):
+            raise UsageError(f"transport must be auto, tcp or shm, got {transport!r}")
+        if timeout is None:
+            timeout = float(_env("TIMEOUT", "300"))
+        if timeout <= 0:
+            raise UsageError(f"timeout must be positive seconds, got {timeout}")
+        if timeline is None and _env("TIMELINE"):
+            timeline = f"{_env('TIMELINE')}.{rank}.json"
+        if prefix is None:
+            prefix = f"ringpress/{next(_instance_counter)}"
+        self._keep = _keep  # e.g. the TCPStoreServer hosted by rank 0
+        base = _as_store(store)
+        self._c = _core.Communicator(
+            _core.prefix_store(prefix, base),
+            rank,
+            size,
+            transport=transport,
+            timeout=float(timeout),
+            bind_addr=bind_addr or "",
+            route_hint=route_hint or "",
+            secret=secret or "",
+            timeline=timeline or "",
+            segment_bytes=int(segment_bytes or 0),
+            small_bytes=int(small_bytes or 0),
+        )
+        self._store = base
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> "Communicator":
+        """Rendezvous through environment variables (torchrun's, or ``RINGPRESS_``-prefixed).
+
+        ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` (default 127.0.0.1) and ``MASTER_PORT``. Rank 0
+        hosts a ringpress TCP store on MASTER_PORT, unless torchrun's agent already hosts torch's
+        store there (``TORCHELASTIC_USE_AGENT_STORE=True``), which is then used.
+        """
+        rank = _int_env(["RINGPRESS_RANK", "RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"])
+        size = _int_env(["RINGPRESS_WORLD_SIZE", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])
+        if rank is None or size is None:
+            raise UsageError("from_env needs RANK and WORLD_SIZE (or RINGPRESS_RANK/RINGPRESS_WORLD_SIZE) in the environment")
+        addr = _env("MASTER_ADDR") or os.environ.get("MASTER_ADDR") or "127.0.0.1"
+        port = _int_env(["RINGPRESS_MASTER_PORT", "MASTER_PORT"])
+        if port is None:
+            raise UsageError("from_env needs MASTER_PORT (or RINGPRESS_MASTER_PORT) in the environment")
+        timeout = kwargs.get("timeout") or float(_env("TIMEOUT", "300"))
+        keep = None
+        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true" and not os.environ.get("RINGPRESS_MASTER_PORT"):
+            import torch.distributed as dist
+
+            store = dist.TCPStore(addr, port, size, False, timedelta(seconds=timeout))
+        else:
+            if rank == 0:
+                keep = _core.TCPStoreServer("0.0.0.0", port)
+            store = _core.TCPStore(addr, port, int(timeout * 1000))
+        kwargs.setdefault("route_hint", addr)
+        return cls(store, rank, size, _keep=keep, prefix=kwargs.pop("prefix", "ringpress/env"), **kwargs)
+
+    @classmethod
+    def from_store(cls, store: Any, rank: int, size: int, **kwargs: Any) -> "Communicator":
+        """Rendezvous through an existing store (torch.distributed stores included)."""
+        return cls(store, rank, size, **kwargs)
+
+    @classmethod
+    def from_mpi(cls, comm: Any = None, **kwargs: Any) -> "Communicator":
+        """Rendezvous through an mpi4py communicator (default ``MPI.COMM_WORLD``): rank 0 hosts a
+        TCP store and broadcasts its address over MPI."""
+        if comm is None:
+            from mpi4py import MPI
+
+            comm = MPI.COMM_WORLD
+        rank, size = comm.Get_rank(), comm.Get_size()
+        hosts = comm.allgather(socket.gethostname())
+        keep = None
+        addr = None
+        if rank == 0:
+            keep = _core.TCPStoreServer("0.0.0.0", 0)
+            if len(set(hosts)) == 1:
+                host = "127.0.0.1"
+            else:
+                host = socket.gethostbyname(socket.gethostname())
+            addr = (host, keep.port)
+        host, port = comm.bcast(addr, root=0)
+        timeout = kwargs.get("timeout") or float(_env("TIMEOUT", "300"))
+        store = _core.TCPStore(host, port, int(timeout * 1000))
+        kwargs.setdefault("route_hint", host)
+        return cls(store, rank, size, _keep=keep, prefix=kwargs.pop("prefix", "ringpress/mpi"), **kwargs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def rank(self) -> int:
+        return self._c.rank
+
+    @property
+    def size(self) -> int:
+        return self._c.size
+
+    def transport(self, peer: int) -> str:
+        """How this rank reaches ``peer``: "shm", "tcp", or "self"."""
+        return self._c.transport(peer)
+
+    def stats(self) -> dict:
+        """Counters: ops, bytes_sent/bytes_received on the wire (headers included), payload_bytes."""
+        return self._c.stats()
+
+    @property
+    def closed(self) -> bool:
+        return self._c.closed
+
+    @property
+    def broken(self) -> bool:
+        """True after an error aborted the job: every later call raises it; make a new one."""
+        return self._c.broken
+
+    # ------------------------------------------------------------------ collectives
+    def _finish(self, w: Any, keep: Any, result: Any, async_op: bool) -> Any:
+        if async_op:
+            return Work(w, keep, result)
+        return result
+
+    def allreduce(self, x: Any, op: str = "sum", async_op: bool = False) -> Any:
+        """Reduce ``x`` element-wise across ranks, in place; returns ``x`` (or a Work)."""
+        b = _Buf(x, "allreduce", True)
+        _check_reducible(b, "allreduce")
+        w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op)
+        return self._finish(w, b, x, async_op)
+
+    def allreduce_coalesced(self, xs: Sequence[Any], op: str = "sum", async_op: bool = False) -> Any:
+        """Allreduce several buffers of one dtype as one fused collective (tensor fusion)."""
+        bufs = [_Buf(x, "allreduce_coalesced", True) for x in xs]
+        if not bufs:
+            raise UsageError("allreduce_coalesced needs at least one buffer")
+        dtypes = {b.dtype for b in bufs}
+        if len(dtypes) != 1:
+            raise UsageError(f"allreduce_coalesced needs one dtype, got {sorted(dtypes)}")
+        _check_reducible(bufs[0], "allreduce_coalesced")
+        w = self._c.allreduce_coalesced([(b.addr, b.count) for b in bufs], bufs[0].dtype, _check_op(op), async_op)
+        return self._finish(w, bufs, list(xs), async_op)
+
+    def broadcast(self, x: Any, root: int = 0, async_op: bool = False) -> Any:
+        """Copy ``x`` of rank ``root`` into ``x`` on every rank; returns ``x``."""
+        b = _Buf(x, "broadcast", True)
+        w = self._c.broadcast(b.addr, b.count, b.dtype, int(root), async_op)
+        return self._finish(w, b, x, async_op)
+
+    def allgather(self, x: Any, out: Any = None, async_op: bool = False) -> Any:
+        """Gather equal-sized ``x`` from every rank; returns ``out`` with shape (size, *x.shape)."""
+        b = _Buf(x, "allgather", False)
+        if out is None:
+            out = _empty_like(x, (self.size,) + tuple(b.shape))
+        o = _Buf(out, "allgather out", True)
+        if o.count != b.count * self.size or o.dtype != b.dtype:
+            raise UsageError(f"allgather: out must hold {self.size} x {b.count} {b.dtype}, got {o.count} {o.dtype}")
+        w = self._c.allgather(b.addr, o.addr, [b.count] * self.size, b.dtype, async_op)
+        return self._finish(w, (b, o), out, async_op)
+
+    def allgatherv(self, x: Any, counts: Sequence[int], out: Any = None, async_op: bool = False) -> Any:
+        """Gather ``x`` of different sizes: ``counts[r]`` elements from rank r, concatenated (1-D)."""
+        b = _Buf(x, "allgatherv", False)
+        counts = [int(c) for c in counts]
+        if len(counts) != self.size or counts[self.rank] != b.count:
+            raise UsageError(f"allgatherv: counts must have {self.size} entries with counts[{self.rank}] == {b.count}, got {counts}")
+        if out is None:
+            out = _empty_like(x, (sum(counts),))
+        o = _Buf(out, "allgatherv out", True)
+        if o.count != sum(counts) or o.dtype != b.dtype:
+            raise UsageError(f"allgatherv: out must hold {sum(counts)} {b.dtype}, got {o.count} {o.dtype}")
+        w = self._c.allgather(b.addr, o.addr, counts, b.dtype, async_op)
+        return self._finish(w, (b, o), out, async_op)
+
+    def reduce_scatter(self, x: Any, out: Any = None, op: str = "sum", async_op: bool = False) -> Any:
+        """Reduce ``x`` (size * n elements) across ranks; rank r gets block r (n elements) in ``out``."""
+        b = _Buf(x, "reduce_scatter", False)
+        _check_reducible(b, "reduce_scatter")
+        if b.count % self.size:
+            raise UsageError(f"reduce_scatter: {b.count} elements do not split into {self.size} equal blocks")
+        n = b.count // self.size
+        if out is None:
+            out = _empty_like(x, (n,))
+        o = _Buf(out, "reduce_scatter out", True)
+        if o.count != n or o.dtype != b.dtype:
+            raise UsageError(f"reduce_scatter: out must hold {n} {b.dtype}, got {o.count} {o.dtype}")
+        w = self._c.reduce_scatter(b.addr, o.addr, [n] * self.size, b.dtype, _check_op(op), async_op)
+        return self._finish(w, (b, o), out, async_op)
+
+    def barrier(self, async_op: bool = False) -> Any:
+        """Return once every rank has entered the barrier."""
+        w = self._c.barrier(async_op)
+        return self._finish(w, None, None, async_op)
+
+    # ------------------------------------------------------------------ lifetime
+    def write_timeline(self, path: str) -> int:
+        """Write the recorded Chrome trace (enable with ``timeline=`` or RINGPRESS_TIMELINE)."""
+        return self._c.write_timeline(path)
+
+    def close(self) -> None:
+        """Finish queued work, synchronise with the other ranks, close connections. Idempotent."""
+        self._c.close()
+        self._keep = None
+
+    def __enter__(self) -> "Communicator":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ringpress.Communicator rank {self.rank} of {self.size}{' closed' if self.closed else ''}>"
+
+
+def _empty_like(x: Any, shape: tuple) -> Any:
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return torch.empty(shape, dtype=x.dtype)
+    return np.empty(shape, dtype=np.asarray(x).dtype)
