@@ -1,0 +1,619 @@
+// Rendezvous stores: HashStore, PrefixStore, TCPStoreServer + TCPStore (protocol in store_tcp.cc).
+// Timeouts are short (100-300 ms) so the whole file runs in about two seconds.
+#include <gtest/gtest.h>
+
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <memory>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ringpress/error.h"
+#include "ringpress/store.h"
+
+using namespace ringpress;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+Bytes B(const std::string& s) { return Bytes(s.begin(), s.end()); }
+std::string S(const Bytes& b) { return std::string(b.begin(), b.end()); }
+
+long elapsed_ms(Clock::time_point t0) {
+  return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
+}
+
+bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+
+int count_open_fds() {
+  int n = 0;
+  DIR* d = ::opendir("/proc/self/fd");
+  if (d == nullptr) return -1;
+  while (::readdir(d) != nullptr) ++n;
+  ::closedir(d);
+  return n;
+}
+
+// A raw IPv4 TCP connection to 127.0.0.1:port (blocking), for speaking bad protocol on purpose.
+struct RawSocket {
+  int fd = -1;
+  explicit RawSocket(int port) {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << std::strerror(errno);
+  }
+  ~RawSocket() { if (fd >= 0) ::close(fd); }
+  void send_bytes(const std::vector<std::uint8_t>& b) {
+    ASSERT_EQ(::send(fd, b.data(), b.size(), MSG_NOSIGNAL), static_cast<ssize_t>(b.size()));
+  }
+  void send_str(const std::string& s) { send_bytes(B(s)); }
+  // Reads exactly n bytes within timeout; returns fewer if the peer closed or time ran out.
+  std::vector<std::uint8_t> recv_n(std::size_t n, std::chrono::milliseconds timeout) {
+    std::vector<std::uint8_t> out;
+    const auto deadline = Clock::now() + timeout;
+    while (out.size() < n) {
+      pollfd p{fd, POLLIN, 0};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
+      std::uint8_t buf[4096];
+      const ssize_t r = ::recv(fd, buf, std::min(sizeof(buf), n - out.size()), 0);
+      if (r <= 0) break;
+      out.insert(out.end(), buf, buf + r);
+    }
+    return out;
+  }
+  // True when the peer closes the connection (EOF or reset) within timeout.
+  bool closed_by_peer(std::chrono::milliseconds timeout) {
+    const auto deadline = Clock::now() + timeout;
+    for (;;) {
+      pollfd p{fd, POLLIN, 0};
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+      std::uint8_t buf[256];
+      const ssize_t r = ::recv(fd, buf, sizeof(buf), 0);
+      if (r == 0 || (r < 0 && errno == ECONNRESET)) return true;
+      if (r < 0) return false;
+    }
+  }
+};
+
+std::vector<std::uint8_t> le32(std::uint32_t v) {
+  return {std::uint8_t(v), std::uint8_t(v >> 8), std::uint8_t(v >> 16), std::uint8_t(v >> 24)};
+}
+std::vector<std::uint8_t> le64(std::uint64_t v) {
+  std::vector<std::uint8_t> b(8);
+  for (int i = 0; i < 8; ++i) b[i] = std::uint8_t(v >> (8 * i));
+  return b;
+}
+std::vector<std::uint8_t> cat(std::initializer_list<std::vector<std::uint8_t>> parts) {
+  std::vector<std::uint8_t> out;
+  for (const auto& p : parts) out.insert(out.end(), p.begin(), p.end());
+  return out;
+}
+
+// std::thread that joins on destruction, so a failing check that unwinds a test body does not
+// std::terminate the whole binary.
+class JoiningThread {
+ public:
+  template <typename F>
+  explicit JoiningThread(F&& f) : t_(std::forward<F>(f)) {}
+  JoiningThread(JoiningThread&&) = default;
+  ~JoiningThread() { join(); }
+  void join() {
+    if (t_.joinable()) t_.join();
+  }
+
+ private:
+  std::thread t_;
+};
+
+// Thread body wrapper: an exception becomes a test failure instead of std::terminate.
+std::function<void()> checked(std::function<void()> fn) {
+  return [fn = std::move(fn)] {
+    try {
+      fn();
+    } catch (const std::exception& e) {
+      ADD_FAILURE() << "thread threw: " << e.what();
+    }
+  };
+}
+
+void handshake(RawSocket& s) {
+  s.send_str("RPSTORE1");
+  EXPECT_EQ(S(s.recv_n(8, 2000ms)), "RPSTORE1");
+}
+
+// A socket bound to a free loopback port but not listening: connecting to it is refused, and no one
+// else can take the port while it lives.
+struct ReservedPort {
+  int fd = -1;
+  int port = 0;
+  ReservedPort() {
+    fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    EXPECT_EQ(::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+    socklen_t len = sizeof(a);
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+  }
+  ~ReservedPort() { release(); }
+  void release() {
+    if (fd >= 0) ::close(fd);
+    fd = -1;
+  }
+};
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------ HashStore
+
+TEST(HashStore, SetGetOverwrite) {
+  HashStore s;
+  s.set("a", B("1"));
+  EXPECT_EQ(S(s.get("a", 0ms)), "1");
+  s.set("a", B("two"));
+  EXPECT_EQ(S(s.get("a", 10ms)), "two");
+  s.set("empty", Bytes{});
+  EXPECT_TRUE(s.get("empty", 0ms).empty());
+  const Bytes binary = {0, 255, 0, 7};
+  s.set("bin", binary);
+  EXPECT_EQ(s.get("bin", 0ms), binary);
+  EXPECT_EQ(s.get("bin", std::chrono::milliseconds::max()), binary);
+}
+
+TEST(HashStore, GetTimesOutNamingTheKey) {
+  HashStore s;
+  const auto t0 = Clock::now();
+  try {
+    s.get("missing-key", 100ms);
+    FAIL() << "no exception";
+  } catch (const TimeoutError& e) {
+    EXPECT_GE(elapsed_ms(t0), 100);
+    EXPECT_LT(elapsed_ms(t0), 2000);
+    EXPECT_EQ(e.op(), "store.get");
+    EXPECT_TRUE(contains(e.what(), "key 'missing-key' not set within 100 ms")) << e.what();
+  }
+  EXPECT_THROW(s.get("missing-key", 0ms), TimeoutError);
+  EXPECT_THROW(s.get("missing-key", -5ms), TimeoutError);
+}
+
+TEST(HashStore, WaitThenSetFromAnotherThread) {
+  HashStore s;
+  JoiningThread setter([&] {
+    std::this_thread::sleep_for(50ms);
+    s.set("other", B("x"));  // must not wake the waiter for "late"
+    s.set("late", B("arrived"));
+  });
+  const auto t0 = Clock::now();
+  EXPECT_EQ(S(s.get("late", 5000ms)), "arrived");
+  EXPECT_LT(elapsed_ms(t0), 4000);
+  setter.join();
+}
+
+TEST(HashStore, AddIsDecimalAndAtomic) {
+  HashStore s;
+  EXPECT_EQ(s.add("c", 5), 5);
+  EXPECT_EQ(s.add("c", -2), 3);
+  EXPECT_EQ(S(s.get("c", 0ms)), "3");
+  s.set("n", B("-41"));
+  EXPECT_EQ(s.add("n", 1), -40);
+  s.set("s", B("abc"));
+  try {
+    s.add("s", 1);
+    FAIL() << "no exception";
+  } catch (const UsageError& e) {
+    EXPECT_EQ(e.op(), "store.add");
+    EXPECT_TRUE(contains(e.what(), "'s'")) << e.what();
+  }
+  EXPECT_EQ(S(s.get("s", 0ms)), "abc");  // unchanged
+  s.set("big", B("9223372036854775807"));
+  EXPECT_THROW(s.add("big", 1), UsageError);
+  s.set("min", B("-9223372036854775808"));
+  EXPECT_EQ(s.add("min", 1), -9223372036854775807LL);
+  s.set("toolong", B("99999999999999999999"));
+  EXPECT_THROW(s.add("toolong", 0), UsageError);
+
+  std::vector<JoiningThread> ts;
+  for (int t = 0; t < 8; ++t)
+    ts.emplace_back([&] {
+      for (int i = 0; i < 100; ++i) s.add("counter", 1);
+    });
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(S(s.get("counter", 0ms)), "800");
+}
+
+TEST(PrefixStore, NamespacesAreIsolated) {
+  auto base = std::make_shared<HashStore>();
+  PrefixStore a("job1", base), b("job2", base);
+  a.set("k", B("from-a"));
+  b.set("k", B("from-b"));
+  EXPECT_EQ(S(a.get("k", 0ms)), "from-a");
+  EXPECT_EQ(S(b.get("k", 0ms)), "from-b");
+  EXPECT_EQ(S(base->get("job1/k", 0ms)), "from-a");
+  EXPECT_THROW(base->get("k", 0ms), TimeoutError);
+  EXPECT_EQ(a.add("n", 2), 2);
+  EXPECT_EQ(b.add("n", 5), 5);
+  EXPECT_THROW(a.get("only-in-b", 0ms), TimeoutError);
+  PrefixStore nested("inner", std::make_shared<PrefixStore>("outer", base));
+  nested.set("x", B("1"));
+  EXPECT_EQ(S(base->get("outer/inner/x", 0ms)), "1");
+  EXPECT_THROW(PrefixStore("p", nullptr), UsageError);
+}
+
+// ------------------------------------------------------------------------------------ TCPStore
+
+TEST(TCPStore, SetGetAddAcrossClients) {
+  TCPStoreServer server("127.0.0.1", 0);
+  ASSERT_GT(server.port(), 0);
+  TCPStore a("127.0.0.1", server.port(), 2000ms);
+  TCPStore b("localhost", server.port(), 2000ms);
+  a.set("k", B("v1"));
+  EXPECT_EQ(S(b.get("k", 1000ms)), "v1");
+  b.set("k", B("v2"));
+  EXPECT_EQ(S(a.get("k", 0ms)), "v2");  // 0 = just check
+  EXPECT_EQ(S(a.get("k", std::chrono::milliseconds::max())), "v2");  // no deadline overflow
+  a.set("empty", Bytes{});
+  EXPECT_TRUE(b.get("empty", 100ms).empty());
+  EXPECT_EQ(a.add("n", 10), 10);
+  EXPECT_EQ(b.add("n", -3), 7);
+  EXPECT_EQ(S(a.get("n", 0ms)), "7");
+  b.set("text", B("not a number"));
+  try {
+    a.add("text", 1);
+    FAIL() << "no exception";
+  } catch (const UsageError& e) {
+    EXPECT_EQ(e.op(), "store.add");
+    EXPECT_TRUE(contains(e.what(), "'text'")) << e.what();
+  }
+  EXPECT_EQ(a.add("n", 1), 8);  // the connection survives a usage error
+  EXPECT_THROW(a.set(std::string(5000, 'k'), B("x")), UsageError);
+}
+
+TEST(TCPStore, ConcurrentClientsAndSharedClient) {
+  TCPStoreServer server("0.0.0.0", 0);
+  auto shared = std::make_shared<TCPStore>("127.0.0.1", server.port(), 2000ms);
+  std::vector<JoiningThread> ts;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 8; ++t) {
+    ts.emplace_back([&, t] {
+      try {
+        // Half the threads share one client (its mutex), half own theirs.
+        std::shared_ptr<TCPStore> own;
+        if (t % 2) own = std::make_shared<TCPStore>("127.0.0.1", server.port(), 2000ms);
+        Store& s = own ? static_cast<Store&>(*own) : *shared;
+        for (int i = 0; i < 100; ++i) {
+          s.add("counter", 1);
+          const std::string key = "t" + std::to_string(t) + "/" + std::to_string(i % 10);
+          s.set(key, B(std::to_string(i)));
+          if (S(s.get(key, 1000ms)) != std::to_string(i)) failures++;
+        }
+      } catch (const std::exception& e) {
+        ADD_FAILURE() << e.what();
+        failures++;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(shared->add("counter", 0), 800);
+}
+
+TEST(TCPStore, GetBlocksUntilAnotherClientSets) {
+  TCPStoreServer server("127.0.0.1", 0);
+  TCPStore setter("127.0.0.1", server.port(), 2000ms);
+  std::vector<JoiningThread> waiters;
+  std::atomic<int> ok{0};
+  for (int i = 0; i < 4; ++i) {
+    waiters.emplace_back(checked([&] {
+      TCPStore c("127.0.0.1", server.port(), 2000ms);
+      if (S(c.get("ready", 5000ms)) == "go") ok++;
+      if (c.add("woken", 1) > 0) ok++;  // the connection is usable after a parked GET
+    }));
+  }
+  std::this_thread::sleep_for(100ms);
+  const auto t0 = Clock::now();
+  setter.set("ready", B("go"));
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(ok.load(), 8);
+  EXPECT_LT(elapsed_ms(t0), 3000);
+  // add() also wakes a parked GET.
+  JoiningThread late(checked([&] {
+    std::this_thread::sleep_for(50ms);
+    setter.add("count", 3);
+  }));
+  TCPStore c("127.0.0.1", server.port(), 2000ms);
+  EXPECT_EQ(S(c.get("count", 5000ms)), "3");
+  late.join();
+}
+
+TEST(TCPStore, GetTimeoutKeepsClientUsable) {
+  TCPStoreServer server("127.0.0.1", 0);
+  TCPStore c("127.0.0.1", server.port(), 2000ms);
+  const auto t0 = Clock::now();
+  try {
+    c.get("never", 200ms);
+    FAIL() << "no exception";
+  } catch (const TimeoutError& e) {
+    const long ms = elapsed_ms(t0);
+    EXPECT_GE(ms, 195);
+    EXPECT_LT(ms, 900);  // answered by the server at the timeout, not by the client's grace
+    EXPECT_EQ(e.op(), "store.get");
+    const std::string what = e.what();
+    EXPECT_TRUE(contains(what, "key 'never' not set within 200 ms")) << what;
+    EXPECT_TRUE(contains(what, "127.0.0.1:" + std::to_string(server.port()))) << what;
+  }
+  EXPECT_THROW(c.get("never", 0ms), TimeoutError);
+  c.set("later", B("fine"));
+  EXPECT_EQ(S(c.get("later", 100ms)), "fine");
+  // A key set after an earlier GET of it timed out is not delivered to the dead waiter.
+  TCPStore other("127.0.0.1", server.port(), 2000ms);
+  other.set("never", B("now"));
+  EXPECT_EQ(S(c.get("never", 100ms)), "now");
+}
+
+// A server that accepts and handshakes but never answers: the client gives up at
+// timeout + grace, drops the connection and reconnects on the next call.
+TEST(TCPStore, HungServerTimesOutAndClientReconnects) {
+  struct Listener {  // declared before the fake server thread: closed after it is joined
+    int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    ~Listener() { ::close(fd); }
+  } listener;
+  const int lfd = listener.fd;
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(::listen(lfd, 4), 0);
+  socklen_t len = sizeof(a);
+  ::getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  const int port = ntohs(a.sin_port);
+  std::atomic<int> accepted{0};
+  JoiningThread fake([&] {
+    auto read_n = [](int fd, std::size_t n) {
+      std::vector<std::uint8_t> b(n);
+      std::size_t got = 0;
+      while (got < n) {
+        const ssize_t r = ::recv(fd, b.data() + got, n - got, 0);
+        if (r <= 0) return std::vector<std::uint8_t>();
+        got += static_cast<std::size_t>(r);
+      }
+      return b;
+    };
+    // Connection 1: handshake, then never answer.
+    const int c1 = ::accept(lfd, nullptr, nullptr);
+    if (c1 < 0) return;
+    accepted++;
+    read_n(c1, 8);
+    ::send(c1, "RPSTORE1", 8, MSG_NOSIGNAL);
+    // Connection 2 (the reconnect): handshake, answer one SET with OK.
+    const int c2 = ::accept(lfd, nullptr, nullptr);
+    if (c2 >= 0) {
+      accepted++;
+      read_n(c2, 8);
+      ::send(c2, "RPSTORE1", 8, MSG_NOSIGNAL);
+      auto head = read_n(c2, 5);
+      if (head.size() == 5) {
+        const std::uint32_t klen = head[1] | head[2] << 8 | head[3] << 16 | std::uint32_t(head[4]) << 24;
+        read_n(c2, klen);
+        auto vl = read_n(c2, 8);
+        std::uint64_t vlen = 0;
+        for (int i = 7; i >= 0 && vl.size() == 8; --i) vlen = vlen << 8 | vl[i];
+        read_n(c2, vlen);
+        const std::uint8_t ok[9] = {0};
+        ::send(c2, ok, sizeof(ok), MSG_NOSIGNAL);
+      }
+      read_n(c2, 1);  // until the client closes
+      ::close(c2);
+    }
+    ::close(c1);
+  });
+  struct WakeAccept {  // on any exit: a blocked accept() returns (Linux: EINVAL after shutdown)
+    int fd;
+    ~WakeAccept() { ::shutdown(fd, SHUT_RDWR); }
+  } wake{lfd};
+  {
+    TCPStore c("127.0.0.1", port, 2000ms);
+    const auto t0 = Clock::now();
+    EXPECT_THROW(c.get("k", 100ms), TimeoutError);
+    const long ms = elapsed_ms(t0);
+    EXPECT_GE(ms, 100);
+    EXPECT_LT(ms, 3000);
+    EXPECT_EQ(accepted.load(), 1);
+    c.set("k", B("v"));  // reconnects
+    EXPECT_EQ(accepted.load(), 2);
+  }
+}
+
+TEST(TCPStore, ConnectTimesOutWhenNothingListens) {
+  ReservedPort reserved;
+  const auto t0 = Clock::now();
+  try {
+    TCPStore c("127.0.0.1", reserved.port, 300ms);
+    FAIL() << "connected to nothing";
+  } catch (const TimeoutError& e) {
+    const long ms = elapsed_ms(t0);
+    EXPECT_GE(ms, 295);
+    EXPECT_LT(ms, 2000);
+    EXPECT_EQ(e.op(), "store.connect");
+    EXPECT_TRUE(contains(e.what(), "127.0.0.1:" + std::to_string(reserved.port))) << e.what();
+  }
+}
+
+TEST(TCPStore, ConnectRetriesUntilServerStarts) {
+  ReservedPort reserved;
+  const int port = reserved.port;
+  std::unique_ptr<TCPStoreServer> server;
+  JoiningThread starter(checked([&] {
+    std::this_thread::sleep_for(150ms);
+    reserved.release();
+    server = std::make_unique<TCPStoreServer>("127.0.0.1", port);
+  }));
+  TCPStore c("127.0.0.1", port, 3000ms);
+  starter.join();
+  c.set("k", B("v"));
+  EXPECT_EQ(S(c.get("k", 100ms)), "v");
+}
+
+TEST(TCPStore, ServerDestroyedWhileClientWaits) {
+  auto server = std::make_unique<TCPStoreServer>("127.0.0.1", 0);
+  const std::string where = "127.0.0.1:" + std::to_string(server->port());
+  TCPStore c("127.0.0.1", server->port(), 2000ms);
+  JoiningThread killer(checked([&] {
+    std::this_thread::sleep_for(100ms);
+    server.reset();
+  }));
+  const auto t0 = Clock::now();
+  try {
+    c.get("never", 10000ms);
+    FAIL() << "no exception";
+  } catch (const TransportError& e) {
+    EXPECT_LT(elapsed_ms(t0), 3000);
+    EXPECT_TRUE(contains(e.what(), where)) << e.what();
+  }
+  killer.join();
+  // Sticky: the client keeps its error instead of talking to whatever listens there next.
+  const auto t1 = Clock::now();
+  EXPECT_THROW(c.set("k", B("v")), TransportError);
+  EXPECT_THROW(c.add("k", 1), TransportError);
+  EXPECT_LT(elapsed_ms(t1), 500);
+}
+
+TEST(TCPStore, HostileClientsAreDroppedOthersUnaffected) {
+  TCPStoreServer server("127.0.0.1", 0);
+  TCPStore good("127.0.0.1", server.port(), 2000ms);
+  good.set("before", B("1"));
+  // A client that parks a GET, to check that drops of other clients do not disturb it.
+  JoiningThread parked(checked([&] {
+    TCPStore c("127.0.0.1", server.port(), 2000ms);
+    EXPECT_EQ(S(c.get("after", 5000ms)), "2");
+  }));
+  testing::internal::CaptureStderr();
+  {
+    RawSocket garbage(server.port());
+    garbage.send_str("GET / HTTP/1.1\r\n\r\n");
+    EXPECT_TRUE(garbage.closed_by_peer(2000ms));
+  }
+  {
+    RawSocket huge_key(server.port());
+    handshake(huge_key);
+    huge_key.send_bytes(cat({{1}, le32(0xFFFFFFFFu)}));
+    EXPECT_TRUE(huge_key.closed_by_peer(2000ms));
+  }
+  {
+    RawSocket huge_value(server.port());
+    handshake(huge_value);
+    huge_value.send_bytes(cat({{1}, le32(1), B("k"), le64(1ull << 40)}));
+    EXPECT_TRUE(huge_value.closed_by_peer(2000ms));
+  }
+  {
+    RawSocket bad_get(server.port());
+    handshake(bad_get);
+    bad_get.send_bytes(cat({{2}, le32(1), B("k"), le64(3), {1, 2, 3}}));
+    EXPECT_TRUE(bad_get.closed_by_peer(2000ms));
+  }
+  {
+    RawSocket bad_cmd(server.port());
+    handshake(bad_cmd);
+    bad_cmd.send_bytes({0x7f});
+    EXPECT_TRUE(bad_cmd.closed_by_peer(2000ms));
+  }
+  // A client that stalls half-way through a request and one that never handshakes do not block
+  // anyone; a well-formed raw request still works on a raw socket.
+  RawSocket stalled(server.port());
+  handshake(stalled);
+  stalled.send_bytes(cat({{1}, le32(3), B("ab")}));
+  RawSocket silent(server.port());
+  RawSocket raw_ok(server.port());
+  handshake(raw_ok);
+  raw_ok.send_bytes(cat({{1}, le32(3), B("raw"), le64(2), B("hi")}));
+  EXPECT_EQ(raw_ok.recv_n(9, 2000ms), cat({{0}, le64(0)}));
+  EXPECT_EQ(S(good.get("raw", 100ms)), "hi");
+  good.set("after", B("2"));
+  EXPECT_EQ(S(good.get("before", 100ms)), "1");
+  parked.join();
+  EXPECT_FALSE(stalled.closed_by_peer(50ms));
+  const std::string log = testing::internal::GetCapturedStderr();
+  int lines = 0;
+  for (std::size_t p = log.find("dropping client"); p != std::string::npos; p = log.find("dropping client", p + 1))
+    ++lines;
+  EXPECT_EQ(lines, 5) << log;
+  EXPECT_TRUE(contains(log, "bad handshake")) << log;
+  EXPECT_TRUE(contains(log, "key length 4294967295")) << log;
+}
+
+// A client that parks a GET and then disappears is noticed at once (its socket closed, its waiter
+// removed), not when the GET's timeout expires.
+TEST(TCPStore, ParkedGetOfVanishedClientIsReleased) {
+  TCPStoreServer server("127.0.0.1", 0);
+  TCPStore c("127.0.0.1", server.port(), 2000ms);
+  const int base = count_open_fds();
+  {
+    RawSocket raw(server.port());
+    handshake(raw);
+    raw.send_bytes(cat({{2}, le32(6), B("nobody"), le64(8), le64(60000)}));
+    EXPECT_FALSE(raw.closed_by_peer(50ms));  // parked: no reply, not dropped
+  }
+  const auto deadline = Clock::now() + 2s;
+  while (count_open_fds() != base && Clock::now() < deadline) std::this_thread::sleep_for(5ms);
+  EXPECT_EQ(count_open_fds(), base) << "server kept the socket of a client that closed";
+  c.set("nobody", B("x"));  // wakes no one; must not touch the dropped connection
+  EXPECT_EQ(S(c.get("nobody", 100ms)), "x");
+}
+
+TEST(TCPStore, LargeValueRoundTrip) {
+  TCPStoreServer server("127.0.0.1", 0);
+  TCPStore a("127.0.0.1", server.port(), 2000ms);
+  TCPStore b("127.0.0.1", server.port(), 2000ms);
+  Bytes big(8u << 20);
+  std::mt19937 g(7);
+  for (auto& x : big) x = static_cast<std::uint8_t>(g());
+  JoiningThread reader(checked([&] { EXPECT_EQ(b.get("big", 5000ms), big); }));  // parked, then 8 MiB reply
+  std::this_thread::sleep_for(20ms);
+  a.set("big", big);
+  reader.join();
+  EXPECT_EQ(a.get("big", 100ms), big);
+  EXPECT_THROW(a.set("too-big", Bytes((64u << 20) + 1)), UsageError);
+  EXPECT_EQ(a.add("still-ok", 1), 1);
+}
+
+TEST(TCPStore, NoFdLeakAfterServerAndClientsAreDestroyed) {
+  const int before = count_open_fds();
+  ASSERT_GT(before, 0);
+  {
+    auto server = std::make_unique<TCPStoreServer>("127.0.0.1", 0);
+    std::vector<std::unique_ptr<TCPStore>> clients;
+    for (int i = 0; i < 4; ++i)
+      clients.push_back(std::make_unique<TCPStore>("127.0.0.1", server->port(), 2000ms));
+    clients[0]->set("k", B("v"));
+    EXPECT_THROW(clients[1]->get("missing", 50ms), TimeoutError);
+    EXPECT_EQ(clients[2]->add("n", 1), 1);
+    {
+      RawSocket garbage(server->port());
+      garbage.send_str("XXXXXXXX");
+      EXPECT_TRUE(garbage.closed_by_peer(2000ms));
+    }
+    // A GET parked when the server goes away: its socket must be closed too.
+    JoiningThread waiter(checked([&] { EXPECT_THROW(clients[3]->get("never", 5000ms), TransportError); }));
+    std::this_thread::sleep_for(50ms);
+    server.reset();
+    waiter.join();
+  }
+  EXPECT_EQ(count_open_fds(), before);
+}
