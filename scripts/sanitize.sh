@@ -25,4 +25,4 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:ha
 echo "sanitize: TSan (worker pool and multi-threaded codecs)"
 build build/tsan "thread"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  ctest --test-dir build/tsan --output-on-failure -j2 -R "ThreadPool|Lossless|Quantize" | tail -3
+  ctest --test-dir build/tsan --output-on-failure -j2 -R "ThreadPool|Lossless|Quantize|Store|Comm" | tail -3

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "ringpress/buffer_pool.h"
+#include "ringpress/engine.h"
 
 namespace ringpress {
 
@@ -165,9 +166,13 @@ void run(const OpContext& oc, const Plan& plan) {
   for (std::size_t i = 0; i < recvs.size(); ++i) {
     RP_ENFORCE(i < posted, InternalError, "ring schedule stalled at receive ", i, " of ",
                recvs.size());
-    ctx.wait(recv_tickets[i], oc.deadline);
     const Item& it = recvs[i];
+    {
+      TimelineScope ts(oc.timeline, "wait", "comm", 1, oc.seq, it.count * es);
+      ctx.wait(recv_tickets[i], oc.deadline);
+    }
     if (it.rs) {
+      TimelineScope ts(oc.timeline, "reduce", "compute", 1, oc.seq, it.count * es);
       reduce_into(plan.dtype, plan.op, plan.data + it.elem * es,
                   scratch->data() + (i % kWindow) * seg * es, it.count);
     }

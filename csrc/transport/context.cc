@@ -274,6 +274,8 @@ class ContextImpl final : public Context {
   void doorbell(Pair& p);
   void accept_header(Pair& p, RecvOp& op);
   [[noreturn]] void drain_for_abort(Pair& p);
+  bool try_drain_for_abort(Pair& p);  // raises the peer's ABORT if one is readable
+  [[noreturn]] void fail_pair(Pair& p, const std::string& what);
   void sleep_until(Deadline deadline, const Ticket& t);
   [[noreturn]] void fail(std::exception_ptr e);
 
@@ -695,8 +697,8 @@ std::size_t ContextImpl::stream_write(Pair& p, const iovec* iov, int n) {
     if (w >= 0) return static_cast<std::size_t>(w);
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    RP_THROW_CTX(TransportError, ctx(p.peer), "send to peer ", p.peer, " (", p.endpoint,
-                 ") failed: ", std::strerror(errno), " (peer process died or closed?)");
+    fail_pair(p, detail::str_cat("send to peer ", p.peer, " (", p.endpoint, ") failed: ",
+                                 std::strerror(errno), " (peer process died or closed?)"));
   }
 }
 
@@ -711,13 +713,13 @@ std::size_t ContextImpl::stream_read(Pair& p, void* dst, std::size_t len) {
     ssize_t r = ::recv(p.fd.get(), dst, len, MSG_DONTWAIT);
     if (r > 0) return static_cast<std::size_t>(r);
     if (r == 0) {
-      RP_THROW_CTX(TransportError, ctx(p.peer), "peer ", p.peer, " (", p.endpoint,
-                   ") closed the connection", p.bye ? "" : " (process died or exited early?)");
+      fail_pair(p, detail::str_cat("peer ", p.peer, " (", p.endpoint, ") closed the connection",
+                                   p.bye ? "" : " (process died or exited early?)"));
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    RP_THROW_CTX(TransportError, ctx(p.peer), "receive from peer ", p.peer, " (", p.endpoint,
-                 ") failed: ", std::strerror(errno));
+    fail_pair(p, detail::str_cat("receive from peer ", p.peer, " (", p.endpoint, ") failed: ",
+                                 std::strerror(errno)));
   }
 }
 
@@ -904,7 +906,7 @@ void ContextImpl::handle_hup(Pair& p) {
 
 // A TCP peer hung up. Read what it sent before (data we no longer need: the job is failing) to
 // find an ABORT explaining why; otherwise report the hang-up itself.
-void ContextImpl::drain_for_abort(Pair& p) {
+bool ContextImpl::try_drain_for_abort(Pair& p) {
   Deadline dl = Clock::now() + std::chrono::seconds(1);
   std::vector<unsigned char> sink(1 << 16);
   auto read_exact = [&](void* dst, std::size_t len) {
@@ -956,10 +958,33 @@ void ContextImpl::drain_for_abort(Pair& p) {
     }
     if (!ok) break;
   }
-  RP_THROW_CTX(TransportError, ctx(p.peer), "peer ", p.peer, " (", p.endpoint,
-               ") closed its connection", p.bye ? " (it closed its communicator)" : "",
-               ": the process died or left the job early");
+  return false;
 }
+
+void ContextImpl::drain_for_abort(Pair& p) {
+  fail_pair(p, detail::str_cat("peer ", p.peer, " (", p.endpoint, ") closed its connection",
+                               p.bye ? " (it closed its communicator)" : "",
+                               ": the process died or left the job early"));
+}
+
+// A pair failed. The first peer to see a death aborts the job and tells everyone, so before
+// blaming this peer, look for an ABORT explaining it: on this pair, then on any other pair that
+// hung up (the messenger may itself have gone away before we read its message).
+void ContextImpl::fail_pair(Pair& p, const std::string& what) {
+  if (p.kind == TransportKind::kTcp) try_drain_for_abort(p);
+  for (auto& qq : pairs_) {
+    if (!qq || qq.get() == &p || !qq->fd.valid()) continue;
+    pollfd pf{qq->fd.get(), POLLIN | POLLRDHUP, 0};
+    if (::poll(&pf, 1, 0) <= 0 || !(pf.revents & (POLLRDHUP | POLLHUP | POLLERR))) continue;
+    if (qq->kind == TransportKind::kShm) {
+      progress_ctl(*qq);
+    } else {
+      try_drain_for_abort(*qq);
+    }
+  }
+  RP_THROW_CTX(TransportError, ctx(p.peer), what);
+}
+
 
 // ------------------------------------------------------------------ abort / close
 
@@ -996,7 +1021,9 @@ void ContextImpl::abort(const Error& err) noexcept {
         (void)::send(p.fd.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       }
     }
-    ::shutdown(p.fd.get(), SHUT_RDWR);
+    // Half-close: the peer reads our ABORT then end-of-stream; we keep reading (close()
+    // drains), so our kernel never answers with a reset that would destroy the message.
+    ::shutdown(p.fd.get(), SHUT_WR);
   }
 }
 
@@ -1017,6 +1044,21 @@ void ContextImpl::close() noexcept {
       }
     }
     ::shutdown(pp->fd.get(), SHUT_WR);
+  }
+  // Read what peers still send until they close (bounded): closing a socket with unread data
+  // makes the kernel send a reset, which can destroy an ABORT or BYE the peer has yet to read.
+  Deadline dl = Clock::now() + std::chrono::milliseconds(broken_.load() ? 500 : 200);
+  unsigned char sink[1 << 14];
+  for (auto& pp : pairs_) {
+    if (!pp || !pp->fd.valid()) continue;
+    for (;;) {
+      ssize_t r = ::recv(pp->fd.get(), sink, sizeof sink, MSG_DONTWAIT);
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) break;
+      if (r > 0) continue;
+      if (Clock::now() >= dl) break;
+      pollfd pf{pp->fd.get(), POLLIN | POLLRDHUP, 0};
+      ::poll(&pf, 1, net::ms_until(dl, 50));
+    }
   }
   pairs_.clear();
   epoll_.reset();

@@ -14,8 +14,9 @@ buffer must stay untouched until then (the Work keeps it alive).
 
 Configuration: keyword arguments, else ``RINGPRESS_*`` environment variables
 (``RINGPRESS_TRANSPORT`` tcp|shm|auto, ``RINGPRESS_TIMEOUT`` seconds, ``RINGPRESS_TIMELINE``
-path prefix for a Chrome trace per rank, ``RINGPRESS_SEGMENT_BYTES``, ``RINGPRESS_SMALL_BYTES``,
-``RINGPRESS_BIND_ADDR``).
+path prefix for a Chrome trace per rank, ``RINGPRESS_SEGMENT_BYTES`` (pipeline segment),
+``RINGPRESS_SMALL_BYTES`` (recursive doubling at or below), ``RINGPRESS_SHM_RING_BYTES`` (per
+direction, a power of two), ``RINGPRESS_BIND_ADDR``).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def _int_env(names: Sequence[str]) -> int | None:
     return None
 
 
+_TORCH_DTYPES: dict = {}
+
+
 class _Buf:
     """(address, element count, dtype name, owner) of a contiguous CPU buffer."""
 
@@ -66,31 +70,37 @@ class _Buf:
 
     def __init__(self, x: Any, what: str, writable: bool):
         self.owner = x
-        mod = type(x).__module__
-        if mod.startswith("torch"):
+        if type(x).__module__.startswith("torch"):
             if x.device.type != "cpu":
                 raise UsageError(f"{what}: only CPU tensors are supported so far, got device {x.device}")
             if not x.is_contiguous():
                 raise UsageError(f"{what}: tensor must be contiguous (call .contiguous())")
             self.addr = x.data_ptr()
             self.count = x.numel()
-            self.dtype = str(x.dtype).replace("torch.", "")
+            dt = _TORCH_DTYPES.get(x.dtype)
+            if dt is None:
+                dt = _TORCH_DTYPES.setdefault(x.dtype, str(x.dtype).replace("torch.", ""))
+            self.dtype = dt
             self.shape = tuple(x.shape)
             return
-        if not isinstance(x, np.ndarray):
-            try:
-                x = np.asarray(memoryview(x))
-            except TypeError:
-                raise UsageError(f"{what}: expected a numpy array, a torch CPU tensor or a buffer, got {type(x).__name__}") from None
-            self.owner = (self.owner, x)
-        if not x.flags.c_contiguous:
+        info = _core.buffer_info(x, writable)
+        if not info:
+            self._explain(x, what, writable)
+        self.addr, self.count, self.dtype, self.shape = info
+        if self.dtype.startswith("format:"):
+            raise UsageError(f"{what}: unsupported element type ({self.dtype})")
+
+    @staticmethod
+    def _explain(x: Any, what: str, writable: bool) -> None:
+        try:
+            a = np.asarray(memoryview(x))
+        except TypeError:
+            raise UsageError(f"{what}: expected a numpy array, a torch CPU tensor or a buffer, got {type(x).__name__}") from None
+        if not a.flags.c_contiguous:
             raise UsageError(f"{what}: array must be C-contiguous (use np.ascontiguousarray)")
-        if writable and not x.flags.writeable:
+        if writable and not a.flags.writeable:
             raise UsageError(f"{what}: array is read-only")
-        self.addr = x.ctypes.data
-        self.count = x.size
-        self.dtype = "bytes" if x.dtype.kind == "V" else x.dtype.name
-        self.shape = x.shape
+        raise UsageError(f"{what}: unsupported buffer (format {memoryview(x).format!r})")
 
 
 def _check_op(op: str) -> str:
@@ -203,6 +213,7 @@ class Communicator:
         timeline: str | None = None,
         segment_bytes: int | None = None,
         small_bytes: int | None = None,
+        shm_ring_bytes: int | None = None,
         prefix: str | None = None,
         _keep: Any = None,
     ):
@@ -233,6 +244,7 @@ class Communicator:
             timeline=timeline or "",
             segment_bytes=int(segment_bytes or 0),
             small_bytes=int(small_bytes or 0),
+            shm_ring_bytes=int(shm_ring_bytes or _env("SHM_RING_BYTES", "0")),
         )
         self._store = base
 

@@ -1,0 +1,215 @@
+"""Collectives against numpy, as real processes over the real transports.
+
+The matrix of issue 4: every dtype x op x size (0, 1, odd, not divisible by P, large) x ranks
+(1..5) x transport (tcp, shm). One job per (ranks, transport) runs the whole dtype x op x size
+sweep; each rank builds every rank's input from a seed and checks its result against the numpy
+reference, and all ranks must agree bit for bit (checked through a digest gathered by the job).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import pytest
+
+from ranks import run_ranks
+
+MATRIX_BODY = r"""
+import hashlib
+import torch
+
+DTYPES = ["float32", "float64", "float16", "bfloat16", "int32", "int64", "uint8"]
+OPS = ["sum", "avg", "min", "max", "prod"]
+P = size
+
+def inputs(dtype, op, n, seed):
+    g = np.random.default_rng(seed)
+    if op == "prod":
+        # Products of these stay exact in every float type and wrap identically for integers.
+        vals = np.array([1, 2, -1, 1, 0.5] if dtype.startswith(("float", "bfloat")) else [1, 2, 3, 1, 255], dtype=np.float64)
+        v = vals[g.integers(0, len(vals), n)]
+    else:
+        v = g.integers(-8 if not dtype.startswith("uint") else 0, 9, n).astype(np.float64)
+        if dtype == "uint8":
+            v = g.integers(0, 256, n).astype(np.float64)
+        if dtype.startswith("int"):
+            v = g.integers(-(2**20), 2**20, n).astype(np.float64)
+    return v
+
+def to_tensor(v, dtype):
+    if dtype == "bfloat16":
+        return torch.tensor(v, dtype=torch.float32).to(torch.bfloat16)
+    if dtype == "uint8" or dtype.startswith("int"):
+        return torch.tensor(v.astype(np.int64)).to(getattr(torch, dtype))
+    return torch.tensor(v, dtype=getattr(torch, dtype))
+
+def reference(dtype, op, n):
+    xs = [to_tensor(inputs(dtype, op, n, 1000 * q + n), dtype) for q in range(P)]
+    if op in ("sum", "avg"):
+        if dtype.startswith(("float", "bfloat")):
+            acc = sum(x.double() for x in xs)  # exact for these small integers
+            if op == "avg":
+                # ringpress divides the (exact) sum once in float32 then rounds to the dtype.
+                acc = (acc.float() / P).double() if dtype in ("float16", "bfloat16", "float32") else acc / P
+            return acc.to(xs[0].dtype)
+        acc = xs[0].clone()
+        for x in xs[1:]:
+            acc = acc + x  # wraps like ringpress for uint8
+        if op == "avg":
+            s = acc.to(torch.int64)
+            acc = (torch.sign(s) * (torch.abs(s) // P)).to(xs[0].dtype)
+        return acc
+    if op == "min":
+        return torch.stack(xs).min(0).values
+    if op == "max":
+        return torch.stack(xs).max(0).values
+    acc = xs[0].clone()
+    for x in xs[1:]:
+        acc = acc * x
+    return acc
+
+sizes = [0, 1, 7, 3 * P + 1, 100_003]
+digest = hashlib.sha256()
+failures = []
+count = 0
+for dtype in DTYPES:
+    for op in OPS:
+        for n in sizes:
+            mine = to_tensor(inputs(dtype, op, n, 1000 * rank + n), dtype)
+            # numpy arrays where numpy has the dtype, torch tensors otherwise (both paths tested).
+            if dtype != "bfloat16" and (n + len(op)) % 2 == 0:
+                buf = mine.numpy().copy()
+                comm.allreduce(buf, op=op)
+                got = torch.from_numpy(buf)
+            else:
+                got = mine.clone()
+                comm.allreduce(got, op=op)
+            ref = reference(dtype, op, n)
+            if not torch.equal(got, ref):
+                bad = (got != ref).nonzero()[:3].flatten().tolist()
+                failures.append(f"{dtype} {op} n={n}: first bad idx {bad} got {got.flatten()[bad].tolist()} ref {ref.flatten()[bad].tolist()}")
+            digest.update(got.view(torch.uint8).numpy().tobytes() if got.numel() else b"")
+            count += 1
+
+# Other collectives.
+b = np.arange(1000, dtype=np.float64) * (rank + 1)
+comm.broadcast(b, root=P - 1)
+if not np.array_equal(b, np.arange(1000) * float(P)):
+    failures.append("broadcast small")
+big = (np.arange(300_001, dtype=np.int32) + rank)
+comm.broadcast(big, root=0)
+if not np.array_equal(big, np.arange(300_001, dtype=np.int32)):
+    failures.append("broadcast large")
+g = comm.allgather(np.full(5, rank, np.int64))
+if not np.array_equal(g, np.repeat(np.arange(P), 5).reshape(P, 5)):
+    failures.append(f"allgather {g}")
+counts = [(q * 37) % 11 for q in range(P)]
+v = comm.allgatherv(np.full(counts[rank], rank + 0.5, np.float32), counts)
+want = np.concatenate([np.full(c, q + 0.5, np.float32) for q, c in enumerate(counts)])
+if not np.array_equal(v, want):
+    failures.append("allgatherv")
+x = np.arange(P * 50_000, dtype=np.float32) + rank
+before = x.copy()
+out = comm.reduce_scatter(x)
+want = (np.arange(P * 50_000, dtype=np.float64) * P + sum(range(P)))[rank * 50_000:(rank + 1) * 50_000].astype(np.float32)
+if not np.array_equal(out, want) or not np.array_equal(x, before):
+    failures.append("reduce_scatter")
+t = torch.arange(P * 4, dtype=torch.bfloat16)
+o = comm.reduce_scatter(t, op="max")
+if not torch.equal(o, torch.arange(P * 4, dtype=torch.bfloat16)[rank * 4:(rank + 1) * 4]):
+    failures.append("reduce_scatter bf16 max")
+# Fused allreduce of several tensors, and async work.
+parts = [np.full(k, rank + 1, np.float32) for k in (1, 1000, 0, 77_777)]
+comm.allreduce_coalesced(parts)
+if not all(np.all(p == P * (P + 1) / 2) for p in parts):
+    failures.append("allreduce_coalesced")
+works = [comm.allreduce(np.full(1000, i + rank, np.int64), async_op=True) for i in range(8)]
+for i, w in enumerate(works):
+    if not np.all(w.result() == P * i + sum(range(P))):
+        failures.append(f"async {i}")
+comm.barrier()
+emit({"rank": rank, "count": count, "failures": failures, "digest": digest.hexdigest(),
+      "transports": [comm.transport(q) for q in range(P)]})
+comm.close()
+"""
+
+
+@pytest.mark.parametrize(
+    "nranks,transport",
+    [(1, "auto"), (2, "tcp"), (2, "shm"), (3, "tcp"), (3, "shm"), (4, "tcp"), (4, "shm"), (5, "tcp"), (5, "shm")],
+)
+def test_collectives_match_numpy(nranks, transport):
+    env = {"RINGPRESS_TRANSPORT": transport}
+    if nranks >= 4:
+        # Small segments and tiny shm rings: many segments in flight, rings wrapping constantly.
+        env["RINGPRESS_SEGMENT_BYTES"] = "8192"
+    res = run_ranks(nranks, MATRIX_BODY, timeout=240, env=env,
+                    comm_kwargs={"shm_ring_bytes": 16384} if nranks >= 4 else None)
+    recs = [r.records[0] for r in res]
+    for rec in recs:
+        assert rec["failures"] == [], f"rank {rec['rank']}: {rec['failures'][:5]}"
+        assert rec["count"] == 7 * 5 * 5
+        want = "self" if nranks == 1 else transport
+        assert [t for q, t in enumerate(rec["transports"]) if q != rec["rank"]] == [want] * (nranks - 1)
+    # Every rank holds the same bits.
+    assert len({rec["digest"] for rec in recs}) == 1
+    assert not glob.glob("/dev/shm/ringpress-*")
+
+
+def test_bad_arguments_raise_usage_error_and_leave_communicator_usable():
+    body = r"""
+import torch
+errors = []
+def expect(fn, needle):
+    try:
+        fn()
+    except rp.UsageError as e:
+        if needle not in str(e):
+            errors.append(f"message {e} lacks {needle!r}")
+    else:
+        errors.append(f"no UsageError for {needle}")
+expect(lambda: comm.allreduce(np.zeros(4, np.int16)), "int16")
+expect(lambda: comm.allreduce(np.zeros(4, np.float32), op="mean"), "mean")
+expect(lambda: comm.allreduce(np.zeros((4, 4), np.float32)[:, 1]), "contiguous")
+ro = np.zeros(4, np.float32); ro.flags.writeable = False
+expect(lambda: comm.allreduce(ro), "read-only")
+expect(lambda: comm.broadcast(np.zeros(4), root=size), "root")
+expect(lambda: comm.allreduce([1, 2, 3]), "list")
+expect(lambda: comm.reduce_scatter(np.zeros(size * 2 + 1, np.float32)), "equal blocks")
+expect(lambda: comm.allreduce(torch.zeros(3, 3).t()), "contiguous")
+x = np.ones(10, np.float32)
+comm.allreduce(x)
+emit({"errors": errors, "ok": bool(np.all(x == size)), "broken": comm.broken})
+comm.close()
+"""
+    for r in run_ranks(2, body, timeout=60):
+        rec = r.records[0]
+        assert rec["errors"] == []
+        assert rec["ok"] and not rec["broken"]
+
+
+def test_timeline_records_stages(tmp_path):
+    body = r"""
+x = np.ones(1 << 20, np.float32)
+for _ in range(3):
+    comm.allreduce(x)
+comm.close()
+"""
+    prefix = str(tmp_path / "trace")
+    run_ranks(2, body, timeout=60, env={"RINGPRESS_TIMELINE": prefix})
+    import json
+
+    for r in range(2):
+        with open(f"{prefix}.{r}.json") as f:
+            trace = json.load(f)
+        names = [e["name"] for e in trace["traceEvents"] if e.get("ph") == "X"]
+        assert names.count("allreduce") == 3
+        assert "reduce" in names and "wait" in names
+        assert all(e["dur"] >= 0 for e in trace["traceEvents"] if e.get("ph") == "X")
+
+
+def test_no_shm_segments_left_behind():
+    body = "comm.allreduce(np.ones(10, np.float32)); comm.close()"
+    run_ranks(3, body, timeout=60, env={"RINGPRESS_TRANSPORT": "shm"})
+    assert not [p for p in glob.glob("/dev/shm/ringpress-*") if os.path.exists(p)]
