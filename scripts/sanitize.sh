@@ -22,7 +22,7 @@ build build/asan "address,undefined"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build/asan --output-on-failure -j2 | tail -3
 
-echo "sanitize: TSan (worker pool and multi-threaded codecs)"
+echo "sanitize: TSan (worker pool, multi-threaded codecs, store, engine and transports)"
 build build/tsan "thread"
 TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
   ctest --test-dir build/tsan --output-on-failure -j2 -R "ThreadPool|Lossless|Quantize|Store|Comm" | tail -3

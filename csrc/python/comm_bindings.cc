@@ -56,6 +56,47 @@ rp::DType dtype_of(const std::string& name) { return rp::dtype_from_name(name); 
 
 void* as_ptr(std::uintptr_t addr) { return reinterpret_cast<void*>(addr); }
 
+// Element type of a buffer-protocol format string ("<f", "=i", "B", ...), or nullptr.
+const char* dtype_of_format(const char* fmt, Py_ssize_t itemsize) {
+  if (!fmt) return "uint8";
+  while (*fmt == '<' || *fmt == '=' || *fmt == '@' || *fmt == '!' || *fmt == '>') ++fmt;
+  if (fmt[0] == '\0' || fmt[1] != '\0') return nullptr;
+  switch (fmt[0]) {
+    case 'f': return "float32";
+    case 'd': return "float64";
+    case 'e': return "float16";
+    case 'b': return "int8";
+    case 'B': return "uint8";
+    case 'c': return "uint8";
+    case '?': return "bool";
+    case 'h': return "int16";
+    case 'H': return "uint16";
+    case 'i': case 'l': case 'q': return itemsize == 4 ? "int32" : itemsize == 8 ? "int64" : nullptr;
+    case 'I': case 'L': case 'Q': return itemsize == 4 ? "uint32" : itemsize == 8 ? "uint64" : nullptr;
+  }
+  return nullptr;
+}
+
+// (address, element count, dtype name, shape) of a C-contiguous buffer, without copying: the fast
+// path for numpy arrays (numpy's own .ctypes.data and .dtype.name cost microseconds each).
+py::tuple buffer_info(py::handle obj, bool writable) {
+  Py_buffer view;
+  int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
+  if (PyObject_GetBuffer(obj.ptr(), &view, flags) != 0) {
+    PyErr_Clear();
+    return py::tuple();
+  }
+  const char* dt = dtype_of_format(view.format, view.itemsize);
+  py::tuple shape(view.ndim);
+  for (int i = 0; i < view.ndim; ++i) shape[i] = view.shape ? view.shape[i] : view.len / view.itemsize;
+  py::tuple out = py::make_tuple(reinterpret_cast<std::uintptr_t>(view.buf),
+                                 static_cast<std::size_t>(view.len / (view.itemsize ? view.itemsize : 1)),
+                                 dt ? py::str(dt) : py::str(std::string("format:") + (view.format ? view.format : "?")),
+                                 shape);
+  PyBuffer_Release(&view);
+  return out;
+}
+
 }  // namespace
 
 void bind_comm(py::module_& m) {
@@ -95,6 +136,8 @@ void bind_comm(py::module_& m) {
     return std::make_shared<rp::PrefixStore>(prefix, as_store(std::move(base)));
   });
   m.def("host_identity", &rp::host_identity);
+  m.def("buffer_info", &buffer_info, py::arg("obj"), py::arg("writable"),
+        "(address, count, dtype, shape) of a C-contiguous buffer, or () if it is not one");
 
   py::class_<rp::Work, std::shared_ptr<rp::Work>>(m, "Work")
       .def("is_completed", &rp::Work::is_completed)

@@ -184,6 +184,20 @@ Bytes encode_abort(const Error& e, int origin) {
                       __LINE__);
 }
 
+// An exception_ptr holding the concrete class of `e` (a plain copy would slice to Error).
+std::exception_ptr concrete_error(const Error& e) {
+  ErrorContext c{e.rank(), e.peer(), e.op()};
+  switch (e.kind()) {
+    case ErrorKind::kUsage: return std::make_exception_ptr(UsageError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kTransport: return std::make_exception_ptr(TransportError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kTimeout: return std::make_exception_ptr(TimeoutError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kWireFormat: return std::make_exception_ptr(WireFormatError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kCodec: return std::make_exception_ptr(CodecError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kInternal: break;
+  }
+  return std::make_exception_ptr(InternalError(c, e.detail(), e.file(), e.line()));
+}
+
 struct SendOp {
   MsgHeader h;
   const unsigned char* data = nullptr;
@@ -991,7 +1005,7 @@ void ContextImpl::fail_pair(Pair& p, const std::string& what) {
 void ContextImpl::abort(const Error& err) noexcept {
   if (broken_.load()) return;
   try {
-    error_ = std::make_exception_ptr(err);
+    error_ = concrete_error(err);
   } catch (...) {
   }
   broken_.store(true, std::memory_order_release);

@@ -8,7 +8,8 @@
 //     (no hand-off: small-message latency is the transport's, not a thread wake-up's).
 //   * Work: is_completed() never blocks; wait(timeout) blocks until done (or returns false when
 //     the timeout passes first) and rethrows the request's error; callbacks run once, on the thread
-//     that completed the request (or at once if already complete).
+//     that completed the request, right after waiters are released (or at once, on the caller's
+//     thread, if already complete), so a callback may inspect its own Work.
 //   * Failure: the first error breaks the communicator (the transport context aborts, telling all
 //     peers); the failed request and every later one raise that error. Argument errors found
 //     before a request is queued (bad dtype, sizes) raise at once and leave it usable.

@@ -1,0 +1,157 @@
+// Communicators as threads of one process over an in-memory store (DESIGN habit 9): the real
+// transports (tcp sockets on loopback, shm rings) and the engine, fast enough to run under the
+// sanitizers (scripts/sanitize.sh runs these under TSan too).
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <functional>
+#include <numeric>
+#include <thread>
+#include <vector>
+
+#include "ringpress/engine.h"
+#include "ringpress/store.h"
+
+namespace rp = ringpress;
+
+namespace {
+
+void run_threads(int P, const std::string& transport, const std::function<void(rp::Communicator&)>& body,
+                 std::size_t segment_bytes = 0, std::size_t ring_bytes = 0) {
+  auto store = std::make_shared<rp::HashStore>();
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(static_cast<std::size_t>(P));
+  for (int r = 0; r < P; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        rp::CommOptions o;
+        o.context.rank = r;
+        o.context.size = P;
+        o.context.transport = transport;
+        o.context.timeout = std::chrono::seconds(30);
+        o.context.bind_addr = "127.0.0.1";
+        if (ring_bytes) o.context.shm_ring_bytes = ring_bytes;
+        o.op_timeout = std::chrono::seconds(30);
+        o.segment_bytes = segment_bytes;
+        rp::Communicator c(store, o);
+        body(c);
+        c.close();
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(r)] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < P; ++r) EXPECT_EQ(errors[static_cast<std::size_t>(r)], "") << "rank " << r;
+}
+
+class CommThreads : public ::testing::TestWithParam<std::tuple<int, std::string>> {};
+
+TEST_P(CommThreads, AllreduceBroadcastAllgatherBarrier) {
+  const int P = std::get<0>(GetParam());
+  const std::string transport = std::get<1>(GetParam());
+  run_threads(
+      P, transport,
+      [P](rp::Communicator& c) {
+        const int r = c.rank();
+        for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{13}, std::size_t{40000}}) {
+          std::vector<float> x(n);
+          for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<float>((i % 5) + r);
+          c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false);
+          for (std::size_t i = 0; i < n; ++i) {
+            ASSERT_EQ(x[i], static_cast<float>(P * (i % 5) + P * (P - 1) / 2)) << "n=" << n << " i=" << i;
+          }
+          std::vector<std::int64_t> m(n, r);
+          c.allreduce(m.data(), n, rp::DType::kI64, rp::ReduceOp::kMax, false);
+          for (auto v : m) ASSERT_EQ(v, P - 1);
+        }
+        std::vector<double> b(1000, r);
+        c.broadcast(b.data(), b.size(), rp::DType::kF64, P - 1, false);
+        for (double v : b) ASSERT_EQ(v, P - 1);
+        std::vector<std::int32_t> in(3, r), out(3 * static_cast<std::size_t>(P));
+        c.allgather(in.data(), out.data(), std::vector<std::size_t>(static_cast<std::size_t>(P), 3),
+                    rp::DType::kI32, false);
+        for (int q = 0; q < P; ++q) {
+          for (int k = 0; k < 3; ++k) ASSERT_EQ(out[static_cast<std::size_t>(q * 3 + k)], q);
+        }
+        // Async requests complete in order; callbacks fire once.
+        std::atomic<int> fired{0};
+        std::vector<std::vector<float>> bufs(6, std::vector<float>(5000, 1.0f));
+        std::vector<std::shared_ptr<rp::Work>> works;
+        for (auto& v : bufs) {
+          works.push_back(c.allreduce(v.data(), v.size(), rp::DType::kF32, rp::ReduceOp::kSum, true));
+          works.back()->on_complete([&fired](rp::Work&) { fired++; });
+        }
+        for (auto& w : works) ASSERT_TRUE(w->wait());
+        // Callbacks run on the completing thread just after waiters are released.
+        for (int spin = 0; spin < 2000 && fired.load() < 6; ++spin) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        EXPECT_EQ(fired.load(), 6);
+        for (auto& v : bufs) ASSERT_EQ(v[4999], static_cast<float>(P));
+        c.barrier(false);
+      },
+      4096, 8192);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, CommThreads,
+                         ::testing::Combine(::testing::Values(2, 3), ::testing::Values("tcp", "shm")),
+                         [](const auto& info) {
+                           return std::get<1>(info.param) + std::to_string(std::get<0>(info.param));
+                         });
+
+TEST(CommErrors, MismatchedCountRaisesUsageErrorOnEveryRank) {
+  auto store = std::make_shared<rp::HashStore>();
+  std::vector<std::string> kinds(3);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < 3; ++r) {
+    threads.emplace_back([&, r] {
+      rp::CommOptions o;
+      o.context.rank = r;
+      o.context.size = 3;
+      o.context.transport = "shm";
+      o.context.timeout = std::chrono::seconds(10);
+      o.op_timeout = std::chrono::seconds(10);
+      rp::Communicator c(store, o);
+      std::vector<float> x(100 + (r == 1 ? 1 : 0), 1.0f);
+      try {
+        c.allreduce(x.data(), x.size(), rp::DType::kF32, rp::ReduceOp::kSum, false);
+      } catch (const rp::Error& e) {
+        kinds[static_cast<std::size_t>(r)] = rp::error_kind_name(e.kind());
+      }
+      EXPECT_TRUE(c.broken());
+      // The communicator keeps its first error.
+      EXPECT_THROW(c.barrier(false), rp::UsageError);
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (auto& k : kinds) EXPECT_EQ(k, "UsageError");
+}
+
+TEST(CommErrors, ArgumentErrorsLeaveTheCommunicatorUsable) {
+  run_threads(2, "tcp", [](rp::Communicator& c) {
+    std::vector<std::int16_t> bad(4);
+    EXPECT_THROW(c.allreduce(bad.data(), 4, rp::DType::kI16, rp::ReduceOp::kSum, false), rp::UsageError);
+    EXPECT_THROW(c.broadcast(bad.data(), 4, rp::DType::kI16, 7, false), rp::UsageError);
+    EXPECT_FALSE(c.broken());
+    std::vector<float> x(10, 2.0f);
+    c.allreduce(x.data(), 10, rp::DType::kF32, rp::ReduceOp::kProd, false);
+    EXPECT_EQ(x[0], 4.0f);
+  });
+}
+
+TEST(CommFusion, CoalescedMatchesSeparate) {
+  run_threads(2, "shm", [](rp::Communicator& c) {
+    std::vector<std::vector<double>> parts{std::vector<double>(3, 1.0 + c.rank()),
+                                           std::vector<double>(0),
+                                           std::vector<double>(70000, 0.5)};
+    std::vector<std::pair<void*, std::size_t>> bufs;
+    for (auto& p : parts) bufs.emplace_back(p.data(), p.size());
+    c.allreduce_coalesced(bufs, rp::DType::kF64, rp::ReduceOp::kSum, false);
+    EXPECT_EQ(parts[0][2], 3.0);
+    EXPECT_EQ(parts[2][69999], 1.0);
+  });
+}
+
+}  // namespace
