@@ -138,8 +138,11 @@ Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes
     execute(name, seq, bytes, fn, *work, now, 0);
     lock.lock();
     busy_ = false;
+    // Wake the worker only if requests arrived meanwhile: a futex wake per call would double
+    // the latency of small synchronous collectives.
+    const bool pending = !queue_.empty();
     lock.unlock();
-    cv_.notify_all();
+    if (pending) cv_.notify_all();
     idle_cv_.notify_all();
     work->wait();
     return work;
