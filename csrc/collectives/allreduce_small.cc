@@ -4,9 +4,9 @@
 // and combines. Otherwise (MPICH's fold): with p2 the largest power of two <= P and rem = P - p2,
 // the first 2*rem ranks pair up (even sends to odd, odd combines) so p2 ranks run the doubling,
 // then each odd rank returns the result to its even partner.
-// Cost: ceil(log2 P) (alpha + n beta + n gamma), plus 2 (alpha + n beta) when P is not a power of
-// two. Every rank combines the same operands (IEEE add/min/max/mul are commutative), so results
-// are bit-identical everywhere.
+// Cost: floor(log2 P) (alpha + n beta + n gamma), plus 2 (alpha + n beta) (fold and unfold) when
+// P is not a power of two. Every pair combines its operands in the same order (lower side first),
+// so results are bit-identical on every rank.
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
 
@@ -24,12 +24,18 @@ void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o
   auto hdr = [&](std::uint32_t s) {
     return ring::header(CollKind::kAllreduce, o.dtype, o.op, oc.seq, s, o.count, bytes);
   };
-  auto exchange = [&](int peer, std::uint32_t s) {
+  // Operands are combined lower-rank side first on both partners, so even the non-commutative
+  // corners (min/max of +0 and -0, NaN payloads) give the same bits on every rank.
+  auto exchange = [&](int peer, bool peer_is_lower, std::uint32_t s) {
     Ticket rt = ctx.post_recv(peer, ring::expect(hdr(s)), tmp->data());
     Ticket st = ctx.post_send(peer, hdr(s), data);
     ctx.wait(rt, oc.deadline);
     ctx.wait(st, oc.deadline);
-    reduce_into(o.dtype, o.op, data, tmp->data(), o.count);
+    if (peer_is_lower) {
+      reduce3(o.dtype, o.op, data, tmp->data(), data, o.count);
+    } else {
+      reduce_into(o.dtype, o.op, data, tmp->data(), o.count);
+    }
   };
 
   int p2 = 1;
@@ -45,7 +51,7 @@ void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o
     } else {
       Ticket rt = ctx.post_recv(r - 1, ring::expect(hdr(0)), tmp->data());
       ctx.wait(rt, oc.deadline);
-      reduce_into(o.dtype, o.op, data, tmp->data(), o.count);
+      reduce3(o.dtype, o.op, data, tmp->data(), data, o.count);  // even (lower) rank first
       newrank = r / 2;
     }
   } else {
@@ -56,7 +62,7 @@ void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o
     for (int mask = 1; mask < p2; mask <<= 1, ++step) {
       int newpeer = newrank ^ mask;
       int peer = newpeer < rem ? newpeer * 2 + 1 : newpeer + rem;
-      exchange(peer, step);
+      exchange(peer, newpeer < newrank, step);
     }
   } else {
     for (int mask = 1; mask < p2; mask <<= 1) ++step;

@@ -1,5 +1,6 @@
 // ringpress::build_info(): compile-time switches plus run-time choices, one place.
 #include "ringpress/build_info.h"
+#include "ringpress/reduce.h"
 
 #include <lz4.h>
 #include <zstd.h>
@@ -36,6 +37,7 @@ BuildInfo build_info() {
     if (simd_level_built(l)) b.simd_built.emplace_back(simd_level_name(l));
   }
   b.shuffle_kernel = shuffle_kernels().isa;
+  b.reduce_kernel = reduce_kernel_name();
   const CpuFeatures& f = cpu_features();
   b.cpu_vendor = f.vendor;
   const std::pair<const char*, bool> flags[] = {

@@ -93,6 +93,7 @@ py::dict to_dict(const rp::BuildInfo& b) {
   d["simd_best"] = b.simd_best;
   d["simd_built"] = b.simd_built;
   d["shuffle_kernel"] = b.shuffle_kernel;
+  d["reduce_kernel"] = b.reduce_kernel;
   d["cpu_vendor"] = b.cpu_vendor;
   d["cpu_features"] = b.cpu_features;
   d["cuda"] = b.cuda;

@@ -455,9 +455,10 @@ void ContextImpl::rendezvous(Store& store) {
         continue;
       }
       const Hello& h = pc.h;
-      if (h.version != kProtocolVersion) {
-        reject(pc, "protocol version " + std::to_string(h.version) + ", expected " +
-                       std::to_string(kProtocolVersion));
+      if (h.version != kProtocolVersion || h.reserved != 0) {
+        reject(pc, "protocol version " + std::to_string(h.version) + " (reserved " +
+                       std::to_string(h.reserved) + "), expected version " +
+                       std::to_string(kProtocolVersion) + " with reserved 0");
       } else if (!secrets_equal(h.secret, secret)) {
         reject(pc, "wrong job secret");
       } else if (static_cast<int>(h.to) != me || static_cast<int>(h.from) <= me ||
@@ -622,8 +623,8 @@ void ContextImpl::wait(const Ticket& t, Deadline deadline) {
       auto now = Clock::now();
       if (now >= deadline) {
         Pair& p = *pairs_[static_cast<std::size_t>(t.peer)];
-        RP_THROW_CTX(TimeoutError, ctx(t.peer), "timed out after ", opts_.timeout.count(),
-                     " ms waiting to ", t.send ? "send to" : "receive from", " peer ", t.peer,
+        RP_THROW_CTX(TimeoutError, ctx(t.peer), "deadline passed while waiting to ",
+                     t.send ? "send to" : "receive from", " peer ", t.peer,
                      " (", transport_kind_name(p.kind), " ", p.endpoint, ")");
       }
       if (now < spin_until) {

@@ -9,7 +9,7 @@ from importlib import metadata
 import ringpress
 
 EXPECTED_KEYS = {
-    "version", "compiler", "build_type", "simd", "simd_best", "simd_built", "shuffle_kernel",
+    "version", "compiler", "build_type", "simd", "simd_best", "simd_built", "shuffle_kernel", "reduce_kernel",
     "cpu_vendor", "cpu_features", "cuda", "cuda_architectures", "cuda_runtime_version",
     "cuda_devices", "lz4", "lz4_compiled", "zstd", "zstd_compiled", "sanitize",
 }
@@ -36,6 +36,8 @@ def test_simd_choice_is_consistent():
     assert info["simd"] in info["simd_built"]
     assert LEVELS.index(info["simd"]) <= LEVELS.index(info["simd_best"])
     assert info["shuffle_kernel"] == info["simd"]
+    # Reductions have no SSE2 copy: that level uses the generic one.
+    assert info["reduce_kernel"] == {"sse2": "generic"}.get(info["simd"], info["simd"])
     # The chosen level must be one the CPU can run (the kernel list comes from cpuid + xgetbv).
     assert info["simd"] in ringpress._core.simd_levels_supported()
     feats = set(info["cpu_features"])

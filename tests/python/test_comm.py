@@ -128,6 +128,11 @@ works = [comm.allreduce(np.full(1000, i + rank, np.int64), async_op=True) for i 
 for i, w in enumerate(works):
     if not np.all(w.result() == P * i + sum(range(P))):
         failures.append(f"async {i}")
+# Signed zeros: min/max must give the same bits on every rank (recursive doubling orders operands).
+for op in ("min", "max"):
+    z = np.array([0.0 if (rank + i) % 2 else -0.0 for i in range(8)], np.float32)
+    comm.allreduce(z, op=op)
+    digest.update(z.tobytes())
 comm.barrier()
 emit({"rank": rank, "count": count, "failures": failures, "digest": digest.hexdigest(),
       "transports": [comm.transport(q) for q in range(P)]})

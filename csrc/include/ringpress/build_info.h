@@ -15,6 +15,7 @@ struct BuildInfo {
   std::string simd_best;          // best level this CPU+OS+build supports
   std::vector<std::string> simd_built;  // levels compiled in
   std::string shuffle_kernel;     // isa of the shuffle table in use
+  std::string reduce_kernel;      // isa of the reduction kernels in use (generic|avx2|avx512)
   std::string cpu_vendor;
   std::vector<std::string> cpu_features;  // detected flags relevant to ringpress
   bool cuda = false;              // CUDA kernels compiled in
