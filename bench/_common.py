@@ -2,7 +2,8 @@
 
 Timing (:func:`time_calls`: one ``time.perf_counter`` sample per call, garbage collection off),
 the memcpy reference, speed formatting, machine description for the JSON records, and the glibc
-heap tuning (:func:`warm_heap`) that keeps fresh-buffer APIs from paying page faults per call.
+heap tuning (:func:`warm_heap`) that keeps fresh-buffer APIs from paying page faults per call;
+size lists and byte / time formatting for the size sweeps (``bench.allreduce``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import ctypes
 import gc
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -182,3 +184,62 @@ def finish_run_args(
     if args.repeats < 1 or args.size_mib <= 0 or getattr(args, "threads", 1) < 1:
         ap.error("--repeats, --threads and --size-mib must be positive")
     return args
+
+
+_SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+
+
+def parse_size(text: str) -> int:
+    """``"4K"``, ``"4KiB"``, ``"1.5M"``, ``"256MiB"``, ``"4096"`` -> bytes (binary units)."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmg]?)(?:i?b)?\s*", text.lower())
+    if m is None:
+        raise ValueError(f"bad size {text!r}: use e.g. 4096, 4K, 64KiB, 1M, 256MiB")
+    value = float(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    if value <= 0 or value != int(value):
+        raise ValueError(f"bad size {text!r}: must be a positive whole number of bytes")
+    return int(value)
+
+
+def parse_sizes(text: str) -> list[int]:
+    """Comma-separated sizes; ``A..B`` is a geometric range (x4 steps, ``A..B*2`` for x2)."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if ".." in part:
+            lo_s, hi_s = part.split("..", 1)
+            factor = 4
+            if "*" in hi_s:
+                hi_s, f_s = hi_s.split("*", 1)
+                factor = int(f_s)
+            lo, hi = parse_size(lo_s), parse_size(hi_s)
+            if factor < 2 or lo > hi:
+                raise ValueError(f"bad size range {part!r}")
+            v = lo
+            while v <= hi:
+                out.append(v)
+                v *= factor
+        else:
+            out.append(parse_size(part))
+    if not out:
+        raise ValueError("no sizes given")
+    return out
+
+
+def fmt_bytes(n: float) -> str:
+    """Binary-unit size: 4096 -> '4 KiB', 1.5 MiB -> '1.5 MiB'."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            v = n / scale
+            return f"{v:.0f} {unit}" if v == int(v) else f"{v:.4g} {unit}"
+    return f"{n:.0f} B"
+
+
+def fmt_time(s: float) -> str:
+    """Seconds as a 9-character string in µs / ms / s."""
+    if s < 1e-3:
+        return f"{s * 1e6:6.1f} µs"
+    if s < 1.0:
+        return f"{s * 1e3:6.2f} ms"
+    return f"{s:6.3f} s "

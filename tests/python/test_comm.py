@@ -12,7 +12,6 @@ import glob
 import os
 
 import pytest
-
 from ranks import run_ranks
 
 MATRIX_BODY = r"""

@@ -10,7 +10,6 @@ import struct
 import time
 
 import pytest
-
 from ranks import collect, run_ranks, start_ranks
 
 
