@@ -4,10 +4,15 @@
 VENV ?= .venv
 export RP_VENV := $(VENV)
 
-# The main job (grows with the project): today the lossless codec against blosc2, zstandard and
-# lz4 on real gradients (a char-LSTM trained on the stdlib source; cached in bench/.cache).
+# The main job (grows with the project): a 2-rank allreduce under mpirun, ringpress against gloo
+# and Open MPI in the same job (table + JSON + PNG in bench/results/), then the lossless codec
+# against blosc2/zstandard/lz4 on real gradients (a char-LSTM trained on the stdlib source).
+# Open MPI refuses root without these two variables; --oversubscribe only on a 1-core machine.
+MPIRUN = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $(VENV)/bin/mpirun \
+	$$( [ "$$(nproc)" -lt 2 ] && echo --oversubscribe )
 demo: build
 	$(VENV)/bin/python -m ringpress info
+	$(MPIRUN) -n 2 $(VENV)/bin/python -m bench.allreduce
 	$(VENV)/bin/python -m bench.codecs --repeats 5
 
 test: build

@@ -24,8 +24,9 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,7 +34,7 @@ from . import _core
 from .errors import TimeoutError as _RpTimeoutError
 from .errors import UsageError
 
-__all__ = ["Communicator", "Work", "TCPStore", "TCPStoreServer", "HashStore"]
+__all__ = ["Communicator", "HashStore", "TCPStore", "TCPStoreServer", "Work"]
 
 TCPStore = _core.TCPStore
 TCPStoreServer = _core.TCPStoreServer
@@ -117,7 +118,7 @@ def _check_reducible(b: _Buf, what: str) -> None:
 class Work:
     """Handle of an asynchronous collective. Keeps its buffers alive until complete."""
 
-    __slots__ = ("_w", "_keep", "_result")
+    __slots__ = ("_keep", "_result", "_w")
 
     def __init__(self, w: Any, keep: Any, result: Any):
         self._w = w
@@ -147,7 +148,7 @@ class Work:
             return None
         try:
             self._w.wait(0.0)
-        except BaseException as e:  # noqa: BLE001 - returned, not swallowed
+        except BaseException as e:
             return e
         return None
 
@@ -250,7 +251,7 @@ class Communicator:
 
     # ------------------------------------------------------------------ constructors
     @classmethod
-    def from_env(cls, **kwargs: Any) -> "Communicator":
+    def from_env(cls, **kwargs: Any) -> Communicator:
         """Rendezvous through environment variables (torchrun's, or ``RINGPRESS_``-prefixed).
 
         ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` (default 127.0.0.1) and ``MASTER_PORT``. Rank 0
@@ -279,12 +280,12 @@ class Communicator:
         return cls(store, rank, size, _keep=keep, prefix=kwargs.pop("prefix", "ringpress/env"), **kwargs)
 
     @classmethod
-    def from_store(cls, store: Any, rank: int, size: int, **kwargs: Any) -> "Communicator":
+    def from_store(cls, store: Any, rank: int, size: int, **kwargs: Any) -> Communicator:
         """Rendezvous through an existing store (torch.distributed stores included)."""
         return cls(store, rank, size, **kwargs)
 
     @classmethod
-    def from_mpi(cls, comm: Any = None, **kwargs: Any) -> "Communicator":
+    def from_mpi(cls, comm: Any = None, **kwargs: Any) -> Communicator:
         """Rendezvous through an mpi4py communicator (default ``MPI.COMM_WORLD``): rank 0 hosts a
         TCP store and broadcasts its address over MPI."""
         if comm is None:
@@ -369,7 +370,7 @@ class Communicator:
         """Gather equal-sized ``x`` from every rank; returns ``out`` with shape (size, *x.shape)."""
         b = _Buf(x, "allgather", False)
         if out is None:
-            out = _empty_like(x, (self.size,) + tuple(b.shape))
+            out = _empty_like(x, (self.size, *b.shape))
         o = _Buf(out, "allgather out", True)
         if o.count != b.count * self.size or o.dtype != b.dtype:
             raise UsageError(f"allgather: out must hold {self.size} x {b.count} {b.dtype}, got {o.count} {o.dtype}")
@@ -420,7 +421,7 @@ class Communicator:
         self._c.close()
         self._keep = None
 
-    def __enter__(self) -> "Communicator":
+    def __enter__(self) -> Communicator:
         return self
 
     def __exit__(self, *exc: Any) -> None:
