@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Fuzz the frame decoder for a bounded time (libFuzzer + ASan/UBSan); part of scripts/test.sh.
 #
-#   scripts/fuzz.sh                       build build/fuzz, replay the regression corpus, fuzz 60 s
+#   scripts/fuzz.sh                       build build/fuzz, replay the regression corpus, fuzz the
+#                                         decoder 60 s and the transport parsers 20 s
+#   RP_FUZZ_TRANSPORT_SECONDS=120 ...     fuzz the transport parsers longer
 #   RP_FUZZ_SECONDS=300 scripts/fuzz.sh   fuzz longer
 #   scripts/fuzz.sh FILE...               only replay the given inputs (reproduce a crash)
 #
@@ -54,7 +56,7 @@ CC=clang CXX=clang++ cmake -S . -B "$BUILD" "${gen[@]}" --log-level=WARNING \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DRINGPRESS_FUZZ=ON -DRINGPRESS_CUDA=OFF -DRINGPRESS_PYTHON=OFF -DRINGPRESS_BUILD_TESTS=OFF \
   -DRINGPRESS_SANITIZE=address,undefined >/dev/null
-cmake --build "$BUILD" --target fuzz_decode -j "$JOBS"
+cmake --build "$BUILD" --target fuzz_decode fuzz_transport -j "$JOBS"
 FUZZER="$BUILD/tests/fuzz/fuzz_decode"
 
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"   # UB aborts (-fno-sanitize-recover)
@@ -118,4 +120,25 @@ if [[ $rc -ne 0 || ${#found[@]} -gt 0 ]]; then
   fi
   exit 1
 fi
-echo "fuzz: ok (no findings in ${SECONDS_BUDGET}s)"
+echo "fuzz: decoder ok (no findings in ${SECONDS_BUDGET}s)"
+
+# ---------------------------------------------------------------- transport parsers
+T_SECONDS="${RP_FUZZ_TRANSPORT_SECONDS:-20}"
+T_FUZZER="$BUILD/tests/fuzz/fuzz_transport"
+T_REGRESS=tests/fuzz/corpus_transport
+T_SCRATCH="$BUILD/corpus_transport"
+mkdir -p "$T_SCRATCH"
+cp -f "$T_REGRESS"/* "$T_SCRATCH"/ 2>/dev/null || true
+echo "fuzz: transport parsers for ${T_SECONDS}s (log $BUILD/fuzz_transport.log)"
+rc=0
+"$T_FUZZER" -max_total_time="$T_SECONDS" -max_len=8192 -rss_limit_mb=2048 -timeout=10 \
+  -artifact_prefix="$ART/" -print_final_stats=1 "$T_SCRATCH" >"$BUILD/fuzz_transport.log" 2>&1 || rc=$?
+found=("$ART"/crash-* "$ART"/leak-* "$ART"/timeout-* "$ART"/oom-*)
+if [[ $rc -ne 0 || ${#found[@]} -gt 0 ]]; then
+  tail -60 "$BUILD/fuzz_transport.log" >&2
+  for f in "${found[@]}"; do cp -f "$f" "$T_REGRESS"/; done
+  echo "fuzz: FAILED: the fuzzer found a problem in the transport parsers (exit $rc);" \
+       "inputs added to $T_REGRESS/; reproduce with: $T_FUZZER <input>" >&2
+  exit 1
+fi
+echo "fuzz: ok (decoder ${SECONDS_BUDGET}s, transport parsers ${T_SECONDS}s, no findings)"

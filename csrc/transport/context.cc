@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "net.h"
+#include "protocol.h"
 #include "ringpress/dtype.h"
 #include "ringpress/reduce.h"
 #include "ringpress/transport.h"
@@ -67,32 +68,7 @@ namespace {
 
 using net::Fd;
 
-constexpr std::uint32_t kHelloMagic = 0x53485052u;  // "RPHS"
-constexpr std::uint32_t kAckMagic = 0x41485052u;    // "RPHA"
-constexpr std::uint16_t kProtocolVersion = 1;
-constexpr std::size_t kSecretChars = 64;
-constexpr std::uint64_t kMaxAbortBytes = 1 << 16;
-
-// Handshake sent by the connecting (higher) rank; 80 bytes.
-struct Hello {
-  std::uint32_t magic;
-  std::uint16_t version;
-  std::uint16_t reserved;
-  std::uint32_t from;
-  std::uint32_t to;
-  char secret[kSecretChars];
-};
-static_assert(sizeof(Hello) == 80, "Hello is 80 bytes");
-
-struct Ack {
-  std::uint32_t magic;
-  std::uint32_t from;
-};
-
-// Control bytes on a shm pair's socket.
-constexpr unsigned char kCtlDoorbell = 'D';
-constexpr unsigned char kCtlAbort = 'A';
-constexpr unsigned char kCtlBye = 'B';
+using namespace protocol;
 
 std::string random_secret() {
   unsigned char raw[kSecretChars / 2];
@@ -109,93 +85,6 @@ std::string random_secret() {
     s += hex[c & 15];
   }
   return s;
-}
-
-bool secrets_equal(const char* a, const std::string& b) {
-  if (b.size() != kSecretChars) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < kSecretChars; ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
-std::string describe(const MsgHeader& h) {
-  std::ostringstream os;
-  os << coll_kind_name(static_cast<CollKind>(h.coll)) << " #" << h.seq;
-  if (h.dtype != 0 && dtype_valid(h.dtype)) os << " " << dtype_name(static_cast<DType>(h.dtype));
-  os << " x" << h.count;
-  if (static_cast<CollKind>(h.coll) == CollKind::kAllreduce ||
-      static_cast<CollKind>(h.coll) == CollKind::kReduceScatter ||
-      static_cast<CollKind>(h.coll) == CollKind::kReduce) {
-    if (h.redop < kNumReduceOps) os << " " << reduce_op_name(static_cast<ReduceOp>(h.redop));
-  }
-  return os.str();
-}
-
-// Abort payload: u8 kind, i32 origin rank, i32 peer, u32 op length, op, u32 detail length, detail.
-Bytes encode_abort(const Error& e, int origin) {
-  Bytes out;
-  auto put32 = [&](std::uint32_t v) {
-    for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
-  };
-  out.push_back(static_cast<std::uint8_t>(e.kind()));
-  put32(static_cast<std::uint32_t>(origin));
-  put32(static_cast<std::uint32_t>(e.peer()));
-  std::string op = e.op().substr(0, 256);
-  std::string detail = e.detail().substr(0, 4096);
-  put32(static_cast<std::uint32_t>(op.size()));
-  out.insert(out.end(), op.begin(), op.end());
-  put32(static_cast<std::uint32_t>(detail.size()));
-  out.insert(out.end(), detail.begin(), detail.end());
-  return out;
-}
-
-// The error a rank raises when a peer's ABORT arrives. Hostile input: every length is checked.
-[[noreturn]] void raise_remote_abort(const Bytes& b, int rank, int from) {
-  std::size_t p = 0;
-  auto get32 = [&](std::uint32_t* v) {
-    if (p + 4 > b.size()) return false;
-    *v = 0;
-    for (int i = 0; i < 4; ++i) *v |= static_cast<std::uint32_t>(b[p + i]) << (8 * i);
-    p += 4;
-    return true;
-  };
-  std::uint32_t origin = 0, peer = 0, oplen = 0, dlen = 0;
-  ErrorContext ctx{rank, from, current_error_context().op};
-  if (b.empty() || b[0] > static_cast<std::uint8_t>(ErrorKind::kInternal)) {
-    RP_THROW_CTX(TransportError, ctx, "peer ", from, " aborted the job with an unreadable message");
-  }
-  ErrorKind kind = static_cast<ErrorKind>(b[0]);
-  p = 1;
-  if (!get32(&origin) || !get32(&peer) || !get32(&oplen) || p + oplen > b.size()) {
-    RP_THROW_CTX(TransportError, ctx, "peer ", from, " aborted the job with a truncated message");
-  }
-  std::string op(reinterpret_cast<const char*>(b.data() + p), oplen);
-  p += oplen;
-  if (!get32(&dlen) || p + dlen > b.size()) {
-    RP_THROW_CTX(TransportError, ctx, "peer ", from, " aborted the job with a truncated message");
-  }
-  std::string detail(reinterpret_cast<const char*>(b.data() + p), dlen);
-  int culprit = static_cast<int>(peer);
-  // Name the peer that caused the failure (e.g. the one that died), not the messenger.
-  ctx.peer = culprit >= 0 ? culprit : static_cast<int>(origin);
-  if (!op.empty()) ctx.op = op;
-  detail::throw_error(kind, ctx,
-                      detail::str_cat("rank ", origin, " aborted the job: ", detail), __FILE__,
-                      __LINE__);
-}
-
-// An exception_ptr holding the concrete class of `e` (a plain copy would slice to Error).
-std::exception_ptr concrete_error(const Error& e) {
-  ErrorContext c{e.rank(), e.peer(), e.op()};
-  switch (e.kind()) {
-    case ErrorKind::kUsage: return std::make_exception_ptr(UsageError(c, e.detail(), e.file(), e.line()));
-    case ErrorKind::kTransport: return std::make_exception_ptr(TransportError(c, e.detail(), e.file(), e.line()));
-    case ErrorKind::kTimeout: return std::make_exception_ptr(TimeoutError(c, e.detail(), e.file(), e.line()));
-    case ErrorKind::kWireFormat: return std::make_exception_ptr(WireFormatError(c, e.detail(), e.file(), e.line()));
-    case ErrorKind::kCodec: return std::make_exception_ptr(CodecError(c, e.detail(), e.file(), e.line()));
-    case ErrorKind::kInternal: break;
-  }
-  return std::make_exception_ptr(InternalError(c, e.detail(), e.file(), e.line()));
 }
 
 struct SendOp {
@@ -455,16 +344,10 @@ void ContextImpl::rendezvous(Store& store) {
         continue;
       }
       const Hello& h = pc.h;
-      if (h.version != kProtocolVersion || h.reserved != 0) {
-        reject(pc, "protocol version " + std::to_string(h.version) + " (reserved " +
-                       std::to_string(h.reserved) + "), expected version " +
-                       std::to_string(kProtocolVersion) + " with reserved 0");
-      } else if (!secrets_equal(h.secret, secret)) {
-        reject(pc, "wrong job secret");
-      } else if (static_cast<int>(h.to) != me || static_cast<int>(h.from) <= me ||
-                 static_cast<int>(h.from) >= n || pairs_[h.from]) {
-        reject(pc, "unexpected ranks (from " + std::to_string(h.from) + " to " +
-                       std::to_string(h.to) + ")");
+      std::string why = check_hello(h, secret, me, n);
+      if (why.empty() && pairs_[h.from]) why = "rank " + std::to_string(h.from) + " is already connected";
+      if (!why.empty()) {
+        reject(pc, why);
       } else {
         int q = static_cast<int>(h.from);
         Ack ack{kAckMagic, static_cast<std::uint32_t>(me)};
@@ -790,7 +673,7 @@ void ContextImpl::accept_header(Pair& p, RecvOp& op) {
                  ") sent bytes that are not a ringpress message (bad magic 0x", std::hex, h.magic,
                  ")");
   }
-  if (h.type == static_cast<std::uint8_t>(MsgType::kAbort)) {
+  if (h.type == static_cast<std::uint8_t>(MsgType::kAbort) && p.kind == TransportKind::kTcp) {
     RP_ENFORCE(h.len <= kMaxAbortBytes, TransportError, "oversized abort message from peer ", p.peer);
     Bytes b(h.len);
     net::read_all(p.fd.get(), b.data(), b.size(), Clock::now() + std::chrono::seconds(2),
@@ -801,23 +684,7 @@ void ContextImpl::accept_header(Pair& p, RecvOp& op) {
     RP_THROW_CTX(TransportError, ctx(p.peer), "peer ", p.peer, " sent message type ",
                  static_cast<int>(h.type), " where data was expected");
   }
-  const MsgHeader& x = op.e.h;
-  if (h.coll != x.coll || h.seq != x.seq || h.dtype != x.dtype || h.redop != x.redop ||
-      h.count != x.count) {
-    RP_THROW_CTX(UsageError, ctx(p.peer), "collective mismatch: rank ", opts_.rank, " runs ",
-                 describe(x), " but peer ", p.peer, " runs ", describe(h),
-                 " (every rank must issue the same collectives in the same order with the same"
-                 " dtype, op and element count)");
-  }
-  if (h.step != x.step) {
-    RP_THROW_CTX(InternalError, ctx(p.peer), "message step ", h.step, " from peer ", p.peer,
-                 " where step ", x.step, " was expected in ", describe(x));
-  }
-  if (op.e.len_exact ? h.len != x.len : h.len > op.e.capacity) {
-    RP_THROW_CTX(UsageError, ctx(p.peer), "size mismatch in ", describe(x), ": peer ", p.peer,
-                 " sent ", h.len, " bytes, this rank expected ",
-                 op.e.len_exact ? "" : "at most ", op.e.len_exact ? x.len : op.e.capacity);
-  }
+  check_header(h, op.e, opts_.rank, p.peer);
   op.h = h;
   op.have_header = true;
 }

@@ -8,8 +8,8 @@ from __future__ import annotations
 from . import errors
 from ._core import __version__
 from ._core import build_info as _native_build_info
-from .comm import Communicator, HashStore, TCPStore, TCPStoreServer, Work
 from .codecs import compress, compress_bound, decompress, frame_info
+from .comm import Communicator, HashStore, TCPStore, TCPStoreServer, Work
 from .compressors import (
     BF16,
     FP16,
@@ -37,11 +37,11 @@ from .errors import (
 __all__ = [
     "BF16",
     "FP16",
-    "HashStore",
     "CodecError",
     "Communicator",
     "Compressor",
     "ErrorFeedback",
+    "HashStore",
     "InternalError",
     "Pipeline",
     "Quantize",

@@ -1,0 +1,138 @@
+// Transport wire protocol: pure parsing/validation functions (see protocol.h).
+#include "protocol.h"
+
+#include <sstream>
+
+#include "ringpress/dtype.h"
+#include "ringpress/reduce.h"
+
+namespace ringpress::protocol {
+
+bool secrets_equal(const char* a, const std::string& b) {
+  if (b.size() != kSecretChars) return false;
+  unsigned char diff = 0;
+  for (std::size_t i = 0; i < kSecretChars; ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  return diff == 0;
+}
+
+std::string describe(const MsgHeader& h) {
+  std::ostringstream os;
+  os << coll_kind_name(static_cast<CollKind>(h.coll)) << " #" << h.seq;
+  if (h.dtype != 0 && dtype_valid(h.dtype)) os << " " << dtype_name(static_cast<DType>(h.dtype));
+  os << " x" << h.count;
+  if (static_cast<CollKind>(h.coll) == CollKind::kAllreduce ||
+      static_cast<CollKind>(h.coll) == CollKind::kReduceScatter ||
+      static_cast<CollKind>(h.coll) == CollKind::kReduce) {
+    if (h.redop < kNumReduceOps) os << " " << reduce_op_name(static_cast<ReduceOp>(h.redop));
+  }
+  return os.str();
+}
+
+// Abort payload: u8 kind, i32 origin rank, i32 peer, u32 op length, op, u32 detail length, detail.
+Bytes encode_abort(const Error& e, int origin) {
+  Bytes out;
+  auto put32 = [&](std::uint32_t v) {
+    for (int i = 0; i < 4; ++i) out.push_back(static_cast<std::uint8_t>(v >> (8 * i)));
+  };
+  out.push_back(static_cast<std::uint8_t>(e.kind()));
+  put32(static_cast<std::uint32_t>(origin));
+  put32(static_cast<std::uint32_t>(e.peer()));
+  std::string op = e.op().substr(0, 256);
+  std::string detail = e.detail().substr(0, 4096);
+  put32(static_cast<std::uint32_t>(op.size()));
+  out.insert(out.end(), op.begin(), op.end());
+  put32(static_cast<std::uint32_t>(detail.size()));
+  out.insert(out.end(), detail.begin(), detail.end());
+  return out;
+}
+
+// The error a rank raises when a peer's ABORT arrives. Hostile input: every length is checked.
+[[noreturn]] void raise_remote_abort(const Bytes& b, int rank, int from) {
+  std::size_t p = 0;
+  auto get32 = [&](std::uint32_t* v) {
+    if (p + 4 > b.size()) return false;
+    *v = 0;
+    for (int i = 0; i < 4; ++i) *v |= static_cast<std::uint32_t>(b[p + i]) << (8 * i);
+    p += 4;
+    return true;
+  };
+  std::uint32_t origin = 0, peer = 0, oplen = 0, dlen = 0;
+  ErrorContext ctx{rank, from, current_error_context().op};
+  if (b.empty() || b[0] > static_cast<std::uint8_t>(ErrorKind::kInternal)) {
+    RP_THROW_CTX(TransportError, ctx, "peer ", from, " aborted the job with an unreadable message");
+  }
+  ErrorKind kind = static_cast<ErrorKind>(b[0]);
+  p = 1;
+  if (!get32(&origin) || !get32(&peer) || !get32(&oplen) || p + oplen > b.size()) {
+    RP_THROW_CTX(TransportError, ctx, "peer ", from, " aborted the job with a truncated message");
+  }
+  std::string op(reinterpret_cast<const char*>(b.data() + p), oplen);
+  p += oplen;
+  if (!get32(&dlen) || p + dlen > b.size()) {
+    RP_THROW_CTX(TransportError, ctx, "peer ", from, " aborted the job with a truncated message");
+  }
+  std::string detail(reinterpret_cast<const char*>(b.data() + p), dlen);
+  int culprit = static_cast<int>(peer);
+  // Name the peer that caused the failure (e.g. the one that died), not the messenger.
+  ctx.peer = culprit >= 0 ? culprit : static_cast<int>(origin);
+  if (!op.empty()) ctx.op = op;
+  detail::throw_error(kind, ctx,
+                      detail::str_cat("rank ", origin, " aborted the job: ", detail), __FILE__,
+                      __LINE__);
+}
+
+// An exception_ptr holding the concrete class of `e` (a plain copy would slice to Error).
+std::exception_ptr concrete_error(const Error& e) {
+  ErrorContext c{e.rank(), e.peer(), e.op()};
+  switch (e.kind()) {
+    case ErrorKind::kUsage: return std::make_exception_ptr(UsageError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kTransport: return std::make_exception_ptr(TransportError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kTimeout: return std::make_exception_ptr(TimeoutError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kWireFormat: return std::make_exception_ptr(WireFormatError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kCodec: return std::make_exception_ptr(CodecError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kInternal: break;
+  }
+  return std::make_exception_ptr(InternalError(c, e.detail(), e.file(), e.line()));
+}
+
+std::string check_hello(const Hello& h, const std::string& secret, int me, int n) {
+  if (h.magic != kHelloMagic) return "not a ringpress handshake (bad magic)";
+  if (h.version != kProtocolVersion || h.reserved != 0) {
+    return "protocol version " + std::to_string(h.version) + " (reserved " +
+           std::to_string(h.reserved) + "), expected version " + std::to_string(kProtocolVersion) +
+           " with reserved 0";
+  }
+  if (!secrets_equal(h.secret, secret)) return "wrong job secret";
+  if (static_cast<std::int64_t>(h.to) != me || static_cast<std::int64_t>(h.from) <= me ||
+      static_cast<std::int64_t>(h.from) >= n) {
+    return "unexpected ranks (from " + std::to_string(h.from) + " to " + std::to_string(h.to) + ")";
+  }
+  return "";
+}
+
+void check_header(const MsgHeader& h, const Expect& e, int rank, int peer) {
+  ErrorContext ctx{rank, peer, current_error_context().op};
+  const MsgHeader& x = e.h;
+  if (h.type != static_cast<std::uint8_t>(MsgType::kData)) {
+    RP_THROW_CTX(TransportError, ctx, "peer ", peer, " sent message type ", static_cast<int>(h.type),
+                 " where data was expected");
+  }
+  if (h.coll != x.coll || h.seq != x.seq || h.dtype != x.dtype || h.redop != x.redop ||
+      h.count != x.count) {
+    RP_THROW_CTX(UsageError, ctx, "collective mismatch: rank ", rank, " runs ", describe(x),
+                 " but peer ", peer, " runs ", describe(h),
+                 " (every rank must issue the same collectives in the same order with the same"
+                 " dtype, op and element count)");
+  }
+  if (h.step != x.step) {
+    RP_THROW_CTX(InternalError, ctx, "message step ", h.step, " from peer ", peer, " where step ",
+                 x.step, " was expected in ", describe(x));
+  }
+  if (e.len_exact ? h.len != x.len : h.len > e.capacity) {
+    RP_THROW_CTX(UsageError, ctx, "size mismatch in ", describe(x), ": peer ", peer, " sent ", h.len,
+                 " bytes, this rank expected ", e.len_exact ? "" : "at most ",
+                 e.len_exact ? x.len : e.capacity);
+  }
+}
+
+}  // namespace ringpress::protocol

@@ -1,0 +1,74 @@
+// libFuzzer target: the transport's parsers (csrc/transport/protocol.h) on hostile bytes.
+//
+// The first byte picks the parser, the rest is its input:
+//   0  check_hello       80-byte handshake; oracle: accepted exactly when every rule holds
+//   1  check_header      32-byte header + 32-byte expected header + flags; oracle: accepted only
+//                        when the fields match the rules of docs/wire-format.md
+//   2  raise_remote_abort an ABORT payload; must raise a ringpress::Error (never crash); plus a
+//                        round trip: encode_abort of an error built from the bytes decodes back
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "../../csrc/transport/protocol.h"
+
+namespace rp = ringpress;
+namespace pr = ringpress::protocol;
+
+extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
+  if (size < 1) return 0;
+  const std::uint8_t sel = data[0] % 3;
+  ++data;
+  --size;
+  if (sel == 0) {
+    pr::Hello h{};
+    std::memcpy(&h, data, std::min(size, sizeof h));
+    const std::string secret(pr::kSecretChars, 'a');
+    const int me = 1, n = 4;
+    const bool accepted = pr::check_hello(h, secret, me, n).empty();
+    const bool valid = h.magic == pr::kHelloMagic && h.version == pr::kProtocolVersion &&
+                       h.reserved == 0 && std::memcmp(h.secret, secret.data(), secret.size()) == 0 &&
+                       h.to == 1u && h.from > 1u && h.from < 4u;
+    if (accepted != valid) std::abort();
+    return 0;
+  }
+  if (sel == 1) {
+    rp::MsgHeader h{}, x{};
+    std::memcpy(&h, data, std::min(size, sizeof h));
+    if (size > sizeof h) std::memcpy(&x, data + sizeof h, std::min(size - sizeof h, sizeof x));
+    rp::Expect e;
+    e.h = x;
+    e.len_exact = size > 2 * sizeof h ? (data[2 * sizeof h] & 1) : true;
+    e.capacity = size > 2 * sizeof h + 1 ? data[2 * sizeof h + 1] * 1000u : x.len;
+    bool accepted = true;
+    try {
+      pr::check_header(h, e, 0, 1);
+    } catch (const rp::Error& err) {
+      accepted = false;
+      if (std::strlen(err.what()) == 0) std::abort();
+    }
+    const bool valid = h.type == 1 && h.coll == x.coll && h.seq == x.seq && h.dtype == x.dtype &&
+                       h.redop == x.redop && h.count == x.count && h.step == x.step &&
+                       (e.len_exact ? h.len == x.len : h.len <= e.capacity);
+    if (accepted != valid) std::abort();
+    return 0;
+  }
+  rp::Bytes b(data, data + size);
+  try {
+    pr::raise_remote_abort(b, 0, 1);
+  } catch (const rp::Error& err) {
+    if (err.rank() != 0) std::abort();
+  }
+  // Round trip: any detail text survives encode -> decode (truncated to the 4096-byte limit).
+  std::string detail(reinterpret_cast<const char*>(data), std::min<std::size_t>(size, 4096));
+  rp::UsageError src(rp::ErrorContext{3, 2, "allreduce"}, detail, __FILE__, __LINE__);
+  try {
+    pr::raise_remote_abort(pr::encode_abort(src, 3), 0, 1);
+  } catch (const rp::UsageError& err) {
+    if (err.peer() != 2 || err.detail().find(detail) == std::string::npos) std::abort();
+    return 0;
+  } catch (...) {
+  }
+  std::abort();
+}
