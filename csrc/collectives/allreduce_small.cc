@@ -9,6 +9,7 @@
 // so results are bit-identical on every rank.
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
+#include "ringpress/fault.h"
 
 namespace ringpress {
 
@@ -27,6 +28,7 @@ void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o
   // Operands are combined lower-rank side first on both partners, so even the non-commutative
   // corners (min/max of +0 and -0, NaN payloads) give the same bits on every rank.
   auto exchange = [&](int peer, bool peer_is_lower, std::uint32_t s) {
+    fault::hit("recursive_doubling");
     Ticket rt = ctx.post_recv(peer, ring::expect(hdr(s)), tmp->data());
     Ticket st = ctx.post_send(peer, hdr(s), data);
     ctx.wait(rt, oc.deadline);

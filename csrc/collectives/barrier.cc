@@ -1,6 +1,7 @@
 // Barrier: the dissemination algorithm. Round k: send an empty message to r + 2^k, receive one
 // from r - 2^k. Cost: ceil(log2 P) alpha. No rank leaves before every rank has entered.
 #include "ring.h"
+#include "ringpress/fault.h"
 
 namespace ringpress {
 
@@ -10,6 +11,7 @@ void barrier(const OpContext& oc) {
   const int r = ctx.rank();
   std::uint32_t step = 0;
   for (int d = 1; d < P; d <<= 1, ++step) {
+    fault::hit("barrier");
     MsgHeader h = ring::header(CollKind::kBarrier, DType::kBytes, ReduceOp::kSum, oc.seq, step, 0, 0);
     Ticket rt = ctx.post_recv((r - d + P) % P, ring::expect(h), nullptr);
     Ticket st = ctx.post_send((r + d) % P, h, nullptr);

@@ -4,6 +4,7 @@
 // message cut into segments that flow down the chain as they arrive):
 // (P - 2 + n/s) (alpha + s beta) for segment size s: close to n beta for large n, whatever P.
 #include "ring.h"
+#include "ringpress/fault.h"
 
 namespace ringpress {
 
@@ -26,6 +27,7 @@ void broadcast(const OpContext& oc, const BroadcastOptions& o) {
   };
   if (bytes <= default_small_bytes()) {
     // Binomial tree: receive from the parent, then send to children at decreasing distances.
+    fault::hit("broadcast");
     int mask = 1;
     while (mask < P) {
       if (vr & mask) {
@@ -50,6 +52,7 @@ void broadcast(const OpContext& oc, const BroadcastOptions& o) {
   std::vector<Ticket> sent;
   std::uint32_t step = 0;
   for (std::size_t off = 0; off < bytes; off += seg, ++step) {
+    fault::hit("broadcast");
     std::size_t len = std::min(seg, bytes - off);
     if (vr != 0) ctx.wait(ctx.post_recv(prev, ring::expect(hdr(step, len)), data + off), oc.deadline);
     if (!last) sent.push_back(ctx.post_send(next, hdr(step, len), data + off));

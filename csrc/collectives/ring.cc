@@ -8,6 +8,7 @@
 
 #include "ringpress/buffer_pool.h"
 #include "ringpress/engine.h"
+#include "ringpress/fault.h"
 
 namespace ringpress {
 
@@ -167,6 +168,7 @@ void run(const OpContext& oc, const Plan& plan) {
     RP_ENFORCE(i < posted, InternalError, "ring schedule stalled at receive ", i, " of ",
                recvs.size());
     const Item& it = recvs[i];
+    fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
     {
       TimelineScope ts(oc.timeline, "wait", "comm", 1, oc.seq, it.count * es);
       ctx.wait(recv_tickets[i], oc.deadline);

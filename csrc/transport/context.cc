@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "net.h"
+#include "ringpress/fault.h"
 #include "protocol.h"
 #include "ringpress/dtype.h"
 #include "ringpress/reduce.h"
@@ -91,6 +92,8 @@ struct SendOp {
   MsgHeader h;
   const unsigned char* data = nullptr;
   std::size_t off = 0;  // bytes of (header + payload) already written
+  std::size_t truncate_at = 0;  // fault injection: stop here and exit (0 = never)
+  std::size_t end() const { return truncate_at ? truncate_at : sizeof(MsgHeader) + h.len; }
 };
 
 struct RecvOp {
@@ -239,6 +242,7 @@ void ContextImpl::rendezvous(Store& store) {
   const std::string me_host = host_identity();
   std::string info = publish + ":" + std::to_string(port) + "\n" + me_host;
   store.set("addr/" + std::to_string(me), Bytes(info.begin(), info.end()));
+  fault::hit("rendezvous");
 
   std::string secret = opts_.secret;
   if (secret.empty()) {
@@ -304,11 +308,15 @@ void ContextImpl::rendezvous(Store& store) {
   while (missing > 0) {
     if (Clock::now() >= deadline) {
       std::string who;
+      int first = -1;
       for (int q = me + 1; q < n; ++q) {
-        if (!pairs_[static_cast<std::size_t>(q)]) who += (who.empty() ? "" : ", ") + std::to_string(q);
+        if (!pairs_[static_cast<std::size_t>(q)]) {
+          who += (who.empty() ? "" : ", ") + std::to_string(q);
+          if (first < 0) first = q;
+        }
       }
-      RP_THROW(TimeoutError, "ranks [", who, "] did not connect within ", opts_.timeout.count(),
-               " ms");
+      RP_THROW_CTX(TimeoutError, (ErrorContext{me, first, "rendezvous"}), "ranks [", who,
+                   "] did not connect within ", opts_.timeout.count(), " ms");
     }
     std::vector<pollfd> pfds;
     pfds.push_back({listener.get(), POLLIN, 0});
@@ -465,6 +473,11 @@ Ticket ContextImpl::post_send(int peer, const MsgHeader& h, const void* data) {
   op.h.magic = MsgHeader::kMagic;
   op.h.type = static_cast<std::uint8_t>(MsgType::kData);
   op.data = static_cast<const unsigned char*>(data);
+  switch (fault::hit("send")) {
+    case fault::Action::kGarbage: op.h.magic = 0x0badf00du; break;
+    case fault::Action::kTruncate: op.truncate_at = sizeof(MsgHeader) + op.h.len / 2; break;
+    default: break;
+  }
   p.sends.push_back(op);
   Ticket t{peer, true, p.sends_posted++};
   return t;
@@ -636,14 +649,16 @@ bool ContextImpl::progress_send(Pair& p) {
     std::size_t batch = 0;
     for (auto it = p.sends.begin(); it != p.sends.end() && n + 2 <= 16 && batch < (1u << 20); ++it) {
       SendOp& op = *it;
+      const std::size_t end = op.end();
       std::size_t off = op.off;
       if (off < sizeof(MsgHeader)) {
-        iov[n++] = {reinterpret_cast<unsigned char*>(&op.h) + off, sizeof(MsgHeader) - off};
-        off = sizeof(MsgHeader);
+        std::size_t k = std::min(end, sizeof(MsgHeader)) - off;
+        iov[n++] = {reinterpret_cast<unsigned char*>(&op.h) + off, k};
+        off += k;
       }
-      std::size_t poff = off - sizeof(MsgHeader);
-      if (poff < op.h.len) iov[n++] = {const_cast<unsigned char*>(op.data) + poff, op.h.len - poff};
-      batch += sizeof(MsgHeader) + op.h.len - op.off;
+      if (off < end) iov[n++] = {const_cast<unsigned char*>(op.data) + (off - sizeof(MsgHeader)), end - off};
+      batch += end - op.off;
+      if (op.truncate_at) break;
     }
     std::size_t w = stream_write(p, iov, n);
     if (w == 0) break;
@@ -651,11 +666,14 @@ bool ContextImpl::progress_send(Pair& p) {
     bytes_sent_ += w;
     while (w > 0) {
       SendOp& op = p.sends.front();
-      std::size_t left = sizeof(MsgHeader) + op.h.len - op.off;
-      std::size_t take = std::min(left, w);
+      std::size_t take = std::min(op.end() - op.off, w);
       op.off += take;
       w -= take;
-      if (op.off == sizeof(MsgHeader) + op.h.len) {
+      if (op.off == op.end()) {
+        if (op.truncate_at) {
+          std::fprintf(stderr, "ringpress: RINGPRESS_FAULT truncated a message to peer %d\n", p.peer);
+          _exit(3);
+        }
         p.sends.pop_front();
         ++p.sends_done;
       }

@@ -51,8 +51,9 @@ def free_port() -> int:
 
 
 def start_ranks(nranks: int, body: str, env: dict | None = None, comm_kwargs: dict | None = None,
-                delays: dict | None = None):
-    """Start the processes; returns (procs, script path). ``delays`` = {rank: seconds to wait}."""
+                delays: dict | None = None, rank_env: dict | None = None):
+    """Start the processes; returns (procs, script path, port). ``delays`` = {rank: seconds to
+    wait before starting it}; ``rank_env`` = {rank: extra environment for that rank only}."""
     fd, path = tempfile.mkstemp(suffix=".py", prefix="rp_rank_")
     with os.fdopen(fd, "w") as f:
         f.write(PRELUDE + "\n" + textwrap.dedent(body))
@@ -67,6 +68,8 @@ def start_ranks(nranks: int, body: str, env: dict | None = None, comm_kwargs: di
             e["RP_TEST_COMM_KW"] = json.dumps(comm_kwargs)
         if env:
             e.update({k: str(v) for k, v in env.items()})
+        if rank_env and r in rank_env:
+            e.update({k: str(v) for k, v in rank_env[r].items()})
         if delays and r in delays:
             time.sleep(delays[r])
         procs.append(subprocess.Popen([sys.executable, path], env=e, stdout=subprocess.PIPE,
@@ -95,7 +98,8 @@ def collect(procs, path: str, timeout: float) -> list[RankResult]:
             if q.poll() is None:
                 q.kill()
                 q.wait()
-        os.unlink(path)
+        if os.path.exists(path):
+            os.unlink(path)
     return out
 
 

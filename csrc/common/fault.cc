@@ -1,0 +1,75 @@
+// Fault injection (see fault.h). The specification is parsed once; counting is per process.
+#include "ringpress/fault.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "ringpress/error.h"
+
+namespace ringpress::fault {
+
+namespace {
+struct Spec {
+  bool on = false;
+  std::string point;
+  Action action = Action::kNone;
+  long when = 1;
+  std::atomic<long> hits{0};
+};
+
+const char* const kPoints[] = {"rendezvous", "ring.reduce_scatter", "ring.allgather",
+                               "recursive_doubling", "broadcast", "barrier", "send"};
+
+Spec& spec() {
+  static Spec* s = [] {
+    auto* sp = new Spec();
+    const char* v = std::getenv("RINGPRESS_FAULT");
+    if (!v || !*v) return sp;
+    std::string text(v);
+    auto c1 = text.find(':');
+    RP_ENFORCE(c1 != std::string::npos, UsageError, "RINGPRESS_FAULT='", text,
+               "': expected <point>:<action>[:<n>]");
+    sp->point = text.substr(0, c1);
+    std::string rest = text.substr(c1 + 1);
+    auto c2 = rest.find(':');
+    std::string action = rest.substr(0, c2);
+    if (c2 != std::string::npos) sp->when = std::strtol(rest.c_str() + c2 + 1, nullptr, 10);
+    bool known = false;
+    for (const char* p : kPoints) known = known || sp->point == p;
+    RP_ENFORCE(known, UsageError, "RINGPRESS_FAULT: unknown point '", sp->point, "'");
+    if (action == "kill") sp->action = Action::kKill;
+    else if (action == "stop") sp->action = Action::kStop;
+    else if (action == "exit") sp->action = Action::kExit;
+    else if (action == "garbage") sp->action = Action::kGarbage;
+    else if (action == "truncate") sp->action = Action::kTruncate;
+    else RP_THROW(UsageError, "RINGPRESS_FAULT: unknown action '", action, "'");
+    RP_ENFORCE(sp->when >= 1, UsageError, "RINGPRESS_FAULT: hit count must be >= 1");
+    sp->on = true;
+    return sp;
+  }();
+  return *s;
+}
+}  // namespace
+
+Action hit(const char* point) {
+  Spec& s = spec();
+  if (!s.on || s.point != point) return Action::kNone;
+  if (s.hits.fetch_add(1) + 1 != s.when) return Action::kNone;
+  std::fprintf(stderr, "ringpress: RINGPRESS_FAULT fires at %s (pid %d)\n", point, getpid());
+  std::fflush(stderr);
+  switch (s.action) {
+    case Action::kKill: ::raise(SIGKILL); break;
+    case Action::kStop: ::raise(SIGSTOP); break;
+    case Action::kExit: _exit(3);
+    default: return s.action;
+  }
+  return Action::kNone;
+}
+
+}  // namespace ringpress::fault
