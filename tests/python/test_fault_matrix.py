@@ -14,7 +14,6 @@ import os
 import time
 
 import pytest
-
 from ranks import collect, start_ranks
 
 TIMEOUT = 3.0
