@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The test command (README's second command, and CI's): lint, C++ tests, decoder fuzzing (bounded),
-# Python tests, wheel check.
+# The test command (README's second command, and CI's): lint, C++ tests (plain and sanitized),
+# fuzzing (bounded), Python tests (incl. the fault matrix), soak (bounded), wheel check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RP_VENV:-.venv}"
@@ -21,6 +21,9 @@ bash scripts/fuzz.sh
 echo "== Python tests (pytest)"
 # Run from the tests directory so the installed package, not the source tree, is imported.
 python -m pytest -q -m "not slow" "$@"
+
+echo "== soak (4 ranks, random collectives + codecs, bounded)"
+bash scripts/soak.sh
 
 echo "== wheel check"
 bash scripts/check_wheel.sh
