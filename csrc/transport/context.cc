@@ -192,6 +192,7 @@ class ContextImpl final : public Context {
   std::exception_ptr error_;
   bool closing_ = false;
   bool closed_ = false;
+  bool driving_ = false;  // inside wait()/test(): posted buffers are still alive
   std::uint64_t bytes_sent_ = 0;
   std::uint64_t bytes_received_ = 0;
   int rejected_ = 0;
@@ -507,6 +508,11 @@ bool ContextImpl::test(const Ticket& t) {
 void ContextImpl::wait(const Ticket& t, Deadline deadline) {
   check();
   if (done(t)) return;
+  struct Driving {
+    bool& flag;
+    explicit Driving(bool& f) : flag(f) { flag = true; }
+    ~Driving() { flag = false; }
+  } driving(driving_);
   try {
     auto spin_until = Clock::now() + std::chrono::microseconds(opts_.spin_us);
     int idle = 0;
@@ -911,8 +917,34 @@ void ContextImpl::abort(const Error& err) noexcept {
         m.insert(m.end(), reinterpret_cast<unsigned char*>(&len), reinterpret_cast<unsigned char*>(&len) + 4);
         m.insert(m.end(), payload.begin(), payload.end());
         (void)::send(p.fd.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
-      } else if (p.sends.empty() || p.sends.front().off == 0) {
-        // Only at a message boundary: an abort inside a half-written message would be garbage.
+      } else {
+        // An abort inside a half-written message would read as garbage: finish that message
+        // first (bounded: at most one segment, 200 ms), or give up and only hang up.
+        // Only while the collective is still on the stack (inside wait()): after it unwound, a
+        // send may point into a scratch buffer that is gone.
+        if (driving_ && !p.sends.empty() && p.sends.front().off > 0) {
+          SendOp& op = p.sends.front();
+          try {
+            const std::size_t end = op.end();
+            if (op.off < sizeof(MsgHeader)) {
+              net::write_all(p.fd.get(), reinterpret_cast<unsigned char*>(&op.h) + op.off,
+                             sizeof(MsgHeader) - op.off, Clock::now() + std::chrono::milliseconds(200),
+                             "abort");
+              op.off = sizeof(MsgHeader);
+            }
+            if (op.off < end) {
+              net::write_all(p.fd.get(), op.data + (op.off - sizeof(MsgHeader)), end - op.off,
+                             Clock::now() + std::chrono::milliseconds(200), "abort");
+            }
+            op.off = 0;  // the message is complete: a boundary again
+            p.sends.pop_front();
+          } catch (...) {
+          }
+        }
+        if (!p.sends.empty() && p.sends.front().off > 0) {
+          ::shutdown(p.fd.get(), SHUT_WR);
+          continue;
+        }
         MsgHeader h;
         h.type = static_cast<std::uint8_t>(MsgType::kAbort);
         h.len = payload.size();

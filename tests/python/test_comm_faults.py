@@ -250,3 +250,21 @@ comm.close()
         rec = r.records[0]
         assert rec["fds"][0] == rec["fds"][1], rec
         assert rec["rss"][1] - rec["rss"][0] < 20, rec
+
+
+def test_timeout_shorter_than_the_transfer():
+    body = r"""
+x = np.ones(32 << 20, np.float32)   # 128 MiB over TCP: far longer than the 20 ms deadline
+t0 = time.monotonic()
+try:
+    comm.allreduce(x)
+    emit({"error": None})
+except rp.RingpressError as e:
+    emit({"error": type(e).__name__, "after": time.monotonic() - t0, "broken": comm.broken})
+"""
+    res = run_ranks(2, body, timeout=60, check=False, comm_kwargs={"timeout": 5},
+                    env={"RINGPRESS_TRANSPORT": "tcp", "RINGPRESS_TIMEOUT_MS": "20"})
+    for r in res:
+        rec = r.records[0]
+        assert rec["error"] == "TimeoutError", rec
+        assert rec["after"] < 0.02 + 2 and rec["broken"], rec
