@@ -12,6 +12,11 @@ void allreduce(const OpContext& oc, const AllreduceOptions& o) {
   RP_ENFORCE(o.data != nullptr || o.count == 0, UsageError, "allreduce of a null buffer");
   const std::size_t bytes = o.count * dtype_size(o.dtype);
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
+  if (o.compression.kind != WireCompression::kNone) {
+    allreduce_ring_compressed(oc, o);
+    if (o.op == ReduceOp::kAvg && oc.ctx.size() > 1) scale_avg(o.dtype, o.data, o.count, oc.ctx.size());
+    return;
+  }
   AllreduceAlgo algo = o.algo;
   if (algo == AllreduceAlgo::kAuto) {
     algo = bytes <= small ? AllreduceAlgo::kRecursiveDoubling : AllreduceAlgo::kRing;

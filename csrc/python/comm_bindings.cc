@@ -196,12 +196,21 @@ void bind_comm(py::module_& m) {
       .def("transport", &rp::Communicator::transport)
       .def("allreduce",
            [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
-              const std::string& op, bool async) {
+              const std::string& op, bool async, const std::string& compression, const std::string& codec,
+              int level, std::size_t block) {
              rp::DType d = dtype_of(dt);
              rp::ReduceOp o = rp::reduce_op_from_name(op);
+             rp::CompressionOptions co;
+             co.kind = rp::wire_compression_from_name(compression);
+             co.codec = codec;
+             co.level = level;
+             co.block = block;
              py::gil_scoped_release nogil;
-             return c.allreduce(as_ptr(ptr), n, d, o, async);
-           })
+             return c.allreduce(as_ptr(ptr), n, d, o, async, co);
+           },
+           py::arg("ptr"), py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("async_op"),
+           py::arg("compression") = "none", py::arg("codec") = "zstd", py::arg("level") = 1,
+           py::arg("block") = 512)
       .def("allreduce_coalesced",
            [](rp::Communicator& c, std::vector<std::pair<std::uintptr_t, std::size_t>> bufs,
               const std::string& dt, const std::string& op, bool async) {

@@ -23,7 +23,8 @@ std::string describe(const MsgHeader& h) {
   if (static_cast<CollKind>(h.coll) == CollKind::kAllreduce ||
       static_cast<CollKind>(h.coll) == CollKind::kReduceScatter ||
       static_cast<CollKind>(h.coll) == CollKind::kReduce) {
-    if (h.redop < kNumReduceOps) os << " " << reduce_op_name(static_cast<ReduceOp>(h.redop));
+    if ((h.redop & 15) < kNumReduceOps) os << " " << reduce_op_name(static_cast<ReduceOp>(h.redop & 15));
+    if (h.redop >> 4) os << " compressed(" << (h.redop >> 4) << ")";
   }
   return os.str();
 }

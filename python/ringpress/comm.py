@@ -341,11 +341,24 @@ class Communicator:
             return Work(w, keep, result)
         return result
 
-    def allreduce(self, x: Any, op: str = "sum", async_op: bool = False) -> Any:
-        """Reduce ``x`` element-wise across ranks, in place; returns ``x`` (or a Work)."""
+    def allreduce(self, x: Any, op: str = "sum", async_op: bool = False, compression: str | None = None,
+                  *, codec: str = "zstd", level: int = 1, block: int = 512) -> Any:
+        """Reduce ``x`` element-wise across ranks, in place; returns ``x`` (or a Work).
+
+        ``compression`` encodes every ring segment on the wire: ``"lossless"`` (shuffle +
+        ``codec`` zstd|lz4 at ``level``; bit-identical to none, any dtype), ``"bf16"``/``"fp16"``,
+        ``"int8"``/``"int4"`` (one scale per ``block`` elements): float32 with sum/avg, lossy, one
+        rounding per ring hop; every rank still ends with the same bits. Default: none (or the
+        ``RINGPRESS_COMPRESSION`` environment variable).
+        """
         b = _Buf(x, "allreduce", True)
         _check_reducible(b, "allreduce")
-        w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op)
+        if compression is None:
+            compression = _env("COMPRESSION", "none")
+        if compression == "none":
+            w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op)
+        else:
+            w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op, compression, codec, int(level), int(block))
         return self._finish(w, b, x, async_op)
 
     def allreduce_coalesced(self, xs: Sequence[Any], op: str = "sum", async_op: bool = False) -> Any:

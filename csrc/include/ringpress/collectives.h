@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "ringpress/dtype.h"
@@ -35,6 +36,26 @@ struct OpContext {
 
 enum class AllreduceAlgo : std::uint8_t { kAuto = 0, kRing = 1, kRecursiveDoubling = 2 };
 
+// Compression on the wire for allreduce (ring_codec.cc): every ring segment is encoded before it
+// is sent and decoded (then reduced) where it arrives.
+//   kLossless  shuffle + lz4/zstd frames (docs/wire-format.md): bit-identical to no compression
+//   kBF16/kFP16 float32 sent as 16-bit floats (round to nearest even), per hop
+//   kInt8/kInt4 float32 sent as blockwise-quantized integers with one scale per `block`, per hop
+// Lossy kinds need float32 and sum/avg. Every rank ends with the same bits: the owner of a block
+// keeps the decoded value of what it sent, not its exact partial sum.
+enum class WireCompression : std::uint8_t { kNone = 0, kLossless = 1, kBF16 = 2, kFP16 = 3, kInt8 = 4, kInt4 = 5 };
+const char* wire_compression_name(WireCompression c) noexcept;
+WireCompression wire_compression_from_name(const std::string& name);  // throws UsageError
+
+struct CompressionOptions {
+  WireCompression kind = WireCompression::kNone;
+  std::string codec = "zstd";  // lossless: zstd | lz4
+  int level = 1;
+  std::size_t block = 512;     // int8/int4: elements per scale
+};
+// Raises UsageError when `c` cannot apply to dtype/op (lossy kinds: float32 with sum or avg).
+void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op);
+
 // Default tuning (overridable per call; env RINGPRESS_SEGMENT_BYTES, RINGPRESS_SMALL_BYTES).
 std::size_t default_segment_bytes();
 std::size_t default_small_bytes();
@@ -47,8 +68,11 @@ struct AllreduceOptions {
   AllreduceAlgo algo = AllreduceAlgo::kAuto;
   std::size_t segment_bytes = 0;  // 0 = default
   std::size_t small_bytes = 0;    // auto: recursive doubling at or below this size; 0 = default
+  CompressionOptions compression;  // kNone: plain
 };
 void allreduce(const OpContext& oc, const AllreduceOptions& o);
+// Ring allreduce with every segment compressed on the wire (ring_codec.cc).
+void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o);
 // The two algorithms (allreduce_ring.cc, allreduce_small.cc); allreduce() picks by size.
 void allreduce_ring(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o);

@@ -140,7 +140,8 @@ class Communicator {
   std::string transport(int peer) const;  // "tcp" | "shm" | "self"
 
   using WorkPtr = std::shared_ptr<Work>;
-  WorkPtr allreduce(void* data, std::size_t count, DType dtype, ReduceOp op, bool async);
+  WorkPtr allreduce(void* data, std::size_t count, DType dtype, ReduceOp op, bool async,
+                    const CompressionOptions& compression = CompressionOptions());
   WorkPtr allreduce_coalesced(std::vector<std::pair<void*, std::size_t>> buffers, DType dtype,
                               ReduceOp op, bool async);
   WorkPtr broadcast(void* data, std::size_t count, DType dtype, int root, bool async);

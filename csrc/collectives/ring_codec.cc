@@ -1,0 +1,169 @@
+// Compressed ring allreduce: the pipelined ring of ring.h with every segment encoded on the wire.
+//
+// Schedule: the same blocks, steps and segments as ring.cc. Differences:
+//   reduce-scatter  a rank encodes its (partial-sum) segment into a send slot and sends the
+//                   variable-length payload; the receiver decodes and reduces it (dequantize-add
+//                   for lossy kinds, so each hop requantizes the new partial sum).
+//   allgather       the owner of a block encodes its final segment once, and for a lossy kind
+//                   replaces its own values with the decoded ones; every other rank decodes the
+//                   payload and forwards the same bytes unchanged. So all ranks hold identical bits,
+//                   and the allgather adds no requantization error.
+// Cost (P ranks, n bytes, compression ratio c, encode/decode rates E/D per byte):
+//   2(P-1) alpha + 2 (P-1)/P n (beta/c + E + D) + (P-1)/P n gamma;
+// the pipeline overlaps encoding of segment k+1 with the transfer of segment k, so on a slow link
+// the time approaches 2 (P-1)/P n beta / c. Lossy error: one quantization per hop of the
+// reduce-scatter (P-1 for the last block) plus one for the allgather.
+#include <algorithm>
+#include <cstring>
+
+#include "ring.h"
+#include "ringpress/buffer_pool.h"
+#include "ringpress/engine.h"
+#include "ringpress/fault.h"
+#include "segment_codec.h"
+
+namespace ringpress {
+
+namespace {
+struct Item {
+  int block;
+  std::size_t elem;
+  std::size_t count;
+  bool rs;
+};
+}  // namespace
+
+void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
+  Context& ctx = oc.ctx;
+  const int P = ctx.size();
+  const int r = ctx.rank();
+  std::unique_ptr<ring::SegmentCodec> codec = ring::make_segment_codec(o.compression, o.dtype, o.op);
+  if (P == 1) return;
+  const std::size_t es = dtype_size(o.dtype);
+  const std::size_t seg_bytes = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
+  const std::size_t seg = std::max<std::size_t>(1, seg_bytes / es);
+  const int right = (r + 1) % P;
+  const int left = (r + P - 1) % P;
+  auto mod = [P](int x) { return ((x % P) + P) % P; };
+  auto* data = static_cast<unsigned char*>(o.data);
+  std::vector<std::size_t> off, len;
+  ring::even_blocks(o.count, P, &off, &len);
+
+  auto append = [&](std::vector<Item>* v, int block, bool rs) {
+    const std::size_t b = static_cast<std::size_t>(block);
+    for (std::size_t k = 0; k < len[b]; k += seg) v->push_back(Item{block, off[b] + k, std::min(seg, len[b] - k), rs});
+  };
+  std::vector<Item> sends, recvs;
+  std::size_t first_group = 0;
+  for (int s = 0; s <= P - 2; ++s) {
+    append(&sends, mod(r - s - 1), true);
+    if (s == 0) first_group = sends.size();
+    append(&recvs, mod(r - s - 2), true);
+  }
+  for (int s = 0; s <= P - 2; ++s) {
+    append(&sends, mod(r - s), false);
+    append(&recvs, mod(r - s - 1), false);
+  }
+  std::size_t rs_recvs = 0;
+  for (const Item& it : recvs) rs_recvs += it.rs ? 1 : 0;
+
+  // The compression kind travels in the high bits of the op byte: a rank compressing differently
+  // from its peers is a collective mismatch, not garbage.
+  const auto redop = static_cast<ReduceOp>(static_cast<std::uint8_t>(o.op) |
+                                           (static_cast<std::uint8_t>(o.compression.kind) << 4));
+  auto make_header = [&](std::size_t index, std::size_t bytes) {
+    return ring::header(CollKind::kAllreduce, o.dtype, redop, oc.seq, static_cast<std::uint32_t>(index),
+                        o.count, bytes);
+  };
+
+  const std::size_t cap = codec->bound(seg);
+  constexpr std::size_t kWindow = 4;    // receive slots
+  constexpr std::size_t kSendSlots = 4; // encode slots
+  std::shared_ptr<Buffer> rbuf = Buffer::acquire(kWindow * cap);
+  std::shared_ptr<Buffer> sbuf = Buffer::acquire(kSendSlots * cap);
+  std::vector<Ticket> send_tickets(sends.size());
+  std::vector<bool> send_posted(sends.size(), false);
+  std::vector<Ticket> recv_tickets(recvs.size());
+  std::vector<std::size_t> received(recvs.size(), 0);
+  // A receive slot's bytes may be forwarded (allgather): the slot is free again only once that
+  // send has left. Likewise an encode slot is free once its send has left.
+  std::vector<Ticket> rslot_busy(kWindow);
+  std::vector<bool> rslot_has(kWindow, false);
+  std::vector<Ticket> sslot_busy(kSendSlots);
+  std::vector<bool> sslot_has(kSendSlots, false);
+  std::size_t next_sslot = 0;
+
+  // Encode data[it] into a free encode slot and send it as message j.
+  auto encode_and_send = [&](std::size_t j, bool owner_final) {
+    const Item& it = sends[j];
+    const std::size_t slot = next_sslot++ % kSendSlots;
+    if (sslot_has[slot]) ctx.wait(sslot_busy[slot], oc.deadline);
+    unsigned char* out = sbuf->data() + slot * cap;
+    std::size_t bytes;
+    {
+      TimelineScope ts(oc.timeline, "encode", "compute", 1, oc.seq, it.count * es);
+      bytes = codec->encode(data + it.elem * es, it.count, out);
+      if (owner_final && !codec->exact()) {
+        // Keep what everyone else will decode, so every rank ends with the same bits.
+        codec->decode(out, bytes, data + it.elem * es, it.count, false);
+      }
+    }
+    send_tickets[j] = ctx.post_send(right, make_header(j, bytes), out);
+    send_posted[j] = true;
+    sslot_busy[slot] = send_tickets[j];
+    sslot_has[slot] = true;
+  };
+
+  std::size_t posted = 0;
+  auto post_recv = [&](std::size_t i) {
+    const std::size_t slot = i % kWindow;
+    if (rslot_has[slot]) ctx.wait(rslot_busy[slot], oc.deadline);
+    rslot_has[slot] = false;
+    Expect e = ring::expect(make_header(i, 0));
+    e.len_exact = false;
+    e.capacity = codec->bound(recvs[i].count);
+    e.received = &received[i];
+    recv_tickets[i] = ctx.post_recv(left, e, rbuf->data() + slot * cap);
+  };
+  auto fill_window = [&](std::size_t processed) {
+    while (posted < recvs.size() && posted < processed + kWindow) post_recv(posted++);
+  };
+
+  for (std::size_t j = 0; j < first_group; ++j) encode_and_send(j, false);
+  fill_window(0);
+  for (std::size_t i = 0; i < recvs.size(); ++i) {
+    const Item& it = recvs[i];
+    fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
+    {
+      TimelineScope ts(oc.timeline, "wait", "comm", 1, oc.seq, it.count * es);
+      ctx.wait(recv_tickets[i], oc.deadline);
+    }
+    unsigned char* in = rbuf->data() + (i % kWindow) * cap;
+    {
+      TimelineScope ts(oc.timeline, it.rs ? "decode+reduce" : "decode", "compute", 1, oc.seq, it.count * es);
+      codec->decode(in, received[i], data + it.elem * es, it.count, it.rs);
+    }
+    const std::size_t j = i + first_group;
+    if (j < sends.size()) {
+      if (it.rs) {
+        // Next hop of the reduce-scatter, or (last step) this rank's final block: encode.
+        encode_and_send(j, !sends[j].rs);
+      } else {
+        // Allgather: forward the received bytes unchanged.
+        send_tickets[j] = ctx.post_send(right, make_header(j, received[i]), in);
+        send_posted[j] = true;
+        rslot_busy[i % kWindow] = send_tickets[j];
+        rslot_has[i % kWindow] = true;
+      }
+    }
+    fill_window(i + 1);
+  }
+  for (std::size_t j = sends.size(); j-- > 0;) {
+    if (send_posted[j]) {
+      ctx.wait(send_tickets[j], oc.deadline);
+      break;
+    }
+  }
+}
+
+}  // namespace ringpress

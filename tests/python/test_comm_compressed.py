@@ -1,0 +1,88 @@
+"""Allreduce with compression on the wire (ring_codec.cc), as real processes over shm and tcp:
+lossless is bit-identical to plain, lossy kinds stay within their error bound, every rank ends
+with the same bits, and misuse is a clear error."""
+
+from __future__ import annotations
+
+import pytest
+from ranks import run_ranks
+
+BODY = r"""
+import hashlib, torch
+P = size
+n = 200_003
+def grad(q):
+    return np.random.default_rng(q).standard_normal(n).astype(np.float32)
+ref = sum(grad(q).astype(np.float64) for q in range(P))
+out = {}
+plain = grad(rank); comm.allreduce(plain)
+for comp, tol in [("lossless", 0.0), ("bf16", 0.01), ("fp16", 0.002), ("int8", 0.02), ("int4", 0.3)]:
+    x = grad(rank)
+    comm.allreduce(x, compression=comp)
+    err = float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+    digest = hashlib.sha256(x.tobytes()).hexdigest()
+    out[comp] = {"err": err, "tol": tol, "same_as_plain": bool(np.array_equal(x, plain)), "digest": digest}
+# avg, other dtypes through lossless, torch tensors, small and empty buffers, async.
+a = grad(rank); comm.allreduce(a, op="avg", compression="int8")
+out["avg_err"] = float(np.linalg.norm(a - ref / P) / np.linalg.norm(ref / P))
+i = np.arange(100_000, dtype=np.int64) * (rank + 1)
+comm.allreduce(i, op="max", compression="lossless", codec="lz4")
+out["int_ok"] = bool(np.array_equal(i, np.arange(100_000, dtype=np.int64) * P))
+t = torch.randn(50_000, generator=torch.Generator().manual_seed(rank)).to(torch.bfloat16)
+tp = t.clone()
+comm.allreduce(tp)
+comm.allreduce(t, compression="lossless")
+out["bf16_ok"] = bool(torch.equal(t, tp))
+for k in (0, 1, 5):
+    s = np.ones(k, np.float32); comm.allreduce(s, compression="int8")
+    out.setdefault("small_ok", True)
+    out["small_ok"] &= bool(np.allclose(s, P))
+w = comm.allreduce(grad(rank), compression="bf16", async_op=True)
+out["async_err"] = float(np.linalg.norm(w.result() - ref) / np.linalg.norm(ref))
+errors = []
+for bad in [lambda: comm.allreduce(np.ones(10, np.int32), compression="int8"),
+            lambda: comm.allreduce(np.ones(10, np.float32), op="max", compression="int8"),
+            lambda: comm.allreduce(np.ones(10, np.float32), compression="gzip")]:
+    try:
+        bad()
+        errors.append("no error")
+    except rp.UsageError:
+        pass
+out["errors"] = errors
+out["broken"] = comm.broken
+emit(out)
+comm.close()
+"""
+
+
+@pytest.mark.parametrize("nranks,transport", [(2, "shm"), (3, "tcp"), (4, "shm")])
+def test_compressed_allreduce(nranks, transport):
+    env = {"RINGPRESS_TRANSPORT": transport}
+    if nranks == 4:
+        env["RINGPRESS_SEGMENT_BYTES"] = "16384"  # many segments, slots reused constantly
+    res = run_ranks(nranks, BODY, timeout=180, env=env)
+    recs = [r.records[0] for r in res]
+    for rec in recs:
+        assert rec["errors"] == [] and not rec["broken"], rec
+        assert rec["lossless"]["same_as_plain"] and rec["lossless"]["err"] < 1e-6
+        for comp in ("bf16", "fp16", "int8", "int4"):
+            assert rec[comp]["err"] <= rec[comp]["tol"], (comp, rec[comp])
+            assert rec[comp]["err"] > 0  # lossy means lossy: the codec really ran
+        assert rec["avg_err"] <= 0.02
+        assert rec["int_ok"] and rec["bf16_ok"] and rec["small_ok"]
+        assert rec["async_err"] <= 0.01
+    for comp in ("lossless", "bf16", "fp16", "int8", "int4"):
+        assert len({rec[comp]["digest"] for rec in recs}) == 1, f"{comp}: ranks disagree"
+
+
+def test_mismatched_compression_is_a_collective_mismatch():
+    body = r"""
+try:
+    comm.allreduce(np.ones(100_000, np.float32), compression="int8" if rank == 0 else "bf16")
+    emit({"error": None})
+except rp.RingpressError as e:
+    emit({"error": type(e).__name__, "msg": str(e)})
+"""
+    for r in run_ranks(3, body, timeout=60, comm_kwargs={"timeout": 10}):
+        rec = r.records[0]
+        assert rec["error"] == "UsageError" and "mismatch" in rec["msg"], rec
