@@ -13,13 +13,7 @@ void allgather(const OpContext& oc, const AllgatherOptions& o) {
   RP_ENFORCE_EQ(o.counts.size(), static_cast<std::size_t>(P), UsageError,
                 "allgather needs one count per rank");
   ring::Plan plan;
-  plan.off.resize(static_cast<std::size_t>(P));
-  plan.len = o.counts;
-  std::size_t total = 0;
-  for (int b = 0; b < P; ++b) {
-    plan.off[static_cast<std::size_t>(b)] = total;
-    total += o.counts[static_cast<std::size_t>(b)];
-  }
+  const std::size_t total = ring::count_blocks(o.counts, &plan.off, &plan.len);
   RP_ENFORCE(o.out != nullptr || total == 0, UsageError, "allgather into a null buffer");
   const std::size_t es = dtype_size(o.dtype);
   auto* out = static_cast<unsigned char*>(o.out);

@@ -16,13 +16,7 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o) {
   RP_ENFORCE_EQ(o.counts.size(), static_cast<std::size_t>(P), UsageError,
                 "reduce_scatter needs one count per rank");
   ring::Plan plan;
-  plan.off.resize(static_cast<std::size_t>(P));
-  plan.len = o.counts;
-  std::size_t total = 0;
-  for (int b = 0; b < P; ++b) {
-    plan.off[static_cast<std::size_t>(b)] = total;
-    total += o.counts[static_cast<std::size_t>(b)];
-  }
+  const std::size_t total = ring::count_blocks(o.counts, &plan.off, &plan.len);
   const std::size_t es = dtype_size(o.dtype);
   const std::size_t r = static_cast<std::size_t>(oc.ctx.rank());
   RP_ENFORCE((o.in != nullptr && o.out != nullptr) || total == 0, UsageError,

@@ -49,6 +49,18 @@ void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off, std::vecto
   }
 }
 
+std::size_t count_blocks(const std::vector<std::size_t>& counts, std::vector<std::size_t>* off,
+                         std::vector<std::size_t>* len) {
+  *len = counts;
+  off->assign(counts.size(), 0);
+  std::size_t total = 0;
+  for (std::size_t b = 0; b < counts.size(); ++b) {
+    (*off)[b] = total;
+    total += counts[b];
+  }
+  return total;
+}
+
 MsgHeader header(CollKind coll, DType dtype, ReduceOp op, std::uint32_t seq, std::uint32_t step,
                  std::uint64_t count, std::uint64_t len) {
   MsgHeader h;

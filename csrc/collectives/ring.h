@@ -40,6 +40,10 @@ void run(const OpContext& oc, const Plan& plan);
 // Split n elements into P nearly equal blocks (the first n % P get one more).
 void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off, std::vector<std::size_t>* len);
 
+// Blocks of the given per-rank counts, laid out one after another; returns the total.
+std::size_t count_blocks(const std::vector<std::size_t>& counts, std::vector<std::size_t>* off,
+                         std::vector<std::size_t>* len);
+
 // Header for a message of this collective.
 MsgHeader header(CollKind coll, DType dtype, ReduceOp op, std::uint32_t seq, std::uint32_t step,
                  std::uint64_t count, std::uint64_t len);

@@ -16,11 +16,9 @@
 
 namespace ringpress::net {
 
-void Fd::reset() noexcept {
-  if (fd_ >= 0) {
-    ::close(fd_);
-    fd_ = -1;
-  }
+void Fd::reset(int fd) noexcept {
+  if (fd_ >= 0) ::close(fd_);  // Linux releases the fd even on EINTR: never retry
+  fd_ = fd;
 }
 
 int ms_until(Deadline deadline, int cap) {

@@ -31,8 +31,9 @@ class Fd {
   Fd& operator=(const Fd&) = delete;
   int get() const noexcept { return fd_; }
   bool valid() const noexcept { return fd_ >= 0; }
+  explicit operator bool() const noexcept { return fd_ >= 0; }
   int release() noexcept { return std::exchange(fd_, -1); }
-  void reset() noexcept;
+  void reset(int fd = -1) noexcept;  // closes the old one (never retried on EINTR)
 
  private:
   int fd_ = -1;

@@ -42,6 +42,7 @@
 // max(connect_timeout, kMinIoTimeout). A lost connection (EOF, reset) or a protocol violation
 // raises TransportError naming host:port and is sticky: the client keeps the error and raises it on
 // every later call (the server's state is gone with it; reconnecting silently would hide that).
+#include "net.h"
 #include "ringpress/store.h"
 
 #include "ringpress/error.h"
@@ -111,29 +112,7 @@ std::uint64_t get_u64(const std::uint8_t* p) {
   return v;
 }
 
-// Owns a file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(Fd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  Fd& operator=(Fd&& o) noexcept {
-    if (this != &o) reset(std::exchange(o.fd_, -1));
-    return *this;
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const noexcept { return fd_; }
-  explicit operator bool() const noexcept { return fd_ >= 0; }
-  void reset(int fd = -1) noexcept {
-    if (fd_ >= 0) ::close(fd_);  // never retried on EINTR: Linux has released the fd already
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
+using net::Fd;
 
 std::string errno_text(int err) { return std::string(std::strerror(err)); }
 
