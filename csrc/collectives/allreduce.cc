@@ -13,7 +13,11 @@ void allreduce(const OpContext& oc, const AllreduceOptions& o) {
   const std::size_t bytes = o.count * dtype_size(o.dtype);
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
   if (o.compression.kind != WireCompression::kNone) {
-    allreduce_ring_compressed(oc, o);
+    if (o.compression.kind == WireCompression::kTopK) {
+      allreduce_sparse(oc, o);
+    } else {
+      allreduce_ring_compressed(oc, o);
+    }
     if (o.op == ReduceOp::kAvg && oc.ctx.size() > 1) scale_avg(o.dtype, o.data, o.count, oc.ctx.size());
     return;
   }

@@ -19,17 +19,19 @@ const char* wire_compression_name(WireCompression c) noexcept {
     case WireCompression::kFP16: return "fp16";
     case WireCompression::kInt8: return "int8";
     case WireCompression::kInt4: return "int4";
+    case WireCompression::kTopK: return "topk";
   }
   return "?";
 }
 
 WireCompression wire_compression_from_name(const std::string& name) {
   for (auto c : {WireCompression::kNone, WireCompression::kLossless, WireCompression::kBF16,
-                 WireCompression::kFP16, WireCompression::kInt8, WireCompression::kInt4}) {
+                 WireCompression::kFP16, WireCompression::kInt8, WireCompression::kInt4,
+                 WireCompression::kTopK}) {
     if (name == wire_compression_name(c)) return c;
   }
   RP_THROW(UsageError, "unknown wire compression '", name,
-           "'; expected none, lossless, bf16, fp16, int8 or int4");
+           "'; expected none, lossless, bf16, fp16, int8, int4 or topk");
 }
 
 namespace ring {
@@ -152,6 +154,14 @@ class BlockwiseCodec final : public SegmentCodec {
 }  // namespace ring
 
 void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op) {
+  if (c.kind == WireCompression::kTopK) {
+    RP_ENFORCE(dtype == DType::kF32, UsageError, "topk compression needs float32 data, got ",
+               dtype_name(dtype));
+    RP_ENFORCE(op == ReduceOp::kSum || op == ReduceOp::kAvg, UsageError,
+               "topk compression supports sum and avg, not ", reduce_op_name(op));
+    RP_ENFORCE(c.ratio > 0.0 && c.ratio <= 1.0, UsageError, "topk ratio must be in (0, 1], got ", c.ratio);
+    return;
+  }
   if (c.kind != WireCompression::kNone) (void)ring::make_segment_codec(c, dtype, op);
 }
 

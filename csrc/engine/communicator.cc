@@ -155,7 +155,8 @@ Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes
 }
 
 Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DType dtype, ReduceOp op,
-                                              bool async, const CompressionOptions& compression) {
+                                              bool async, const CompressionOptions& compression,
+                                              float* residual) {
   ScopedErrorContext ec("allreduce", rank_);
   RP_ENFORCE(reduce_supported(dtype), UsageError, "allreduce does not support dtype ",
              dtype_name(dtype), " (supported: float32, float64, float16, bfloat16, int32, int64, uint8)");
@@ -168,10 +169,11 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
   o.segment_bytes = opts_.segment_bytes;
   o.small_bytes = opts_.small_bytes;
   o.compression = compression;
-  if (compression.kind != WireCompression::kNone) {
-    // Argument errors surface here, before anything is queued or sent.
-    check_compression(compression, dtype, op);
-  }
+  o.residual = residual;
+  // Argument errors surface here, before anything is queued or sent.
+  check_compression(compression, dtype, op);
+  RP_ENFORCE(residual == nullptr || compression.kind == WireCompression::kTopK, UsageError,
+             "error feedback (a residual) is supported with topk compression only");
   return submit("allreduce", count * dtype_size(dtype),
                 [o](const OpContext& oc) { ringpress::allreduce(oc, o); }, async);
 }

@@ -197,7 +197,7 @@ void bind_comm(py::module_& m) {
       .def("allreduce",
            [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
               const std::string& op, bool async, const std::string& compression, const std::string& codec,
-              int level, std::size_t block) {
+              int level, std::size_t block, double ratio, bool sampled, std::uintptr_t residual) {
              rp::DType d = dtype_of(dt);
              rp::ReduceOp o = rp::reduce_op_from_name(op);
              rp::CompressionOptions co;
@@ -205,12 +205,15 @@ void bind_comm(py::module_& m) {
              co.codec = codec;
              co.level = level;
              co.block = block;
+             co.ratio = ratio;
+             co.sampled = sampled;
              py::gil_scoped_release nogil;
-             return c.allreduce(as_ptr(ptr), n, d, o, async, co);
+             return c.allreduce(as_ptr(ptr), n, d, o, async, co, static_cast<float*>(as_ptr(residual)));
            },
            py::arg("ptr"), py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("async_op"),
            py::arg("compression") = "none", py::arg("codec") = "zstd", py::arg("level") = 1,
-           py::arg("block") = 512)
+           py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
+           py::arg("residual") = 0)
       .def("allreduce_coalesced",
            [](rp::Communicator& c, std::vector<std::pair<std::uintptr_t, std::size_t>> bufs,
               const std::string& dt, const std::string& op, bool async) {

@@ -342,14 +342,19 @@ class Communicator:
         return result
 
     def allreduce(self, x: Any, op: str = "sum", async_op: bool = False, compression: str | None = None,
-                  *, codec: str = "zstd", level: int = 1, block: int = 512) -> Any:
+                  *, codec: str = "zstd", level: int = 1, block: int = 512, ratio: float = 0.01,
+                  sampled: bool = True, residual: Any = None) -> Any:
         """Reduce ``x`` element-wise across ranks, in place; returns ``x`` (or a Work).
 
         ``compression`` encodes every ring segment on the wire: ``"lossless"`` (shuffle +
         ``codec`` zstd|lz4 at ``level``; bit-identical to none, any dtype), ``"bf16"``/``"fp16"``,
         ``"int8"``/``"int4"`` (one scale per ``block`` elements): float32 with sum/avg, lossy, one
-        rounding per ring hop; every rank still ends with the same bits. Default: none (or the
-        ``RINGPRESS_COMPRESSION`` environment variable).
+        rounding per ring hop; every rank still ends with the same bits. ``"topk"``: each rank
+        sends its ``ratio`` largest-magnitude entries (``sampled`` threshold selection, k within
+        +5%, or exact), gathered and summed densely; with ``residual`` (a float32 buffer of x's
+        size, zeros at first, kept across steps) the entries a rank drops are added back next
+        time (error feedback). Default: none (or the ``RINGPRESS_COMPRESSION`` environment
+        variable).
         """
         b = _Buf(x, "allreduce", True)
         _check_reducible(b, "allreduce")
@@ -358,7 +363,16 @@ class Communicator:
         if compression == "none":
             w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op)
         else:
-            w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op, compression, codec, int(level), int(block))
+            raddr = 0
+            keep = b
+            if residual is not None:
+                rb = _Buf(residual, "allreduce residual", True)
+                if rb.dtype != "float32" or rb.count != b.count:
+                    raise UsageError(f"allreduce residual must be float32 with {b.count} elements, got {rb.count} {rb.dtype}")
+                raddr, keep = rb.addr, (b, rb)
+            w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op, compression, codec,
+                                  int(level), int(block), float(ratio), bool(sampled), raddr)
+            b = keep
         return self._finish(w, b, x, async_op)
 
     def allreduce_coalesced(self, xs: Sequence[Any], op: str = "sum", async_op: bool = False) -> Any:

@@ -86,3 +86,68 @@ except rp.RingpressError as e:
     for r in run_ranks(3, body, timeout=60, comm_kwargs={"timeout": 10}):
         rec = r.records[0]
         assert rec["error"] == "UsageError" and "mismatch" in rec["msg"], rec
+
+
+TOPK_BODY = r"""
+import hashlib
+n = 300_007
+def grad(q, step=0):
+    return np.random.default_rng(1000 * step + q).standard_normal(n).astype(np.float32)
+out = {}
+# Exact selection: the result is the sum of every rank's exact top-k.
+x = grad(rank)
+comm.allreduce(x, compression="topk", ratio=0.01, sampled=False)
+ref = np.zeros(n)
+k = int(np.ceil(0.01 * n))
+for q in range(size):
+    g = grad(q)
+    idx = np.argpartition(-np.abs(g), k)[:k]
+    ref[idx] += g[idx]
+out["exact_ok"] = bool(np.allclose(x, ref, rtol=0, atol=1e-5))
+out["digest"] = hashlib.sha256(x.tobytes()).hexdigest()
+# Sampled selection: each rank's count within +5% of k (so at most size * 1.05 k nonzeros).
+y = grad(rank, 1)
+comm.allreduce(y, compression="topk", ratio=0.01)
+out["nnz"] = int(np.count_nonzero(y))
+out["k"] = k
+# Error feedback: outputs summed over steps + every rank's final residual == all inputs summed.
+res = np.zeros(n, np.float32)
+tot_in = np.zeros(n)
+tot_out = np.zeros(n)
+for step in range(4):
+    g = grad(rank, 10 + step)
+    tot_in += g
+    z = g.copy()
+    comm.allreduce(z, compression="topk", ratio=0.02, residual=res)
+    tot_out += z
+all_in = comm.allreduce(tot_in.copy())
+all_res = comm.allreduce(res.astype(np.float64))
+out["ef_err"] = float(np.abs(tot_out + all_res - all_in).max())
+out["res_nonzero"] = int(np.count_nonzero(res))
+a = grad(rank)
+comm.allreduce(a, op="avg", compression="topk", ratio=1.0)
+out["ratio1_avg_ok"] = bool(np.allclose(a, sum(grad(q).astype(np.float64) for q in range(size)) / size, atol=1e-5))
+errs = []
+for bad in [lambda: comm.allreduce(np.ones(10, np.float32), compression="int8", residual=np.zeros(10, np.float32)),
+            lambda: comm.allreduce(np.ones(10, np.float32), compression="topk", residual=np.zeros(9, np.float32)),
+            lambda: comm.allreduce(np.ones(10, np.float32), compression="topk", ratio=0.0)]:
+    try:
+        bad()
+        errs.append("no error")
+    except rp.UsageError:
+        pass
+out["errors"] = errs
+emit(out)
+comm.close()
+"""
+
+
+@pytest.mark.parametrize("nranks,transport", [(2, "tcp"), (3, "shm")])
+def test_topk_sparse_allreduce_with_error_feedback(nranks, transport):
+    recs = [r.records[0] for r in run_ranks(nranks, TOPK_BODY, timeout=120, env={"RINGPRESS_TRANSPORT": transport})]
+    for rec in recs:
+        assert rec["exact_ok"], rec
+        assert 0 < rec["nnz"] <= nranks * int(rec["k"] * 1.05 + 1), rec
+        assert rec["ef_err"] < 1e-4 and rec["res_nonzero"] > 0, rec
+        assert rec["ratio1_avg_ok"] and rec["errors"] == [], rec
+    assert len({rec["digest"] for rec in recs}) == 1

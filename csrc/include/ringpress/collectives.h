@@ -43,7 +43,11 @@ enum class AllreduceAlgo : std::uint8_t { kAuto = 0, kRing = 1, kRecursiveDoubli
 //   kInt8/kInt4 float32 sent as blockwise-quantized integers with one scale per `block`, per hop
 // Lossy kinds need float32 and sum/avg. Every rank ends with the same bits: the owner of a block
 // keeps the decoded value of what it sent, not its exact partial sum.
-enum class WireCompression : std::uint8_t { kNone = 0, kLossless = 1, kBF16 = 2, kFP16 = 3, kInt8 = 4, kInt4 = 5 };
+//   kTopK      sparse: each rank sends its k = ceil(ratio * n) largest-magnitude entries
+//              (allreduce_sparse.cc), optionally with error feedback through `residual`
+enum class WireCompression : std::uint8_t {
+  kNone = 0, kLossless = 1, kBF16 = 2, kFP16 = 3, kInt8 = 4, kInt4 = 5, kTopK = 6,
+};
 const char* wire_compression_name(WireCompression c) noexcept;
 WireCompression wire_compression_from_name(const std::string& name);  // throws UsageError
 
@@ -52,6 +56,8 @@ struct CompressionOptions {
   std::string codec = "zstd";  // lossless: zstd | lz4
   int level = 1;
   std::size_t block = 512;     // int8/int4: elements per scale
+  double ratio = 0.01;         // topk: fraction of elements each rank sends
+  bool sampled = true;         // topk: sampled threshold (k within +5%) instead of exact selection
 };
 // Raises UsageError when `c` cannot apply to dtype/op (lossy kinds: float32 with sum or avg).
 void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op);
@@ -69,10 +75,16 @@ struct AllreduceOptions {
   std::size_t segment_bytes = 0;  // 0 = default
   std::size_t small_bytes = 0;    // auto: recursive doubling at or below this size; 0 = default
   CompressionOptions compression;  // kNone: plain
+  // Error feedback (lossy kinds): `count` float32 values this rank failed to send last time; added
+  // to the input before compressing and replaced by what this call drops. nullptr: none.
+  float* residual = nullptr;
 };
 void allreduce(const OpContext& oc, const AllreduceOptions& o);
 // Ring allreduce with every segment compressed on the wire (ring_codec.cc).
 void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o);
+// Top-k sparse allreduce: allgather of each rank's (indices, values), summed densely
+// (allreduce_sparse.cc).
+void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o);
 // The two algorithms (allreduce_ring.cc, allreduce_small.cc); allreduce() picks by size.
 void allreduce_ring(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o);

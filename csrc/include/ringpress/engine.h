@@ -141,7 +141,8 @@ class Communicator {
 
   using WorkPtr = std::shared_ptr<Work>;
   WorkPtr allreduce(void* data, std::size_t count, DType dtype, ReduceOp op, bool async,
-                    const CompressionOptions& compression = CompressionOptions());
+                    const CompressionOptions& compression = CompressionOptions(),
+                    float* residual = nullptr);
   WorkPtr allreduce_coalesced(std::vector<std::pair<void*, std::size_t>> buffers, DType dtype,
                               ReduceOp op, bool async);
   WorkPtr broadcast(void* data, std::size_t count, DType dtype, int root, bool async);

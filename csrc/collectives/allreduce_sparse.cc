@@ -1,0 +1,125 @@
+// Top-k sparse allreduce: every rank sends only its k largest-magnitude entries.
+//
+//   1. x += residual (error feedback: what this rank dropped last time), if a residual is given;
+//   2. select k = ceil(ratio * n) entries of x (sampled threshold, k within +5%, or exact);
+//      residual = x with the selected entries zeroed (the dropped mass is kept, not lost);
+//   3. payload = u64 index bytes | delta + bit-packed indices (topk.h) | float32 values;
+//   4. allgather the payload sizes, then allgatherv the payloads (no padding to the largest);
+//   5. x = 0, then every payload is decoded (hostile input: WireFormatError) and scatter-added in
+//      rank order, so every rank computes the same sum in the same order: identical bits.
+// Cost: select ~1 pass over n (sampled); allgather of sizes (P-1)(alpha + 8 beta); allgatherv
+// (P-1) alpha + (P-1) m beta for payloads of m ~ k (bits per index delta / 8 + 4) bytes; then P
+// scatter-adds of k entries and one zeroing pass over n. Against the ring's 2 (P-1)/P 4n bytes,
+// the traffic shrinks by ~8n / (P m): for P = 2 and ratio 1%, about 80x.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "ring.h"
+#include "ringpress/buffer_pool.h"
+#include "ringpress/engine.h"
+#include "ringpress/topk.h"
+
+namespace ringpress {
+
+namespace {
+
+std::size_t encode_payload(const topk::SparseVector& sv, std::size_t n, std::vector<unsigned char>* out) {
+  const std::size_t k = sv.size();
+  out->resize(8 + topk::indices_max_encoded_size(k) + k * sizeof(float));
+  std::size_t ib = topk::encode_indices(sv.indices.data(), k, n, out->data() + 8, out->size() - 8);
+  const std::uint64_t ib64 = ib;
+  std::memcpy(out->data(), &ib64, 8);
+  std::memcpy(out->data() + 8 + ib, sv.values.data(), k * sizeof(float));
+  out->resize(8 + ib + k * sizeof(float));
+  return out->size();
+}
+
+// Decode one rank's payload and add it into dense (n elements). Every length is checked.
+void add_payload(const unsigned char* p, std::size_t len, float* dense, std::size_t n, int from) {
+  RP_ENFORCE(len >= 8, WireFormatError, "sparse payload of rank ", from, " is ", len, " bytes");
+  std::uint64_t ib = 0;
+  std::memcpy(&ib, p, 8);
+  RP_ENFORCE(ib <= len - 8, WireFormatError, "sparse payload of rank ", from, ": index block of ", ib,
+             " bytes in ", len);
+  const std::size_t k = topk::indices_decoded_count(p + 8, ib);
+  RP_ENFORCE(k <= n && (len - 8 - ib) == k * sizeof(float), WireFormatError, "sparse payload of rank ",
+             from, ": ", k, " indices but ", len - 8 - ib, " value bytes");
+  thread_local std::vector<std::uint32_t> idx;
+  thread_local std::vector<float> val;
+  idx.resize(k);
+  val.resize(k);
+  topk::decode_indices(p + 8, ib, n, idx.data(), k);
+  std::memcpy(val.data(), p + 8 + ib, k * sizeof(float));
+  topk::scatter_add(idx.data(), val.data(), k, dense, n);
+}
+
+}  // namespace
+
+void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
+  Context& ctx = oc.ctx;
+  const int P = ctx.size();
+  const std::size_t n = o.count;
+  auto* x = static_cast<float*>(o.data);
+  RP_ENFORCE(n <= 0xffffffffu, UsageError, "topk allreduce handles at most 2^32-1 elements, got ", n);
+  if (o.residual) {
+    for (std::size_t i = 0; i < n; ++i) x[i] += o.residual[i];
+  }
+  const std::size_t k =
+      std::min<std::size_t>(n, static_cast<std::size_t>(std::ceil(o.compression.ratio * static_cast<double>(n))));
+  topk::SparseVector sv;
+  {
+    TimelineScope ts(oc.timeline, "select", "compute", 1, oc.seq, n * 4);
+    if (o.compression.sampled) {
+      topk::SampledOptions so;
+      so.seed = oc.seq;
+      topk::topk_sampled(x, n, k, so, &sv);
+    } else {
+      topk::topk_exact(x, n, k, &sv);
+    }
+  }
+  if (o.residual) {
+    std::memcpy(o.residual, x, n * sizeof(float));
+    for (std::uint32_t i : sv.indices) o.residual[i] = 0.0f;
+  }
+  std::vector<unsigned char> mine;
+  encode_payload(sv, n, &mine);
+  if (P == 1) {
+    std::memset(x, 0, n * sizeof(float));
+    add_payload(mine.data(), mine.size(), x, n, 0);
+    return;
+  }
+  // Sizes first (8 bytes each), so the payload allgather needs no padding.
+  std::vector<std::uint64_t> sizes(static_cast<std::size_t>(P), 0);
+  sizes[static_cast<std::size_t>(ctx.rank())] = mine.size();
+  AllgatherOptions ga;
+  ga.in = nullptr;
+  ga.out = sizes.data();
+  ga.counts.assign(static_cast<std::size_t>(P), 1);
+  ga.dtype = DType::kU64;
+  allgather(oc, ga);
+  std::vector<std::size_t> counts(sizes.begin(), sizes.end());
+  std::size_t total = 0;
+  for (auto c : counts) {
+    RP_ENFORCE(c <= 8 + topk::indices_max_encoded_size(n) + n * sizeof(float), WireFormatError,
+               "a rank announced a sparse payload of ", c, " bytes for ", n, " elements");
+    total += c;
+  }
+  std::shared_ptr<Buffer> all = Buffer::acquire(total);
+  AllgatherOptions gv;
+  gv.in = mine.data();
+  gv.out = all->data();
+  gv.counts = counts;
+  gv.dtype = DType::kU8;
+  gv.segment_bytes = o.segment_bytes;
+  allgather(oc, gv);
+  TimelineScope ts(oc.timeline, "scatter_add", "compute", 1, oc.seq, total);
+  std::memset(x, 0, n * sizeof(float));
+  std::size_t off = 0;
+  for (int q = 0; q < P; ++q) {
+    add_payload(all->data() + off, counts[static_cast<std::size_t>(q)], x, n, q);
+    off += counts[static_cast<std::size_t>(q)];
+  }
+}
+
+}  // namespace ringpress
