@@ -1,0 +1,1 @@
+"""Thin wrappers: the benchmarks live in ``ringpress.bench`` (``ringpress bench --help``)."""

@@ -76,29 +76,25 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
                         o.count, bytes);
   };
 
-  const std::size_t cap = codec->bound(seg);
-  constexpr std::size_t kWindow = 4;    // receive slots
-  constexpr std::size_t kSendSlots = 4; // encode slots
-  std::shared_ptr<Buffer> rbuf = Buffer::acquire(kWindow * cap);
-  std::shared_ptr<Buffer> sbuf = Buffer::acquire(kSendSlots * cap);
+  // Every message gets its own slot (offsets below): the sender never waits for a send to leave
+  // before encoding the next one, and a received payload stays in place while it is forwarded.
+  // Waiting for a send inside the schedule would deadlock two ranks whose transport buffers are
+  // full of each other's unread messages. Memory: about 2 (P-1)/P n / c for each direction.
+  std::vector<std::size_t> soff(sends.size() + 1, 0), roff(recvs.size() + 1, 0);
+  for (std::size_t j = 0; j < sends.size(); ++j) soff[j + 1] = soff[j] + codec->bound(sends[j].count);
+  for (std::size_t i = 0; i < recvs.size(); ++i) roff[i + 1] = roff[i] + codec->bound(recvs[i].count);
+  std::shared_ptr<Buffer> sbuf = Buffer::acquire(std::max<std::size_t>(soff.back(), 1));
+  std::shared_ptr<Buffer> rbuf = Buffer::acquire(std::max<std::size_t>(roff.back(), 1));
+  constexpr std::size_t kWindow = 8;  // receives posted ahead
   std::vector<Ticket> send_tickets(sends.size());
   std::vector<bool> send_posted(sends.size(), false);
   std::vector<Ticket> recv_tickets(recvs.size());
   std::vector<std::size_t> received(recvs.size(), 0);
-  // A receive slot's bytes may be forwarded (allgather): the slot is free again only once that
-  // send has left. Likewise an encode slot is free once its send has left.
-  std::vector<Ticket> rslot_busy(kWindow);
-  std::vector<bool> rslot_has(kWindow, false);
-  std::vector<Ticket> sslot_busy(kSendSlots);
-  std::vector<bool> sslot_has(kSendSlots, false);
-  std::size_t next_sslot = 0;
 
-  // Encode data[it] into a free encode slot and send it as message j.
+  // Encode data[it] into its slot and send it as message j.
   auto encode_and_send = [&](std::size_t j, bool owner_final) {
     const Item& it = sends[j];
-    const std::size_t slot = next_sslot++ % kSendSlots;
-    if (sslot_has[slot]) ctx.wait(sslot_busy[slot], oc.deadline);
-    unsigned char* out = sbuf->data() + slot * cap;
+    unsigned char* out = sbuf->data() + soff[j];
     std::size_t bytes;
     {
       TimelineScope ts(oc.timeline, "encode", "compute", 1, oc.seq, it.count * es);
@@ -110,20 +106,15 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
     }
     send_tickets[j] = ctx.post_send(right, make_header(j, bytes), out);
     send_posted[j] = true;
-    sslot_busy[slot] = send_tickets[j];
-    sslot_has[slot] = true;
   };
 
   std::size_t posted = 0;
   auto post_recv = [&](std::size_t i) {
-    const std::size_t slot = i % kWindow;
-    if (rslot_has[slot]) ctx.wait(rslot_busy[slot], oc.deadline);
-    rslot_has[slot] = false;
     Expect e = ring::expect(make_header(i, 0));
     e.len_exact = false;
     e.capacity = codec->bound(recvs[i].count);
     e.received = &received[i];
-    recv_tickets[i] = ctx.post_recv(left, e, rbuf->data() + slot * cap);
+    recv_tickets[i] = ctx.post_recv(left, e, rbuf->data() + roff[i]);
   };
   auto fill_window = [&](std::size_t processed) {
     while (posted < recvs.size() && posted < processed + kWindow) post_recv(posted++);
@@ -138,7 +129,7 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
       TimelineScope ts(oc.timeline, "wait", "comm", 1, oc.seq, it.count * es);
       ctx.wait(recv_tickets[i], oc.deadline);
     }
-    unsigned char* in = rbuf->data() + (i % kWindow) * cap;
+    unsigned char* in = rbuf->data() + roff[i];
     {
       TimelineScope ts(oc.timeline, it.rs ? "decode+reduce" : "decode", "compute", 1, oc.seq, it.count * es);
       codec->decode(in, received[i], data + it.elem * es, it.count, it.rs);
@@ -152,8 +143,6 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
         // Allgather: forward the received bytes unchanged.
         send_tickets[j] = ctx.post_send(right, make_header(j, received[i]), in);
         send_posted[j] = true;
-        rslot_busy[i % kWindow] = send_tickets[j];
-        rslot_has[i % kWindow] = true;
       }
     }
     fill_window(i + 1);

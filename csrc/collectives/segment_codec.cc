@@ -20,6 +20,7 @@ const char* wire_compression_name(WireCompression c) noexcept {
     case WireCompression::kInt8: return "int8";
     case WireCompression::kInt4: return "int4";
     case WireCompression::kTopK: return "topk";
+    case WireCompression::kAuto: return "auto";
   }
   return "?";
 }
@@ -27,11 +28,11 @@ const char* wire_compression_name(WireCompression c) noexcept {
 WireCompression wire_compression_from_name(const std::string& name) {
   for (auto c : {WireCompression::kNone, WireCompression::kLossless, WireCompression::kBF16,
                  WireCompression::kFP16, WireCompression::kInt8, WireCompression::kInt4,
-                 WireCompression::kTopK}) {
+                 WireCompression::kTopK, WireCompression::kAuto}) {
     if (name == wire_compression_name(c)) return c;
   }
   RP_THROW(UsageError, "unknown wire compression '", name,
-           "'; expected none, lossless, bf16, fp16, int8, int4 or topk");
+           "'; expected none, lossless, bf16, fp16, int8, int4, topk or auto");
 }
 
 namespace ring {
@@ -154,6 +155,18 @@ class BlockwiseCodec final : public SegmentCodec {
 }  // namespace ring
 
 void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op) {
+  if (c.kind == WireCompression::kAuto) {
+    // Kinds that cannot apply to this dtype/op are simply not candidates (auto_select.h); the
+    // parameters of the rest must be valid.
+    const bool f32 = dtype == DType::kF32 && (op == ReduceOp::kSum || op == ReduceOp::kAvg);
+    for (int k = 1; k < 7; ++k) {
+      if (!(c.allow & (1u << k)) || (!f32 && k != static_cast<int>(WireCompression::kLossless))) continue;
+      CompressionOptions one = c;
+      one.kind = static_cast<WireCompression>(k);
+      check_compression(one, dtype, op);
+    }
+    return;
+  }
   if (c.kind == WireCompression::kTopK) {
     RP_ENFORCE(dtype == DType::kF32, UsageError, "topk compression needs float32 data, got ",
                dtype_name(dtype));

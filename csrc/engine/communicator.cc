@@ -11,6 +11,7 @@
 
 #include "ringpress/buffer_pool.h"
 #include "ringpress/engine.h"
+#include "../collectives/auto_select.h"
 
 namespace ringpress {
 
@@ -26,7 +27,14 @@ long env_long(const char* name, long dflt) {
 }
 }  // namespace
 
-Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts) : opts_(opts) {
+// Owned by whichever thread runs requests (one at a time, see the file comment).
+struct Communicator::AutoState {
+  autosel::Model model;
+  int since_calibration = 0;
+};
+
+Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts)
+    : opts_(opts), auto_(std::make_shared<AutoState>()) {
   opts_.op_timeout = std::chrono::milliseconds(env_long("RINGPRESS_TIMEOUT_MS", opts_.op_timeout.count()));
   if (opts_.timeline_path.empty()) {
     if (const char* t = std::getenv("RINGPRESS_TIMELINE"); t && *t) {
@@ -172,10 +180,62 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
   o.residual = residual;
   // Argument errors surface here, before anything is queued or sent.
   check_compression(compression, dtype, op);
-  RP_ENFORCE(residual == nullptr || compression.kind == WireCompression::kTopK, UsageError,
-             "error feedback (a residual) is supported with topk compression only");
+  RP_ENFORCE(residual == nullptr || compression.kind == WireCompression::kTopK ||
+                 compression.kind == WireCompression::kAuto,
+             UsageError, "error feedback (a residual) is supported with topk or auto compression only");
+  RP_ENFORCE(residual == nullptr || dtype == DType::kF32, UsageError,
+             "error feedback (a residual) needs float32 data, got ", dtype_name(dtype));
+  if (compression.kind == WireCompression::kAuto) {
+    RP_ENFORCE(!(compression.allow & autosel::bit(WireCompression::kTopK)) || residual != nullptr,
+               UsageError, "auto mode may pick topk only with error feedback: pass a residual");
+    return submit("allreduce", count * dtype_size(dtype),
+                  [this, o](const OpContext& oc) mutable { allreduce_auto(oc, o); }, async);
+  }
   return submit("allreduce", count * dtype_size(dtype),
                 [o](const OpContext& oc) { ringpress::allreduce(oc, o); }, async);
+}
+
+// Auto mode: (re)calibrate at the same request on every rank (the first auto request, then every
+// 64th), pick the kind with the lowest predicted time, run it, and record the choice.
+void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
+  AutoState& st = *auto_;
+  const bool f32 = o.dtype == DType::kF32 && (o.op == ReduceOp::kSum || o.op == ReduceOp::kAvg);
+  std::uint32_t allow = o.compression.allow;
+  if (!f32) allow &= autosel::bit(WireCompression::kLossless);
+  const std::size_t seg = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
+  if (!st.model.valid || ++st.since_calibration >= 64) {
+    TimelineScope ts(oc.timeline, "auto:calibrate", "engine", 1, oc.seq);
+    // Codecs are measured on float32 data only; for other dtypes nothing is measured and the
+    // model keeps plain (lossless would need a dtype-aware sample: not done yet).
+    st.model = autosel::calibrate(oc, f32 ? static_cast<const float*>(o.data) : nullptr,
+                                  f32 ? o.count : 0, allow, o.compression);
+    st.since_calibration = 0;
+    std::lock_guard<std::mutex> lock(mu_);
+    ++stats_.auto_calibrations;
+  }
+  autosel::Choice ch = autosel::choose(st.model, o.count * dtype_size(o.dtype), size_, allow, seg);
+  o.compression.kind = ch.kind;
+  if (ch.kind != WireCompression::kTopK && o.residual != nullptr) {
+    // Not sparse this time: send what earlier top-k requests dropped now, so nothing waits for a
+    // top-k request that may never come.
+    auto* x = static_cast<float*>(o.data);
+    for (std::size_t i = 0; i < o.count; ++i) {
+      x[i] += o.residual[i];
+      o.residual[i] = 0.0f;
+    }
+    o.residual = nullptr;
+  }
+  const auto t0 = Clock::now();
+  {
+    TimelineScope ts(oc.timeline, wire_compression_name(ch.kind), "auto", 1, oc.seq);
+    ringpress::allreduce(oc, o);
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  const int k = static_cast<int>(ch.kind);
+  ++stats_.auto_counts[static_cast<std::size_t>(k)];
+  stats_.auto_last = k;
+  for (int i = 0; i < autosel::kKinds; ++i) stats_.auto_predicted_s[static_cast<std::size_t>(i)] = ch.predicted_s[static_cast<std::size_t>(i)];
+  stats_.auto_actual_s = std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
 Communicator::WorkPtr Communicator::allreduce_coalesced(std::vector<std::pair<void*, std::size_t>> buffers,

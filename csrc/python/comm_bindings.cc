@@ -197,7 +197,8 @@ void bind_comm(py::module_& m) {
       .def("allreduce",
            [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
               const std::string& op, bool async, const std::string& compression, const std::string& codec,
-              int level, std::size_t block, double ratio, bool sampled, std::uintptr_t residual) {
+              int level, std::size_t block, double ratio, bool sampled, std::uintptr_t residual,
+              const std::vector<std::string>& allow) {
              rp::DType d = dtype_of(dt);
              rp::ReduceOp o = rp::reduce_op_from_name(op);
              rp::CompressionOptions co;
@@ -207,13 +208,21 @@ void bind_comm(py::module_& m) {
              co.block = block;
              co.ratio = ratio;
              co.sampled = sampled;
+             co.allow = 0;
+             for (const auto& a : allow) {
+               auto k = rp::wire_compression_from_name(a);
+               if (k == rp::WireCompression::kNone || k == rp::WireCompression::kAuto) {
+                 RP_THROW(UsageError, "allow lists compression kinds (lossless, bf16, fp16, int8, int4, topk), got '", a, "'");
+               }
+               co.allow |= 1u << static_cast<int>(k);
+             }
              py::gil_scoped_release nogil;
              return c.allreduce(as_ptr(ptr), n, d, o, async, co, static_cast<float*>(as_ptr(residual)));
            },
            py::arg("ptr"), py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("async_op"),
            py::arg("compression") = "none", py::arg("codec") = "zstd", py::arg("level") = 1,
            py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
-           py::arg("residual") = 0)
+           py::arg("residual") = 0, py::arg("allow") = std::vector<std::string>{"lossless"})
       .def("allreduce_coalesced",
            [](rp::Communicator& c, std::vector<std::pair<std::uintptr_t, std::size_t>> bufs,
               const std::string& dt, const std::string& op, bool async) {
@@ -266,6 +275,24 @@ void bind_comm(py::module_& m) {
              d["bytes_sent"] = s.bytes_sent;
              d["bytes_received"] = s.bytes_received;
              d["payload_bytes"] = s.payload_bytes;
+             py::dict a;
+             py::dict counts;
+             py::dict predicted;
+             for (int k = 0; k < 7; ++k) {
+               const char* name = rp::wire_compression_name(static_cast<rp::WireCompression>(k));
+               if (s.auto_counts[static_cast<std::size_t>(k)]) counts[name] = s.auto_counts[static_cast<std::size_t>(k)];
+               if (s.auto_last >= 0 && s.auto_predicted_s[static_cast<std::size_t>(k)] >= 0) {
+                 predicted[name] = s.auto_predicted_s[static_cast<std::size_t>(k)];
+               }
+             }
+             a["counts"] = counts;
+             a["last"] = s.auto_last >= 0 ? py::object(py::str(rp::wire_compression_name(
+                                                static_cast<rp::WireCompression>(s.auto_last))))
+                                          : py::object(py::none());
+             a["predicted_s"] = predicted;
+             a["actual_s"] = s.auto_actual_s;
+             a["calibrations"] = s.auto_calibrations;
+             d["auto"] = a;
              return d;
            })
       .def("enable_timeline", [](rp::Communicator& c, bool on) { c.timeline().enable(on); })

@@ -2,6 +2,7 @@
 
 ``ringpress info``   what this build contains and what it chose on this machine
 ``ringpress kernels`` shuffle kernel speed at every SIMD level this machine supports
+``ringpress bench``   ringpress against gloo / Open MPI / blosc2 / torch (see ``ringpress.bench``)
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ def _cmd_kernels(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own parser, with subcommands of its own
+        from .bench.cli import main as bench_main
+
+        return bench_main(argv[1:], prog="ringpress bench")
     parser = argparse.ArgumentParser(prog="ringpress", description="ringpress command line")
     sub = parser.add_subparsers(dest="command", required=True)
     info = sub.add_parser("info", help="print build_info() (what was built, what runs here)")
@@ -42,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     kern.add_argument("--size-mib", type=int, default=64, help="buffer size (default 64 MiB)")
     kern.add_argument("--repeats", type=int, default=7, help="timed repeats, median reported")
     kern.set_defaults(func=_cmd_kernels)
+    sub.add_parser(
+        "bench",
+        help="benchmarks against the peers: allreduce (gloo, Open MPI), codecs (blosc2), "
+        "compressors (torch); 'ringpress bench --help'",
+        add_help=False,
+    )
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -323,7 +323,9 @@ class Communicator:
         return self._c.transport(peer)
 
     def stats(self) -> dict:
-        """Counters: ops, bytes_sent/bytes_received on the wire (headers included), payload_bytes."""
+        """Counters: ops, bytes_sent/bytes_received on the wire (headers included), payload_bytes
+        (user bytes; effective busbw counts these), and ``auto`` (choices of the auto mode, the
+        last request's predicted time per allowed kind and its actual time, calibrations)."""
         return self._c.stats()
 
     @property
@@ -343,7 +345,7 @@ class Communicator:
 
     def allreduce(self, x: Any, op: str = "sum", async_op: bool = False, compression: str | None = None,
                   *, codec: str = "zstd", level: int = 1, block: int = 512, ratio: float = 0.01,
-                  sampled: bool = True, residual: Any = None) -> Any:
+                  sampled: bool = True, residual: Any = None, allow: str | Sequence[str] = "lossless") -> Any:
         """Reduce ``x`` element-wise across ranks, in place; returns ``x`` (or a Work).
 
         ``compression`` encodes every ring segment on the wire: ``"lossless"`` (shuffle +
@@ -353,7 +355,11 @@ class Communicator:
         sends its ``ratio`` largest-magnitude entries (``sampled`` threshold selection, k within
         +5%, or exact), gathered and summed densely; with ``residual`` (a float32 buffer of x's
         size, zeros at first, kept across steps) the entries a rank drops are added back next
-        time (error feedback). Default: none (or the ``RINGPRESS_COMPRESSION`` environment
+        time (error feedback). ``"auto"``: per request, the kind among ``allow`` (comma-separated or
+        a list; default ``"lossless"``, exact) with the lowest time predicted by a model of this
+        link and CPU (measured at the first auto request and every 64th, agreed by all ranks), or
+        none when compression would not pay; ``stats()["auto"]`` shows the choices and the
+        predicted and actual times. Default: none (or the ``RINGPRESS_COMPRESSION`` environment
         variable).
         """
         b = _Buf(x, "allreduce", True)
@@ -370,8 +376,10 @@ class Communicator:
                 if rb.dtype != "float32" or rb.count != b.count:
                     raise UsageError(f"allreduce residual must be float32 with {b.count} elements, got {rb.count} {rb.dtype}")
                 raddr, keep = rb.addr, (b, rb)
+            if isinstance(allow, str):
+                allow = [a.strip() for a in allow.split(",") if a.strip()]
             w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op, compression, codec,
-                                  int(level), int(block), float(ratio), bool(sampled), raddr)
+                                  int(level), int(block), float(ratio), bool(sampled), raddr, list(allow))
             b = keep
         return self._finish(w, b, x, async_op)
 

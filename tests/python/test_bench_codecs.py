@@ -1,4 +1,5 @@
-"""bench/codecs.py end to end at a small size: every config round-trips and the record is complete."""
+"""The codec benchmark (ringpress.bench.codecs, via the checkout's bench.codecs wrapper) end to end
+at a small size: every config round-trips and the record is complete."""
 
 import json
 
@@ -16,8 +17,13 @@ def test_quick_run_records_every_config(tmp_path):
     assert set(rec["datasets"]) == {"fp32", "topk"}
     for name, ds in rec["datasets"].items():
         by_config = {r["config"]: r for r in ds["results"]}
-        for cfg in ("ringpress zstd-1 auto", "ringpress lz4-1 auto", "blosc2 zstd-1 byte",
-                    "blosc2 lz4-9 bit", "zstandard-1"):
+        for cfg in (
+            "ringpress zstd-1 auto",
+            "ringpress lz4-1 auto",
+            "blosc2 zstd-1 byte",
+            "blosc2 lz4-9 bit",
+            "zstandard-1",
+        ):
             assert cfg in by_config, (name, sorted(by_config))
         for r in ds["results"]:
             assert r["verified"] is True, r["config"]  # bit-exact round trip before timing

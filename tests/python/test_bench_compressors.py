@@ -1,4 +1,5 @@
-"""bench/compressors.py end to end at a small size: every method is checked and recorded."""
+"""The compressor benchmark (ringpress.bench.compressors, via the checkout's bench.compressors
+wrapper) end to end at a small size: every method is checked and recorded."""
 
 import json
 import math

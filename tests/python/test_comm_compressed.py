@@ -151,3 +151,45 @@ def test_topk_sparse_allreduce_with_error_feedback(nranks, transport):
         assert rec["ef_err"] < 1e-4 and rec["res_nonzero"] > 0, rec
         assert rec["ratio1_avg_ok"] and rec["errors"] == [], rec
     assert len({rec["digest"] for rec in recs}) == 1
+
+
+AUTO_BODY = r"""
+import hashlib
+g = np.random.default_rng(rank).standard_normal(2_000_000).astype(np.float32)
+res = np.zeros_like(g)
+digests = []
+for i in range(3):
+    x = g.copy()
+    comm.allreduce(x, compression="auto", allow="lossless,int8,topk", residual=res)
+    digests.append(hashlib.sha256(x.tobytes()).hexdigest())
+st = comm.stats()["auto"]
+errs = []
+for bad in [lambda: comm.allreduce(g.copy(), compression="auto", allow="topk"),    # topk needs a residual
+            lambda: comm.allreduce(g.copy(), compression="auto", allow="gzip")]:
+    try:
+        bad()
+        errs.append("no error")
+    except rp.UsageError:
+        pass
+# Non-float32 data: auto may only use lossless (or plain) and stays exact.
+i64 = np.arange(100_000, dtype=np.int64) * (rank + 1)
+comm.allreduce(i64, compression="auto", allow="lossless,int8")
+emit({"digests": digests, "auto": st, "errors": errs,
+      "int_ok": bool(np.array_equal(i64, np.arange(100_000, dtype=np.int64) * size * (size + 1) // 2))})
+comm.close()
+"""
+
+
+def test_auto_mode_agrees_on_every_rank_and_reports_its_choice():
+    recs = [r.records[0] for r in run_ranks(3, AUTO_BODY, timeout=120)]
+    for rec in recs:
+        st = rec["auto"]
+        assert st["calibrations"] == 1
+        assert sum(st["counts"].values()) == 3
+        assert st["last"] in ("none", "lossless", "int8", "topk")
+        assert set(st["predicted_s"]) == {"none", "lossless", "int8", "topk"}
+        assert all(v > 0 for v in st["predicted_s"].values()) and st["actual_s"] > 0
+        assert rec["errors"] == [] and rec["int_ok"]
+    # Every rank made the same choices (same model) and holds the same bits.
+    assert len({tuple(rec["digests"]) for rec in recs}) == 1
+    assert len({str(rec["auto"]["counts"]) for rec in recs}) == 1

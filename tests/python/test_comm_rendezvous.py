@@ -84,12 +84,17 @@ def test_from_mpi_under_mpirun(tmp_path):
 
 @pytest.mark.skipif(shutil.which("torchrun", path=VENV_BIN) is None, reason="no torchrun")
 def test_from_env_under_torchrun(tmp_path):
+    # torchrun merges the ranks' stdout (lines can interleave): each rank writes its own file.
+    check = CHECK.replace('print("@@" + json.dumps(', f'open("{tmp_path}/rank%d.json" % comm.rank, "w").write(json.dumps(')
+    check = check.replace("), flush=True)", "))")
     script = tmp_path / "trun_job.py"
-    script.write_text("import json\nimport numpy as np\nimport ringpress as rp\ncomm = rp.Communicator.from_env(timeout=60)\n" + textwrap.dedent(CHECK))
+    script.write_text("import json\nimport numpy as np\nimport ringpress as rp\ncomm = rp.Communicator.from_env(timeout=60)\n" + textwrap.dedent(check))
     env = dict(os.environ)
     env.pop("RINGPRESS_TRANSPORT", None)
     p = subprocess.run([os.path.join(VENV_BIN, "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()),
                         str(script)], env=env, capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    recs = sorted(_records(p.stdout), key=lambda r: r["rank"])
+    import json
+
+    recs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert recs == [{"rank": r, "size": 2, "ok": True} for r in range(2)]

@@ -1,5 +1,6 @@
-"""bench/netns.py: namespaces, shaped links, launching ranks, and teardown on every way out;
-bench/allreduce.py end to end under mpirun (and under the netns harness)."""
+"""ringpress.bench.netns (``bench/netns.py`` in a checkout): namespaces, shaped links, launching
+ranks, and teardown on every way out; the allreduce benchmark end to end under mpirun (and under
+the netns harness) through the checkout's ``python -m bench.*`` wrappers."""
 
 from __future__ import annotations
 
@@ -173,6 +174,9 @@ def test_teardown_when_the_body_raises():
     with pytest.raises(RuntimeError, match="boom"), netns.Topology(2, "10gbit") as topo:
         # a process the harness did not launch itself: still killed, via `ip netns pids`
         stray = subprocess.Popen([*topo.exec_prefix(1), "sleep", "60"])
+        deadline = time.monotonic() + 10  # until it is inside (`ip netns exec` has joined)
+        while stray.pid not in netns.namespace_pids(topo.ns(1)) and time.monotonic() < deadline:
+            time.sleep(0.01)
         raise RuntimeError("boom")
     stray.wait(timeout=10)
     _assert_gone(topo.prefix, [stray.pid])

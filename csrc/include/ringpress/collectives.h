@@ -47,6 +47,7 @@ enum class AllreduceAlgo : std::uint8_t { kAuto = 0, kRing = 1, kRecursiveDoubli
 //              (allreduce_sparse.cc), optionally with error feedback through `residual`
 enum class WireCompression : std::uint8_t {
   kNone = 0, kLossless = 1, kBF16 = 2, kFP16 = 3, kInt8 = 4, kInt4 = 5, kTopK = 6,
+  kAuto = 7,  // not on the wire: the communicator picks one of `allow` per request (auto_select.h)
 };
 const char* wire_compression_name(WireCompression c) noexcept;
 WireCompression wire_compression_from_name(const std::string& name);  // throws UsageError
@@ -58,6 +59,7 @@ struct CompressionOptions {
   std::size_t block = 512;     // int8/int4: elements per scale
   double ratio = 0.01;         // topk: fraction of elements each rank sends
   bool sampled = true;         // topk: sampled threshold (k within +5%) instead of exact selection
+  std::uint32_t allow = 1u << 1;  // auto: bit per WireCompression it may pick (default lossless)
 };
 // Raises UsageError when `c` cannot apply to dtype/op (lossy kinds: float32 with sum or avg).
 void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op);

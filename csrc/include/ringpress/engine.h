@@ -19,6 +19,7 @@
 //     ordered by the time submit takes the queue lock.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -126,6 +127,14 @@ struct CommStats {
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
   std::uint64_t payload_bytes = 0;  // user bytes passed to collectives
+  // Auto mode (compression="auto"): how often each kind was picked, and the last request's
+  // choice with the model's predicted time of every allowed kind (< 0: not allowed) and the
+  // time it actually took.
+  std::array<std::uint64_t, 8> auto_counts{};
+  int auto_last = -1;
+  std::array<double, 8> auto_predicted_s{};
+  double auto_actual_s = 0;
+  int auto_calibrations = 0;
 };
 
 class Communicator {
@@ -167,6 +176,7 @@ class Communicator {
   void execute(const char* name, std::uint32_t seq, std::uint64_t bytes, Fn& fn, Work& work,
                Clock::time_point queued, int tid);
   void worker_loop();
+  void allreduce_auto(const OpContext& oc, AllreduceOptions o);
 
   struct Request {
     const char* name;
@@ -193,7 +203,9 @@ class Communicator {
   std::uint32_t next_seq_ = 0;
   std::exception_ptr broken_error_;
   CommStats stats_;
-  int creator_pid_ = 0;  // a forked child must not join the parent's worker or close its sockets
+  int creator_pid_ = 0;
+  struct AutoState;  // engine-thread state of the auto mode (communicator.cc)
+  std::shared_ptr<AutoState> auto_;  // a forked child must not join the parent's worker or close its sockets
   std::thread worker_;
 };
 

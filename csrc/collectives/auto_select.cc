@@ -1,0 +1,162 @@
+// Auto mode: calibration and the cost model (see auto_select.h and docs/algorithms.md).
+#include "auto_select.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <vector>
+
+#include "ringpress/buffer_pool.h"
+#include "ringpress/topk.h"
+#include "segment_codec.h"
+
+namespace ringpress::autosel {
+
+namespace {
+double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+int k_of(WireCompression k) { return static_cast<int>(k); }
+}  // namespace
+
+double predict(const Model& m, WireCompression kind, std::size_t bytes, int P, std::size_t segment_bytes) {
+  if (P <= 1) return 0.0;
+  const double n = static_cast<double>(bytes);
+  const double hops = 2.0 * (P - 1);
+  const double per_rank = hops / P * n;  // bytes each rank sends in a ring allreduce
+  const int k = k_of(kind);
+  if (kind == WireCompression::kNone) return hops * m.alpha_s + per_rank * m.byte_s;
+  if (kind == WireCompression::kTopK) {
+    // Two allgathers (sizes, payloads); every rank sends (P-1) payloads of n / ratio bytes;
+    // selection on this rank, then P payloads decoded and scatter-added (dec_s per input byte).
+    const double payload = n / std::max(m.ratio[k], 1.0);
+    return 2.0 * (P - 1) * m.alpha_s + (P - 1) * payload * m.byte_s + n * m.enc_s[k] + n * m.dec_s[k];
+  }
+  // Ring with encoded segments: wire time at the compressed size plus the codec work. The
+  // pipeline can hide one behind the other only when they use different resources; over shared
+  // memory the "wire" is CPU copies too, so the model adds them (conservative: on a slow network
+  // the wire term dominates either way).
+  (void)segment_bytes;
+  const double wire = per_rank / std::max(m.ratio[k], 1e-9) * m.byte_s;
+  const double cpu = per_rank * (m.enc_s[k] + m.dec_s[k]);
+  return hops * m.alpha_s + wire + cpu;
+}
+
+Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std::size_t segment_bytes) {
+  Choice c;
+  c.predicted_s.fill(-1.0);
+  c.predicted_s[0] = predict(m, WireCompression::kNone, bytes, P, segment_bytes);
+  double best = c.predicted_s[0];
+  for (int k = 1; k < kKinds; ++k) {
+    if (!(allow & (1u << k)) || !m.valid) continue;
+    const auto kind = static_cast<WireCompression>(k);
+    c.predicted_s[static_cast<std::size_t>(k)] = predict(m, kind, bytes, P, segment_bytes);
+    // Compression must beat plain by more than 5% (model error, and plain is the safe choice).
+    if (c.predicted_s[static_cast<std::size_t>(k)] < best && c.predicted_s[static_cast<std::size_t>(k)] < 0.95 * c.predicted_s[0]) {
+      best = c.predicted_s[static_cast<std::size_t>(k)];
+      c.kind = kind;
+    }
+  }
+  return c;
+}
+
+Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::uint32_t allow,
+                const CompressionOptions& copts) {
+  const int P = oc.ctx.size();
+  Model m;
+  // Codecs, on up to 1 Mi elements (4 MiB) of the caller's data, best of 2 runs: large enough to
+  // stream from memory as the real request will, not from cache.
+  const std::size_t ns = std::min<std::size_t>(n, 1u << 20);
+  std::vector<double> v(3 * kKinds + 2, 0.0);  // enc, dec, 1/ratio per kind; alpha; byte_s
+  for (int k = 1; k < kKinds; ++k) {
+    if (!(allow & (1u << k)) || ns == 0) continue;
+    const auto kind = static_cast<WireCompression>(k);
+    double enc = 1e30, dec = 1e30, inv_ratio = 1.0;
+    if (kind == WireCompression::kTopK) {
+      std::vector<float> tmp(ns);
+      std::vector<float> dense(ns, 0.0f);
+      for (int rep = 0; rep < 2; ++rep) {
+        topk::SparseVector sv;
+        auto t0 = Clock::now();
+        topk::SampledOptions so;
+        topk::topk_sampled(sample, ns, std::max<std::size_t>(1, static_cast<std::size_t>(std::ceil(copts.ratio * ns))), so, &sv);
+        enc = std::min(enc, seconds_since(t0) / (4.0 * ns));
+        t0 = Clock::now();
+        std::fill(dense.begin(), dense.end(), 0.0f);
+        for (int q = 0; q < P; ++q) topk::scatter_add(sv.indices.data(), sv.values.data(), sv.size(), dense.data(), ns);
+        dec = std::min(dec, seconds_since(t0) / (4.0 * ns));
+        const double payload = 8.0 + static_cast<double>(topk::indices_encoded_size(sv.indices.data(), sv.size(), ns)) + 4.0 * sv.size();
+        inv_ratio = payload / (4.0 * ns);
+      }
+    } else {
+      CompressionOptions c = copts;
+      c.kind = kind;
+      auto codec = ring::make_segment_codec(c, DType::kF32, ReduceOp::kSum);
+      std::vector<unsigned char> buf(codec->bound(ns));
+      std::vector<float> out(ns, 0.0f);
+      for (int rep = 0; rep < 2; ++rep) {
+        auto t0 = Clock::now();
+        std::size_t len = codec->encode(sample, ns, buf.data());
+        enc = std::min(enc, seconds_since(t0) / (4.0 * ns));
+        t0 = Clock::now();
+        codec->decode(buf.data(), len, out.data(), ns, true);
+        dec = std::min(dec, seconds_since(t0) / (4.0 * ns));
+        inv_ratio = static_cast<double>(len) / (4.0 * ns);
+      }
+    }
+    v[static_cast<std::size_t>(k)] = enc;
+    v[static_cast<std::size_t>(kKinds + k)] = dec;
+    v[static_cast<std::size_t>(2 * kKinds + k)] = inv_ratio;
+  }
+  if (P > 1) {
+    // Link: latency from small recursive-doubling allreduces, bandwidth from a ring allreduce of
+    // up to 4 MiB of scratch (best of 2 each).
+    std::vector<float> tiny(2, 0.0f);
+    double t_small = 1e30;
+    for (int rep = 0; rep < 3; ++rep) {
+      AllreduceOptions o;
+      o.data = tiny.data();
+      o.count = tiny.size();
+      auto t0 = Clock::now();
+      allreduce_recursive_doubling(oc, o);
+      t_small = std::min(t_small, seconds_since(t0));
+    }
+    int rounds = 0;
+    for (int d = 1; d < P; d <<= 1) ++rounds;
+    const double alpha = t_small / std::max(1, rounds);
+    const std::size_t bytes = std::min<std::size_t>(std::max<std::size_t>(4 * n, 1u << 20), 4u << 20);
+    std::shared_ptr<Buffer> scratch = Buffer::acquire(bytes);
+    std::fill(reinterpret_cast<float*>(scratch->data()), reinterpret_cast<float*>(scratch->data()) + bytes / 4, 0.0f);
+    double t_big = 1e30;
+    for (int rep = 0; rep < 2; ++rep) {
+      AllreduceOptions o;
+      o.data = scratch->data();
+      o.count = bytes / 4;
+      auto t0 = Clock::now();
+      allreduce_ring(oc, o);
+      t_big = std::min(t_big, seconds_since(t0));
+    }
+    const double per_rank = 2.0 * (P - 1) / P * static_cast<double>(bytes);
+    v[3 * kKinds] = alpha;
+    v[3 * kKinds + 1] = std::max(t_big - 2.0 * (P - 1) * alpha, 0.1 * t_big) / per_rank;
+    // Agree: the slowest rank's costs everywhere, so every rank predicts the same times.
+    AllreduceOptions agree;
+    agree.data = v.data();
+    agree.count = v.size();
+    agree.dtype = DType::kF64;
+    agree.op = ReduceOp::kMax;
+    allreduce_recursive_doubling(oc, agree);
+  }
+  for (int k = 1; k < kKinds; ++k) {
+    m.enc_s[static_cast<std::size_t>(k)] = v[static_cast<std::size_t>(k)];
+    m.dec_s[static_cast<std::size_t>(k)] = v[static_cast<std::size_t>(kKinds + k)];
+    const double inv = v[static_cast<std::size_t>(2 * kKinds + k)];
+    m.ratio[static_cast<std::size_t>(k)] = inv > 0 ? 1.0 / inv : 1.0;
+  }
+  m.alpha_s = v[3 * kKinds];
+  m.byte_s = v[3 * kKinds + 1];
+  m.valid = true;
+  return m;
+}
+
+}  // namespace ringpress::autosel

@@ -1,0 +1,48 @@
+// Auto mode for allreduce: a cost model of each wire compression on this link and CPU, fitted by
+// measurement, that picks the fastest kind the user allows for each request (internal header;
+// the model is written out in docs/algorithms.md, "Auto mode").
+//
+// Contract
+//   * calibrate() measures on this rank (link latency and bandwidth with plain allreduces of a
+//     scratch buffer, codec speeds and ratios on a sample of the caller's data) and then agrees on
+//     the model with every rank (allreduce, max: the slowest rank's costs), so every rank predicts
+//     the same times and picks the same kind: a collective; all ranks call it at the same request.
+//   * choose() is a pure function of (model, size, allowed kinds): deterministic on every rank.
+//   * Compression is chosen only when its predicted time beats plain by more than 5%.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+
+#include "ringpress/collectives.h"
+
+namespace ringpress::autosel {
+
+constexpr int kKinds = 7;  // WireCompression values kNone..kTopK
+
+struct Model {
+  bool valid = false;
+  double alpha_s = 0;                 // per-message latency
+  double byte_s = 0;                  // seconds per byte on the slowest ring link
+  std::array<double, kKinds> enc_s{};   // encode seconds per input byte
+  std::array<double, kKinds> dec_s{};   // decode (+reduce) seconds per input byte
+  std::array<double, kKinds> ratio{};   // input bytes / wire bytes
+};
+
+struct Choice {
+  WireCompression kind = WireCompression::kNone;
+  std::array<double, kKinds> predicted_s{};  // < 0: not allowed
+};
+
+// Bit for each allowed kind: 1u << static_cast<int>(WireCompression::k...).
+inline std::uint32_t bit(WireCompression k) { return 1u << static_cast<int>(k); }
+
+double predict(const Model& m, WireCompression kind, std::size_t bytes, int P, std::size_t segment_bytes);
+Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std::size_t segment_bytes);
+
+// Collective: all ranks call it at the same request. `sample` is float32 data of the request.
+Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::uint32_t allow,
+                const CompressionOptions& c);
+
+}  // namespace ringpress::autosel

@@ -1,0 +1,675 @@
+"""Network-namespace harness: P ranks on one machine, each in its own network namespace, joined by
+rate-limited links, so a benchmark sees a 1 or 10 Gbit/s network instead of loopback.
+
+Topology (all interfaces live inside the namespaces; nothing is added to the host's namespace)
+    P == 2: one veth pair, ``<prefix>-0`` <-> ``<prefix>-1``.
+    P > 2:  a Linux bridge ``rpbr`` inside a hub namespace ``<prefix>-hub``, and one veth pair per
+            rank between the hub and ``<prefix>-<rank>``.
+    In every rank namespace the link is called ``rpveth`` and ``lo`` is up. Rank r has address
+    ``10.233.<k>.<r+1>/24``. Namespaces isolate addresses, so the subnet cannot clash with the
+    host's; ``k`` differs between runs anyway, so that addresses stay distinct if one ever leaks.
+    ``<prefix>`` is ``rpb<pid>_<n>`` (creating process, per-process counter), so concurrent runs
+    and tests never collide and ``cleanup_stale()`` can tell a dead run's leftovers.
+
+Shaping
+    ``tc qdisc add dev rpveth root tbf rate R burst B latency L`` on every rank's egress (``--rate
+    1gbit``, ``10gbit``, any tc rate such as ``2.5gbit``, or ``none``). A rank's ingress is its
+    peers' egress, so with a bridge a rank receiving from several peers at once may take in more
+    than R (a ring receives from one peer only). B = max(128 KiB, 4 ms of R): tbf releases at
+    most B bytes per wake-up of its timer, and wake-ups come late when the CPUs are busy (as they
+    are during a benchmark on 2 cores) or, without high-resolution timers, only at HZ (250 here).
+    Measured at 10gbit with both cores busy: burst 0.1 ms of R -> 7.0 Gbit/s, 1 ms -> 8.8,
+    4 ms -> 9.4 (idle: 9.5 for all three). 128 KiB also holds a 64 KiB GSO super-packet whole,
+    so tbf never has to segment one in software. After an idle spell a full bucket lets B bytes
+    (4 ms worth) through at line speed; over a transfer of 100 ms or more that is a few per
+    cent. L = 20 ms of queue (plus the burst); TCP between namespaces has a round trip of tens of
+    microseconds, so the queue never limits throughput, and it is short enough that drops still
+    pace the sender. Measured with ``--check`` (TCP payload, so ~4% under R for headers): 0.96
+    Gbit/s at 1gbit, 9.6 at 10gbit, 24 unshaped veth on this 2-core VM.
+
+Processes
+    ``Topology.launch(cmd)`` starts ``ip netns exec <ns> cmd`` for every rank (``ip netns exec``
+    execs the command, so the pid is the command's), each in its own session, with RANK,
+    WORLD_SIZE, LOCAL_RANK=0, LOCAL_WORLD_SIZE=1, MASTER_ADDR (rank 0's address), MASTER_PORT,
+    RINGPRESS_TRANSPORT=tcp, GLOO_SOCKET_IFNAME=rpveth and RINGPRESS_NETNS_RATE / _NRANKS (so a
+    benchmark can record the network it ran on). Every namespace also gets an
+    ``/etc/netns/<ns>/hosts`` mapping this host's name to the rank's address (``ip netns exec``
+    bind-mounts it over /etc/hosts), so libraries that find their own address by resolving the
+    host name pick the rank's link rather than 127.0.0.1. If one rank fails, or the timeout
+    passes, the other ranks' process groups get SIGTERM, then SIGKILL after a grace period
+    (the process handling is ``launch.run_processes``, shared with ``ringpress bench``'s
+    own local ranks).
+
+Teardown
+    On leaving the ``with`` block, on an exception, on SIGINT / SIGTERM / SIGHUP (turned into an
+    exception while a Topology is live) and at interpreter exit: every launched process group is
+    killed, any process still inside one of the namespaces is killed (``ip netns pids``), the
+    namespaces are deleted (their veths and bridge go with them), the ``/etc/netns`` entries
+    removed, and any ringpress shared-memory segment a killed rank left is deleted. Only SIGKILL of the harness itself can leave anything behind; ``--cleanup`` removes
+    what runs whose process is gone left.
+
+Needs root (CAP_NET_ADMIN / CAP_SYS_ADMIN) and iproute2 (``ip``, ``tc``); stdlib only.
+
+Usage (``python -m bench.netns`` in a checkout is the same module)
+    ringpress bench allreduce --link 1gbit ...       # the usual way: namespaces made and removed
+    python -m ringpress.bench.netns --nranks 2 --rate 1gbit [--timeout S] -- CMD ...
+    python -m ringpress.bench.netns --check --rate 1gbit   # measured TCP throughput ns1 -> ns0
+    python -m ringpress.bench.netns --cleanup              # remove leftovers of dead runs
+A command word ``python`` / ``python3`` is replaced by this interpreter (``sys.executable``), so
+the ranks use the same virtual environment; the working directory is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import contextlib
+import itertools
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from .launch import (
+    KILL_GRACE_S,
+    Interrupted,
+    LaunchResult,
+    install_signal_handlers,
+    python_argv,
+    remove_shm_segments,
+    restore_signal_handlers,
+    run_processes,
+    signals_blocked,
+)
+from .launch import stop as _stop
+
+__all__ = [
+    "Interrupted",
+    "LaunchResult",
+    "NetnsError",
+    "Topology",
+    "cleanup_stale",
+    "list_namespaces",
+    "measure_throughput",
+    "namespace_pids",
+    "parse_rate",
+    "preflight",
+    "tbf_burst",
+    "topology",
+]
+
+PREFIX = "rpb"  # every namespace this harness creates is named rpb<pid>_<n>-<rank|hub>
+IFNAME = "rpveth"  # the rank's link inside each rank namespace
+BRIDGE = "rpbr"
+NETNS_ETC = "/etc/netns"
+TBF_LATENCY_MS = 20
+TBF_MIN_BURST = 128 << 10
+TBF_BURST_SECONDS = 0.004
+FIRST_PORT = 29500  # MASTER_PORT of the first launch; later launches step by PORT_STEP
+PORT_STEP = 8  # MASTER_PORT .. +7 belong to one launch (bench allreduce uses +1, +2)
+
+_seq = itertools.count()
+_live: set[Topology] = set()
+_live_lock = threading.Lock()
+_NAME_RE = re.compile(rf"^{PREFIX}(\d+)_(\d+)-(\w+)$")
+
+
+class NetnsError(RuntimeError):
+    """Setup failed or the environment cannot run the harness (message says why)."""
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def parse_rate(rate: str | None) -> int | None:
+    """tc rate string -> bits per second; ``None`` / ``"none"`` / ``"0"`` -> no shaping."""
+    if rate is None or str(rate).strip().lower() in ("", "none", "0", "off"):
+        return None
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(bit|bps)?\s*", str(rate).lower())
+    if not m:
+        raise ValueError(f"bad rate {rate!r}: use e.g. 1gbit, 10gbit, 500mbit or none")
+    value = float(m.group(1)) * {"": 1, "k": 1e3, "m": 1e6, "g": 1e9, "t": 1e12}[m.group(2)]
+    if m.group(3) == "bps":  # tc: bps = bytes per second
+        value *= 8
+    if value <= 0:
+        return None
+    return int(value)
+
+
+def tbf_burst(rate_bps: int) -> int:
+    """Bucket size for ``rate_bps``: max(128 KiB, 4 ms of the rate); see the module docstring."""
+    return max(TBF_MIN_BURST, int(rate_bps / 8 * TBF_BURST_SECONDS))
+
+
+def preflight(need_tc: bool = True) -> None:
+    """Raise NetnsError with a clear message unless this process can create namespaces."""
+    if sys.platform != "linux":
+        raise NetnsError("network namespaces need Linux")
+    if os.geteuid() != 0:
+        raise NetnsError(
+            "network namespaces need root (CAP_NET_ADMIN, CAP_SYS_ADMIN): rerun as root, "
+            "e.g. sudo -E .venv/bin/ringpress bench allreduce --link 1gbit"
+        )
+    for tool in ("ip", "tc") if need_tc else ("ip",):
+        if shutil.which(tool) is None:
+            raise NetnsError(f"'{tool}' not found: install iproute2 (apt-get install iproute2)")
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    res = subprocess.run(["ip", *args], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    if check and res.returncode != 0:
+        raise NetnsError(f"ip {' '.join(args)} failed: {res.stderr.strip() or res.returncode}")
+    return res
+
+
+def _veth(ns: str, name: str, peer_ns: str, peer_name: str) -> None:
+    """A veth pair: ``name`` in namespace ``ns``, its other end ``peer_name`` in ``peer_ns``."""
+    _ip("-n", ns, "link", "add", name, "type", "veth", "peer", "name", peer_name, "netns", peer_ns)
+
+
+def list_namespaces() -> list[str]:
+    """Names of all named network namespaces (``ip netns list``)."""
+    res = _ip("netns", "list", check=False)
+    return [line.split()[0] for line in res.stdout.splitlines() if line.strip()]
+
+
+def namespace_pids(name: str) -> list[int]:
+    res = _ip("netns", "pids", name, check=False)
+    return [int(p) for p in res.stdout.split() if p.isdigit()]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _kill_pids(pids: Sequence[int]) -> None:
+    for pid in pids:
+        if pid == os.getpid():
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _delete_namespace(name: str) -> None:
+    """Kill what still runs inside ``name``, then delete it; retries while the kernel lets go."""
+    for _ in range(50):
+        _kill_pids(namespace_pids(name))
+        res = _ip("netns", "del", name, check=False)
+        if res.returncode == 0 or name not in list_namespaces():
+            break
+        time.sleep(0.05)
+    d = os.path.join(NETNS_ETC, name)
+    if os.path.isdir(d):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _remove_netns_etc_if_empty() -> None:
+    with contextlib.suppress(OSError):
+        os.rmdir(NETNS_ETC)  # only succeeds when empty: other tools' entries stay
+
+
+def cleanup_stale(verbose: bool = True) -> list[str]:
+    """Delete namespaces (and /etc/netns entries) of this harness whose creating process is gone."""
+    removed = []
+    names = set(list_namespaces())
+    if os.path.isdir(NETNS_ETC):
+        names |= set(os.listdir(NETNS_ETC))
+    for name in sorted(names):
+        m = _NAME_RE.match(name)
+        if m and not _pid_alive(int(m.group(1))):
+            _delete_namespace(name)
+            removed.append(name)
+            if verbose:
+                print(f"removed {name}")
+    _remove_netns_etc_if_empty()
+    return removed
+
+
+_python_argv = python_argv
+
+
+# --------------------------------------------------------------------------- topology
+
+
+class Topology:
+    """``nranks`` network namespaces joined by links shaped to ``rate``; a context manager.
+
+    >>> with Topology(2, "1gbit") as topo:            # doctest: +SKIP
+    ...     res = topo.launch(["python", "-m", "ringpress.bench", "allreduce"])
+    """
+
+    def __init__(
+        self,
+        nranks: int,
+        rate: str | None = "1gbit",
+        *,
+        mtu: int | None = None,
+        hosts_file: bool = True,
+        handle_signals: bool = True,
+    ) -> None:
+        if nranks < 1:
+            raise ValueError("nranks must be >= 1")
+        if nranks > 250:
+            raise ValueError("at most 250 ranks (one /24)")
+        self.nranks = nranks
+        self.rate = "none" if parse_rate(rate) is None else str(rate)
+        self.rate_bps = parse_rate(rate)
+        self.mtu = mtu
+        self.hosts_file = hosts_file
+        self.handle_signals = handle_signals
+        seq = next(_seq)
+        self.prefix = f"{PREFIX}{os.getpid()}_{seq}"
+        self.subnet = (os.getpid() + seq) % 250 + 1
+        self.hub = f"{self.prefix}-hub" if nranks > 2 else None
+        self.ifname = IFNAME
+        self._namespaces: list[str] = []  # created so far, in creation order
+        self._procs: list[subprocess.Popen] = []
+        self._pids: list[int] = []  # every rank process ever launched (for shm cleanup)
+        self._launches = 0
+        self._old_handlers: dict[int, Any] = {}
+        self._made_netns_etc = False
+        self._active = False
+
+    # ---- names
+    def ns(self, rank: int) -> str:
+        self._check_rank(rank)
+        return f"{self.prefix}-{rank}"
+
+    def addr(self, rank: int) -> str:
+        """Rank's IPv4 address (127.0.0.1 for a single rank: its namespace has only ``lo``)."""
+        self._check_rank(rank)
+        if self.nranks == 1:
+            return "127.0.0.1"
+        return f"10.233.{self.subnet}.{rank + 1}"
+
+    def exec_prefix(self, rank: int) -> list[str]:
+        """argv prefix that runs a command inside rank ``rank``'s namespace."""
+        return self.exec_prefix_ns(self.ns(rank))
+
+    @staticmethod
+    def exec_prefix_ns(name: str) -> list[str]:
+        return ["ip", "netns", "exec", name]
+
+    def namespaces(self) -> list[str]:
+        """Every namespace of this topology (ranks, then the hub if any)."""
+        return [self.ns(r) for r in range(self.nranks)] + ([self.hub] if self.hub else [])
+
+    def _check_rank(self, rank: int) -> None:
+        if not 0 <= rank < self.nranks:
+            raise IndexError(f"rank {rank} out of range for {self.nranks} ranks")
+
+    # ---- lifecycle
+    def __enter__(self) -> Topology:
+        self.setup()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.teardown()
+
+    def setup(self) -> None:
+        preflight(need_tc=self.rate_bps is not None)
+        with _live_lock:
+            _live.add(self)
+        self._active = True
+        self._install_signal_handlers()
+        try:
+            self._build()
+        except BaseException:
+            self.teardown()
+            raise
+
+    def _build(self) -> None:
+        for name in self.namespaces():
+            _ip("netns", "add", name)
+            self._namespaces.append(name)
+            _ip("-n", name, "link", "set", "lo", "up")
+        if self.nranks == 2:
+            _veth(self.ns(0), IFNAME, self.ns(1), IFNAME)
+        elif self.nranks > 2:
+            assert self.hub is not None
+            _ip("-n", self.hub, "link", "add", BRIDGE, "type", "bridge")
+            _ip("-n", self.hub, "link", "set", BRIDGE, "up")
+            for r in range(self.nranks):
+                port = f"p{r}"
+                _veth(self.hub, port, self.ns(r), IFNAME)
+                if self.mtu:
+                    _ip("-n", self.hub, "link", "set", port, "mtu", str(self.mtu))
+                _ip("-n", self.hub, "link", "set", port, "master", BRIDGE)
+                _ip("-n", self.hub, "link", "set", port, "up")
+        hostname = socket.gethostname()
+        for r in range(self.nranks if self.nranks > 1 else 0):
+            ns = self.ns(r)
+            if self.mtu:
+                _ip("-n", ns, "link", "set", IFNAME, "mtu", str(self.mtu))
+            _ip("-n", ns, "addr", "add", f"{self.addr(r)}/24", "dev", IFNAME)
+            _ip("-n", ns, "link", "set", IFNAME, "up")
+            if self.rate_bps is not None:
+                self._shape(ns)
+        for r in range(self.nranks):
+            if self.hosts_file:
+                self._write_hosts(r, hostname)
+
+    def _shape(self, ns: str) -> None:
+        assert self.rate_bps is not None
+        rate, burst = str(self.rate_bps), str(tbf_burst(self.rate_bps))
+        tbf = ["tbf", "rate", rate, "burst", burst, "latency", f"{TBF_LATENCY_MS}ms"]
+        cmd = [*self.exec_prefix_ns(ns), "tc", "qdisc", "add", "dev", IFNAME, "root", *tbf]
+        res = subprocess.run(cmd, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if res.returncode != 0:
+            raise NetnsError(f"{' '.join(cmd[4:])} failed in {ns}: {res.stderr.strip()}")
+
+    def _write_hosts(self, rank: int, hostname: str) -> None:
+        if not os.path.isdir(NETNS_ETC):
+            os.makedirs(NETNS_ETC, exist_ok=True)
+            self._made_netns_etc = True
+        d = os.path.join(NETNS_ETC, self.ns(rank))
+        os.makedirs(d, exist_ok=True)
+        own = self.addr(rank)
+        lines = ["127.0.0.1 localhost", f"{own} {hostname}"]
+        lines += [f"{self.addr(r)} rank{r}" for r in range(self.nranks) if self.nranks > 1]
+        # IPv4-mapped forms too: dual-stack servers (torch's TCPStore) look peers up by them, and
+        # the host's DNS server is unreachable from inside a namespace.
+        lines += [f"::ffff:{self.addr(r)} rank{r}" for r in range(self.nranks) if self.nranks > 1]
+        with open(os.path.join(d, "hosts"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def teardown(self) -> None:
+        """Kill every process, delete every namespace and /etc/netns entry; idempotent."""
+        if not self._active:
+            return
+        with signals_blocked():  # a second Ctrl-C must not cut the cleanup short
+            _stop(self._procs, grace=1.0)
+            self._procs.clear()
+            for name in reversed(self.namespaces()):
+                if name in self._namespaces or os.path.isdir(os.path.join(NETNS_ETC, name)):
+                    _delete_namespace(name)
+            self._namespaces.clear()
+            remove_shm_segments(self._pids)
+            if self._made_netns_etc:
+                _remove_netns_etc_if_empty()
+            self._active = False
+            with _live_lock:
+                _live.discard(self)
+            self._restore_signal_handlers()
+
+    def _install_signal_handlers(self) -> None:
+        if self.handle_signals:
+            self._old_handlers = install_signal_handlers()
+
+    def _restore_signal_handlers(self) -> None:
+        with _live_lock:
+            live = bool(_live)
+        restore_signal_handlers(self._old_handlers, still_live=live)
+
+    # ---- processes
+    def rank_env(self, rank: int, master_port: int) -> dict[str, str]:
+        """The variables ``launch`` sets for ``rank`` (on top of the caller's environment)."""
+        return {
+            "RANK": str(rank),
+            "WORLD_SIZE": str(self.nranks),
+            "LOCAL_RANK": "0",
+            "LOCAL_WORLD_SIZE": "1",
+            "MASTER_ADDR": self.addr(0),
+            "MASTER_PORT": str(master_port),
+            "RINGPRESS_TRANSPORT": "tcp",
+            "GLOO_SOCKET_IFNAME": IFNAME if self.nranks > 1 else "lo",
+            "RINGPRESS_NETNS_RATE": self.rate,
+            "RINGPRESS_NETNS_NRANKS": str(self.nranks),
+            "PYTHONUNBUFFERED": "1",
+        }
+
+    def next_port(self) -> int:
+        """A MASTER_PORT no earlier launch in these (fresh) namespaces has used."""
+        port = FIRST_PORT + PORT_STEP * (self._launches % 2000)
+        self._launches += 1
+        return port
+
+    def run(self, rank: int, cmd: Sequence[str], **kw: Any) -> subprocess.CompletedProcess:
+        """``subprocess.run`` of one command inside rank ``rank``'s namespace."""
+        kw.setdefault("stdin", subprocess.DEVNULL)
+        return subprocess.run(self.exec_prefix(rank) + _python_argv(cmd), **kw)
+
+    def launch(
+        self,
+        cmd: Sequence[str],
+        env: dict[str, str] | None = None,
+        *,
+        timeout: float | None = None,
+        stream: bool | str = True,
+        master_port: int | None = None,
+        grace: float = KILL_GRACE_S,
+    ) -> LaunchResult:
+        """Run ``cmd`` once per rank, each inside its namespace; wait for all of them.
+
+        ``env`` is added to this process's environment, then the rank variables (see
+        ``rank_env``) on top. ``stream``: True streams rank 0's stdout / stderr to ours as it
+        comes, "all" streams every rank's with a ``[rank r]`` prefix, "inherit" hands rank 0 our
+        own stdout / stderr (not captured then), False streams nothing; all other output is
+        captured in the result. If a rank exits non-zero, or ``timeout``
+        seconds pass, the other ranks are stopped (SIGTERM, SIGKILL after ``grace``).
+        """
+        if not self._active:
+            raise NetnsError("Topology is not set up (use it as a context manager)")
+        port = master_port if master_port is not None else self.next_port()
+        argv = _python_argv(cmd)
+        envs = []
+        for r in range(self.nranks):
+            e = dict(os.environ)
+            e.update(env or {})
+            e.update(self.rank_env(r, port))
+            envs.append(e)
+        res = run_processes(
+            [self.exec_prefix(r) + argv for r in range(self.nranks)],
+            envs,
+            timeout=timeout,
+            stream=stream,
+            grace=grace,
+            track=self._procs,
+            started=self._pids,
+            master_port=port,
+        )
+        remove_shm_segments(res.pids)
+        return res
+
+
+def _atexit_teardown() -> None:
+    with _live_lock:
+        live = list(_live)
+    for topo in live:
+        with contextlib.suppress(Exception):
+            topo.teardown()
+
+
+atexit.register(_atexit_teardown)
+
+
+@contextlib.contextmanager
+def topology(nranks: int, rate: str | None = "1gbit", **kw: Any) -> Iterator[Topology]:
+    """Function form of ``with Topology(nranks, rate) as topo``."""
+    with Topology(nranks, rate, **kw) as topo:
+        yield topo
+
+
+# --------------------------------------------------------------------------- throughput check
+
+
+def _probe_main(seconds: float) -> int:
+    """One end of the throughput check; role by RANK: rank 0 receives, rank 1 sends."""
+    rank = int(os.environ["RANK"])
+    addr, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    chunk = 1 << 20
+    if rank == 0:
+        with socket.create_server((addr, port)) as srv:
+            srv.settimeout(30)
+            conn, _ = srv.accept()
+        with conn:
+            buf = bytearray(chunk)
+            total = 0
+            first = last = 0.0
+            while True:
+                n = conn.recv_into(buf)
+                if n == 0:
+                    break
+                last = time.perf_counter()
+                if total == 0:
+                    first = last
+                total += n
+        secs = last - first
+        print(
+            json.dumps(
+                {
+                    "bytes": total,
+                    "seconds": secs,
+                    "gbps": total * 8 / secs / 1e9 if secs > 0 else 0.0,
+                }
+            )
+        )
+        return 0
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            conn = socket.create_connection((addr, port), timeout=5)
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+    payload = memoryview(bytes(chunk))
+    with conn:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            conn.sendall(payload)
+    return 0
+
+
+def measure_throughput(topo: Topology, seconds: float = 0.5, timeout: float = 60) -> dict[str, Any]:
+    """TCP throughput from rank 1 to rank 0 over ``seconds`` (bytes counted at the receiver).
+
+    Returns {"bytes", "seconds", "gbps"}; raises NetnsError if the probe fails.
+    """
+    if topo.nranks < 2:
+        raise NetnsError("the throughput check needs at least 2 ranks")
+    cmd = [sys.executable, "-m", "ringpress.bench.netns", "--_probe", str(seconds)]
+    res = _launch_pair(topo, cmd, timeout)
+    if not res.ok:
+        raise NetnsError("throughput check failed:\n" + res.describe())
+    line = [ln for ln in res.stdout[0].splitlines() if ln.startswith("{")][-1]
+    return json.loads(line)
+
+
+def _launch_pair(topo: Topology, cmd: list[str], timeout: float) -> LaunchResult:
+    if topo.nranks == 2:
+        return topo.launch(cmd, timeout=timeout, stream=False)
+    # More ranks: only ranks 0 and 1 take part; the others run a no-op.
+    script = (
+        "import os, sys, subprocess\n"
+        "r = int(os.environ['RANK'])\n"
+        f"sys.exit(subprocess.call({cmd!r}) if r < 2 else 0)\n"
+    )
+    return topo.launch([sys.executable, "-c", script], timeout=timeout, stream=False)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _parse(argv: list[str], prog: str) -> tuple[argparse.Namespace, list[str]]:
+    cmd: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, cmd = argv[:i], argv[i + 1 :]
+    ap = argparse.ArgumentParser(
+        prog=prog,
+        description="Run one process per rank in network namespaces joined by shaped links.",
+        epilog=f"example: {prog} --nranks 2 --rate 1gbit -- "
+        "python -m ringpress.bench allreduce --quick",
+    )
+    ap.add_argument("--nranks", "-n", type=int, default=2, help="ranks (namespaces); default 2")
+    ap.add_argument(
+        "--rate", default="1gbit", help="per-rank egress rate: 1gbit, 10gbit, none, ..."
+    )
+    ap.add_argument(
+        "--mtu", type=int, default=None, help="link MTU (default: the veth default, 1500)"
+    )
+    ap.add_argument("--timeout", type=float, default=None, help="kill all ranks after S seconds")
+    ap.add_argument(
+        "--all-output", action="store_true", help="stream every rank's output, not only rank 0's"
+    )
+    ap.add_argument(
+        "--check", action="store_true", help="measure TCP throughput across the link and exit"
+    )
+    ap.add_argument(
+        "--seconds", type=float, default=1.0, help="--check transfer duration (default 1 s)"
+    )
+    ap.add_argument(
+        "--cleanup", action="store_true", help="remove namespaces left by dead runs and exit"
+    )
+    ap.add_argument("--_probe", type=float, default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args._probe is None and not (args.check or args.cleanup) and not cmd:
+        ap.error("give a command after '--', or --check / --cleanup")
+    return args, cmd
+
+
+def main(argv: list[str] | None = None, prog: str = "python -m ringpress.bench.netns") -> int:
+    args, cmd = _parse(list(sys.argv[1:] if argv is None else argv), prog)
+    if args._probe is not None:
+        return _probe_main(args._probe)
+    try:
+        preflight(need_tc=parse_rate(args.rate) is not None)
+        if args.cleanup:
+            removed = cleanup_stale()
+            print(f"removed {len(removed)} namespace(s)")
+            return 0
+        if args.check:
+            with Topology(max(2, args.nranks), args.rate, mtu=args.mtu) as topo:
+                r = measure_throughput(topo, args.seconds)
+            burst = tbf_burst(topo.rate_bps) if topo.rate_bps else None
+            shaping = (
+                f"tbf rate {topo.rate} burst {burst} latency {TBF_LATENCY_MS}ms"
+                if burst
+                else "unshaped"
+            )
+            print(
+                f"{r['gbps']:.3f} Gbit/s  ({r['bytes'] / 1e6:.1f} MB in {r['seconds']:.3f} s, "
+                f"TCP {topo.ns(1)} -> {topo.ns(0)}, {shaping})"
+            )
+            return 0
+        with Topology(args.nranks, args.rate, mtu=args.mtu) as topo:
+            print(
+                f"netns: {args.nranks} ranks, rate {topo.rate}, prefix {topo.prefix}, "
+                f"rank 0 at {topo.addr(0)}",
+                file=sys.stderr,
+                flush=True,
+            )
+            res = topo.launch(cmd, timeout=args.timeout, stream="all" if args.all_output else True)
+        if res.ok:
+            return 0
+        print("netns: " + res.describe().replace("\n", "\nnetns: "), file=sys.stderr)
+        return res.exit_code()
+    except NetnsError as e:
+        print(f"netns: error: {e}", file=sys.stderr)
+        return 2
+    except Interrupted as e:
+        print(f"netns: interrupted by {signal.Signals(e.signum).name}; cleaned up", file=sys.stderr)
+        return 128 + e.signum
+    except KeyboardInterrupt:
+        print("netns: interrupted; cleaned up", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,410 @@
+"""`ringpress bench` end to end at small sizes with 2 ranks: alone (it spawns its ranks), under
+mpirun, over a shaped link in namespaces; the JSON record's fields and values; bad arguments,
+missing peers and the unbuilt `train` give a message and exit 2 (never a traceback); Ctrl-C leaves
+no rank process, namespace or shared-memory segment behind."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ringpress.bench")
+from ringpress.bench import cli, launch, netns
+from ringpress.bench._common import Progress
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+RINGPRESS = shutil.which("ringpress", path=str(BIN)) or shutil.which("ringpress")
+MPIRUN = shutil.which("mpirun", path=str(BIN)) or shutil.which("mpirun")
+HAVE_NETNS = (
+    sys.platform == "linux"
+    and os.geteuid() == 0
+    and shutil.which("ip") is not None
+    and shutil.which("tc") is not None
+)
+needs_netns = pytest.mark.skipif(not HAVE_NETNS, reason="needs root, Linux and iproute2 (ip, tc)")
+QUICK_SIZES = [4096, 65536, 1 << 20]
+
+
+def _have(mod: str) -> bool:
+    try:
+        __import__(mod)
+    except ImportError:
+        return False
+    return True
+
+
+def _bench(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 120):
+    """Run the console script (``python -m ringpress.bench`` where it is not installed)."""
+    head = [RINGPRESS, "bench"] if RINGPRESS else [sys.executable, "-m", "ringpress.bench"]
+    e = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
+    e.update(env or {})
+    return subprocess.run(
+        [*head, *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def _no_traceback(res: subprocess.CompletedProcess) -> None:
+    assert "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
+
+
+def _check_record(rec: dict, world: int, sizes: list[int], repeats: int) -> None:
+    """Fields every allreduce record has, and values computed the way the docstring says."""
+    assert rec["benchmark"] == "bench.allreduce"
+    assert rec["machine"]["cpu_count"] >= 1 and rec["machine"]["python"]
+    v = rec["versions"]
+    assert v["ringpress"] and v["numpy"] and v["python"]
+    cfg = rec["config"]
+    assert cfg["world_size"] == world and cfg["sizes"] == sizes
+    assert cfg["busbw_factor"] == pytest.approx(2 * (world - 1) / world)
+    assert "ringpress bench allreduce" in rec["command"] or "ringpress.bench" in rec["command"]
+    assert [s["nbytes"] for s in rec["sizes"]] == sizes
+    for s in rec["sizes"]:
+        for name in cfg["peers_run"]:
+            r = s["peers"][name]
+            assert r["verified"] is True
+            assert len(r["samples_s"]) == r["n_samples"] == repeats
+            assert len(r["rank_samples_s"]) == world
+            assert all(len(rs) == repeats and all(t > 0 for t in rs) for rs in r["rank_samples_s"])
+            # a sample is the slowest rank's time; the reported time their median
+            assert r["samples_s"] == [max(col) for col in zip(*r["rank_samples_s"])]
+            assert r["median_s"] == pytest.approx(statistics.median(r["samples_s"]))
+            assert r["min_s"] == min(r["samples_s"]) > 0
+            algbw = s["nbytes"] / r["median_s"] / 1e9
+            assert r["algbw_GBps"] == pytest.approx(algbw)
+            assert r["busbw_GBps"] == pytest.approx(algbw * 2 * (world - 1) / world)
+        if "ringpress" in cfg["peers_run"]:
+            rp = s["peers"]["ringpress"]["median_s"]
+            for name, ratio in s["speedup_vs"].items():
+                assert ratio == pytest.approx(s["peers"][name]["median_s"] / rp)
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def test_alone_mode_spawns_two_ranks_and_records_everything(tmp_path):
+    """No launcher, no --json: ranks spawned by the command, files in ./ringpress-results/."""
+    res = _bench("allreduce", "--quick", "--nranks", "2", cwd=tmp_path)
+    assert res.returncode == 0, res.stdout + res.stderr
+    _no_traceback(res)
+    assert "1 MiB" in res.stdout and "busbw" in res.stdout  # rank 0's table reached us
+    assert "mpi: skipped, not launched under mpirun" in res.stdout
+    out = tmp_path / "ringpress-results" / "allreduce_alone_np2_quick.json"
+    assert f"wrote {out.relative_to(tmp_path)}" in res.stdout
+    rec = json.loads(out.read_text())
+    cfg = rec["config"]
+    assert cfg["mode"] == "alone" and cfg["launcher"] == "env" and cfg["link"] is None
+    assert cfg["quick"] is True and cfg["repeats"] == 3
+    assert cfg["peers_requested"] == ["ringpress", "gloo", "mpi"]
+    want = ["ringpress", "gloo"] if _have("torch") else ["ringpress"]
+    assert cfg["peers_run"] == want
+    assert any(n.startswith("mpi: skipped") for n in rec["notes"])
+    assert rec["peers"]["ringpress"]["transport"] == ["shm"]
+    _check_record(rec, 2, QUICK_SIZES, 3)
+    if _have("matplotlib"):
+        assert out.with_suffix(".png").stat().st_size > 0
+    if _have("torch"):
+        assert set(rec["sizes"][0]["speedup_vs"]) == {"gloo"}
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
+def test_under_mpirun(tmp_path):
+    pytest.importorskip("mpi4py")
+    out = tmp_path / "mpi.json"
+    cmd = [MPIRUN, "-n", "2", "--allow-run-as-root", "--oversubscribe", sys.executable]
+    cmd += ["-m", "ringpress.bench", "allreduce", "--quick", "--peers", "ringpress,mpi"]
+    res = subprocess.run(
+        [*cmd, "--json", str(out), "--no-plot", "--sizes", "4K,64K"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stdout + res.stderr
+    _no_traceback(res)
+    assert res.stdout.count("64 KiB") == 1  # only rank 0 prints
+    rec = json.loads(out.read_text())
+    assert rec["config"]["mode"] == "mpi" and rec["config"]["peers_run"] == ["ringpress", "mpi"]
+    assert "Open MPI" in rec["versions"]["mpi_library"]
+    _check_record(rec, 2, [4096, 65536], 3)
+
+
+@pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
+def test_under_mpirun_without_mpi4py_is_a_message(tmp_path):
+    shim = _shim(tmp_path, "mpi4py")
+    cmd = [MPIRUN, "-n", "2", "--allow-run-as-root", "--oversubscribe", "-x", "PYTHONPATH"]
+    cmd += [sys.executable, "-m", "ringpress.bench", "allreduce", "--quick"]
+    res = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(shim)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert res.returncode != 0
+    assert "mpi4py is not importable" in res.stderr and "pip install 'ringpress[mpi]'" in res.stderr
+    _no_traceback(res)
+
+
+@needs_netns
+def test_shaped_link_in_namespaces(tmp_path):
+    out = tmp_path / "link.json"
+    args = ["allreduce", "--link", "1gbit", "--quick", "--sizes", "4K,64K", "--peers"]
+    res = _bench(*args, "ringpress", "--json", str(out), "--no-plot")
+    assert res.returncode == 0, res.stdout + res.stderr
+    _no_traceback(res)
+    rec = json.loads(out.read_text())
+    cfg = rec["config"]
+    assert cfg["link"] == "1gbit" and cfg["network"]["rate"] == "1gbit"
+    assert cfg["network"]["transport"] == "tcp" and cfg["mode"] == "alone"
+    assert rec["peers"]["ringpress"]["transport"] == ["tcp"]
+    assert "--link 1gbit" in rec["command"]
+    _check_record(rec, 2, [4096, 65536], 3)
+    # 64 KiB cannot cross a 1 Gbit/s link faster than the link (busbw = algbw for 2 ranks)
+    assert rec["sizes"][1]["peers"]["ringpress"]["busbw_GBps"] < 0.2
+    assert not [n for n in netns.list_namespaces() if n.startswith(netns.PREFIX)]
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root + setpriv"
+)
+def test_link_without_root_is_one_clear_line():
+    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
+    cmd += ["-m", "ringpress.bench", "allreduce", "--link", "1gbit", "--quick"]
+    res = subprocess.run(cmd, cwd="/", capture_output=True, text=True, timeout=30)
+    if "No module named" in res.stderr or "Permission denied" in res.stderr:
+        pytest.skip("the interpreter or the installed package is not readable by nobody")
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--link 1gbit" in res.stderr and "need root" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+    _no_traceback(res)
+
+
+# --------------------------------------------------------------------------- missing peers
+
+
+def _shim(tmp_path: Path, *modules: str) -> Path:
+    """A PYTHONPATH entry where importing ``modules`` fails, as if they were not installed."""
+    d = tmp_path / "shim"
+    for m in modules:
+        (d / m).mkdir(parents=True, exist_ok=True)
+        (d / m / "__init__.py").write_text(f"raise ImportError('{m} hidden by a test shim')\n")
+    return d
+
+
+def test_missing_torch_and_mpi_skip_their_peers(tmp_path):
+    out = tmp_path / "shim.json"
+    env = {"PYTHONPATH": str(_shim(tmp_path, "torch", "mpi4py"))}
+    res = _bench("allreduce", "--quick", "--sizes", "4K", "--json", str(out), "--no-plot", env=env)
+    assert res.returncode == 0, res.stdout + res.stderr
+    _no_traceback(res)
+    assert "gloo: skipped, torch.distributed not importable" in res.stdout
+    assert "mpi: skipped" in res.stdout
+    rec = json.loads(out.read_text())
+    assert rec["config"]["peers_run"] == ["ringpress"]
+    assert rec["versions"]["torch"] is None and rec["versions"]["mpi4py"] is None
+    assert len(rec["notes"]) == 2
+    _check_record(rec, 2, [4096], 3)
+
+
+# --------------------------------------------------------------------------- usage
+
+
+def _main(argv: list[str], capsys) -> tuple[int, str]:
+    try:
+        rc = cli.main(argv)
+    except SystemExit as e:
+        rc = e.code
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        ([], "give a subcommand"),
+        (["nccl"], "invalid choice"),
+        (["allreduce", "--sizes", "3"], "multiples of 4 bytes"),
+        (["allreduce", "--sizes", "lots"], "bad size 'lots'"),
+        (["allreduce", "--peers", "nccl"], "unknown peers ['nccl']"),
+        (["allreduce", "--peers", "mpi"], "the mpi peer needs mpirun"),
+        (["allreduce", "--link", "fast"], "bad rate 'fast'"),
+        (["allreduce", "--nranks", "0"], "--nranks must be between 1 and 250"),
+        (["allreduce", "--launcher", "single", "--nranks", "2"], "--nranks is for alone mode"),
+        (["allreduce", "--repeats", "0"], "must be positive"),
+        (["allreduce", "--bogus"], "unrecognized arguments: --bogus"),
+        (["codecs", "--sizes", "1M,2M"], "takes one size"),
+        (["codecs", "--datasets", "fp64"], "unknown datasets"),
+        (["compressors", "--size-mib", "-1"], "must be positive"),
+    ],
+)
+def test_bad_arguments_exit_2_with_a_message(argv, message, capsys, monkeypatch):
+    for k in ("RANK", "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    rc, err = _main(argv, capsys)
+    assert rc == 2, err
+    assert message in err and "error:" in err and "Traceback" not in err
+
+
+def test_bad_arguments_from_the_shell():
+    res = _bench("allreduce", "--sizes", "4K..1K")
+    assert res.returncode == 2 and "bad size range" in res.stderr and "usage:" in res.stderr
+    _no_traceback(res)
+
+
+def test_train_is_not_there_yet():
+    res = _bench("train", "--quick")
+    assert res.returncode == 2
+    assert "not available yet" in res.stderr and "issue 6" in res.stderr
+    _no_traceback(res)
+
+
+def test_help_lists_every_subcommand(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    assert e.value.code == 0
+    text = capsys.readouterr().out
+    for sub in ("allreduce", "collectives", "codecs", "compressors", "train"):
+        assert sub in text
+
+
+# --------------------------------------------------------------------------- interrupt
+
+
+def _children(pid: int) -> list[int]:
+    kids = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            if ppid == pid:
+                kids.append(int(d))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
+def test_ctrl_c_leaves_nothing_behind(tmp_path):
+    """SIGINT while both ranks are inside 256 MiB allreduces (in namespaces when root)."""
+    args = ["allreduce", "--nranks", "2", "--sizes", "256M", "--json", str(tmp_path / "x.json")]
+    if HAVE_NETNS:
+        args += ["--link", "1gbit"]
+    head = [RINGPRESS, "bench"] if RINGPRESS else [sys.executable, "-m", "ringpress.bench"]
+    proc = subprocess.Popen(
+        [*head, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while not any("busbw" in ln for ln in lines) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the table header: both ranks are measuring now
+    time.sleep(1.0)
+    ranks = _children(proc.pid)
+    prefix = f"{netns.PREFIX}{proc.pid}_"
+    try:
+        assert any("busbw" in ln for ln in lines), "the benchmark never started measuring"
+        assert len(ranks) == 2, ranks
+        if HAVE_NETNS:
+            assert len([n for n in netns.list_namespaces() if n.startswith(prefix)]) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=30)
+    err = proc.stderr.read()
+    reader.join(timeout=10)
+    assert rc == 130, err
+    assert "interrupted by SIGINT; ranks stopped" in err and "Traceback" not in err
+    for pid in ranks:
+        assert not _alive(pid), f"rank process {pid} survived"
+    assert not [n for n in netns.list_namespaces() if n.startswith(prefix)]
+    leftovers = [p for pid in ranks for p in Path("/dev/shm").glob(f"ringpress-*-{pid}-*")]
+    assert leftovers == []
+    assert not (tmp_path / "x.json").exists()  # an interrupted run records nothing
+
+
+# --------------------------------------------------------------------------- pieces
+
+
+def test_shm_segments_of_dead_ranks_are_removed(tmp_path):
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    seg = Path(launch.SHM_DIR) / f"ringpress-testjob-{dead.pid}-0-1"
+    other = Path(launch.SHM_DIR) / f"ringpress-testjob-{dead.pid}7-0-1"  # another pid: kept
+    seg.write_bytes(b"x")
+    other.write_bytes(b"x")
+    try:
+        assert launch.remove_shm_segments([dead.pid]) == [str(seg)]
+        assert not seg.exists() and other.exists()
+    finally:
+        for p in (seg, other):
+            p.unlink(missing_ok=True)
+
+
+def test_progress_bar(capsys):
+    bar = Progress(4, enabled=True, label="x ")
+    bar.start("4 KiB ringpress")
+    bar.step()
+    bar.write("a table row")
+    bar.step(3)
+    bar.close()
+    cap = capsys.readouterr()
+    assert cap.out == "a table row\n"
+    assert "[######..................] 1/4  4 KiB ringpress" in cap.err
+    assert "[########################] 4/4" in cap.err
+    assert cap.err.endswith("\r")  # closed: the line is blank again
+    off = Progress(4, enabled=False)
+    off.step()
+    off.write("row")
+    assert capsys.readouterr().err == ""
+    assert Progress.wanted(True) and not Progress.wanted(False) and not Progress.wanted(True, False)
+
+
+def test_where_results_and_caches_go(tmp_path, monkeypatch):
+    from ringpress.bench import _common
+
+    for k in ("RINGPRESS_BENCH_RESULTS", "RINGPRESS_CACHE_DIR"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.chdir(ROOT / "tests")  # inside a checkout: its bench/ folders
+    assert _common.results_dir() == ROOT / "bench" / "results"
+    assert _common.cache_dir() == ROOT / "bench" / ".cache"
+    monkeypatch.chdir(tmp_path)  # anywhere else: ./ringpress-results, the user's cache
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert _common.results_dir() == Path("ringpress-results")
+    assert _common.cache_dir() == tmp_path / "xdg" / "ringpress"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert _common.cache_dir() == tmp_path / "home" / ".cache" / "ringpress"
+
+
+def test_checkout_wrappers_are_the_package_modules():
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import ringpress.bench.allreduce
+
+    import bench.allreduce
+    import bench.netns
+
+    assert bench.allreduce is ringpress.bench.allreduce
+    assert bench.netns is netns
+    assert math.isclose(bench.allreduce.max_inner(2), 100)
