@@ -1,8 +1,9 @@
 // Top-k sparse allreduce: every rank sends only its k largest-magnitude entries.
 //
-//   1. x += residual (error feedback: what this rank dropped last time), if a residual is given;
-//   2. select k = ceil(ratio * n) entries of x (sampled threshold, k within +5%, or exact);
-//      residual = x with the selected entries zeroed (the dropped mass is kept, not lost);
+//   1. residual += x (error feedback: what this rank dropped last time), if a residual is given,
+//      and the selection runs on that;
+//   2. select k = ceil(ratio * n) entries (sampled threshold, k within +5%, or exact); the
+//      residual keeps everything but the selected entries (the dropped mass is kept, not lost);
 //   3. payload = u64 index bytes | delta + bit-packed indices (topk.h) | float32 values;
 //   4. allgather the payload sizes, then allgatherv the payloads (no padding to the largest);
 //   5. x = 0, then every payload is decoded (hostile input: WireFormatError) and scatter-added in
@@ -62,8 +63,13 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   const std::size_t n = o.count;
   auto* x = static_cast<float*>(o.data);
   RP_ENFORCE(n <= 0xffffffffu, UsageError, "topk allreduce handles at most 2^32-1 elements, got ", n);
+  // With error feedback the selection runs on residual += x (one pass), so afterwards the
+  // residual only needs the selected entries zeroed; x is free to receive the sum.
+  const float* src = x;
   if (o.residual) {
-    for (std::size_t i = 0; i < n; ++i) x[i] += o.residual[i];
+    float* res = o.residual;
+    for (std::size_t i = 0; i < n; ++i) res[i] += x[i];
+    src = res;
   }
   const std::size_t k =
       std::min<std::size_t>(n, static_cast<std::size_t>(std::ceil(o.compression.ratio * static_cast<double>(n))));
@@ -73,13 +79,12 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
     if (o.compression.sampled) {
       topk::SampledOptions so;
       so.seed = oc.seq;
-      topk::topk_sampled(x, n, k, so, &sv);
+      topk::topk_sampled(src, n, k, so, &sv);
     } else {
-      topk::topk_exact(x, n, k, &sv);
+      topk::topk_exact(src, n, k, &sv);
     }
   }
   if (o.residual) {
-    std::memcpy(o.residual, x, n * sizeof(float));
     for (std::uint32_t i : sv.indices) o.residual[i] = 0.0f;
   }
   std::vector<unsigned char> mine;

@@ -30,6 +30,7 @@ long env_long(const char* name, long dflt) {
 // Owned by whichever thread runs requests (one at a time, see the file comment).
 struct Communicator::AutoState {
   autosel::Model model;
+  std::uint32_t measured = 0;  // kinds the model has measured
   int since_calibration = 0;
 };
 
@@ -203,13 +204,14 @@ void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
   std::uint32_t allow = o.compression.allow;
   if (!f32) allow &= autosel::bit(WireCompression::kLossless);
   const std::size_t seg = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
-  if (!st.model.valid || ++st.since_calibration >= 64) {
+  if (!st.model.valid || (allow & ~st.measured) != 0 || ++st.since_calibration >= 64) {
     TimelineScope ts(oc.timeline, "auto:calibrate", "engine", 1, oc.seq);
     // Codecs are measured on float32 data only; for other dtypes nothing is measured and the
     // model keeps plain (lossless would need a dtype-aware sample: not done yet).
     st.model = autosel::calibrate(oc, f32 ? static_cast<const float*>(o.data) : nullptr,
                                   f32 ? o.count : 0, allow, o.compression);
     st.since_calibration = 0;
+    st.measured = allow;
     std::lock_guard<std::mutex> lock(mu_);
     ++stats_.auto_calibrations;
   }

@@ -6,6 +6,9 @@ Subcommands
                                    or it runs as one rank under mpirun / torchrun
     codecs                         lossless codec vs blosc2 / zstandard / lz4 on real gradients
     compressors                    lossy gradient compressors vs torch / numpy
+    compressed                     allreduce with each wire compression (and auto) vs gloo plain on
+                                   real gradients; run as the ranks of a job, e.g. under
+                                   'ringpress bench netns --rate 1gbit -- python -m ringpress.bench compressed'
     train                          training step time per compression mode (needs the torch
                                    backend: not available yet)
     netns                          the namespace harness itself (--check, --cleanup, -- CMD)
@@ -32,6 +35,7 @@ SUBCOMMANDS = {
     "collectives": ("allreduce", "alias of allreduce"),
     "codecs": ("codecs", "lossless codec vs blosc2 / zstandard / lz4 on real gradients"),
     "compressors": ("compressors", "gradient compressors vs torch / numpy peers"),
+    "compressed": ("compressed", "compressed allreduce modes vs gloo on real gradients (run as ranks)"),
     "train": (None, "training step time per compression mode (not available yet)"),
     "netns": ("netns", "namespace harness: --check, --cleanup, or -- CMD"),
 }
