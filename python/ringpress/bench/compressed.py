@@ -58,9 +58,14 @@ def main(argv=None, prog="ringpress bench compressed") -> int:
 
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     n = args.nbytes // 4
-    g = fp32_gradients(verbose=rank == 0)
-    base = np.resize(np.roll(g, 7919 * rank), n).astype(np.float32)
     comm = ringpress.Communicator.from_env()
+    # Rank 0 builds the gradient cache if it is missing (training the model); the others wait.
+    if rank == 0:
+        g = fp32_gradients(verbose=True)
+    comm.barrier()
+    if rank != 0:
+        g = fp32_gradients(verbose=False)
+    base = np.resize(np.roll(g, 7919 * rank), n).astype(np.float32)
     exact = base.astype(np.float64)
     comm.allreduce(exact)  # the exact sum (float64)
     gloo = None
