@@ -456,6 +456,16 @@ class Communicator:
         self._c.close()
         self._keep = None
 
+    def __del__(self) -> None:
+        # Close with the GIL released (the binding does), not from the C++ destructor, which
+        # would wait for the engine while holding it.
+        c = getattr(self, "_c", None)
+        if c is not None and not c.closed:
+            try:
+                c.close()
+            except Exception:  # nothing to report to at garbage collection
+                pass
+
     def __enter__(self) -> Communicator:
         return self
 
