@@ -182,7 +182,7 @@ class ContextImpl final : public Context {
   [[noreturn]] void drain_for_abort(Pair& p);
   bool try_drain_for_abort(Pair& p);  // raises the peer's ABORT if one is readable
   [[noreturn]] void fail_pair(Pair& p, const std::string& what);
-  void sleep_until(Deadline deadline, const Ticket& t);
+  void sleep_until(Deadline deadline);
   [[noreturn]] void fail(std::exception_ptr e);
 
   ContextOptions opts_;
@@ -533,7 +533,7 @@ void ContextImpl::wait(const Ticket& t, Deadline deadline) {
         if (++idle % 64 == 0) std::this_thread::yield();
         continue;
       }
-      sleep_until(deadline, t);
+      sleep_until(deadline);
     }
   } catch (...) {
     fail(std::current_exception());
@@ -551,7 +551,7 @@ void ContextImpl::fail(std::exception_ptr e) {
   std::rethrow_exception(error_ ? error_ : e);
 }
 
-void ContextImpl::sleep_until(Deadline deadline, const Ticket& t) {
+void ContextImpl::sleep_until(Deadline deadline) {
   // Announce sleep on every shm ring we wait for; if one turns out ready, do not sleep.
   bool must_stay = false;
   for (auto& pp : pairs_) {
@@ -581,7 +581,6 @@ void ContextImpl::sleep_until(Deadline deadline, const Ticket& t) {
     if (pp->wants_wake_write) pp->link->wake_as_writer();
     pp->wants_wake_read = pp->wants_wake_write = false;
   }
-  (void)t;
 }
 
 bool ContextImpl::progress_all() {
