@@ -82,14 +82,35 @@ Expect expect(const MsgHeader& h) {
   return e;
 }
 
-namespace {
-struct Item {
-  int block;
-  std::size_t elem;   // first element of the segment
-  std::size_t count;  // elements in the segment
-  bool rs;            // reduce-scatter phase (else allgather)
-};
-}  // namespace
+Schedule schedule(const Plan& plan, int P, int r) {
+  const std::size_t es = dtype_size(plan.dtype);
+  const std::size_t seg_bytes = plan.segment_bytes ? plan.segment_bytes : default_segment_bytes();
+  const std::size_t seg = std::max<std::size_t>(1, seg_bytes / es);
+  auto mod = [P](int x) { return ((x % P) + P) % P; };
+  Schedule sc;
+  auto append = [&](std::vector<Item>* v, int block, bool rs) {
+    const std::size_t b = static_cast<std::size_t>(block);
+    for (std::size_t k = 0; k < plan.len[b]; k += seg) {
+      v->push_back(Item{block, plan.off[b] + k, std::min(seg, plan.len[b] - k), rs});
+    }
+  };
+  if (plan.reduce_scatter) {
+    for (int s = 0; s <= P - 2; ++s) {
+      append(&sc.sends, mod(r - s - 1), true);
+      if (s == 0) sc.first_group = sc.sends.size();
+      append(&sc.recvs, mod(r - s - 2), true);
+    }
+  }
+  if (plan.allgather) {
+    for (int s = 0; s <= P - 2; ++s) {
+      std::size_t before = sc.sends.size();
+      append(&sc.sends, mod(r - s), false);
+      if (!plan.reduce_scatter && s == 0) sc.first_group = sc.sends.size() - before;
+      append(&sc.recvs, mod(r - s - 1), false);
+    }
+  }
+  return sc;
+}
 
 void run(const OpContext& oc, const Plan& plan) {
   Context& ctx = oc.ctx;
@@ -101,32 +122,11 @@ void run(const OpContext& oc, const Plan& plan) {
   const std::size_t seg = std::max<std::size_t>(1, seg_bytes / es);
   const int right = (r + 1) % P;
   const int left = (r + P - 1) % P;
-  auto mod = [P](int x) { return ((x % P) + P) % P; };
-
-  auto append = [&](std::vector<Item>* v, int block, bool rs) {
-    const std::size_t b = static_cast<std::size_t>(block);
-    for (std::size_t k = 0; k < plan.len[b]; k += seg) {
-      v->push_back(Item{block, plan.off[b] + k, std::min(seg, plan.len[b] - k), rs});
-    }
-  };
   // Send and receive sequences (see ring.h): send group g+1 carries what receive group g produced.
-  std::vector<Item> sends, recvs;
-  std::size_t first_group = 0;  // items in the first send group (ready at once)
-  if (plan.reduce_scatter) {
-    for (int s = 0; s <= P - 2; ++s) {
-      append(&sends, mod(r - s - 1), true);
-      if (s == 0) first_group = sends.size();
-      append(&recvs, mod(r - s - 2), true);
-    }
-  }
-  if (plan.allgather) {
-    for (int s = 0; s <= P - 2; ++s) {
-      std::size_t before = sends.size();
-      append(&sends, mod(r - s), false);
-      if (!plan.reduce_scatter && s == 0) first_group = sends.size() - before;
-      append(&recvs, mod(r - s - 1), false);
-    }
-  }
+  Schedule sc = schedule(plan, P, r);
+  const std::vector<Item>& sends = sc.sends;
+  const std::vector<Item>& recvs = sc.recvs;
+  const std::size_t first_group = sc.first_group;  // items in the first send group (ready at once)
   const std::uint8_t redop = plan.reduce_scatter ? static_cast<std::uint8_t>(plan.op) : 0;
   auto make_header = [&](std::size_t index, const Item& it) {
     MsgHeader h = header(plan.coll, plan.dtype, static_cast<ReduceOp>(redop), oc.seq,

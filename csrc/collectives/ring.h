@@ -37,6 +37,21 @@ struct Plan {
 
 void run(const OpContext& oc, const Plan& plan);
 
+// One segment of the schedule.
+struct Item {
+  int block;
+  std::size_t elem;   // first element of the segment
+  std::size_t count;  // elements in the segment
+  bool rs;            // reduce-scatter phase (else allgather)
+};
+// Rank r's send and receive sequences (the same on every rank for the same plan): send group
+// g+1 carries what receive group g produced; the first `first_group` sends are ready at once.
+struct Schedule {
+  std::vector<Item> sends, recvs;
+  std::size_t first_group = 0;
+};
+Schedule schedule(const Plan& plan, int P, int r);
+
 // Split n elements into P nearly equal blocks (the first n % P get one more).
 void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off, std::vector<std::size_t>* len);
 

@@ -24,14 +24,7 @@
 
 namespace ringpress {
 
-namespace {
-struct Item {
-  int block;
-  std::size_t elem;
-  std::size_t count;
-  bool rs;
-};
-}  // namespace
+using ring::Item;
 
 void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   Context& ctx = oc.ctx;
@@ -40,32 +33,17 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   std::unique_ptr<ring::SegmentCodec> codec = ring::make_segment_codec(o.compression, o.dtype, o.op);
   if (P == 1) return;
   const std::size_t es = dtype_size(o.dtype);
-  const std::size_t seg_bytes = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
-  const std::size_t seg = std::max<std::size_t>(1, seg_bytes / es);
   const int right = (r + 1) % P;
   const int left = (r + P - 1) % P;
-  auto mod = [P](int x) { return ((x % P) + P) % P; };
   auto* data = static_cast<unsigned char*>(o.data);
-  std::vector<std::size_t> off, len;
-  ring::even_blocks(o.count, P, &off, &len);
-
-  auto append = [&](std::vector<Item>* v, int block, bool rs) {
-    const std::size_t b = static_cast<std::size_t>(block);
-    for (std::size_t k = 0; k < len[b]; k += seg) v->push_back(Item{block, off[b] + k, std::min(seg, len[b] - k), rs});
-  };
-  std::vector<Item> sends, recvs;
-  std::size_t first_group = 0;
-  for (int s = 0; s <= P - 2; ++s) {
-    append(&sends, mod(r - s - 1), true);
-    if (s == 0) first_group = sends.size();
-    append(&recvs, mod(r - s - 2), true);
-  }
-  for (int s = 0; s <= P - 2; ++s) {
-    append(&sends, mod(r - s), false);
-    append(&recvs, mod(r - s - 1), false);
-  }
-  std::size_t rs_recvs = 0;
-  for (const Item& it : recvs) rs_recvs += it.rs ? 1 : 0;
+  ring::Plan plan;
+  ring::even_blocks(o.count, P, &plan.off, &plan.len);
+  plan.dtype = o.dtype;
+  plan.segment_bytes = o.segment_bytes;
+  const ring::Schedule sc = ring::schedule(plan, P, r);
+  const std::vector<Item>& sends = sc.sends;
+  const std::vector<Item>& recvs = sc.recvs;
+  const std::size_t first_group = sc.first_group;
 
   // The compression kind travels in the high bits of the op byte: a rank compressing differently
   // from its peers is a collective mismatch, not garbage.
