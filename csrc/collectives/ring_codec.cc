@@ -98,8 +98,13 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
     while (posted < recvs.size() && posted < processed + kWindow) post_recv(posted++);
   };
 
-  for (std::size_t j = 0; j < first_group; ++j) encode_and_send(j, false);
   fill_window(0);
+  // Bytes move only while this thread drives the transport: push each encoded segment out before
+  // encoding the next, so the wire starts after one segment's encode, not the whole block's.
+  for (std::size_t j = 0; j < first_group; ++j) {
+    encode_and_send(j, false);
+    (void)ctx.test(send_tickets[j]);
+  }
   for (std::size_t i = 0; i < recvs.size(); ++i) {
     const Item& it = recvs[i];
     fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
