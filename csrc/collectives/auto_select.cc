@@ -19,7 +19,16 @@ double seconds_since(Clock::time_point t0) {
 int k_of(WireCompression k) { return static_cast<int>(k); }
 }  // namespace
 
+namespace {
+double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int P, std::size_t segment_bytes);
+}
+
 double predict(const Model& m, WireCompression kind, std::size_t bytes, int P, std::size_t segment_bytes) {
+  return predict_raw(m, kind, bytes, P, segment_bytes) * m.correction[static_cast<std::size_t>(kind)];
+}
+
+namespace {
+double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int P, std::size_t segment_bytes) {
   if (P <= 1) return 0.0;
   const double n = static_cast<double>(bytes);
   const double hops = 2.0 * (P - 1);
@@ -41,6 +50,7 @@ double predict(const Model& m, WireCompression kind, std::size_t bytes, int P, s
   const double cpu = per_rank * (m.enc_s[k] + m.dec_s[k]);
   return hops * m.alpha_s + wire + cpu;
 }
+}  // namespace
 
 Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std::size_t segment_bytes) {
   Choice c;
@@ -61,13 +71,19 @@ Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std
 }
 
 Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::uint32_t allow,
-                const CompressionOptions& copts) {
+                const CompressionOptions& copts, const Observed& seen, const Model& prev) {
   const int P = oc.ctx.size();
   Model m;
   // Codecs, on up to 1 Mi elements (4 MiB) of the caller's data, best of 2 runs: large enough to
   // stream from memory as the real request will, not from cache.
   const std::size_t ns = std::min<std::size_t>(n, 1u << 20);
-  std::vector<double> v(3 * kKinds + 2, 0.0);  // enc, dec, 1/ratio per kind; alpha; byte_s
+  // enc, dec, 1/ratio per kind; alpha; byte_s; then per kind the observed actual/predicted
+  // (0 = not seen): the slowest rank's figures win everywhere.
+  std::vector<double> v(4 * kKinds + 2, 0.0);
+  for (int k = 0; k < kKinds; ++k) {
+    const auto i = static_cast<std::size_t>(k);
+    if (seen.count[i] > 0) v[4 * kKinds + 2 - kKinds + i] = seen.sum[i] / seen.count[i];
+  }
   for (int k = 1; k < kKinds; ++k) {
     if (!(allow & (1u << k)) || ns == 0) continue;
     const auto kind = static_cast<WireCompression>(k);
@@ -155,6 +171,12 @@ Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::ui
   }
   m.alpha_s = v[3 * kKinds];
   m.byte_s = v[3 * kKinds + 1];
+  for (int k = 0; k < kKinds; ++k) {
+    const auto i = static_cast<std::size_t>(k);
+    const double c = v[4 * kKinds + 2 - kKinds + i];
+    // The observed ratio was against predictions that already included the old correction.
+    m.correction[i] = c > 0 ? std::min(std::max(prev.correction[i] * c, 0.25), 4.0) : prev.correction[i];
+  }
   m.valid = true;
   return m;
 }

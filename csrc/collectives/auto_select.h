@@ -28,6 +28,20 @@ struct Model {
   std::array<double, kKinds> enc_s{};   // encode seconds per input byte
   std::array<double, kKinds> dec_s{};   // decode (+reduce) seconds per input byte
   std::array<double, kKinds> ratio{};   // input bytes / wire bytes
+  // Live correction: mean of (actual / predicted) over the requests run with each kind since the
+  // previous calibration, agreed at the next one (1 = the model was right). predict() scales by it.
+  std::array<double, kKinds> correction{1, 1, 1, 1, 1, 1, 1};
+};
+
+// What a rank observed between calibrations (actual / predicted per kind), folded into the next.
+struct Observed {
+  std::array<double, kKinds> sum{};
+  std::array<double, kKinds> count{};
+  void add(WireCompression k, double actual_s, double predicted_s) {
+    if (predicted_s <= 0) return;
+    sum[static_cast<std::size_t>(k)] += actual_s / predicted_s;
+    count[static_cast<std::size_t>(k)] += 1;
+  }
 };
 
 struct Choice {
@@ -42,7 +56,9 @@ double predict(const Model& m, WireCompression kind, std::size_t bytes, int P, s
 Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std::size_t segment_bytes);
 
 // Collective: all ranks call it at the same request. `sample` is float32 data of the request.
+// `seen` (may be empty) feeds the corrections; `prev` keeps the corrections of kinds not seen.
 Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::uint32_t allow,
-                const CompressionOptions& c);
+                const CompressionOptions& c, const Observed& seen = Observed(),
+                const Model& prev = Model());
 
 }  // namespace ringpress::autosel

@@ -30,6 +30,7 @@ long env_long(const char* name, long dflt) {
 // Owned by whichever thread runs requests (one at a time, see the file comment).
 struct Communicator::AutoState {
   autosel::Model model;
+  autosel::Observed seen;      // actual / predicted since the last calibration
   std::uint32_t measured = 0;  // kinds the model has measured
   int since_calibration = 0;
 };
@@ -196,8 +197,10 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
                 [o](const OpContext& oc) { ringpress::allreduce(oc, o); }, async);
 }
 
-// Auto mode: (re)calibrate at the same request on every rank (the first auto request, then every
-// 64th), pick the kind with the lowest predicted time, run it, and record the choice.
+// Auto mode: (re)calibrate at the same request on every rank (the first auto request, when new
+// kinds are allowed, then every 64th), pick the kind with the lowest predicted time, run it, and
+// record the choice; actual/predicted of the requests in between corrects the model at the next
+// calibration (agreed by all ranks, so choices stay identical everywhere).
 void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
   AutoState& st = *auto_;
   const bool f32 = o.dtype == DType::kF32 && (o.op == ReduceOp::kSum || o.op == ReduceOp::kAvg);
@@ -209,7 +212,8 @@ void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
     // Codecs are measured on float32 data only; for other dtypes nothing is measured and the
     // model keeps plain (lossless would need a dtype-aware sample: not done yet).
     st.model = autosel::calibrate(oc, f32 ? static_cast<const float*>(o.data) : nullptr,
-                                  f32 ? o.count : 0, allow, o.compression);
+                                  f32 ? o.count : 0, allow, o.compression, st.seen, st.model);
+    st.seen = autosel::Observed();
     st.since_calibration = 0;
     st.measured = allow;
     std::lock_guard<std::mutex> lock(mu_);
@@ -232,12 +236,14 @@ void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
     TimelineScope ts(oc.timeline, wire_compression_name(ch.kind), "auto", 1, oc.seq);
     ringpress::allreduce(oc, o);
   }
+  const double actual = std::chrono::duration<double>(Clock::now() - t0).count();
+  st.seen.add(ch.kind, actual, ch.predicted_s[static_cast<std::size_t>(ch.kind)]);
   std::lock_guard<std::mutex> lock(mu_);
   const int k = static_cast<int>(ch.kind);
   ++stats_.auto_counts[static_cast<std::size_t>(k)];
   stats_.auto_last = k;
   for (int i = 0; i < autosel::kKinds; ++i) stats_.auto_predicted_s[static_cast<std::size_t>(i)] = ch.predicted_s[static_cast<std::size_t>(i)];
-  stats_.auto_actual_s = std::chrono::duration<double>(Clock::now() - t0).count();
+  stats_.auto_actual_s = actual;
 }
 
 Communicator::WorkPtr Communicator::allreduce_coalesced(std::vector<std::pair<void*, std::size_t>> buffers,

@@ -174,7 +174,15 @@ for bad in [lambda: comm.allreduce(g.copy(), compression="auto", allow="topk"), 
 # Non-float32 data: auto may only use lossless (or plain) and stays exact.
 i64 = np.arange(100_000, dtype=np.int64) * (rank + 1)
 comm.allreduce(i64, compression="auto", allow="lossless,int8")
-emit({"digests": digests, "auto": st, "errors": errs,
+# Past the 64th auto request the model is recalibrated, corrected by what the requests in between
+# measured (actual / predicted), and every rank still chooses the same.
+small = np.random.default_rng(rank).standard_normal(100_000).astype(np.float32)
+for i in range(66):
+    y = small.copy()
+    comm.allreduce(y, compression="auto", allow="lossless,int8")
+    digests.append(hashlib.sha256(y.tobytes()).hexdigest())
+st2 = comm.stats()["auto"]
+emit({"digests": digests, "auto": st, "auto2": st2, "errors": errs,
       "int_ok": bool(np.array_equal(i64, np.arange(100_000, dtype=np.int64) * size * (size + 1) // 2))})
 comm.close()
 """
@@ -193,3 +201,6 @@ def test_auto_mode_agrees_on_every_rank_and_reports_its_choice():
     # Every rank made the same choices (same model) and holds the same bits.
     assert len({tuple(rec["digests"]) for rec in recs}) == 1
     assert len({str(rec["auto"]["counts"]) for rec in recs}) == 1
+    for rec in recs:
+        assert rec["auto2"]["calibrations"] == 2, rec["auto2"]
+    assert len({str(rec["auto2"]["counts"]) for rec in recs}) == 1
