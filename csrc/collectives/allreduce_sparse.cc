@@ -75,7 +75,7 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
       std::min<std::size_t>(n, static_cast<std::size_t>(std::ceil(o.compression.ratio * static_cast<double>(n))));
   topk::SparseVector sv;
   {
-    TimelineScope ts(oc.timeline, "select", "compute", 1, oc.seq, n * 4);
+    StageScope ts(oc, Stage::kSelect, "select", n * 4);
     if (o.compression.sampled) {
       topk::SampledOptions so;
       so.seed = oc.seq;
@@ -118,7 +118,7 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   gv.dtype = DType::kU8;
   gv.segment_bytes = o.segment_bytes;
   allgather(oc, gv);
-  TimelineScope ts(oc.timeline, "scatter_add", "compute", 1, oc.seq, total);
+  StageScope ts(oc, Stage::kScatterAdd, "scatter_add", total);
   std::memset(x, 0, n * sizeof(float));
   std::size_t off = 0;
   for (int q = 0; q < P; ++q) {

@@ -182,11 +182,11 @@ void run(const OpContext& oc, const Plan& plan) {
     const Item& it = recvs[i];
     fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
     {
-      TimelineScope ts(oc.timeline, "wait", "comm", 1, oc.seq, it.count * es);
+      StageScope ts(oc, Stage::kWait, "wait", it.count * es);
       ctx.wait(recv_tickets[i], oc.deadline);
     }
     if (it.rs) {
-      TimelineScope ts(oc.timeline, "reduce", "compute", 1, oc.seq, it.count * es);
+      StageScope ts(oc, Stage::kReduce, "reduce", it.count * es);
       reduce_into(plan.dtype, plan.op, plan.data + it.elem * es,
                   scratch->data() + (i % kWindow) * seg * es, it.count);
     }

@@ -75,7 +75,7 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
     unsigned char* out = sbuf->data() + soff[j];
     std::size_t bytes;
     {
-      TimelineScope ts(oc.timeline, "encode", "compute", 1, oc.seq, it.count * es);
+      StageScope ts(oc, Stage::kEncode, "encode", it.count * es);
       bytes = codec->encode(data + it.elem * es, it.count, out);
       if (owner_final && !codec->exact()) {
         // Keep what everyone else will decode, so every rank ends with the same bits.
@@ -109,12 +109,12 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
     const Item& it = recvs[i];
     fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
     {
-      TimelineScope ts(oc.timeline, "wait", "comm", 1, oc.seq, it.count * es);
+      StageScope ts(oc, Stage::kWait, "wait", it.count * es);
       ctx.wait(recv_tickets[i], oc.deadline);
     }
     unsigned char* in = rbuf->data() + roff[i];
     {
-      TimelineScope ts(oc.timeline, it.rs ? "decode+reduce" : "decode", "compute", 1, oc.seq, it.count * es);
+      StageScope ts(oc, Stage::kDecode, it.rs ? "decode+reduce" : "decode", it.count * es);
       codec->decode(in, received[i], data + it.elem * es, it.count, it.rs);
     }
     const std::size_t j = i + first_group;

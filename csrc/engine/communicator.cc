@@ -76,6 +76,10 @@ CommStats Communicator::stats() const {
   CommStats s = stats_;
   s.bytes_sent = ctx_->bytes_sent();
   s.bytes_received = ctx_->bytes_received();
+  for (int i = 0; i < static_cast<int>(Stage::kCount); ++i) {
+    s.stage_s[static_cast<std::size_t>(i)] = static_cast<double>(stages_.ns[static_cast<std::size_t>(i)].load()) * 1e-9;
+    s.stage_bytes[static_cast<std::size_t>(i)] = stages_.bytes[static_cast<std::size_t>(i)].load();
+  }
   return s;
 }
 
@@ -92,7 +96,8 @@ void Communicator::execute(const char* name, std::uint32_t seq, std::uint64_t by
     timeline_.add("queued", "engine", tid, queued, start, seq, bytes);
     try {
       TimelineScope scope(&timeline_, name, "op", tid, seq, bytes);
-      OpContext oc{*ctx_, seq, start + opts_.op_timeout, timeline_.enabled() ? &timeline_ : nullptr};
+      OpContext oc{*ctx_, seq, start + opts_.op_timeout, timeline_.enabled() ? &timeline_ : nullptr,
+                   &stages_};
       fn(oc);
     } catch (const Error& e) {
       ctx_->abort(e);  // no-op if the transport already aborted (and kept the first error)

@@ -6,6 +6,19 @@
 
 namespace ringpress {
 
+const char* stage_name(Stage s) noexcept {
+  switch (s) {
+    case Stage::kWait: return "wait";
+    case Stage::kReduce: return "reduce";
+    case Stage::kEncode: return "encode";
+    case Stage::kDecode: return "decode";
+    case Stage::kSelect: return "select";
+    case Stage::kScatterAdd: return "scatter_add";
+    case Stage::kCount: break;
+  }
+  return "?";
+}
+
 void Timeline::add(const char* name, const char* cat, int tid, Clock::time_point t0,
                    Clock::time_point t1, std::uint32_t seq, std::uint64_t bytes) {
   if (!enabled_) return;

@@ -293,6 +293,14 @@ void bind_comm(py::module_& m) {
              a["actual_s"] = s.auto_actual_s;
              a["calibrations"] = s.auto_calibrations;
              d["auto"] = a;
+             py::dict st;
+             for (int i = 0; i < static_cast<int>(rp::Stage::kCount); ++i) {
+               py::dict e;
+               e["seconds"] = s.stage_s[static_cast<std::size_t>(i)];
+               e["bytes"] = s.stage_bytes[static_cast<std::size_t>(i)];
+               st[rp::stage_name(static_cast<rp::Stage>(i))] = e;
+             }
+             d["stages"] = st;
              return d;
            })
       .def("enable_timeline", [](rp::Communicator& c, bool on) { c.timeline().enable(on); })

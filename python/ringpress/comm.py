@@ -324,8 +324,10 @@ class Communicator:
 
     def stats(self) -> dict:
         """Counters: ops, bytes_sent/bytes_received on the wire (headers included), payload_bytes
-        (user bytes; effective busbw counts these), and ``auto`` (choices of the auto mode, the
-        last request's predicted time per allowed kind and its actual time, calibrations)."""
+        (user bytes, before compression; effective busbw counts these), ``stages`` (seconds and
+        bytes spent waiting for data and in reduce / encode / decode / select / scatter_add,
+        summed over requests), and ``auto`` (choices of the auto mode, the last request's
+        predicted time per allowed kind and its actual time, calibrations)."""
         return self._c.stats()
 
     @property

@@ -50,6 +50,8 @@ for bad in [lambda: comm.allreduce(np.ones(10, np.int32), compression="int8"),
         pass
 out["errors"] = errors
 out["broken"] = comm.broken
+out["stages"] = comm.stats()["stages"]
+out["wire"] = [comm.stats()["bytes_sent"], comm.stats()["payload_bytes"]]
 emit(out)
 comm.close()
 """
@@ -71,6 +73,12 @@ def test_compressed_allreduce(nranks, transport):
         assert rec["avg_err"] <= 0.02
         assert rec["int_ok"] and rec["bf16_ok"] and rec["small_ok"]
         assert rec["async_err"] <= 0.01
+        # Stage counters: the compressed ring encoded and decoded, the plain ring reduced, and
+        # every stage that ran saw bytes; fewer bytes went on the wire than were reduced.
+        st = rec["stages"]
+        for stage in ("wait", "reduce", "encode", "decode"):
+            assert st[stage]["seconds"] > 0 and st[stage]["bytes"] > 0, (stage, st)
+        assert rec["wire"][0] < rec["wire"][1] * 2 * (nranks - 1) / nranks
     for comp in ("lossless", "bf16", "fp16", "int8", "int4"):
         assert len({rec[comp]["digest"] for rec in recs}) == 1, f"{comp}: ranks disagree"
 

@@ -26,12 +26,14 @@
 namespace ringpress {
 
 class Timeline;
+struct StageTimes;
 
 struct OpContext {
   Context& ctx;
   std::uint32_t seq = 0;
   Deadline deadline;
   Timeline* timeline = nullptr;  // stage events (engine.h), nullptr when off
+  StageTimes* stages = nullptr;  // per-stage time and byte counters (engine.h), or nullptr
 };
 
 enum class AllreduceAlgo : std::uint8_t { kAuto = 0, kRing = 1, kRecursiveDoubling = 2 };

@@ -20,6 +20,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -88,6 +89,43 @@ class TimelineScope {
   Clock::time_point t0_;
 };
 
+// Time and bytes per pipeline stage, summed over requests (Communicator::stats()).
+enum class Stage : int { kWait = 0, kReduce, kEncode, kDecode, kSelect, kScatterAdd, kCount };
+const char* stage_name(Stage s) noexcept;
+struct StageTimes {
+  std::array<std::atomic<std::uint64_t>, static_cast<int>(Stage::kCount)> ns{};
+  std::array<std::atomic<std::uint64_t>, static_cast<int>(Stage::kCount)> bytes{};
+};
+
+// Scoped stage: adds its duration to the counters and, when the timeline is on, an event.
+class StageScope {
+ public:
+  StageScope(const OpContext& oc, Stage stage, const char* label, std::uint64_t bytes)
+      : oc_(oc), stage_(stage), label_(label), bytes_(bytes), t0_(Clock::now()) {}
+  ~StageScope() {
+    const auto t1 = Clock::now();
+    if (oc_.stages) {
+      const auto i = static_cast<std::size_t>(stage_);
+      oc_.stages->ns[i].fetch_add(static_cast<std::uint64_t>(
+                                      std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0_).count()),
+                                  std::memory_order_relaxed);
+      oc_.stages->bytes[i].fetch_add(bytes_, std::memory_order_relaxed);
+    }
+    if (oc_.timeline && oc_.timeline->enabled()) {
+      oc_.timeline->add(label_, stage_ == Stage::kWait ? "comm" : "compute", 1, t0_, t1, oc_.seq, bytes_);
+    }
+  }
+  StageScope(const StageScope&) = delete;
+  StageScope& operator=(const StageScope&) = delete;
+
+ private:
+  const OpContext& oc_;
+  Stage stage_;
+  const char* label_;
+  std::uint64_t bytes_;
+  Clock::time_point t0_;
+};
+
 class Work {
  public:
   bool is_completed() const;
@@ -135,6 +173,8 @@ struct CommStats {
   std::array<double, 8> auto_predicted_s{};
   double auto_actual_s = 0;
   int auto_calibrations = 0;
+  std::array<double, static_cast<int>(Stage::kCount)> stage_s{};       // time per stage
+  std::array<std::uint64_t, static_cast<int>(Stage::kCount)> stage_bytes{};  // bytes through it
 };
 
 class Communicator {
@@ -192,6 +232,7 @@ class Communicator {
   CommOptions opts_;
   std::unique_ptr<Context> ctx_;
   Timeline timeline_;
+  StageTimes stages_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;       // worker: new request or stop
