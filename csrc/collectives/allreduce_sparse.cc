@@ -20,6 +20,7 @@
 #include "ringpress/buffer_pool.h"
 #include "ringpress/engine.h"
 #include "ringpress/topk.h"
+#include "segment_codec.h"
 
 namespace ringpress {
 
@@ -36,8 +37,10 @@ std::size_t encode_payload(const topk::SparseVector& sv, std::size_t n, std::vec
   return out->size();
 }
 
+}  // namespace
+
 // Decode one rank's payload and add it into dense (n elements). Every length is checked.
-void add_payload(const unsigned char* p, std::size_t len, float* dense, std::size_t n, int from) {
+void ring::add_sparse_payload(const unsigned char* p, std::size_t len, float* dense, std::size_t n, int from) {
   RP_ENFORCE(len >= 8, WireFormatError, "sparse payload of rank ", from, " is ", len, " bytes");
   std::uint64_t ib = 0;
   std::memcpy(&ib, p, 8);
@@ -54,8 +57,6 @@ void add_payload(const unsigned char* p, std::size_t len, float* dense, std::siz
   std::memcpy(val.data(), p + 8 + ib, k * sizeof(float));
   topk::scatter_add(idx.data(), val.data(), k, dense, n);
 }
-
-}  // namespace
 
 void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   Context& ctx = oc.ctx;
@@ -91,7 +92,7 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   encode_payload(sv, n, &mine);
   if (P == 1) {
     std::memset(x, 0, n * sizeof(float));
-    add_payload(mine.data(), mine.size(), x, n, 0);
+    ring::add_sparse_payload(mine.data(), mine.size(), x, n, 0);
     return;
   }
   // Sizes first (8 bytes each), so the payload allgather needs no padding.
@@ -122,7 +123,7 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   std::memset(x, 0, n * sizeof(float));
   std::size_t off = 0;
   for (int q = 0; q < P; ++q) {
-    add_payload(all->data() + off, counts[static_cast<std::size_t>(q)], x, n, q);
+    ring::add_sparse_payload(all->data() + off, counts[static_cast<std::size_t>(q)], x, n, q);
     off += counts[static_cast<std::size_t>(q)];
   }
 }

@@ -27,6 +27,10 @@ class SegmentCodec {
   virtual bool exact() const = 0;  // decode(encode(x)) == x bit for bit
 };
 
+// Top-k payload of rank `from` (allreduce_sparse.cc): decoded and added into dense (n elements).
+// Hostile input: any inconsistency raises WireFormatError.
+void add_sparse_payload(const unsigned char* p, std::size_t len, float* dense, std::size_t n, int from);
+
 // Raises UsageError for a kind the dtype/op cannot use (lossy kinds: float32 with sum or avg).
 std::unique_ptr<SegmentCodec> make_segment_codec(const CompressionOptions& c, DType dtype, ReduceOp op);
 

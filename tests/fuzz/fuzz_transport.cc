@@ -6,11 +6,16 @@
 //                        when the fields match the rules of docs/wire-format.md
 //   2  raise_remote_abort an ABORT payload; must raise a ringpress::Error (never crash); plus a
 //                        round trip: encode_abort of an error built from the bytes decodes back
+//   3  add_sparse_payload a top-k payload of the sparse allreduce (csrc/collectives)
+//   4  SegmentCodec::decode a bf16/fp16/int8/int4 ring segment; plus encode -> decode round trip
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 
+#include <vector>
+
+#include "../../csrc/collectives/segment_codec.h"
 #include "../../csrc/transport/protocol.h"
 
 namespace rp = ringpress;
@@ -18,7 +23,7 @@ namespace pr = ringpress::protocol;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  const std::uint8_t sel = data[0] % 3;
+  const std::uint8_t sel = data[0] % 5;
   ++data;
   --size;
   if (sel == 0) {
@@ -52,6 +57,43 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                        h.redop == x.redop && h.count == x.count && h.step == x.step &&
                        (e.len_exact ? h.len == x.len : h.len <= e.capacity);
     if (accepted != valid) std::abort();
+    return 0;
+  }
+  if (sel == 3) {
+    if (size < 2) return 0;
+    const std::size_t n = 1 + (data[0] | (data[1] << 8)) % 4096;
+    std::vector<float> dense(n, 0.0f);
+    try {
+      rp::ring::add_sparse_payload(data + 2, size - 2, dense.data(), n, 0);
+    } catch (const rp::WireFormatError&) {
+    } catch (const rp::UsageError&) {
+    }
+    return 0;
+  }
+  if (sel == 4) {
+    if (size < 3) return 0;
+    static const rp::WireCompression kinds[] = {rp::WireCompression::kBF16, rp::WireCompression::kFP16,
+                                                rp::WireCompression::kInt8, rp::WireCompression::kInt4};
+    rp::CompressionOptions c;
+    c.kind = kinds[data[0] % 4];
+    c.block = 1 + data[0] / 4;
+    const std::size_t count = 1 + (data[1] | (data[2] << 8)) % 2048;
+    auto codec = rp::ring::make_segment_codec(c, rp::DType::kF32, rp::ReduceOp::kSum);
+    std::vector<float> dst(count, 0.0f);
+    try {
+      codec->decode(data + 3, size - 3, dst.data(), count, (data[0] & 1) != 0);
+    } catch (const rp::WireFormatError&) {
+    }
+    // Round trip: finite input encodes within the bound and decodes without complaint.
+    std::vector<float> x(count);
+    const std::size_t m = size - 3;
+    for (std::size_t i = 0; i < count; ++i) {
+      x[i] = m ? static_cast<float>(data[3 + i % m] % 200) - 100.0f : static_cast<float>(i % 7);
+    }
+    std::vector<unsigned char> enc(codec->bound(count));
+    const std::size_t len = codec->encode(x.data(), count, enc.data());
+    if (len > enc.size()) std::abort();
+    codec->decode(enc.data(), len, dst.data(), count, false);
     return 0;
   }
   rp::Bytes b(data, data + size);
