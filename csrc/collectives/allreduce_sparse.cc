@@ -32,7 +32,7 @@ std::size_t encode_payload(const topk::SparseVector& sv, std::size_t n, std::vec
   std::size_t ib = topk::encode_indices(sv.indices.data(), k, n, out->data() + 8, out->size() - 8);
   const std::uint64_t ib64 = ib;
   std::memcpy(out->data(), &ib64, 8);
-  std::memcpy(out->data() + 8 + ib, sv.values.data(), k * sizeof(float));
+  if (k > 0) std::memcpy(out->data() + 8 + ib, sv.values.data(), k * sizeof(float));
   out->resize(8 + ib + k * sizeof(float));
   return out->size();
 }
@@ -53,6 +53,7 @@ void ring::add_sparse_payload(const unsigned char* p, std::size_t len, float* de
   thread_local std::vector<float> val;
   idx.resize(k);
   val.resize(k);
+  if (k == 0) return;  // (and no memcpy from/to an empty vector's null data())
   topk::decode_indices(p + 8, ib, n, idx.data(), k);
   std::memcpy(val.data(), p + 8 + ib, k * sizeof(float));
   topk::scatter_add(idx.data(), val.data(), k, dense, n);
