@@ -103,6 +103,7 @@ from ._common import (
     versions,
     write_json,
 )
+from .launch import connect_with_retry
 
 PROG = "ringpress bench allreduce"
 PEERS = ("ringpress", "gloo", "mpi")
@@ -177,14 +178,7 @@ class StarControl:
                     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     self.conns[self._recv(conn)] = conn
         else:
-            while True:
-                try:
-                    conn = socket.create_connection((addr, port), timeout=5)
-                    break
-                except OSError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
+            conn = connect_with_retry(addr, port, deadline)
             conn.settimeout(None)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._send(conn, rank)

@@ -298,6 +298,18 @@ def remove_shm_segments(pids: Sequence[int]) -> list[str]:
     return removed
 
 
+def connect_with_retry(addr: str, port: int, deadline: float, pause: float = 0.05) -> socket.socket:
+    """TCP connection to addr:port, retried until the ``time.monotonic()`` deadline (the listener
+    may start later); the last OSError is raised after it."""
+    while True:
+        try:
+            return socket.create_connection((addr, port), timeout=5)
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+
+
 def port_block_free(port: int, count: int, host: str = "") -> bool:
     for p in range(port, port + count):
         with socket.socket() as s:

@@ -82,6 +82,7 @@ from .launch import (
     KILL_GRACE_S,
     Interrupted,
     LaunchResult,
+    connect_with_retry,
     install_signal_handlers,
     python_argv,
     remove_shm_segments,
@@ -539,15 +540,7 @@ def _probe_main(seconds: float) -> int:
             )
         )
         return 0
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            conn = socket.create_connection((addr, port), timeout=5)
-            break
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.02)
+    conn = connect_with_retry(addr, port, time.monotonic() + 20, pause=0.02)
     payload = memoryview(bytes(chunk))
     with conn:
         end = time.perf_counter() + seconds
