@@ -536,6 +536,40 @@ def test_fp16_bf16_special_values():
         np.testing.assert_array_equal(got.view(np.uint32), ref(x))
 
 
+def near_tie_blocks(qmax: int, tiny: bool) -> np.ndarray:
+    """Blocks [m, x] where float32 rounds x * (qmax / m) onto a half-integer that the exact product
+    misses: a kernel that fuses the multiply into its rounding add (FMA contraction) gets a
+    different code than the unfused float32 arithmetic the format specifies."""
+    pre = F32(2.0**64) if tiny else F32(1)
+    out = []
+    for m in np.float32(np.linspace(1.1, 9.7, 4000)) * (F32(2.0**-120) if tiny else F32(1)):
+        inv = F32(qmax) / (m * pre)
+        for k in range(qmax):
+            x0 = F32((k + 0.5) / (float(inv) * float(pre)))
+            for x in (x0, np.nextafter(x0, F32(0)), np.nextafter(x0, F32(np.inf))):
+                v32 = (x * pre) * inv
+                exact = float(x * pre) * float(inv)
+                if abs(float(x)) < float(m) and v32 == k + 0.5 and exact != k + 0.5:
+                    out.append((m, x))
+        if len(out) >= 64:
+            break
+    return np.array(out, F32)
+
+
+@pytest.mark.parametrize("tiny", [False, True], ids=["normal", "subnormal"])
+@pytest.mark.parametrize("bits", [8, 4])
+def test_int_codes_are_unfused_float32(bits, tiny):
+    # Regression (CI, hypothesis): a 4-bit block of subnormals got code -1 instead of -2 because
+    # the AVX-512 copy contracted (x * inv) + magic into one FMA. The codes are part of the wire
+    # contract: every rank must produce them whatever ISA its dispatcher picked.
+    pairs = near_tie_blocks(QMAX[bits], tiny)
+    assert len(pairs) >= 8, "the search must find near-tie inputs to be a test at all"
+    x = pairs.ravel()
+    c = ringpress.Quantize(bits=bits, block=2)
+    got = check_payload(c, x, enc(c, x))["q"]
+    np.testing.assert_array_equal(got, ref_blockwise(x, bits, 2)[1])
+
+
 @SETTINGS
 @given(x=any_arrays(), bits=st.sampled_from([8, 4, 2]), block=st.sampled_from([1, 3, 8, 64, 512]))
 def test_int_nearest_exact_codes_and_bound(x, bits, block):
