@@ -15,7 +15,15 @@ import torch.distributed as dist
 from .backend import BACKEND_NAME, ProcessGroupRingpress, Work, create, device_backends
 from .hooks import KINDS, HookState, comm_hook
 
-__all__ = ["BACKEND_NAME", "KINDS", "HookState", "ProcessGroupRingpress", "Work", "comm_hook", "device_backends"]
+__all__ = [
+    "BACKEND_NAME",
+    "KINDS",
+    "HookState",
+    "ProcessGroupRingpress",
+    "Work",
+    "comm_hook",
+    "device_backends",
+]
 
 if BACKEND_NAME.upper() not in dist.Backend._plugins:
     dist.Backend.register_backend(BACKEND_NAME, create, devices=["cpu", "cuda"])

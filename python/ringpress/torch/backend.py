@@ -111,7 +111,9 @@ class Work(dist.Work):
         if timeout is not None and timeout.total_seconds() > 0:  # torch's kNoTimeout is 0
             secs = timeout.total_seconds()
         if not self._done.wait(secs):
-            raise RingpressError(f"Work.wait: not complete within {secs} s (the request keeps its own deadline)")
+            raise RingpressError(
+                f"Work.wait: not complete within {secs} s (the request keeps its own deadline)"
+            )
         if self._error is not None:
             raise self._error
         return True
@@ -155,14 +157,23 @@ class ProcessGroupRingpress(dist.ProcessGroup):
     wire); DDP hooks from :mod:`ringpress.torch` use it for compressed allreduce.
     """
 
-    def __init__(self, store: Any, rank: int, size: int, timeout: timedelta | float | None = None, **comm_kwargs: Any):
+    def __init__(
+        self,
+        store: Any,
+        rank: int,
+        size: int,
+        timeout: timedelta | float | None = None,
+        **comm_kwargs: Any,
+    ):
         super().__init__(rank, size)
         secs = timeout.total_seconds() if isinstance(timeout, timedelta) else timeout
-        self.comm = Communicator.from_store(store, rank, size, timeout=secs, prefix="ringpress/torch", **comm_kwargs)
+        self.comm = Communicator.from_store(
+            store, rank, size, timeout=secs, prefix="ringpress/torch", **comm_kwargs
+        )
         self._device_backends: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ plumbing
-    def getBackendName(self) -> str:  # noqa: N802 (torch's name)
+    def getBackendName(self) -> str:
         return BACKEND_NAME
 
     def _other(self, tensors: list) -> Any:
@@ -181,7 +192,11 @@ class ProcessGroupRingpress(dist.ProcessGroup):
                     op=what,
                 )
             if t.is_sparse:
-                raise UsageError(f"rank {self.comm.rank}: {what}: sparse tensors are not supported", rank=self.comm.rank, op=what)
+                raise UsageError(
+                    f"rank {self.comm.rank}: {what}: sparse tensors are not supported",
+                    rank=self.comm.rank,
+                    op=what,
+                )
 
     def _unsupported(self, what: str) -> None:
         raise UsageError(
@@ -196,15 +211,23 @@ class ProcessGroupRingpress(dist.ProcessGroup):
         other = self._other(tensors)
         if other is not None:
             return other.allreduce(tensors, opts) if opts is not None else other.allreduce(tensors)
-        op = _op_name(opts.reduceOp if opts is not None else dist.ReduceOp.SUM, self.comm.rank, "all_reduce")
+        op = _op_name(
+            opts.reduceOp if opts is not None else dist.ReduceOp.SUM, self.comm.rank, "all_reduce"
+        )
         self._check(tensors, "all_reduce")
         staged = [_Staged(t) for t in tensors]
         back = lambda: [s.back() for s in staged]  # noqa: E731
         if len(staged) == 1:
             return Work(self.comm.allreduce(staged[0].host, op=op, async_op=True), tensors, back)
         if len({t.dtype for t in tensors}) == 1:  # fused: one collective over all of them
-            return Work(self.comm.allreduce_coalesced([s.host for s in staged], op=op, async_op=True), tensors, back)
-        return self._after([self.comm.allreduce(s.host, op=op, async_op=True) for s in staged], tensors, back)
+            return Work(
+                self.comm.allreduce_coalesced([s.host for s in staged], op=op, async_op=True),
+                tensors,
+                back,
+            )
+        return self._after(
+            [self.comm.allreduce(s.host, op=op, async_op=True) for s in staged], tensors, back
+        )
 
     def allreduce_coalesced(self, tensors: list, opts: Any = None) -> Work:
         return self.allreduce(tensors, opts)
@@ -222,6 +245,7 @@ class ProcessGroupRingpress(dist.ProcessGroup):
     def _after(self, ws: list, value: Any, finish: Any) -> Work:
         if len(ws) == 1:
             return Work(ws[0], value, finish)
+
         # Requests complete in queue order: the last one completing means all did.
         def fin() -> None:
             for w in ws:
@@ -234,13 +258,17 @@ class ProcessGroupRingpress(dist.ProcessGroup):
         other = self._other(tensors)
         if other is not None:
             return other.reduce(tensors, opts)
-        op = _op_name(opts.reduceOp if opts is not None else dist.ReduceOp.SUM, self.comm.rank, "reduce")
+        op = _op_name(
+            opts.reduceOp if opts is not None else dist.ReduceOp.SUM, self.comm.rank, "reduce"
+        )
         self._check(tensors, "reduce")
         root = opts.rootRank if opts is not None else 0
         # Allreduce on a scratch copy; only the root's tensor takes the result.
         ws, fins = [], []
         for t in tensors:
-            scratch = t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True).contiguous()
+            scratch = (
+                t.detach().to("cpu", memory_format=torch.contiguous_format, copy=True).contiguous()
+            )
             ws.append(self.comm.allreduce(scratch, op=op, async_op=True))
             if self.comm.rank == root:
                 fins.append((t, scratch))
@@ -254,12 +282,18 @@ class ProcessGroupRingpress(dist.ProcessGroup):
         ws, fins = [], []
         for outs, inp in zip(output_tensors, input_tensors, strict=True):
             if len(outs) != self.comm.size:
-                raise UsageError(f"rank {self.comm.rank}: all_gather: output list has {len(outs)} tensors for {self.comm.size} ranks",
-                                 rank=self.comm.rank, op="all_gather")
+                raise UsageError(
+                    f"rank {self.comm.rank}: all_gather: output list has {len(outs)} tensors for {self.comm.size} ranks",
+                    rank=self.comm.rank,
+                    op="all_gather",
+                )
             for o in outs:
                 if o.numel() != inp.numel() or o.dtype != inp.dtype:
-                    raise UsageError(f"rank {self.comm.rank}: all_gather: every output must match the input's {inp.numel()} {inp.dtype}",
-                                     rank=self.comm.rank, op="all_gather")
+                    raise UsageError(
+                        f"rank {self.comm.rank}: all_gather: every output must match the input's {inp.numel()} {inp.dtype}",
+                        rank=self.comm.rank,
+                        op="all_gather",
+                    )
             src = _Staged(inp)
             flat = torch.empty((self.comm.size * inp.numel(),), dtype=inp.dtype)
             ws.append(self.comm.allgather(src.host.reshape(-1), out=flat, async_op=True))
@@ -268,16 +302,22 @@ class ProcessGroupRingpress(dist.ProcessGroup):
         def finish() -> None:
             for outs, flat, n, _ in fins:
                 for r, o in enumerate(outs):
-                    o.copy_(flat[r * n:(r + 1) * n].view(o.shape))
+                    o.copy_(flat[r * n : (r + 1) * n].view(o.shape))
 
         return self._after(ws, output_tensors, finish)
 
     def _gather_into(self, output: torch.Tensor, inp: torch.Tensor, what: str) -> tuple:
         if output.numel() != inp.numel() * self.comm.size or output.dtype != inp.dtype:
-            raise UsageError(f"rank {self.comm.rank}: {what}: output must hold {self.comm.size} x {inp.numel()} {inp.dtype}, "
-                             f"got {output.numel()} {output.dtype}", rank=self.comm.rank, op=what)
+            raise UsageError(
+                f"rank {self.comm.rank}: {what}: output must hold {self.comm.size} x {inp.numel()} {inp.dtype}, "
+                f"got {output.numel()} {output.dtype}",
+                rank=self.comm.rank,
+                op=what,
+            )
         src, dst = _Staged(inp), _Staged(output, copy_in=False)
-        return self.comm.allgather(src.host.reshape(-1), out=dst.host.reshape(-1), async_op=True), dst
+        return self.comm.allgather(
+            src.host.reshape(-1), out=dst.host.reshape(-1), async_op=True
+        ), dst
 
     def _allgather_base(self, output: torch.Tensor, inp: torch.Tensor, opts: Any = None) -> Work:
         other = self._other([inp])
@@ -289,41 +329,67 @@ class ProcessGroupRingpress(dist.ProcessGroup):
 
     all_gather_single = _allgather_base  # torch >= 2.13 name
 
-    def allgather_into_tensor_coalesced(self, outputs: list, inputs: list, opts: Any = None) -> Work:
+    def allgather_into_tensor_coalesced(
+        self, outputs: list, inputs: list, opts: Any = None
+    ) -> Work:
         other = self._other(inputs)
         if other is not None:
             return other.allgather_into_tensor_coalesced(outputs, inputs, opts)
         self._check(inputs, "all_gather_into_tensor_coalesced")
-        pairs = [self._gather_into(o, i, "all_gather_into_tensor_coalesced") for o, i in zip(outputs, inputs, strict=True)]
+        pairs = [
+            self._gather_into(o, i, "all_gather_into_tensor_coalesced")
+            for o, i in zip(outputs, inputs, strict=True)
+        ]
         return self._after([p[0] for p in pairs], outputs, lambda: [p[1].back() for p in pairs])
 
     all_gather_single_coalesced = allgather_into_tensor_coalesced
 
     def _scatter_from(self, output: torch.Tensor, inp: torch.Tensor, op: str, what: str) -> tuple:
         if inp.numel() != output.numel() * self.comm.size or output.dtype != inp.dtype:
-            raise UsageError(f"rank {self.comm.rank}: {what}: input must hold {self.comm.size} x {output.numel()} {output.dtype}, "
-                             f"got {inp.numel()} {inp.dtype}", rank=self.comm.rank, op=what)
+            raise UsageError(
+                f"rank {self.comm.rank}: {what}: input must hold {self.comm.size} x {output.numel()} {output.dtype}, "
+                f"got {inp.numel()} {inp.dtype}",
+                rank=self.comm.rank,
+                op=what,
+            )
         src, dst = _Staged(inp), _Staged(output, copy_in=False)
-        return self.comm.reduce_scatter(src.host.reshape(-1), out=dst.host.reshape(-1), op=op, async_op=True), dst
+        return self.comm.reduce_scatter(
+            src.host.reshape(-1), out=dst.host.reshape(-1), op=op, async_op=True
+        ), dst
 
-    def _reduce_scatter_base(self, output: torch.Tensor, inp: torch.Tensor, opts: Any = None) -> Work:
+    def _reduce_scatter_base(
+        self, output: torch.Tensor, inp: torch.Tensor, opts: Any = None
+    ) -> Work:
         other = self._other([inp])
         if other is not None:
             return other._reduce_scatter_base(output, inp, opts)
-        op = _op_name(opts.reduceOp if opts is not None else dist.ReduceOp.SUM, self.comm.rank, "reduce_scatter_tensor")
+        op = _op_name(
+            opts.reduceOp if opts is not None else dist.ReduceOp.SUM,
+            self.comm.rank,
+            "reduce_scatter_tensor",
+        )
         self._check([inp], "reduce_scatter_tensor")
         w, dst = self._scatter_from(output, inp, op, "reduce_scatter_tensor")
         return Work(w, [output], dst.back)
 
     reduce_scatter_single = _reduce_scatter_base  # torch >= 2.13 name
 
-    def reduce_scatter_tensor_coalesced(self, outputs: list, inputs: list, opts: Any = None) -> Work:
+    def reduce_scatter_tensor_coalesced(
+        self, outputs: list, inputs: list, opts: Any = None
+    ) -> Work:
         other = self._other(inputs)
         if other is not None:
             return other.reduce_scatter_tensor_coalesced(outputs, inputs, opts)
-        op = _op_name(opts.reduceOp if opts is not None else dist.ReduceOp.SUM, self.comm.rank, "reduce_scatter_tensor_coalesced")
+        op = _op_name(
+            opts.reduceOp if opts is not None else dist.ReduceOp.SUM,
+            self.comm.rank,
+            "reduce_scatter_tensor_coalesced",
+        )
         self._check(inputs, "reduce_scatter_tensor_coalesced")
-        pairs = [self._scatter_from(o, i, op, "reduce_scatter_tensor_coalesced") for o, i in zip(outputs, inputs, strict=True)]
+        pairs = [
+            self._scatter_from(o, i, op, "reduce_scatter_tensor_coalesced")
+            for o, i in zip(outputs, inputs, strict=True)
+        ]
         return self._after([p[0] for p in pairs], outputs, lambda: [p[1].back() for p in pairs])
 
     reduce_scatter_single_coalesced = reduce_scatter_tensor_coalesced
@@ -332,16 +398,27 @@ class ProcessGroupRingpress(dist.ProcessGroup):
         other = self._other(output_tensors)
         if other is not None:
             return other.reduce_scatter(output_tensors, input_tensors, opts)
-        op = _op_name(opts.reduceOp if opts is not None else dist.ReduceOp.SUM, self.comm.rank, "reduce_scatter")
+        op = _op_name(
+            opts.reduceOp if opts is not None else dist.ReduceOp.SUM,
+            self.comm.rank,
+            "reduce_scatter",
+        )
         self._check(output_tensors, "reduce_scatter")
         pairs = []
         for out, ins in zip(output_tensors, input_tensors, strict=True):
-            if len(ins) != self.comm.size or any(i.numel() != out.numel() or i.dtype != out.dtype for i in ins):
-                raise UsageError(f"rank {self.comm.rank}: reduce_scatter: need {self.comm.size} inputs of {out.numel()} {out.dtype}",
-                                 rank=self.comm.rank, op="reduce_scatter")
+            if len(ins) != self.comm.size or any(
+                i.numel() != out.numel() or i.dtype != out.dtype for i in ins
+            ):
+                raise UsageError(
+                    f"rank {self.comm.rank}: reduce_scatter: need {self.comm.size} inputs of {out.numel()} {out.dtype}",
+                    rank=self.comm.rank,
+                    op="reduce_scatter",
+                )
             flat = torch.cat([i.detach().reshape(-1).cpu() for i in ins])
             pairs.append(self._scatter_from(out, flat, op, "reduce_scatter"))
-        return self._after([p[0] for p in pairs], output_tensors, lambda: [p[1].back() for p in pairs])
+        return self._after(
+            [p[0] for p in pairs], output_tensors, lambda: [p[1].back() for p in pairs]
+        )
 
     def barrier(self, opts: Any = None) -> Work:
         return Work(self.comm.barrier(async_op=True), None)
@@ -391,7 +468,9 @@ def _device_plan() -> tuple[dict, Any, Any, Any]:
     return {}, None, None, None
 
 
-def _make_other(name: str, device: str, store: Any, rank: int, size: int, timeout: timedelta) -> Any:
+def _make_other(
+    name: str, device: str, store: Any, rank: int, size: int, timeout: timedelta
+) -> Any:
     pstore = dist.PrefixStore(f"{device}/", store)
     if name == "gloo":
         return dist.ProcessGroupGloo(pstore, rank, size, timeout)
@@ -399,7 +478,9 @@ def _make_other(name: str, device: str, store: Any, rank: int, size: int, timeou
         opts = dist.ProcessGroupNCCL.Options()
         opts._timeout = timeout
         return dist.ProcessGroupNCCL(pstore, rank, size, opts)
-    raise UsageError(f"ringpress backend: cannot combine with {name!r} for {device} (gloo or nccl are supported)")
+    raise UsageError(
+        f"ringpress backend: cannot combine with {name!r} for {device} (gloo or nccl are supported)"
+    )
 
 
 def create(store: Any, rank: int, size: int, timeout: timedelta) -> ProcessGroupRingpress:

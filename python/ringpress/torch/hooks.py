@@ -62,7 +62,9 @@ class HookState:
         process_group: Any = None,
     ):
         if compression not in KINDS:
-            raise UsageError(f"HookState: compression must be one of {', '.join(KINDS)}, got {compression!r}")
+            raise UsageError(
+                f"HookState: compression must be one of {', '.join(KINDS)}, got {compression!r}"
+            )
         if not 0 < ratio <= 1:
             raise UsageError(f"HookState: ratio must be in (0, 1], got {ratio}")
         if warmup_steps < 0:
@@ -90,15 +92,25 @@ class HookState:
         """Step count and per-parameter residuals (CPU float32 copies)."""
         res = {o: t.clone() for o, t in self._pending.items()}
         for o, (key, off, n) in self._where.items():
-            res[o] = self._buckets[key][off:off + n].clone()
-        return {"version": _STATE_VERSION, "compression": self.compression, "iteration": self.iteration, "residuals": res}
+            res[o] = self._buckets[key][off : off + n].clone()
+        return {
+            "version": _STATE_VERSION,
+            "compression": self.compression,
+            "iteration": self.iteration,
+            "residuals": res,
+        }
 
     def load_state_dict(self, sd: dict) -> None:
         """Restore what :meth:`state_dict` saved; residuals move into place at the next step."""
         if sd.get("version") != _STATE_VERSION:
-            raise UsageError(f"HookState.load_state_dict: unknown state version {sd.get('version')!r}")
+            raise UsageError(
+                f"HookState.load_state_dict: unknown state version {sd.get('version')!r}"
+            )
         self.iteration = int(sd["iteration"])
-        self._pending = {int(o): t.detach().to("cpu", torch.float32).reshape(-1).clone() for o, t in sd["residuals"].items()}
+        self._pending = {
+            int(o): t.detach().to("cpu", torch.float32).reshape(-1).clone()
+            for o, t in sd["residuals"].items()
+        }
         self._buckets.clear()
         self._where.clear()
 
@@ -136,9 +148,9 @@ class HookState:
             src = self._pending.pop(o, None)
             if src is None and o in self._where:
                 okey, ooff, on = self._where[o]
-                src = self._buckets[okey][ooff:ooff + on]
+                src = self._buckets[okey][ooff : ooff + on]
             if src is not None and src.numel() == cnt:
-                r[off:off + cnt].copy_(src)
+                r[off : off + cnt].copy_(src)
             self._where[o] = (key, off, cnt)
         if self._buckets:
             self.layout_changes += 1
@@ -166,8 +178,15 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
     host.div_(comm.size)
     kw: dict = {}
     if kind != "none":
-        kw = dict(compression=kind, ratio=state.ratio, block=state.block, allow=state.allow,
-                  sampled=state.sampled, codec=state.codec, level=state.level)
+        kw = dict(
+            compression=kind,
+            ratio=state.ratio,
+            block=state.block,
+            allow=state.allow,
+            sampled=state.sampled,
+            codec=state.codec,
+            level=state.level,
+        )
         if state.error_feedback and kind in _LOSSY:
             kw["residual"] = state._residual(bucket, host.numel())
     work = comm.allreduce(host, op="sum", async_op=True, **kw)
