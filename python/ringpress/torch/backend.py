@@ -100,11 +100,12 @@ class Work(dist.Work):
             except BaseException as e:  # a copy-back failure is the op's failure
                 error = e
         self._error = error
-        self._done.set()
+        # The future first: whoever returns from wait() may read it at once.
         if error is None:
             self._fut.set_result(self._value)
         else:
             self._fut.set_exception(error)
+        self._done.set()
 
     def wait(self, timeout: timedelta | None = None) -> bool:
         secs = None
