@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch.distributed as dist
 
 from .backend import BACKEND_NAME, ProcessGroupRingpress, Work, create, device_backends
-from .hooks import KINDS, HookState, comm_hook
+from .hooks import KINDS, HookState, comm_hook, register
 
 __all__ = [
     "BACKEND_NAME",
@@ -23,6 +23,7 @@ __all__ = [
     "Work",
     "comm_hook",
     "device_backends",
+    "register",
 ]
 
 if BACKEND_NAME.upper() not in dist.Backend._plugins:

@@ -60,6 +60,7 @@ class HookState:
         codec: str = "zstd",
         level: int = 1,
         process_group: Any = None,
+        model: Any = None,
     ):
         if compression not in KINDS:
             raise UsageError(
@@ -81,18 +82,37 @@ class HookState:
         self.process_group = process_group
         self.iteration = 0
         self.kinds_used: dict[str, int] = {}
-        self._ordinal: dict[int, int] = {}  # id(param) -> order first seen
-        self._buckets: dict[tuple, torch.Tensor] = {}  # ordinals of a bucket -> its residual
-        self._where: dict[int, tuple] = {}  # ordinal -> (bucket key, offset, numel)
-        self._pending: dict[int, torch.Tensor] = {}  # per-parameter residuals from load_state_dict
+        self._names: dict[int, str] = {}  # id(param) -> parameter name (after bind)
+        self._buckets: dict[tuple, torch.Tensor] = {}  # parameter keys of a bucket -> its residual
+        self._where: dict[Any, tuple] = {}  # parameter key -> (bucket key, offset, numel)
+        self._pending: dict[str, torch.Tensor] = {}  # per-parameter residuals from load_state_dict
         self.layout_changes = 0
+        if model is not None:
+            self.bind(model)
+
+    def bind(self, model: Any) -> "HookState":
+        """Name the parameters (``model``: the DDP model or its module) so that residuals are
+        saved and restored by parameter name; :func:`register` does this for you."""
+        module = getattr(model, "module", model)
+        self._names = {id(p): name for name, p in module.named_parameters()}
+        return self
+
+    def _key(self, p: torch.Tensor) -> Any:
+        # In-process identity until bound; a name once bound (portable across restarts).
+        return self._names.get(id(p), ("id", id(p)))
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
         """Step count and per-parameter residuals (CPU float32 copies)."""
+        if self._where and not self._names:
+            raise UsageError(
+                "HookState.state_dict: parameters are not named; create the state with HookState(..., model=ddp) "
+                "or use ringpress.torch.register(ddp, state) so residuals can be restored by name"
+            )
         res = {o: t.clone() for o, t in self._pending.items()}
         for o, (key, off, n) in self._where.items():
-            res[o] = self._buckets[key][off : off + n].clone()
+            if isinstance(o, str):
+                res[o] = self._buckets[key][off : off + n].clone()
         return {
             "version": _STATE_VERSION,
             "compression": self.compression,
@@ -108,7 +128,7 @@ class HookState:
             )
         self.iteration = int(sd["iteration"])
         self._pending = {
-            int(o): t.detach().to("cpu", torch.float32).reshape(-1).clone()
+            str(o): t.detach().to("cpu", torch.float32).reshape(-1).clone()
             for o, t in sd["residuals"].items()
         }
         self._buckets.clear()
@@ -134,26 +154,26 @@ class HookState:
         return self.compression
 
     def _residual(self, bucket: Any, n: int) -> torch.Tensor:
-        params = bucket.parameters()
-        key = tuple(self._ordinal.setdefault(id(p), len(self._ordinal)) for p in params)
+        key = tuple(self._key(p) for p in bucket.parameters())
         r = self._buckets.get(key)
         if r is not None and r.numel() == n:
             return r
         # New layout (first step, DDP's rebuild, or a restore): gather each parameter's residual.
         r = torch.zeros(n, dtype=torch.float32)
+        moved = False
         base = bucket.buffer()
         esize = base.element_size()
         for o, g in zip(key, bucket.gradients(), strict=True):
             off, cnt = (g.data_ptr() - base.data_ptr()) // esize, g.numel()
-            src = self._pending.pop(o, None)
+            src = self._pending.pop(o, None) if isinstance(o, str) else None
             if src is None and o in self._where:
                 okey, ooff, on = self._where[o]
                 src = self._buckets[okey][ooff : ooff + on]
+                moved = True
             if src is not None and src.numel() == cnt:
                 r[off : off + cnt].copy_(src)
             self._where[o] = (key, off, cnt)
-        if self._buckets:
-            self.layout_changes += 1
+        self.layout_changes += moved
         self._buckets[key] = r
         live = {k for k, _, _ in self._where.values()}
         for k in [k for k in self._buckets if k not in live]:
@@ -209,3 +229,15 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
 
     work.add_done_callback(done)
     return fut
+
+
+def register(ddp: Any, state: HookState | None = None, **kwargs: Any) -> HookState:
+    """``ddp.register_comm_hook`` with a :class:`HookState` bound to the model's parameter names
+    (``state`` or ``HookState(**kwargs)``); returns the state."""
+    if state is None:
+        state = HookState(**kwargs)
+    elif kwargs:
+        raise UsageError("register: pass either a HookState or its keyword arguments, not both")
+    state.bind(ddp)
+    ddp.register_comm_hook(state, comm_hook)
+    return state

@@ -1,0 +1,217 @@
+"""DDP communication hook of ringpress.torch, as real processes: exactness of the lossless modes
+against gloo, agreement of the lossy modes across ranks with many buckets, checkpointed error
+feedback, and errors reaching every rank's training loop."""
+
+from __future__ import annotations
+
+import pytest
+from ranks import run_ranks
+
+pytest.importorskip("torch")
+
+NO_COMM = {"RP_TEST_NO_COMM": "1"}
+
+PRELUDE = """
+import datetime, io, time, torch, torch.distributed as dist
+import ringpress, ringpress.torch as rt
+dist.init_process_group("ringpress", rank=rank, world_size=size, timeout=datetime.timedelta(seconds=TIMEOUT))
+def model(dtype=torch.float32):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(32, 64), torch.nn.Tanh(), torch.nn.Linear(64, 64), torch.nn.Tanh(),
+                               torch.nn.Linear(64, 64), torch.nn.Tanh(), torch.nn.Linear(64, 8)).to(dtype)
+def batch(step, dtype=torch.float32):
+    g = torch.Generator().manual_seed(1000 * rank + step % 2)  # two batches per rank: the loss falls
+    x = torch.randn(32, 32, generator=g)
+    return x.to(dtype), torch.sin(x[:, :8] * 2).to(dtype)
+def flat(m):
+    return torch.cat([p.detach().flatten() for p in m.parameters()])
+def make(state=None, group=None, dtype=torch.float32, m=None, cap=0.01):
+    m = m if m is not None else model(dtype)
+    ddp = torch.nn.parallel.DistributedDataParallel(m, process_group=group, bucket_cap_mb=cap)
+    if state is not None:
+        rt.register(ddp, state)
+    return m, ddp, torch.optim.SGD(ddp.parameters(), lr=0.2)
+def step(ddp, opt, i, dtype=torch.float32):
+    x, y = batch(i, dtype)
+    loss = (ddp(x) - y).square().mean()
+    opt.zero_grad(); loss.backward(); opt.step()
+    return float(loss)
+"""
+
+
+def prelude(timeout: float = 30) -> str:
+    return f"TIMEOUT = {timeout}\n" + PRELUDE
+
+
+EXACT_BODY = """
+gloo = dist.new_group(backend="gloo")
+out = {}
+for dtype in (torch.float32, torch.float64):
+    ref_m, ref_ddp, ref_opt = make(group=gloo, dtype=dtype)
+    for i in range(5):
+        step(ref_ddp, ref_opt, i, dtype)
+    for kind in ("none", "lossless", "int8"):
+        st = rt.HookState(kind)
+        m, ddp, opt = make(st, dtype=dtype)
+        for i in range(5):
+            step(ddp, opt, i, dtype)
+        out[f"{kind} {dtype}"] = [bool(torch.equal(flat(m), flat(ref_m))), dict(st.kinds_used)]
+emit(out)
+dist.destroy_process_group()
+"""
+
+
+def test_lossless_modes_are_bit_identical_to_gloo_ddp():
+    res = run_ranks(2, prelude() + EXACT_BODY, env=NO_COMM, timeout=120)
+    for r in res:
+        out = r.records[-1]
+        for key in (
+            "none torch.float32",
+            "lossless torch.float32",
+            "none torch.float64",
+            "lossless torch.float64",
+        ):
+            assert out[key][0], f"rank {r.rank}: {key} differs from gloo"
+        # int8 on float64 buckets falls back to lossless (lossy kinds need float32): still exact
+        assert out["int8 torch.float64"][0] and set(out["int8 torch.float64"][1]) == {"lossless"}
+        # int8 on float32 is lossy: not the same bits as gloo, which shows the hook really compressed
+        assert not out["int8 torch.float32"][0] and set(out["int8 torch.float32"][1]) == {"int8"}
+
+
+LOSSY_BODY = """
+out = {}
+for kind in ("none", "int8", "int4", "bf16", "topk", "auto"):
+    st = rt.HookState(kind, ratio=0.05, allow="lossless,bf16,int8,topk")
+    m, ddp, opt = make(st)
+    nb = []
+    losses = [step(ddp, opt, i) for i in range(12)]
+    # every rank must hold the same parameters: compare through an allreduce of a checksum
+    v = flat(m).double()
+    chk = torch.tensor([float(v.sum()), float((v * torch.arange(v.numel())).sum())], dtype=torch.float64)
+    lo, hi = chk.clone(), chk.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN); dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    out[kind] = {"same": bool(torch.equal(lo, hi)), "first": losses[0], "last": sum(losses[-3:]) / 3,
+                 "iters": st.iteration, "kinds": dict(st.kinds_used), "res": st.residual_norm(),
+                 "buckets": len(st._buckets), "layout_changes": st.layout_changes}
+emit(out)
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.parametrize("nranks", [2, 3])
+def test_lossy_modes_agree_across_ranks_with_many_buckets(nranks):
+    res = run_ranks(nranks, prelude() + LOSSY_BODY, env=NO_COMM, timeout=180)
+    for r in res:
+        plain = r.records[-1]["none"]["last"]
+        assert plain < 0.95 * r.records[-1]["none"]["first"]
+        for kind, o in r.records[-1].items():
+            assert o["same"], f"rank {r.rank} {kind}: ranks hold different parameters"
+            assert abs(o["last"] - plain) < 0.03 * plain, (
+                f"{kind} trains unlike uncompressed ({plain}): {o}"
+            )
+            assert o["iters"] == 12
+            if kind == "none":
+                continue
+            if kind != "auto":
+                assert set(o["kinds"]) == {kind} and sum(o["kinds"].values()) >= 30, (
+                    o
+                )  # several buckets a step
+            if kind in ("int4", "topk"):
+                assert o["res"] > 0 and o["buckets"] >= 3, (
+                    o
+                )  # error feedback holds what was dropped
+
+
+RESUME_BODY = """
+def run(steps, state=None, load=None, warm=0):
+    # Exact top-k over one bucket selects the same entries whatever the order DDP puts the
+    # parameters in (its first step after a restart uses its initial layout): identical resume.
+    st = rt.HookState("topk", ratio=0.02, warmup_steps=warm, sampled=False)
+    m = model()
+    opt_state = None
+    if load is not None:
+        m.load_state_dict(load["model"])
+        if load["hook"] is not None:
+            st.load_state_dict(load["hook"])
+        opt_state = load["opt"]
+    m, ddp, opt = make(st, m=m, cap=100)
+    if opt_state is not None:
+        opt.load_state_dict(opt_state)
+    for i in range(steps[0], steps[1]):
+        step(ddp, opt, i)
+    buf = io.BytesIO()
+    torch.save({"model": m.state_dict(), "opt": opt.state_dict(), "hook": st.state_dict()}, buf)
+    buf.seek(0)
+    return m, torch.load(buf), st
+full, _, st_full = run((0, 8), warm=1)
+half, ckpt, st_half = run((0, 4), warm=1)
+resumed, _, st_res = run((4, 8), load=ckpt)
+ckpt_nores = dict(ckpt, hook=None)
+nores, _, _ = run((4, 8), load=ckpt_nores)
+emit({"resumed_equal": bool(torch.equal(flat(full), flat(resumed))),
+      "nores_equal": bool(torch.equal(flat(full), flat(nores))),
+      "iters": [st_full.iteration, st_res.iteration], "ckpt_res": st_half.residual_norm(),
+      "nparams": len(ckpt["hook"]["residuals"])})
+dist.destroy_process_group()
+"""
+
+
+def test_hook_state_checkpoint_resumes_identically():
+    res = run_ranks(2, prelude() + RESUME_BODY, env=NO_COMM, timeout=120)
+    for r in res:
+        o = r.records[-1]
+        assert o["ckpt_res"] > 0 and o["nparams"] == 8  # 4 weights + 4 biases carry residuals
+        assert o["iters"] == [8, 8]
+        assert o["resumed_equal"], (
+            f"rank {r.rank}: a restored hook state did not resume identically"
+        )
+        assert not o["nores_equal"], (
+            "dropping the residuals made no difference: the test would not catch a lost state"
+        )
+
+
+DEATH_BODY = """
+st = rt.HookState("int8")
+m, ddp, opt = make(st)
+t0 = None
+try:
+    for i in range(1000):
+        if i == 3:
+            if rank == 1:
+                import os, signal
+                os.kill(os.getpid(), signal.SIGKILL)
+            t0 = time.monotonic()
+        step(ddp, opt, i)
+    emit({"raised": None})
+except Exception as e:
+    emit({"raised": type(e).__name__, "msg": str(e)[:400], "after": time.monotonic() - t0})
+"""
+
+
+def test_peer_death_raises_in_the_training_loop():
+    res = run_ranks(2, prelude(timeout=5) + DEATH_BODY, env=NO_COMM, timeout=60, check=False)
+    assert res[1].returncode == -9
+    assert res[0].records, res[0].stderr[-2000:]
+    o = res[0].records[-1]
+    assert o["raised"] is not None, "the survivor trained on after its peer died"
+    assert "peer 1" in o["msg"] or "rank 1" in o["msg"], o
+    assert o["after"] < 5 + 2, o
+
+
+WRONG_GROUP_BODY = """
+dist.destroy_process_group()
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{int(os.environ['MASTER_PORT']) + 1}", rank=rank, world_size=size)
+m, ddp, opt = make(rt.HookState("int8"))
+try:
+    step(ddp, opt, 0)
+    emit({"err": None})
+except Exception as e:
+    emit({"err": str(e)})
+"""
+
+
+def test_hook_without_a_ringpress_group_says_so():
+    res = run_ranks(2, prelude() + WRONG_GROUP_BODY, env=NO_COMM, timeout=60, check=False)
+    for r in res:
+        assert r.records, r.stderr[-2000:]
+        assert "ringpress process group" in (r.records[-1]["err"] or ""), r.records
