@@ -13,6 +13,24 @@
 // the pipeline overlaps encoding of segment k+1 with the transfer of segment k, so on a slow link
 // the time approaches 2 (P-1)/P n beta / c. Lossy error: one quantization per hop of the
 // reduce-scatter (P-1 for the last block) plus one for the allgather.
+//
+// Error feedback (o.residual, n float32 kept by the caller; lossy kinds only: lossless leaves it
+// unchanged). Each rank compensates the rounding of every segment it encodes, not only of its own
+// input (error feedback at every hop, as DoubleSqueeze does at worker and server):
+//   * this rank's contribution is x' = x + r, added segment by segment just before first use
+//     (its first-hop encode for block r-1; the reduce of the arriving partial sum otherwise);
+//   * every element is encoded by this rank exactly once per call: in a reduce-scatter send
+//     (value p = partial sum of the ranks before it + x'; p = x' for block r-1, the first hop),
+//     or, for block r, in the owner's allgather encoding (p = the full sum). There r = p - D(E(p)).
+// So the result is sum over ranks of x' minus sum over ranks of the new r, up to the fp32
+// rounding of the additions: the outputs summed over steps plus every rank's final residual equal
+// the inputs summed, for any number of steps (the topk invariant), and a rounding bias (int4 on
+// values just below a threshold) is carried forward instead of accumulating. For block r-1,
+// r = x' - D(E(x')) of this rank's own data; elsewhere it also holds the requantization error of
+// the partial sums this rank forwarded. Cost: two elementwise passes over n (add r, new r) and a
+// decode of the (P-1)/P n elements sent in the reduce-scatter (the owner's encoding is decoded
+// anyway); no extra encode, bytes or messages. P = 1: nothing is encoded and x, r are unchanged.
+// After an error x and r hold partial results (the communicator is broken anyway, errors.md).
 #include <algorithm>
 #include <cstring>
 
@@ -69,17 +87,34 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   std::vector<Ticket> recv_tickets(recvs.size());
   std::vector<std::size_t> received(recvs.size(), 0);
 
+  // Error feedback (header comment): x += r where this rank's data first enters the ring (the
+  // first group's sends, block r-1, and the reduce-scatter receives, every other block: each
+  // element once), then r = p - D(E(p)) at every encode.
+  float* const residual = codec->exact() ? nullptr : o.residual;
+  auto add_residual = [&](const Item& it) {
+    float* x = reinterpret_cast<float*>(data) + it.elem;
+    const float* rr = residual + it.elem;
+    for (std::size_t k = 0; k < it.count; ++k) x[k] += rr[k];
+  };
+
   // Encode data[it] into its slot and send it as message j.
   auto encode_and_send = [&](std::size_t j, bool owner_final) {
     const Item& it = sends[j];
     unsigned char* out = sbuf->data() + soff[j];
+    unsigned char* seg = data + it.elem * es;
     std::size_t bytes;
-    {
+    if (residual) {
+      StageScope ts(oc, Stage::kEncode, "encode+feedback", it.count * es);
+      if (j < first_group) add_residual(it);
+      // The owner keeps the decoded values (below); r = what this encoding dropped.
+      bytes = codec->encode_feedback(reinterpret_cast<float*>(seg), residual + it.elem, it.count, out,
+                                     owner_final);
+    } else {
       StageScope ts(oc, Stage::kEncode, "encode", it.count * es);
-      bytes = codec->encode(data + it.elem * es, it.count, out);
+      bytes = codec->encode(seg, it.count, out);
       if (owner_final && !codec->exact()) {
         // Keep what everyone else will decode, so every rank ends with the same bits.
-        codec->decode(out, bytes, data + it.elem * es, it.count, false);
+        codec->decode(out, bytes, seg, it.count, false);
       }
     }
     send_tickets[j] = ctx.post_send(right, make_header(j, bytes), out);
@@ -108,6 +143,12 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   for (std::size_t i = 0; i < recvs.size(); ++i) {
     const Item& it = recvs[i];
     fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
+    if (residual && it.rs) {
+      // The only receive reduced into this segment: add r first (while the message may still be
+      // in flight), so the partial sum lands on x' = x + r.
+      StageScope ts(oc, Stage::kReduce, "feedback", it.count * es);
+      add_residual(it);
+    }
     {
       StageScope ts(oc, Stage::kWait, "wait", it.count * es);
       ctx.wait(recv_tickets[i], oc.deadline);

@@ -150,7 +150,23 @@ class BlockwiseCodec final : public SegmentCodec {
   quant::BlockwiseParams p_;
 };
 
+// Decoded values for error feedback: not scratch_floats, which decode() itself uses.
+float* feedback_floats(std::size_t n) {
+  thread_local std::vector<float> buf;
+  if (buf.size() < n) buf.resize(n);
+  return buf.data();
+}
+
 }  // namespace
+
+std::size_t SegmentCodec::encode_feedback(float* x, float* r, std::size_t count, void* out, bool keep) {
+  const std::size_t bytes = encode(x, count, out);
+  float* dec = feedback_floats(count);
+  decode(out, bytes, dec, count, false);
+  for (std::size_t i = 0; i < count; ++i) r[i] = x[i] - dec[i];
+  if (keep && count) std::memcpy(x, dec, count * sizeof(float));
+  return bytes;
+}
 
 }  // namespace ring
 

@@ -185,13 +185,10 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
   o.small_bytes = opts_.small_bytes;
   o.compression = compression;
   o.residual = residual;
-  // Argument errors surface here, before anything is queued or sent.
+  // Argument errors surface here, before anything is queued or sent. Error feedback: topk and the
+  // lossy ring kinds (which need float32 data: check_compression) use the residual; none and
+  // lossless lose nothing and leave it unchanged.
   check_compression(compression, dtype, op);
-  RP_ENFORCE(residual == nullptr || compression.kind == WireCompression::kTopK ||
-                 compression.kind == WireCompression::kAuto,
-             UsageError, "error feedback (a residual) is supported with topk or auto compression only");
-  RP_ENFORCE(residual == nullptr || dtype == DType::kF32, UsageError,
-             "error feedback (a residual) needs float32 data, got ", dtype_name(dtype));
   if (compression.kind == WireCompression::kAuto) {
     RP_ENFORCE(!(compression.allow & autosel::bit(WireCompression::kTopK)) || residual != nullptr,
                UsageError, "auto mode may pick topk only with error feedback: pass a residual");
@@ -226,14 +223,8 @@ void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
   }
   autosel::Choice ch = autosel::choose(st.model, o.count * dtype_size(o.dtype), size_, allow, seg);
   o.compression.kind = ch.kind;
-  if (ch.kind != WireCompression::kTopK && o.residual != nullptr) {
-    // Not sparse this time: send what earlier top-k requests dropped now, so nothing waits for a
-    // top-k request that may never come.
-    auto* x = static_cast<float*>(o.data);
-    for (std::size_t i = 0; i < o.count; ++i) {
-      x[i] += o.residual[i];
-      o.residual[i] = 0.0f;
-    }
+  if (ch.kind == WireCompression::kNone || ch.kind == WireCompression::kLossless) {
+    // Exact this time: the residual is left as it is, for the next lossy request to add back.
     o.residual = nullptr;
   }
   const auto t0 = Clock::now();

@@ -44,7 +44,8 @@ enum class AllreduceAlgo : std::uint8_t { kAuto = 0, kRing = 1, kRecursiveDoubli
 //   kBF16/kFP16 float32 sent as 16-bit floats (round to nearest even), per hop
 //   kInt8/kInt4 float32 sent as blockwise-quantized integers with one scale per `block`, per hop
 // Lossy kinds need float32 and sum/avg. Every rank ends with the same bits: the owner of a block
-// keeps the decoded value of what it sent, not its exact partial sum.
+// keeps the decoded value of what it sent, not its exact partial sum. Optional error feedback on
+// each rank's own contribution through `residual` (AllreduceOptions).
 //   kTopK      sparse: each rank sends its k = ceil(ratio * n) largest-magnitude entries
 //              (allreduce_sparse.cc), optionally with error feedback through `residual`
 enum class WireCompression : std::uint8_t {
@@ -79,8 +80,10 @@ struct AllreduceOptions {
   std::size_t segment_bytes = 0;  // 0 = default
   std::size_t small_bytes = 0;    // auto: recursive doubling at or below this size; 0 = default
   CompressionOptions compression;  // kNone: plain
-  // Error feedback (lossy kinds): `count` float32 values this rank failed to send last time; added
-  // to the input before compressing and replaced by what this call drops. nullptr: none.
+  // Error feedback (topk and the lossy ring kinds; none and lossless leave it unchanged): `count`
+  // float32 values this rank failed to send last time; added to the input before compressing and
+  // replaced by what this call drops (ring kinds: the rounding of this rank's own contribution
+  // only, ring_codec.cc). nullptr: none.
   float* residual = nullptr;
 };
 void allreduce(const OpContext& oc, const AllreduceOptions& o);
