@@ -355,35 +355,41 @@ class Communicator:
         ``"int8"``/``"int4"`` (one scale per ``block`` elements): float32 with sum/avg, lossy, one
         rounding per ring hop; every rank still ends with the same bits. ``"topk"``: each rank
         sends its ``ratio`` largest-magnitude entries (``sampled`` threshold selection, k within
-        +5%, or exact), gathered and summed densely; with ``residual`` (a float32 buffer of x's
-        size, zeros at first, kept across steps) the entries a rank drops are added back next
-        time (error feedback). ``"auto"``: per request, the kind among ``allow`` (comma-separated or
-        a list; default ``"lossless"``, exact) with the lowest time predicted by a model of this
-        link and CPU (measured at the first auto request and every 64th, agreed by all ranks), or
-        none when compression would not pay; ``stats()["auto"]`` shows the choices and the
-        predicted and actual times. Default: none (or the ``RINGPRESS_COMPRESSION`` environment
-        variable).
+        +5%, or exact), gathered and summed densely. ``"auto"``: per request, the kind among
+        ``allow`` (comma-separated or a list; default ``"lossless"``, exact) with the lowest time
+        predicted by a model of this link and CPU (measured at the first auto request and every
+        64th, agreed by all ranks), or none when compression would not pay; ``stats()["auto"]``
+        shows the choices and the predicted and actual times. Default: none (or the
+        ``RINGPRESS_COMPRESSION`` environment variable).
+
+        ``residual`` (error feedback): a float32 buffer of x's element count, zeros at first, kept
+        by the caller across steps. topk: the entries this rank drops are added back next time.
+        bf16/fp16/int8/int4: this rank adds ``residual`` to its contribution and keeps in it the
+        rounding of every segment it encodes on the ring (its own data at the first hop, the
+        partial sums it forwards, and the final sum of the block it owns), so over any number of
+        steps the outputs summed plus every rank's residual equal the inputs summed (fp32 rounding
+        aside); cost: one decode pass and two elementwise passes. none/lossless (and auto when it
+        picks them) lose nothing and leave it unchanged. Wrong dtype or size: ``UsageError``.
         """
         b = _Buf(x, "allreduce", True)
         _check_reducible(b, "allreduce")
+        raddr = 0
+        keep = b
+        if residual is not None:
+            rb = _Buf(residual, "allreduce residual", True)
+            if rb.dtype != "float32" or rb.count != b.count:
+                raise UsageError(f"allreduce residual must be float32 with {b.count} elements, got {rb.count} {rb.dtype}")
+            raddr, keep = rb.addr, (b, rb)
         if compression is None:
             compression = _env("COMPRESSION", "none")
         if compression == "none":
             w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op)
         else:
-            raddr = 0
-            keep = b
-            if residual is not None:
-                rb = _Buf(residual, "allreduce residual", True)
-                if rb.dtype != "float32" or rb.count != b.count:
-                    raise UsageError(f"allreduce residual must be float32 with {b.count} elements, got {rb.count} {rb.dtype}")
-                raddr, keep = rb.addr, (b, rb)
             if isinstance(allow, str):
                 allow = [a.strip() for a in allow.split(",") if a.strip()]
             w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op, compression, codec,
                                   int(level), int(block), float(ratio), bool(sampled), raddr, list(allow))
-            b = keep
-        return self._finish(w, b, x, async_op)
+        return self._finish(w, keep, x, async_op)
 
     def allreduce_coalesced(self, xs: Sequence[Any], op: str = "sum", async_op: bool = False) -> Any:
         """Allreduce several buffers of one dtype as one fused collective (tensor fusion)."""
