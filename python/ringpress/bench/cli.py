@@ -9,8 +9,9 @@ Subcommands
     compressed                     allreduce with each wire compression (and auto) vs gloo plain on
                                    real gradients; run as the ranks of a job, e.g. under
                                    'ringpress bench netns --rate 1gbit -- python -m ringpress.bench compressed'
-    train                          training step time per compression mode (needs the torch
-                                   backend: not available yet)
+    train                          DDP training step time, bytes sent and held-out loss per
+                                   communication mode (gloo, fp16, PowerSGD, ringpress + hook);
+                                   alone, under torchrun, or under 'ringpress bench netns'
     netns                          the namespace harness itself (--check, --cleanup, -- CMD)
 
 Every benchmark prints a table with the ratios, writes a JSON record (machine, versions, command,
@@ -36,13 +37,9 @@ SUBCOMMANDS = {
     "codecs": ("codecs", "lossless codec vs blosc2 / zstandard / lz4 on real gradients"),
     "compressors": ("compressors", "gradient compressors vs torch / numpy peers"),
     "compressed": ("compressed", "compressed allreduce modes vs gloo on real gradients (run as ranks)"),
-    "train": (None, "training step time per compression mode (not available yet)"),
+    "train": ("train", "DDP step time, bytes and held-out loss per compression mode"),
     "netns": ("netns", "namespace harness: --check, --cleanup, or -- CMD"),
 }
-TRAIN_MESSAGE = (
-    "not available yet: it needs the torch backend and DDP hooks (issue 6), which are not built; "
-    "'allreduce', 'codecs' and 'compressors' work now"
-)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
@@ -64,9 +61,6 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     sub = ap.parse_args(argv[:1]).subcommand
     module_name = SUBCOMMANDS[sub][0]
     sub_prog = f"{prog} {sub}"
-    if module_name is None:
-        print(f"{sub_prog}: {TRAIN_MESSAGE}", file=sys.stderr)
-        return 2
     module = importlib.import_module(f"{__package__}.{module_name}")
     try:
         return int(module.main(argv[1:], prog=sub_prog) or 0)
