@@ -17,8 +17,8 @@ Contract
   plain when compressing would not pay). Lossy kinds need float32 gradients; other dtypes fall
   back to lossless.
 - Error feedback (``error_feedback=True``, lossy kinds): what compression drops from this rank's
-  gradient is kept and added to the next step's (topk: the entries not sent; ring kinds: the
-  rounding of this rank's own contribution). The residuals are stored per parameter, so DDP's
+  gradient is kept and added to the next step's (topk: the entries not sent; ring kinds: every
+  rounding this rank makes, of its own data and of the partial sums it forwards). The residuals are stored per parameter, so DDP's
   bucket rebuild after the first iteration (or any change of bucket layout) carries them over,
   and ``state_dict()``/``load_state_dict()`` checkpoint them: a restored job resumes with its
   residuals and step count (parameters are identified by the order the hook first sees them,
