@@ -558,9 +558,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ]
     y = np.arange(len(rows))
     ax.barh(y, med, xerr=[np.maximum(lo, 0), np.maximum(hi, 0)], color=colors, capsize=3)
-    for yi, r in zip(y, rows, strict=True):
+    for yi, r, h in zip(y, rows, hi, strict=True):
         ax.text(
-            r["median_s"] * 1e3,
+            r["median_s"] * 1e3 + max(h, 0),
             yi,
             f"  {r['median_s'] * 1e3:.0f} ms, loss {r['heldout_loss']:.3f}",
             va="center",
@@ -572,7 +572,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_xlabel("step time, ms (median of the slowest rank)")
-    ax.set_xlim(0, max(med) * 1.45)
+    ax.set_xlim(0, max(m + max(h, 0) for m, h in zip(med, hi, strict=True)) * 1.45)
     link = cfg["link"] or "loopback"
     ax.set_title(
         f"DDP step, {cfg['params'] / 1e6:.1f}M params, batch {cfg['batch']}/rank, "
