@@ -14,7 +14,7 @@ The task
     concatenated as bytes, the first ``--data-mb`` MB; the vocabulary is the byte values present.
     The last 5% is held out. Model: the previous ``--context`` (32) characters -> embedding
     ``--embed`` (64), flattened (2048) -> ``--depth`` (6) x (Linear(., ``--width``) + ReLU) ->
-    Linear(width, vocab): 25.4M float32 parameters at the defaults. Optimizer: SGD, momentum
+    Linear(width, vocab): 25.5M float32 parameters at the defaults (vocabulary 171). Optimizer: SGD, momentum
     0.9, ``--lr`` (0.1), no weight decay. Every rank draws its own batches (``--batch`` positions,
     uniform over the training text, from a generator seeded by (seed, rank, step)), so the ranks'
     gradients differ; every mode sees exactly the same batches.
