@@ -82,7 +82,7 @@ Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::ui
   std::vector<double> v(4 * kKinds + 2, 0.0);
   for (int k = 0; k < kKinds; ++k) {
     const auto i = static_cast<std::size_t>(k);
-    if (seen.count[i] > 0) v[4 * kKinds + 2 - kKinds + i] = seen.sum[i] / seen.count[i];
+    v[4 * kKinds + 2 - kKinds + i] = seen.best[i];
   }
   for (int k = 1; k < kKinds; ++k) {
     if (!(allow & (1u << k)) || ns == 0) continue;

@@ -28,19 +28,25 @@ struct Model {
   std::array<double, kKinds> enc_s{};   // encode seconds per input byte
   std::array<double, kKinds> dec_s{};   // decode (+reduce) seconds per input byte
   std::array<double, kKinds> ratio{};   // input bytes / wire bytes
-  // Live correction: mean of (actual / predicted) over the requests run with each kind since the
-  // previous calibration, agreed at the next one (1 = the model was right). predict() scales by it.
+  // Live correction: the smallest actual / predicted among the requests run with each kind since
+  // the previous calibration (see Observed), the largest over ranks, agreed at the next
+  // calibration (1 = the model was right). predict() scales by it.
   std::array<double, kKinds> correction{1, 1, 1, 1, 1, 1, 1};
 };
 
 // What a rank observed between calibrations (actual / predicted per kind), folded into the next.
+// Live transfers: the smallest actual / predicted per kind since the last calibration (0 = not
+// run). The smallest, not the mean: a request's time includes waiting for peers that are still
+// computing (DDP issues buckets while backward runs), which only ever adds, so the fastest
+// request is the one closest to the transfer's own cost. With the mean, whichever kind was just
+// used looked slow and auto drifted to kinds it had not tried (int8 -> bf16 -> plain at 1 Gbit/s).
 struct Observed {
-  std::array<double, kKinds> sum{};
-  std::array<double, kKinds> count{};
+  std::array<double, kKinds> best{};
   void add(WireCompression k, double actual_s, double predicted_s) {
-    if (predicted_s <= 0) return;
-    sum[static_cast<std::size_t>(k)] += actual_s / predicted_s;
-    count[static_cast<std::size_t>(k)] += 1;
+    if (predicted_s <= 0 || actual_s <= 0) return;
+    const double r = actual_s / predicted_s;
+    double& b = best[static_cast<std::size_t>(k)];
+    b = b == 0 ? r : (r < b ? r : b);
   }
 };
 

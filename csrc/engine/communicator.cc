@@ -223,8 +223,15 @@ void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
   }
   autosel::Choice ch = autosel::choose(st.model, o.count * dtype_size(o.dtype), size_, allow, seg);
   o.compression.kind = ch.kind;
-  if (ch.kind == WireCompression::kNone || ch.kind == WireCompression::kLossless) {
-    // Exact this time: the residual is left as it is, for the next lossy request to add back.
+  if ((ch.kind == WireCompression::kNone || ch.kind == WireCompression::kLossless) &&
+      o.residual != nullptr) {
+    // Exact this time: deliver what earlier lossy requests held back (x += r, r = 0) rather than
+    // keep it for a lossy request that may never come (auto can settle on plain for good).
+    auto* x = static_cast<float*>(o.data);
+    for (std::size_t i = 0; i < o.count; ++i) {
+      x[i] += o.residual[i];
+      o.residual[i] = 0.0f;
+    }
     o.residual = nullptr;
   }
   const auto t0 = Clock::now();

@@ -368,8 +368,10 @@ class Communicator:
         rounding of every segment it encodes on the ring (its own data at the first hop, the
         partial sums it forwards, and the final sum of the block it owns), so over any number of
         steps the outputs summed plus every rank's residual equal the inputs summed (fp32 rounding
-        aside); cost: one decode pass and two elementwise passes. none/lossless (and auto when it
-        picks them) lose nothing and leave it unchanged. Wrong dtype or size: ``UsageError``.
+        aside); cost: one decode pass and two elementwise passes. none/lossless lose nothing and
+        leave it unchanged; auto, when it picks one of them, delivers it (x += residual, residual
+        = 0) so nothing waits for a lossy request that may never come. Wrong dtype or size:
+        ``UsageError``.
         """
         b = _Buf(x, "allreduce", True)
         _check_reducible(b, "allreduce")

@@ -361,36 +361,40 @@ g = np.random.default_rng(rank).standard_normal(n).astype(np.float32)
 r0 = np.random.default_rng(50 + rank).standard_normal(n).astype(np.float32)
 plain = g.copy(); comm.allreduce(plain)
 out = {}
-for comp, allow in [("none", None), ("lossless", None), ("auto", "lossless")]:
+for comp in ("none", "lossless"):
     r = r0.copy(); x = g.copy()
-    kw = {"allow": allow} if allow else {}
-    comm.allreduce(x, compression=comp, residual=r, **kw)
+    comm.allreduce(x, compression=comp, residual=r)
     out[comp] = [bool(np.array_equal(r, r0)), bool(np.array_equal(x, plain))]
+# Auto choosing an exact kind delivers the residual (x + r summed exactly) and zeroes it.
+flushed = g + r0; comm.allreduce(flushed)
+r = r0.copy(); x = g.copy()
+comm.allreduce(x, compression="auto", allow="lossless", residual=r)
+out["auto"] = [bool(not r.any()), bool(np.array_equal(x, flushed))]
 # Non-float32 data with lossless: the residual has nothing to do and is left alone.
 i = np.arange(n, dtype=np.float64) * (rank + 1)
 r = r0.copy(); comm.allreduce(i, compression="lossless", residual=r)
 out["f64_lossless"] = [bool(np.array_equal(r, r0)), bool(np.array_equal(i, np.arange(n) * size * (size + 1) / 2))]
-# Auto may pick plain, lossless or int8 here: unchanged for the first two, conserved for int8.
+# Auto may pick plain, lossless or int8 here: flushed for the first two, conserved for int8.
 r = r0.copy(); x = g.copy()
 comm.allreduce(x, compression="auto", allow="lossless,int8", residual=r)
 last = comm.stats()["auto"]["last"]
 exact = np.allclose(x + comm.allreduce(r.astype(np.float64)), comm.allreduce((g + r0).astype(np.float64)), rtol=0, atol=1e-4)
-out["auto_int8"] = [last, bool(np.array_equal(r, r0)), bool(np.array_equal(x, plain)), bool(exact)]
+out["auto_int8"] = [last, bool(not r.any()), bool(np.array_equal(x, flushed)), bool(exact)]
 emit(out)
 comm.close()
 """
 
 
-def test_residual_is_untouched_by_exact_kinds():
+def test_exact_kinds_leave_or_deliver_the_residual():
     for res in run_ranks(2, EF_EXACT_KINDS_BODY, timeout=120):
         rec = res.records[0]
         for comp in ("none", "lossless", "auto", "f64_lossless"):
             assert rec[comp] == [True, True], (comp, rec)
-        last, unchanged, same_as_plain, conserved = rec["auto_int8"]
+        last, zeroed, same_as_flushed, conserved = rec["auto_int8"]
         if last in ("none", "lossless"):
-            assert unchanged and same_as_plain, rec
+            assert zeroed and same_as_flushed, rec
         else:
-            assert last == "int8" and conserved and not unchanged, rec
+            assert last == "int8" and conserved and not zeroed, rec
 
 
 EF_MISUSE_BODY = r"""
