@@ -29,7 +29,11 @@ Modes (each a fresh model from the same seed, run one after another in this job)
     ringpress      plain DDP on the ringpress backend (no hook)
     ringpress-K    DDP on ringpress with ringpress.torch.comm_hook, HookState(compression=K,
                    ratio=--ratio, allow=--allow, error_feedback=True); K in none, lossless, bf16,
-                   fp16, int8, int4, topk, auto
+                   fp16, int8, int4, topk, auto. topk also moves the momentum into the hook
+                   (HookState(momentum=0.9), optimizer without momentum: DGC's momentum
+                   correction) unless --no-momentum-correction
+    Every mode but PowerSGD uses DDP buckets of --bucket-mb (2) MB: with small buckets only the
+    last one's communication is left after backward.
     The default process group is "ringpress" and a gloo group (``dist.new_group(backend="gloo")``)
     exists on every rank; gloo modes pass it to DDP as process_group. A mode that cannot run
     (e.g. PowerSGD raising) is reported as "skipped: reason" on every rank.
@@ -93,9 +97,7 @@ from ._common import (
 PROG = "ringpress bench train"
 BASE_MODES = ("compute", "gloo", "gloo-fp16", "gloo-powersgd", "ringpress")
 HOOK_KINDS = ("none", "lossless", "bf16", "fp16", "int8", "int4", "topk", "auto")
-DEFAULT_MODES = (
-    "compute,gloo,gloo-fp16,gloo-powersgd,ringpress,ringpress-int8,ringpress-topk,ringpress-auto"
-)
+DEFAULT_MODES = "compute,gloo,gloo-fp16,gloo-powersgd,ringpress,ringpress-int8,ringpress-int4,ringpress-topk,ringpress-auto"
 QUICK = {  # --quick: a smoke test in seconds
     "width": 256,
     "depth": 2,
@@ -323,6 +325,7 @@ class Plan:
     state: Any = None
     count: Any = None  # [estimated bytes so far, estimator or constant]
     source: str = ""
+    hook_momentum: float = 0.0  # momentum the hook applies (the optimizer gets the rest)
 
 
 def prepare(mode: str, ctx: Ctx) -> Plan:
@@ -372,7 +375,14 @@ def prepare(mode: str, ctx: Ctx) -> Plan:
         plan.source = "measured: comm.stats() bytes_sent"
         if mode != "ringpress":
             kind = mode.split("-", 1)[1]
-            plan.state = rpt.HookState(compression=kind, ratio=args.ratio, allow=args.allow)
+            # top-k: momentum correction (the hook accumulates the velocity before selecting, the
+            # optimizer runs without momentum): same update rule as the others when nothing is dropped.
+            plan.hook_momentum = (
+                MOMENTUM if kind == "topk" and not args.no_momentum_correction else 0.0
+            )
+            plan.state = rpt.HookState(
+                compression=kind, ratio=args.ratio, allow=args.allow, momentum=plan.hook_momentum
+            )
             plan.hook = (plan.state, rpt.comm_hook)
     return plan
 
@@ -388,7 +398,7 @@ def run_mode(plan: Plan, ctx: Ctx) -> dict[str, Any]:
     ddp = DDP(model, **plan.ddp_kw)
     if plan.hook is not None:
         ddp.register_comm_hook(*plan.hook)
-    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM)
+    opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM - plan.hook_momentum)
     comm = ctx.pg.comm
     times, losses = [], []
     total = args.warmup + args.steps
@@ -893,15 +903,21 @@ def build_parser(prog: str = PROG) -> ArgParser:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--ratio", type=float, default=0.01, help="topk fraction (default 0.01)")
     ap.add_argument(
+        "--no-momentum-correction",
+        action="store_true",
+        help="topk: keep the momentum in the optimizer (default: in the hook, before selection, as DGC)",
+    )
+    ap.add_argument(
         "--allow",
         default="lossless,bf16,int8",
         help="kinds auto may choose (default lossless,bf16,int8)",
     )
     ap.add_argument(
         "--bucket-mb",
-        type=int,
-        default=None,
-        help="DDP bucket_cap_mb for all modes but PowerSGD (default: DDP's, 25)",
+        type=float,
+        default=2.0,
+        help="DDP bucket_cap_mb for all modes but PowerSGD (default 2: small buckets let the "
+        "communication of all but the last overlap backward; 0 = DDP's 25)",
     )
     ap.add_argument(
         "--threads",

@@ -44,6 +44,61 @@ _LOSSY = ("bf16", "fp16", "int8", "int4", "topk", "auto")
 _STATE_VERSION = 1
 
 
+class _PerParam:
+    """A float32 buffer per bucket whose contents belong to parameters: when DDP changes its bucket
+    layout (the rebuild after the first iteration, a restart) each parameter's slice moves along."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[tuple, torch.Tensor] = {}  # parameter keys of a bucket -> its buffer
+        self.where: dict[Any, tuple] = {}  # parameter key -> (bucket key, offset, numel)
+        self.pending: dict[str, torch.Tensor] = {}  # per-parameter slices from load()
+        self.moves = 0
+
+    def get(self, key: tuple, bucket: Any, n: int) -> torch.Tensor:
+        r = self.buckets.get(key)
+        if r is not None and r.numel() == n:
+            return r
+        r = torch.zeros(n, dtype=torch.float32)
+        moved = False
+        base = bucket.buffer()
+        esize = base.element_size()
+        for o, g in zip(key, bucket.gradients(), strict=True):
+            off, cnt = (g.data_ptr() - base.data_ptr()) // esize, g.numel()
+            src = self.pending.pop(o, None) if isinstance(o, str) else None
+            if src is None and o in self.where:
+                okey, ooff, on = self.where[o]
+                src = self.buckets[okey][ooff : ooff + on]
+                moved = True
+            if src is not None and src.numel() == cnt:
+                r[off : off + cnt].copy_(src)
+            self.where[o] = (key, off, cnt)
+        self.moves += moved
+        self.buckets[key] = r
+        live = {k for k, _, _ in self.where.values()}
+        for k in [k for k in self.buckets if k not in live]:
+            del self.buckets[k]
+        return r
+
+    def save(self) -> dict:
+        res = {o: t.clone() for o, t in self.pending.items()}
+        for o, (key, off, n) in self.where.items():
+            if isinstance(o, str):
+                res[o] = self.buckets[key][off : off + n].clone()
+        return res
+
+    def load(self, d: dict) -> None:
+        self.pending = {
+            str(o): t.detach().to("cpu", torch.float32).reshape(-1).clone() for o, t in d.items()
+        }
+        self.buckets.clear()
+        self.where.clear()
+
+    def norm(self) -> float:
+        sq = sum(float(t.double().square().sum()) for t in self.buckets.values())
+        sq += sum(float(t.double().square().sum()) for t in self.pending.values())
+        return sq**0.5
+
+
 class HookState:
     """Configuration and error-feedback memory of :func:`comm_hook` (one per DDP model)."""
 
@@ -59,6 +114,7 @@ class HookState:
         sampled: bool = True,
         codec: str = "zstd",
         level: int = 1,
+        momentum: float = 0.0,
         process_group: Any = None,
         model: Any = None,
     ):
@@ -68,6 +124,8 @@ class HookState:
             )
         if not 0 < ratio <= 1:
             raise UsageError(f"HookState: ratio must be in (0, 1], got {ratio}")
+        if not 0 <= momentum < 1:
+            raise UsageError(f"HookState: momentum must be in [0, 1), got {momentum}")
         if warmup_steps < 0:
             raise UsageError(f"HookState: warmup_steps must be >= 0, got {warmup_steps}")
         self.compression = compression
@@ -83,10 +141,9 @@ class HookState:
         self.iteration = 0
         self.kinds_used: dict[str, int] = {}
         self._names: dict[int, str] = {}  # id(param) -> parameter name (after bind)
-        self._buckets: dict[tuple, torch.Tensor] = {}  # parameter keys of a bucket -> its residual
-        self._where: dict[Any, tuple] = {}  # parameter key -> (bucket key, offset, numel)
-        self._pending: dict[str, torch.Tensor] = {}  # per-parameter residuals from load_state_dict
-        self.layout_changes = 0
+        self.momentum = float(momentum)
+        self._residuals = _PerParam()
+        self._velocities = _PerParam()
         if model is not None:
             self.bind(model)
 
@@ -103,21 +160,18 @@ class HookState:
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict:
-        """Step count and per-parameter residuals (CPU float32 copies)."""
-        if self._where and not self._names:
+        """Step count and per-parameter residuals (and velocities, with ``momentum``): CPU float32."""
+        if (self._residuals.where or self._velocities.where) and not self._names:
             raise UsageError(
                 "HookState.state_dict: parameters are not named; create the state with HookState(..., model=ddp) "
                 "or use ringpress.torch.register(ddp, state) so residuals can be restored by name"
             )
-        res = {o: t.clone() for o, t in self._pending.items()}
-        for o, (key, off, n) in self._where.items():
-            if isinstance(o, str):
-                res[o] = self._buckets[key][off : off + n].clone()
         return {
             "version": _STATE_VERSION,
             "compression": self.compression,
             "iteration": self.iteration,
-            "residuals": res,
+            "residuals": self._residuals.save(),
+            "velocities": self._velocities.save(),
         }
 
     def load_state_dict(self, sd: dict) -> None:
@@ -127,12 +181,13 @@ class HookState:
                 f"HookState.load_state_dict: unknown state version {sd.get('version')!r}"
             )
         self.iteration = int(sd["iteration"])
-        self._pending = {
-            str(o): t.detach().to("cpu", torch.float32).reshape(-1).clone()
-            for o, t in sd["residuals"].items()
-        }
-        self._buckets.clear()
-        self._where.clear()
+        self._residuals.load(sd["residuals"])
+        self._velocities.load(sd.get("velocities", {}))
+
+    @property
+    def layout_changes(self) -> int:
+        """How many times a bucket layout change moved residuals to their parameters' new places."""
+        return self._residuals.moves + self._velocities.moves
 
     # ------------------------------------------------------------------ internals
     def _group(self) -> ProcessGroupRingpress:
@@ -153,38 +208,12 @@ class HookState:
             return "lossless"
         return self.compression
 
-    def _residual(self, bucket: Any, n: int) -> torch.Tensor:
-        key = tuple(self._key(p) for p in bucket.parameters())
-        r = self._buckets.get(key)
-        if r is not None and r.numel() == n:
-            return r
-        # New layout (first step, DDP's rebuild, or a restore): gather each parameter's residual.
-        r = torch.zeros(n, dtype=torch.float32)
-        moved = False
-        base = bucket.buffer()
-        esize = base.element_size()
-        for o, g in zip(key, bucket.gradients(), strict=True):
-            off, cnt = (g.data_ptr() - base.data_ptr()) // esize, g.numel()
-            src = self._pending.pop(o, None) if isinstance(o, str) else None
-            if src is None and o in self._where:
-                okey, ooff, on = self._where[o]
-                src = self._buckets[okey][ooff : ooff + on]
-                moved = True
-            if src is not None and src.numel() == cnt:
-                r[off : off + cnt].copy_(src)
-            self._where[o] = (key, off, cnt)
-        self.layout_changes += moved
-        self._buckets[key] = r
-        live = {k for k, _, _ in self._where.values()}
-        for k in [k for k in self._buckets if k not in live]:
-            del self._buckets[k]
-        return r
+    def _bucket_key(self, bucket: Any) -> tuple:
+        return tuple(self._key(p) for p in bucket.parameters())
 
     def residual_norm(self) -> float:
         """L2 norm of all residuals (what error feedback still owes the model)."""
-        sq = sum(float(t.double().square().sum()) for t in self._buckets.values())
-        sq += sum(float(t.double().square().sum()) for t in self._pending.values())
-        return sq**0.5
+        return self._residuals.norm()
 
 
 def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
@@ -207,8 +236,18 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
             codec=state.codec,
             level=state.level,
         )
-        if state.error_feedback and kind in _LOSSY:
-            kw["residual"] = state._residual(bucket, host.numel())
+    key = state._bucket_key(bucket) if (state.momentum or state.error_feedback) else ()
+    velocity = None
+    if state.momentum and host.dtype == torch.float32:
+        # Momentum correction (Deep Gradient Compression): the velocity is accumulated here, before
+        # compression, so what error feedback holds back keeps its momentum; the optimizer runs
+        # without momentum.
+        velocity = state._velocities.get(key, bucket, host.numel())
+        velocity.mul_(state.momentum).add_(host)
+        host.copy_(velocity)
+    residual = None
+    if kind != "none" and state.error_feedback and kind in _LOSSY and host.dtype == torch.float32:
+        residual = kw["residual"] = state._residuals.get(key, bucket, host.numel())
     work = comm.allreduce(host, op="sum", async_op=True, **kw)
     state.kinds_used[kind] = state.kinds_used.get(kind, 0) + 1
     if bucket.is_last():
@@ -219,6 +258,8 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
         err = w.exception()
         if err is None:
             try:
+                if velocity is not None and residual is not None and kind == "topk":
+                    velocity.masked_fill_(residual == 0, 0.0)  # sent entries restart their momentum
                 staged.back()
             except BaseException as e:
                 err = e
