@@ -31,9 +31,9 @@ torch.set_num_threads(max(1, (os.cpu_count() or 1) // world))
 
 data = CharData.load(data_mb=8.0, context=32)
 torch.manual_seed(0)  # the same initial parameters on every rank
-model = DDP(make_model(len(data.vocab), width=args.width, depth=3))
-state = ringpress.torch.HookState(compression=args.compression)
-model.register_comm_hook(state, ringpress.torch.comm_hook)
+model = DDP(make_model(len(data.vocab), width=args.width, depth=3), bucket_cap_mb=2)
+# The hook, bound to the parameter names so that state.state_dict() can be checkpointed.
+state = ringpress.torch.register(model, compression=args.compression)
 opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
 held = data.held_out(1024)
 

@@ -253,3 +253,37 @@ def test_momentum_correction_moves_sgd_momentum_into_the_hook():
         # top-k: velocities checkpointed per parameter, and the entries just sent restart at 0.
         assert o["vel_keys"] and o["vel_norm"] > 0, o
         assert o["masked"] > 0, o
+
+
+def test_torchrun_example_trains():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ranks import free_port
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "train_ddp.py"
+    if not example.exists():
+        pytest.skip("examples/ not in this checkout")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(free_port()),
+        str(example),
+        "--steps",
+        "4",
+        "--width",
+        "64",
+        "--compression",
+        "int8",
+    ]
+    p = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=120, env=dict(os.environ, OMP_NUM_THREADS="1")
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "held-out loss" in p.stdout and "'int8'" in p.stdout, p.stdout
