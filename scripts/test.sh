@@ -8,6 +8,7 @@ export PATH="$PWD/$VENV/bin:$PATH"
 
 echo "== lint (ruff)"
 ruff check python tests bench
+ruff format --check python tests bench
 
 echo "== C++ tests (ctest)"
 ctest --test-dir build/py --output-on-failure -j2

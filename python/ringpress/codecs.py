@@ -19,12 +19,18 @@ __all__ = ["compress", "compress_bound", "decompress", "frame_info"]
 
 # numpy dtype -> wire dtype name (docs/wire-format.md, "dtype codes").
 _NP_TO_WIRE = {
-    np.dtype(np.uint8): "uint8", np.dtype(np.int8): "int8",
-    np.dtype(np.int16): "int16", np.dtype(np.uint16): "uint16",
-    np.dtype(np.int32): "int32", np.dtype(np.uint32): "uint32",
-    np.dtype(np.int64): "int64", np.dtype(np.uint64): "uint64",
-    np.dtype(np.float16): "float16", np.dtype(np.float32): "float32",
-    np.dtype(np.float64): "float64", np.dtype(np.bool_): "bool",
+    np.dtype(np.uint8): "uint8",
+    np.dtype(np.int8): "int8",
+    np.dtype(np.int16): "int16",
+    np.dtype(np.uint16): "uint16",
+    np.dtype(np.int32): "int32",
+    np.dtype(np.uint32): "uint32",
+    np.dtype(np.int64): "int64",
+    np.dtype(np.uint64): "uint64",
+    np.dtype(np.float16): "float16",
+    np.dtype(np.float32): "float32",
+    np.dtype(np.float64): "float64",
+    np.dtype(np.bool_): "bool",
 }
 # wire dtype name -> numpy dtype used to return it (bfloat16 comes back as its uint16 bit patterns).
 _WIRE_TO_NP = {v: k for k, v in _NP_TO_WIRE.items()}
@@ -48,7 +54,9 @@ def _torch_tensor_view(x: Any) -> tuple[np.ndarray, str] | None:
     if x.device.type != "cpu":
         raise UsageError(
             f"ringpress.compress takes CPU tensors; got a tensor on {x.device} "
-            "(copy it with .cpu() first)", op="compress")
+            "(copy it with .cpu() first)",
+            op="compress",
+        )
     t = x.detach()
     if not t.is_contiguous():
         t = t.contiguous()
@@ -73,9 +81,13 @@ def _as_array(x: Any, dtype: str | None) -> tuple[np.ndarray, str, tuple[int, ..
         except TypeError:
             raise UsageError(
                 f"cannot compress a {type(x).__name__}: expected a numpy array, a torch CPU "
-                "tensor or a buffer-protocol object", op="compress") from None
+                "tensor or a buffer-protocol object",
+                op="compress",
+            ) from None
         if mv.format in ("B", "b", "c") and mv.ndim <= 1 and dtype is None:
-            arr = np.frombuffer(mv, dtype=np.uint8) if mv.contiguous else np.array(mv, dtype=np.uint8)
+            arr = (
+                np.frombuffer(mv, dtype=np.uint8) if mv.contiguous else np.array(mv, dtype=np.uint8)
+            )
             return arr, "bytes", ()
         arr, wire = np.asarray(mv), ""
     if not arr.flags.c_contiguous:
@@ -87,14 +99,18 @@ def _as_array(x: Any, dtype: str | None) -> tuple[np.ndarray, str, tuple[int, ..
         if not wire:
             raise UsageError(
                 f"unsupported dtype {arr.dtype} (supported: float32, float64, float16, bfloat16, "
-                "int8..int64, uint8..uint64, bool)", op="compress")
+                "int8..int64, uint8..uint64, bool)",
+                op="compress",
+            )
     if dtype is not None:  # reinterpret, e.g. a uint16 view of bfloat16 data
         if dtype not in _ITEMSIZE or dtype == "bytes":
             raise UsageError(f"unknown dtype '{dtype}'", op="compress")
         if _ITEMSIZE[dtype] != arr.dtype.itemsize:
             raise UsageError(
                 f"dtype='{dtype}' ({_ITEMSIZE[dtype]} bytes) cannot reinterpret {arr.dtype} "
-                f"({arr.dtype.itemsize} bytes)", op="compress")
+                f"({arr.dtype.itemsize} bytes)",
+                op="compress",
+            )
         wire = dtype
     return arr, wire, tuple(int(d) for d in arr.shape)
 
@@ -129,12 +145,17 @@ def compress(
         A bytes-like ``Buffer`` holding the frame (or its size when ``out`` is given).
     """
     if codec not in _CODECS:
-        raise UsageError(f"unknown codec '{codec}' (expected one of {', '.join(_CODECS)})", op="compress")
+        raise UsageError(
+            f"unknown codec '{codec}' (expected one of {', '.join(_CODECS)})", op="compress"
+        )
     if shuffle not in _SHUFFLES:
-        raise UsageError(f"unknown shuffle '{shuffle}' (expected one of {', '.join(_SHUFFLES)})", op="compress")
+        raise UsageError(
+            f"unknown shuffle '{shuffle}' (expected one of {', '.join(_SHUFFLES)})", op="compress"
+        )
     arr, wire, shape = _as_array(x, dtype)
-    return _core.lossless_compress(arr, wire, list(shape), codec, int(level), shuffle, int(threads),
-                                   int(block_size or 0), out)
+    return _core.lossless_compress(
+        arr, wire, list(shape), codec, int(level), shuffle, int(threads), int(block_size or 0), out
+    )
 
 
 def compress_bound(x: Any, block_size: int | None = None) -> int:
@@ -174,15 +195,24 @@ def decompress(buf: Any, out: Any = None, threads: int = 1):
         if not out.flags.c_contiguous or not out.flags.writeable:
             raise UsageError("out must be a C-contiguous, writable array", op="decompress")
     else:
-        raise UsageError(f"out must be a numpy array or torch CPU tensor, got {type(out).__name__}",
-                         op="decompress")
-    compatible = out_wire == wire or (wire == "bytes" and out_wire == "uint8") or (
-        wire == "bfloat16" and out_wire == "uint16") or (wire == "uint16" and out_wire == "bfloat16")
+        raise UsageError(
+            f"out must be a numpy array or torch CPU tensor, got {type(out).__name__}",
+            op="decompress",
+        )
+    compatible = (
+        out_wire == wire
+        or (wire == "bytes" and out_wire == "uint8")
+        or (wire == "bfloat16" and out_wire == "uint16")
+        or (wire == "uint16" and out_wire == "bfloat16")
+    )
     if not compatible:
-        raise UsageError(f"out has dtype {out_wire or target.dtype} but the frame holds {wire}",
-                         op="decompress")
+        raise UsageError(
+            f"out has dtype {out_wire or target.dtype} but the frame holds {wire}", op="decompress"
+        )
     if target.nbytes != info["nbytes"]:
-        raise UsageError(f"out has {target.nbytes} bytes but the frame decodes to {info['nbytes']}",
-                         op="decompress")
+        raise UsageError(
+            f"out has {target.nbytes} bytes but the frame decodes to {info['nbytes']}",
+            op="decompress",
+        )
     _core.lossless_decompress(buf, target, int(threads))
     return out

@@ -73,7 +73,9 @@ class _Buf:
         self.owner = x
         if type(x).__module__.startswith("torch"):
             if x.device.type != "cpu":
-                raise UsageError(f"{what}: only CPU tensors are supported so far, got device {x.device}")
+                raise UsageError(
+                    f"{what}: only CPU tensors are supported so far, got device {x.device}"
+                )
             if not x.is_contiguous():
                 raise UsageError(f"{what}: tensor must be contiguous (call .contiguous())")
             self.addr = x.data_ptr()
@@ -96,7 +98,9 @@ class _Buf:
         try:
             a = np.asarray(memoryview(x))
         except TypeError:
-            raise UsageError(f"{what}: expected a numpy array, a torch CPU tensor or a buffer, got {type(x).__name__}") from None
+            raise UsageError(
+                f"{what}: expected a numpy array, a torch CPU tensor or a buffer, got {type(x).__name__}"
+            ) from None
         if not a.flags.c_contiguous:
             raise UsageError(f"{what}: array must be C-contiguous (use np.ascontiguousarray)")
         if writable and not a.flags.writeable:
@@ -112,7 +116,9 @@ def _check_op(op: str) -> str:
 
 def _check_reducible(b: _Buf, what: str) -> None:
     if b.dtype not in _REDUCIBLE:
-        raise UsageError(f"{what}: dtype {b.dtype} cannot be reduced; supported: {', '.join(_REDUCIBLE)}")
+        raise UsageError(
+            f"{what}: dtype {b.dtype} cannot be reduced; supported: {', '.join(_REDUCIBLE)}"
+        )
 
 
 class Work:
@@ -218,7 +224,11 @@ class Communicator:
         prefix: str | None = None,
         _keep: Any = None,
     ):
-        if not (isinstance(rank, int) and isinstance(size, int)) or size < 1 or not 0 <= rank < size:
+        if (
+            not (isinstance(rank, int) and isinstance(size, int))
+            or size < 1
+            or not 0 <= rank < size
+        ):
             raise UsageError(f"need 0 <= rank < size, got rank={rank!r} size={size!r}")
         transport = transport or _env("TRANSPORT", "auto")
         if transport not in ("auto", "tcp", "shm"):
@@ -261,14 +271,20 @@ class Communicator:
         rank = _int_env(["RINGPRESS_RANK", "RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"])
         size = _int_env(["RINGPRESS_WORLD_SIZE", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])
         if rank is None or size is None:
-            raise UsageError("from_env needs RANK and WORLD_SIZE (or RINGPRESS_RANK/RINGPRESS_WORLD_SIZE) in the environment")
+            raise UsageError(
+                "from_env needs RANK and WORLD_SIZE (or RINGPRESS_RANK/RINGPRESS_WORLD_SIZE) in the environment"
+            )
         addr = _env("MASTER_ADDR") or os.environ.get("MASTER_ADDR") or "127.0.0.1"
         port = _int_env(["RINGPRESS_MASTER_PORT", "MASTER_PORT"])
         if port is None:
-            raise UsageError("from_env needs MASTER_PORT (or RINGPRESS_MASTER_PORT) in the environment")
+            raise UsageError(
+                "from_env needs MASTER_PORT (or RINGPRESS_MASTER_PORT) in the environment"
+            )
         timeout = kwargs.get("timeout") or float(_env("TIMEOUT", "300"))
         keep = None
-        if os.environ.get("TORCHELASTIC_USE_AGENT_STORE", "").lower() == "true" and not os.environ.get("RINGPRESS_MASTER_PORT"):
+        if os.environ.get(
+            "TORCHELASTIC_USE_AGENT_STORE", ""
+        ).lower() == "true" and not os.environ.get("RINGPRESS_MASTER_PORT"):
             import torch.distributed as dist
 
             store = dist.TCPStore(addr, port, size, False, timedelta(seconds=timeout))
@@ -277,7 +293,9 @@ class Communicator:
                 keep = _core.TCPStoreServer("0.0.0.0", port)
             store = _core.TCPStore(addr, port, int(timeout * 1000))
         kwargs.setdefault("route_hint", addr)
-        return cls(store, rank, size, _keep=keep, prefix=kwargs.pop("prefix", "ringpress/env"), **kwargs)
+        return cls(
+            store, rank, size, _keep=keep, prefix=kwargs.pop("prefix", "ringpress/env"), **kwargs
+        )
 
     @classmethod
     def from_store(cls, store: Any, rank: int, size: int, **kwargs: Any) -> Communicator:
@@ -307,7 +325,9 @@ class Communicator:
         timeout = kwargs.get("timeout") or float(_env("TIMEOUT", "300"))
         store = _core.TCPStore(host, port, int(timeout * 1000))
         kwargs.setdefault("route_hint", host)
-        return cls(store, rank, size, _keep=keep, prefix=kwargs.pop("prefix", "ringpress/mpi"), **kwargs)
+        return cls(
+            store, rank, size, _keep=keep, prefix=kwargs.pop("prefix", "ringpress/mpi"), **kwargs
+        )
 
     # ------------------------------------------------------------------ properties
     @property
@@ -345,9 +365,21 @@ class Communicator:
             return Work(w, keep, result)
         return result
 
-    def allreduce(self, x: Any, op: str = "sum", async_op: bool = False, compression: str | None = None,
-                  *, codec: str = "zstd", level: int = 1, block: int = 512, ratio: float = 0.01,
-                  sampled: bool = True, residual: Any = None, allow: str | Sequence[str] = "lossless") -> Any:
+    def allreduce(
+        self,
+        x: Any,
+        op: str = "sum",
+        async_op: bool = False,
+        compression: str | None = None,
+        *,
+        codec: str = "zstd",
+        level: int = 1,
+        block: int = 512,
+        ratio: float = 0.01,
+        sampled: bool = True,
+        residual: Any = None,
+        allow: str | Sequence[str] = "lossless",
+    ) -> Any:
         """Reduce ``x`` element-wise across ranks, in place; returns ``x`` (or a Work).
 
         ``compression`` encodes every ring segment on the wire: ``"lossless"`` (shuffle +
@@ -380,7 +412,9 @@ class Communicator:
         if residual is not None:
             rb = _Buf(residual, "allreduce residual", True)
             if rb.dtype != "float32" or rb.count != b.count:
-                raise UsageError(f"allreduce residual must be float32 with {b.count} elements, got {rb.count} {rb.dtype}")
+                raise UsageError(
+                    f"allreduce residual must be float32 with {b.count} elements, got {rb.count} {rb.dtype}"
+                )
             raddr, keep = rb.addr, (b, rb)
         if compression is None:
             compression = _env("COMPRESSION", "none")
@@ -389,11 +423,26 @@ class Communicator:
         else:
             if isinstance(allow, str):
                 allow = [a.strip() for a in allow.split(",") if a.strip()]
-            w = self._c.allreduce(b.addr, b.count, b.dtype, _check_op(op), async_op, compression, codec,
-                                  int(level), int(block), float(ratio), bool(sampled), raddr, list(allow))
+            w = self._c.allreduce(
+                b.addr,
+                b.count,
+                b.dtype,
+                _check_op(op),
+                async_op,
+                compression,
+                codec,
+                int(level),
+                int(block),
+                float(ratio),
+                bool(sampled),
+                raddr,
+                list(allow),
+            )
         return self._finish(w, keep, x, async_op)
 
-    def allreduce_coalesced(self, xs: Sequence[Any], op: str = "sum", async_op: bool = False) -> Any:
+    def allreduce_coalesced(
+        self, xs: Sequence[Any], op: str = "sum", async_op: bool = False
+    ) -> Any:
         """Allreduce several buffers of one dtype as one fused collective (tensor fusion)."""
         bufs = [_Buf(x, "allreduce_coalesced", True) for x in xs]
         if not bufs:
@@ -402,7 +451,9 @@ class Communicator:
         if len(dtypes) != 1:
             raise UsageError(f"allreduce_coalesced needs one dtype, got {sorted(dtypes)}")
         _check_reducible(bufs[0], "allreduce_coalesced")
-        w = self._c.allreduce_coalesced([(b.addr, b.count) for b in bufs], bufs[0].dtype, _check_op(op), async_op)
+        w = self._c.allreduce_coalesced(
+            [(b.addr, b.count) for b in bufs], bufs[0].dtype, _check_op(op), async_op
+        )
         return self._finish(w, bufs, list(xs), async_op)
 
     def broadcast(self, x: Any, root: int = 0, async_op: bool = False) -> Any:
@@ -418,37 +469,53 @@ class Communicator:
             out = _empty_like(x, (self.size, *b.shape))
         o = _Buf(out, "allgather out", True)
         if o.count != b.count * self.size or o.dtype != b.dtype:
-            raise UsageError(f"allgather: out must hold {self.size} x {b.count} {b.dtype}, got {o.count} {o.dtype}")
+            raise UsageError(
+                f"allgather: out must hold {self.size} x {b.count} {b.dtype}, got {o.count} {o.dtype}"
+            )
         w = self._c.allgather(b.addr, o.addr, [b.count] * self.size, b.dtype, async_op)
         return self._finish(w, (b, o), out, async_op)
 
-    def allgatherv(self, x: Any, counts: Sequence[int], out: Any = None, async_op: bool = False) -> Any:
+    def allgatherv(
+        self, x: Any, counts: Sequence[int], out: Any = None, async_op: bool = False
+    ) -> Any:
         """Gather ``x`` of different sizes: ``counts[r]`` elements from rank r, concatenated (1-D)."""
         b = _Buf(x, "allgatherv", False)
         counts = [int(c) for c in counts]
         if len(counts) != self.size or counts[self.rank] != b.count:
-            raise UsageError(f"allgatherv: counts must have {self.size} entries with counts[{self.rank}] == {b.count}, got {counts}")
+            raise UsageError(
+                f"allgatherv: counts must have {self.size} entries with counts[{self.rank}] == {b.count}, got {counts}"
+            )
         if out is None:
             out = _empty_like(x, (sum(counts),))
         o = _Buf(out, "allgatherv out", True)
         if o.count != sum(counts) or o.dtype != b.dtype:
-            raise UsageError(f"allgatherv: out must hold {sum(counts)} {b.dtype}, got {o.count} {o.dtype}")
+            raise UsageError(
+                f"allgatherv: out must hold {sum(counts)} {b.dtype}, got {o.count} {o.dtype}"
+            )
         w = self._c.allgather(b.addr, o.addr, counts, b.dtype, async_op)
         return self._finish(w, (b, o), out, async_op)
 
-    def reduce_scatter(self, x: Any, out: Any = None, op: str = "sum", async_op: bool = False) -> Any:
+    def reduce_scatter(
+        self, x: Any, out: Any = None, op: str = "sum", async_op: bool = False
+    ) -> Any:
         """Reduce ``x`` (size * n elements) across ranks; rank r gets block r (n elements) in ``out``."""
         b = _Buf(x, "reduce_scatter", False)
         _check_reducible(b, "reduce_scatter")
         if b.count % self.size:
-            raise UsageError(f"reduce_scatter: {b.count} elements do not split into {self.size} equal blocks")
+            raise UsageError(
+                f"reduce_scatter: {b.count} elements do not split into {self.size} equal blocks"
+            )
         n = b.count // self.size
         if out is None:
             out = _empty_like(x, (n,))
         o = _Buf(out, "reduce_scatter out", True)
         if o.count != n or o.dtype != b.dtype:
-            raise UsageError(f"reduce_scatter: out must hold {n} {b.dtype}, got {o.count} {o.dtype}")
-        w = self._c.reduce_scatter(b.addr, o.addr, [n] * self.size, b.dtype, _check_op(op), async_op)
+            raise UsageError(
+                f"reduce_scatter: out must hold {n} {b.dtype}, got {o.count} {o.dtype}"
+            )
+        w = self._c.reduce_scatter(
+            b.addr, o.addr, [n] * self.size, b.dtype, _check_op(op), async_op
+        )
         return self._finish(w, (b, o), out, async_op)
 
     def barrier(self, async_op: bool = False) -> Any:

@@ -23,8 +23,18 @@ from . import _core
 from .errors import UsageError
 
 __all__ = [
-    "BF16", "FP16", "Compressor", "ErrorFeedback", "Pipeline", "Quantize", "RandomK", "Sign",
-    "Ternary", "Threshold", "TopK", "container_info",
+    "BF16",
+    "FP16",
+    "Compressor",
+    "ErrorFeedback",
+    "Pipeline",
+    "Quantize",
+    "RandomK",
+    "Sign",
+    "Ternary",
+    "Threshold",
+    "TopK",
+    "container_info",
 ]
 
 # Wire codes (docs/wire-format.md): methods and, for sparse, the selector (not on the wire).
@@ -44,8 +54,9 @@ def _as_float32(x: Any, op: str) -> tuple[np.ndarray, tuple[int, ...]]:
                 raise UsageError(f"{op} takes float32 tensors, got {x.dtype}", op=op)
             x = x.detach().contiguous().numpy()
     if not isinstance(x, np.ndarray):
-        raise UsageError(f"{op} takes a float32 numpy array or torch CPU tensor, "
-                         f"got {type(x).__name__}", op=op)
+        raise UsageError(
+            f"{op} takes a float32 numpy array or torch CPU tensor, got {type(x).__name__}", op=op
+        )
     if x.dtype != np.float32:
         raise UsageError(f"{op} takes float32 input, got {x.dtype}", op=op)
     if not (x.flags.c_contiguous and x.flags.aligned):
@@ -74,15 +85,36 @@ class Compressor:
     def __init__(self) -> None:
         self._calls = 0  # stochastic compressors use seed + call number as this call's stream
 
-    def _encode(self, x: Any, residual: np.ndarray | None, threads: int, codec: str = "none",
-                level: int = 1, shuffle: str = "auto"):
+    def _encode(
+        self,
+        x: Any,
+        residual: np.ndarray | None,
+        threads: int,
+        codec: str = "none",
+        level: int = 1,
+        shuffle: str = "auto",
+    ):
         arr, shape = _as_float32(x, "compress")
         seed = (self._seed + self._calls) & 0xFFFFFFFFFFFFFFFF
         self._calls += 1
         return _core.compressor_encode(
-            arr, list(shape), self._method, self._bits, self._block, self._stochastic,
-            self._selector, float(self._ratio), float(self._tolerance), float(self._threshold),
-            codec, int(level), shuffle, seed, residual, int(threads))
+            arr,
+            list(shape),
+            self._method,
+            self._bits,
+            self._block,
+            self._stochastic,
+            self._selector,
+            float(self._ratio),
+            float(self._tolerance),
+            float(self._threshold),
+            codec,
+            int(level),
+            shuffle,
+            seed,
+            residual,
+            int(threads),
+        )
 
     def encode(self, x: Any, threads: int = 1):
         """Compress float32 ``x`` into a container (bytes-like)."""
@@ -107,7 +139,11 @@ def decode(payload: Any, out: Any = None, threads: int = 1) -> Any:
     if type(out).__module__.startswith("torch"):
         import torch
 
-        if not isinstance(out, torch.Tensor) or out.dtype != torch.float32 or out.device.type != "cpu":
+        if (
+            not isinstance(out, torch.Tensor)
+            or out.dtype != torch.float32
+            or out.device.type != "cpu"
+        ):
             raise UsageError("out must be a float32 CPU tensor", op="decompress")
         if not out.is_contiguous():
             raise UsageError("out must be contiguous", op="decompress")
@@ -134,15 +170,28 @@ class TopK(Compressor):
     ``values="fp16"`` sends the kept values as fp16 (4 -> 2 bytes each).
     """
 
-    def __init__(self, ratio: float = 0.01, method: str = "sampled", tolerance: float = 0.05,
-                 values: str = "fp32", seed: int = 0) -> None:
+    def __init__(
+        self,
+        ratio: float = 0.01,
+        method: str = "sampled",
+        tolerance: float = 0.05,
+        values: str = "fp32",
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         _check(0.0 < ratio <= 1.0, f"ratio must be in (0, 1], got {ratio}")
-        _check(method in ("exact", "sampled"), f"method must be 'exact' or 'sampled', got {method!r}")
+        _check(
+            method in ("exact", "sampled"), f"method must be 'exact' or 'sampled', got {method!r}"
+        )
         _check(values in ("fp32", "fp16"), f"values must be 'fp32' or 'fp16', got {values!r}")
         _check(0.0 <= tolerance <= 1.0, f"tolerance must be in [0, 1], got {tolerance}")
         self.ratio, self.method, self.tolerance, self.values, self.seed = (
-            ratio, method, tolerance, values, seed)
+            ratio,
+            method,
+            tolerance,
+            values,
+            seed,
+        )
         self._method, self._bits = _SPARSE, 16 if values == "fp16" else 32
         self._selector = _EXACT if method == "exact" else _SAMPLED
         self._ratio, self._tolerance, self._seed = ratio, tolerance, seed
@@ -166,10 +215,17 @@ class Threshold(Compressor):
 
     def __init__(self, threshold: float, values: str = "fp32") -> None:
         super().__init__()
-        _check(np.isfinite(threshold) and threshold >= 0, f"threshold must be finite and >= 0, got {threshold}")
+        _check(
+            np.isfinite(threshold) and threshold >= 0,
+            f"threshold must be finite and >= 0, got {threshold}",
+        )
         _check(values in ("fp32", "fp16"), f"values must be 'fp32' or 'fp16', got {values!r}")
         self.threshold, self.values = threshold, values
-        self._method, self._bits, self._selector = _SPARSE, 16 if values == "fp16" else 32, _THRESHOLD
+        self._method, self._bits, self._selector = (
+            _SPARSE,
+            16 if values == "fp16" else 32,
+            _THRESHOLD,
+        )
         self._threshold = float(threshold)
 
 
@@ -180,7 +236,9 @@ class Quantize(Compressor):
     Stochastic rounding (seeded, counter-based; a fresh stream per call): unbiased, |x - x'| <= scale.
     """
 
-    def __init__(self, bits: int = 8, block: int = 512, stochastic: bool = False, seed: int = 0) -> None:
+    def __init__(
+        self, bits: int = 8, block: int = 512, stochastic: bool = False, seed: int = 0
+    ) -> None:
         super().__init__()
         _check(bits in (8, 4, 2), f"bits must be 8, 4 or 2, got {bits}")
         _check(isinstance(block, int) and block >= 1, f"block must be a positive int, got {block}")
@@ -228,10 +286,14 @@ class Ternary(Compressor):
 class Pipeline(Compressor):
     """A lossy compressor followed by the lossless stage on its sections (same container)."""
 
-    def __init__(self, compressor: Compressor, codec: str = "zstd", level: int = 1,
-                 shuffle: str = "auto") -> None:
-        _check(isinstance(compressor, Compressor) and not isinstance(compressor, (Pipeline, ErrorFeedback)),
-               "Pipeline wraps a lossy compressor (TopK, Quantize, ...)")
+    def __init__(
+        self, compressor: Compressor, codec: str = "zstd", level: int = 1, shuffle: str = "auto"
+    ) -> None:
+        _check(
+            isinstance(compressor, Compressor)
+            and not isinstance(compressor, (Pipeline, ErrorFeedback)),
+            "Pipeline wraps a lossy compressor (TopK, Quantize, ...)",
+        )
         _check(codec in ("zstd", "lz4", "none"), f"unknown codec {codec!r}")
         _check(shuffle in ("auto", "byte", "bit", "none"), f"unknown shuffle {shuffle!r}")
         self.compressor, self.codec, self.level, self.shuffle = compressor, codec, level, shuffle
@@ -253,8 +315,10 @@ class ErrorFeedback(Compressor):
     """
 
     def __init__(self, compressor: Compressor) -> None:
-        _check(isinstance(compressor, Compressor) and not isinstance(compressor, ErrorFeedback),
-               "ErrorFeedback wraps a compressor")
+        _check(
+            isinstance(compressor, Compressor) and not isinstance(compressor, ErrorFeedback),
+            "ErrorFeedback wraps a compressor",
+        )
         self.compressor = compressor
         self._residuals: dict[str, np.ndarray] = {}
 
@@ -263,8 +327,9 @@ class ErrorFeedback(Compressor):
         r = self._residuals.get(key)
         if r is None or r.shape != shape:
             if r is not None:
-                raise UsageError(f"ErrorFeedback key {key!r} had shape {r.shape}, now {shape}",
-                                 op="compress")
+                raise UsageError(
+                    f"ErrorFeedback key {key!r} had shape {r.shape}, now {shape}", op="compress"
+                )
             r = self._residuals[key] = np.zeros(shape, np.float32)
         return self.compressor._encode(arr, r, threads)
 
@@ -275,17 +340,26 @@ class ErrorFeedback(Compressor):
         return self._residuals[key].copy()
 
     def state_dict(self) -> dict:
-        inner = self.compressor.compressor if isinstance(self.compressor, Pipeline) else self.compressor
-        return {"residuals": {k: v.copy() for k, v in self._residuals.items()},
-                "calls": inner._calls, "compressor": repr(self.compressor)}
+        inner = (
+            self.compressor.compressor if isinstance(self.compressor, Pipeline) else self.compressor
+        )
+        return {
+            "residuals": {k: v.copy() for k, v in self._residuals.items()},
+            "calls": inner._calls,
+            "compressor": repr(self.compressor),
+        }
 
     def load_state_dict(self, state: dict) -> None:
         try:
-            residuals = {str(k): np.array(v, dtype=np.float32, copy=True)
-                         for k, v in state["residuals"].items()}
+            residuals = {
+                str(k): np.array(v, dtype=np.float32, copy=True)
+                for k, v in state["residuals"].items()
+            }
             calls = int(state["calls"])
         except (KeyError, TypeError, ValueError) as e:
             raise UsageError(f"not an ErrorFeedback state_dict: {e}", op="load_state_dict") from e
-        inner = self.compressor.compressor if isinstance(self.compressor, Pipeline) else self.compressor
+        inner = (
+            self.compressor.compressor if isinstance(self.compressor, Pipeline) else self.compressor
+        )
         self._residuals = residuals
         inner._calls = calls

@@ -26,8 +26,10 @@ def _median_seconds(fn, repeats: int) -> float:
 
 def main(args: argparse.Namespace) -> int:
     info = ringpress.build_info()
-    print(f"ringpress {info['version']}  simd={info['simd']}  cuda={'built' if info['cuda'] else 'no'}"
-          f"  lz4 {info['lz4']}  zstd {info['zstd']}")
+    print(
+        f"ringpress {info['version']}  simd={info['simd']}  cuda={'built' if info['cuda'] else 'no'}"
+        f"  lz4 {info['lz4']}  zstd {info['zstd']}"
+    )
     n = args.size_mib * (1 << 20) // 4
     x = np.random.default_rng(0).standard_normal(n).astype(np.float32)
     src = x.view(np.uint8)
@@ -36,13 +38,19 @@ def main(args: argparse.Namespace) -> int:
 
     t_np = _median_seconds(lambda: np.ascontiguousarray(src.reshape(n, 4).T), args.repeats)
     t_cp = _median_seconds(lambda: np.copyto(dst, src), args.repeats)
-    print(f"\nbyte/bit shuffle of {args.size_mib} MiB float32, median of {args.repeats}"
-          f" (memcpy {nbytes / t_cp / 1e9:.1f} GB/s, numpy transpose {nbytes / t_np / 1e9:.2f} GB/s)")
-    print(f"{'kernel':<10}{'shuffle GB/s':>14}{'unshuffle GB/s':>16}{'bitshuffle GB/s':>17}{'vs numpy':>10}")
+    print(
+        f"\nbyte/bit shuffle of {args.size_mib} MiB float32, median of {args.repeats}"
+        f" (memcpy {nbytes / t_cp / 1e9:.1f} GB/s, numpy transpose {nbytes / t_np / 1e9:.2f} GB/s)"
+    )
+    print(
+        f"{'kernel':<10}{'shuffle GB/s':>14}{'unshuffle GB/s':>16}{'bitshuffle GB/s':>17}{'vs numpy':>10}"
+    )
     for level in _core.simd_levels_supported():
         ts = _median_seconds(lambda lv=level: _core.byte_shuffle(src, dst, 4, lv), args.repeats)
         tu = _median_seconds(lambda lv=level: _core.byte_unshuffle(src, dst, 4, lv), args.repeats)
         tb = _median_seconds(lambda lv=level: _core.bit_shuffle(src, dst, 4, lv), args.repeats)
-        print(f"{level:<10}{nbytes / ts / 1e9:>14.2f}{nbytes / tu / 1e9:>16.2f}{nbytes / tb / 1e9:>17.2f}"
-              f"{t_np / ts:>9.1f}x")
+        print(
+            f"{level:<10}{nbytes / ts / 1e9:>14.2f}{nbytes / tu / 1e9:>16.2f}{nbytes / tb / 1e9:>17.2f}"
+            f"{t_np / ts:>9.1f}x"
+        )
     return 0

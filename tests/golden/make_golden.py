@@ -57,36 +57,59 @@ def text_bytes(n: int) -> bytes:
 
 # name -> (input, compress() keyword arguments)
 GOLDENS = {
-    "f32_grad_zstd_auto": lambda: (gradient_f32(8192, 1).reshape(64, 128),
-                                   dict(codec="zstd", shuffle="auto", block_size=8192)),
-    "f32_grad_lz4_bit": lambda: (gradient_f32(3001, 2),
-                                 dict(codec="lz4", shuffle="bit", block_size=4096)),
-    "f32_grad_zstd_byte_l3": lambda: (gradient_f32(2500, 3),
-                                      dict(codec="zstd", level=3, shuffle="byte",
-                                           block_size=4000)),
-    "bf16_zstd_auto": lambda: ((bf16(6000, 4), "bfloat16"),
-                               dict(codec="zstd", shuffle="auto", block_size=4096)),
-    "bf16_lz4_byte": lambda: ((bf16(3000, 5).reshape(3, 1000), "bfloat16"),
-                              dict(codec="lz4", shuffle="byte", block_size=2048)),
-    "int8_lz4_auto": lambda: (small_int8(10000, 6),
-                              dict(codec="lz4", shuffle="auto", block_size=4096)),
-    "f32_sparse_zstd_auto": lambda: (sparse_f32(20000, 7),
-                                     dict(codec="zstd", shuffle="auto", block_size=16384)),
-    "f32_sparse_lz4_auto": lambda: (sparse_f32(5000, 8),
-                                    dict(codec="lz4", shuffle="auto", block_size=4096)),
-    "f16_none_byte": lambda: (np.random.default_rng(9).standard_normal(1500).astype(np.float16),
-                              dict(codec="none", shuffle="byte", block_size=1024)),
-    "int64_none": lambda: (np.arange(-60, 60, dtype=np.int64).reshape(2, 3, 4, 5),
-                           dict(codec="none", shuffle="none", block_size=256)),
+    "f32_grad_zstd_auto": lambda: (
+        gradient_f32(8192, 1).reshape(64, 128),
+        dict(codec="zstd", shuffle="auto", block_size=8192),
+    ),
+    "f32_grad_lz4_bit": lambda: (
+        gradient_f32(3001, 2),
+        dict(codec="lz4", shuffle="bit", block_size=4096),
+    ),
+    "f32_grad_zstd_byte_l3": lambda: (
+        gradient_f32(2500, 3),
+        dict(codec="zstd", level=3, shuffle="byte", block_size=4000),
+    ),
+    "bf16_zstd_auto": lambda: (
+        (bf16(6000, 4), "bfloat16"),
+        dict(codec="zstd", shuffle="auto", block_size=4096),
+    ),
+    "bf16_lz4_byte": lambda: (
+        (bf16(3000, 5).reshape(3, 1000), "bfloat16"),
+        dict(codec="lz4", shuffle="byte", block_size=2048),
+    ),
+    "int8_lz4_auto": lambda: (
+        small_int8(10000, 6),
+        dict(codec="lz4", shuffle="auto", block_size=4096),
+    ),
+    "f32_sparse_zstd_auto": lambda: (
+        sparse_f32(20000, 7),
+        dict(codec="zstd", shuffle="auto", block_size=16384),
+    ),
+    "f32_sparse_lz4_auto": lambda: (
+        sparse_f32(5000, 8),
+        dict(codec="lz4", shuffle="auto", block_size=4096),
+    ),
+    "f16_none_byte": lambda: (
+        np.random.default_rng(9).standard_normal(1500).astype(np.float16),
+        dict(codec="none", shuffle="byte", block_size=1024),
+    ),
+    "int64_none": lambda: (
+        np.arange(-60, 60, dtype=np.int64).reshape(2, 3, 4, 5),
+        dict(codec="none", shuffle="none", block_size=256),
+    ),
     "f32_empty_zstd": lambda: (np.zeros((0,), np.float32), dict(codec="zstd")),
     "f32_empty_2d_lz4": lambda: (np.zeros((3, 0), np.float32), dict(codec="lz4")),
     "f64_one_none": lambda: (np.array([-1.0 / 3.0]), dict(codec="none")),
     "f64_scalar_zstd": lambda: (np.array(2.718281828459045), dict(codec="zstd")),
-    "bool_zstd_bit": lambda: (np.arange(5000).reshape(50, 100) % 7 == 0,
-                              dict(codec="zstd", shuffle="bit", block_size=1000)),
+    "bool_zstd_bit": lambda: (
+        np.arange(5000).reshape(50, 100) % 7 == 0,
+        dict(codec="zstd", shuffle="bit", block_size=1000),
+    ),
     "bytes_zstd_auto": lambda: (text_bytes(12000), dict(codec="zstd", block_size=4096)),
-    "bytes_lz4_none": lambda: (text_bytes(3000), dict(codec="lz4", shuffle="none",
-                                                      block_size=1024)),
+    "bytes_lz4_none": lambda: (
+        text_bytes(3000),
+        dict(codec="lz4", shuffle="none", block_size=1024),
+    ),
 }
 
 
@@ -136,8 +159,16 @@ def main() -> None:
         frames[name] = {"file": name + ".rpz", **describe(frame, kwargs)}
         print(f"wrote {name}.rpz ({len(frame)} bytes)")
     with open(path, "w") as f:
-        json.dump({"format_version": FORMAT_VERSION, "ringpress_version": ringpress.__version__,
-                   "frames": frames}, f, indent=1, sort_keys=True)
+        json.dump(
+            {
+                "format_version": FORMAT_VERSION,
+                "ringpress_version": ringpress.__version__,
+                "frames": frames,
+            },
+            f,
+            indent=1,
+            sort_keys=True,
+        )
         f.write("\n")
 
 

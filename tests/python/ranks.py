@@ -50,8 +50,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_ranks(nranks: int, body: str, env: dict | None = None, comm_kwargs: dict | None = None,
-                delays: dict | None = None, rank_env: dict | None = None):
+def start_ranks(
+    nranks: int,
+    body: str,
+    env: dict | None = None,
+    comm_kwargs: dict | None = None,
+    delays: dict | None = None,
+    rank_env: dict | None = None,
+):
     """Start the processes; returns (procs, script path, port). ``delays`` = {rank: seconds to
     wait before starting it}; ``rank_env`` = {rank: extra environment for that rank only}."""
     fd, path = tempfile.mkstemp(suffix=".py", prefix="rp_rank_")
@@ -61,8 +67,15 @@ def start_ranks(nranks: int, body: str, env: dict | None = None, comm_kwargs: di
     procs = []
     for r in range(nranks):
         e = dict(os.environ)
-        e.update({"RANK": str(r), "WORLD_SIZE": str(nranks), "MASTER_ADDR": "127.0.0.1",
-                  "MASTER_PORT": str(port), "PYTHONUNBUFFERED": "1"})
+        e.update(
+            {
+                "RANK": str(r),
+                "WORLD_SIZE": str(nranks),
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
         e.pop("RINGPRESS_TRANSPORT", None)
         if comm_kwargs:
             e["RP_TEST_COMM_KW"] = json.dumps(comm_kwargs)
@@ -72,8 +85,15 @@ def start_ranks(nranks: int, body: str, env: dict | None = None, comm_kwargs: di
             e.update({k: str(v) for k, v in rank_env[r].items()})
         if delays and r in delays:
             time.sleep(delays[r])
-        procs.append(subprocess.Popen([sys.executable, path], env=e, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, path],
+                env=e,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     return procs, path, port
 
 
@@ -91,7 +111,9 @@ def collect(procs, path: str, timeout: float) -> list[RankResult]:
                 so, se = p.communicate()
                 se += f"\n[test harness: rank {r} killed after {timeout} s]"
             res = RankResult(r, p.returncode, so, se, elapsed=time.monotonic() - t0)
-            res.records = [json.loads(line[2:]) for line in so.splitlines() if line.startswith("@@")]
+            res.records = [
+                json.loads(line[2:]) for line in so.splitlines() if line.startswith("@@")
+            ]
             out.append(res)
     finally:
         for q in procs:
@@ -103,13 +125,22 @@ def collect(procs, path: str, timeout: float) -> list[RankResult]:
     return out
 
 
-def run_ranks(nranks: int, body: str, timeout: float = 60.0, env: dict | None = None,
-              comm_kwargs: dict | None = None, check: bool = True) -> list[RankResult]:
+def run_ranks(
+    nranks: int,
+    body: str,
+    timeout: float = 60.0,
+    env: dict | None = None,
+    comm_kwargs: dict | None = None,
+    check: bool = True,
+) -> list[RankResult]:
     procs, path, _ = start_ranks(nranks, body, env=env, comm_kwargs=comm_kwargs)
     results = collect(procs, path, timeout)
     if check:
         bad = [r for r in results if r.returncode != 0]
         if bad:
-            msg = "\n".join(f"--- rank {r.rank} rc={r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}" for r in bad)
+            msg = "\n".join(
+                f"--- rank {r.rank} rc={r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+                for r in bad
+            )
             raise AssertionError(f"{len(bad)} of {nranks} ranks failed:\n{msg}")
     return results

@@ -15,12 +15,32 @@ def test_compressed_bench_two_ranks(tmp_path):
     out = tmp_path / "rec.json"
     procs = []
     for r in range(2):
-        env = dict(os.environ, RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        env = dict(
+            os.environ, RANK=str(r), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+        )
         env.pop("RINGPRESS_TRANSPORT", None)
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "ringpress.bench", "compressed", "--size", "1M", "--repeats", "2",
-             "--modes", "gloo,plain,lossless,int8,topk,auto", "--json", str(out)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "ringpress.bench",
+                    "compressed",
+                    "--size",
+                    "1M",
+                    "--repeats",
+                    "2",
+                    "--modes",
+                    "gloo,plain,lossless,int8,topk,auto",
+                    "--json",
+                    str(out),
+                ],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (so, se) in zip(procs, outs):
         assert p.returncode == 0, so[-2000:] + se[-2000:]
@@ -37,11 +57,25 @@ def test_compressed_bench_two_ranks(tmp_path):
     # Wire bytes: int8 sends about a quarter of plain, topk far less.
     assert rows["int8"]["wire_bytes_per_rank"] < 0.3 * rows["plain"]["wire_bytes_per_rank"]
     assert rows["topk"]["wire_bytes_per_rank"] < 0.1 * rows["plain"]["wire_bytes_per_rank"]
-    assert rows["auto"]["auto_choices"] and set(rows["auto"]["auto_choices"]) <= {"none", "lossless", "int8", "bf16"}
+    assert rows["auto"]["auto_choices"] and set(rows["auto"]["auto_choices"]) <= {
+        "none",
+        "lossless",
+        "int8",
+        "bf16",
+    }
 
 
 def test_compressed_bench_needs_a_job():
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
-    p = subprocess.run([sys.executable, "-m", "ringpress.bench", "compressed"], env=env,
-                       capture_output=True, text=True, timeout=60)
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+    }
+    p = subprocess.run(
+        [sys.executable, "-m", "ringpress.bench", "compressed"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 2 and "RANK" in p.stderr and "Traceback" not in p.stderr

@@ -9,9 +9,25 @@ from importlib import metadata
 import ringpress
 
 EXPECTED_KEYS = {
-    "version", "compiler", "build_type", "simd", "simd_best", "simd_built", "shuffle_kernel", "reduce_kernel",
-    "cpu_vendor", "cpu_features", "cuda", "cuda_architectures", "cuda_runtime_version",
-    "cuda_devices", "lz4", "lz4_compiled", "zstd", "zstd_compiled", "sanitize",
+    "version",
+    "compiler",
+    "build_type",
+    "simd",
+    "simd_best",
+    "simd_built",
+    "shuffle_kernel",
+    "reduce_kernel",
+    "cpu_vendor",
+    "cpu_features",
+    "cuda",
+    "cuda_architectures",
+    "cuda_runtime_version",
+    "cuda_devices",
+    "lz4",
+    "lz4_compiled",
+    "zstd",
+    "zstd_compiled",
+    "sanitize",
 }
 LEVELS = ["generic", "sse2", "avx2", "avx512"]
 
@@ -80,7 +96,10 @@ def test_cuda_fields():
 def test_env_cap_lowers_the_level():
     code = "import ringpress, json; print(json.dumps(ringpress.build_info()))"
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"RINGPRESS_SIMD": "generic", "PATH": "/usr/bin:/bin"},
     )
     info = json.loads(out.stdout)
@@ -94,7 +113,10 @@ def test_bad_env_cap_is_a_usage_error():
         "except ringpress.UsageError as e:\n    print('UsageError', e)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
         env={"RINGPRESS_SIMD": "avx9000", "PATH": "/usr/bin:/bin"},
     )
     assert out.stdout.startswith("UsageError") and "avx9000" in out.stdout
@@ -102,13 +124,17 @@ def test_bad_env_cap_is_a_usage_error():
 
 def test_cli_info_json():
     out = subprocess.run(
-        [sys.executable, "-m", "ringpress", "info", "--json"], capture_output=True, text=True,
+        [sys.executable, "-m", "ringpress", "info", "--json"],
+        capture_output=True,
+        text=True,
         check=True,
     )
     assert json.loads(out.stdout)["version"] == ringpress.__version__
 
 
 def test_cli_rejects_unknown_command():
-    out = subprocess.run([sys.executable, "-m", "ringpress", "frobnicate"], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "ringpress", "frobnicate"], capture_output=True, text=True
+    )
     assert out.returncode == 2
     assert "invalid choice" in out.stderr and "Traceback" not in out.stderr

@@ -8,7 +8,9 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CMAKE = shutil.which("cmake", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+CMAKE = shutil.which(
+    "cmake", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+)
 
 pytestmark = pytest.mark.skipif(
     CMAKE is None or not os.path.exists(os.path.join(ROOT, "CMakeLists.txt")),
@@ -19,7 +21,9 @@ pytestmark = pytest.mark.skipif(
 def configure(tmp_path, *args):
     return subprocess.run(
         [CMAKE, "-S", ROOT, "-B", str(tmp_path / "b"), "-DRINGPRESS_CUDA=OFF", *args],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -44,8 +48,11 @@ def test_bad_option_value_is_rejected(tmp_path):
 def test_missing_library_names_the_package(tmp_path):
     # Hide the system headers and libraries from find_path/find_library (compilers stay visible):
     # CMake must stop at the first missing library and name the package to install.
-    r = configure(tmp_path, "-DCMAKE_IGNORE_PATH=/usr/include;/usr/lib/x86_64-linux-gnu;/usr/lib;"
-                  "/usr/local/include;/usr/local/lib")
+    r = configure(
+        tmp_path,
+        "-DCMAKE_IGNORE_PATH=/usr/include;/usr/lib/x86_64-linux-gnu;/usr/lib;"
+        "/usr/local/include;/usr/local/lib",
+    )
     assert r.returncode != 0
     assert "apt-get install liblz4-dev" in r.stderr or "apt-get install libzstd-dev" in r.stderr
     assert r.stderr.count("CMake Error") == 1  # one clear error, not a cascade

@@ -141,21 +141,38 @@ comm.close()
 
 @pytest.mark.parametrize(
     "nranks,transport",
-    [(1, "auto"), (2, "tcp"), (2, "shm"), (3, "tcp"), (3, "shm"), (4, "tcp"), (4, "shm"), (5, "tcp"), (5, "shm")],
+    [
+        (1, "auto"),
+        (2, "tcp"),
+        (2, "shm"),
+        (3, "tcp"),
+        (3, "shm"),
+        (4, "tcp"),
+        (4, "shm"),
+        (5, "tcp"),
+        (5, "shm"),
+    ],
 )
 def test_collectives_match_numpy(nranks, transport):
     env = {"RINGPRESS_TRANSPORT": transport}
     if nranks >= 4:
         # Small segments and tiny shm rings: many segments in flight, rings wrapping constantly.
         env["RINGPRESS_SEGMENT_BYTES"] = "8192"
-    res = run_ranks(nranks, MATRIX_BODY, timeout=240, env=env,
-                    comm_kwargs={"shm_ring_bytes": 16384} if nranks >= 4 else None)
+    res = run_ranks(
+        nranks,
+        MATRIX_BODY,
+        timeout=240,
+        env=env,
+        comm_kwargs={"shm_ring_bytes": 16384} if nranks >= 4 else None,
+    )
     recs = [r.records[0] for r in res]
     for rec in recs:
         assert rec["failures"] == [], f"rank {rec['rank']}: {rec['failures'][:5]}"
         assert rec["count"] == 7 * 5 * 5
         want = "self" if nranks == 1 else transport
-        assert [t for q, t in enumerate(rec["transports"]) if q != rec["rank"]] == [want] * (nranks - 1)
+        assert [t for q, t in enumerate(rec["transports"]) if q != rec["rank"]] == [want] * (
+            nranks - 1
+        )
     # Every rank holds the same bits.
     assert len({rec["digest"] for rec in recs}) == 1
     assert not glob.glob("/dev/shm/ringpress-*")

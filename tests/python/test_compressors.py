@@ -42,14 +42,13 @@ CMAGIC = b"RPZC"
 CHEAD = struct.Struct("<4sBBBBBBBBIQII")
 assert CHEAD.size == 32
 FP16, BF16, INT, SIGN, TERNARY, SPARSE = 1, 2, 3, 4, 5, 6
-METHOD_BITS = {FP16: {16}, BF16: {16}, INT: {8, 4, 2}, SIGN: {1}, TERNARY: {2},
-               SPARSE: {32, 16}}
+METHOD_BITS = {FP16: {16}, BF16: {16}, INT: {8, 4, 2}, SIGN: {1}, TERNARY: {2}, SPARSE: {32, 16}}
 BLOCKED = {INT, SIGN, TERNARY}
 NSECT = {FP16: 1, BF16: 1, INT: 2, SIGN: 2, TERNARY: 2, SPARSE: 2}
 QMAX = {8: 127, 4: 7, 2: 1}
 M32 = 0xFFFFFFFF
 F32 = np.float32
-TINY = 2.0 ** -149  # the smallest fp32 subnormal
+TINY = 2.0**-149  # the smallest fp32 subnormal
 FLT_MAX = float(np.finfo(np.float32).max)
 
 
@@ -82,14 +81,31 @@ class Container:
         n = math.prod(self.shape) if self.n is None else self.n
         nsect = len(self.sections) if self.nsections is None else self.nsections
         sizes = [len(s) for s in self.sections] if self.sizes is None else self.sizes
-        head = CHEAD.pack(self.magic, self.version, self.flags, self.method, self.method_version,
-                          self.dtype, ndim, self.bits, self.reserved, self.block, n, nsect,
-                          0)[:28]
+        head = CHEAD.pack(
+            self.magic,
+            self.version,
+            self.flags,
+            self.method,
+            self.method_version,
+            self.dtype,
+            ndim,
+            self.bits,
+            self.reserved,
+            self.block,
+            n,
+            nsect,
+            0,
+        )[:28]
         table = b"".join(struct.pack("<Q", d) for d in self.shape)
         table += b"".join(struct.pack("<Q", s & (2**64 - 1)) for s in sizes)
         check = xxh3_32(head + table) if self.header_check is None else self.header_check
-        return (head + struct.pack("<I", check) + table + b"".join(map(bytes, self.sections))
-                + self.trailer)
+        return (
+            head
+            + struct.pack("<I", check)
+            + table
+            + b"".join(map(bytes, self.sections))
+            + self.trailer
+        )
 
     def but(self, **changes) -> bytes:
         return dataclasses.replace(self, **changes).to_bytes()
@@ -98,17 +114,29 @@ class Container:
 def parse_container(buf) -> Container:
     """Structure only (header, shape, sizes, section bytes); ``ref_container`` validates."""
     buf = bytes(buf)
-    (magic, version, flags, method, mver, dtype, ndim, bits, reserved, block, _n, nsect,
-     _check) = CHEAD.unpack_from(buf)
+    (magic, version, flags, method, mver, dtype, ndim, bits, reserved, block, _n, nsect, _check) = (
+        CHEAD.unpack_from(buf)
+    )
     shape = struct.unpack_from(f"<{ndim}Q", buf, 32)
     sizes = struct.unpack_from(f"<{nsect}Q", buf, 32 + 8 * ndim)
     pos, sections = 32 + 8 * ndim + 8 * nsect, []
     for s in sizes:
-        sections.append(buf[pos:pos + s])
+        sections.append(buf[pos : pos + s])
         pos += s
     assert pos == len(buf)
-    c = Container(sections, tuple(shape), method, bits, block, magic, version, flags, mver, dtype,
-                  reserved=reserved)
+    c = Container(
+        sections,
+        tuple(shape),
+        method,
+        bits,
+        block,
+        magic,
+        version,
+        flags,
+        mver,
+        dtype,
+        reserved=reserved,
+    )
     assert c.to_bytes() == buf, "the builder must reproduce real containers byte for byte"
     return c
 
@@ -122,7 +150,7 @@ def index_stream(deltas, count=None, widths=None, trailer=b"") -> bytes:
     deltas = [int(d) for d in deltas]
     out = bytearray(struct.pack("<I", len(deltas) if count is None else count))
     for b, start in enumerate(range(0, len(deltas), 128)):
-        chunk = deltas[start:start + 128]
+        chunk = deltas[start : start + 128]
         w = max(d.bit_length() for d in chunk) if widths is None else widths[b % len(widths)]
         acc = 0
         for j, d in enumerate(chunk):
@@ -158,7 +186,7 @@ def ref_indices(raw: bytes, universe: int) -> np.ndarray:
         nb = (m * w + 7) // 8
         if pos + nb > len(raw):
             raise RefError("index stream truncated")
-        acc = int.from_bytes(raw[pos:pos + nb], "little")
+        acc = int.from_bytes(raw[pos : pos + nb], "little")
         pos += nb
         for j in range(m):
             prev = prev + 1 + ((acc >> (j * w)) & ((1 << w) - 1))
@@ -213,8 +241,9 @@ def ref_container(buf) -> dict:
     buf = bytes(buf)
     if len(buf) < 32:
         raise RefError("truncated header")
-    (magic, version, flags, method, mver, dtype, ndim, bits, reserved, block, n, nsect,
-     check) = CHEAD.unpack_from(buf)
+    (magic, version, flags, method, mver, dtype, ndim, bits, reserved, block, n, nsect, check) = (
+        CHEAD.unpack_from(buf)
+    )
     if magic != CMAGIC or version != 1 or flags or reserved or mver != 1 or dtype != 11:
         raise RefError("bad magic/version/flags/reserved/method_version/dtype")
     if method not in METHOD_BITS or bits not in METHOD_BITS[method]:
@@ -236,7 +265,7 @@ def ref_container(buf) -> dict:
     for s in sizes:
         if s > len(buf) - pos:
             raise RefError("section runs past the container")
-        secs.append(ref_decode(buf[pos:pos + s]))
+        secs.append(ref_decode(buf[pos : pos + s]))
         pos += s
     if pos != len(buf):
         raise RefError("trailing bytes")
@@ -314,7 +343,7 @@ def ref_blockwise(x, bits: int, block: int, seed: int | None = None):
     m = np.abs(xb).max(axis=1) if n else np.zeros(0, F32)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         scales = (m / F32(qmax)).astype(F32)
-        pre = np.where(m < F32(2.0 ** -96), F32(2.0 ** 64), F32(1)).astype(F32)
+        pre = np.where(m < F32(2.0**-96), F32(2.0**64), F32(1)).astype(F32)
         inv = (F32(qmax) / (m * pre)).astype(F32)
         v = ((xb * pre[:, None]).astype(F32) * inv[:, None]).astype(F32)
         if seed is None:
@@ -322,7 +351,7 @@ def ref_blockwise(x, bits: int, block: int, seed: int | None = None):
         else:
             u = (prng_u32(seed, np.arange(nb * block)) >> np.uint32(8)).reshape(nb, block)
             fl = np.floor(v)
-            frac = (v - fl).astype(F32) * F32(2.0 ** 24)
+            frac = (v - fl).astype(F32) * F32(2.0**24)
             q = fl + (u.astype(np.float64) < frac.astype(np.float64))
     q = np.clip(np.where(m[:, None] == 0, 0, q), -qmax, qmax)
     return scales, q.reshape(-1)[:n].astype(np.int64)
@@ -335,8 +364,11 @@ def fp16_ref(x) -> np.ndarray:
         out = x.astype(np.float16).astype(F32).view(np.uint32).copy()
     bits = x.view(np.uint32)
     nan = np.isnan(x)
-    out[nan] = (bits[nan] & np.uint32(0x80000000)) | np.uint32(0x7FC00000) | (
-        bits[nan] & np.uint32(0x007FE000))
+    out[nan] = (
+        (bits[nan] & np.uint32(0x80000000))
+        | np.uint32(0x7FC00000)
+        | (bits[nan] & np.uint32(0x007FE000))
+    )
     return out
 
 
@@ -377,8 +409,11 @@ BOUNDED = st.floats(width=32, min_value=-_B, max_value=_B)  # q*scale cannot ove
 
 
 def small_arrays(elements=FINITE, max_side=12):
-    return hnp.arrays(F32, hnp.array_shapes(min_dims=0, max_dims=3, min_side=0,
-                                            max_side=max_side), elements=elements)
+    return hnp.arrays(
+        F32,
+        hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=max_side),
+        elements=elements,
+    )
 
 
 def gradient(n: int, seed: int = 0, kind: str = "normal") -> np.ndarray:
@@ -402,8 +437,11 @@ def gradient(n: int, seed: int = 0, kind: str = "normal") -> np.ndarray:
 @st.composite
 def grad_arrays(draw, max_n=3000):
     n = draw(st.integers(0, max_n))
-    x = gradient(n, draw(st.integers(0, 2**31)),
-                 draw(st.sampled_from(["normal", "heavy", "sparse", "ties", "tiny"])))
+    x = gradient(
+        n,
+        draw(st.integers(0, 2**31)),
+        draw(st.sampled_from(["normal", "heavy", "sparse", "ties", "tiny"])),
+    )
     shapes = [(n,), (1, n)] + ([(n // 5, 5)] if n % 5 == 0 else [])
     return x.reshape(draw(st.sampled_from(shapes)))
 
@@ -427,8 +465,11 @@ def check_payload(c, x, payload: bytes) -> dict:
     return ref
 
 
-SETTINGS = settings(max_examples=150, deadline=None,
-                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+SETTINGS = settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 
 # --------------------------------------------------------------------------------------------
 # 1. Every compressor: shapes, container structure, reference decoder agreement.
@@ -448,17 +489,27 @@ FACTORIES = {
     "randomk": lambda: ringpress.RandomK(ratio=0.1, seed=9),
     "threshold": lambda: ringpress.Threshold(threshold=1e-3),
 }
-EXPECT_METHOD = {"fp16": (FP16, 16, 0), "bf16": (BF16, 16, 0), "int8": (INT, 8, 64),
-                 "int4": (INT, 4, 100), "int2": (INT, 2, 7), "int4_stoch": (INT, 4, 64),
-                 "sign": (SIGN, 1, 33), "ternary": (TERNARY, 2, 50),
-                 "topk_exact": (SPARSE, 32, 0), "topk_sampled": (SPARSE, 32, 0),
-                 "topk_fp16": (SPARSE, 16, 0), "randomk": (SPARSE, 32, 0),
-                 "threshold": (SPARSE, 32, 0)}
+EXPECT_METHOD = {
+    "fp16": (FP16, 16, 0),
+    "bf16": (BF16, 16, 0),
+    "int8": (INT, 8, 64),
+    "int4": (INT, 4, 100),
+    "int2": (INT, 2, 7),
+    "int4_stoch": (INT, 4, 64),
+    "sign": (SIGN, 1, 33),
+    "ternary": (TERNARY, 2, 50),
+    "topk_exact": (SPARSE, 32, 0),
+    "topk_sampled": (SPARSE, 32, 0),
+    "topk_fp16": (SPARSE, 16, 0),
+    "randomk": (SPARSE, 32, 0),
+    "threshold": (SPARSE, 32, 0),
+}
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
-@pytest.mark.parametrize("shape", [(), (0,), (3, 0, 2), (1,), (7,), (1000,), (8, 125),
-                                   (2, 3, 4, 5)], ids=str)
+@pytest.mark.parametrize(
+    "shape", [(), (0,), (3, 0, 2), (1,), (7,), (1000,), (8, 125), (2, 3, 4, 5)], ids=str
+)
 def test_container_structure_and_reference_decode(name, shape):
     x = gradient(math.prod(shape), seed=len(shape), kind="heavy").reshape(shape)
     c = FACTORIES[name]()
@@ -526,11 +577,30 @@ def test_fp16_bf16_bit_exact(x):
 
 
 def test_fp16_bf16_special_values():
-    x = np.array([65504, 65519.99, 65520, -65520, 1e-8, 2.0 ** -24, 2.0 ** -25, 3 * 2.0 ** -26,
-                  np.inf, -np.inf, np.nan, -np.nan, FLT_MAX, -0.0, TINY,
-                  np.float32(1.0) + np.float32(2.0 ** -8)], F32)
-    x = np.concatenate([x, np.array([0x7F800001, 0xFFA12345, 0x7FBFFFFF],
-                                    np.uint32).view(F32)])  # signalling NaNs with payloads
+    x = np.array(
+        [
+            65504,
+            65519.99,
+            65520,
+            -65520,
+            1e-8,
+            2.0**-24,
+            2.0**-25,
+            3 * 2.0**-26,
+            np.inf,
+            -np.inf,
+            np.nan,
+            -np.nan,
+            FLT_MAX,
+            -0.0,
+            TINY,
+            np.float32(1.0) + np.float32(2.0**-8),
+        ],
+        F32,
+    )
+    x = np.concatenate(
+        [x, np.array([0x7F800001, 0xFFA12345, 0x7FBFFFFF], np.uint32).view(F32)]
+    )  # signalling NaNs with payloads
     for c, ref in ((ringpress.FP16(), fp16_ref), (ringpress.BF16(), bf16_ref)):
         got = c.decode(enc(c, x))
         np.testing.assert_array_equal(got.view(np.uint32), ref(x))
@@ -585,8 +655,12 @@ def test_int_nearest_exact_codes_and_bound(x, bits, block):
 
 
 @SETTINGS
-@given(x=any_arrays(), bits=st.sampled_from([8, 4, 2]), block=st.sampled_from([1, 5, 64, 512]),
-       seed=st.integers(0, 2**64 - 1))
+@given(
+    x=any_arrays(),
+    bits=st.sampled_from([8, 4, 2]),
+    block=st.sampled_from([1, 5, 64, 512]),
+    seed=st.integers(0, 2**64 - 1),
+)
 def test_int_stochastic_bound(x, bits, block, seed):
     c = ringpress.Quantize(bits=bits, block=block, stochastic=True, seed=seed)
     for _ in range(2):
@@ -606,8 +680,9 @@ def test_int_stochastic_first_call_uses_documented_stream(bits):
     stream of `seed` itself (offset 0)."""
     x = gradient(3001, seed=4, kind="heavy")
     for seed in (0, 12345, 2**64 - 1):
-        ref = ref_container(enc(ringpress.Quantize(bits=bits, block=256, stochastic=True,
-                                                   seed=seed), x))
+        ref = ref_container(
+            enc(ringpress.Quantize(bits=bits, block=256, stochastic=True, seed=seed), x)
+        )
         _, q = ref_blockwise(x, bits, 256, seed=seed)
         np.testing.assert_array_equal(ref["q"], q)
 
@@ -631,7 +706,7 @@ def test_sign_scale_is_block_mean(x, block):
     n = flat.size
     np.testing.assert_array_equal(ref["q"], np.signbit(flat).astype(np.int64))  # -0 negative
     a = np.abs(flat).astype(np.float64)
-    means = np.array([a[i:i + block].mean() for i in range(0, n, block)]).astype(F32)
+    means = np.array([a[i : i + block].mean() for i in range(0, n, block)]).astype(F32)
     with np.errstate(over="ignore"):  # spacing(FLT_MAX) is inf
         ulp = np.spacing(np.maximum(means, TINY).astype(F32)).astype(np.float64)
     assert np.all(np.abs(ref["scales"].astype(np.float64) - means) <= 2 * ulp)
@@ -640,8 +715,7 @@ def test_sign_scale_is_block_mean(x, block):
 
 
 @SETTINGS
-@given(x=any_arrays(FINITE), block=st.sampled_from([1, 4, 50, 512]),
-       seed=st.integers(0, 2**64 - 1))
+@given(x=any_arrays(FINITE), block=st.sampled_from([1, 4, 50, 512]), seed=st.integers(0, 2**64 - 1))
 def test_ternary_is_stochastic_int2(x, block, seed):
     t = ringpress.Ternary(block=block, seed=seed)
     q2 = ringpress.Quantize(bits=2, block=block, stochastic=True, seed=seed)
@@ -651,7 +725,7 @@ def test_ternary_is_stochastic_int2(x, block, seed):
         assert parse_container(a).sections == parse_container(b).sections
         np.testing.assert_array_equal(ra["out"], rb["out"])
         flat = x.ravel()
-        m = np.array([np.abs(flat[i:i + block]).max() for i in range(0, flat.size, block)], F32)
+        m = np.array([np.abs(flat[i : i + block]).max() for i in range(0, flat.size, block)], F32)
         np.testing.assert_array_equal(ra["scales"], m.reshape(-1))
         q = ra["q"]
         assert np.all(np.isin(q, (-1, 0, 1)))
@@ -717,8 +791,10 @@ def test_topk_sampled_large(kind, tolerance):
 
 
 @SETTINGS
-@given(x=any_arrays(FINITE), t=st.one_of(st.sampled_from([0.0, -0.0, TINY, 0.25, 1e-3]),
-                                         st.floats(0, 1e3, width=32)))
+@given(
+    x=any_arrays(FINITE),
+    t=st.one_of(st.sampled_from([0.0, -0.0, TINY, 0.25, 1e-3]), st.floats(0, 1e3, width=32)),
+)
 def test_threshold_exact(x, t):
     c = ringpress.Threshold(threshold=t)
     ref = check_payload(c, x, enc(c, x))
@@ -727,8 +803,9 @@ def test_threshold_exact(x, t):
 
 
 @SETTINGS
-@given(x=any_arrays(st.floats(width=32)), ratio=st.floats(1e-4, 1.0),
-       seed=st.integers(0, 2**64 - 1))
+@given(
+    x=any_arrays(st.floats(width=32)), ratio=st.floats(1e-4, 1.0), seed=st.integers(0, 2**64 - 1)
+)
 def test_randomk_distinct_reproducible_nan_passthrough(x, ratio, seed):
     c = ringpress.RandomK(ratio=ratio, seed=seed)
     p1, p2 = enc(c, x), enc(c, x)
@@ -750,8 +827,9 @@ def test_randomk_streams_and_uniformity():
         counts[ref_container(p)["idx"]] += 1
     assert len(payloads) > 1900  # fresh stream per call
     assert np.all(np.abs(counts - 200) < 80), counts  # ~6 sigma
-    assert enc(ringpress.RandomK(ratio=0.1, seed=2), x) != enc(ringpress.RandomK(ratio=0.1,
-                                                                                 seed=1), x)
+    assert enc(ringpress.RandomK(ratio=0.1, seed=2), x) != enc(
+        ringpress.RandomK(ratio=0.1, seed=1), x
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -902,12 +980,15 @@ def test_pipeline_changes_nothing_but_size(name, codec):
     assert len(piped) <= len(plain) + 64 * len(parse_container(piped).sections)
 
 
-@pytest.mark.parametrize("name,make", [
-    ("int8", lambda: ringpress.Quantize(bits=8, block=512)),
-    ("topk_fp16", lambda: ringpress.TopK(ratio=0.01, method="exact", values="fp16")),
-    ("sign", lambda: ringpress.Sign(block=512)),
-    ("fp16", lambda: ringpress.FP16()),
-])
+@pytest.mark.parametrize(
+    "name,make",
+    [
+        ("int8", lambda: ringpress.Quantize(bits=8, block=512)),
+        ("topk_fp16", lambda: ringpress.TopK(ratio=0.01, method="exact", values="fp16")),
+        ("sign", lambda: ringpress.Sign(block=512)),
+        ("fp16", lambda: ringpress.FP16()),
+    ],
+)
 def test_pipeline_smaller_on_compressible_payloads(name, make):
     x = gradient(400_000, seed=13, kind="heavy")
     plain = enc(make(), x)
@@ -1045,7 +1126,7 @@ def frame_of(x) -> bytes:
 def bytes_frame(data: bytes) -> bytes:
     """A bytes section as the encoders write it: dtype bytes, shape (len,), codec none.
     (ringpress.compress(bytes) writes ndim 0, which the container decoder rejects.)"""
-    blocks = [Block(data[i:i + 4096]) for i in range(0, len(data), 4096)]
+    blocks = [Block(data[i : i + 4096]) for i in range(0, len(data), 4096)]
     return build_frame(blocks, (len(data),), dtype=0, codec=0, level=0, block_size=4096)
 
 
@@ -1084,10 +1165,10 @@ def header_cases(c: Container) -> dict[str, bytes]:
         "shape_and_n_minus_1": c.but(shape=(*c.shape[:-1], c.shape[-1] - 1)),
         "shape_transposed_n_ok_ndim_lies": c.but(ndim=len(c.shape) + 1),
         "header_check": c.but(header_check=xxh3_32(b"x")),
-        "size_too_big": c.but(sizes=[len(s) for s in c.sections[:-1]]
-                              + [len(c.sections[-1]) + 1]),
-        "size_too_small": c.but(sizes=[len(s) for s in c.sections[:-1]]
-                                + [len(c.sections[-1]) - 1]),
+        "size_too_big": c.but(sizes=[len(s) for s in c.sections[:-1]] + [len(c.sections[-1]) + 1]),
+        "size_too_small": c.but(
+            sizes=[len(s) for s in c.sections[:-1]] + [len(c.sections[-1]) - 1]
+        ),
         "size_u64_max": c.but(sizes=[2**64 - 1] + [len(s) for s in c.sections[1:]]),
         "size_2^63": c.but(sizes=[2**63] + [len(s) for s in c.sections[1:]]),
         "trailing_byte": c.but(trailer=b"\0"),
@@ -1110,8 +1191,7 @@ def header_cases(c: Container) -> dict[str, bytes]:
         cases["sizes_wrap_u64"] = c.but(sizes=[s0 + 2**63, s1 + 2**63])
         cases["sections_swapped"] = c.but(sections=c.sections[::-1])
         cases["section_1_garbage"] = c.but(sections=[c.sections[0], bytes(len(c.sections[1]))])
-        cases["section_1_empty_frame"] = c.but(sections=[c.sections[0],
-                                                         frame_of(np.zeros(0, F32))])
+        cases["section_1_empty_frame"] = c.but(sections=[c.sections[0], frame_of(np.zeros(0, F32))])
     # relabel as every other method (with its own bits/block): the sections no longer fit
     for m, allowed in METHOD_BITS.items():
         for bits in sorted(allowed):
@@ -1120,8 +1200,9 @@ def header_cases(c: Container) -> dict[str, bytes]:
             if {(m, bits), (c.method, c.bits)} == {(INT, 2), (TERNARY, 2)}:
                 continue  # identical layouts: a valid container (test below)
             block = (c.block or 8) if m in BLOCKED else 0
-            cases[f"as_method_{m}_bits_{bits}"] = c.but(method=m, bits=bits, block=block,
-                                                        nsections=None)
+            cases[f"as_method_{m}_bits_{bits}"] = c.but(
+                method=m, bits=bits, block=block, nsections=None
+            )
     return cases
 
 
@@ -1139,8 +1220,9 @@ def section_cases(c: Container) -> dict[str, bytes]:
     if c.method in (FP16, BF16):
         codes = np.frombuffer(secs[0][2], np.uint16)
         other = "bfloat16" if c.method == FP16 else "float16"
-        put("codes_other_half_dtype", 0, bytes(ringpress.compress(codes, codec="none",
-                                                                   dtype=other)))
+        put(
+            "codes_other_half_dtype", 0, bytes(ringpress.compress(codes, codec="none", dtype=other))
+        )
         put("codes_as_uint16", 0, frame_of(codes))
         put("codes_as_float32", 0, frame_of(codes.astype(F32)))
         put("codes_as_bytes", 0, frame_of(codes.tobytes()))
@@ -1189,18 +1271,23 @@ def section_cases(c: Container) -> dict[str, bytes]:
         put("index_eq_n", 0, bytes_frame(index_stream([*d[:-1], n - idx[-2] - 1])))
         put("index_gt_n", 0, bytes_frame(index_stream([*d[:-1], n + 100])))
         put("index_2^32_minus_1", 0, bytes_frame(index_stream([*d[:-1], M32 - int(idx[-2]) - 1])))
-        put("count_plus_1", 0, bytes_frame(index_stream([*d, 0]) if last + 1 < n else
-                                        index_stream([0, *d])))
+        put(
+            "count_plus_1",
+            0,
+            bytes_frame(index_stream([*d, 0]) if last + 1 < n else index_stream([0, *d])),
+        )
         put("count_minus_1", 0, bytes_frame(index_stream(d[:-1])))
         put("count_field_plus_1", 0, bytes_frame(index_stream(d, count=len(d) + 1)))
         put("count_field_minus_1", 0, bytes_frame(index_stream(d, count=len(d) - 1)))
         put("count_gt_n", 0, bytes_frame(index_stream([0] * (n + 1))))
         put("count_u32_max", 0, bytes_frame(index_stream(d, count=M32)))
         # strictly increasing by construction unless the 32-bit sum wraps
-        put("non_increasing_wrap", 0, bytes_frame(index_stream(
-            [int(idx[0]) + 2, M32 - 2, *d[2:]], widths=[32])))
-        put("duplicate_wrap", 0, bytes_frame(index_stream([int(idx[0]), M32, *d[2:]],
-                                                       widths=[32])))
+        put(
+            "non_increasing_wrap",
+            0,
+            bytes_frame(index_stream([int(idx[0]) + 2, M32 - 2, *d[2:]], widths=[32])),
+        )
+        put("duplicate_wrap", 0, bytes_frame(index_stream([int(idx[0]), M32, *d[2:]], widths=[32])))
         put("width_33", 0, bytes_frame(index_stream(d, widths=[33])))
         put("width_255", 0, bytes_frame(index_stream(d, widths=[255])))
         put("stream_truncated", 0, bytes_frame(stream[:-1]))
@@ -1220,8 +1307,13 @@ def rebuilt_sections(c: Container) -> list[bytes]:
         else:
             np_dt = {"bfloat16": np.uint16}.get(dtype, dtype)
             a = np.frombuffer(raw, np_dt).reshape(shape)
-            out.append(bytes(ringpress.compress(a, codec="none",
-                                                dtype="bfloat16" if dtype == "bfloat16" else None)))
+            out.append(
+                bytes(
+                    ringpress.compress(
+                        a, codec="none", dtype="bfloat16" if dtype == "bfloat16" else None
+                    )
+                )
+            )
     return out
 
 
@@ -1252,8 +1344,11 @@ def malformed_cases() -> dict[str, bytes]:
             out[f"{base}:{name}"] = buf
     # a consistent shape/n change can leave a valid container (sign: ceil(n/8) unchanged; sparse:
     # a larger universe); those are not malformations
-    out = {k: v for k, v in out.items() if not (k.split(":")[1].startswith("shape_and_n")
-                                                 and _ref_accepts(v))}
+    out = {
+        k: v
+        for k, v in out.items()
+        if not (k.split(":")[1].startswith("shape_and_n") and _ref_accepts(v))
+    }
     # sparse with n >= 2^32 (consistent shape and n; sections left as they are)
     c = parse_container(base_payload("topk"))
     out["topk:n_2^32"] = c.but(shape=(2**32,))
@@ -1290,8 +1385,9 @@ def test_unusual_valid_containers_accepted():
         name = "int2" if src == INT else "ternary"
         c = parse_container(base_payload(name))
         other = c.but(method=dst)
-        np.testing.assert_array_equal(ringpress.Quantize().decode(other),
-                                      ref_container(c.to_bytes())["out"])
+        np.testing.assert_array_equal(
+            ringpress.Quantize().decode(other), ref_container(c.to_bytes())["out"]
+        )
     # extreme codes: int2 -2, int4 -8, int8 -128; a zero scale; nonzero unused high bits
     scales = np.array([0.5, 0.0, 1.0, 0.25, 3.0], F32)
     for bits in (2, 4, 8):
@@ -1301,7 +1397,7 @@ def test_unusual_valid_containers_accepted():
         codes = pack_codes(q, bits)
         if bits < 8 and (n * bits) % 8:
             codes = codes[:-1] + bytes([codes[-1] | (0xFF << ((n * bits) % 8) & 0xFF)])
-        for method in ((INT, TERNARY) if bits == 2 else (INT,)):
+        for method in (INT, TERNARY) if bits == 2 else (INT,):
             cont = Container([frame_of(scales), bytes_frame(codes)], (n,), method, bits, 8)
             buf = cont.to_bytes()
             want = (q.astype(F32) * per_elem(scales, 8, n)).astype(F32)
@@ -1315,36 +1411,60 @@ def test_unusual_valid_containers_accepted():
     # sparse: widths wider than needed, width 0 runs, count 0, blocks of exactly 128
     idx = np.array([0, 1, 2, 3, 10, 36])
     vals = x[idx]
-    for stream in (index_stream(deltas_of(idx), widths=[32]),
-                   index_stream(deltas_of(idx), widths=[7])):
+    for stream in (
+        index_stream(deltas_of(idx), widths=[32]),
+        index_stream(deltas_of(idx), widths=[7]),
+    ):
         buf = Container([bytes_frame(stream), frame_of(vals)], (n,), SPARSE, 32, 0).to_bytes()
         want = np.zeros(n, F32)
         want[idx] = vals
         np.testing.assert_array_equal(ringpress.TopK().decode(buf), want)
         np.testing.assert_array_equal(ref_container(buf)["out"], want)
-    buf = Container([bytes_frame(index_stream(deltas_of(range(4)), widths=[0])),
-                     frame_of(np.arange(4, dtype=np.float16))], (2, 2), SPARSE, 16, 0).to_bytes()
-    np.testing.assert_array_equal(ringpress.TopK().decode(buf), np.arange(4, dtype=F32)
-                                  .reshape(2, 2))
-    buf = Container([bytes_frame(index_stream([])), frame_of(np.zeros(0, F32))], (n,), SPARSE, 32,
-                    0).to_bytes()
+    buf = Container(
+        [
+            bytes_frame(index_stream(deltas_of(range(4)), widths=[0])),
+            frame_of(np.arange(4, dtype=np.float16)),
+        ],
+        (2, 2),
+        SPARSE,
+        16,
+        0,
+    ).to_bytes()
+    np.testing.assert_array_equal(
+        ringpress.TopK().decode(buf), np.arange(4, dtype=F32).reshape(2, 2)
+    )
+    buf = Container(
+        [bytes_frame(index_stream([])), frame_of(np.zeros(0, F32))], (n,), SPARSE, 32, 0
+    ).to_bytes()
     np.testing.assert_array_equal(ringpress.TopK().decode(buf), np.zeros(n, F32))
     big = np.arange(0, 1000, 3)
     assert len(big) > 256
-    buf = Container([bytes_frame(index_stream(deltas_of(big))), frame_of(big.astype(F32))],
-                    (1000,), SPARSE, 32, 0).to_bytes()
+    buf = Container(
+        [bytes_frame(index_stream(deltas_of(big))), frame_of(big.astype(F32))],
+        (1000,),
+        SPARSE,
+        32,
+        0,
+    ).to_bytes()
     want = np.zeros(1000, F32)
     want[big] = big
     np.testing.assert_array_equal(ringpress.TopK().decode(buf), want)
     # sections with a lossless stage built by the spec side (lz4 and zstd, any filter/coding)
     from test_wire_format import LZ4, ZSTD, encode_frame
+
     n = 4000
     sc = np.repeat(np.array([0.5, 0.25], F32), 250)
     q = np.repeat(np.array([1, -2, 0, 3], np.int64), 1000)
     want = (q.astype(F32) * per_elem(sc, 8, n)).astype(F32)
     for codec in (LZ4, ZSTD):
-        sf = encode_frame(sc.tobytes(), "float32", (500,), 512, codec,
-                          [(1, 2, 0b1000), (0, 1, 0), (2, 1, 0), (0, 0, 0)])
+        sf = encode_frame(
+            sc.tobytes(),
+            "float32",
+            (500,),
+            512,
+            codec,
+            [(1, 2, 0b1000), (0, 1, 0), (2, 1, 0), (0, 0, 0)],
+        )
         cf = encode_frame(pack_codes(q, 4), "bytes", (2000,), 256, codec, [(0, 1, 0), (0, 0, 0)])
         buf = Container([sf, cf], (n,), INT, 4, 8).to_bytes()
         np.testing.assert_array_equal(ref_container(buf)["out"], want)
@@ -1357,8 +1477,7 @@ def test_bad_scale_is_rejected(bad):
     n = 16
     scales = np.array([bad, 0.5], F32)
     q = np.tile(np.array([1, -1, 0, 2], np.int64), 4)
-    buf = Container([frame_of(scales), bytes_frame(pack_codes(q, 4))], (n,), INT, 4,
-                    8).to_bytes()
+    buf = Container([frame_of(scales), bytes_frame(pack_codes(q, 4))], (n,), INT, 4, 8).to_bytes()
     with pytest.raises(ringpress.WireFormatError, match="scale"):
         ringpress.Quantize().decode(buf)
 

@@ -13,15 +13,15 @@ ELEMSIZES = [1, 2, 3, 4, 8, 16]
 def byte_shuffle_ref(buf: np.ndarray, s: int) -> np.ndarray:
     n = buf.size // s
     head = buf[: n * s].reshape(n, s).T.reshape(-1)
-    return np.concatenate([head, buf[n * s:]])
+    return np.concatenate([head, buf[n * s :]])
 
 
 def bit_shuffle_ref(buf: np.ndarray, s: int) -> np.ndarray:
     n8 = (buf.size // s) // 8 * 8
     m = buf[: n8 * s].reshape(n8, s)
     bits = np.unpackbits(m, axis=1, bitorder="little").reshape(n8, s * 8)  # [i, 8*b + k]
-    planes = np.packbits(bits.T, axis=1, bitorder="little").reshape(-1)     # plane p, byte i/8
-    return np.concatenate([planes, buf[n8 * s:]])
+    planes = np.packbits(bits.T, axis=1, bitorder="little").reshape(-1)  # plane p, byte i/8
+    return np.concatenate([planes, buf[n8 * s :]])
 
 
 def run(fn, src, s, level):
@@ -55,12 +55,12 @@ def test_unaligned_views(level):
     rng = np.random.default_rng(7)
     base = rng.integers(0, 256, 70000, dtype=np.uint8)
     for off in range(1, 4):
-        src = base[off: off + 65536 + 3]
+        src = base[off : off + 65536 + 3]
         out = np.zeros(len(src) + 8, dtype=np.uint8)
-        dst = out[off: off + len(src)]
+        dst = out[off : off + len(src)]
         _core.byte_shuffle(src, dst, 4, level)
         np.testing.assert_array_equal(dst, byte_shuffle_ref(src, 4))
-        assert not out[off + len(src):].any() and not out[:off].any()  # no overrun
+        assert not out[off + len(src) :].any() and not out[:off].any()  # no overrun
 
 
 def test_float_data_and_default_level():

@@ -65,7 +65,13 @@ def test_errors_pickle_with_context():
 
 
 def test_public_names():
-    for name in ("RingpressError", "TransportError", "TimeoutError", "WireFormatError",
-                 "CodecError", "UsageError"):
+    for name in (
+        "RingpressError",
+        "TransportError",
+        "TimeoutError",
+        "WireFormatError",
+        "CodecError",
+        "UsageError",
+    ):
         assert getattr(ringpress, name) is getattr(errors, name)
         assert issubclass(getattr(errors, name), errors.RingpressError)

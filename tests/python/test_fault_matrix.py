@@ -38,7 +38,14 @@ except rp.RingpressError as e:
     emit({"error": type(e).__name__, "peer": e.peer, "msg": str(e), "after": time.monotonic() - t0})
 """
 
-POINTS = ["rendezvous", "ring.reduce_scatter", "ring.allgather", "recursive_doubling", "broadcast", "barrier"]
+POINTS = [
+    "rendezvous",
+    "ring.reduce_scatter",
+    "ring.allgather",
+    "recursive_doubling",
+    "broadcast",
+    "barrier",
+]
 CASES = [(p, a) for p in POINTS for a in ("kill", "stop")]
 CASES += [("ring.allgather", "exit"), ("send", "garbage"), ("send", "truncate")]
 
@@ -64,7 +71,9 @@ def _run_case(point, action, transport):
     out[victim] = collect([procs[victim]], path, timeout=10)[0]
     for r in (0, 2):
         o = out[r]
-        assert o.returncode == 0, f"rank {r} crashed or hung (rc {o.returncode}): {o.stderr[-1500:]}"
+        assert o.returncode == 0, (
+            f"rank {r} crashed or hung (rc {o.returncode}): {o.stderr[-1500:]}"
+        )
         assert o.records, o.stderr[-1500:]
         rec = o.records[0]
         assert rec["error"] in ("TransportError", "TimeoutError"), rec
@@ -86,5 +95,7 @@ def _run_case(point, action, transport):
         assert v.returncode == 3, v.stderr[-500:]
     elif action == "garbage":
         # The sender of the garbage is alive: it learns of the failure like everyone else.
-        assert v.returncode == 0 and v.records and v.records[0]["error"] is not None, v.stderr[-800:]
+        assert v.returncode == 0 and v.records and v.records[0]["error"] is not None, v.stderr[
+            -800:
+        ]
     assert not glob.glob("/dev/shm/ringpress-*")

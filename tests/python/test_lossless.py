@@ -13,20 +13,45 @@ from hypothesis.extra import numpy as hnp
 
 CODECS = ["zstd", "lz4", "none"]
 SHUFFLES = ["auto", "byte", "bit", "none"]
-DTYPES = [np.float32, np.float64, np.float16, np.int8, np.int16, np.int32, np.int64,
-          np.uint8, np.uint16, np.uint32, np.uint64, np.bool_]
+DTYPES = [
+    np.float32,
+    np.float64,
+    np.float16,
+    np.int8,
+    np.int16,
+    np.int32,
+    np.int64,
+    np.uint8,
+    np.uint16,
+    np.uint32,
+    np.uint64,
+    np.bool_,
+]
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
-    return (a.dtype == b.dtype and a.shape == b.shape
-            and a.tobytes() == b.tobytes())
+    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 def special_floats(dtype, n, rng):
     """Normal values mixed with NaN (several payloads), ±Inf, -0.0 and denormals."""
     finfo = np.finfo(dtype)
-    specials = np.array([np.nan, -np.nan, np.inf, -np.inf, -0.0, 0.0, finfo.tiny / 2,
-                         -finfo.tiny / 4, finfo.max, finfo.min, finfo.eps], dtype=dtype)
+    specials = np.array(
+        [
+            np.nan,
+            -np.nan,
+            np.inf,
+            -np.inf,
+            -0.0,
+            0.0,
+            finfo.tiny / 2,
+            -finfo.tiny / 4,
+            finfo.max,
+            finfo.min,
+            finfo.eps,
+        ],
+        dtype=dtype,
+    )
     x = (rng.standard_normal(n) * 1e-3).astype(dtype)
     idx = rng.integers(0, n, size=max(1, n // 5)) if n else np.array([], dtype=int)
     x[idx] = rng.choice(specials, size=idx.size)
@@ -49,8 +74,9 @@ def special_floats(dtype, n, rng):
 )
 def test_round_trip_any_dtype_shape_content(arr, codec, shuffle, threads, block_elems):
     block_size = None if block_elems is None else block_elems * arr.dtype.itemsize
-    frame = ringpress.compress(arr, codec=codec, shuffle=shuffle, threads=threads,
-                               block_size=block_size)
+    frame = ringpress.compress(
+        arr, codec=codec, shuffle=shuffle, threads=threads, block_size=block_size
+    )
     out = ringpress.decompress(frame, threads=threads)
     assert same_bits(out, arr)
 
@@ -62,14 +88,19 @@ def test_special_float_values(dtype, codec, shuffle):
     rng = np.random.default_rng(1)
     for n in (0, 1, 3, 8, 1000, 70001):
         x = special_floats(dtype, n, rng)
-        out = ringpress.decompress(ringpress.compress(x, codec=codec, shuffle=shuffle,
-                                                      block_size=4096))
+        out = ringpress.decompress(
+            ringpress.compress(x, codec=codec, shuffle=shuffle, block_size=4096)
+        )
         assert same_bits(out, x)
 
 
 def test_empty_and_one_element():
-    for x in (np.zeros(0, np.float32), np.zeros((3, 0, 2), np.int16), np.float64(2.5) * np.ones(()),
-              np.array([7], np.int8)):
+    for x in (
+        np.zeros(0, np.float32),
+        np.zeros((3, 0, 2), np.int16),
+        np.float64(2.5) * np.ones(()),
+        np.array([7], np.int8),
+    ):
         out = ringpress.decompress(ringpress.compress(x))
         assert same_bits(out, x)
     info = ringpress.frame_info(ringpress.compress(np.zeros(0, np.float32)))
@@ -80,7 +111,7 @@ def test_empty_and_one_element():
 def test_unaligned_input(offset):
     rng = np.random.default_rng(offset)
     raw = bytearray(rng.integers(0, 256, 4 * 50000 + 16, dtype=np.uint8).tobytes())
-    x = np.frombuffer(memoryview(raw)[offset: offset + 4 * 50000], dtype=np.float32)
+    x = np.frombuffer(memoryview(raw)[offset : offset + 4 * 50000], dtype=np.float32)
     assert x.ctypes.data % 4 != 0
     out = ringpress.decompress(ringpress.compress(x, block_size=4096))
     assert same_bits(out, x)
@@ -194,7 +225,7 @@ def test_bad_arguments():
 
 
 def test_bfloat16_as_uint16_view():
-    bits = (np.random.default_rng(0).standard_normal(5000).astype(np.float32).view(np.uint32) >> 16)
+    bits = np.random.default_rng(0).standard_normal(5000).astype(np.float32).view(np.uint32) >> 16
     bits = bits.astype(np.uint16)
     frame = ringpress.compress(bits, dtype="bfloat16")
     assert ringpress.frame_info(frame)["dtype"] == "bfloat16"
@@ -204,9 +235,21 @@ def test_bfloat16_as_uint16_view():
 torch = pytest.importorskip("torch")
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16,
-                                   torch.int8, torch.int16, torch.int32, torch.int64, torch.uint8,
-                                   torch.bool])
+@pytest.mark.parametrize(
+    "dtype",
+    [
+        torch.float32,
+        torch.float64,
+        torch.float16,
+        torch.bfloat16,
+        torch.int8,
+        torch.int16,
+        torch.int32,
+        torch.int64,
+        torch.uint8,
+        torch.bool,
+    ],
+)
 def test_torch_tensors(dtype):
     g = torch.Generator().manual_seed(0)
     t = (torch.randn(37, 129, generator=g) * 100).to(dtype)
@@ -231,14 +274,17 @@ def test_threads_work_after_fork():
     # The worker pool does not survive fork(); the child must build a fresh one, not hang.
     import os
     import signal
+
     x = np.random.default_rng(0).standard_normal(1 << 18).astype(np.float32)
     ringpress.compress(x, threads=2, block_size=16384)  # parent pool has live workers
     pid = os.fork()
     if pid == 0:  # child
         signal.alarm(20)
         try:
-            ok = same_bits(ringpress.decompress(ringpress.compress(x, threads=2, block_size=16384),
-                                                threads=2), x)
+            ok = same_bits(
+                ringpress.decompress(ringpress.compress(x, threads=2, block_size=16384), threads=2),
+                x,
+            )
         finally:
             os._exit(0 if ok else 1)
     _, status = os.waitpid(pid, 0)

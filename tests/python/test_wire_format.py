@@ -41,9 +41,20 @@ ENTRY = struct.Struct("<IBBHQ")  # 16 bytes: stored_size, filter, coding, plane_
 assert HEADER.size == 32 and ENTRY.size == 16
 
 DTYPES = {  # code -> (name, size)
-    0: ("bytes", 1), 1: ("uint8", 1), 2: ("int8", 1), 3: ("int16", 2), 4: ("uint16", 2),
-    5: ("int32", 4), 6: ("uint32", 4), 7: ("int64", 8), 8: ("uint64", 8), 9: ("float16", 2),
-    10: ("bfloat16", 2), 11: ("float32", 4), 12: ("float64", 8), 13: ("bool", 1),
+    0: ("bytes", 1),
+    1: ("uint8", 1),
+    2: ("int8", 1),
+    3: ("int16", 2),
+    4: ("uint16", 2),
+    5: ("int32", 4),
+    6: ("uint32", 4),
+    7: ("int64", 8),
+    8: ("uint64", 8),
+    9: ("float16", 2),
+    10: ("bfloat16", 2),
+    11: ("float32", 4),
+    12: ("float64", 8),
+    13: ("bool", 1),
 }
 DTYPE_CODE = {name: code for code, (name, _) in DTYPES.items()}
 CODEC_NAMES = {0: "none", 1: "lz4", 2: "zstd"}
@@ -78,13 +89,13 @@ def _u8(data: bytes) -> np.ndarray:
 def byte_shuffle(data: bytes, s: int) -> bytes:
     n = len(data) // s
     body = _u8(data)[: n * s].reshape(n, s).T
-    return body.tobytes() + data[n * s:]
+    return body.tobytes() + data[n * s :]
 
 
 def byte_unshuffle(data: bytes, s: int) -> bytes:
     n = len(data) // s
     body = _u8(data)[: n * s].reshape(s, n).T
-    return body.tobytes() + data[n * s:]
+    return body.tobytes() + data[n * s :]
 
 
 def bit_shuffle(data: bytes, s: int) -> bytes:
@@ -92,7 +103,7 @@ def bit_shuffle(data: bytes, s: int) -> bytes:
     elems = _u8(data)[: n8 * s].reshape(n8, s, 1)
     bits = np.unpackbits(elems, axis=2, bitorder="little")  # [i, b, k]
     planes = bits.transpose(1, 2, 0).reshape(8 * s, n8)  # plane 8*b + k, bit of element i
-    return np.packbits(planes, axis=1, bitorder="little").tobytes() + data[n8 * s:]
+    return np.packbits(planes, axis=1, bitorder="little").tobytes() + data[n8 * s :]
 
 
 def bit_unshuffle(data: bytes, s: int) -> bytes:
@@ -100,7 +111,7 @@ def bit_unshuffle(data: bytes, s: int) -> bytes:
     planes = _u8(data)[: n8 * s].reshape(8 * s, n8 // 8)
     bits = np.unpackbits(planes, axis=1, bitorder="little")  # [8*b + k, i]
     bits = bits.reshape(s, 8, n8).transpose(2, 0, 1)  # [i, b, k]
-    return np.packbits(bits, axis=2, bitorder="little").tobytes() + data[n8 * s:]
+    return np.packbits(bits, axis=2, bitorder="little").tobytes() + data[n8 * s :]
 
 
 UNFILTER = {F_NONE: lambda d, s: d, F_BYTE: byte_unshuffle, F_BIT: bit_unshuffle}
@@ -152,14 +163,32 @@ class Frame:
         cv = self.codec_version
         if cv is None:
             cv = CODEC_VERSION.get(self.codec, 1)
-        head = HEADER.pack(self.magic, self.version, self.flags, self.dtype, ndim, self.codec,
-                           cv, self.level, elemsize, self.block_size, nbytes,
-                           nblocks, 0)[:28]
+        head = HEADER.pack(
+            self.magic,
+            self.version,
+            self.flags,
+            self.dtype,
+            ndim,
+            self.codec,
+            cv,
+            self.level,
+            elemsize,
+            self.block_size,
+            nbytes,
+            nblocks,
+            0,
+        )[:28]
         shape = b"".join(struct.pack("<Q", d) for d in self.shape)
         table = b"".join(
-            ENTRY.pack(len(b.data) if b.stored_size is None else b.stored_size, b.filter,
-                       b.coding, b.plane_mask, xxh3(b.data) if b.checksum is None else b.checksum)
-            for b in self.blocks)
+            ENTRY.pack(
+                len(b.data) if b.stored_size is None else b.stored_size,
+                b.filter,
+                b.coding,
+                b.plane_mask,
+                xxh3(b.data) if b.checksum is None else b.checksum,
+            )
+            for b in self.blocks
+        )
         check = self.header_check
         if check is None:
             check = xxh3(head + shape + table) & 0xFFFFFFFF
@@ -181,8 +210,21 @@ def ref_parse(buf) -> Frame:
     buf = bytes(buf)
     if len(buf) < HEADER.size:
         raise RefError("truncated: no complete header")
-    (magic, version, flags, dtype, ndim, codec, codec_version, level, elemsize, block_size,
-     nbytes, nblocks, check) = HEADER.unpack_from(buf)
+    (
+        magic,
+        version,
+        flags,
+        dtype,
+        ndim,
+        codec,
+        codec_version,
+        level,
+        elemsize,
+        block_size,
+        nbytes,
+        nblocks,
+        check,
+    ) = HEADER.unpack_from(buf)
     if magic != MAGIC:
         raise RefError("bad magic")
     if version != 1:
@@ -211,7 +253,7 @@ def ref_parse(buf) -> Frame:
         raise RefError("dimension > 2^62")
     if not (dtype == 0 and ndim == 0) and math.prod(shape) * elemsize != nbytes:
         raise RefError("shape does not match nbytes")
-    if xxh3(buf[:28] + buf[HEADER.size:data_start]) & 0xFFFFFFFF != check:
+    if xxh3(buf[:28] + buf[HEADER.size : data_start]) & 0xFFFFFFFF != check:
         raise RefError("header checksum mismatch")
     blocks, pos = [], data_start
     for i, length in enumerate(block_lengths(nbytes, block_size)):
@@ -226,15 +268,31 @@ def ref_parse(buf) -> Frame:
             raise RefError(f"block {i}: raw stored_size {size} != length {length}")
         if coding != RAW and codec == NONE:
             raise RefError(f"block {i}: coded block in a codec-none frame")
-        if coding == PLANES and (filt != F_BYTE or length % elemsize or elemsize > 16
-                                 or mask >> elemsize):
+        if coding == PLANES and (
+            filt != F_BYTE or length % elemsize or elemsize > 16 or mask >> elemsize
+        ):
             raise RefError(f"block {i}: bad per-plane block")
-        blocks.append(Block(buf[pos:pos + size], filt, coding, mask, None, checksum))
+        blocks.append(Block(buf[pos : pos + size], filt, coding, mask, None, checksum))
         pos += size
     if len(buf) != pos:
         raise RefError("truncated frame" if len(buf) < pos else "trailing bytes")
-    return Frame(blocks, shape, dtype, magic, version, flags, ndim, codec, codec_version, level,
-                 elemsize, block_size, nbytes, nblocks, check)
+    return Frame(
+        blocks,
+        shape,
+        dtype,
+        magic,
+        version,
+        flags,
+        ndim,
+        codec,
+        codec_version,
+        level,
+        elemsize,
+        block_size,
+        nbytes,
+        nblocks,
+        check,
+    )
 
 
 def codec_decode(codec: int, payload: bytes, n: int) -> bytes:
@@ -247,7 +305,8 @@ def codec_decode(codec: int, payload: bytes, n: int) -> bytes:
             if declared not in (-1, n):
                 raise RefError(f"zstd content size {declared} != {n}")
             out = zstandard.ZstdDecompressor().decompress(
-                payload, max_output_size=n, allow_extra_data=False)
+                payload, max_output_size=n, allow_extra_data=False
+            )
     except (lz4.block.LZ4BlockError, zstandard.ZstdError) as e:
         raise RefError(f"corrupt payload: {e}") from None
     if len(out) != n:
@@ -271,7 +330,7 @@ def decode_block(fr: Frame, blk: Block, length: int) -> bytes:
             raise RefError("plane sizes do not add up")
         planes, pos, n = [], 4 * s, length // s
         for b, size in enumerate(sizes):
-            plane = data[pos:pos + size]
+            plane = data[pos : pos + size]
             pos += size
             if blk.plane_mask >> b & 1:
                 plane = codec_decode(fr.codec, plane, n)
@@ -305,35 +364,45 @@ def planes_payload(planes: list[bytes]) -> bytes:
     return struct.pack(f"<{len(planes)}I", *map(len, planes)) + b"".join(planes)
 
 
-def encode_block(raw: bytes, s: int, codec: int, filt: int, coding: int, mask: int = 0,
-                 **zstd_kw) -> Block:
+def encode_block(
+    raw: bytes, s: int, codec: int, filt: int, coding: int, mask: int = 0, **zstd_kw
+) -> Block:
     f = FILTER[filt](raw, s)
     if coding == RAW:
         return Block(f, filt, RAW)
     if coding == WHOLE:
         return Block(codec_encode(codec, f, **zstd_kw), filt, WHOLE)
     n = len(f) // s
-    planes = [f[b * n:(b + 1) * n] for b in range(s)]
-    planes = [codec_encode(codec, p, **zstd_kw) if mask >> b & 1 else p
-              for b, p in enumerate(planes)]
+    planes = [f[b * n : (b + 1) * n] for b in range(s)]
+    planes = [
+        codec_encode(codec, p, **zstd_kw) if mask >> b & 1 else p for b, p in enumerate(planes)
+    ]
     return Block(planes_payload(planes), filt, PLANES, mask)
 
 
-def encode_frame(raw: bytes, dtype: str, shape, block_size: int, codec: int, plans,
-                 **fields) -> bytes:
+def encode_frame(
+    raw: bytes, dtype: str, shape, block_size: int, codec: int, plans, **fields
+) -> bytes:
     """plans: (filter, coding, mask) per block, cycled."""
     s = DTYPES[DTYPE_CODE[dtype]][1]
     blocks = []
     for i, off in enumerate(range(0, len(raw), block_size)):
         filt, coding, mask = plans[i % len(plans)]
-        chunk = raw[off:off + block_size]
+        chunk = raw[off : off + block_size]
         blk = encode_block(chunk, s, codec, filt, coding, mask)
         if len(blk.data) > len(chunk) + 4 * s:  # tiny last block: coding would break the bound
             assert len(chunk) < 64
             blk = encode_block(chunk, s, codec, filt, RAW)
         blocks.append(blk)
-    return build_frame(blocks, tuple(shape), dtype=DTYPE_CODE[dtype], codec=codec,
-                       block_size=block_size, nbytes=len(raw), **fields)
+    return build_frame(
+        blocks,
+        tuple(shape),
+        dtype=DTYPE_CODE[dtype],
+        codec=codec,
+        block_size=block_size,
+        nbytes=len(raw),
+        **fields,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -369,8 +438,17 @@ def sample(kind: str, n: int = 5003, seed: int = 0):
     raise AssertionError(kind)
 
 
-KINDS = ["f32_normal", "f32_heavy", "f32_sparse", "f16", "bf16", "int8", "int64", "bool_2d",
-         "bytes"]
+KINDS = [
+    "f32_normal",
+    "f32_heavy",
+    "f32_sparse",
+    "f16",
+    "bf16",
+    "int8",
+    "int64",
+    "bool_2d",
+    "bytes",
+]
 CODECS = ["zstd", "lz4", "none"]
 SHUFFLES = ["auto", "byte", "bit", "none"]
 
@@ -396,10 +474,14 @@ def check_frame_info(frame, fr: Frame):
     assert info["nbytes"] == fr.nbytes and info["nblocks"] == fr.nblocks == len(fr.blocks)
     assert info["frame_size"] == len(frame)
     lengths = block_lengths(fr.nbytes, fr.block_size)
-    got = [(b["stored_size"], b["length"], b["filter"], b["coding"], b["plane_mask"])
-           for b in info["blocks"]]
-    want = [(len(b.data), n, FILTER_NAMES[b.filter], CODING_NAMES[b.coding], b.plane_mask)
-            for b, n in zip(fr.blocks, lengths)]
+    got = [
+        (b["stored_size"], b["length"], b["filter"], b["coding"], b["plane_mask"])
+        for b in info["blocks"]
+    ]
+    want = [
+        (len(b.data), n, FILTER_NAMES[b.filter], CODING_NAMES[b.coding], b.plane_mask)
+        for b, n in zip(fr.blocks, lengths)
+    ]
     assert got == want
 
 
@@ -430,8 +512,9 @@ def test_ref_decode_reads_ringpress_frames(kind, codec, shuffle):
     x, wire = sample(kind)
     s = elemsize_of(x)
     for block_size in (4096, 1000 * s):
-        frame = bytes(ringpress.compress(x, codec=codec, shuffle=shuffle, block_size=block_size,
-                                         dtype=wire))
+        frame = bytes(
+            ringpress.compress(x, codec=codec, shuffle=shuffle, block_size=block_size, dtype=wire)
+        )
         assert ref_decode(frame) == expected(x, wire)
         fr = ref_parse(frame)
         assert fr.nblocks >= 2 and block_lengths(fr.nbytes, block_size)[-1] < block_size
@@ -446,8 +529,9 @@ def test_ringpress_frames_cover_every_filter_and_coding():
         x, wire = sample(kind)
         for codec in ("zstd", "lz4"):
             for shuffle in SHUFFLES:
-                frame = ringpress.compress(x, codec=codec, shuffle=shuffle, block_size=4096,
-                                           dtype=wire)
+                frame = ringpress.compress(
+                    x, codec=codec, shuffle=shuffle, block_size=4096, dtype=wire
+                )
                 kinds = {(b.filter, b.coding) for b in ref_parse(frame).blocks}
                 seen |= kinds
                 if shuffle == "auto":
@@ -459,9 +543,17 @@ def test_ringpress_frames_cover_every_filter_and_coding():
 
 @pytest.mark.parametrize("codec", CODECS)
 @pytest.mark.parametrize(
-    "x", [np.zeros(0, np.float32), np.zeros((3, 0, 2), np.int16), np.float64(2.5),
-          np.arange(8, dtype=np.uint8).reshape(2, 2, 2, 1, 1, 1, 1, 1), b"", b"x"],
-    ids=["empty", "zero_dim", "scalar", "ndim8", "empty_bytes", "one_byte"])
+    "x",
+    [
+        np.zeros(0, np.float32),
+        np.zeros((3, 0, 2), np.int16),
+        np.float64(2.5),
+        np.arange(8, dtype=np.uint8).reshape(2, 2, 2, 1, 1, 1, 1, 1),
+        b"",
+        b"x",
+    ],
+    ids=["empty", "zero_dim", "scalar", "ndim8", "empty_bytes", "one_byte"],
+)
 def test_ref_decode_edge_shapes(x, codec):
     arr = np.asarray(x) if not isinstance(x, bytes) else x
     frame = bytes(ringpress.compress(arr, codec=codec))
@@ -515,8 +607,12 @@ PLANS = {
     "planes_none_coded": [(F_BYTE, PLANES, 0)],
     "planes_all_coded": [(F_BYTE, PLANES, 0xFF)],
     "planes_top_coded": [(F_BYTE, PLANES, -1)],  # -1: the most significant plane only
-    "planes_mixed": [(F_BYTE, PLANES, 0x55), (F_BYTE, PLANES, 0xAA), (F_NONE, RAW, 0),
-                     (F_BIT, WHOLE, 0)],
+    "planes_mixed": [
+        (F_BYTE, PLANES, 0x55),
+        (F_BYTE, PLANES, 0xAA),
+        (F_NONE, RAW, 0),
+        (F_BIT, WHOLE, 0),
+    ],
 }
 
 
@@ -539,8 +635,9 @@ def test_spec_built_raw_frames_every_dtype(dtype):
     s = DTYPES[DTYPE_CODE[dtype]][1]
     raw = bytes(i % 2 for i in range(24 * s)) if dtype == "bool" else bytes(range(24 * s))
     shape = () if dtype == "bytes" else (2, 3, 4)
-    frame = encode_frame(raw, dtype, shape, 10 * s, NONE, [(F_NONE, RAW, 0), (F_BYTE, RAW, 0)],
-                         level=0)
+    frame = encode_frame(
+        raw, dtype, shape, 10 * s, NONE, [(F_NONE, RAW, 0), (F_BYTE, RAW, 0)], level=0
+    )
     assert ringpress.frame_info(frame)["dtype"] == dtype
     assert_decodes(frame, raw, dtype, (24 * s,) if dtype == "bytes" else shape)
 
@@ -568,9 +665,11 @@ def test_spec_built_zstd_variants_decode(variant):
     f = byte_shuffle(raw, 4)
     kw = ZSTD_VARIANTS[variant]
     n = len(f) // 4
-    planes = [f[:n], f[n:2 * n], f[2 * n:3 * n], zstd(f[3 * n:], **kw)]
-    frames = [build_frame([Block(zstd(f, **kw), F_BYTE, WHOLE)], (1024,)),
-              build_frame([Block(planes_payload(planes), F_BYTE, PLANES, 0b1000)], (1024,))]
+    planes = [f[:n], f[n : 2 * n], f[2 * n : 3 * n], zstd(f[3 * n :], **kw)]
+    frames = [
+        build_frame([Block(zstd(f, **kw), F_BYTE, WHOLE)], (1024,)),
+        build_frame([Block(planes_payload(planes), F_BYTE, PLANES, 0b1000)], (1024,)),
+    ]
     for frame in frames:
         assert ref_decode(frame)[2] == raw
         assert ringpress.decompress(frame).tobytes() == raw
@@ -578,7 +677,10 @@ def test_spec_built_zstd_variants_decode(variant):
 
 def test_codec_none_codec_version_is_zero():
     raw, _ = compressible("float32", 100)
-    assert ringpress.decompress(build_frame([Block(raw)], (100,), codec=NONE, level=0)).tobytes() == raw
+    assert (
+        ringpress.decompress(build_frame([Block(raw)], (100,), codec=NONE, level=0)).tobytes()
+        == raw
+    )
     written = bytes(ringpress.compress(np.zeros(4, np.float32), codec="none"))
     assert written[9] == CODEC_VERSION[NONE] == 0
     bad = build_frame([Block(raw)], (100,), codec=NONE, level=0, codec_version=1)
@@ -593,11 +695,16 @@ def test_spec_built_boundaries_accepted():
     assert len(blk.data) == len(raw) + 16
     assert_decodes(build_frame([blk], (1000,)), raw, "float32", (1000,))
     # block_size == 2^30 (one short block)
-    assert_decodes(build_frame([Block(raw)], (1000,), block_size=MAX_BLOCK), raw, "float32",
-                   (1000,))
+    assert_decodes(
+        build_frame([Block(raw)], (1000,), block_size=MAX_BLOCK), raw, "float32", (1000,)
+    )
     # ndim 8; a dimension of exactly 2^62 when another is 0
-    assert_decodes(build_frame([Block(raw)], (1, 1, 1, 1, 10, 1, 100, 1)), raw, "float32",
-                   (1, 1, 1, 1, 10, 1, 100, 1))
+    assert_decodes(
+        build_frame([Block(raw)], (1, 1, 1, 1, 10, 1, 100, 1)),
+        raw,
+        "float32",
+        (1, 1, 1, 1, 10, 1, 100, 1),
+    )
     assert_decodes(build_frame([], (MAX_DIM, 0), dtype=1), b"", "uint8", (MAX_DIM, 0))
     assert ref_decode(build_frame([], (0, MAX_DIM))) == ("float32", (0, MAX_DIM), b"")
     assert ringpress.frame_info(build_frame([], (0, MAX_DIM)))["shape"] == (0, MAX_DIM)
@@ -612,8 +719,12 @@ def test_spec_built_boundaries_accepted():
     # level is informational: any int8 value decodes, for codec none too
     for codec in (ZSTD, NONE):
         for level in (-128, -7, 0, 5, 22, 65, 127):
-            assert_decodes(build_frame([Block(raw)], (1000,), level=level, codec=codec), raw,
-                           "float32", (1000,))
+            assert_decodes(
+                build_frame([Block(raw)], (1000,), level=level, codec=codec),
+                raw,
+                "float32",
+                (1000,),
+            )
 
 
 # --------------------------------------------------------------------------------------------
@@ -626,9 +737,11 @@ LEN0, LEN2 = 4096, 3808
 def base_blocks(codec: int = ZSTD) -> list[Block]:
     """planes (exponent plane coded), whole, raw."""
     raw = RAW_F32
-    return [encode_block(raw[:4096], 4, codec, F_BYTE, PLANES, 0b1000),
-            encode_block(raw[4096:8192], 4, codec, F_BIT, WHOLE),
-            encode_block(raw[8192:], 4, codec, F_NONE, RAW)]
+    return [
+        encode_block(raw[:4096], 4, codec, F_BYTE, PLANES, 0b1000),
+        encode_block(raw[4096:8192], 4, codec, F_BIT, WHOLE),
+        encode_block(raw[8192:], 4, codec, F_NONE, RAW),
+    ]
 
 
 def base(**fields) -> Frame:
@@ -654,7 +767,7 @@ def planes_of(i: int = 0) -> tuple[list[bytes], bytes]:
     sizes = struct.unpack_from("<4I", blk.data)
     planes, pos = [], 16
     for size in sizes:
-        planes.append(blk.data[pos:pos + size])
+        planes.append(blk.data[pos : pos + size])
         pos += size
     return planes, byte_shuffle(RAW_F32[:4096], 4)
 
@@ -715,7 +828,7 @@ def _coded_plane(payload: bytes) -> bytes:
 
 def _exp_plane(delta: int) -> bytes:
     _, f = planes_of()
-    plane = f[3 * 1024:]
+    plane = f[3 * 1024 :]
     return plane + b"\0" * delta if delta >= 0 else plane[:delta]
 
 
@@ -723,8 +836,9 @@ def _oversized_whole_block() -> bytes:
     rnd = GARBAGE[:100]
     payload = zstd(rnd, write_checksum=True)
     assert len(payload) > 100 + 4
-    return build_frame([Block(payload, F_NONE, WHOLE)], (100,), dtype=DTYPE_CODE["int8"],
-                       block_size=100)
+    return build_frame(
+        [Block(payload, F_NONE, WHOLE)], (100,), dtype=DTYPE_CODE["int8"], block_size=100
+    )
 
 
 # name -> (frame bytes, loose message words (any one must appear), rule is frame-level)
@@ -733,8 +847,11 @@ CASES = {
     "magic": (base(magic=b"RPZG").to_bytes(), ("magic",), True),
     "magic_zero": (base(magic=bytes(4)).to_bytes(), ("magic",), True),
     "version_2_future": (base(version=2).to_bytes(), ("version",), True),
-    "version_2_other_layout": (base(version=2, header_check=1).to_bytes()[:40] + bytes(99),
-                               ("version",), True),  # a newer frame is "unsupported", not "corrupt"
+    "version_2_other_layout": (
+        base(version=2, header_check=1).to_bytes()[:40] + bytes(99),
+        ("version",),
+        True,
+    ),  # a newer frame is "unsupported", not "corrupt"
     "version_0": (base(version=0).to_bytes(), ("version",), True),
     "version_255": (base(version=255).to_bytes(), ("version",), True),
     "flags_1": (base(flags=1).to_bytes(), ("flag",), True),
@@ -748,71 +865,138 @@ CASES = {
     "codec_version_0": (base(codec_version=0).to_bytes(), ("version",), True),
     "codec_version_2": (base(codec_version=2).to_bytes(), ("version",), True),
     "codec_version_lz4_0": (base(codec=LZ4, codec_version=0).to_bytes(), ("version",), True),
-    "codec_version_none_2": (build_frame([Block(RAW_F32)], (3000,), block_size=16384, codec=NONE,
-                                         codec_version=2), ("version",), True),
-    "elemsize_2_for_f32": (base(elemsize=2, nbytes=12000, shape=(6000,)).to_bytes(),
-                           ("elemsize",), True),
-    "elemsize_8_for_f32": (base(elemsize=8, nbytes=12000, shape=(1500,)).to_bytes(),
-                           ("elemsize",), True),
-    "elemsize_0_bytes": (build_frame([Block(b"ab")], (), dtype=0, elemsize=0, nbytes=2),
-                         ("elemsize",), True),
+    "codec_version_none_2": (
+        build_frame([Block(RAW_F32)], (3000,), block_size=16384, codec=NONE, codec_version=2),
+        ("version",),
+        True,
+    ),
+    "elemsize_2_for_f32": (
+        base(elemsize=2, nbytes=12000, shape=(6000,)).to_bytes(),
+        ("elemsize",),
+        True,
+    ),
+    "elemsize_8_for_f32": (
+        base(elemsize=8, nbytes=12000, shape=(1500,)).to_bytes(),
+        ("elemsize",),
+        True,
+    ),
+    "elemsize_0_bytes": (
+        build_frame([Block(b"ab")], (), dtype=0, elemsize=0, nbytes=2),
+        ("elemsize",),
+        True,
+    ),
     "block_size_0": (base(block_size=0).to_bytes(), ("block_size",), True),
     "block_size_not_multiple": (
-        build_frame([Block(RAW_F32[:4098]), Block(RAW_F32[4098:8196]), Block(RAW_F32[8196:])],
-                    (3000,), block_size=4098, codec=NONE), ("block_size",), True),
+        build_frame(
+            [Block(RAW_F32[:4098]), Block(RAW_F32[4098:8196]), Block(RAW_F32[8196:])],
+            (3000,),
+            block_size=4098,
+            codec=NONE,
+        ),
+        ("block_size",),
+        True,
+    ),
     "block_size_0_empty": (build_frame([], (0,), block_size=0), ("block_size",), True),
-    "block_size_not_multiple_empty": (build_frame([], (0,), block_size=4094), ("block_size",),
-                                      True),
-    "block_size_2^30+4": (build_frame([Block(RAW_F32)], (3000,), block_size=MAX_BLOCK + 4),
-                          ("block_size",), True),
-    "block_size_u32_max": (build_frame([Block(RAW_F32)], (3000,), block_size=0xFFFFFFFC),
-                           ("block_size",), True),
-    "nblocks_too_few": (build_frame([Block(RAW_F32[:4096]), Block(RAW_F32[4096:])], (3000,),
-                                    codec=NONE), ("nblocks", "block"), True),
-    "nblocks_too_many": (build_frame([Block(RAW_F32[:4096]), Block(RAW_F32[4096:8192]),
-                                      Block(RAW_F32[8192:]), Block(b"")], (3000,), codec=NONE),
-                         ("nblocks", "block"), True),
+    "block_size_not_multiple_empty": (
+        build_frame([], (0,), block_size=4094),
+        ("block_size",),
+        True,
+    ),
+    "block_size_2^30+4": (
+        build_frame([Block(RAW_F32)], (3000,), block_size=MAX_BLOCK + 4),
+        ("block_size",),
+        True,
+    ),
+    "block_size_u32_max": (
+        build_frame([Block(RAW_F32)], (3000,), block_size=0xFFFFFFFC),
+        ("block_size",),
+        True,
+    ),
+    "nblocks_too_few": (
+        build_frame([Block(RAW_F32[:4096]), Block(RAW_F32[4096:])], (3000,), codec=NONE),
+        ("nblocks", "block"),
+        True,
+    ),
+    "nblocks_too_many": (
+        build_frame(
+            [Block(RAW_F32[:4096]), Block(RAW_F32[4096:8192]), Block(RAW_F32[8192:]), Block(b"")],
+            (3000,),
+            codec=NONE,
+        ),
+        ("nblocks", "block"),
+        True,
+    ),
     "nblocks_for_empty": (build_frame([Block(b"")], (0,)), ("nblocks", "block"), True),
-    "nblocks_0_nonempty": (build_frame([], (3000,)) + b"".join(b.data for b in base_blocks()),
-                           ("nblocks", "block"), True),
-    "nblocks_overflows_u32": (build_frame([], (), dtype=0, nbytes=(1 << 64) - 1,
-                                          block_size=MAX_BLOCK, nblocks=0),
-                              ("nblocks", "block", "large"), True),
+    "nblocks_0_nonempty": (
+        build_frame([], (3000,)) + b"".join(b.data for b in base_blocks()),
+        ("nblocks", "block"),
+        True,
+    ),
+    "nblocks_overflows_u32": (
+        build_frame([], (), dtype=0, nbytes=(1 << 64) - 1, block_size=MAX_BLOCK, nblocks=0),
+        ("nblocks", "block", "large"),
+        True,
+    ),
     # shape
     "shape_product_bigger": (base(shape=(3001,), nbytes=12000).to_bytes(), ("shape",), True),
     "shape_product_smaller": (base(shape=(2, 1499), nbytes=12000).to_bytes(), ("shape",), True),
     "shape_ndim0_typed": (build_frame([Block(RAW_F32[:8])], (), nbytes=8), ("shape",), True),
     "shape_dim_over_2^62": (build_frame([], (MAX_DIM + 1, 0)), ("shape", "dim"), True),
-    "shape_product_wraps_u64": (build_frame([], (1 << 32, 1 << 32), nbytes=0),
-                                ("shape", "overflow"), True),
-    "shape_product_wraps_to_8": (build_frame([Block(RAW_F32[:8])], ((1 << 61) + 1, 8),
-                                             dtype=DTYPE_CODE["uint8"], nbytes=8),
-                                 ("shape", "overflow"), True),
-    "shape_bytes_wraps_u64": (build_frame([], (MAX_DIM,), nbytes=0), ("shape", "overflow"),
-                              True),
+    "shape_product_wraps_u64": (
+        build_frame([], (1 << 32, 1 << 32), nbytes=0),
+        ("shape", "overflow"),
+        True,
+    ),
+    "shape_product_wraps_to_8": (
+        build_frame([Block(RAW_F32[:8])], ((1 << 61) + 1, 8), dtype=DTYPE_CODE["uint8"], nbytes=8),
+        ("shape", "overflow"),
+        True,
+    ),
+    "shape_bytes_wraps_u64": (build_frame([], (MAX_DIM,), nbytes=0), ("shape", "overflow"), True),
     # block table
     "raw_stored_short": (replace_block(2, data=RAW_F32[8192:-4]), ("size", "raw"), True),
-    "raw_stored_long": (replace_block(2, data=RAW_F32[8192:] + b"\0\0\0\0"), ("size", "raw"),
-                        True),
+    "raw_stored_long": (replace_block(2, data=RAW_F32[8192:] + b"\0\0\0\0"), ("size", "raw"), True),
     "raw_plane_mask": (replace_block(2, plane_mask=1), ("plane_mask", "mask"), True),
     "whole_plane_mask": (replace_block(1, plane_mask=1), ("plane_mask", "mask"), True),
     "whole_in_codec_none": (
-        base(codec=NONE, level=0, blocks=[encode_block(RAW_F32[:4096], 4, LZ4, F_NONE, WHOLE),
-                                          Block(RAW_F32[4096:8192]),
-                                          Block(RAW_F32[8192:])]).to_bytes(),
-        ("codec",), True),
+        base(
+            codec=NONE,
+            level=0,
+            blocks=[
+                encode_block(RAW_F32[:4096], 4, LZ4, F_NONE, WHOLE),
+                Block(RAW_F32[4096:8192]),
+                Block(RAW_F32[8192:]),
+            ],
+        ).to_bytes(),
+        ("codec",),
+        True,
+    ),
     "planes_in_codec_none": (
-        base(codec=NONE, level=0, blocks=[encode_block(RAW_F32[:4096], 4, LZ4, F_BYTE, PLANES, 0),
-                                          Block(RAW_F32[4096:8192]),
-                                          Block(RAW_F32[8192:])]).to_bytes(),
-        ("codec",), True),
+        base(
+            codec=NONE,
+            level=0,
+            blocks=[
+                encode_block(RAW_F32[:4096], 4, LZ4, F_BYTE, PLANES, 0),
+                Block(RAW_F32[4096:8192]),
+                Block(RAW_F32[8192:]),
+            ],
+        ).to_bytes(),
+        ("codec",),
+        True,
+    ),
     "planes_filter_none": (replace_block(0, filter=F_NONE), ("filter",), True),
     "planes_filter_bit": (replace_block(0, filter=F_BIT), ("filter",), True),
     "plane_mask_bit4_f32": (replace_block(0, plane_mask=0b11000), ("plane_mask", "mask"), True),
     "plane_mask_bit15_f32": (replace_block(0, plane_mask=0x8008), ("plane_mask", "mask"), True),
     "plane_mask_bit1_int8": (
-        build_frame([Block(planes_payload([zstd(RAW_F32[:100])]), F_BYTE, PLANES, 0b11)],
-                    (100,), dtype=DTYPE_CODE["int8"]), ("plane_mask", "mask"), True),
+        build_frame(
+            [Block(planes_payload([zstd(RAW_F32[:100])]), F_BYTE, PLANES, 0b11)],
+            (100,),
+            dtype=DTYPE_CODE["int8"],
+        ),
+        ("plane_mask", "mask"),
+        True,
+    ),
     "filter_3": (replace_block(2, filter=3), ("filter",), True),
     "filter_255": (replace_block(1, filter=255), ("filter",), True),
     "coding_3": (replace_block(2, coding=3), ("coding",), True),
@@ -821,14 +1005,17 @@ CASES = {
     # frame size
     "truncated_last_byte": (base().to_bytes()[:-1], ("trunc", "size", "short"), True),
     "truncated_header": (base().to_bytes()[:31], ("trunc", "size", "short"), True),
-    "truncated_table": (base().to_bytes()[:40 + 16], ("trunc", "size", "short"), True),
+    "truncated_table": (base().to_bytes()[: 40 + 16], ("trunc", "size", "short"), True),
     "empty_buffer": (b"", ("trunc", "size", "short"), True),
     "trailing_byte": (base(trailer=b"\0").to_bytes(), ("trailing", "size"), True),
     "trailing_frame": (base(trailer=base().to_bytes()).to_bytes(), ("trailing", "size"), True),
     # checksums
     "header_check": (base(header_check=0x12345678).to_bytes(), ("checksum",), True),
-    "block_checksum": (replace_block(1, checksum=xxh3(base_blocks()[1].data) ^ 1),
-                       ("checksum",), False),
+    "block_checksum": (
+        replace_block(1, checksum=xxh3(base_blocks()[1].data) ^ 1),
+        ("checksum",),
+        False,
+    ),
     "raw_block_checksum": (replace_block(2, checksum=0), ("checksum",), False),
     # per-plane payloads
     "raw_plane_too_long": (_planes_wrong_raw_size(+1), ("plane",), False),
@@ -839,57 +1026,114 @@ CASES = {
     "plane_sizes_under_coded_plane": (_planes_sizes_off(3, -1), ("plane", "zstd"), False),
     "plane_sizes_slack_after_planes": (_planes_slack(), ("plane",), False),
     "plane_sizes_wrap_u32": (_planes_sizes_wrap_u32(), ("plane", "size", "overflow"), False),
-    "planes_shorter_than_sizes": (with_block(0, Block(b"\0" * 8, F_BYTE, PLANES, 0b1000)),
-                                  ("plane", "size"), False),
-    "planes_empty": (with_block(0, Block(b"", F_BYTE, PLANES, 0b1000)), ("plane", "size"),
-                     False),
+    "planes_shorter_than_sizes": (
+        with_block(0, Block(b"\0" * 8, F_BYTE, PLANES, 0b1000)),
+        ("plane", "size"),
+        False,
+    ),
+    "planes_empty": (with_block(0, Block(b"", F_BYTE, PLANES, 0b1000)), ("plane", "size"), False),
     "coded_plane_garbage": (_coded_plane(GARBAGE[:50]), ("zstd", "corrupt", "decod"), False),
     "coded_plane_long": (_coded_plane(zstd(_exp_plane(+1))), ("size", "zstd", "decod"), False),
     "coded_plane_short": (_coded_plane(zstd(_exp_plane(-1))), ("size", "zstd", "decod"), False),
-    "coded_plane_two_frames": (_coded_plane(zstd(_exp_plane(0)[:500]) + zstd(_exp_plane(0)[500:])),
-                               ("zstd", "frame", "decod"), False),
+    "coded_plane_two_frames": (
+        _coded_plane(zstd(_exp_plane(0)[:500]) + zstd(_exp_plane(0)[500:])),
+        ("zstd", "frame", "decod"),
+        False,
+    ),
     # whole-block payloads (zstd)
     "zstd_garbage": (replace_block(1, data=GARBAGE), ("zstd", "corrupt", "decod"), False),
-    "zstd_empty": (replace_block(1, data=b""), ("zstd", "corrupt", "decod", "size", "empty"),
-                   False),
-    "zstd_short_content": (replace_block(1, data=zstd(BLK1[:-1])), ("size", "zstd", "decod"),
-                           False),
-    "zstd_long_content": (replace_block(1, data=zstd(BLK1 + b"\0")), ("size", "zstd", "decod"),
-                          False),
-    "zstd_short_no_content_size": (replace_block(1, data=zstd(BLK1[:-1], write_content_size=False)),
-                                   ("size", "zstd", "decod"), False),
-    "zstd_long_no_content_size": (replace_block(1, data=zstd(BLK1 + b"\0",
-                                                             write_content_size=False)),
-                                  ("size", "zstd", "decod"), False),
-    "zstd_two_frames": (replace_block(1, data=zstd(BLK1[:2000]) + zstd(BLK1[2000:])),
-                        ("zstd", "frame", "decod"), False),
+    "zstd_empty": (
+        replace_block(1, data=b""),
+        ("zstd", "corrupt", "decod", "size", "empty"),
+        False,
+    ),
+    "zstd_short_content": (
+        replace_block(1, data=zstd(BLK1[:-1])),
+        ("size", "zstd", "decod"),
+        False,
+    ),
+    "zstd_long_content": (
+        replace_block(1, data=zstd(BLK1 + b"\0")),
+        ("size", "zstd", "decod"),
+        False,
+    ),
+    "zstd_short_no_content_size": (
+        replace_block(1, data=zstd(BLK1[:-1], write_content_size=False)),
+        ("size", "zstd", "decod"),
+        False,
+    ),
+    "zstd_long_no_content_size": (
+        replace_block(1, data=zstd(BLK1 + b"\0", write_content_size=False)),
+        ("size", "zstd", "decod"),
+        False,
+    ),
+    "zstd_two_frames": (
+        replace_block(1, data=zstd(BLK1[:2000]) + zstd(BLK1[2000:])),
+        ("zstd", "frame", "decod"),
+        False,
+    ),
     "zstd_two_frames_no_content_size": (
-        replace_block(1, data=zstd(BLK1[:2000], write_content_size=False)
-                      + zstd(BLK1[2000:], write_content_size=False)),
-        ("zstd", "frame", "decod"), False),
-    "zstd_trailing_byte": (replace_block(1, data=zstd(BLK1) + b"\0"),
-                           ("zstd", "frame", "decod"), False),
-    "zstd_skippable_then_frame": (replace_block(1, data=SKIPPABLE + zstd(BLK1)),
-                                  ("zstd", "frame", "decod"), False),
-    "zstd_frame_then_skippable": (replace_block(1, data=zstd(BLK1) + SKIPPABLE),
-                                  ("zstd", "frame", "decod"), False),
-    "zstd_truncated": (replace_block(1, data=zstd(BLK1)[:-1]), ("zstd", "corrupt", "decod"),
-                       False),
+        replace_block(
+            1,
+            data=zstd(BLK1[:2000], write_content_size=False)
+            + zstd(BLK1[2000:], write_content_size=False),
+        ),
+        ("zstd", "frame", "decod"),
+        False,
+    ),
+    "zstd_trailing_byte": (
+        replace_block(1, data=zstd(BLK1) + b"\0"),
+        ("zstd", "frame", "decod"),
+        False,
+    ),
+    "zstd_skippable_then_frame": (
+        replace_block(1, data=SKIPPABLE + zstd(BLK1)),
+        ("zstd", "frame", "decod"),
+        False,
+    ),
+    "zstd_frame_then_skippable": (
+        replace_block(1, data=zstd(BLK1) + SKIPPABLE),
+        ("zstd", "frame", "decod"),
+        False,
+    ),
+    "zstd_truncated": (replace_block(1, data=zstd(BLK1)[:-1]), ("zstd", "corrupt", "decod"), False),
     # whole-block payloads (lz4)
     "lz4_garbage": (replace_block(1, LZ4, data=GARBAGE), ("lz4", "corrupt", "decod"), False),
-    "lz4_empty": (replace_block(1, LZ4, data=b""), ("lz4", "corrupt", "decod", "size", "empty"), False),
-    "lz4_short_content": (replace_block(1, LZ4, data=lz4b(BLK1[:-1])),
-                          ("size", "lz4", "decod"), False),
-    "lz4_long_content": (replace_block(1, LZ4, data=lz4b(BLK1 + b"\0")),
-                         ("size", "lz4", "decod"), False),
-    "lz4_trailing_byte": (replace_block(1, LZ4, data=lz4b(BLK1) + b"\0"),
-                          ("lz4", "corrupt", "decod"), False),
-    "lz4_truncated": (replace_block(1, LZ4, data=lz4b(BLK1)[:-1]), ("lz4", "corrupt", "decod"),
-                      False),
-    "lz4_zstd_payload": (replace_block(1, LZ4, data=zstd(BLK1)), ("lz4", "corrupt", "decod"),
-                         False),
-    "lz4_two_blocks": (replace_block(1, LZ4, data=lz4b(BLK1[:2000]) + lz4b(BLK1[2000:])),
-                       ("lz4", "corrupt", "decod", "size"), False),
+    "lz4_empty": (
+        replace_block(1, LZ4, data=b""),
+        ("lz4", "corrupt", "decod", "size", "empty"),
+        False,
+    ),
+    "lz4_short_content": (
+        replace_block(1, LZ4, data=lz4b(BLK1[:-1])),
+        ("size", "lz4", "decod"),
+        False,
+    ),
+    "lz4_long_content": (
+        replace_block(1, LZ4, data=lz4b(BLK1 + b"\0")),
+        ("size", "lz4", "decod"),
+        False,
+    ),
+    "lz4_trailing_byte": (
+        replace_block(1, LZ4, data=lz4b(BLK1) + b"\0"),
+        ("lz4", "corrupt", "decod"),
+        False,
+    ),
+    "lz4_truncated": (
+        replace_block(1, LZ4, data=lz4b(BLK1)[:-1]),
+        ("lz4", "corrupt", "decod"),
+        False,
+    ),
+    "lz4_zstd_payload": (
+        replace_block(1, LZ4, data=zstd(BLK1)),
+        ("lz4", "corrupt", "decod"),
+        False,
+    ),
+    "lz4_two_blocks": (
+        replace_block(1, LZ4, data=lz4b(BLK1[:2000]) + lz4b(BLK1[2000:])),
+        ("lz4", "corrupt", "decod", "size"),
+        False,
+    ),
 }
 
 
@@ -927,14 +1171,16 @@ def corruption_targets() -> dict[str, bytes]:
     x, _ = sample("f32_heavy", 1500, seed=5)
     return {
         "ringpress_zstd_auto": bytes(ringpress.compress(x, block_size=2048)),
-        "ringpress_lz4_bit": bytes(ringpress.compress(x[:700], codec="lz4", shuffle="bit",
-                                                      block_size=1024)),
+        "ringpress_lz4_bit": bytes(
+            ringpress.compress(x[:700], codec="lz4", shuffle="bit", block_size=1024)
+        ),
         "spec_built_lz4_mixed": base(codec=LZ4).to_bytes(),
     }
 
 
-@pytest.mark.parametrize("target", ["ringpress_zstd_auto", "ringpress_lz4_bit",
-                                    "spec_built_lz4_mixed"])
+@pytest.mark.parametrize(
+    "target", ["ringpress_zstd_auto", "ringpress_lz4_bit", "spec_built_lz4_mixed"]
+)
 def test_every_single_byte_corruption_rejected(target):
     frame = corruption_targets()[target]
     fr = ref_parse(frame)

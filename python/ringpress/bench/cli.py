@@ -36,7 +36,10 @@ SUBCOMMANDS = {
     "collectives": ("allreduce", "alias of allreduce"),
     "codecs": ("codecs", "lossless codec vs blosc2 / zstandard / lz4 on real gradients"),
     "compressors": ("compressors", "gradient compressors vs torch / numpy peers"),
-    "compressed": ("compressed", "compressed allreduce modes vs gloo on real gradients (run as ranks)"),
+    "compressed": (
+        "compressed",
+        "compressed allreduce modes vs gloo on real gradients (run as ranks)",
+    ),
     "train": ("train", "DDP step time, bytes and held-out loss per compression mode"),
     "netns": ("netns", "namespace harness: --check, --cleanup, or -- CMD"),
 }

@@ -75,8 +75,13 @@ def main(argv=None, prog="ringpress bench compressed") -> int:
             import torch.distributed as dist
 
             url = f"tcp://{os.environ['MASTER_ADDR']}:{int(os.environ['MASTER_PORT']) + 1}"
-            dist.init_process_group("gloo", init_method=url, rank=rank, world_size=size,
-                                    timeout=datetime.timedelta(seconds=300))
+            dist.init_process_group(
+                "gloo",
+                init_method=url,
+                rank=rank,
+                world_size=size,
+                timeout=datetime.timedelta(seconds=300),
+            )
             gloo = (torch, dist)
         except Exception as e:
             if rank == 0:
@@ -103,8 +108,13 @@ def main(argv=None, prog="ringpress bench compressed") -> int:
             elif mode == "auto":
                 comm.allreduce(x, compression="auto", allow="lossless,bf16,int8")
             else:
-                comm.allreduce(x, compression="auto", allow="lossless,bf16,int8,topk",
-                               ratio=args.ratio, residual=residual)
+                comm.allreduce(
+                    x,
+                    compression="auto",
+                    allow="lossless,bf16,int8,topk",
+                    ratio=args.ratio,
+                    residual=residual,
+                )
             dt = np.array([time.perf_counter() - t0])
             comm.allreduce(dt, op="max")
             if rep:
@@ -113,27 +123,48 @@ def main(argv=None, prog="ringpress bench compressed") -> int:
                     choices.append(comm.stats()["auto"]["last"])
         wire = (comm.stats()["bytes_sent"] - sent0) / (args.repeats + 1)
         err = float(np.linalg.norm(x - exact) / np.linalg.norm(exact))
-        rows.append({"mode": mode, "samples_s": times, "median_s": float(np.median(times)),
-                     "rel_err": err, "wire_bytes_per_rank": wire, "auto_choices": choices})
+        rows.append(
+            {
+                "mode": mode,
+                "samples_s": times,
+                "median_s": float(np.median(times)),
+                "rel_err": err,
+                "wire_bytes_per_rank": wire,
+                "auto_choices": choices,
+            }
+        )
     ref = {r["mode"]: r["median_s"] for r in rows}
     for r in rows:
         r["speedup_vs_gloo"] = ref["gloo"] / r["median_s"] if "gloo" in ref else None
         r["speedup_vs_plain"] = ref["plain"] / r["median_s"] if "plain" in ref else None
     if rank == 0:
         rate = os.environ.get("RINGPRESS_NETNS_RATE", "none")
-        print(f"compressed allreduce, {size} ranks, {fmt_bytes(args.nbytes)} real fp32 gradients, "
-              f"link {rate}, median of {args.repeats} (slowest rank)")
-        print(f"{'mode':>10} | {'time':>9} | {'vs gloo':>8} | {'vs plain':>8} | {'rel err':>8} | "
-              f"{'wire/rank':>10} | auto chose")
+        print(
+            f"compressed allreduce, {size} ranks, {fmt_bytes(args.nbytes)} real fp32 gradients, "
+            f"link {rate}, median of {args.repeats} (slowest rank)"
+        )
+        print(
+            f"{'mode':>10} | {'time':>9} | {'vs gloo':>8} | {'vs plain':>8} | {'rel err':>8} | "
+            f"{'wire/rank':>10} | auto chose"
+        )
         for r in rows:
             vg = f"{r['speedup_vs_gloo']:.2f}x" if r["speedup_vs_gloo"] else "-"
             vp = f"{r['speedup_vs_plain']:.2f}x" if r["speedup_vs_plain"] else "-"
             ch = ",".join(sorted(set(r["auto_choices"]))) if r["auto_choices"] else ""
-            print(f"{r['mode']:>10} | {r['median_s'] * 1e3:7.1f}ms | {vg:>8} | {vp:>8} | "
-                  f"{r['rel_err']:8.1e} | {fmt_bytes(int(r['wire_bytes_per_rank'])):>10} | {ch}")
-        rec = {"benchmark": "compressed_allreduce", "machine": machine_info(), "ranks": size,
-               "nbytes": args.nbytes, "link": rate, "ratio": args.ratio, "rows": rows,
-               "auto_stats": comm.stats()["auto"]}
+            print(
+                f"{r['mode']:>10} | {r['median_s'] * 1e3:7.1f}ms | {vg:>8} | {vp:>8} | "
+                f"{r['rel_err']:8.1e} | {fmt_bytes(int(r['wire_bytes_per_rank'])):>10} | {ch}"
+            )
+        rec = {
+            "benchmark": "compressed_allreduce",
+            "machine": machine_info(),
+            "ranks": size,
+            "nbytes": args.nbytes,
+            "link": rate,
+            "ratio": args.ratio,
+            "rows": rows,
+            "auto_stats": comm.stats()["auto"],
+        }
         path = args.json or str(results_dir() / f"compressed_np{size}_{rate}.json")
         with open(path, "w") as f:
             json.dump(rec, f, indent=1)
