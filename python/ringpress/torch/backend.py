@@ -10,9 +10,10 @@ Contract
   ``Work``'s future completes on the engine thread, so DDP's backward keeps computing while
   buckets move (``async_op=False`` callers just wait).
 - CPU tensors of float32/float64/float16/bfloat16/int32/int64/uint8; ops SUM, AVG, MIN, MAX,
-  PRODUCT. Non-contiguous and CUDA tensors are staged through a contiguous host copy (one copy
-  in, one out; no GPU codecs on this path yet). Anything else (BAND/BOR/BXOR/PREMUL_SUM, bool,
-  complex, int8/int16, send/recv, gather/scatter/all_to_all) raises :class:`ringpress.UsageError`
+  PRODUCT, and for all_reduce of integers BAND/BOR/BXOR (gathered, combined in rank order).
+  Non-contiguous and CUDA tensors are staged through a contiguous host copy (one copy in, one
+  out; no GPU codecs on this path yet). Anything else (PREMUL_SUM, bool, int8/int16,
+  send/recv, gather/scatter/all_to_all) raises :class:`ringpress.UsageError`
   naming the rank and the operation, before any rank starts the collective.
 - Mixed strings (``"cpu:ringpress,cuda:nccl"`` or ``"cpu:gloo,cuda:ringpress"``): tensors on the
   other device go to the backend torch made (or that this module makes, since torch stops
@@ -42,6 +43,9 @@ from ..comm import Communicator
 from ..errors import RingpressError, UsageError
 
 BACKEND_NAME = "ringpress"
+_TORCH_VERSION = tuple(
+    int(p) for p in torch.__version__.split("+")[0].split(".")[:2] if p.isdigit()
+)
 
 _SUPPORTED_DTYPES = {
     torch.float32,
@@ -62,6 +66,20 @@ _OPS = {
 }
 
 
+_BITWISE = {
+    dist.ReduceOp.BAND: torch.bitwise_and,
+    dist.ReduceOp.BOR: torch.bitwise_or,
+    dist.ReduceOp.BXOR: torch.bitwise_xor,
+}
+
+
+def _bitwise(op: Any) -> Any:
+    for k, f in _BITWISE.items():
+        if op == k:
+            return f
+    return None
+
+
 def _op_name(op: Any, rank: int, what: str) -> str:
     # ReduceOp compares with == but is not hashable as a dict key in every torch version.
     for k, v in _OPS.items():
@@ -69,7 +87,7 @@ def _op_name(op: Any, rank: int, what: str) -> str:
             return v
     raise UsageError(
         f"rank {rank}: {what}: reduce op {op} is not supported by the ringpress backend "
-        f"(supported: SUM, AVG, MIN, MAX, PRODUCT)",
+        f"(supported: SUM, AVG, MIN, MAX, PRODUCT; BAND, BOR, BXOR for all_reduce of integers)",
         rank=rank,
         op=what,
     )
@@ -212,9 +230,10 @@ class ProcessGroupRingpress(dist.ProcessGroup):
         other = self._other(tensors)
         if other is not None:
             return other.allreduce(tensors, opts) if opts is not None else other.allreduce(tensors)
-        op = _op_name(
-            opts.reduceOp if opts is not None else dist.ReduceOp.SUM, self.comm.rank, "all_reduce"
-        )
+        reduce_op = opts.reduceOp if opts is not None else dist.ReduceOp.SUM
+        if _bitwise(reduce_op) is not None:
+            return self._allreduce_bitwise(tensors, _bitwise(reduce_op))
+        op = _op_name(reduce_op, self.comm.rank, "all_reduce")
         self._check(tensors, "all_reduce")
         staged = [_Staged(t) for t in tensors]
         back = lambda: [s.back() for s in staged]  # noqa: E731
@@ -229,6 +248,35 @@ class ProcessGroupRingpress(dist.ProcessGroup):
         return self._after(
             [self.comm.allreduce(s.host, op=op, async_op=True) for s in staged], tensors, back
         )
+
+    def _allreduce_bitwise(self, tensors: list, fn: Any) -> Work:
+        # The core reduces arithmetically only: gather every rank's bits and combine them here,
+        # in rank order (cost (P-1)·n sent per rank; these ops carry flags and masks, not gradients).
+        self._check(tensors, "all_reduce")
+        for t in tensors:
+            if t.dtype.is_floating_point:
+                raise UsageError(
+                    f"rank {self.comm.rank}: all_reduce: bitwise ops need integer tensors, got {t.dtype}",
+                    rank=self.comm.rank,
+                    op="all_reduce",
+                )
+        size = self.comm.size
+        parts = []
+        for t in tensors:
+            src = _Staged(t)
+            gathered = torch.empty((size, t.numel()), dtype=t.dtype)
+            w = self.comm.allgather(src.host.reshape(-1), out=gathered.reshape(-1), async_op=True)
+            parts.append((w, src, gathered))
+
+        def finish() -> None:
+            for _, src, gathered in parts:
+                acc = gathered[0].clone()
+                for r in range(1, size):
+                    fn(acc, gathered[r], out=acc)
+                src.host.view(-1).copy_(acc)
+                src.back()
+
+        return self._after([p[0] for p in parts], tensors, finish)
 
     def allreduce_coalesced(self, tensors: list, opts: Any = None) -> Work:
         return self.allreduce(tensors, opts)
@@ -453,6 +501,8 @@ def _device_plan() -> tuple[dict, Any, Any, Any]:
     """(device -> backend name, torch's group-under-construction, its prefix store, timeout) from
     torch.distributed's ``_new_process_group_helper`` frame, or ({}, None, None, None) when this
     torch builds groups differently (then only the plain "ringpress" string is supported)."""
+    if _TORCH_VERSION < (2, 1):  # per-device backends (and this frame) arrived in torch 2.1
+        return {}, None, None, None
     f = sys._getframe(2)
     for _ in range(6):
         if f is None:
