@@ -21,7 +21,7 @@ bash scripts/fuzz.sh
 
 echo "== Python tests (pytest)"
 # Run from the tests directory so the installed package, not the source tree, is imported.
-python -m pytest -q -m "not slow" "$@"
+python -m pytest -q -m "not slow" --durations=15 "$@"
 
 echo "== soak (4 ranks, random collectives + codecs, bounded)"
 bash scripts/soak.sh
