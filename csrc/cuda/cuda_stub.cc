@@ -55,6 +55,51 @@ void dequantize_int8_device(const std::uint8_t*, const float*, std::size_t, std:
   ScopedErrorContext ctx("cuda.dequantize_int8");
   RP_THROW(UsageError, "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
 }
+void quantize_blockwise_device(const float*, std::size_t, int, std::size_t, bool, std::uint64_t,
+                               std::uint64_t, std::uint8_t*, float*, void*) {
+  not_built("cuda.quantize_blockwise");
+}
+void dequantize_blockwise_device(const std::uint8_t*, const float*, std::size_t, int, std::size_t,
+                                 float*, void*) {
+  not_built("cuda.dequantize_blockwise");
+}
+void quantize_blockwise_host_staged(const float*, std::size_t, int, std::size_t, bool,
+                                    std::uint64_t, std::uint64_t, std::uint8_t*, float*) {
+  not_built("cuda.quantize_blockwise_host_staged");
+}
+void dequantize_blockwise_host_staged(const std::uint8_t*, const float*, std::size_t, int,
+                                      std::size_t, float*) {
+  not_built("cuda.dequantize_blockwise_host_staged");
+}
+void sign_encode_device(const float*, std::size_t, std::size_t, std::uint8_t*, float*, void*) {
+  not_built("cuda.sign_encode");
+}
+void sign_decode_device(const std::uint8_t*, const float*, std::size_t, std::size_t, float*,
+                        void*) {
+  not_built("cuda.sign_decode");
+}
+void sign_encode_host_staged(const float*, std::size_t, std::size_t, std::uint8_t*, float*) {
+  not_built("cuda.sign_encode_host_staged");
+}
+void sign_decode_host_staged(const std::uint8_t*, const float*, std::size_t, std::size_t, float*) {
+  not_built("cuda.sign_decode_host_staged");
+}
+void ternary_encode_device(const float*, std::size_t, std::size_t, std::uint64_t, std::uint64_t,
+                           std::uint8_t*, float*, void*) {
+  not_built("cuda.ternary_encode");
+}
+void ternary_decode_device(const std::uint8_t*, const float*, std::size_t, std::size_t, float*,
+                           void*) {
+  not_built("cuda.ternary_decode");
+}
+void ternary_encode_host_staged(const float*, std::size_t, std::size_t, std::uint64_t,
+                                std::uint64_t, std::uint8_t*, float*) {
+  not_built("cuda.ternary_encode_host_staged");
+}
+void ternary_decode_host_staged(const std::uint8_t*, const float*, std::size_t, std::size_t,
+                                float*) {
+  not_built("cuda.ternary_decode_host_staged");
+}
 void fp32_to_fp16_device(const float*, std::size_t, std::uint16_t*, void*) {
   ScopedErrorContext ctx("cuda.fp32_to_fp16");
   RP_THROW(UsageError, "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");

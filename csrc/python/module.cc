@@ -18,6 +18,7 @@
 #include "ringpress/cuda.h"
 #include "ringpress/error.h"
 #include "ringpress/lossless.h"
+#include "ringpress/quantize.h"
 #include "ringpress/shuffle.h"
 
 namespace py = pybind11;
@@ -397,6 +398,104 @@ PYBIND11_MODULE(_core, m) {
         rp::cuda::byte_shuffle_host_staged(in.data(), out.data(), in.size(), elemsize, unshuffle);
       },
       py::arg("src"), py::arg("dst"), py::arg("elemsize"), py::arg("unshuffle") = false);
+
+  // Host-staged CUDA quantizers (copy in, kernels, copy out; synchronous), for tests against the
+  // CPU compressors. x / out: float32 of n elements; payload: exactly the CPU payload size
+  // (ceil(n * code_bits / 8)); scales: float32 of ceil(n / block).
+  auto quant_n = [](const BufferView& f, const BufferView& payload, const BufferView& scales,
+                    int code_bits, std::size_t block) {
+    RP_ENFORCE(code_bits == 8 || code_bits == 4 || code_bits == 2 || code_bits == 1, UsageError,
+               "bits must be 8, 4 or 2, got ", code_bits);
+    RP_ENFORCE_EQ(f.size() % sizeof(float), std::size_t(0), UsageError, "x/out must hold float32");
+    const std::size_t n = f.size() / sizeof(float);
+    const std::size_t nb = rp::quant::num_blocks(n, block);  // UsageError for block 0
+    RP_ENFORCE_EQ(payload.size(), (n * std::size_t(code_bits) + 7) / 8, UsageError,
+                  "payload size for ", n, " elements of ", code_bits, " bits");
+    RP_ENFORCE_EQ(scales.size(), nb * sizeof(float), UsageError, "scales size (float32 of ", nb,
+                  " blocks)");
+    return n;
+  };
+  m.def(
+      "cuda_blockwise_encode_host_staged",
+      [quant_n](py::handle x, py::handle payload, py::handle scales, int bits, std::size_t block,
+                bool stochastic, std::uint64_t seed, std::uint64_t offset) {
+        BufferView in(x, false, "x"), p(payload, true, "payload"), s(scales, true, "scales");
+        rp::ScopedErrorContext ctx("cuda.quantize_blockwise_host_staged");
+        RP_ENFORCE(bits == 8 || bits == 4 || bits == 2, UsageError, "bits must be 8, 4 or 2, got ",
+                   bits);
+        const std::size_t n = quant_n(in, p, s, bits, block);
+        py::gil_scoped_release release;
+        rp::cuda::quantize_blockwise_host_staged(
+            static_cast<const float*>(in.data()), n, bits, block, stochastic, seed, offset,
+            static_cast<std::uint8_t*>(p.data()), static_cast<float*>(s.data()));
+      },
+      py::arg("x"), py::arg("payload"), py::arg("scales"), py::arg("bits"), py::arg("block"),
+      py::arg("stochastic") = false, py::arg("seed") = 0, py::arg("offset") = 0);
+  m.def(
+      "cuda_blockwise_decode_host_staged",
+      [quant_n](py::handle payload, py::handle scales, py::handle out, int bits,
+                std::size_t block) {
+        BufferView p(payload, false, "payload"), s(scales, false, "scales"), o(out, true, "out");
+        rp::ScopedErrorContext ctx("cuda.dequantize_blockwise_host_staged");
+        RP_ENFORCE(bits == 8 || bits == 4 || bits == 2, UsageError, "bits must be 8, 4 or 2, got ",
+                   bits);
+        const std::size_t n = quant_n(o, p, s, bits, block);
+        py::gil_scoped_release release;
+        rp::cuda::dequantize_blockwise_host_staged(static_cast<const std::uint8_t*>(p.data()),
+                                                   static_cast<const float*>(s.data()), n, bits,
+                                                   block, static_cast<float*>(o.data()));
+      },
+      py::arg("payload"), py::arg("scales"), py::arg("out"), py::arg("bits"), py::arg("block"));
+  m.def(
+      "cuda_sign_encode_host_staged",
+      [quant_n](py::handle x, py::handle payload, py::handle scales, std::size_t block) {
+        BufferView in(x, false, "x"), p(payload, true, "payload"), s(scales, true, "scales");
+        rp::ScopedErrorContext ctx("cuda.sign_encode_host_staged");
+        const std::size_t n = quant_n(in, p, s, 1, block);
+        py::gil_scoped_release release;
+        rp::cuda::sign_encode_host_staged(static_cast<const float*>(in.data()), n, block,
+                                          static_cast<std::uint8_t*>(p.data()),
+                                          static_cast<float*>(s.data()));
+      },
+      py::arg("x"), py::arg("payload"), py::arg("scales"), py::arg("block"));
+  m.def(
+      "cuda_sign_decode_host_staged",
+      [quant_n](py::handle payload, py::handle scales, py::handle out, std::size_t block) {
+        BufferView p(payload, false, "payload"), s(scales, false, "scales"), o(out, true, "out");
+        rp::ScopedErrorContext ctx("cuda.sign_decode_host_staged");
+        const std::size_t n = quant_n(o, p, s, 1, block);
+        py::gil_scoped_release release;
+        rp::cuda::sign_decode_host_staged(static_cast<const std::uint8_t*>(p.data()),
+                                          static_cast<const float*>(s.data()), n, block,
+                                          static_cast<float*>(o.data()));
+      },
+      py::arg("payload"), py::arg("scales"), py::arg("out"), py::arg("block"));
+  m.def(
+      "cuda_ternary_encode_host_staged",
+      [quant_n](py::handle x, py::handle payload, py::handle scales, std::size_t block,
+                std::uint64_t seed, std::uint64_t offset) {
+        BufferView in(x, false, "x"), p(payload, true, "payload"), s(scales, true, "scales");
+        rp::ScopedErrorContext ctx("cuda.ternary_encode_host_staged");
+        const std::size_t n = quant_n(in, p, s, 2, block);
+        py::gil_scoped_release release;
+        rp::cuda::ternary_encode_host_staged(static_cast<const float*>(in.data()), n, block, seed,
+                                             offset, static_cast<std::uint8_t*>(p.data()),
+                                             static_cast<float*>(s.data()));
+      },
+      py::arg("x"), py::arg("payload"), py::arg("scales"), py::arg("block"), py::arg("seed") = 0,
+      py::arg("offset") = 0);
+  m.def(
+      "cuda_ternary_decode_host_staged",
+      [quant_n](py::handle payload, py::handle scales, py::handle out, std::size_t block) {
+        BufferView p(payload, false, "payload"), s(scales, false, "scales"), o(out, true, "out");
+        rp::ScopedErrorContext ctx("cuda.ternary_decode_host_staged");
+        const std::size_t n = quant_n(o, p, s, 2, block);
+        py::gil_scoped_release release;
+        rp::cuda::ternary_decode_host_staged(static_cast<const std::uint8_t*>(p.data()),
+                                             static_cast<const float*>(s.data()), n, block,
+                                             static_cast<float*>(o.data()));
+      },
+      py::arg("payload"), py::arg("scales"), py::arg("out"), py::arg("block"));
 
   // Test hooks: raise a core error of a given kind through the real ENFORCE/translation path.
   py::module_ testing = m.def_submodule("_testing", "hooks for ringpress's own tests");

@@ -51,17 +51,62 @@ std::size_t topk_threshold_select_host_staged(const float* x, std::size_t n, flo
 
 // ---------------------------------------------------------------- quantization (quantize.cu)
 // Device twins of ringpress/quantize.h, asynchronous on `stream` (a cudaStream_t, nullptr =
-// default). Same codes, scales and bits as the CPU kernels (bits = 8 blockwise only). A block
-// holding NaN/Inf cannot raise on the device: it gets a NaN scale and zero codes.
+// default). Same codes, scales and payload bytes as the CPU kernels (blockwise_encode/decode,
+// sign_*, ternary_*; any block >= 1; packing, rounding and PRNG as quantize.h), so a payload
+// encoded on either side decodes identically on the other. d_payload holds ceil(n * bits / 8)
+// bytes, d_scales ceil(n / block) floats (encode also uses d_scales as scratch). A block holding
+// NaN/Inf cannot raise on the device: it gets a NaN scale and zero codes. Bad bits/block/null
+// buffers throw UsageError before anything is launched.
+// The *_host_staged variants take host buffers (copy in, kernels, copy out, synchronous; for
+// tests and host data), need a device (UsageError otherwise) and raise the CPU's UsageError for a
+// non-finite block (after writing the outputs).
 #include <cstdint>
 
 namespace ringpress::cuda {
 
+// Blockwise symmetric int8/int4/int2 (bits 8, 4 or 2), nearest or stochastic (seed/offset as
+// quant::BlockwiseParams).
+void quantize_blockwise_device(const float* d_x, std::size_t n, int bits, std::size_t block,
+                               bool stochastic, std::uint64_t seed, std::uint64_t offset,
+                               std::uint8_t* d_payload, float* d_scales, void* stream);
+void dequantize_blockwise_device(const std::uint8_t* d_payload, const float* d_scales,
+                                 std::size_t n, int bits, std::size_t block, float* d_out,
+                                 void* stream);
+void quantize_blockwise_host_staged(const float* x, std::size_t n, int bits, std::size_t block,
+                                    bool stochastic, std::uint64_t seed, std::uint64_t offset,
+                                    std::uint8_t* payload, float* scales);
+void dequantize_blockwise_host_staged(const std::uint8_t* payload, const float* scales,
+                                      std::size_t n, int bits, std::size_t block, float* out);
+// bits = 8 shorthands of the above.
 void quantize_int8_device(const float* d_x, std::size_t n, std::size_t block, bool stochastic,
                           std::uint64_t seed, std::uint64_t offset, std::uint8_t* d_payload,
                           float* d_scales, void* stream);
 void dequantize_int8_device(const std::uint8_t* d_payload, const float* d_scales, std::size_t n,
                             std::size_t block, float* d_out, void* stream);
+
+// 1-bit sign, scale = mean|x| per block (summed in fp64 over the CPU's 8 fixed lanes and order).
+// Cost note: each block's sum is 8 serial lanes, so a very large block is latency-bound.
+void sign_encode_device(const float* d_x, std::size_t n, std::size_t block, std::uint8_t* d_payload,
+                        float* d_scales, void* stream);
+void sign_decode_device(const std::uint8_t* d_payload, const float* d_scales, std::size_t n,
+                        std::size_t block, float* d_out, void* stream);
+void sign_encode_host_staged(const float* x, std::size_t n, std::size_t block,
+                             std::uint8_t* payload, float* scales);
+void sign_decode_host_staged(const std::uint8_t* payload, const float* scales, std::size_t n,
+                             std::size_t block, float* out);
+
+// Ternary (TernGrad): exactly blockwise int2 with stochastic rounding.
+void ternary_encode_device(const float* d_x, std::size_t n, std::size_t block, std::uint64_t seed,
+                           std::uint64_t offset, std::uint8_t* d_payload, float* d_scales,
+                           void* stream);
+void ternary_decode_device(const std::uint8_t* d_payload, const float* d_scales, std::size_t n,
+                           std::size_t block, float* d_out, void* stream);
+void ternary_encode_host_staged(const float* x, std::size_t n, std::size_t block,
+                                std::uint64_t seed, std::uint64_t offset, std::uint8_t* payload,
+                                float* scales);
+void ternary_decode_host_staged(const std::uint8_t* payload, const float* scales, std::size_t n,
+                                std::size_t block, float* out);
+
 void fp32_to_fp16_device(const float* d_x, std::size_t n, std::uint16_t* d_out, void* stream);
 void fp16_to_fp32_device(const std::uint16_t* d_h, std::size_t n, float* d_out, void* stream);
 void fp32_to_bf16_device(const float* d_x, std::size_t n, std::uint16_t* d_out, void* stream);
