@@ -439,3 +439,48 @@ def _atexit_teardown() -> None:
 
 
 atexit.register(_atexit_teardown)
+
+
+def spawn_alone(
+    cmd: list[str],
+    env: dict[str, str],
+    nranks: int,
+    link: str | None,
+    timeout: float | None,
+    prog: str,
+) -> int:
+    """Alone mode of a benchmark: start ``nranks`` copies of ``cmd`` on this host (or each in a
+    network namespace joined by a link shaped to ``link``), rank 0 on our terminal; stop them all
+    on failure, timeout or a signal (namespaces removed). Returns the exit code to use."""
+    from . import netns
+
+    if link is not None:
+        try:
+            netns.preflight(need_tc=netns.parse_rate(link) is not None)
+        except netns.NetnsError as e:
+            print(f"{prog}: error: --link {link}: {e}", file=sys.stderr)
+            return 2
+        harness: Any = netns.Topology(nranks, link)
+        where = f"each in a network namespace, link {harness.rate}"
+    else:
+        harness = LocalRanks(nranks)
+        where = "on this host"
+    print(f"{prog}: starting {nranks} ranks {where} (alone mode)", file=sys.stderr, flush=True)
+    try:
+        with harness as ranks:
+            res = ranks.launch(cmd, env=env, stream="inherit", timeout=timeout)
+    except netns.NetnsError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        print(
+            f"\n{prog}: interrupted by {signal.Signals(signum).name}; ranks stopped"
+            + (", namespaces removed" if link is not None else ""),
+            file=sys.stderr,
+        )
+        return 128 + signum
+    if not res.ok:
+        detail = res.describe().replace("\n", f"\n{prog}: ")
+        print(f"{prog}: ranks failed: {detail}", file=sys.stderr)
+    return res.exit_code()

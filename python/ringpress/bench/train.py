@@ -66,7 +66,6 @@ import os
 import pickle
 import platform
 import shlex
-import signal
 import statistics
 import sys
 import sysconfig
@@ -1022,7 +1021,7 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
 
 def spawn(args: argparse.Namespace, argv: list[str], prog: str = PROG) -> int:
     """Alone mode: start the ranks (in namespaces with --link), rank 0 on our terminal."""
-    from . import launch, netns
+    from . import launch
 
     n = args.nranks or DEFAULT_NRANKS
     cmd = [
@@ -1041,35 +1040,7 @@ def spawn(args: argparse.Namespace, argv: list[str], prog: str = PROG) -> int:
         COMMAND_ENV: shlex.join([*prog.split(), *argv]),
         PARENT_ENV: str(os.getpid()),
     }
-    if args.link is not None:
-        try:
-            netns.preflight(need_tc=netns.parse_rate(args.link) is not None)
-        except netns.NetnsError as e:
-            print(f"{prog}: error: --link {args.link}: {e}", file=sys.stderr)
-            return 2
-        harness: Any = netns.Topology(n, args.link)
-        where = f"each in a network namespace, link {harness.rate}"
-    else:
-        harness = launch.LocalRanks(n)
-        where = "on this host"
-    print(f"{prog}: starting {n} ranks {where} (alone mode)", file=sys.stderr, flush=True)
-    try:
-        with harness as ranks:
-            res = ranks.launch(cmd, env=env, stream="inherit", timeout=args.timeout)
-    except netns.NetnsError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(
-            f"\n{prog}: interrupted by {signal.Signals(signum).name}; ranks stopped",
-            file=sys.stderr,
-        )
-        return 128 + signum
-    if not res.ok:
-        detail = res.describe().replace("\n", f"\n{prog}: ")
-        print(f"{prog}: ranks failed: {detail}", file=sys.stderr)
-    return res.exit_code()
+    return launch.spawn_alone(cmd, env, n, args.link, args.timeout, prog)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
