@@ -95,6 +95,20 @@ flat = torch.cat(xs)
 ra, rb = torch.empty(9), torch.empty(9)
 dist.reduce_scatter_tensor(ra, flat.clone()); dist.reduce_scatter_tensor(rb, flat.clone(), group=gloo)
 same("reduce_scatter_tensor", ra, rb, exact)
+# the coalesced forms torch's _coalescing_manager (FSDP) calls on the group
+pg = dist.distributed_c10d._get_default_group()
+ins = [rnd(5, torch.float32), rnd(12, torch.float32)]
+outs = [torch.empty(5 * size), torch.empty(12 * size)]
+pg.allgather_into_tensor_coalesced(outs, ins).wait()
+for i, o in zip(ins, outs):
+    ref = torch.empty(i.numel() * size); dist.all_gather_into_tensor(ref, i, group=gloo)
+    same("allgather_into_tensor_coalesced", o, ref, True)
+ins = [rnd(3 * size, torch.float32), rnd(8 * size, torch.float32)]
+outs = [torch.empty(3), torch.empty(8)]
+pg.reduce_scatter_tensor_coalesced(outs, [t.clone() for t in ins]).wait()
+for i, o in zip(ins, outs):
+    ref = torch.empty(o.numel()); dist.reduce_scatter_tensor(ref, i.clone(), group=gloo)
+    same("reduce_scatter_tensor_coalesced", o, ref, exact)
 # reduce to rank 1 (non-roots keep their input, as gloo's do not promise anything else: check root)
 x = rnd(100, torch.float32); a, b = x.clone(), x.clone()
 dist.reduce(a, dst=1 % size); dist.reduce(b, dst=1 % size, group=gloo)
