@@ -326,6 +326,8 @@ def launcher_rank() -> int:
 
 
 PARENT_ENV = "RINGPRESS_BENCH_PARENT"  # pid of the command that spawned this rank
+MODE_ENV = "RINGPRESS_BENCH_MODE"  # "alone" in ranks a benchmark command spawned itself
+COMMAND_ENV = "RINGPRESS_BENCH_COMMAND"  # the spawning command line, for the record
 
 
 def die_with_parent() -> None:

@@ -86,7 +86,8 @@ from typing import Any
 import numpy as np
 
 from ._common import (
-    PARENT_ENV,
+    COMMAND_ENV,
+    MODE_ENV,
     ArgParser,
     Progress,
     add_common_args,
@@ -119,8 +120,6 @@ CONTROL_TIMEOUT_S = 300
 MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS")
 DEFAULT_NRANKS = 2  # alone mode
 LINKS = ("1gbit", "10gbit", "none")  # --link choices named in the help; any tc rate works
-MODE_ENV = "RINGPRESS_BENCH_MODE"  # "alone" in ranks this command spawned itself
-COMMAND_ENV = "RINGPRESS_BENCH_COMMAND"  # the spawning command line, for the record
 
 
 class BenchError(RuntimeError):
@@ -993,12 +992,7 @@ def spawn(args: argparse.Namespace, argv: list[str], prog: str = PROG) -> int:
 
     n = args.nranks or DEFAULT_NRANKS
     cmd = [sys.executable, "-m", "ringpress.bench", "allreduce", *_rank_argv(args)]
-    env = {
-        MODE_ENV: "alone",
-        COMMAND_ENV: shlex.join([*prog.split(), *argv]),
-        PARENT_ENV: str(os.getpid()),
-    }
-    return launch.spawn_alone(cmd, env, n, args.link, args.timeout, prog)
+    return launch.spawn_alone(cmd, argv, n, args.link, args.timeout, prog)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:

@@ -33,6 +33,7 @@ import codecs
 import contextlib
 import glob
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -442,17 +443,20 @@ atexit.register(_atexit_teardown)
 
 
 def spawn_alone(
-    cmd: list[str],
-    env: dict[str, str],
-    nranks: int,
-    link: str | None,
-    timeout: float | None,
-    prog: str,
+    cmd: list[str], argv: list[str], nranks: int, link: str | None, timeout: float | None, prog: str
 ) -> int:
-    """Alone mode of a benchmark: start ``nranks`` copies of ``cmd`` on this host (or each in a
-    network namespace joined by a link shaped to ``link``), rank 0 on our terminal; stop them all
-    on failure, timeout or a signal (namespaces removed). Returns the exit code to use."""
+    """Alone mode of a benchmark (``prog argv``): start ``nranks`` copies of ``cmd`` on this host
+    (or each in a network namespace joined by a link shaped to ``link``), rank 0 on our terminal;
+    stop them all on failure, timeout or a signal (namespaces removed). The ranks get MODE_ENV =
+    "alone", COMMAND_ENV = the command line, PARENT_ENV = our pid. Returns the exit code to use."""
     from . import netns
+    from ._common import COMMAND_ENV, MODE_ENV, PARENT_ENV
+
+    env = {
+        MODE_ENV: "alone",
+        COMMAND_ENV: shlex.join([*prog.split(), *argv]),
+        PARENT_ENV: str(os.getpid()),
+    }
 
     if link is not None:
         try:

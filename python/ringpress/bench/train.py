@@ -78,7 +78,8 @@ from typing import Any
 import numpy as np
 
 from ._common import (
-    PARENT_ENV,
+    COMMAND_ENV,
+    MODE_ENV,
     ArgParser,
     Progress,
     add_common_args,
@@ -121,8 +122,6 @@ HELD_OUT = 0.05
 MOMENTUM = 0.9
 POWERSGD_START = 2
 DEFAULT_NRANKS = 2
-MODE_ENV = "RINGPRESS_BENCH_MODE"  # "alone" in ranks this command spawned
-COMMAND_ENV = "RINGPRESS_BENCH_COMMAND"
 TARGETS = {"vs_compute_max": 1.15, "vs_gloo_min": 3.0, "vs_powersgd_min": 1.4, "loss_rel_max": 0.01}
 FAIL_ENV = "RINGPRESS_BENCH_TRAIN_FAIL"  # tests: "MODE[:RANK]" raises in that mode (and rank)
 LINK_IF = "/sys/class/net/rpveth/statistics/tx_bytes"
@@ -1035,12 +1034,7 @@ def spawn(args: argparse.Namespace, argv: list[str], prog: str = PROG) -> int:
         "--plot",
         str(args.png),
     ]
-    env = {
-        MODE_ENV: "alone",
-        COMMAND_ENV: shlex.join([*prog.split(), *argv]),
-        PARENT_ENV: str(os.getpid()),
-    }
-    return launch.spawn_alone(cmd, env, n, args.link, args.timeout, prog)
+    return launch.spawn_alone(cmd, argv, n, args.link, args.timeout, prog)
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
