@@ -194,7 +194,12 @@ def test_peer_death_raises_in_the_training_loop():
     assert res[0].records, res[0].stderr[-2000:]
     o = res[0].records[-1]
     assert o["raised"] is not None, "the survivor trained on after its peer died"
-    assert "peer 1" in o["msg"] or "rank 1" in o["msg"], o
+    # Either the next hook call raises the broken communicator's TransportError itself, or DDP's
+    # reducer rethrows the future's error, which carries ringpress's type and text (not "Unable to
+    # cast ... to Tensor", which a future holding an exception object gives). Both name the peer.
+    assert o["raised"] == "TransportError" or "TransportError:" in o["msg"], o
+    assert "peer 1" in o["msg"], o
+    assert "Unable to cast" not in o["msg"], o
     assert o["after"] < 5 + 2, o
 
 

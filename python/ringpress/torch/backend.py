@@ -93,6 +93,31 @@ def _op_name(op: Any, rank: int, what: str) -> str:
     )
 
 
+def _unwrap(f: torch.futures.Future) -> Any:
+    ok, v = f.value()
+    if ok:
+        return v
+    raise v
+
+
+class _Outcome:
+    """A torch future for C++ consumers too: completed through ``then`` so that a failure is the
+    future's error (DDP's reducer rethrows it) rather than an exception object held as its value
+    (``Future.set_exception`` does that, and the reducer then fails to cast it to a tensor)."""
+
+    __slots__ = ("_base", "future")
+
+    def __init__(self) -> None:
+        self._base: torch.futures.Future = torch.futures.Future()
+        self.future = self._base.then(_unwrap)
+
+    def ok(self, value: Any) -> None:
+        self._base.set_result((True, value))
+
+    def fail(self, error: BaseException) -> None:
+        self._base.set_result((False, error))
+
+
 class Work(dist.Work):
     """A ringpress request seen as a torch ``Work``: ``wait()`` blocks (raising the request's
     error), ``get_future()`` is a ``torch.futures.Future`` completed by the engine thread with
@@ -102,7 +127,7 @@ class Work(dist.Work):
         super().__init__()
         self._value = value
         self._finish = finish
-        self._fut: torch.futures.Future = torch.futures.Future()
+        self._out = _Outcome()
         self._done = threading.Event()
         self._error: BaseException | None = None
         if rp_work is None:
@@ -120,9 +145,9 @@ class Work(dist.Work):
         self._error = error
         # The future first: whoever returns from wait() may read it at once.
         if error is None:
-            self._fut.set_result(self._value)
+            self._out.ok(self._value)
         else:
-            self._fut.set_exception(error)
+            self._out.fail(error)
         self._done.set()
 
     def wait(self, timeout: timedelta | None = None) -> bool:
@@ -147,7 +172,7 @@ class Work(dist.Work):
         return self._error
 
     def get_future(self) -> torch.futures.Future:
-        return self._fut
+        return self._out.future
 
 
 class _Staged:

@@ -37,7 +37,7 @@ import torch
 import torch.distributed as dist
 
 from ..errors import UsageError
-from .backend import ProcessGroupRingpress, _Staged
+from .backend import ProcessGroupRingpress, _Outcome, _Staged
 
 KINDS = ("none", "lossless", "bf16", "fp16", "int8", "int4", "topk", "auto")
 _LOSSY = ("bf16", "fp16", "int8", "int4", "topk", "auto")
@@ -252,7 +252,7 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
     state.kinds_used[kind] = state.kinds_used.get(kind, 0) + 1
     if bucket.is_last():
         state.iteration += 1
-    fut: torch.futures.Future = torch.futures.Future()
+    out = _Outcome()
 
     def done(w: Any) -> None:
         err = w.exception()
@@ -264,12 +264,12 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
             except BaseException as e:
                 err = e
         if err is None:
-            fut.set_result(buf)
+            out.ok(buf)
         else:
-            fut.set_exception(err)
+            out.fail(err)
 
     work.add_done_callback(done)
-    return fut
+    return out.future
 
 
 def register(ddp: Any, state: HookState | None = None, **kwargs: Any) -> HookState:
