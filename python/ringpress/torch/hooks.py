@@ -23,6 +23,9 @@ Contract
   and ``state_dict()``/``load_state_dict()`` checkpoint them: a restored job resumes with its
   residuals and step count (parameters are identified by the order the hook first sees them,
   so restore into the same model and DDP configuration).
+- ``momentum``: momentum correction as in Deep Gradient Compression: the velocity is kept here
+  (per parameter, checkpointed with the residuals) and compressed instead of the gradient; the
+  entries top-k sends restart at zero. Use it with an optimizer without momentum.
 - ``warmup_steps``: the first N iterations run uncompressed (e.g. while the model is far from a
   minimum), counted by ``bucket.is_last()``.
 
