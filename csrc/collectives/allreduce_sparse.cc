@@ -19,6 +19,7 @@
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
 #include "ringpress/engine.h"
+#include "ringpress/fault.h"
 #include "ringpress/topk.h"
 #include "segment_codec.h"
 
@@ -91,6 +92,7 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   }
   std::vector<unsigned char> mine;
   encode_payload(sv, n, &mine);
+  if (fault::hit("sparse.encode") == fault::Action::kCorrupt) fault::corrupt(mine.data(), mine.size());
   if (P == 1) {
     std::memset(x, 0, n * sizeof(float));
     ring::add_sparse_payload(mine.data(), mine.size(), x, n, 0);
@@ -107,9 +109,12 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   allgather(oc, ga);
   std::vector<std::size_t> counts(sizes.begin(), sizes.end());
   std::size_t total = 0;
-  for (auto c : counts) {
-    RP_ENFORCE(c <= 8 + topk::indices_max_encoded_size(n) + n * sizeof(float), WireFormatError,
-               "a rank announced a sparse payload of ", c, " bytes for ", n, " elements");
+  for (int q = 0; q < P; ++q) {
+    const std::size_t c = counts[static_cast<std::size_t>(q)];
+    if (c > 8 + topk::indices_max_encoded_size(n) + n * sizeof(float)) {
+      RP_THROW_CTX(WireFormatError, (ErrorContext{ctx.rank(), q, current_error_context().op}), "rank ", q,
+                   " announced a sparse payload of ", c, " bytes for ", n, " elements");
+    }
     total += c;
   }
   std::shared_ptr<Buffer> all = Buffer::acquire(total);
@@ -124,6 +129,7 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   std::memset(x, 0, n * sizeof(float));
   std::size_t off = 0;
   for (int q = 0; q < P; ++q) {
+    ScopedErrorContext from_q("", -1, q);  // a payload that does not decode names the rank that sent it
     ring::add_sparse_payload(all->data() + off, counts[static_cast<std::size_t>(q)], x, n, q);
     off += counts[static_cast<std::size_t>(q)];
   }

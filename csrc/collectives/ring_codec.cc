@@ -117,6 +117,7 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
         codec->decode(out, bytes, seg, it.count, false);
       }
     }
+    if (fault::hit("ring.encode") == fault::Action::kCorrupt) fault::corrupt(out, bytes);
     send_tickets[j] = ctx.post_send(right, make_header(j, bytes), out);
     send_posted[j] = true;
   };
@@ -155,7 +156,9 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
     }
     unsigned char* in = rbuf->data() + roff[i];
     {
+      fault::hit("ring.decode");
       StageScope ts(oc, Stage::kDecode, it.rs ? "decode+reduce" : "decode", it.count * es);
+      ScopedErrorContext from_left("", -1, left);  // a payload that does not decode names its sender
       codec->decode(in, received[i], data + it.elem * es, it.count, it.rs);
     }
     const std::size_t j = i + first_group;

@@ -23,8 +23,9 @@ struct Spec {
   std::atomic<long> hits{0};
 };
 
-const char* const kPoints[] = {"rendezvous", "ring.reduce_scatter", "ring.allgather",
-                               "recursive_doubling", "broadcast", "barrier", "send"};
+const char* const kPoints[] = {"rendezvous", "ring.reduce_scatter", "ring.allgather", "recursive_doubling",
+                               "broadcast",  "barrier",             "send",           "ring.encode",
+                               "ring.decode", "sparse.encode"};
 
 Spec& spec() {
   static Spec* s = [] {
@@ -48,7 +49,14 @@ Spec& spec() {
     else if (action == "exit") sp->action = Action::kExit;
     else if (action == "garbage") sp->action = Action::kGarbage;
     else if (action == "truncate") sp->action = Action::kTruncate;
+    else if (action == "corrupt") sp->action = Action::kCorrupt;
     else RP_THROW(UsageError, "RINGPRESS_FAULT: unknown action '", action, "'");
+    const bool on_send = sp->point == "send";
+    const bool on_encode = sp->point == "ring.encode" || sp->point == "sparse.encode";
+    RP_ENFORCE((sp->action != Action::kGarbage && sp->action != Action::kTruncate) || on_send, UsageError,
+               "RINGPRESS_FAULT: '", action, "' needs the point 'send'");
+    RP_ENFORCE(sp->action != Action::kCorrupt || on_encode, UsageError,
+               "RINGPRESS_FAULT: 'corrupt' needs the point 'ring.encode' or 'sparse.encode'");
     RP_ENFORCE(sp->when >= 1, UsageError, "RINGPRESS_FAULT: hit count must be >= 1");
     sp->on = true;
     return sp;
@@ -56,6 +64,11 @@ Spec& spec() {
   return *s;
 }
 }  // namespace
+
+void corrupt(void* payload, std::size_t len) {
+  auto* p = static_cast<unsigned char*>(payload);
+  for (std::size_t i = 0; i < len && i < 8; ++i) p[i] = static_cast<unsigned char>(~p[i]);
+}
 
 Action hit(const char* point) {
   Spec& s = spec();

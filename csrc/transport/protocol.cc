@@ -25,6 +25,8 @@ std::string describe(const MsgHeader& h) {
       static_cast<CollKind>(h.coll) == CollKind::kReduce) {
     if ((h.redop & 15) < kNumReduceOps) os << " " << reduce_op_name(static_cast<ReduceOp>(h.redop & 15));
     if (h.redop >> 4) os << " compressed(" << (h.redop >> 4) << ")";
+  } else if (static_cast<CollKind>(h.coll) == CollKind::kBroadcast) {
+    os << " root " << static_cast<int>(h.redop);  // the root's low 8 bits (wire-format.md)
   }
   return os.str();
 }

@@ -85,7 +85,7 @@ except rp.TransportError as e:
         assert "again" in recs[1]
 
 
-@pytest.mark.parametrize("kind", ["count", "dtype", "op", "order"])
+@pytest.mark.parametrize("kind", ["count", "dtype", "op", "order", "root"])
 def test_mismatched_collectives_raise_on_every_rank(kind):
     body = r"""
 kind = os.environ["RP_KIND"]
@@ -95,6 +95,11 @@ op = "max" if (rank == 1 and kind == "op") else "sum"
 try:
     if kind == "order" and rank == 1:
         comm.broadcast(np.ones(n, dtype))
+    elif kind == "root":
+        # Rank 1 believes it is the root: the ranks exchange messages that no receive of the
+        # same broadcast expects, and the next collective must not read them as its own.
+        comm.broadcast(np.full(n, rank, dtype), root=1 if rank == 1 else 0)
+        comm.barrier()
     else:
         comm.allreduce(np.ones(n, dtype), op=op)
     emit({"error": None})

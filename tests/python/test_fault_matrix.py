@@ -1,7 +1,8 @@
-"""The fault matrix (issue 8, docs/errors.md): a rank is killed, stopped, exits, or sends garbage
-or a truncated message at each pipeline stage (RINGPRESS_FAULT, csrc/common/fault.cc), over shm and
-tcp. Every surviving rank must raise a typed error within timeout + 2 s, no process may hang or
-crash, and no shared-memory segment may be left behind.
+"""The fault matrix (issue 8, docs/errors.md): a rank is killed, stopped, exits, or sends garbage,
+a truncated message or a corrupt compressed payload at each pipeline stage (RINGPRESS_FAULT,
+csrc/common/fault.cc: the plain collectives' steps and the compressed ring's encode and decode, the
+top-k payload), over shm and tcp. Every surviving rank must raise a typed error within timeout +
+2 s, no process may hang or crash, and no shared-memory segment may be left behind.
 
 Repeat every case N times with ``RP_FAULT_REPEAT=N pytest tests/python/test_fault_matrix.py``
 (the 20/20 figure in the issue note comes from N=20).
@@ -27,9 +28,14 @@ try:
     small = np.ones(100, np.float32)
     big = np.ones(1 << 20, np.float32)
     b = np.ones(1000)
+    grad = np.random.default_rng(rank).standard_normal(1 << 18).astype(np.float32)
+    res = np.zeros_like(grad)
+    kinds = os.environ["RP_KINDS"].split(",")
     for i in range(40):
         comm.allreduce(small)
         comm.allreduce(big)
+        for kind in kinds:
+            comm.allreduce(grad, compression=kind, **({"residual": res} if kind == "topk" else {}))
         comm.broadcast(b, root=0)
         comm.barrier()
     comm.close()
@@ -46,20 +52,38 @@ POINTS = [
     "broadcast",
     "barrier",
 ]
-CASES = [(p, a) for p in POINTS for a in ("kill", "stop")]
-CASES += [("ring.allgather", "exit"), ("send", "garbage"), ("send", "truncate")]
+KINDS = "lossless,int8,topk"  # compressed allreduces in each iteration, in this order
+# (point, action, kinds): the compression stages get their own kinds so the fault lands in the
+# codec named (the n-th hit of ring.encode would otherwise always be in the first kind).
+CASES = [(p, a, KINDS) for p in POINTS for a in ("kill", "stop")]
+CASES += [("ring.allgather", "exit", KINDS), ("send", "garbage", KINDS), ("send", "truncate", KINDS)]
+CASES += [(p, a, KINDS) for p in ("ring.encode", "ring.decode") for a in ("kill", "stop")]
+CASES += [("sparse.encode", "kill", "topk")]
+# A payload that arrives intact but does not decode: the lossless frame's checksum and magic, the
+# int8 segment's scales, the top-k payload's index length must each catch it.
+CASES += [("ring.encode", "corrupt", k) for k in ("lossless", "int8")]
+CASES += [("sparse.encode", "corrupt", "topk")]
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
-@pytest.mark.parametrize("point,action", CASES, ids=[f"{p}-{a}" for p, a in CASES])
-def test_fault(point, action, transport):
+@pytest.mark.parametrize(
+    "point,action,kinds",
+    CASES,
+    ids=[f"{p}-{a}" + ("" if k == KINDS else f"-{k}") for p, a, k in CASES],
+)
+def test_fault(point, action, kinds, transport):
     for _ in range(REPEAT):
-        _run_case(point, action, transport)
+        _run_case(point, action, kinds, transport)
 
 
-def _run_case(point, action, transport):
+def _run_case(point, action, kinds, transport):
     victim = 1
-    env = {"RP_TEST_NO_COMM": "1", "RP_T": str(TIMEOUT), "RINGPRESS_TRANSPORT": transport}
+    env = {
+        "RP_TEST_NO_COMM": "1",
+        "RP_T": str(TIMEOUT),
+        "RINGPRESS_TRANSPORT": transport,
+        "RP_KINDS": kinds,
+    }
     spec = f"{point}:{action}" if point == "rendezvous" else f"{point}:{action}:2"
     t0 = time.monotonic()
     procs, path, _ = start_ranks(3, BODY, env=env, rank_env={victim: {"RINGPRESS_FAULT": spec}})
@@ -76,7 +100,12 @@ def _run_case(point, action, transport):
         )
         assert o.records, o.stderr[-1500:]
         rec = o.records[0]
-        assert rec["error"] in ("TransportError", "TimeoutError"), rec
+        if action == "corrupt":
+            # Whoever decodes the payload rejects it, naming its sender; the others learn it
+            # from that rank's abort, with the same kind and culprit.
+            assert rec["error"] == "WireFormatError" and rec["peer"] == victim, rec
+        else:
+            assert rec["error"] in ("TransportError", "TimeoutError"), rec
         if point == "rendezvous":
             # The victim never completes its connections: the others' rendezvous times out
             # naming it, or fails connecting to it (reset), naming it too.
@@ -93,7 +122,7 @@ def _run_case(point, action, transport):
         assert v.returncode == -9
     elif action in ("exit", "truncate"):
         assert v.returncode == 3, v.stderr[-500:]
-    elif action == "garbage":
+    elif action in ("garbage", "corrupt"):
         # The sender of the garbage is alive: it learns of the failure like everyone else.
         assert v.returncode == 0 and v.records and v.records[0]["error"] is not None, v.stderr[
             -800:

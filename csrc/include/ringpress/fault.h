@@ -4,20 +4,31 @@
 // RINGPRESS_FAULT=<point>:<action>[:<n>] fires <action> on the n-th time (default 1st) this
 // process reaches <point>:
 //   points   rendezvous, ring.reduce_scatter, ring.allgather, recursive_doubling, broadcast,
-//            barrier, send
+//            barrier, send, and the compression stages: ring.encode (a compressed ring segment
+//            was just encoded), ring.decode (a received one is about to be decoded),
+//            sparse.encode (a top-k payload was just encoded)
 //   actions  kill     SIGKILL itself (a crashed rank)
 //            stop     SIGSTOP itself (a hung rank: alive, silent)
 //            exit     _exit(3) (a rank that leaves without closing)
 //            garbage  (send) the next message goes out with a corrupt header
 //            truncate (send) the next message stops half way, then the process exits
-// An unknown point or action raises UsageError when the variable is first read.
+//            corrupt  (ring.encode, sparse.encode) the payload just encoded has its first 8
+//                     bytes inverted, behind a valid header: the receivers' decoders must
+//                     reject it (a checksum, a magic, a scale or a length no longer adds up)
+// An unknown point or action, or an action the point cannot carry out, raises UsageError when
+// the variable is first read.
 #pragma once
+
+#include <cstddef>
 
 namespace ringpress::fault {
 
-enum class Action { kNone = 0, kKill, kStop, kExit, kGarbage, kTruncate };
+enum class Action { kNone = 0, kKill, kStop, kExit, kGarbage, kTruncate, kCorrupt };
 
-// Kill/stop/exit happen inside; garbage/truncate are returned for the transport to carry out.
+// Kill/stop/exit happen inside; garbage/truncate/corrupt are returned for the caller to carry out.
 Action hit(const char* point);
+
+// For corrupt: invert the first min(8, len) bytes of an encoded payload.
+void corrupt(void* payload, std::size_t len);
 
 }  // namespace ringpress::fault
