@@ -223,10 +223,12 @@ void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
   }
   autosel::Choice ch = autosel::choose(st.model, o.count * dtype_size(o.dtype), size_, allow, seg);
   o.compression.kind = ch.kind;
-  if ((ch.kind == WireCompression::kNone || ch.kind == WireCompression::kLossless) &&
+  if (f32 && (ch.kind == WireCompression::kNone || ch.kind == WireCompression::kLossless) &&
       o.residual != nullptr) {
     // Exact this time: deliver what earlier lossy requests held back (x += r, r = 0) rather than
     // keep it for a lossy request that may never come (auto can settle on plain for good).
+    // Only float32 sum/avg data can hold a lossy kind's residual; for anything else no lossy kind
+    // was ever allowed, and the residual is left alone as the exact kinds leave it.
     auto* x = static_cast<float*>(o.data);
     for (std::size_t i = 0; i < o.count; ++i) {
       x[i] += o.residual[i];

@@ -383,6 +383,12 @@ out["auto"] = [bool(not r.any()), bool(np.array_equal(x, flushed))]
 i = np.arange(n, dtype=np.float64) * (rank + 1)
 r = r0.copy(); comm.allreduce(i, compression="lossless", residual=r)
 out["f64_lossless"] = [bool(np.array_equal(r, r0)), bool(np.array_equal(i, np.arange(n) * size * (size + 1) / 2))]
+# Auto on data that no lossy kind can take (float16, float64, a max): the float32 residual is left
+# alone and the data is reduced exactly (it used to be added into x as if x were float32).
+for name, dt, op in (("auto_f16", np.float16, "sum"), ("auto_f64", np.float64, "sum"), ("auto_max", np.float32, "max")):
+    v = (np.arange(n) % 7 + rank).astype(dt); want = v.copy(); comm.allreduce(want, op=op)
+    r = r0.copy(); comm.allreduce(v, op=op, compression="auto", allow="lossless,int8", residual=r)
+    out[name] = [bool(np.array_equal(r, r0)), bool(np.array_equal(v, want))]
 # Auto may pick plain, lossless or int8 here: flushed for the first two, conserved for int8.
 r = r0.copy(); x = g.copy()
 comm.allreduce(x, compression="auto", allow="lossless,int8", residual=r)
@@ -397,7 +403,7 @@ comm.close()
 def test_exact_kinds_leave_or_deliver_the_residual():
     for res in run_ranks(2, EF_EXACT_KINDS_BODY, timeout=120):
         rec = res.records[0]
-        for comp in ("none", "lossless", "auto", "f64_lossless"):
+        for comp in ("none", "lossless", "auto", "f64_lossless", "auto_f16", "auto_f64", "auto_max"):
             assert rec[comp] == [True, True], (comp, rec)
         last, zeroed, same_as_flushed, conserved = rec["auto_int8"]
         if last in ("none", "lossless"):
