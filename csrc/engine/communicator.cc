@@ -61,6 +61,8 @@ Communicator::~Communicator() {
 std::string Communicator::transport(int peer) const {
   RP_ENFORCE(peer >= 0 && peer < size_, UsageError, "peer ", peer, " is not a rank of ", size_);
   if (peer == rank_) return "self";
+  std::lock_guard<std::mutex> lock(mu_);
+  RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
   return transport_kind_name(ctx_->kind(peer));
 }
 
@@ -69,13 +71,15 @@ bool Communicator::closed() const noexcept {
   return closed_;
 }
 
-bool Communicator::broken() const noexcept { return ctx_->broken(); }
+bool Communicator::broken() const noexcept { return ctx_ && ctx_->broken(); }
 
 CommStats Communicator::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
   CommStats s = stats_;
-  s.bytes_sent = ctx_->bytes_sent();
-  s.bytes_received = ctx_->bytes_received();
+  if (ctx_) {  // (a forked child's close() let go of it)
+    s.bytes_sent = ctx_->bytes_sent();
+    s.bytes_received = ctx_->bytes_received();
+  }
   for (int i = 0; i < static_cast<int>(Stage::kCount); ++i) {
     s.stage_s[static_cast<std::size_t>(i)] = static_cast<double>(stages_.ns[static_cast<std::size_t>(i)].load()) * 1e-9;
     s.stage_bytes[static_cast<std::size_t>(i)] = stages_.bytes[static_cast<std::size_t>(i)].load();
@@ -142,9 +146,13 @@ void Communicator::worker_loop() {
 Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes, Fn fn, bool async) {
   std::unique_lock<std::mutex> lock(mu_);
   RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
+  // A forked child shares the parent's sockets and shared memory: its bytes would interleave
+  // with the parent's streams. It has no engine thread either.
+  RP_ENFORCE(getpid() == creator_pid_, UsageError, "this communicator belongs to process ", creator_pid_,
+             ": a forked child (pid ", getpid(), ") cannot use it; create one in the child");
   if (broken_error_) std::rethrow_exception(broken_error_);
   const std::uint32_t seq = next_seq_++;
-  auto work = std::make_shared<Work>(seq, name);
+  auto work = std::make_shared<Work>(seq, name, callbacks_);
   const auto now = Clock::now();
   if (!async && queue_.empty() && !busy_) {
     // Idle engine, synchronous call: run here, no thread hand-off.
@@ -378,6 +386,9 @@ void Communicator::close() {
     }
   }
   ctx_->close();
+  // Callbacks of completed requests (e.g. torch futures) have run when close() returns; bounded,
+  // so a callback that blocks forever cannot hold close() with it.
+  (void)callbacks_->drain(std::chrono::seconds(10));
   if (!opts_.timeline_path.empty()) {
     try {
       timeline_.write(opts_.timeline_path, rank_);

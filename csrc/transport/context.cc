@@ -602,6 +602,10 @@ std::size_t ContextImpl::stream_write(Pair& p, const iovec* iov, int n) {
   if (p.link) {
     bool wake = false;
     std::size_t w = p.link->write_some(iov, n, &wake);
+    if (w == shm::Link::kCorrupt) {
+      fail_pair(p, detail::str_cat("the shared-memory ring to peer ", p.peer, " is corrupt (its read position is ",
+                                   "not within the ring): the peer wrote over it"));
+    }
     if (wake) doorbell(p);
     return w;
   }
@@ -622,6 +626,10 @@ std::size_t ContextImpl::stream_read(Pair& p, void* dst, std::size_t len) {
   if (p.link) {
     bool wake = false;
     std::size_t r = p.link->read_some(dst, len, &wake);
+    if (r == shm::Link::kCorrupt) {
+      fail_pair(p, detail::str_cat("the shared-memory ring from peer ", p.peer, " is corrupt (its write position ",
+                                   "is not within the ring): the peer wrote over it"));
+    }
     if (wake) doorbell(p);
     return r;
   }
@@ -905,6 +913,15 @@ void ContextImpl::abort(const Error& err) noexcept {
     payload = encode_abort(err, opts_.rank);
   } catch (...) {
   }
+  // One bounded wait for all peers: a peer whose socket buffer is full (it is stuck, or slow to
+  // read) gets what fits by then; a cut-off abort reads as a truncated message there.
+  const Deadline dl = Clock::now() + std::chrono::milliseconds(200);
+  auto send_abort = [](Pair& p, const Bytes& m, Deadline d) {
+    try {
+      net::write_all(p.fd.get(), m.data(), m.size(), d, "abort");
+    } catch (...) {
+    }
+  };
   for (auto& pp : pairs_) {
     if (!pp || !pp->fd.valid()) continue;
     Pair& p = *pp;
@@ -915,7 +932,7 @@ void ContextImpl::abort(const Error& err) noexcept {
         std::uint32_t len = static_cast<std::uint32_t>(payload.size());
         m.insert(m.end(), reinterpret_cast<unsigned char*>(&len), reinterpret_cast<unsigned char*>(&len) + 4);
         m.insert(m.end(), payload.begin(), payload.end());
-        (void)::send(p.fd.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        send_abort(p, m, dl);
       } else {
         // An abort inside a half-written message would read as garbage: finish that message
         // first (bounded: at most one segment, 200 ms), or give up and only hang up.
@@ -949,7 +966,7 @@ void ContextImpl::abort(const Error& err) noexcept {
         h.len = payload.size();
         Bytes m(reinterpret_cast<unsigned char*>(&h), reinterpret_cast<unsigned char*>(&h) + sizeof h);
         m.insert(m.end(), payload.begin(), payload.end());
-        (void)::send(p.fd.get(), m.data(), m.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        send_abort(p, m, dl);
       }
     }
     // Half-close: the peer reads our ABORT then end-of-stream; we keep reading (close()

@@ -131,8 +131,28 @@ Fd connect_tcp(const Endpoint& ep, Deadline deadline, int buffer_bytes) {
     Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
     RP_ENFORCE(s.valid(), TransportError, "socket(): ", std::strerror(errno));
     set_buffers(s.get(), buffer_bytes);
-    if (::connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0) return s;
-    last = std::strerror(errno);
+    // Non-blocking, so an address that never answers (a SYN into the void) cannot hold the
+    // caller past its deadline for the kernel's ~2 minutes of SYN retries.
+    set_nonblocking(s.get(), true);
+    int err = ::connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 ? 0 : errno;
+    if (err == EINPROGRESS || err == EINTR) {
+      pollfd pf{s.get(), POLLOUT, 0};
+      int rc;
+      do {
+        rc = ::poll(&pf, 1, ms_until(deadline, 5000));
+      } while (rc < 0 && errno == EINTR);
+      socklen_t len = sizeof err;
+      if (rc > 0) {
+        if (::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+      } else {
+        err = rc == 0 ? ETIMEDOUT : errno;
+      }
+    }
+    if (err == 0) {
+      set_nonblocking(s.get(), false);
+      return s;
+    }
+    last = std::strerror(err);
     if (Clock::now() >= deadline) {
       RP_THROW(TimeoutError, "could not connect to ", ep.str(), " before the deadline (last error: ",
                last, ")");

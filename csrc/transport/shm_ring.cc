@@ -78,19 +78,22 @@ void Link::unlink() {
   }
 }
 
+// The peer moves head (rx) or tail (tx) in shared memory: never trust the difference to be within
+// the ring. A corrupt one reads as "something to do", so read_some/write_some see it and report it.
 std::size_t Link::readable() const noexcept {
-  return static_cast<std::size_t>(rx_->head.load(std::memory_order_acquire) -
-                                  rx_->tail.load(std::memory_order_relaxed));
+  const std::uint64_t d = rx_->head.load(std::memory_order_acquire) - rx_->tail.load(std::memory_order_relaxed);
+  return d > cap_ ? cap_ : static_cast<std::size_t>(d);
 }
 
 std::size_t Link::writable() const noexcept {
-  return cap_ - static_cast<std::size_t>(tx_->head.load(std::memory_order_relaxed) -
-                                         tx_->tail.load(std::memory_order_acquire));
+  const std::uint64_t d = tx_->head.load(std::memory_order_relaxed) - tx_->tail.load(std::memory_order_acquire);
+  return d > cap_ ? cap_ : cap_ - static_cast<std::size_t>(d);
 }
 
 std::size_t Link::write_some(const iovec* iov, int iovcnt, bool* wake_peer) {
   const std::uint64_t head = tx_->head.load(std::memory_order_relaxed);
   const std::uint64_t tail = tx_->tail.load(std::memory_order_acquire);
+  if (head - tail > cap_) return kCorrupt;
   std::size_t space = cap_ - static_cast<std::size_t>(head - tail);
   std::size_t written = 0;
   for (int i = 0; i < iovcnt && space > 0; ++i) {
@@ -116,6 +119,7 @@ std::size_t Link::write_some(const iovec* iov, int iovcnt, bool* wake_peer) {
 std::size_t Link::read_some(void* dst, std::size_t len, bool* wake_peer) {
   const std::uint64_t tail = rx_->tail.load(std::memory_order_relaxed);
   const std::uint64_t head = rx_->head.load(std::memory_order_acquire);
+  if (head - tail > cap_) return kCorrupt;
   std::size_t n = std::min(len, static_cast<std::size_t>(head - tail));
   if (n == 0) return 0;
   std::size_t pos = static_cast<std::size_t>(tail & (cap_ - 1));

@@ -48,6 +48,9 @@ class Link {
 
   // Producer side: copy as much of iov as fits; returns bytes written. *wake_peer is set when the
   // consumer was sleeping and must get a doorbell.
+  // Both return kCorrupt (and move nothing) when the positions the peer keeps in shared memory
+  // no longer make sense (more than the ring's capacity apart): a peer that scribbled on them.
+  static constexpr std::size_t kCorrupt = ~std::size_t{0};
   std::size_t write_some(const iovec* iov, int iovcnt, bool* wake_peer);
   // Consumer side: copy up to len bytes; returns bytes read. *wake_peer as above (producer slept).
   std::size_t read_some(void* dst, std::size_t len, bool* wake_peer);

@@ -21,9 +21,12 @@ direction, a power of two), ``RINGPRESS_BIND_ADDR``).
 
 from __future__ import annotations
 
+import atexit
+import collections
 import itertools
 import os
 import socket
+import weakref
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -43,6 +46,21 @@ HashStore = _core.HashStore
 _OPS = ("sum", "avg", "min", "max", "prod")
 _REDUCIBLE = ("float32", "float64", "float16", "bfloat16", "int32", "int64", "uint8")
 _instance_counter = itertools.count()
+_live: weakref.WeakSet = weakref.WeakSet()  # open communicators, closed at interpreter exit
+
+
+@atexit.register
+def _close_at_exit() -> None:
+    # Before the interpreter finalizes: close() lets completion callbacks (torch futures, user
+    # callbacks) finish while Python still runs them. A callback thread that wants the GIL once
+    # finalization has begun is ended by CPython, and torch's future code aborts the process then.
+    for comm in list(_live):
+        try:
+            comm.close()
+        except Exception:  # nothing to report to at exit
+            pass
+_env_generation = itertools.count()  # from_env calls in this process
+_env_servers: dict = {}  # port -> the TCPStoreServer rank 0 hosts for from_env
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -159,7 +177,9 @@ class Work:
         return None
 
     def add_done_callback(self, fn) -> None:
-        """Call ``fn(work)`` once complete (on the engine's thread; at once if already done)."""
+        """Call ``fn(work)`` once complete: at once if already done, else on one of the
+        communicator's callback threads (never the engine's, so ``fn`` may block or run another
+        collective)."""
         self._w.on_complete(lambda: fn(self))
 
     @property
@@ -242,6 +262,7 @@ class Communicator:
         if prefix is None:
             prefix = f"ringpress/{next(_instance_counter)}"
         self._keep = _keep  # e.g. the TCPStoreServer hosted by rank 0
+        self._inflight: collections.deque = collections.deque()  # async requests' buffers
         base = _as_store(store)
         self._c = _core.Communicator(
             _core.prefix_store(prefix, base),
@@ -258,6 +279,7 @@ class Communicator:
             shm_ring_bytes=int(shm_ring_bytes or _env("SHM_RING_BYTES", "0")),
         )
         self._store = base
+        _live.add(self)
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -281,7 +303,6 @@ class Communicator:
                 "from_env needs MASTER_PORT (or RINGPRESS_MASTER_PORT) in the environment"
             )
         timeout = kwargs.get("timeout") or float(_env("TIMEOUT", "300"))
-        keep = None
         if os.environ.get(
             "TORCHELASTIC_USE_AGENT_STORE", ""
         ).lower() == "true" and not os.environ.get("RINGPRESS_MASTER_PORT"):
@@ -289,13 +310,18 @@ class Communicator:
 
             store = dist.TCPStore(addr, port, size, False, timedelta(seconds=timeout))
         else:
-            if rank == 0:
-                keep = _core.TCPStoreServer("0.0.0.0", port)
+            if rank == 0 and port not in _env_servers:
+                # One server per process and port, for the process's lifetime: a later from_env
+                # (a new communicator after a failure) finds it, and ranks that get there first
+                # are not left talking to a server that is about to go away.
+                _env_servers[port] = _core.TCPStoreServer("0.0.0.0", port)
             store = _core.TCPStore(addr, port, int(timeout * 1000))
         kwargs.setdefault("route_hint", addr)
-        return cls(
-            store, rank, size, _keep=keep, prefix=kwargs.pop("prefix", "ringpress/env"), **kwargs
-        )
+        # Each from_env of a job rendezvouses under its own keys (every rank calls it the same
+        # number of times, in the same order); the agent's store also outlives restarts.
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        prefix = f"ringpress/env/{restart}/{next(_env_generation)}"
+        return cls(store, rank, size, prefix=kwargs.pop("prefix", prefix), **kwargs)
 
     @classmethod
     def from_store(cls, store: Any, rank: int, size: int, **kwargs: Any) -> Communicator:
@@ -362,6 +388,16 @@ class Communicator:
     # ------------------------------------------------------------------ collectives
     def _finish(self, w: Any, keep: Any, result: Any, async_op: bool) -> Any:
         if async_op:
+            # The engine writes into these buffers until the request completes, whether or not
+            # the caller keeps the Work: hold them here too (requests complete in order, so
+            # the finished ones are at the front).
+            inflight = self._inflight
+            try:
+                while inflight and inflight[0][0].is_completed():
+                    inflight.popleft()
+            except IndexError:  # another thread emptied it meanwhile
+                pass
+            inflight.append((w, keep, result))
             return Work(w, keep, result)
         return result
 
@@ -531,6 +567,7 @@ class Communicator:
     def close(self) -> None:
         """Finish queued work, synchronise with the other ranks, close connections. Idempotent."""
         self._c.close()
+        self._inflight.clear()
         self._keep = None
 
     def __del__(self) -> None:

@@ -234,3 +234,59 @@ def test_no_shm_segments_left_behind():
     body = "comm.allreduce(np.ones(10, np.float32)); comm.close()"
     run_ranks(3, body, timeout=60, env={"RINGPRESS_TRANSPORT": "shm"})
     assert not [p for p in glob.glob("/dev/shm/ringpress-*") if os.path.exists(p)]
+
+
+WORK_LIFETIME_BODY = r"""
+import gc, threading, weakref
+out = {}
+# 1. A callback that waits for a later request, then runs a synchronous collective (torch's
+#    PowerSGD hook does both inside a future's then()). Every rank submits w1, w2 before any
+#    callback can run, so the callback's collective is the third request everywhere.
+if rank == 1:
+    time.sleep(0.3)  # so rank 0's w1 is still in flight when its callback is registered
+done = threading.Event()
+def cb(w):
+    try:
+        w2.wait(20)
+        y = np.full(10, rank, np.float32)
+        comm.allreduce(y)
+        out["callback"] = [bool(np.all(x2 == 2 * size)), bool(np.all(y == sum(range(size)))),
+                           threading.current_thread() is not threading.main_thread()]
+    except Exception as e:
+        out["callback"] = repr(e)
+    done.set()
+x1 = np.ones(1 << 16, np.float32)
+x2 = np.full(100, 2, np.float32)
+w1 = comm.allreduce(x1, async_op=True)
+w2 = comm.allreduce(x2, async_op=True)
+w1.add_done_callback(cb)
+out["callback_done"] = done.wait(30)
+# 2. An async request whose Work is dropped at once: its buffers stay alive until it completes.
+if rank == 1:
+    time.sleep(0.5)  # rank 0's allgather waits for rank 1 meanwhile
+g = np.empty((size, 1 << 16), np.float32)
+ref = weakref.ref(g)
+comm.allgather(np.full(1 << 16, rank, np.float32), out=g, async_op=True)
+del g
+gc.collect()
+out["alive_in_flight"] = ref() is not None
+comm.barrier()
+if ref() is not None:
+    out["gathered"] = bool(all(np.all(ref()[q] == q) for q in range(size)))
+comm.close()
+out["released_after_close"] = ref() is None
+emit(out)
+"""
+
+
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+def test_work_callbacks_may_block_and_dropped_works_keep_their_buffers(transport):
+    res = run_ranks(2, WORK_LIFETIME_BODY, timeout=60, env={"RINGPRESS_TRANSPORT": transport})
+    for r in res:
+        rec = r.records[0]
+        assert rec["callback_done"] and rec["callback"][:2] == [True, True], rec
+        assert rec["released_after_close"], rec
+    rec0 = res[0].records[0]
+    # Rank 0 registered its callback while w1 waited for rank 1: it ran on a callback thread.
+    assert rec0["callback"][2], rec0
+    assert rec0["alive_in_flight"] and rec0["gathered"], rec0

@@ -147,7 +147,7 @@ comm.close()
     import ringpress as rp
 
     store = rp.TCPStore("127.0.0.1", port, 20_000)
-    rec = store.get("ringpress/env/addr/0", 20_000).decode()
+    rec = store.get("ringpress/env/0/0/addr/0", 20_000).decode()  # the first from_env of the job
     host, p = rec.split("\n")[0].rsplit(":", 1)
     socks = []
     s = socket.create_connection((host, int(p)))

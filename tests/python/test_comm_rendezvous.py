@@ -139,3 +139,60 @@ def test_from_env_under_torchrun(tmp_path):
 
     recs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert recs == [{"rank": r, "size": 2, "ok": True} for r in range(2)]
+
+
+AGAIN = """
+import time
+def check(comm, k):
+    x = np.full(1000, rank + k, np.float32); comm.allreduce(x)
+    return bool(np.array_equal(x, np.full(1000, sum(range(size)) + k * size, np.float32)))
+out = {}
+a = rp.Communicator.from_env(timeout=20)
+b = rp.Communicator.from_env(timeout=20)  # a second one while the first is open
+out["a"], out["b"] = check(a, 1), check(b, 2)
+a.close(); b.close()
+if rank == 1:
+    time.sleep(0.5)  # ranks reach the third one at different times
+c = rp.Communicator.from_env(timeout=20)  # after both closed: no stale keys or server
+out["c"] = check(c, 3)
+c.close()
+"""
+
+
+def test_from_env_again_in_the_same_job():
+    """A job may build several communicators from the environment (errors.md: after a failure,
+    make a new one): each rendezvous sees only its own keys, on the same MASTER_PORT."""
+    procs, path, _ = start_ranks(
+        3, AGAIN + 'emit({"rank": rank, **out})\n', env={"RP_TEST_NO_COMM": "1"}
+    )
+    for r in collect(procs, path, timeout=120):
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.records == [{"rank": r.rank, "a": True, "b": True, "c": True}], r.stderr[-1000:]
+
+
+@pytest.mark.skipif(shutil.which("torchrun", path=VENV_BIN) is None, reason="no torchrun")
+def test_from_env_again_under_torchrun(tmp_path):
+    """Under torchrun the agent's store outlives every communicator (and restarts): the same
+    keys must not be read twice."""
+    script = tmp_path / "again.py"
+    script.write_text(
+        "import json, os\nimport numpy as np\nimport ringpress as rp\n"
+        "rank, size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])\n"
+        + AGAIN
+        + f'open("{tmp_path}/rank%d.json" % rank, "w").write(json.dumps(out))\n'
+    )
+    env = dict(os.environ)
+    env.pop("RINGPRESS_TRANSPORT", None)
+    p = subprocess.run(
+        [os.path.join(VENV_BIN, "torchrun"), "--nproc-per-node", "2"]
+        + ["--master-port", str(free_port()), str(script)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+    import json
+
+    for r in range(2):
+        assert json.loads((tmp_path / f"rank{r}.json").read_text()) == {"a": True, "b": True, "c": True}

@@ -292,3 +292,45 @@ def test_torchrun_example_trains():
     )
     assert p.returncode == 0, p.stderr[-3000:]
     assert "held-out loss" in p.stdout and "'int8'" in p.stdout, p.stdout
+
+
+POWERSGD_BODY = """
+from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as ps
+gloo = dist.new_group(backend="gloo")
+def powersgd(group, cap, steps):
+    m, ddp, opt = make(group=group, cap=cap)
+    st = ps.PowerSGDState(process_group=group, matrix_approximation_rank=1, start_powerSGD_iter=2,
+                          min_compression_rate=0.5, use_error_feedback=True, warm_start=True)
+    ddp.register_comm_hook(st, ps.powerSGD_hook)
+    for i in range(steps):
+        step(ddp, opt, i)
+    return flat(m)
+out = {}
+# One bucket: the hook's collectives come in one order on every rank.
+out["equal"] = bool(torch.equal(powersgd(gloo, 25, 6), powersgd(None, 25, 6)))
+# Many buckets: the hook issues bucket k's second and third allreduce from future callbacks while
+# backward issues bucket k+1's first, so the order may differ between ranks (gloo hangs then).
+# ringpress must either agree or raise a collective mismatch on every rank, never hang.
+t0 = time.monotonic()
+try:
+    p = powersgd(None, 0.01, 20)
+    g = [torch.zeros_like(p) for _ in range(size)]
+    dist.all_gather(g, p, group=gloo)
+    out["many"] = "same" if all(torch.equal(g[0], q) for q in g) else "differ"
+except (ringpress.RingpressError, RuntimeError) as e:  # DDP's reducer rethrows as RuntimeError
+    ok = "UsageError" in type(e).__name__ + str(e) and "collective mismatch" in str(e)
+    out["many"] = "UsageError" if ok else type(e).__name__ + ": " + str(e)[-500:]
+out["many_s"] = time.monotonic() - t0
+emit(out)
+"""
+
+
+def test_torch_powersgd_hook_runs_on_the_ringpress_group():
+    # PowerSGD waits for a second allreduce inside the first one's future callback: those
+    # callbacks must not run on the thread that executes the requests (it used to hang here).
+    # With two ranks a sum has one order, so its result is gloo's, bit for bit.
+    for r in run_ranks(2, prelude(10) + POWERSGD_BODY, env=NO_COMM, timeout=120):
+        rec = r.records[-1]
+        assert rec["equal"], r.stderr[-1500:]
+        assert rec["many"] in ("same", "UsageError"), rec
+        assert rec["many_s"] < 10 + 2 + 10, rec

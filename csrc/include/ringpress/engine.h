@@ -126,25 +126,51 @@ class StageScope {
   Clock::time_point t0_;
 };
 
-class Work {
+// Runs completion callbacks off the engine thread (work.cc). A callback may block — wait for a
+// later request, submit a synchronous collective (torch's PowerSGD hook does both inside a
+// future's then()) — so a callback never runs on the thread that executes requests, and a queued
+// callback never waits behind a blocked one: a new thread starts whenever none is idle. Threads
+// that stay idle for 10 s exit. Callbacks of one Work run in registration order on one thread;
+// callbacks of different Works may run concurrently.
+class CallbackPool : public std::enable_shared_from_this<CallbackPool> {
+ public:
+  void post(std::function<void()> fn);
+  // Waits until every callback posted so far has returned (a callback calling this does not
+  // wait for itself). Returns false if `timeout` passed first.
+  bool drain(std::chrono::milliseconds timeout);
+
+ private:
+  static void run(std::shared_ptr<CallbackPool> self);
+  std::mutex mu_;
+  std::condition_variable cv_;        // new callback
+  std::condition_variable drained_;   // outstanding_ fell
+  std::deque<std::function<void()>> queue_;
+  int idle_ = 0;
+  int outstanding_ = 0;  // queued + running
+};
+
+class Work : public std::enable_shared_from_this<Work> {
  public:
   bool is_completed() const;
   // Blocks until complete (timeout < 0: no limit); false if the timeout passed first.
   // Rethrows the request's error.
   bool wait(std::chrono::milliseconds timeout = std::chrono::milliseconds(-1));
   std::exception_ptr exception() const;
-  // Runs fn(*this) once when complete (now, on this thread, if it already is).
+  // Runs fn(*this) once when complete: now, on this thread, if it already is; else on a thread of
+  // the communicator's CallbackPool (never on the engine thread, so fn may block or wait).
   void on_complete(std::function<void(Work&)> fn);
   std::uint32_t seq() const noexcept { return seq_; }
   const std::string& name() const noexcept { return name_; }
 
   // Engine side.
-  Work(std::uint32_t seq, std::string name) : seq_(seq), name_(std::move(name)) {}
+  Work(std::uint32_t seq, std::string name, std::shared_ptr<CallbackPool> pool = nullptr)
+      : seq_(seq), name_(std::move(name)), pool_(std::move(pool)) {}
   void complete(std::exception_ptr err);
 
  private:
   const std::uint32_t seq_;
   const std::string name_;
+  const std::shared_ptr<CallbackPool> pool_;  // null: callbacks run in complete()'s thread
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
@@ -248,6 +274,7 @@ class Communicator {
   struct AutoState;  // engine-thread state of the auto mode (communicator.cc)
   std::shared_ptr<AutoState> auto_;  // a forked child must not join the parent's worker or close its sockets
   std::thread worker_;
+  std::shared_ptr<CallbackPool> callbacks_ = std::make_shared<CallbackPool>();
 };
 
 }  // namespace ringpress
