@@ -4,6 +4,7 @@
 // Ownership and locking: mu_ guards queue_, busy_, stop_, closed_, next_seq_, broken_error_ and
 // stats_. The transport Context is used by exactly one thread at a time: whoever set busy_ (the
 // worker, or a caller running a synchronous request inline while the engine was idle).
+#include <pthread.h>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -16,6 +17,19 @@
 namespace ringpress {
 
 namespace {
+// Counts fork()s that made this process (a pthread_atfork child handler): a communicator
+// remembers the count it was made under, and a differing count means "a forked child", checked
+// with one relaxed load per request where getpid() would cost a system call.
+std::atomic<unsigned> g_forks{0};
+unsigned fork_generation() {
+  static const bool registered = [] {
+    pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1, std::memory_order_relaxed); });
+    return true;
+  }();
+  (void)registered;
+  return g_forks.load(std::memory_order_relaxed);
+}
+
 long env_long(const char* name, long dflt) {
   const char* v = std::getenv(name);
   if (!v || !*v) return dflt;
@@ -49,6 +63,7 @@ Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts
   size_ = ctx_->size();
   worker_ = std::thread([this] { worker_loop(); });
   creator_pid_ = getpid();
+  fork_generation_ = fork_generation();
 }
 
 Communicator::~Communicator() {
@@ -148,8 +163,9 @@ Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes
   RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
   // A forked child shares the parent's sockets and shared memory: its bytes would interleave
   // with the parent's streams. It has no engine thread either.
-  RP_ENFORCE(getpid() == creator_pid_, UsageError, "this communicator belongs to process ", creator_pid_,
-             ": a forked child (pid ", getpid(), ") cannot use it; create one in the child");
+  RP_ENFORCE(g_forks.load(std::memory_order_relaxed) == fork_generation_, UsageError,
+             "this communicator belongs to process ", creator_pid_, ": a forked child (pid ", getpid(),
+             ") cannot use it; create one in the child");
   if (broken_error_) std::rethrow_exception(broken_error_);
   const std::uint32_t seq = next_seq_++;
   auto work = std::make_shared<Work>(seq, name, callbacks_);

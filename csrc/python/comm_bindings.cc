@@ -194,6 +194,22 @@ void bind_comm(py::module_& m) {
       .def_property_readonly("rank", &rp::Communicator::rank)
       .def_property_readonly("size", &rp::Communicator::size)
       .def("transport", &rp::Communicator::transport)
+      // The small-message path: five positional arguments (pybind11's keyword defaults cost
+      // about as much as a 4 KiB allreduce over shared memory), and no Work object for a
+      // synchronous call.
+      .def("allreduce_plain",
+           [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
+              const std::string& op, bool async) -> py::object {
+             rp::DType d = dtype_of(dt);
+             rp::ReduceOp o = rp::reduce_op_from_name(op);
+             rp::Communicator::WorkPtr w;
+             {
+               py::gil_scoped_release nogil;
+               w = c.allreduce(as_ptr(ptr), n, d, o, async);
+             }
+             if (!async) return py::none();
+             return py::cast(std::move(w));
+           })
       .def("allreduce",
            [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
               const std::string& op, bool async, const std::string& compression, const std::string& codec,

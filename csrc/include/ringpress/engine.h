@@ -271,6 +271,7 @@ class Communicator {
   std::exception_ptr broken_error_;
   CommStats stats_;
   int creator_pid_ = 0;
+  unsigned fork_generation_ = 0;  // see communicator.cc: a forked child sees another count
   struct AutoState;  // engine-thread state of the auto mode (communicator.cc)
   std::shared_ptr<AutoState> auto_;  // a forked child must not join the parent's worker or close its sockets
   std::thread worker_;
