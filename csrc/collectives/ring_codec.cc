@@ -76,9 +76,12 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   // before encoding the next one, and a received payload stays in place while it is forwarded.
   // Waiting for a send inside the schedule would deadlock two ranks whose transport buffers are
   // full of each other's unread messages. Memory: about 2 (P-1)/P n / c for each direction.
+  // Slots start on 64-byte boundaries: a codec writes its payload through typed pointers (the
+  // blockwise scales are floats), and an odd-sized int4 payload would misalign the next slot.
+  auto slot = [](std::size_t bytes) { return (bytes + 63) & ~std::size_t{63}; };
   std::vector<std::size_t> soff(sends.size() + 1, 0), roff(recvs.size() + 1, 0);
-  for (std::size_t j = 0; j < sends.size(); ++j) soff[j + 1] = soff[j] + codec->bound(sends[j].count);
-  for (std::size_t i = 0; i < recvs.size(); ++i) roff[i + 1] = roff[i] + codec->bound(recvs[i].count);
+  for (std::size_t j = 0; j < sends.size(); ++j) soff[j + 1] = soff[j] + slot(codec->bound(sends[j].count));
+  for (std::size_t i = 0; i < recvs.size(); ++i) roff[i + 1] = roff[i] + slot(codec->bound(recvs[i].count));
   std::shared_ptr<Buffer> sbuf = Buffer::acquire(std::max<std::size_t>(soff.back(), 1));
   std::shared_ptr<Buffer> rbuf = Buffer::acquire(std::max<std::size_t>(roff.back(), 1));
   constexpr std::size_t kWindow = 8;  // receives posted ahead

@@ -159,13 +159,14 @@ void Communicator::worker_loop() {
 }
 
 Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes, Fn fn, bool async) {
-  std::unique_lock<std::mutex> lock(mu_);
-  RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
   // A forked child shares the parent's sockets and shared memory: its bytes would interleave
-  // with the parent's streams. It has no engine thread either.
+  // with the parent's streams. It has no engine thread either, and mu_ may have been held by one
+  // of the parent's threads at the fork: checked before taking it.
   RP_ENFORCE(g_forks.load(std::memory_order_relaxed) == fork_generation_, UsageError,
              "this communicator belongs to process ", creator_pid_, ": a forked child (pid ", getpid(),
              ") cannot use it; create one in the child");
+  std::unique_lock<std::mutex> lock(mu_);
+  RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
   if (broken_error_) std::rethrow_exception(broken_error_);
   const std::uint32_t seq = next_seq_++;
   auto work = std::make_shared<Work>(seq, name, callbacks_);

@@ -84,7 +84,7 @@ TEST_P(CommThreads, AllreduceBroadcastAllgatherBarrier) {
           works.back()->on_complete([&fired](rp::Work&) { fired++; });
         }
         for (auto& w : works) ASSERT_TRUE(w->wait());
-        // Callbacks run on the completing thread just after waiters are released.
+        // Callbacks run on the communicator's callback threads just after waiters are released.
         for (int spin = 0; spin < 2000 && fired.load() < 6; ++spin) {
           std::this_thread::sleep_for(std::chrono::milliseconds(1));
         }
@@ -93,6 +93,34 @@ TEST_P(CommThreads, AllreduceBroadcastAllgatherBarrier) {
         c.barrier(false);
       },
       4096, 8192);
+}
+
+TEST_P(CommThreads, CallbackMayWaitForALaterRequestAndRunACollective) {
+  // torch's PowerSGD hook does both inside a future's then(): a callback must not run on the
+  // thread that executes requests, or the later request never runs.
+  const int P = std::get<0>(GetParam());
+  run_threads(P, std::get<1>(GetParam()), [P](rp::Communicator& c) {
+    std::vector<float> a(10000, 1.0f), b(100, 2.0f), y(10, static_cast<float>(c.rank()));
+    std::atomic<bool> done{false};
+    std::string error;
+    auto w1 = c.allreduce(a.data(), a.size(), rp::DType::kF32, rp::ReduceOp::kSum, true);
+    auto w2 = c.allreduce(b.data(), b.size(), rp::DType::kF32, rp::ReduceOp::kSum, true);
+    // w1, w2 are queued on every rank before the callback's collective: the same order everywhere.
+    w1->on_complete([&](rp::Work&) {
+      try {
+        w2->wait();
+        c.allreduce(y.data(), y.size(), rp::DType::kF32, rp::ReduceOp::kSum, false);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
+      done = true;
+    });
+    for (int i = 0; i < 20000 && !done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    ASSERT_TRUE(done.load());
+    EXPECT_EQ(error, "");
+    EXPECT_EQ(b[0], 2.0f * static_cast<float>(P));
+    EXPECT_EQ(y[9], static_cast<float>(P * (P - 1) / 2));
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, CommThreads,

@@ -273,8 +273,30 @@ out["alive_in_flight"] = ref() is not None
 comm.barrier()
 if ref() is not None:
     out["gathered"] = bool(all(np.all(ref()[q] == q) for q in range(size)))
+# 3. A forked child cannot use its parent's communicator (its bytes would go into the parent's
+#    connections): UsageError in the child, and the parent's communicator is unaffected.
+pid = os.fork()
+if pid == 0:
+    try:
+        comm.allreduce(np.ones(4, np.float32))
+        code = 1
+    except rp.UsageError:
+        code = 0
+    except BaseException:
+        code = 2
+    os._exit(code)
+out["fork_child_exit"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+z = np.ones(4, np.float32); comm.allreduce(z)
+out["parent_after_fork"] = bool(np.all(z == size))
 comm.close()
 out["released_after_close"] = ref() is None
+# After close: a clear error, not a read of connections that are gone (it used to crash).
+try:
+    comm.transport((rank + 1) % size)
+    out["transport_after_close"] = "no error"
+except rp.UsageError:
+    out["transport_after_close"] = "UsageError"
+out["stats_after_close"] = comm.stats()["ops"] > 0
 emit(out)
 """
 
@@ -286,6 +308,8 @@ def test_work_callbacks_may_block_and_dropped_works_keep_their_buffers(transport
         rec = r.records[0]
         assert rec["callback_done"] and rec["callback"][:2] == [True, True], rec
         assert rec["released_after_close"], rec
+        assert rec["transport_after_close"] == "UsageError" and rec["stats_after_close"], rec
+        assert rec["fork_child_exit"] == 0 and rec["parent_after_fork"], rec
     rec0 = res[0].records[0]
     # Rank 0 registered its callback while w1 waited for rank 1: it ran on a callback thread.
     assert rec0["callback"][2], rec0
