@@ -59,6 +59,8 @@ def _close_at_exit() -> None:
             comm.close()
         except Exception:  # nothing to report to at exit
             pass
+
+
 _env_generation = itertools.count()  # from_env calls in this process
 _env_servers: dict = {}  # port -> the TCPStoreServer rank 0 hosts for from_env
 

@@ -403,7 +403,15 @@ comm.close()
 def test_exact_kinds_leave_or_deliver_the_residual():
     for res in run_ranks(2, EF_EXACT_KINDS_BODY, timeout=120):
         rec = res.records[0]
-        for comp in ("none", "lossless", "auto", "f64_lossless", "auto_f16", "auto_f64", "auto_max"):
+        for comp in (
+            "none",
+            "lossless",
+            "auto",
+            "f64_lossless",
+            "auto_f16",
+            "auto_f64",
+            "auto_max",
+        ):
             assert rec[comp] == [True, True], (comp, rec)
         last, zeroed, same_as_flushed, conserved = rec["auto_int8"]
         if last in ("none", "lossless"):

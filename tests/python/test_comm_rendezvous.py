@@ -184,8 +184,14 @@ def test_from_env_again_under_torchrun(tmp_path):
     env = dict(os.environ)
     env.pop("RINGPRESS_TRANSPORT", None)
     p = subprocess.run(
-        [os.path.join(VENV_BIN, "torchrun"), "--nproc-per-node", "2"]
-        + ["--master-port", str(free_port()), str(script)],
+        [
+            os.path.join(VENV_BIN, "torchrun"),
+            "--nproc-per-node",
+            "2",
+            "--master-port",
+            str(free_port()),
+            str(script),
+        ],
         env=env,
         capture_output=True,
         text=True,
@@ -195,4 +201,8 @@ def test_from_env_again_under_torchrun(tmp_path):
     import json
 
     for r in range(2):
-        assert json.loads((tmp_path / f"rank{r}.json").read_text()) == {"a": True, "b": True, "c": True}
+        assert json.loads((tmp_path / f"rank{r}.json").read_text()) == {
+            "a": True,
+            "b": True,
+            "c": True,
+        }

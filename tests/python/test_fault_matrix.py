@@ -56,7 +56,11 @@ KINDS = "lossless,int8,topk"  # compressed allreduces in each iteration, in this
 # (point, action, kinds): the compression stages get their own kinds so the fault lands in the
 # codec named (the n-th hit of ring.encode would otherwise always be in the first kind).
 CASES = [(p, a, KINDS) for p in POINTS for a in ("kill", "stop")]
-CASES += [("ring.allgather", "exit", KINDS), ("send", "garbage", KINDS), ("send", "truncate", KINDS)]
+CASES += [
+    ("ring.allgather", "exit", KINDS),
+    ("send", "garbage", KINDS),
+    ("send", "truncate", KINDS),
+]
 CASES += [(p, a, KINDS) for p in ("ring.encode", "ring.decode") for a in ("kill", "stop")]
 CASES += [("sparse.encode", "kill", "topk")]
 # A payload that arrives intact but does not decode: the lossless frame's checksum and magic, the
