@@ -3,6 +3,7 @@ under mpirun, and torchrun's environment (its agent hosts the store)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -24,8 +25,6 @@ comm.close()
 
 
 def _records(out: str) -> list:
-    import json
-
     return [json.loads(line[2:]) for line in out.splitlines() if line.startswith("@@")]
 
 
@@ -105,6 +104,16 @@ def test_from_mpi_under_mpirun(tmp_path):
     assert recs == [{"rank": r, "size": 3, "ok": True} for r in range(3)]
 
 
+def _torchrun(script, nproc: int = 2) -> None:
+    """Run ``script`` under torchrun (nproc ranks on this host); fail on a non-zero exit."""
+    env = dict(os.environ)
+    env.pop("RINGPRESS_TRANSPORT", None)
+    cmd = [os.path.join(VENV_BIN, "torchrun"), "--nproc-per-node", str(nproc)]
+    cmd += ["--master-port", str(free_port()), str(script)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
+
+
 @pytest.mark.skipif(shutil.which("torchrun", path=VENV_BIN) is None, reason="no torchrun")
 def test_from_env_under_torchrun(tmp_path):
     # torchrun merges the ranks' stdout (lines can interleave): each rank writes its own file.
@@ -118,24 +127,7 @@ def test_from_env_under_torchrun(tmp_path):
         "import json\nimport numpy as np\nimport ringpress as rp\ncomm = rp.Communicator.from_env(timeout=60)\n"
         + textwrap.dedent(check)
     )
-    env = dict(os.environ)
-    env.pop("RINGPRESS_TRANSPORT", None)
-    p = subprocess.run(
-        [
-            os.path.join(VENV_BIN, "torchrun"),
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(free_port()),
-            str(script),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    import json
+    _torchrun(script)
 
     recs = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     assert recs == [{"rank": r, "size": 2, "ok": True} for r in range(2)]
@@ -181,24 +173,7 @@ def test_from_env_again_under_torchrun(tmp_path):
         + AGAIN
         + f'open("{tmp_path}/rank%d.json" % rank, "w").write(json.dumps(out))\n'
     )
-    env = dict(os.environ)
-    env.pop("RINGPRESS_TRANSPORT", None)
-    p = subprocess.run(
-        [
-            os.path.join(VENV_BIN, "torchrun"),
-            "--nproc-per-node",
-            "2",
-            "--master-port",
-            str(free_port()),
-            str(script),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
-    import json
+    _torchrun(script)
 
     for r in range(2):
         assert json.loads((tmp_path / f"rank{r}.json").read_text()) == {
