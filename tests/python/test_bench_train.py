@@ -52,7 +52,11 @@ def _train(*args: str, env: dict | None = None, timeout: float = 120):
 def test_train_bench_two_ranks(tmp_path):
     out = tmp_path / "rec.json"
     res = _train(
-        *TINY, "--modes", "compute,gloo,ringpress,ringpress-int8,ringpress-topk", "--json", str(out)
+        *TINY,
+        "--modes",
+        "compute,gloo,ringpress,ringpress-int8,ringpress-topk,gloo-powersgd,ringpress-powersgd",
+        "--json",
+        str(out),
     )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "Traceback" not in res.stdout + res.stderr
@@ -63,7 +67,15 @@ def test_train_bench_two_ranks(tmp_path):
     assert cfg["width"] == 64 and cfg["depth"] == 2 and cfg["steps"] == 3
     assert rec["versions"]["torch"] and rec["machine"]["python"]
     rows = {r["mode"]: r for r in rec["rows"]}
-    assert list(rows) == ["compute", "gloo", "ringpress", "ringpress-int8", "ringpress-topk"]
+    assert list(rows) == [
+        "compute",
+        "gloo",
+        "ringpress",
+        "ringpress-int8",
+        "ringpress-topk",
+        "gloo-powersgd",
+        "ringpress-powersgd",
+    ]
     for r in rows.values():
         assert r["status"] == "ok", r
         assert len(r["samples_s"]) == 2 and all(len(s) == 3 for s in r["samples_s"])
@@ -88,6 +100,12 @@ def test_train_bench_two_ranks(tmp_path):
     assert 0 < rows["ringpress-topk"]["bytes_sent_per_step"] < 0.4 * plain
     assert abs(rows["ringpress-int8"]["loss_rel_vs_uncompressed"]) < 0.05
     assert rows["ringpress-int8"]["kinds_used"] == {"int8": 5}  # one bucket, 5 steps
+    # torch's PowerSGD hook on the ringpress group: it compresses (measured bytes far below
+    # plain) and, two ranks summing in one order, trains exactly as it does on gloo.
+    g, p = rows["gloo-powersgd"]["heldout_loss"], rows["ringpress-powersgd"]["heldout_loss"]
+    assert abs(g - p) <= 1e-6 * abs(g)
+    assert rows["ringpress-powersgd"]["bytes_source"].startswith("measured")
+    assert 0 < rows["ringpress-powersgd"]["bytes_sent_per_step"] < 0.4 * plain
     try:
         import matplotlib  # noqa: F401
     except ImportError:

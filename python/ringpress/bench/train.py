@@ -26,6 +26,9 @@ Modes (each a fresh model from the same seed, run one after another in this job)
     gloo-fp16      torch's fp16_compress_hook on gloo
     gloo-powersgd  torch's powerSGD_hook on gloo, rank 1, start_powerSGD_iter 2, one DDP bucket
                    (bucket_cap_mb = the model's size: several buckets crash gloo's PowerSGD)
+    ringpress-powersgd
+                   the same hook and settings on the ringpress group (one bucket: with several,
+                   the hook's callbacks issue collectives in an order that can differ by rank)
     ringpress      plain DDP on the ringpress backend (no hook)
     ringpress-K    DDP on ringpress with ringpress.torch.comm_hook, HookState(compression=K,
                    ratio=--ratio, allow=--allow, error_feedback=True); K in none, lossless, bf16,
@@ -95,9 +98,9 @@ from ._common import (
 )
 
 PROG = "ringpress bench train"
-BASE_MODES = ("compute", "gloo", "gloo-fp16", "gloo-powersgd", "ringpress")
+BASE_MODES = ("compute", "gloo", "gloo-fp16", "gloo-powersgd", "ringpress-powersgd", "ringpress")
 HOOK_KINDS = ("none", "lossless", "bf16", "fp16", "int8", "int4", "topk", "auto")
-DEFAULT_MODES = "compute,gloo,gloo-fp16,gloo-powersgd,ringpress,ringpress-int8,ringpress-int4,ringpress-topk,ringpress-auto"
+DEFAULT_MODES = "compute,gloo,gloo-fp16,gloo-powersgd,ringpress-powersgd,ringpress,ringpress-int8,ringpress-int4,ringpress-topk,ringpress-auto"
 QUICK = {  # --quick: a smoke test in seconds
     "width": 256,
     "depth": 2,
@@ -354,16 +357,23 @@ def prepare(mode: str, ctx: Ctx) -> Plan:
         plan.count[1] = lambda s, b: _ring(world) * b.buffer().numel() * 2
         plan.hook = (ctx.gloo, _counting(default_hooks.fp16_compress_hook, plan.count))
         plan.source = "estimate: 2(P-1)/P x fp16 bucket bytes"
-    elif mode == "gloo-powersgd":
+    elif mode.endswith("-powersgd"):
+        import torch.distributed as dist
         from torch.distributed.algorithms.ddp_comm_hooks import powerSGD_hook as psgd
 
+        group = ctx.gloo if mode == "gloo-powersgd" else dist.distributed_c10d._get_default_group()
+        kw["process_group"] = group
         kw["bucket_cap_mb"] = math.ceil(grad_bytes / 2**20) + 1  # one bucket
         plan.state = psgd.PowerSGDState(
-            process_group=ctx.gloo, matrix_approximation_rank=1, start_powerSGD_iter=POWERSGD_START
+            process_group=group, matrix_approximation_rank=1, start_powerSGD_iter=POWERSGD_START
         )
         plan.count[1] = _powersgd_bytes(world)
         plan.hook = (plan.state, _counting(psgd.powerSGD_hook, plan.count))
-        plan.source = "estimate: 2(P-1)/P x (uncompressed + P + Q factors) x 4 B"
+        plan.source = (
+            "estimate: 2(P-1)/P x (uncompressed + P + Q factors) x 4 B"
+            if group is ctx.gloo
+            else "measured: comm.stats() bytes_sent"
+        )
     else:
         import torch.distributed as dist
 
@@ -452,7 +462,7 @@ def run_mode(plan: Plan, ctx: Ctx) -> dict[str, Any]:
             c0 = (stats0.get("auto") or {}).get("counts", {})
             c1 = (stats1.get("auto") or {}).get("counts", {})
             rec["auto_choices"] = {k: v - c0.get(k, 0) for k, v in c1.items() if v > c0.get(k, 0)}
-    if mode == "gloo-powersgd":
+    if mode.endswith("-powersgd"):
         rec["powersgd"] = {
             "matrix_approximation_rank": 1,
             "start_powerSGD_iter": POWERSGD_START,
@@ -524,6 +534,8 @@ def target_lines(rows: list[dict[str, Any]]) -> list[str]:
     out = []
     for r in rows:
         if r["status"] != "ok" or not r["mode"].startswith("ringpress-"):
+            continue
+        if r["mode"].endswith("-powersgd"):  # torch's compression on our transport: no target
             continue
         checks = []
         for name, v, ok in (
