@@ -51,3 +51,31 @@ function(rp_add_isa_sources out_var)
   endforeach()
   set(${out_var} ${_srcs} PARENT_SCOPE)
 endfunction()
+
+# rp_add_isa_copies(<list-var> <source> ISAS <ISA...> [FLAGS <flag...>]): compile one source once
+# per ISA (GENERIC: baseline flags) in its own namespace. Each copy is a generated file that
+# defines RP_ISA_NS (generic | sse2 | avx2 | avx512) and #includes <source>; the source wraps its
+# kernels in `namespace ... ::RP_ISA_NS` and a dispatch file picks one copy at run time.
+function(rp_add_isa_copies out_var src)
+  cmake_parse_arguments(C "" "" "ISAS;FLAGS" ${ARGN})
+  set(_srcs ${${out_var}})
+  get_filename_component(_stem "${src}" NAME_WE)
+  get_filename_component(_abs "${src}" ABSOLUTE BASE_DIR "${CMAKE_CURRENT_SOURCE_DIR}")
+  foreach(_isa ${C_ISAS})
+    if(_isa STREQUAL "GENERIC" OR RINGPRESS_HAVE_${_isa})
+      string(TOLOWER "${_isa}" _lower)
+      set(_copy "${CMAKE_CURRENT_BINARY_DIR}/generated/${_stem}_${_lower}.cc")
+      file(WRITE "${_copy}.in" "#define RP_ISA_NS ${_lower}\n#include \"${_abs}\"\n")
+      configure_file("${_copy}.in" "${_copy}" COPYONLY)
+      list(APPEND _srcs "${_copy}")
+      if(_isa STREQUAL "GENERIC")
+        set(_opts ${C_FLAGS})
+        list(FILTER _opts EXCLUDE REGEX "^-m")  # the generic copy gets no ISA flags
+      else()
+        set(_opts ${RP_ISA_FLAGS_${_isa}} ${C_FLAGS})
+      endif()
+      set_source_files_properties("${_copy}" PROPERTIES COMPILE_OPTIONS "${_opts}")
+    endif()
+  endforeach()
+  set(${out_var} ${_srcs} PARENT_SCOPE)
+endfunction()

@@ -5,15 +5,10 @@
 
 #include <cstring>
 
-#include "ringpress/config.h"
-#include "ringpress/cpu.h"
 #include "ringpress/error.h"
+#include "ringpress/hash.h"
 #include "ringpress/wire.h"
 
-namespace ringpress::hash_isa {
-std::uint64_t xxh3_avx2(const void* data, std::size_t len);
-std::uint64_t xxh3_avx512(const void* data, std::size_t len);
-}  // namespace ringpress::hash_isa
 
 namespace ringpress::wire {
 namespace {
@@ -54,31 +49,7 @@ const char* codec_name(Codec c) noexcept {
   return "unknown";
 }
 
-namespace {
-using HashFn = std::uint64_t (*)(const void*, std::size_t);
-std::uint64_t xxh3_library(const void* data, std::size_t len) { return XXH3_64bits(data, len); }
-
-HashFn choose_hash() {
-  SimdLevel level = SimdLevel::kGeneric;
-  try {
-    level = simd_level();
-  } catch (const Error&) {  // a bad RINGPRESS_SIMD surfaces elsewhere; hash with the library
-  }
-#if RINGPRESS_HAVE_AVX512
-  if (level == SimdLevel::kAVX512) return &hash_isa::xxh3_avx512;
-#endif
-#if RINGPRESS_HAVE_AVX2
-  if (level >= SimdLevel::kAVX2) return &hash_isa::xxh3_avx2;
-#endif
-  (void)level;
-  return &xxh3_library;
-}
-}  // namespace
-
-std::uint64_t checksum(const void* data, std::size_t len) noexcept {
-  static const HashFn fn = choose_hash();
-  return fn(data, len);
-}
+std::uint64_t checksum(const void* data, std::size_t len) noexcept { return xxh3_64(data, len); }
 
 std::uint64_t table_end(int ndim, std::uint64_t nblocks) noexcept {
   return kHeaderSize + 8ull * std::uint64_t(ndim) + kBlockEntrySize * nblocks;

@@ -1,5 +1,5 @@
 // Auto mode: calibration and the cost model (see auto_select.h and docs/algorithms.md).
-#include "auto_select.h"
+#include "ringpress/auto_select.h"
 
 #include <algorithm>
 #include <chrono>
@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "ringpress/buffer_pool.h"
+#include "ringpress/trace.h"
 #include "ringpress/topk.h"
 #include "segment_codec.h"
 
@@ -179,6 +180,50 @@ Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::ui
   }
   m.valid = true;
   return m;
+}
+
+AutoOutcome allreduce_auto(const OpContext& oc, AllreduceOptions o, AutoState& st) {
+  AutoOutcome out;
+  const bool f32 = o.dtype == DType::kF32 && (o.op == ReduceOp::kSum || o.op == ReduceOp::kAvg);
+  std::uint32_t allow = o.compression.allow;
+  if (!f32) allow &= bit(WireCompression::kLossless);
+  const std::size_t seg = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
+  if (!st.model.valid || (allow & ~st.measured) != 0 || ++st.since_calibration >= 64) {
+    TimelineScope ts(oc.timeline, "auto:calibrate", "engine", 1, oc.seq);
+    // Codecs are measured on float32 data only; for other dtypes nothing is measured and the
+    // model keeps plain (lossless would need a dtype-aware sample: not done yet).
+    st.model = calibrate(oc, f32 ? static_cast<const float*>(o.data) : nullptr,
+                                  f32 ? o.count : 0, allow, o.compression, st.seen, st.model);
+    st.seen = Observed();
+    st.since_calibration = 0;
+    st.measured = allow;
+    out.calibrated = true;
+  }
+  Choice ch = choose(st.model, o.count * dtype_size(o.dtype), oc.ctx.size(), allow, seg);
+  o.compression.kind = ch.kind;
+  if (f32 && (ch.kind == WireCompression::kNone || ch.kind == WireCompression::kLossless) &&
+      o.residual != nullptr) {
+    // Exact this time: deliver what earlier lossy requests held back (x += r, r = 0) rather than
+    // keep it for a lossy request that may never come (auto can settle on plain for good).
+    // Only float32 sum/avg data can hold a lossy kind's residual; for anything else no lossy kind
+    // was ever allowed, and the residual is left alone as the exact kinds leave it.
+    auto* x = static_cast<float*>(o.data);
+    for (std::size_t i = 0; i < o.count; ++i) {
+      x[i] += o.residual[i];
+      o.residual[i] = 0.0f;
+    }
+    o.residual = nullptr;
+  }
+  const auto t0 = Clock::now();
+  {
+    TimelineScope ts(oc.timeline, wire_compression_name(ch.kind), "auto", 1, oc.seq);
+    ringpress::allreduce(oc, o);
+  }
+  const double actual = std::chrono::duration<double>(Clock::now() - t0).count();
+  st.seen.add(ch.kind, actual, ch.predicted_s[static_cast<std::size_t>(ch.kind)]);
+  out.choice = ch;
+  out.actual_s = actual;
+  return out;
 }
 
 }  // namespace ringpress::autosel

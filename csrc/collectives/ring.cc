@@ -7,7 +7,7 @@
 #include <string>
 
 #include "ringpress/buffer_pool.h"
-#include "ringpress/engine.h"
+#include "ringpress/trace.h"
 #include "ringpress/fault.h"
 
 namespace ringpress {

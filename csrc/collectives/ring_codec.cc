@@ -36,7 +36,7 @@
 
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
-#include "ringpress/engine.h"
+#include "ringpress/trace.h"
 #include "ringpress/fault.h"
 #include "segment_codec.h"
 

@@ -10,9 +10,9 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "ringpress/auto_select.h"
 #include "ringpress/buffer_pool.h"
 #include "ringpress/engine.h"
-#include "../collectives/auto_select.h"
 
 namespace ringpress {
 
@@ -41,16 +41,9 @@ long env_long(const char* name, long dflt) {
 }
 }  // namespace
 
-// Owned by whichever thread runs requests (one at a time, see the file comment).
-struct Communicator::AutoState {
-  autosel::Model model;
-  autosel::Observed seen;      // actual / predicted since the last calibration
-  std::uint32_t measured = 0;  // kinds the model has measured
-  int since_calibration = 0;
-};
 
 Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts)
-    : opts_(opts), auto_(std::make_shared<AutoState>()) {
+    : opts_(opts), auto_(std::make_shared<autosel::AutoState>()) {
   opts_.op_timeout = std::chrono::milliseconds(env_long("RINGPRESS_TIMEOUT_MS", opts_.op_timeout.count()));
   if (opts_.timeline_path.empty()) {
     if (const char* t = std::getenv("RINGPRESS_TIMELINE"); t && *t) {
@@ -224,56 +217,18 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
                 [o](const OpContext& oc) { ringpress::allreduce(oc, o); }, async);
 }
 
-// Auto mode: (re)calibrate at the same request on every rank (the first auto request, when new
-// kinds are allowed, then every 64th), pick the kind with the lowest predicted time, run it, and
-// record the choice; actual/predicted of the requests in between corrects the model at the next
-// calibration (agreed by all ranks, so choices stay identical everywhere).
+// Auto mode (collectives/auto_select.cc): the collective decides; the engine keeps the stats.
 void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
-  AutoState& st = *auto_;
-  const bool f32 = o.dtype == DType::kF32 && (o.op == ReduceOp::kSum || o.op == ReduceOp::kAvg);
-  std::uint32_t allow = o.compression.allow;
-  if (!f32) allow &= autosel::bit(WireCompression::kLossless);
-  const std::size_t seg = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
-  if (!st.model.valid || (allow & ~st.measured) != 0 || ++st.since_calibration >= 64) {
-    TimelineScope ts(oc.timeline, "auto:calibrate", "engine", 1, oc.seq);
-    // Codecs are measured on float32 data only; for other dtypes nothing is measured and the
-    // model keeps plain (lossless would need a dtype-aware sample: not done yet).
-    st.model = autosel::calibrate(oc, f32 ? static_cast<const float*>(o.data) : nullptr,
-                                  f32 ? o.count : 0, allow, o.compression, st.seen, st.model);
-    st.seen = autosel::Observed();
-    st.since_calibration = 0;
-    st.measured = allow;
-    std::lock_guard<std::mutex> lock(mu_);
-    ++stats_.auto_calibrations;
-  }
-  autosel::Choice ch = autosel::choose(st.model, o.count * dtype_size(o.dtype), size_, allow, seg);
-  o.compression.kind = ch.kind;
-  if (f32 && (ch.kind == WireCompression::kNone || ch.kind == WireCompression::kLossless) &&
-      o.residual != nullptr) {
-    // Exact this time: deliver what earlier lossy requests held back (x += r, r = 0) rather than
-    // keep it for a lossy request that may never come (auto can settle on plain for good).
-    // Only float32 sum/avg data can hold a lossy kind's residual; for anything else no lossy kind
-    // was ever allowed, and the residual is left alone as the exact kinds leave it.
-    auto* x = static_cast<float*>(o.data);
-    for (std::size_t i = 0; i < o.count; ++i) {
-      x[i] += o.residual[i];
-      o.residual[i] = 0.0f;
-    }
-    o.residual = nullptr;
-  }
-  const auto t0 = Clock::now();
-  {
-    TimelineScope ts(oc.timeline, wire_compression_name(ch.kind), "auto", 1, oc.seq);
-    ringpress::allreduce(oc, o);
-  }
-  const double actual = std::chrono::duration<double>(Clock::now() - t0).count();
-  st.seen.add(ch.kind, actual, ch.predicted_s[static_cast<std::size_t>(ch.kind)]);
+  const autosel::AutoOutcome out = autosel::allreduce_auto(oc, std::move(o), *auto_);
   std::lock_guard<std::mutex> lock(mu_);
-  const int k = static_cast<int>(ch.kind);
-  ++stats_.auto_counts[static_cast<std::size_t>(k)];
-  stats_.auto_last = k;
-  for (int i = 0; i < autosel::kKinds; ++i) stats_.auto_predicted_s[static_cast<std::size_t>(i)] = ch.predicted_s[static_cast<std::size_t>(i)];
-  stats_.auto_actual_s = actual;
+  if (out.calibrated) ++stats_.auto_calibrations;
+  const auto k = static_cast<std::size_t>(out.choice.kind);
+  ++stats_.auto_counts[k];
+  stats_.auto_last = static_cast<int>(k);
+  for (std::size_t i = 0; i < static_cast<std::size_t>(autosel::kKinds); ++i) {
+    stats_.auto_predicted_s[i] = out.choice.predicted_s[i];
+  }
+  stats_.auto_actual_s = out.actual_s;
 }
 
 Communicator::WorkPtr Communicator::allreduce_coalesced(std::vector<std::pair<void*, std::size_t>> buffers,

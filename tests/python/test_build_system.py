@@ -56,3 +56,71 @@ def test_missing_library_names_the_package(tmp_path):
     assert r.returncode != 0
     assert "apt-get install liblz4-dev" in r.stderr or "apt-get install libzstd-dev" in r.stderr
     assert r.stderr.count("CMake Error") == 1  # one clear error, not a cascade
+
+
+LAYERS = ["common", "kernels", "codecs", "transport", "collectives", "engine"]
+
+
+def copy_tree(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for f in ("CMakeLists.txt", "pyproject.toml"):
+        shutil.copy(os.path.join(ROOT, f), src / f)
+    for d in ("cmake", "csrc"):
+        shutil.copytree(os.path.join(ROOT, d), src / d)
+    return src
+
+
+@pytest.mark.parametrize(
+    "lower, upper_header",
+    [("transport", "engine.h"), ("common", "reduce.h"), ("kernels", "lossless.h")],
+)
+def test_configure_refuses_a_lower_layer_including_a_higher_one(tmp_path, lower, upper_header):
+    src = copy_tree(tmp_path)
+    victim = sorted((src / "csrc" / lower).rglob("*.cc"))[0]
+    victim.write_text(f'#include "ringpress/{upper_header}"\n' + victim.read_text())
+    r = subprocess.run(
+        [CMAKE, "-S", str(src), "-B", str(tmp_path / "b"), "-DRINGPRESS_CUDA=OFF"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode != 0
+    assert "layer violation" in r.stderr
+    assert victim.name in r.stderr and f"ringpress/{upper_header}" in r.stderr
+
+
+def test_configure_refuses_a_relative_include_into_another_layer(tmp_path):
+    src = copy_tree(tmp_path)
+    victim = src / "csrc" / "collectives" / "ring.cc"
+    victim.write_text('#include "../transport/net.h"\n' + victim.read_text())
+    r = subprocess.run(
+        [
+            CMAKE,
+            f"-DRP_CSRC={src / 'csrc'}",
+            f"-DRP_LAYERS={';'.join(LAYERS)}",
+            "-P",
+            os.path.join(ROOT, "cmake", "RingpressLayers.cmake"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0
+    assert "ring.cc (layer collectives)" in r.stderr and "outside its layer's directory" in r.stderr
+
+
+def test_the_source_tree_respects_its_layers():
+    r = subprocess.run(
+        [
+            CMAKE,
+            f"-DRP_CSRC={os.path.join(ROOT, 'csrc')}",
+            f"-DRP_LAYERS={';'.join(LAYERS)}",
+            "-P",
+            os.path.join(ROOT, "cmake", "RingpressLayers.cmake"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr

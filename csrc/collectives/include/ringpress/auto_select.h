@@ -1,6 +1,7 @@
-// Auto mode for allreduce: a cost model of each wire compression on this link and CPU, fitted by
-// measurement, that picks the fastest kind the user allows for each request (internal header;
-// the model is written out in docs/algorithms.md, "Auto mode").
+// Auto mode for allreduce, all of it in one place: a cost model of each wire compression on this
+// link and CPU, fitted by measurement, that picks the fastest kind the user allows for each
+// request, and the collective that calibrates, chooses and runs (allreduce_auto). The model is
+// written out in docs/algorithms.md, "Auto mode". The engine only owns the AutoState.
 //
 // Contract
 //   * calibrate() measures on this rank (link latency and bandwidth with plain allreduces of a
@@ -66,5 +67,27 @@ Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std
 Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::uint32_t allow,
                 const CompressionOptions& c, const Observed& seen = Observed(),
                 const Model& prev = Model());
+
+// State across requests; owned by whichever thread runs requests (one at a time).
+struct AutoState {
+  Model model;
+  Observed seen;               // actual / predicted since the last calibration
+  std::uint32_t measured = 0;  // kinds the model has measured
+  int since_calibration = 0;
+};
+
+struct AutoOutcome {
+  bool calibrated = false;  // this request (re)calibrated the model
+  Choice choice;
+  double actual_s = 0;      // time the chosen kind took
+};
+
+// Collective (every rank calls it for the same request): (re)calibrate at the same request on
+// every rank (the first auto request, when new kinds are allowed, then every 64th), pick the kind
+// with the lowest predicted time, run it with ringpress::allreduce, and record actual/predicted,
+// which corrects the model at the next calibration (agreed by all ranks, so choices stay
+// identical everywhere). When an exact kind is picked for float32 sum/avg data, the residual of
+// earlier lossy requests is delivered (x += r, r = 0).
+AutoOutcome allreduce_auto(const OpContext& oc, AllreduceOptions o, AutoState& st);
 
 }  // namespace ringpress::autosel

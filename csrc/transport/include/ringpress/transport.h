@@ -36,10 +36,10 @@
 
 #include "ringpress/error.h"
 #include "ringpress/store.h"
+#include "ringpress/trace.h"
 
 namespace ringpress {
 
-using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
 
 enum class TransportKind : std::uint8_t { kTcp = 0, kShm = 1 };

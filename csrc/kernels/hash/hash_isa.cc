@@ -1,4 +1,4 @@
-// XXH3-64 compiled for one ISA (this file is built once per ISA with RP_HASH_ISA_NAME set).
+// XXH3-64 compiled for one ISA (built once per ISA by rp_add_isa_copies with RP_ISA_NS set).
 //
 // Debian's libxxhash is built for baseline x86-64 (SSE2); XXH3's AVX2/AVX-512 paths hash about
 // twice as fast. xxhash's header-only mode (XXH_INLINE_ALL) compiles the implementation into this
@@ -11,6 +11,6 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace ringpress::hash_isa {
-std::uint64_t RP_HASH_ISA_NAME(const void* data, std::size_t len) { return XXH3_64bits(data, len); }
-}  // namespace ringpress::hash_isa
+namespace ringpress::hash_isa::RP_ISA_NS {
+std::uint64_t xxh3(const void* data, std::size_t len) { return XXH3_64bits(data, len); }
+}  // namespace ringpress::hash_isa::RP_ISA_NS

@@ -35,96 +35,13 @@
 
 #include "ringpress/collectives.h"
 #include "ringpress/store.h"
+#include "ringpress/trace.h"
 #include "ringpress/transport.h"
 
 namespace ringpress {
-
-// Chrome trace-event recorder ("X" complete events; load the file in chrome://tracing or Perfetto).
-class Timeline {
- public:
-  bool enabled() const noexcept { return enabled_; }
-  void enable(bool on) { enabled_ = on; }
-  void add(const char* name, const char* cat, int tid, Clock::time_point t0, Clock::time_point t1,
-           std::uint32_t seq = 0, std::uint64_t bytes = 0);
-  std::size_t size() const;
-  // Writes the trace JSON (rank as pid) and returns the number of events written.
-  std::size_t write(const std::string& path, int rank) const;
-
- private:
-  struct Event {
-    const char* name;
-    const char* cat;
-    int tid;
-    std::int64_t ts_ns;
-    std::int64_t dur_ns;
-    std::uint32_t seq;
-    std::uint64_t bytes;
-  };
-  bool enabled_ = false;
-  mutable std::mutex mu_;
-  std::vector<Event> events_;
-  Clock::time_point origin_ = Clock::now();
-};
-
-// Scoped timeline event; free when the timeline is off.
-class TimelineScope {
- public:
-  TimelineScope(Timeline* tl, const char* name, const char* cat, int tid, std::uint32_t seq = 0,
-                std::uint64_t bytes = 0)
-      : tl_(tl && tl->enabled() ? tl : nullptr), name_(name), cat_(cat), tid_(tid), seq_(seq),
-        bytes_(bytes) {
-    if (tl_) t0_ = Clock::now();
-  }
-  ~TimelineScope() {
-    if (tl_) tl_->add(name_, cat_, tid_, t0_, Clock::now(), seq_, bytes_);
-  }
-
- private:
-  Timeline* tl_;
-  const char* name_;
-  const char* cat_;
-  int tid_;
-  std::uint32_t seq_;
-  std::uint64_t bytes_;
-  Clock::time_point t0_;
-};
-
-// Time and bytes per pipeline stage, summed over requests (Communicator::stats()).
-enum class Stage : int { kWait = 0, kReduce, kEncode, kDecode, kSelect, kScatterAdd, kCount };
-const char* stage_name(Stage s) noexcept;
-struct StageTimes {
-  std::array<std::atomic<std::uint64_t>, static_cast<int>(Stage::kCount)> ns{};
-  std::array<std::atomic<std::uint64_t>, static_cast<int>(Stage::kCount)> bytes{};
-};
-
-// Scoped stage: adds its duration to the counters and, when the timeline is on, an event.
-class StageScope {
- public:
-  StageScope(const OpContext& oc, Stage stage, const char* label, std::uint64_t bytes)
-      : oc_(oc), stage_(stage), label_(label), bytes_(bytes), t0_(Clock::now()) {}
-  ~StageScope() {
-    const auto t1 = Clock::now();
-    if (oc_.stages) {
-      const auto i = static_cast<std::size_t>(stage_);
-      oc_.stages->ns[i].fetch_add(static_cast<std::uint64_t>(
-                                      std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0_).count()),
-                                  std::memory_order_relaxed);
-      oc_.stages->bytes[i].fetch_add(bytes_, std::memory_order_relaxed);
-    }
-    if (oc_.timeline && oc_.timeline->enabled()) {
-      oc_.timeline->add(label_, stage_ == Stage::kWait ? "comm" : "compute", 1, t0_, t1, oc_.seq, bytes_);
-    }
-  }
-  StageScope(const StageScope&) = delete;
-  StageScope& operator=(const StageScope&) = delete;
-
- private:
-  const OpContext& oc_;
-  Stage stage_;
-  const char* label_;
-  std::uint64_t bytes_;
-  Clock::time_point t0_;
-};
+namespace autosel {
+struct AutoState;  // ringpress/auto_select.h
+}
 
 // Runs completion callbacks off the engine thread (work.cc). A callback may block — wait for a
 // later request, submit a synchronous collective (torch's PowerSGD hook does both inside a
@@ -272,9 +189,8 @@ class Communicator {
   CommStats stats_;
   int creator_pid_ = 0;
   unsigned fork_generation_ = 0;  // see communicator.cc: a forked child sees another count
-  struct AutoState;  // engine-thread state of the auto mode (communicator.cc)
-  std::shared_ptr<AutoState> auto_;  // a forked child must not join the parent's worker or close its sockets
-  std::thread worker_;
+  std::shared_ptr<autosel::AutoState> auto_;  // auto mode state, used by the request-running thread
+  std::thread worker_;  // a forked child must not join the parent's worker or close its sockets
   std::shared_ptr<CallbackPool> callbacks_ = std::make_shared<CallbackPool>();
 };
 

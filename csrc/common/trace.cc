@@ -1,8 +1,9 @@
-// Chrome trace-event timeline (see engine.h). Events are appended under a mutex; recording is
+// Chrome trace-event timeline (see trace.h). Events are appended under a mutex; recording is
 // off unless enabled, and a scope costs one branch then.
 #include <cstdio>
 
-#include "ringpress/engine.h"
+#include "ringpress/error.h"
+#include "ringpress/trace.h"
 
 namespace ringpress {
 
