@@ -11,6 +11,13 @@ VENV="${RP_VENV:-.venv}"
 CMAKE="$VENV/bin/cmake"; [[ -x "$CMAKE" ]] || CMAKE=cmake
 GEN=(); [[ -x "$VENV/bin/ninja" ]] && GEN=(-G Ninja -DCMAKE_MAKE_PROGRAM="$PWD/$VENV/bin/ninja")
 
+quiet() {  # log-file command...: the summary when it passes, the whole output when it fails
+  local log=$1
+  shift
+  "$@" >"$log" 2>&1 || { cat "$log"; echo "sanitize: FAILED: $*"; exit 1; }
+  tail -3 "$log"
+}
+
 build() {  # dir sanitize [more cmake arguments]
   local dir=$1 san=$2
   shift 2
@@ -25,8 +32,8 @@ echo "sanitize: ASan + UBSan (all C++ tests)"
 PY="$PWD/$VENV/bin/python"
 build build/asan "address,undefined" -DRINGPRESS_PYTHON=ON -DPython_EXECUTABLE="$PY" \
   -Dpybind11_DIR="$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')"
-ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-  ctest --test-dir build/asan --output-on-failure -j2 | tail -3
+quiet build/asan.ctest.log env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --test-dir build/asan --output-on-failure -j2
 
 echo "sanitize: ASan + UBSan (Python: hostile frames and payloads, collectives, faults)"
 # The sanitized extension in a package tree of its own, ahead of the installed one on the path.
@@ -41,11 +48,11 @@ asan_env=(env PYTHONPATH="$PWD/$pkg"
   LD_PRELOAD="$("$CXX_BIN" -print-file-name=libasan.so) $("$CXX_BIN" -print-file-name=libstdc++.so)"
   ASAN_OPTIONS=detect_leaks=0:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
 "${asan_env[@]}" "$PY" -c "import ringpress; assert '/pypkg/' in ringpress.__file__, ringpress.__file__"
-"${asan_env[@]}" "$PY" -m pytest -q -p no:cacheprovider -x \
+quiet build/asan.pytest.log "${asan_env[@]}" "$PY" -m pytest -q -rfE -p no:cacheprovider -x \
   tests/python/test_wire_format.py tests/python/test_comm_compressed.py tests/python/test_comm_faults.py \
-  "tests/python/test_comm.py::test_collectives_match_numpy" -k "not many_mixed_ops" | tail -3
+  "tests/python/test_comm.py::test_collectives_match_numpy" -k "not many_mixed_ops"
 
 echo "sanitize: TSan (worker pool, multi-threaded codecs, store, engine and transports)"
 build build/tsan "thread"
-TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  ctest --test-dir build/tsan --output-on-failure -j2 -R "ThreadPool|Lossless|Quantize|Store|Comm" | tail -3
+quiet build/tsan.ctest.log env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+  ctest --test-dir build/tsan --output-on-failure -j2 -R "ThreadPool|Lossless|Quantize|Store|Comm"

@@ -2,35 +2,24 @@
 #include "ring.h"
 
 #include <algorithm>
-#include <cstdlib>
 #include <cstring>
 #include <string>
 
 #include "ringpress/buffer_pool.h"
+#include "ringpress/env.h"
 #include "ringpress/trace.h"
 #include "ringpress/fault.h"
 
 namespace ringpress {
 
-namespace {
-std::size_t env_bytes(const char* name, std::size_t dflt) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return dflt;
-  char* end = nullptr;
-  unsigned long long x = std::strtoull(v, &end, 10);
-  RP_ENFORCE(end && *end == '\0' && x > 0, UsageError, name, " must be a positive byte count, got '",
-             v, "'");
-  return static_cast<std::size_t>(x);
-}
-}  // namespace
-
+// Read once per process (env.h): every communicator in it pipelines alike.
 std::size_t default_segment_bytes() {
-  static const std::size_t v = env_bytes("RINGPRESS_SEGMENT_BYTES", 256u << 10);
+  static const std::size_t v = env::positive("RINGPRESS_SEGMENT_BYTES");
   return v;
 }
 
 std::size_t default_small_bytes() {
-  static const std::size_t v = env_bytes("RINGPRESS_SMALL_BYTES", 64u << 10);
+  static const std::size_t v = env::positive("RINGPRESS_SMALL_BYTES");
   return v;
 }
 

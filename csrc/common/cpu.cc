@@ -1,5 +1,6 @@
 // CPU feature detection (cpuid + xgetbv) and the process-wide SIMD level (see ringpress/cpu.h).
 #include "ringpress/cpu.h"
+#include "ringpress/env.h"
 
 #include <cstdlib>
 #include <cstring>
@@ -131,9 +132,8 @@ SimdLevel simd_level() {
   // UsageError on every call rather than being silently ignored.
   static const SimdLevel chosen = [] {
     SimdLevel best = best_simd_level();
-    const char* env = std::getenv("RINGPRESS_SIMD");
-    if (env && *env) {
-      SimdLevel cap = parse_simd_level(env);
+    if (const auto env = env::raw("RINGPRESS_SIMD")) {
+      SimdLevel cap = parse_simd_level(*env);
       if (static_cast<int>(cap) < static_cast<int>(best)) best = cap;
       // A cap above what the machine supports keeps the best supported level.
       while (!simd_level_supported(best)) best = static_cast<SimdLevel>(static_cast<int>(best) - 1);

@@ -1,4 +1,5 @@
 // Fault injection (see fault.h). The specification is parsed once; counting is per process.
+#include "ringpress/env.h"
 #include "ringpress/fault.h"
 
 #include <signal.h>
@@ -30,9 +31,9 @@ const char* const kPoints[] = {"rendezvous", "ring.reduce_scatter", "ring.allgat
 Spec& spec() {
   static Spec* s = [] {
     auto* sp = new Spec();
-    const char* v = std::getenv("RINGPRESS_FAULT");
-    if (!v || !*v) return sp;
-    std::string text(v);
+    const auto v = env::raw("RINGPRESS_FAULT");
+    if (!v) return sp;
+    std::string text(*v);
     auto c1 = text.find(':');
     RP_ENFORCE(c1 != std::string::npos, UsageError, "RINGPRESS_FAULT='", text,
                "': expected <point>:<action>[:<n>]");

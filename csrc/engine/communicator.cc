@@ -7,12 +7,12 @@
 #include <pthread.h>
 #include <unistd.h>
 
-#include <cstdlib>
 #include <cstring>
 
 #include "ringpress/auto_select.h"
 #include "ringpress/buffer_pool.h"
 #include "ringpress/engine.h"
+#include "ringpress/env.h"
 
 namespace ringpress {
 
@@ -30,24 +30,19 @@ unsigned fork_generation() {
   return g_forks.load(std::memory_order_relaxed);
 }
 
-long env_long(const char* name, long dflt) {
-  const char* v = std::getenv(name);
-  if (!v || !*v) return dflt;
-  char* end = nullptr;
-  long x = std::strtol(v, &end, 10);
-  RP_ENFORCE(end && *end == '\0' && x > 0, UsageError, name, " must be a positive integer, got '",
-             v, "'");
-  return x;
-}
 }  // namespace
 
 
 Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts)
     : opts_(opts), auto_(std::make_shared<autosel::AutoState>()) {
-  opts_.op_timeout = std::chrono::milliseconds(env_long("RINGPRESS_TIMEOUT_MS", opts_.op_timeout.count()));
+  // Argument > environment > default (env.h); one timeout variable for the rendezvous and ops.
+  env::check_retired();
+  opts_.context.timeout = env::pick(opts_.context.timeout, "RINGPRESS_TIMEOUT");
+  if (opts_.op_timeout.count() <= 0) opts_.op_timeout = opts_.context.timeout;
+  op_timeout_ms_.store(opts_.op_timeout.count(), std::memory_order_relaxed);
   if (opts_.timeline_path.empty()) {
-    if (const char* t = std::getenv("RINGPRESS_TIMELINE"); t && *t) {
-      opts_.timeline_path = std::string(t) + "." + std::to_string(opts_.context.rank) + ".json";
+    if (const auto t = env::raw("RINGPRESS_TIMELINE")) {
+      opts_.timeline_path = *t + "." + std::to_string(opts_.context.rank) + ".json";
     }
   }
   timeline_.enable(!opts_.timeline_path.empty());
@@ -64,6 +59,11 @@ Communicator::~Communicator() {
     close();
   } catch (...) {
   }
+}
+
+void Communicator::set_timeout(std::chrono::milliseconds timeout) {
+  RP_ENFORCE_GT(timeout.count(), 0, UsageError, "the timeout must be positive");
+  op_timeout_ms_.store(timeout.count(), std::memory_order_relaxed);
 }
 
 std::string Communicator::transport(int peer) const {
@@ -108,7 +108,7 @@ void Communicator::execute(const char* name, std::uint32_t seq, std::uint64_t by
     timeline_.add("queued", "engine", tid, queued, start, seq, bytes);
     try {
       TimelineScope scope(&timeline_, name, "op", tid, seq, bytes);
-      OpContext oc{*ctx_, seq, start + opts_.op_timeout, timeline_.enabled() ? &timeline_ : nullptr,
+      OpContext oc{*ctx_, seq, start + op_timeout(), timeline_.enabled() ? &timeline_ : nullptr,
                    &stages_};
       fn(oc);
     } catch (const Error& e) {
@@ -351,7 +351,7 @@ void Communicator::close() {
     ctx_->begin_close();
     try {
       ScopedErrorContext ec("close", rank_);
-      OpContext oc{*ctx_, next_seq_++, Clock::now() + opts_.op_timeout, nullptr};
+      OpContext oc{*ctx_, next_seq_++, Clock::now() + op_timeout(), nullptr};
       ringpress::barrier(oc);
     } catch (const Error&) {
       // A peer that already failed or left: nothing more to wait for.

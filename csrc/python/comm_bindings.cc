@@ -173,13 +173,14 @@ void bind_comm(py::module_& m) {
              o.context.rank = rank;
              o.context.size = size;
              o.context.transport = transport;
-             o.context.timeout = std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000));
+             // <= 0: unset, so RINGPRESS_TIMEOUT (else 300 s) applies (env.h).
+             o.context.timeout = std::chrono::milliseconds(
+                 timeout_s > 0 ? std::max<long long>(1, static_cast<long long>(timeout_s * 1000)) : 0);
              o.context.bind_addr = bind_addr;
              o.context.route_hint = route_hint;
              o.context.secret = secret;
              if (shm_ring_bytes) o.context.shm_ring_bytes = shm_ring_bytes;
              if (spin_us >= 0) o.context.spin_us = spin_us;
-             o.op_timeout = o.context.timeout;
              o.timeline_path = timeline;
              o.segment_bytes = segment_bytes;
              o.small_bytes = small_bytes;
@@ -187,13 +188,19 @@ void bind_comm(py::module_& m) {
              py::gil_scoped_release nogil;
              return std::make_shared<rp::Communicator>(st, o);
            }),
-           py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("transport") = "auto",
-           py::arg("timeout") = 300.0, py::arg("bind_addr") = "", py::arg("route_hint") = "",
+           py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("transport") = "",
+           py::arg("timeout") = 0.0, py::arg("bind_addr") = "", py::arg("route_hint") = "",
            py::arg("secret") = "", py::arg("timeline") = "", py::arg("segment_bytes") = 0,
            py::arg("small_bytes") = 0, py::arg("shm_ring_bytes") = 0, py::arg("spin_us") = -1)
       .def_property_readonly("rank", &rp::Communicator::rank)
       .def_property_readonly("size", &rp::Communicator::size)
       .def("transport", &rp::Communicator::transport)
+      .def("set_timeout", [](rp::Communicator& c, double timeout_s) {
+             c.set_timeout(std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000)));
+           }, py::arg("timeout"))
+      .def_property_readonly("timeout", [](const rp::Communicator& c) {
+             return static_cast<double>(c.timeout().count()) / 1000.0;
+           })
       // The small-message path: five positional arguments (pybind11's keyword defaults cost
       // about as much as a 4 KiB allreduce over shared memory), and no Work object for a
       // synchronous call.

@@ -16,6 +16,7 @@
 #include "ringpress/config.h"
 #include "ringpress/cpu.h"
 #include "ringpress/cuda.h"
+#include "ringpress/env.h"
 #include "ringpress/error.h"
 #include "ringpress/lossless.h"
 #include "ringpress/quantize.h"
@@ -162,6 +163,25 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception_translator(&translate);
 
   m.def("build_info", [] { return to_dict(rp::build_info()); });
+  // Configuration (ringpress/env.h): the one table of RINGPRESS_* variables, read in C++.
+  m.def("env_table", [] {
+    py::list rows;
+    for (const rp::env::Var& v : rp::env::table()) {
+      py::dict d;
+      d["name"] = v.name;
+      d["type"] = v.type;
+      d["default"] = v.default_value;
+      d["read"] = v.read;
+      d["doc"] = v.doc;
+      rows.append(d);
+    }
+    return rows;
+  });
+  m.def("env_raw", [](const std::string& name) { return rp::env::raw(name); }, py::arg("name"));
+  m.def("env_string", [](const std::string& name) { return rp::env::string(name); }, py::arg("name"));
+  m.def("env_seconds", [](const std::string& name) {
+    return static_cast<double>(rp::env::seconds(name).count()) / 1000.0;
+  }, py::arg("name"));
   bind_comm(m);
   m.def("simd_levels_supported", [] {
     py::list out;

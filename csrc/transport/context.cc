@@ -25,6 +25,7 @@
 #include <thread>
 
 #include "net.h"
+#include "ringpress/env.h"
 #include "ringpress/fault.h"
 #include "protocol.h"
 #include "ringpress/dtype.h"
@@ -203,9 +204,11 @@ ContextImpl::ContextImpl(std::shared_ptr<Store> store, const ContextOptions& opt
   RP_ENFORCE(opts_.size >= 1, UsageError, "world size must be >= 1, got ", opts_.size);
   RP_ENFORCE(opts_.rank >= 0 && opts_.rank < opts_.size, UsageError, "rank ", opts_.rank,
              " is outside [0, ", opts_.size, ")");
-  if (const char* env = std::getenv("RINGPRESS_TRANSPORT"); env && *env && opts_.transport == "auto") {
-    opts_.transport = env;
-  }
+  // Argument > environment > default (env.h).
+  opts_.transport = env::pick(opts_.transport, "RINGPRESS_TRANSPORT");
+  opts_.bind_addr = env::pick(opts_.bind_addr, "RINGPRESS_BIND_ADDR");
+  opts_.timeout = env::pick(opts_.timeout, "RINGPRESS_TIMEOUT");
+  opts_.shm_ring_bytes = env::pick(std::uint64_t{opts_.shm_ring_bytes}, "RINGPRESS_SHM_RING_BYTES");
   RP_ENFORCE(opts_.transport == "auto" || opts_.transport == "tcp" || opts_.transport == "shm",
              UsageError, "transport must be auto, tcp or shm, got '", opts_.transport, "'");
   pairs_.resize(static_cast<std::size_t>(opts_.size));
@@ -219,10 +222,7 @@ void ContextImpl::rendezvous(Store& store) {
   const Deadline deadline = Clock::now() + opts_.timeout;
   const int me = opts_.rank;
   const int n = opts_.size;
-  std::string bind = opts_.bind_addr;
-  if (bind.empty()) {
-    if (const char* env = std::getenv("RINGPRESS_BIND_ADDR"); env && *env) bind = env;
-  }
+  const std::string bind = opts_.bind_addr;
   std::string publish = bind;
   if (publish.empty() || publish == "0.0.0.0") {
     if (!opts_.route_hint.empty()) {

@@ -12,11 +12,12 @@ Collectives work in place on contiguous buffers and run on ringpress's engine: i
 on every rank the same sequence. ``async_op=True`` returns a :class:`Work` to wait on later; the
 buffer must stay untouched until then (the Work keeps it alive).
 
-Configuration: keyword arguments, else ``RINGPRESS_*`` environment variables
-(``RINGPRESS_TRANSPORT`` tcp|shm|auto, ``RINGPRESS_TIMEOUT`` seconds, ``RINGPRESS_TIMELINE``
-path prefix for a Chrome trace per rank, ``RINGPRESS_SEGMENT_BYTES`` (pipeline segment),
-``RINGPRESS_SMALL_BYTES`` (recursive doubling at or below), ``RINGPRESS_SHM_RING_BYTES`` (per
-direction, a power of two), ``RINGPRESS_BIND_ADDR``).
+Configuration: a keyword argument, else the ``RINGPRESS_*`` environment variable, else the
+default (``RINGPRESS_TRANSPORT`` tcp|shm|auto, ``RINGPRESS_TIMEOUT`` seconds,
+``RINGPRESS_TIMELINE`` path prefix for a Chrome trace per rank, ``RINGPRESS_SEGMENT_BYTES``,
+``RINGPRESS_SMALL_BYTES``, ``RINGPRESS_SHM_RING_BYTES``, ``RINGPRESS_BIND_ADDR``,
+``RINGPRESS_COMPRESSION``). The variables are one table in the C++ core (``_core.env_table()``,
+docs/configuration.md), which reads them; this module never reads them itself.
 """
 
 from __future__ import annotations
@@ -65,15 +66,19 @@ _env_generation = itertools.count()  # from_env calls in this process
 _env_servers: dict = {}  # port -> the TCPStoreServer rank 0 hosts for from_env
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    v = os.environ.get("RINGPRESS_" + name)
-    return default if v in (None, "") else v
+def _launcher_var(name: str) -> str | None:
+    """A launcher's variable (RANK, MASTER_PORT, OMPI_COMM_WORLD_RANK, ...); ringpress's own
+    ``RINGPRESS_*`` variables are read through the core's configuration table."""
+    if name.startswith("RINGPRESS_"):
+        return _core.env_raw(name)
+    v = os.environ.get(name)
+    return None if v in (None, "") else v
 
 
 def _int_env(names: Sequence[str]) -> int | None:
     for n in names:
-        v = os.environ.get(n)
-        if v not in (None, ""):
+        v = _launcher_var(n)
+        if v is not None:
             try:
                 return int(v)
             except ValueError:
@@ -252,15 +257,12 @@ class Communicator:
             or not 0 <= rank < size
         ):
             raise UsageError(f"need 0 <= rank < size, got rank={rank!r} size={size!r}")
-        transport = transport or _env("TRANSPORT", "auto")
-        if transport not in ("auto", "tcp", "shm"):
+        # Unset arguments stay unset here: the core fills them from the environment, else the
+        # default (argument > environment > default, docs/configuration.md).
+        if transport is not None and transport not in ("auto", "tcp", "shm"):
             raise UsageError(f"transport must be auto, tcp or shm, got {transport!r}")
-        if timeout is None:
-            timeout = float(_env("TIMEOUT", "300"))
-        if timeout <= 0:
+        if timeout is not None and not timeout > 0:
             raise UsageError(f"timeout must be positive seconds, got {timeout}")
-        if timeline is None and _env("TIMELINE"):
-            timeline = f"{_env('TIMELINE')}.{rank}.json"
         if prefix is None:
             prefix = f"ringpress/{next(_instance_counter)}"
         self._keep = _keep  # e.g. the TCPStoreServer hosted by rank 0
@@ -270,19 +272,19 @@ class Communicator:
             _core.prefix_store(prefix, base),
             rank,
             size,
-            transport=transport,
-            timeout=float(timeout),
+            transport=transport or "",
+            timeout=float(timeout or 0.0),
             bind_addr=bind_addr or "",
             route_hint=route_hint or "",
             secret=secret or "",
             timeline=timeline or "",
             segment_bytes=int(segment_bytes or 0),
             small_bytes=int(small_bytes or 0),
-            shm_ring_bytes=int(shm_ring_bytes or _env("SHM_RING_BYTES", "0")),
+            shm_ring_bytes=int(shm_ring_bytes or 0),
         )
         self._store = base
         # Read once (an environment lookup per call would cost a fifth of a small allreduce).
-        self._compression = _env("COMPRESSION", "none")
+        self._compression = _core.env_string("RINGPRESS_COMPRESSION")
         _live.add(self)
 
     # ------------------------------------------------------------------ constructors
@@ -300,16 +302,15 @@ class Communicator:
             raise UsageError(
                 "from_env needs RANK and WORLD_SIZE (or RINGPRESS_RANK/RINGPRESS_WORLD_SIZE) in the environment"
             )
-        addr = _env("MASTER_ADDR") or os.environ.get("MASTER_ADDR") or "127.0.0.1"
+        addr = _launcher_var("RINGPRESS_MASTER_ADDR") or _launcher_var("MASTER_ADDR") or "127.0.0.1"
         port = _int_env(["RINGPRESS_MASTER_PORT", "MASTER_PORT"])
         if port is None:
             raise UsageError(
                 "from_env needs MASTER_PORT (or RINGPRESS_MASTER_PORT) in the environment"
             )
-        timeout = kwargs.get("timeout") or float(_env("TIMEOUT", "300"))
-        if os.environ.get(
-            "TORCHELASTIC_USE_AGENT_STORE", ""
-        ).lower() == "true" and not os.environ.get("RINGPRESS_MASTER_PORT"):
+        timeout = kwargs.get("timeout") or _core.env_seconds("RINGPRESS_TIMEOUT")
+        agent_store = (_launcher_var("TORCHELASTIC_USE_AGENT_STORE") or "").lower() == "true"
+        if agent_store and _launcher_var("RINGPRESS_MASTER_PORT") is None:
             import torch.distributed as dist
 
             store = dist.TCPStore(addr, port, size, False, timedelta(seconds=timeout))
@@ -323,7 +324,7 @@ class Communicator:
         kwargs.setdefault("route_hint", addr)
         # Each from_env of a job rendezvouses under its own keys (every rank calls it the same
         # number of times, in the same order); the agent's store also outlives restarts.
-        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        restart = _launcher_var("TORCHELASTIC_RESTART_COUNT") or "0"
         prefix = f"ringpress/env/{restart}/{next(_env_generation)}"
         return cls(store, rank, size, prefix=kwargs.pop("prefix", prefix), **kwargs)
 
@@ -352,7 +353,7 @@ class Communicator:
                 host = socket.gethostbyname(socket.gethostname())
             addr = (host, keep.port)
         host, port = comm.bcast(addr, root=0)
-        timeout = kwargs.get("timeout") or float(_env("TIMEOUT", "300"))
+        timeout = kwargs.get("timeout") or _core.env_seconds("RINGPRESS_TIMEOUT")
         store = _core.TCPStore(host, port, int(timeout * 1000))
         kwargs.setdefault("route_hint", host)
         return cls(
@@ -367,6 +368,18 @@ class Communicator:
     @property
     def size(self) -> int:
         return self._c.size
+
+    @property
+    def timeout(self) -> float:
+        """Deadline of each collective, in seconds (``timeout=``, else ``RINGPRESS_TIMEOUT``,
+        else 300)."""
+        return self._c.timeout
+
+    def set_timeout(self, timeout: float) -> None:
+        """Change the deadline of collectives issued from now on (running ones keep theirs)."""
+        if not (isinstance(timeout, (int, float)) and timeout > 0):
+            raise UsageError(f"timeout must be positive seconds, got {timeout!r}")
+        self._c.set_timeout(float(timeout))
 
     def transport(self, peer: int) -> str:
         """How this rank reaches ``peer``: "shm", "tcp", or "self"."""

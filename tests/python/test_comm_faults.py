@@ -284,6 +284,8 @@ comm.close()
 def test_timeout_shorter_than_the_transfer():
     body = r"""
 x = np.ones(32 << 20, np.float32)   # 128 MiB over TCP: far longer than the 20 ms deadline
+comm.barrier()                      # both ranks start together, whatever the machine's load
+comm.set_timeout(0.02)
 t0 = time.monotonic()
 try:
     comm.allreduce(x)
@@ -297,9 +299,10 @@ except rp.RingpressError as e:
         timeout=60,
         check=False,
         comm_kwargs={"timeout": 5},
-        env={"RINGPRESS_TRANSPORT": "tcp", "RINGPRESS_TIMEOUT_MS": "20"},
+        env={"RINGPRESS_TRANSPORT": "tcp"},
     )
     for r in res:
         rec = r.records[0]
         assert rec["error"] == "TimeoutError", rec
-        assert rec["after"] < 0.02 + 2 and rec["broken"], rec
+        # The deadline, not the transfer, ends the call (generous bound: a loaded machine).
+        assert rec["after"] < 0.02 + 5 and rec["broken"], rec

@@ -97,8 +97,9 @@ class Work : public std::enable_shared_from_this<Work> {
 
 struct CommOptions {
   ContextOptions context;
-  std::chrono::milliseconds op_timeout{std::chrono::minutes(5)};  // env RINGPRESS_TIMEOUT_MS
-  std::string timeline_path;   // non-empty: record and write here at close (env RINGPRESS_TIMELINE)
+  // Unset (0 / empty) options come from the environment, else the default (env.h).
+  std::chrono::milliseconds op_timeout{0};  // 0: context.timeout (RINGPRESS_TIMEOUT, 300 s)
+  std::string timeline_path;   // non-empty: record and write here at close (else RINGPRESS_TIMELINE)
   std::size_t segment_bytes = 0;  // 0: default_segment_bytes()
   std::size_t small_bytes = 0;    // 0: default_small_bytes()
 };
@@ -130,6 +131,9 @@ class Communicator {
   int rank() const noexcept { return rank_; }
   int size() const noexcept { return size_; }
   std::string transport(int peer) const;  // "tcp" | "shm" | "self"
+  // Deadline of each request from now on (requests already running keep theirs). Thread-safe.
+  void set_timeout(std::chrono::milliseconds timeout);
+  std::chrono::milliseconds timeout() const noexcept { return op_timeout(); }
 
   using WorkPtr = std::shared_ptr<Work>;
   WorkPtr allreduce(void* data, std::size_t count, DType dtype, ReduceOp op, bool async,
@@ -170,9 +174,14 @@ class Communicator {
     Clock::time_point queued;
   };
 
+  std::chrono::milliseconds op_timeout() const noexcept {
+    return std::chrono::milliseconds(op_timeout_ms_.load(std::memory_order_relaxed));
+  }
+
   int rank_ = 0;
   int size_ = 1;
   CommOptions opts_;
+  std::atomic<long long> op_timeout_ms_{0};  // opts_.op_timeout, changeable by set_timeout()
   std::unique_ptr<Context> ctx_;
   Timeline timeline_;
   StageTimes stages_;

@@ -80,12 +80,13 @@ struct Expect {
 struct ContextOptions {
   int rank = 0;
   int size = 1;
-  std::string transport = "auto";    // auto | tcp | shm  (env RINGPRESS_TRANSPORT overrides "auto")
-  std::chrono::milliseconds timeout{std::chrono::minutes(5)};  // rendezvous + default op timeout
-  std::string bind_addr;             // address to listen on and publish ("" = choose, see .cc)
+  // Empty / zero options are unset: the environment, else the default, fills them (env.h).
+  std::string transport;             // auto | tcp | shm (RINGPRESS_TRANSPORT, default auto)
+  std::chrono::milliseconds timeout{0};  // rendezvous + default op timeout (RINGPRESS_TIMEOUT, 300 s)
+  std::string bind_addr;             // listen on and publish (RINGPRESS_BIND_ADDR; "" = choose, see .cc)
   std::string route_hint;            // an address of rank 0 / the store host, to pick bind_addr
   std::string secret;                // per-job secret; "" = rank 0 creates one in the store
-  std::size_t shm_ring_bytes = 4u << 20;  // per direction, power of two
+  std::size_t shm_ring_bytes = 0;    // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 4 MiB)
   int tcp_buffer_bytes = 4 << 20;    // SO_SNDBUF/SO_RCVBUF
   int spin_us = 50;                  // busy-poll time before sleeping in epoll
 };

@@ -1,0 +1,114 @@
+// The configuration table and the only getenv in the library (env.h).
+#include "ringpress/env.h"
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <algorithm>
+#include <stdexcept>
+
+#include "ringpress/error.h"
+
+namespace ringpress::env {
+
+const std::vector<Var>& table() {
+  static const std::vector<Var> t = {
+      {"RINGPRESS_TIMEOUT", "seconds", "300", "when a communicator is made",
+       "deadline of the rendezvous and of every collective (timeout= in Python)"},
+      {"RINGPRESS_TRANSPORT", "auto/tcp/shm", "auto", "when a communicator is made",
+       "auto: shared memory between ranks on one host, TCP otherwise"},
+      {"RINGPRESS_BIND_ADDR", "string", "", "when a communicator is made",
+       "address to listen on and publish (default: the interface toward MASTER_ADDR)"},
+      {"RINGPRESS_SHM_RING_BYTES", "bytes", "4194304", "when a communicator is made",
+       "shared-memory ring per direction and pair (a power of two)"},
+      {"RINGPRESS_TIMELINE", "string", "", "when a communicator is made",
+       "path prefix: each rank writes a Chrome trace to <prefix>.<rank>.json at close"},
+      {"RINGPRESS_COMPRESSION", "string", "none", "when a communicator is made",
+       "default compression of Communicator.allreduce (none, lossless, bf16, fp16, int8, int4, topk, auto)"},
+      {"RINGPRESS_SEGMENT_BYTES", "bytes", "262144", "once per process",
+       "pipeline segment of the ring algorithms"},
+      {"RINGPRESS_SMALL_BYTES", "bytes", "65536", "once per process",
+       "allreduce uses recursive doubling at or below this size"},
+      {"RINGPRESS_SIMD", "generic/sse2/avx2/avx512", "", "once per process",
+       "cap on the SIMD level the kernels dispatch to (default: the best the CPU supports)"},
+      {"RINGPRESS_RANK", "int", "", "by Communicator.from_env",
+       "this process's rank (before RANK, OMPI_COMM_WORLD_RANK, PMI_RANK)"},
+      {"RINGPRESS_WORLD_SIZE", "int", "", "by Communicator.from_env",
+       "number of ranks (before WORLD_SIZE, OMPI_COMM_WORLD_SIZE, PMI_SIZE)"},
+      {"RINGPRESS_MASTER_ADDR", "string", "", "by Communicator.from_env",
+       "host of rank 0's store (before MASTER_ADDR; default 127.0.0.1)"},
+      {"RINGPRESS_MASTER_PORT", "int", "", "by Communicator.from_env",
+       "port of rank 0's store (before MASTER_PORT)"},
+      {"RINGPRESS_FAULT", "string", "", "once per process",
+       "fault injection for tests: <point>:<action>[:<n>] (docs/errors.md)"},
+  };
+  return t;
+}
+
+namespace {
+
+struct Retired {
+  const char* name;
+  const char* instead;
+};
+constexpr Retired kRetired[] = {
+    {"RINGPRESS_TIMEOUT_MS", "RINGPRESS_TIMEOUT (seconds, decimals allowed)"},
+};
+
+const Var& find(std::string_view name) {
+  for (const Var& v : table()) {
+    if (name == v.name) return v;
+  }
+  throw std::logic_error("ringpress: " + std::string(name) + " is not in the configuration table");
+}
+
+std::optional<std::string> lookup(const char* name) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return std::nullopt;
+  return std::string(v);
+}
+
+}  // namespace
+
+std::optional<std::string> raw(std::string_view name) { return lookup(find(name).name); }
+
+std::string string(std::string_view name) {
+  const Var& v = find(name);
+  auto value = lookup(v.name);
+  return value ? *value : std::string(v.default_value);
+}
+
+std::uint64_t positive(std::string_view name) {
+  const Var& v = find(name);
+  const std::string text = string(name);
+  if (text.empty()) RP_THROW(UsageError, v.name, " is not set and has no default");
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long x = std::strtoull(text.c_str(), &end, 10);
+  if (errno != 0 || end == text.c_str() || *end != '\0' || x == 0 || text[0] == '-') {
+    RP_THROW(UsageError, v.name, " must be a positive integer, got '", text, "'");
+  }
+  return x;
+}
+
+std::chrono::milliseconds seconds(std::string_view name) {
+  const Var& v = find(name);
+  const std::string text = string(name);
+  errno = 0;
+  char* end = nullptr;
+  const double s = std::strtod(text.c_str(), &end);
+  if (errno != 0 || end == text.c_str() || *end != '\0' || !std::isfinite(s) || s <= 0 || s >= 1e9) {
+    RP_THROW(UsageError, v.name, " must be positive seconds, got '", text, "'");
+  }
+  return std::chrono::milliseconds(std::max<long long>(1, static_cast<long long>(s * 1000)));
+}
+
+void check_retired() {
+  for (const Retired& r : kRetired) {
+    if (auto v = lookup(r.name)) {
+      RP_THROW(UsageError, r.name, "=", *v, " is no longer read; use ", r.instead);
+    }
+  }
+}
+
+}  // namespace ringpress::env
