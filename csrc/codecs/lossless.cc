@@ -366,7 +366,9 @@ void decode_block(const wire::FrameInfo& info, const std::uint8_t* frame, std::s
   }
 }
 
-void check_options(const LosslessOptions& o, std::size_t s) {
+}  // namespace
+
+void check_lossless_options(const LosslessOptions& o, std::size_t s) {
   RP_ENFORCE(o.threads >= 1 && o.threads <= 1024, UsageError, "threads must be in [1, 1024], got ", o.threads);
   if (o.codec == Codec::kZstd) {
     const int lo = std::max(ZSTD_minCLevel(), -128);
@@ -382,8 +384,6 @@ void check_options(const LosslessOptions& o, std::size_t s) {
                ") and at most 2^30, got ", o.block_size);
   }
 }
-
-}  // namespace
 
 ShuffleMode shuffle_mode_from_name(const char* name) {
   const std::string n = name;
@@ -417,7 +417,7 @@ std::size_t lossless_encode(const void* src, std::size_t nbytes, DType dtype,
                             void* dst, std::size_t dst_cap) {
   ScopedErrorContext ctx("compress");
   const std::size_t s = dtype_size(dtype);
-  check_options(opts, s);
+  check_lossless_options(opts, s);
   RP_ENFORCE(ndim >= 0 && ndim <= wire::kMaxNdim, UsageError, "at most ", wire::kMaxNdim,
              " dimensions are supported, got ", ndim);
   unsigned __int128 elems = 1;

@@ -6,6 +6,20 @@
 
 namespace ringpress {
 
+void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op) {
+  if (c.kind == WireCompression::kNone) return;
+  if (c.kind == WireCompression::kAuto) {
+    // Codecs that cannot apply to this dtype/op are simply not candidates (auto_select.h); the
+    // parameters of the rest must be valid.
+    for (const CodecInfo& info : codecs()) {
+      if (info.make == nullptr || !(c.allow & (1u << info.id)) || !codec_accepts(info, dtype, op)) continue;
+      (void)make_codec(static_cast<WireCompression>(info.id), c, dtype, op);
+    }
+    return;
+  }
+  (void)make_codec(c.kind, c, dtype, op);  // the dtype rule and the parameters
+}
+
 void allreduce(const OpContext& oc, const AllreduceOptions& o) {
   RP_ENFORCE(reduce_supported(o.dtype), UsageError, "allreduce does not support dtype ",
              dtype_name(o.dtype));
@@ -13,7 +27,10 @@ void allreduce(const OpContext& oc, const AllreduceOptions& o) {
   const std::size_t bytes = o.count * dtype_size(o.dtype);
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
   if (o.compression.kind != WireCompression::kNone) {
-    if (o.compression.kind == WireCompression::kTopK) {
+    const CodecInfo* info = find_codec(static_cast<int>(o.compression.kind));
+    RP_ENFORCE(info != nullptr, UsageError, "allreduce: compression id ", int(o.compression.kind),
+               " is not a registered codec");
+    if (info->schedule == CodecSchedule::kAllgather) {
       allreduce_sparse(oc, o);
     } else {
       allreduce_ring_compressed(oc, o);

@@ -8,8 +8,6 @@
 
 #include "ringpress/buffer_pool.h"
 #include "ringpress/trace.h"
-#include "ringpress/topk.h"
-#include "segment_codec.h"
 
 namespace ringpress::autosel {
 
@@ -36,11 +34,13 @@ double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int 
   const double per_rank = hops / P * n;  // bytes each rank sends in a ring allreduce
   const int k = k_of(kind);
   if (kind == WireCompression::kNone) return hops * m.alpha_s + per_rank * m.byte_s;
-  if (kind == WireCompression::kTopK) {
+  const CodecInfo* info = find_codec(k);
+  if (info == nullptr) return 1e30;
+  if (info->schedule == CodecSchedule::kAllgather) {
     // Two allgathers (sizes, payloads); every rank sends (P-1) payloads of n / ratio bytes;
-    // selection on this rank, then P payloads decoded and scatter-added (dec_s per input byte).
+    // encoding on this rank, then P payloads decoded and added (dec_s per input byte each).
     const double payload = n / std::max(m.ratio[k], 1.0);
-    return 2.0 * (P - 1) * m.alpha_s + (P - 1) * payload * m.byte_s + n * m.enc_s[k] + n * m.dec_s[k];
+    return 2.0 * (P - 1) * m.alpha_s + (P - 1) * payload * m.byte_s + n * m.enc_s[k] + P * n * m.dec_s[k];
   }
   // Ring with encoded segments: wire time at the compressed size plus the codec work. The
   // pipeline can hide one behind the other only when they use different resources; over shared
@@ -59,7 +59,7 @@ Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std
   c.predicted_s[0] = predict(m, WireCompression::kNone, bytes, P, segment_bytes);
   double best = c.predicted_s[0];
   for (int k = 1; k < kKinds; ++k) {
-    if (!(allow & (1u << k)) || !m.valid) continue;
+    if (!(allow & (1u << k)) || !m.valid || find_codec(k) == nullptr) continue;
     const auto kind = static_cast<WireCompression>(k);
     c.predicted_s[static_cast<std::size_t>(k)] = predict(m, kind, bytes, P, segment_bytes);
     // Compression must beat plain by more than 5% (model error, and plain is the safe choice).
@@ -86,40 +86,21 @@ Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::ui
     v[4 * kKinds + 2 - kKinds + i] = seen.best[i];
   }
   for (int k = 1; k < kKinds; ++k) {
-    if (!(allow & (1u << k)) || ns == 0) continue;
+    const CodecInfo* info = find_codec(k);
+    if (!(allow & (1u << k)) || ns == 0 || info == nullptr || info->make == nullptr) continue;
     const auto kind = static_cast<WireCompression>(k);
     double enc = 1e30, dec = 1e30, inv_ratio = 1.0;
-    if (kind == WireCompression::kTopK) {
-      std::vector<float> tmp(ns);
-      std::vector<float> dense(ns, 0.0f);
-      for (int rep = 0; rep < 2; ++rep) {
-        topk::SparseVector sv;
-        auto t0 = Clock::now();
-        topk::SampledOptions so;
-        topk::topk_sampled(sample, ns, std::max<std::size_t>(1, static_cast<std::size_t>(std::ceil(copts.ratio * ns))), so, &sv);
-        enc = std::min(enc, seconds_since(t0) / (4.0 * ns));
-        t0 = Clock::now();
-        std::fill(dense.begin(), dense.end(), 0.0f);
-        for (int q = 0; q < P; ++q) topk::scatter_add(sv.indices.data(), sv.values.data(), sv.size(), dense.data(), ns);
-        dec = std::min(dec, seconds_since(t0) / (4.0 * ns));
-        const double payload = 8.0 + static_cast<double>(topk::indices_encoded_size(sv.indices.data(), sv.size(), ns)) + 4.0 * sv.size();
-        inv_ratio = payload / (4.0 * ns);
-      }
-    } else {
-      CompressionOptions c = copts;
-      c.kind = kind;
-      auto codec = ring::make_segment_codec(c, DType::kF32, ReduceOp::kSum);
-      std::vector<unsigned char> buf(codec->bound(ns));
-      std::vector<float> out(ns, 0.0f);
-      for (int rep = 0; rep < 2; ++rep) {
-        auto t0 = Clock::now();
-        std::size_t len = codec->encode(sample, ns, buf.data());
-        enc = std::min(enc, seconds_since(t0) / (4.0 * ns));
-        t0 = Clock::now();
-        codec->decode(buf.data(), len, out.data(), ns, true);
-        dec = std::min(dec, seconds_since(t0) / (4.0 * ns));
-        inv_ratio = static_cast<double>(len) / (4.0 * ns);
-      }
+    std::unique_ptr<Codec> codec = make_codec(kind, copts, DType::kF32, ReduceOp::kSum);
+    std::vector<unsigned char> buf(codec->bound(ns));
+    std::vector<float> out(ns, 0.0f);
+    for (int rep = 0; rep < 2; ++rep) {
+      auto t0 = Clock::now();
+      const std::size_t len = codec->encode(sample, ns, buf.data(), oc.seq);
+      enc = std::min(enc, seconds_since(t0) / (4.0 * ns));
+      t0 = Clock::now();
+      codec->decode(buf.data(), len, out.data(), ns, true);
+      dec = std::min(dec, seconds_since(t0) / (4.0 * ns));
+      inv_ratio = static_cast<double>(len) / (4.0 * ns);
     }
     v[static_cast<std::size_t>(k)] = enc;
     v[static_cast<std::size_t>(kKinds + k)] = dec;

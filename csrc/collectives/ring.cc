@@ -51,8 +51,9 @@ std::size_t count_blocks(const std::vector<std::size_t>& counts, std::vector<std
 }
 
 MsgHeader header(CollKind coll, DType dtype, ReduceOp op, std::uint32_t seq, std::uint32_t step,
-                 std::uint64_t count, std::uint64_t len) {
+                 std::uint64_t count, std::uint64_t len, WireCompression codec) {
   MsgHeader h;
+  h.codec = static_cast<std::uint8_t>(codec);
   h.coll = static_cast<std::uint8_t>(coll);
   h.dtype = static_cast<std::uint8_t>(dtype);
   h.redop = static_cast<std::uint8_t>(op);

@@ -61,7 +61,7 @@ std::size_t count_blocks(const std::vector<std::size_t>& counts, std::vector<std
 
 // Header for a message of this collective.
 MsgHeader header(CollKind coll, DType dtype, ReduceOp op, std::uint32_t seq, std::uint32_t step,
-                 std::uint64_t count, std::uint64_t len);
+                 std::uint64_t count, std::uint64_t len, WireCompression codec = WireCompression::kNone);
 Expect expect(const MsgHeader& h);
 
 }  // namespace ringpress::ring

@@ -38,7 +38,6 @@
 #include "ringpress/buffer_pool.h"
 #include "ringpress/trace.h"
 #include "ringpress/fault.h"
-#include "segment_codec.h"
 
 namespace ringpress {
 
@@ -48,7 +47,8 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   Context& ctx = oc.ctx;
   const int P = ctx.size();
   const int r = ctx.rank();
-  std::unique_ptr<ring::SegmentCodec> codec = ring::make_segment_codec(o.compression, o.dtype, o.op);
+  std::unique_ptr<Codec> codec = make_codec(o.compression.kind, o.compression, o.dtype, o.op);
+  const bool exact = find_codec(static_cast<int>(o.compression.kind))->exact;
   if (P == 1) return;
   const std::size_t es = dtype_size(o.dtype);
   const int right = (r + 1) % P;
@@ -63,13 +63,11 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   const std::vector<Item>& recvs = sc.recvs;
   const std::size_t first_group = sc.first_group;
 
-  // The compression kind travels in the high bits of the op byte: a rank compressing differently
-  // from its peers is a collective mismatch, not garbage.
-  const auto redop = static_cast<ReduceOp>(static_cast<std::uint8_t>(o.op) |
-                                           (static_cast<std::uint8_t>(o.compression.kind) << 4));
+  // The codec id travels in the header's codec byte: a rank compressing differently from its
+  // peers is a collective mismatch, not garbage.
   auto make_header = [&](std::size_t index, std::size_t bytes) {
-    return ring::header(CollKind::kAllreduce, o.dtype, redop, oc.seq, static_cast<std::uint32_t>(index),
-                        o.count, bytes);
+    return ring::header(CollKind::kAllreduce, o.dtype, o.op, oc.seq, static_cast<std::uint32_t>(index),
+                        o.count, bytes, o.compression.kind);
   };
 
   // Every message gets its own slot (offsets below): the sender never waits for a send to leave
@@ -93,7 +91,7 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   // Error feedback (header comment): x += r where this rank's data first enters the ring (the
   // first group's sends, block r-1, and the reduce-scatter receives, every other block: each
   // element once), then r = p - D(E(p)) at every encode.
-  float* const residual = codec->exact() ? nullptr : o.residual;
+  float* const residual = exact ? nullptr : o.residual;
   auto add_residual = [&](const Item& it) {
     float* x = reinterpret_cast<float*>(data) + it.elem;
     const float* rr = residual + it.elem;
@@ -111,11 +109,11 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
       if (j < first_group) add_residual(it);
       // The owner keeps the decoded values (below); r = what this encoding dropped.
       bytes = codec->encode_feedback(reinterpret_cast<float*>(seg), residual + it.elem, it.count, out,
-                                     owner_final);
+                                     oc.seq, owner_final);
     } else {
       StageScope ts(oc, Stage::kEncode, "encode", it.count * es);
-      bytes = codec->encode(seg, it.count, out);
-      if (owner_final && !codec->exact()) {
+      bytes = codec->encode(seg, it.count, out, oc.seq);
+      if (owner_final && !exact) {
         // Keep what everyone else will decode, so every rank ends with the same bits.
         codec->decode(out, bytes, seg, it.count, false);
       }

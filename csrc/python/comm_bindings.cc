@@ -97,6 +97,15 @@ py::tuple buffer_info(py::handle obj, bool writable) {
   return out;
 }
 
+// "lossless, bf16, ..." from the codec registry (every codec but none).
+std::string codec_list() {
+  std::string s;
+  for (const rp::CodecInfo& info : rp::codecs()) {
+    if (info.make != nullptr) s += std::string(s.empty() ? "" : ", ") + info.name;
+  }
+  return s;
+}
+
 }  // namespace
 
 void bind_comm(py::module_& m) {
@@ -235,7 +244,7 @@ void bind_comm(py::module_& m) {
              for (const auto& a : allow) {
                auto k = rp::wire_compression_from_name(a);
                if (k == rp::WireCompression::kNone || k == rp::WireCompression::kAuto) {
-                 RP_THROW(UsageError, "allow lists compression kinds (lossless, bf16, fp16, int8, int4, topk), got '", a, "'");
+                 RP_THROW(UsageError, "allow lists codecs (", codec_list(), "), got '", a, "'");
                }
                co.allow |= 1u << static_cast<int>(k);
              }
@@ -301,8 +310,9 @@ void bind_comm(py::module_& m) {
              py::dict a;
              py::dict counts;
              py::dict predicted;
-             for (int k = 0; k < 7; ++k) {
-               const char* name = rp::wire_compression_name(static_cast<rp::WireCompression>(k));
+             for (const rp::CodecInfo& info : rp::codecs()) {
+               const int k = info.id;
+               const char* name = info.name;
                if (s.auto_counts[static_cast<std::size_t>(k)]) counts[name] = s.auto_counts[static_cast<std::size_t>(k)];
                if (s.auto_last >= 0 && s.auto_predicted_s[static_cast<std::size_t>(k)] >= 0) {
                  predicted[name] = s.auto_predicted_s[static_cast<std::size_t>(k)];

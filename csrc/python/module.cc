@@ -12,6 +12,7 @@
 
 #include "ringpress/buffer_pool.h"
 #include "ringpress/build_info.h"
+#include "ringpress/codec.h"
 #include "ringpress/compressor.h"
 #include "ringpress/config.h"
 #include "ringpress/cpu.h"
@@ -163,6 +164,68 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception_translator(&translate);
 
   m.def("build_info", [] { return to_dict(rp::build_info()); });
+  // The wire codec registry (ringpress/codec.h): Python's kind lists derive from it.
+  m.def("codecs", [] {
+    py::list rows;
+    for (const rp::CodecInfo& c : rp::codecs()) {
+      py::dict d;
+      d["id"] = static_cast<int>(c.id);
+      d["name"] = c.name;
+      d["version"] = static_cast<int>(c.version);
+      d["exact"] = c.exact;
+      d["dtypes"] = c.dtypes == rp::CodecDTypes::kReducible ? "reducible" : "float32-sum";
+      d["schedule"] = c.schedule == rp::CodecSchedule::kRing ? "ring" : "allgather";
+      d["doc"] = c.doc;
+      rows.append(d);
+    }
+    return rows;
+  });
+  // One wire codec on one buffer (tests, golden payloads, fuzzing from Python): the same bytes a
+  // collective puts on the wire for a segment of `count` elements.
+  auto params_of = [](std::size_t block, double ratio, bool sampled, const std::string& codec, int level) {
+    rp::CodecParams p;
+    p.block = block;
+    p.ratio = ratio;
+    p.sampled = sampled;
+    p.codec = codec;
+    p.level = level;
+    return p;
+  };
+  m.def("wire_encode",
+        [params_of](const std::string& name, py::buffer data, const std::string& dtype, const std::string& op,
+                    std::size_t block, double ratio, bool sampled, const std::string& codec, int level,
+                    std::uint64_t seed) {
+          py::buffer_info in = data.request();
+          const rp::DType d = rp::dtype_from_name(dtype);
+          RP_ENFORCE(in.size * in.itemsize % static_cast<py::ssize_t>(rp::dtype_size(d)) == 0, UsageError,
+                     "wire_encode: the buffer is not a whole number of ", dtype, " elements");
+          const std::size_t count = static_cast<std::size_t>(in.size * in.itemsize) / rp::dtype_size(d);
+          auto c = rp::make_codec(rp::wire_compression_from_name(name), params_of(block, ratio, sampled, codec, level),
+                                  d, rp::reduce_op_from_name(op));
+          std::string out(c->bound(count), '\0');
+          const std::size_t n = c->encode(in.ptr, count, out.data(), seed);
+          out.resize(n);
+          return py::bytes(out);
+        },
+        py::arg("name"), py::arg("data"), py::arg("dtype") = "float32", py::arg("op") = "sum",
+        py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
+        py::arg("codec") = "zstd", py::arg("level") = 1, py::arg("seed") = 0);
+  m.def("wire_decode",
+        [params_of](const std::string& name, py::bytes payload, std::size_t count, const std::string& dtype,
+                    const std::string& op, std::size_t block, double ratio, bool sampled, const std::string& codec,
+                    int level) {
+          const rp::DType d = rp::dtype_from_name(dtype);
+          auto c = rp::make_codec(rp::wire_compression_from_name(name), params_of(block, ratio, sampled, codec, level),
+                                  d, rp::reduce_op_from_name(op));
+          const std::string in = payload;
+          RP_ENFORCE(count <= (std::size_t{1} << 28), UsageError, "wire_decode: count too large for a test");
+          std::string out(count * rp::dtype_size(d), '\0');
+          c->decode(in.data(), in.size(), out.data(), count, false);
+          return py::bytes(out);
+        },
+        py::arg("name"), py::arg("payload"), py::arg("count"), py::arg("dtype") = "float32",
+        py::arg("op") = "sum", py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
+        py::arg("codec") = "zstd", py::arg("level") = 1);
   // Configuration (ringpress/env.h): the one table of RINGPRESS_* variables, read in C++.
   m.def("env_table", [] {
     py::list rows;

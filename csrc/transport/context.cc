@@ -475,7 +475,7 @@ Ticket ContextImpl::post_send(int peer, const MsgHeader& h, const void* data) {
   op.h.type = static_cast<std::uint8_t>(MsgType::kData);
   op.data = static_cast<const unsigned char*>(data);
   switch (fault::hit("send")) {
-    case fault::Action::kGarbage: op.h.magic = 0x0badf00du; break;
+    case fault::Action::kGarbage: op.h.magic = 0xf00du; break;
     case fault::Action::kTruncate: op.truncate_at = sizeof(MsgHeader) + op.h.len / 2; break;
     default: break;
   }
@@ -704,6 +704,11 @@ void ContextImpl::accept_header(Pair& p, RecvOp& op) {
                  ") sent bytes that are not a ringpress message (bad magic 0x", std::hex, h.magic,
                  ")");
   }
+  if (h.version != MsgHeader::kVersion) {
+    RP_THROW_CTX(TransportError, ctx(p.peer), "peer ", p.peer, " (", p.endpoint,
+                 ") speaks message header version ", static_cast<int>(h.version), ", this rank ",
+                 static_cast<int>(MsgHeader::kVersion), " (mixed ringpress versions in one job?)");
+  }
   if (h.type == static_cast<std::uint8_t>(MsgType::kAbort) && p.kind == TransportKind::kTcp) {
     RP_ENFORCE(h.len <= kMaxAbortBytes, TransportError, "oversized abort message from peer ", p.peer);
     Bytes b(h.len);
@@ -855,7 +860,7 @@ bool ContextImpl::try_drain_for_abort(Pair& p) {
     p.hdr_have = 0;
     MsgHeader h;
     std::memcpy(&h, p.hdr, sizeof h);
-    if (h.magic != MsgHeader::kMagic) break;
+    if (h.magic != MsgHeader::kMagic || h.version != MsgHeader::kVersion) break;
     if (h.type == static_cast<std::uint8_t>(MsgType::kAbort) && h.len <= kMaxAbortBytes) {
       Bytes b(h.len);
       if (!read_exact(b.data(), b.size())) break;

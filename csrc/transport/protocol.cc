@@ -3,6 +3,7 @@
 
 #include <sstream>
 
+#include "ringpress/codec.h"
 #include "ringpress/dtype.h"
 #include "ringpress/reduce.h"
 
@@ -23,8 +24,11 @@ std::string describe(const MsgHeader& h) {
   if (static_cast<CollKind>(h.coll) == CollKind::kAllreduce ||
       static_cast<CollKind>(h.coll) == CollKind::kReduceScatter ||
       static_cast<CollKind>(h.coll) == CollKind::kReduce) {
-    if ((h.redop & 15) < kNumReduceOps) os << " " << reduce_op_name(static_cast<ReduceOp>(h.redop & 15));
-    if (h.redop >> 4) os << " compressed(" << (h.redop >> 4) << ")";
+    if (h.redop < kNumReduceOps) os << " " << reduce_op_name(static_cast<ReduceOp>(h.redop));
+    if (h.codec != 0) {
+      const CodecInfo* c = find_codec(h.codec);
+      os << " compressed " << (c ? c->name : "?") << "(" << static_cast<int>(h.codec) << ")";
+    }
   } else if (static_cast<CollKind>(h.coll) == CollKind::kBroadcast) {
     os << " root " << static_cast<int>(h.redop);  // the root's low 8 bits (wire-format.md)
   }
@@ -121,11 +125,11 @@ void check_header(const MsgHeader& h, const Expect& e, int rank, int peer) {
                  " where data was expected");
   }
   if (h.coll != x.coll || h.seq != x.seq || h.dtype != x.dtype || h.redop != x.redop ||
-      h.count != x.count) {
+      h.codec != x.codec || h.count != x.count) {
     RP_THROW_CTX(UsageError, ctx, "collective mismatch: rank ", rank, " runs ", describe(x),
                  " but peer ", peer, " runs ", describe(h),
                  " (every rank must issue the same collectives in the same order with the same"
-                 " dtype, op and element count)");
+                 " dtype, op, compression and element count)");
   }
   if (h.step != x.step) {
     RP_THROW_CTX(InternalError, ctx, "message step ", h.step, " from peer ", peer, " where step ",

@@ -5,7 +5,7 @@ Public names live here; the native extension ``ringpress._core`` is private.
 
 from __future__ import annotations
 
-from . import errors
+from . import _core, errors
 from ._core import __version__
 from ._core import build_info as _native_build_info
 from .codecs import compress, compress_bound, decompress, frame_info
@@ -60,6 +60,7 @@ __all__ = [
     "Work",
     "__version__",
     "build_info",
+    "codecs",
     "compress",
     "compress_bound",
     "container_info",
@@ -67,6 +68,16 @@ __all__ = [
     "errors",
     "frame_info",
 ]
+
+
+def codecs() -> list[dict]:
+    """The wire codecs of collectives (the core's registry, ``ringpress/codec.h``): one dict per
+    codec with ``id`` (its byte in every message header), ``name`` (what ``compression=`` takes;
+    ``"auto"`` picks among them), ``version`` (payload layout), ``exact`` (bit-identical),
+    ``dtypes`` (``"reducible"``: any dtype and op; ``"float32-sum"``: float32 with sum/avg),
+    ``schedule`` (``"ring"``: per-hop segments; ``"allgather"``: whole payloads) and ``doc``.
+    Payload layouts: docs/wire-format.md."""
+    return list(_core.codecs())
 
 
 def build_info() -> dict:

@@ -6,8 +6,9 @@
 //                        when the fields match the rules of docs/wire-format.md
 //   2  raise_remote_abort an ABORT payload; must raise a ringpress::Error (never crash); plus a
 //                        round trip: encode_abort of an error built from the bytes decodes back
-//   3  add_sparse_payload a top-k payload of the sparse allreduce (csrc/collectives)
-//   4  SegmentCodec::decode a bf16/fp16/int8/int4 ring segment; plus encode -> decode round trip
+//   3  the top-k codec's decode (the sparse allreduce's payloads)
+//   4  Codec::decode of every registered wire codec (ringpress/codec.h), chosen by a byte;
+//      plus an encode -> decode round trip
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -15,7 +16,7 @@
 
 #include <vector>
 
-#include "../../csrc/collectives/segment_codec.h"
+#include "ringpress/codec.h"
 #include "../../csrc/transport/protocol.h"
 
 namespace rp = ringpress;
@@ -54,7 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (std::strlen(err.what()) == 0) std::abort();
     }
     const bool valid = h.type == 1 && h.coll == x.coll && h.seq == x.seq && h.dtype == x.dtype &&
-                       h.redop == x.redop && h.count == x.count && h.step == x.step &&
+                       h.redop == x.redop && h.codec == x.codec && h.count == x.count && h.step == x.step &&
                        (e.len_exact ? h.len == x.len : h.len <= e.capacity);
     if (accepted != valid) std::abort();
     return 0;
@@ -64,7 +65,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t n = 1 + (data[0] | (data[1] << 8)) % 4096;
     std::vector<float> dense(n, 0.0f);
     try {
-      rp::ring::add_sparse_payload(data + 2, size - 2, dense.data(), n, 0);
+      rp::CodecParams p;
+      auto topk = rp::make_codec(rp::WireCompression::kTopK, p, rp::DType::kF32, rp::ReduceOp::kSum);
+      topk->decode(data + 2, size - 2, dense.data(), n, true);
     } catch (const rp::WireFormatError&) {
     } catch (const rp::UsageError&) {
     }
@@ -72,13 +75,19 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   }
   if (sel == 4) {
     if (size < 3) return 0;
-    static const rp::WireCompression kinds[] = {rp::WireCompression::kBF16, rp::WireCompression::kFP16,
-                                                rp::WireCompression::kInt8, rp::WireCompression::kInt4};
-    rp::CompressionOptions c;
-    c.kind = kinds[data[0] % 4];
-    c.block = 1 + data[0] / 4;
+    static const std::vector<rp::CodecInfo> all = [] {
+      std::vector<rp::CodecInfo> v;
+      for (const rp::CodecInfo& i : rp::codecs()) {
+        if (i.make != nullptr) v.push_back(i);
+      }
+      return v;
+    }();
+    rp::CodecParams c;
+    c.block = 1 + data[0] / 8;
+    c.ratio = 0.01 + (data[0] % 5) * 0.2;
     const std::size_t count = 1 + (data[1] | (data[2] << 8)) % 2048;
-    auto codec = rp::ring::make_segment_codec(c, rp::DType::kF32, rp::ReduceOp::kSum);
+    auto codec = rp::make_codec(static_cast<rp::WireCompression>(all[data[0] % all.size()].id), c,
+                                rp::DType::kF32, rp::ReduceOp::kSum);
     std::vector<float> dst(count, 0.0f);
     try {
       codec->decode(data + 3, size - 3, dst.data(), count, (data[0] & 1) != 0);
@@ -91,7 +100,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       x[i] = m ? static_cast<float>(data[3 + i % m] % 200) - 100.0f : static_cast<float>(i % 7);
     }
     std::vector<unsigned char> enc(codec->bound(count));
-    const std::size_t len = codec->encode(x.data(), count, enc.data());
+    const std::size_t len = codec->encode(x.data(), count, enc.data(), data[1]);
     if (len > enc.size()) std::abort();
     codec->decode(enc.data(), len, dst.data(), count, false);
     return 0;

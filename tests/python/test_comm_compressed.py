@@ -4,7 +4,9 @@ with the same bits, and misuse is a clear error."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
+import ringpress as rp
 from ranks import run_ranks
 
 BODY = r"""
@@ -91,9 +93,29 @@ try:
 except rp.RingpressError as e:
     emit({"error": type(e).__name__, "msg": str(e)})
 """
+    msgs = []
     for r in run_ranks(3, body, timeout=60, comm_kwargs={"timeout": 10}):
         rec = r.records[0]
         assert rec["error"] == "UsageError" and "mismatch" in rec["msg"], rec
+        msgs.append(rec["msg"])
+    # The codec byte of the header names both sides' codecs (on the ranks that saw the mismatch).
+    assert any("int8" in m and "bf16" in m for m in msgs), msgs
+
+
+def test_the_codec_lists_come_from_the_core_registry():
+    import ringpress.torch.hooks as hooks
+
+    rows = rp.codecs()
+    names = [c["name"] for c in rows]
+    assert names[:7] == ["none", "lossless", "bf16", "fp16", "int8", "int4", "topk"]
+    assert len({c["id"] for c in rows}) == len(rows) and all(0 <= c["id"] < 32 for c in rows)
+    assert [c["name"] for c in rows if c["exact"]] == ["none", "lossless"]
+    assert {c["name"] for c in rows if c["schedule"] == "allgather"} == {"topk"}
+    assert hooks.KINDS == (*names, "auto")
+    assert set(hooks._LOSSY) == {c["name"] for c in rows if not c["exact"]} | {"auto"}
+    with pytest.raises(rp.UsageError, match="expected one of none, lossless"):
+        with rp.Communicator(rp.HashStore(), 0, 1) as comm:
+            comm.allreduce(np.ones(4, np.float32), compression="zip")
 
 
 TOPK_BODY = r"""

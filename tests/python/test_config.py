@@ -5,7 +5,6 @@ import os
 import re
 
 import pytest
-
 import ringpress
 from ringpress import _core
 from ringpress.errors import UsageError

@@ -39,11 +39,13 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .. import _core
 from ..errors import UsageError
 from .backend import ProcessGroupRingpress, _Outcome, _Staged
 
-KINDS = ("none", "lossless", "bf16", "fp16", "int8", "int4", "topk", "auto")
-_LOSSY = ("bf16", "fp16", "int8", "int4", "topk", "auto")
+# From the core's codec registry (ringpress.codecs()), plus the "auto" selection mode.
+KINDS = (*(c["name"] for c in _core.codecs()), "auto")
+_LOSSY = (*(c["name"] for c in _core.codecs() if not c["exact"]), "auto")
 _STATE_VERSION = 1
 
 

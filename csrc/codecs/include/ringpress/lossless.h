@@ -31,6 +31,9 @@ struct LosslessOptions {
 
 ShuffleMode shuffle_mode_from_name(const char* name);  // throws UsageError
 wire::Codec codec_from_name(const char* name);         // throws UsageError
+// UsageError when the options cannot encode elements of `elemsize` bytes (level range, threads,
+// block size).
+void check_lossless_options(const LosslessOptions& o, std::size_t elemsize);
 
 std::uint32_t default_block_size(std::size_t elemsize) noexcept;
 std::size_t encode_bound(std::size_t nbytes, int ndim, std::uint32_t block_size) noexcept;

@@ -20,7 +20,7 @@
 
 namespace ringpress::autosel {
 
-constexpr int kKinds = 7;  // WireCompression values kNone..kTopK
+constexpr int kKinds = kMaxCodecs;  // indexed by codec id (ringpress/codec.h)
 
 struct Model {
   bool valid = false;
@@ -32,7 +32,13 @@ struct Model {
   // Live correction: the smallest actual / predicted among the requests run with each kind since
   // the previous calibration (see Observed), the largest over ranks, agreed at the next
   // calibration (1 = the model was right). predict() scales by it.
-  std::array<double, kKinds> correction{1, 1, 1, 1, 1, 1, 1};
+  std::array<double, kKinds> correction = ones();
+
+  static std::array<double, kKinds> ones() {
+    std::array<double, kKinds> a{};
+    a.fill(1.0);
+    return a;
+  }
 };
 
 // What a rank observed between calibrations (actual / predicted per kind), folded into the next.

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "ringpress/codec.h"
 #include "ringpress/dtype.h"
 #include "ringpress/reduce.h"
 #include "ringpress/transport.h"
@@ -38,31 +39,16 @@ struct OpContext {
 
 enum class AllreduceAlgo : std::uint8_t { kAuto = 0, kRing = 1, kRecursiveDoubling = 2 };
 
-// Compression on the wire for allreduce (ring_codec.cc): every ring segment is encoded before it
-// is sent and decoded (then reduced) where it arrives.
-//   kLossless  shuffle + lz4/zstd frames (docs/wire-format.md): bit-identical to no compression
-//   kBF16/kFP16 float32 sent as 16-bit floats (round to nearest even), per hop
-//   kInt8/kInt4 float32 sent as blockwise-quantized integers with one scale per `block`, per hop
-// Lossy kinds need float32 and sum/avg. Every rank ends with the same bits: the owner of a block
-// keeps the decoded value of what it sent, not its exact partial sum. Optional error feedback on
-// each rank's own contribution through `residual` (AllreduceOptions).
-//   kTopK      sparse: each rank sends its k = ceil(ratio * n) largest-magnitude entries
-//              (allreduce_sparse.cc), optionally with error feedback through `residual`
-enum class WireCompression : std::uint8_t {
-  kNone = 0, kLossless = 1, kBF16 = 2, kFP16 = 3, kInt8 = 4, kInt4 = 5, kTopK = 6,
-  kAuto = 7,  // not on the wire: the communicator picks one of `allow` per request (auto_select.h)
-};
-const char* wire_compression_name(WireCompression c) noexcept;
-WireCompression wire_compression_from_name(const std::string& name);  // throws UsageError
-
-struct CompressionOptions {
+// Compression on the wire for allreduce: one of the registered wire codecs (ringpress/codec.h),
+// carried by the schedule its row names: the compressed ring (ring_codec.cc: every segment
+// encoded per hop; lossy codecs round once per hop) or the allgather of whole payloads
+// (allreduce_sparse.cc: top-k). Lossy codecs need float32 and sum/avg. Every rank ends with the
+// same bits: the owner of a block keeps the decoded value of what it sent, not its exact partial
+// sum. Optional error feedback on each rank's own contribution through `residual`
+// (AllreduceOptions). kAuto: the communicator picks one of `allow` per request (auto_select.h).
+struct CompressionOptions : CodecParams {
   WireCompression kind = WireCompression::kNone;
-  std::string codec = "zstd";  // lossless: zstd | lz4
-  int level = 1;
-  std::size_t block = 512;     // int8/int4: elements per scale
-  double ratio = 0.01;         // topk: fraction of elements each rank sends
-  bool sampled = true;         // topk: sampled threshold (k within +5%) instead of exact selection
-  std::uint32_t allow = 1u << 1;  // auto: bit per WireCompression it may pick (default lossless)
+  std::uint32_t allow = 1u << 1;  // auto: bit per codec id it may pick (default lossless)
 };
 // Raises UsageError when `c` cannot apply to dtype/op (lossy kinds: float32 with sum or avg).
 void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op);
@@ -87,10 +73,10 @@ struct AllreduceOptions {
   float* residual = nullptr;
 };
 void allreduce(const OpContext& oc, const AllreduceOptions& o);
-// Ring allreduce with every segment compressed on the wire (ring_codec.cc).
+// Ring allreduce with every segment compressed on the wire (ring_codec.cc): CodecSchedule::kRing.
 void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o);
-// Top-k sparse allreduce: allgather of each rank's (indices, values), summed densely
-// (allreduce_sparse.cc).
+// Allgather of each rank's whole payload, decoded and summed in rank order (allreduce_sparse.cc):
+// CodecSchedule::kAllgather (top-k).
 void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o);
 // The two algorithms (allreduce_ring.cc, allreduce_small.cc); allreduce() picks by size.
 void allreduce_ring(const OpContext& oc, const AllreduceOptions& o);

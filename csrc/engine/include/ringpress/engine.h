@@ -112,9 +112,9 @@ struct CommStats {
   // Auto mode (compression="auto"): how often each kind was picked, and the last request's
   // choice with the model's predicted time of every allowed kind (< 0: not allowed) and the
   // time it actually took.
-  std::array<std::uint64_t, 8> auto_counts{};
+  std::array<std::uint64_t, kMaxCodecs> auto_counts{};  // by codec id (ringpress/codec.h)
   int auto_last = -1;
-  std::array<double, 8> auto_predicted_s{};
+  std::array<double, kMaxCodecs> auto_predicted_s{};
   double auto_actual_s = 0;
   int auto_calibrations = 0;
   std::array<double, static_cast<int>(Stage::kCount)> stage_s{};       // time per stage

@@ -54,16 +54,19 @@ const char* coll_kind_name(CollKind kind) noexcept;
 
 // Every message on a pair starts with this header (little-endian, 32 bytes; docs/wire-format.md).
 struct MsgHeader {
-  std::uint32_t magic = kMagic;  // "RPMG"
-  std::uint8_t type = 0;         // MsgType
-  std::uint8_t coll = 0;         // CollKind
-  std::uint8_t dtype = 0;        // DType code
-  std::uint8_t redop = 0;        // ReduceOp code (0 when not a reduction)
-  std::uint32_t seq = 0;         // the request's sequence number (same on every rank)
-  std::uint32_t step = 0;        // message index inside the algorithm
-  std::uint64_t count = 0;       // elements in the whole collective
-  std::uint64_t len = 0;         // payload bytes that follow
-  static constexpr std::uint32_t kMagic = 0x474d5052u;  // 'R','P','M','G'
+  std::uint16_t magic = kMagic;      // "RP"
+  std::uint8_t version = kVersion;   // header layout version
+  std::uint8_t type = 0;             // MsgType
+  std::uint8_t coll = 0;             // CollKind
+  std::uint8_t dtype = 0;            // DType code
+  std::uint8_t redop = 0;            // ReduceOp code (0 when not a reduction; broadcast: root)
+  std::uint8_t codec = 0;            // wire codec id (ringpress/codec.h; 0 = none)
+  std::uint32_t seq = 0;             // the request's sequence number (same on every rank)
+  std::uint32_t step = 0;            // message index inside the algorithm
+  std::uint64_t count = 0;           // elements in the whole collective
+  std::uint64_t len = 0;             // payload bytes that follow
+  static constexpr std::uint16_t kMagic = 0x5052u;  // 'R','P'
+  static constexpr std::uint8_t kVersion = 2;       // 1 was the 'RPMG' layout without this byte
 };
 static_assert(sizeof(MsgHeader) == 32, "MsgHeader is 32 bytes on the wire");
 

@@ -1,0 +1,112 @@
+// Wire codecs: one interface for every compression a collective can put on the wire, and one
+// registry of them (c-blosc2's habit: a table of id, name, version, rule and factory). Every list
+// of kinds (the collectives' checks, auto mode's model, the engine's stats, the Python bindings
+// and ringpress.codec_names()) is derived from this table; nothing else enumerates codecs.
+//
+// Contract of a Codec (one instance per collective call; not thread-safe; payload layouts in
+// docs/wire-format.md, "Wire codec payloads"):
+//   bound(count)        the largest payload encode() can write for `count` elements.
+//   encode(src, count, out, seed)
+//                       writes at most bound(count) bytes, returns how many. `seed` keys any
+//                       randomness (the request's sequence number: the same on every rank).
+//   decode(in, len, dst, count, reduce)
+//                       dst = decoded (reduce=false) or dst = dst (op) decoded (reduce=true: float32
+//                       sum for lossy codecs, the collective's op for exact ones). The bytes come
+//                       from the network: a payload that does not decode to exactly `count`
+//                       elements raises WireFormatError, never overreads, never allocates more
+//                       than `count` elements justify.
+//   encode_feedback(x, r, count, out, seed, keep)
+//                       error feedback, the one helper every lossy path uses: out = encode(x),
+//                       r = x - decode(out) (what this encoding drops), and with keep, x = decode(out)
+//                       too. The caller adds r to x before (x' = x + r), so over any number of steps
+//                       outputs + residuals = inputs (up to fp32 rounding). A codec may override it
+//                       with a faster equivalent (top-k: zero the sent entries).
+//
+// Registry rules: ids are < kMaxCodecs (the auto mode's `allow` is a bit mask of ids) and travel
+// in the message header's `codec` byte; id 0 is "none" (no codec: the plain algorithms). Builtin
+// rows live in wire/registry.cc; register_codec() adds one at run time (a test's toy codec, a
+// plugin): one file with the codec and its row.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "ringpress/dtype.h"
+#include "ringpress/reduce.h"
+
+namespace ringpress {
+
+// Ids of the builtin codecs (the registry's rows). kAuto is not a codec: the communicator picks
+// one of `allow` per request (auto_select.h).
+enum class WireCompression : std::uint8_t {
+  kNone = 0, kLossless = 1, kBF16 = 2, kFP16 = 3, kInt8 = 4, kInt4 = 5, kTopK = 6,
+  kAuto = 0xff,
+};
+constexpr int kMaxCodecs = 32;
+
+// Parameters every codec may read (each reads its own; unknown ones are ignored).
+struct CodecParams {
+  std::string codec = "zstd";  // lossless: zstd | lz4
+  int level = 1;               // lossless: compression level
+  std::size_t block = 512;     // int8/int4: elements per scale
+  double ratio = 0.01;         // topk: fraction of elements each rank sends
+  bool sampled = true;         // topk: sampled threshold (k within +5%) instead of exact selection
+};
+
+class Codec {
+ public:
+  virtual ~Codec() = default;
+  virtual std::size_t bound(std::size_t count) const = 0;
+  virtual std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t seed) = 0;
+  virtual void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) = 0;
+  virtual std::size_t encode_feedback(float* x, float* r, std::size_t count, void* out,
+                                      std::uint64_t seed, bool keep);
+};
+
+// Which collective schedule carries a codec's payloads.
+enum class CodecSchedule : std::uint8_t {
+  kRing = 0,       // pipelined ring: every segment encoded per hop (ring_codec.cc)
+  kAllgather = 1,  // each rank's whole payload allgathered, decoded and summed (allreduce_sparse.cc)
+};
+
+// Which data a codec accepts.
+enum class CodecDTypes : std::uint8_t {
+  kReducible = 0,    // any reducible dtype, any op (exact codecs)
+  kFloat32Sum = 1,   // float32 with sum or avg (lossy codecs)
+};
+
+struct CodecInfo {
+  std::uint8_t id = 0;       // on the wire
+  const char* name = "";     // "int8"
+  std::uint8_t version = 1;  // payload layout version (docs/wire-format.md)
+  bool exact = false;        // decode(encode(x)) == x bit for bit
+  CodecDTypes dtypes = CodecDTypes::kFloat32Sum;
+  CodecSchedule schedule = CodecSchedule::kRing;
+  // Builds a codec for (params, dtype, op); raises UsageError on bad parameters. nullptr for none.
+  std::unique_ptr<Codec> (*make)(const CodecParams&, DType, ReduceOp) = nullptr;
+  const char* doc = "";
+};
+
+// The registered codecs, ordered by id (none first).
+std::vector<CodecInfo> codecs();
+// The row of `id`, or nullptr.
+const CodecInfo* find_codec(int id) noexcept;
+// The row named `name`; UsageError listing the names otherwise ("auto" is not a codec).
+const CodecInfo& codec_by_name(const std::string& name);
+// Adds a row. UsageError if the id is >= kMaxCodecs or taken, or the name is taken.
+void register_codec(const CodecInfo& info);
+
+// Checks the dtype rule and the parameters (UsageError naming the codec), then builds it.
+std::unique_ptr<Codec> make_codec(WireCompression id, const CodecParams& params, DType dtype, ReduceOp op);
+// The dtype rule alone.
+bool codec_accepts(const CodecInfo& info, DType dtype, ReduceOp op) noexcept;
+
+// Names, for messages and bindings ("auto" for kAuto, "?" for an unknown id).
+const char* wire_compression_name(WireCompression c) noexcept;
+// A codec's id by name, or kAuto for "auto"; UsageError otherwise.
+WireCompression wire_compression_from_name(const std::string& name);
+
+}  // namespace ringpress

@@ -1,0 +1,158 @@
+// The wire codec registry (codec.h): the builtin rows, lookup, run-time registration, and the one
+// error-feedback helper. Adding a builtin codec: its file in this directory plus one row below.
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <mutex>
+#include <vector>
+
+#include "builtin.h"
+#include "ringpress/codec.h"
+#include "ringpress/error.h"
+
+namespace ringpress {
+namespace {
+
+using wire_codecs::make_bf16;
+using wire_codecs::make_fp16;
+using wire_codecs::make_int4;
+using wire_codecs::make_int8;
+using wire_codecs::make_lossless;
+using wire_codecs::make_topk;
+
+constexpr auto kAny = CodecDTypes::kReducible;
+constexpr auto kF32 = CodecDTypes::kFloat32Sum;
+constexpr auto kRing = CodecSchedule::kRing;
+constexpr auto kGather = CodecSchedule::kAllgather;
+
+// id, name, payload version, exact, dtypes, schedule, factory, doc
+const CodecInfo kBuiltin[] = {
+    {0, "none", 1, true, kAny, kRing, nullptr, "no codec: the plain algorithms"},
+    {1, "lossless", 1, true, kAny, kRing, make_lossless, "shuffle + zstd/lz4 frames, bit-exact"},
+    {2, "bf16", 1, false, kF32, kRing, make_bf16, "float32 as bfloat16, round to nearest even"},
+    {3, "fp16", 1, false, kF32, kRing, make_fp16, "float32 as float16, round to nearest even"},
+    {4, "int8", 1, false, kF32, kRing, make_int8, "blockwise int8, one float32 scale per block"},
+    {5, "int4", 1, false, kF32, kRing, make_int4, "blockwise int4, one float32 scale per block"},
+    {6, "topk", 1, false, kF32, kGather, make_topk, "k largest magnitudes: delta-coded indices + values"},
+};
+
+struct Registry {
+  std::mutex mu;  // writers only; readers see a slot once `present` is set (release/acquire)
+  std::array<CodecInfo, kMaxCodecs> rows{};
+  std::array<std::atomic<bool>, kMaxCodecs> present{};
+};
+
+void add(Registry& reg, const CodecInfo& info) {
+  RP_ENFORCE(info.id < kMaxCodecs, UsageError, "codec '", info.name, "': id ", int(info.id),
+             " is not below ", kMaxCodecs);
+  RP_ENFORCE(info.name != nullptr && *info.name != '\0' && std::strcmp(info.name, "auto") != 0,
+             UsageError, "a codec needs a name other than 'auto'");
+  std::lock_guard<std::mutex> lock(reg.mu);
+  for (int i = 0; i < kMaxCodecs; ++i) {
+    if (!reg.present[i].load(std::memory_order_relaxed)) continue;
+    RP_ENFORCE(i != info.id, UsageError, "codec id ", int(info.id), " is taken by '", reg.rows[i].name, "'");
+    RP_ENFORCE(std::strcmp(reg.rows[i].name, info.name) != 0, UsageError, "codec name '", info.name,
+               "' is taken by id ", i);
+  }
+  reg.rows[info.id] = info;
+  reg.present[info.id].store(true, std::memory_order_release);
+}
+
+Registry& registry() {
+  static Registry* reg = [] {
+    auto* r = new Registry();  // never destroyed: codecs may be looked up during exit
+    for (const CodecInfo& info : kBuiltin) add(*r, info);
+    return r;
+  }();
+  return *reg;
+}
+
+std::string known_names() {
+  std::string s;
+  for (const CodecInfo& c : codecs()) s += std::string(s.empty() ? "" : ", ") + c.name;
+  return s + ", auto";
+}
+
+}  // namespace
+
+std::vector<CodecInfo> codecs() {
+  Registry& reg = registry();
+  std::vector<CodecInfo> out;
+  for (int i = 0; i < kMaxCodecs; ++i) {
+    if (reg.present[i].load(std::memory_order_acquire)) out.push_back(reg.rows[i]);
+  }
+  return out;
+}
+
+const CodecInfo* find_codec(int id) noexcept {
+  if (id < 0 || id >= kMaxCodecs) return nullptr;
+  Registry& reg = registry();
+  return reg.present[id].load(std::memory_order_acquire) ? &reg.rows[id] : nullptr;
+}
+
+const CodecInfo& codec_by_name(const std::string& name) {
+  Registry& reg = registry();
+  for (int i = 0; i < kMaxCodecs; ++i) {
+    if (reg.present[i].load(std::memory_order_acquire) && name == reg.rows[i].name) return reg.rows[i];
+  }
+  RP_THROW(UsageError, "unknown compression '", name, "'; expected one of ", known_names());
+}
+
+void register_codec(const CodecInfo& info) {
+  RP_ENFORCE(info.make != nullptr, UsageError, "codec '", info.name, "' needs a factory");
+  add(registry(), info);
+}
+
+bool codec_accepts(const CodecInfo& info, DType dtype, ReduceOp op) noexcept {
+  if (info.dtypes == CodecDTypes::kReducible) return reduce_supported(dtype);
+  return dtype == DType::kF32 && (op == ReduceOp::kSum || op == ReduceOp::kAvg);
+}
+
+std::unique_ptr<Codec> make_codec(WireCompression id, const CodecParams& params, DType dtype, ReduceOp op) {
+  const CodecInfo* info = find_codec(static_cast<int>(id));
+  RP_ENFORCE(info != nullptr && info->make != nullptr, UsageError, "no wire codec with id ",
+             static_cast<int>(id));
+  if (!codec_accepts(*info, dtype, op)) {
+    if (!reduce_supported(dtype) || info->dtypes == CodecDTypes::kReducible) {
+      RP_THROW(UsageError, "compression '", info->name, "' does not support dtype ", dtype_name(dtype));
+    }
+    RP_ENFORCE(dtype == DType::kF32, UsageError, "compression '", info->name,
+               "' needs float32 data, got ", dtype_name(dtype), " (use 'lossless' for other dtypes)");
+    RP_THROW(UsageError, "compression '", info->name, "' supports sum and avg, not ", reduce_op_name(op));
+  }
+  return info->make(params, dtype, op);
+}
+
+const char* wire_compression_name(WireCompression c) noexcept {
+  if (c == WireCompression::kAuto) return "auto";
+  const CodecInfo* info = find_codec(static_cast<int>(c));
+  return info ? info->name : "?";
+}
+
+WireCompression wire_compression_from_name(const std::string& name) {
+  if (name == "auto") return WireCompression::kAuto;
+  return static_cast<WireCompression>(codec_by_name(name).id);
+}
+
+std::size_t Codec::encode_feedback(float* x, float* r, std::size_t count, void* out, std::uint64_t seed,
+                                   bool keep) {
+  const std::size_t bytes = encode(x, count, out, seed);
+  auto* dec = static_cast<float*>(wire_codecs::scratch(wire_codecs::Scratch::kFeedback, count * sizeof(float)));
+  decode(out, bytes, dec, count, false);
+  for (std::size_t i = 0; i < count; ++i) r[i] = x[i] - dec[i];
+  if (keep && count) std::memcpy(x, dec, count * sizeof(float));
+  return bytes;
+}
+
+namespace wire_codecs {
+
+void* scratch(Scratch which, std::size_t bytes) {
+  thread_local std::vector<unsigned char> bufs[3];
+  auto& b = bufs[static_cast<int>(which)];
+  // float-aligned: vector<unsigned char> storage comes from operator new (max_align_t aligned).
+  if (b.size() < bytes) b.resize(bytes);
+  return b.data();
+}
+
+}  // namespace wire_codecs
+}  // namespace ringpress
