@@ -15,7 +15,7 @@ namespace ringpress::protocol {
 
 constexpr std::uint32_t kHelloMagic = 0x53485052u;  // "RPHS"
 constexpr std::uint32_t kAckMagic = 0x41485052u;    // "RPHA"
-constexpr std::uint16_t kProtocolVersion = 1;
+constexpr std::uint16_t kProtocolVersion = 2;  // 2: message header v2 (codec byte)
 constexpr std::size_t kSecretChars = 64;
 constexpr std::uint64_t kMaxAbortBytes = 1 << 16;
 
