@@ -35,12 +35,19 @@ T* grow(std::vector<T>& v, std::size_t n) {
   return v.data();
 }
 
-void st32(std::uint8_t* p, std::uint32_t v) { for (int i = 0; i < 4; ++i) p[i] = std::uint8_t(v >> (8 * i)); }
-void st64(std::uint8_t* p, std::uint64_t v) { for (int i = 0; i < 8; ++i) p[i] = std::uint8_t(v >> (8 * i)); }
-std::uint32_t ld32(const std::uint8_t* p) {
-  return std::uint32_t(p[0]) | (std::uint32_t(p[1]) << 8) | (std::uint32_t(p[2]) << 16) | (std::uint32_t(p[3]) << 24);
+void st32(std::uint8_t* p, std::uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = std::uint8_t(v >> (8 * i));
 }
-std::uint64_t ld64(const std::uint8_t* p) { return ld32(p) | (std::uint64_t(ld32(p + 4)) << 32); }
+void st64(std::uint8_t* p, std::uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = std::uint8_t(v >> (8 * i));
+}
+std::uint32_t ld32(const std::uint8_t* p) {
+  return std::uint32_t(p[0]) | (std::uint32_t(p[1]) << 8) | (std::uint32_t(p[2]) << 16) |
+         (std::uint32_t(p[3]) << 24);
+}
+std::uint64_t ld64(const std::uint8_t* p) {
+  return ld32(p) | (std::uint64_t(ld32(p + 4)) << 32);
+}
 
 std::size_t sections_for(CompressMethod m) {
   return (m == CompressMethod::kFP16 || m == CompressMethod::kBF16) ? 1 : 2;
@@ -90,17 +97,23 @@ struct Layout {
 Layout dense_layout(const CompressorSpec& s, std::size_t n) {
   Layout L{};
   switch (s.method) {
-    case CompressMethod::kFP16: L.dtype[0] = DType::kF16; L.count[0] = n; break;
-    case CompressMethod::kBF16: L.dtype[0] = DType::kBF16; L.count[0] = n; break;
+    case CompressMethod::kFP16:
+      L.dtype[0] = DType::kF16;
+      L.count[0] = n;
+      break;
+    case CompressMethod::kBF16:
+      L.dtype[0] = DType::kBF16;
+      L.count[0] = n;
+      break;
     case CompressMethod::kInt:
     case CompressMethod::kSign:
     case CompressMethod::kTernary:
       L.dtype[0] = DType::kF32;
       L.count[0] = quant::num_blocks(n, s.block);
       L.dtype[1] = DType::kBytes;
-      L.count[1] = s.method == CompressMethod::kInt ? quant::blockwise_payload_bytes(n, s.bits)
+      L.count[1] = s.method == CompressMethod::kInt    ? quant::blockwise_payload_bytes(n, s.bits)
                    : s.method == CompressMethod::kSign ? quant::sign_payload_bytes(n)
-                                                        : quant::ternary_payload_bytes(n);
+                                                       : quant::ternary_payload_bytes(n);
       break;
     case CompressMethod::kSparse: break;
   }
@@ -108,13 +121,14 @@ Layout dense_layout(const CompressorSpec& s, std::size_t n) {
 }
 
 void check_spec(const CompressorSpec& s, std::size_t n) {
-  RP_ENFORCE(bits_allowed(s.method, bits_of(s)), UsageError, "bits ", bits_of(s), " not allowed for ",
-             compress_method_name(s.method));
+  RP_ENFORCE(bits_allowed(s.method, bits_of(s)), UsageError, "bits ", bits_of(s),
+             " not allowed for ", compress_method_name(s.method));
   if (uses_block(s.method)) RP_ENFORCE_GE(s.block, 1u, UsageError, "block must be >= 1");
   if (s.method == CompressMethod::kSparse) {
     RP_ENFORCE_LT(n, std::size_t(1) << 32, UsageError, "sparse compressors take < 2^32 elements");
     if (s.selector != SparseSelector::kThreshold) {
-      RP_ENFORCE(s.ratio > 0.0 && s.ratio <= 1.0, UsageError, "ratio must be in (0, 1], got ", s.ratio);
+      RP_ENFORCE(s.ratio > 0.0 && s.ratio <= 1.0, UsageError, "ratio must be in (0, 1], got ",
+                 s.ratio);
     } else {
       RP_ENFORCE(std::isfinite(s.threshold) && s.threshold >= 0.0f, UsageError,
                  "threshold must be finite and >= 0, got ", s.threshold);
@@ -171,15 +185,18 @@ std::size_t compressor_bound(const CompressorSpec& s, std::size_t n, int ndim) {
   std::size_t total = kHeader + 8 * std::size_t(ndim) + 8 * sections_for(s.method);
   if (s.method == CompressMethod::kSparse) {
     // The threshold selector can keep every element.
-    const std::size_t kmax = s.selector == SparseSelector::kThreshold ? n
-                             : s.selector == SparseSelector::kSampled
-                                 ? std::min<std::size_t>(n, std::size_t(std::ceil(sparse_k(s, n) * (1.0 + s.tolerance))) + 1)
-                                 : sparse_k(s, n);
+    const std::size_t kmax =
+        s.selector == SparseSelector::kThreshold ? n
+        : s.selector == SparseSelector::kSampled
+            ? std::min<std::size_t>(
+                  n, std::size_t(std::ceil(sparse_k(s, n) * (1.0 + s.tolerance))) + 1)
+            : sparse_k(s, n);
     total += frame_bound(s.lossless, DType::kBytes, topk::indices_max_encoded_size(kmax));
     total += frame_bound(s.lossless, s.bits == 16 ? DType::kF16 : DType::kF32, kmax);
   } else {
     const Layout L = dense_layout(s, n);
-    for (std::size_t i = 0; i < sections_for(s.method); ++i) total += frame_bound(s.lossless, L.dtype[i], L.count[i]);
+    for (std::size_t i = 0; i < sections_for(s.method); ++i)
+      total += frame_bound(s.lossless, L.dtype[i], L.count[i]);
   }
   return total;
 }
@@ -215,13 +232,17 @@ std::size_t compressor_encode(const CompressorSpec& s, const float* x, std::size
     case CompressMethod::kFP16:
     case CompressMethod::kBF16: {
       std::uint16_t* h = grow(S.halves, n);
-      if (s.method == CompressMethod::kFP16) quant::fp32_to_fp16(v, n, h, threads);
-      else quant::fp32_to_bf16(v, n, h, threads);
+      if (s.method == CompressMethod::kFP16)
+        quant::fp32_to_fp16(v, n, h, threads);
+      else
+        quant::fp32_to_bf16(v, n, h, threads);
       put(0, h, s.method == CompressMethod::kFP16 ? DType::kF16 : DType::kBF16, n);
       if (residual) {
         float* d = grow(S.dense, n);
-        if (s.method == CompressMethod::kFP16) quant::fp16_to_fp32(h, n, d, threads);
-        else quant::bf16_to_fp32(h, n, d, threads);
+        if (s.method == CompressMethod::kFP16)
+          quant::fp16_to_fp32(h, n, d, threads);
+        else
+          quant::bf16_to_fp32(h, n, d, threads);
         for (std::size_t i = 0; i < n; ++i) residual[i] -= d[i];
       }
       break;
@@ -240,16 +261,22 @@ std::size_t compressor_encode(const CompressorSpec& s, const float* x, std::size
       bp.threads = threads;
       quant::SignParams sp{s.block, threads};
       quant::TernaryParams tp{s.block, seed, 0, threads};
-      if (s.method == CompressMethod::kInt) quant::blockwise_encode(v, n, bp, codes, sc);
-      else if (s.method == CompressMethod::kSign) quant::sign_encode(v, n, sp, codes, sc);
-      else quant::ternary_encode(v, n, tp, codes, sc);
+      if (s.method == CompressMethod::kInt)
+        quant::blockwise_encode(v, n, bp, codes, sc);
+      else if (s.method == CompressMethod::kSign)
+        quant::sign_encode(v, n, sp, codes, sc);
+      else
+        quant::ternary_encode(v, n, tp, codes, sc);
       put(0, sc, DType::kF32, L.count[0]);
       put(1, codes, DType::kBytes, L.count[1]);
       if (residual) {
         float* d = grow(S.dense, n);
-        if (s.method == CompressMethod::kInt) quant::blockwise_decode(codes, sc, n, bp, d);
-        else if (s.method == CompressMethod::kSign) quant::sign_decode(codes, sc, n, sp, d);
-        else quant::ternary_decode(codes, sc, n, tp, d);
+        if (s.method == CompressMethod::kInt)
+          quant::blockwise_decode(codes, sc, n, bp, d);
+        else if (s.method == CompressMethod::kSign)
+          quant::sign_decode(codes, sc, n, sp, d);
+        else
+          quant::ternary_decode(codes, sc, n, tp, d);
         for (std::size_t i = 0; i < n; ++i) residual[i] -= d[i];
       }
       break;
@@ -319,7 +346,8 @@ ContainerInfo parse_container(const void* buf, std::size_t len) {
   ContainerInfo info;
   RP_ENFORCE_GE(len, kHeader, WireFormatError, "buffer too short for a container header");
   if (std::memcmp(b, kMagic, 4) != 0) {
-    RP_THROW(WireFormatError, "bad magic: not a ringpress compressed-tensor container (expected 'RPZC')");
+    RP_THROW(WireFormatError,
+             "bad magic: not a ringpress compressed-tensor container (expected 'RPZC')");
   }
   RP_ENFORCE_EQ(b[4], kVersion, WireFormatError, "unsupported container version");
   RP_ENFORCE_EQ(b[5], 0, WireFormatError, "reserved container flags must be zero");
@@ -346,10 +374,12 @@ ContainerInfo parse_container(const void* buf, std::size_t len) {
     RP_ENFORCE_LT(info.n, (1ull << 32), WireFormatError, "sparse containers hold < 2^32 elements");
   }
   const std::uint32_t nsec = ld32(b + 24);
-  RP_ENFORCE_EQ(std::size_t(nsec), sections_for(info.method), WireFormatError, "wrong section count");
+  RP_ENFORCE_EQ(std::size_t(nsec), sections_for(info.method), WireFormatError,
+                "wrong section count");
   const std::size_t table = 8 * std::size_t(info.ndim) + 8 * std::size_t(nsec);
   RP_ENFORCE_GE(len, kHeader + table, WireFormatError, "container truncated inside its table");
-  RP_ENFORCE_EQ(ld32(b + 28), header_check(b, table), WireFormatError, "container header checksum mismatch");
+  RP_ENFORCE_EQ(ld32(b + 28), header_check(b, table), WireFormatError,
+                "container header checksum mismatch");
   unsigned __int128 elems = 1;
   const std::uint8_t* p = b + kHeader;
   for (int d = 0; d < info.ndim; ++d, p += 8) {
@@ -361,7 +391,8 @@ ContainerInfo parse_container(const void* buf, std::size_t len) {
   std::uint64_t off = kHeader + table;
   for (std::uint32_t i = 0; i < nsec; ++i, p += 8) {
     const std::uint64_t sz = ld64(p);
-    RP_ENFORCE_LE(sz, std::uint64_t(len) - off, WireFormatError, "section ", i, " runs past the container");
+    RP_ENFORCE_LE(sz, std::uint64_t(len) - off, WireFormatError, "section ", i,
+                  " runs past the container");
     info.section_offsets.push_back(off);
     info.section_sizes.push_back(sz);
     off += sz;
@@ -371,10 +402,12 @@ ContainerInfo parse_container(const void* buf, std::size_t len) {
   return info;
 }
 
-void compressor_decode(const void* buf, std::size_t len, float* out, std::size_t out_n, int threads) {
+void compressor_decode(const void* buf, std::size_t len, float* out, std::size_t out_n,
+                       int threads) {
   const ContainerInfo info = parse_container(buf, len);
   ScopedErrorContext ctx(std::string("decompress.") + compress_method_name(info.method));
-  RP_ENFORCE_EQ(std::uint64_t(out_n), info.n, UsageError, "output size does not match the container");
+  RP_ENFORCE_EQ(std::uint64_t(out_n), info.n, UsageError,
+                "output size does not match the container");
   const auto* b = static_cast<const std::uint8_t*>(buf);
   const std::size_t n = out_n;
   Scratch& S = t_scratch;
@@ -389,8 +422,10 @@ void compressor_decode(const void* buf, std::size_t len, float* out, std::size_t
       std::uint16_t* h = grow(S.halves, n);
       const bool f16 = info.method == CompressMethod::kFP16;
       get_section(b, info, 0, f16 ? DType::kF16 : DType::kBF16, n, h, threads);
-      if (f16) quant::fp16_to_fp32(h, n, out, threads);
-      else quant::bf16_to_fp32(h, n, out, threads);
+      if (f16)
+        quant::fp16_to_fp32(h, n, out, threads);
+      else
+        quant::bf16_to_fp32(h, n, out, threads);
       return;
     }
     case CompressMethod::kInt:

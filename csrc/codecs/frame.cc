@@ -9,17 +9,23 @@
 #include "ringpress/hash.h"
 #include "ringpress/wire.h"
 
-
 namespace ringpress::wire {
 namespace {
 
-std::uint16_t ld16(const std::uint8_t* p) { return std::uint16_t(p[0] | (p[1] << 8)); }
+std::uint16_t ld16(const std::uint8_t* p) {
+  return std::uint16_t(p[0] | (p[1] << 8));
+}
 std::uint32_t ld32(const std::uint8_t* p) {
   return std::uint32_t(p[0]) | (std::uint32_t(p[1]) << 8) | (std::uint32_t(p[2]) << 16) |
          (std::uint32_t(p[3]) << 24);
 }
-std::uint64_t ld64(const std::uint8_t* p) { return ld32(p) | (std::uint64_t(ld32(p + 4)) << 32); }
-void st16(std::uint8_t* p, std::uint16_t v) { p[0] = std::uint8_t(v); p[1] = std::uint8_t(v >> 8); }
+std::uint64_t ld64(const std::uint8_t* p) {
+  return ld32(p) | (std::uint64_t(ld32(p + 4)) << 32);
+}
+void st16(std::uint8_t* p, std::uint16_t v) {
+  p[0] = std::uint8_t(v);
+  p[1] = std::uint8_t(v >> 8);
+}
 void st32(std::uint8_t* p, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = std::uint8_t(v >> (8 * i));
 }
@@ -49,7 +55,9 @@ const char* codec_name(Codec c) noexcept {
   return "unknown";
 }
 
-std::uint64_t checksum(const void* data, std::size_t len) noexcept { return xxh3_64(data, len); }
+std::uint64_t checksum(const void* data, std::size_t len) noexcept {
+  return xxh3_64(data, len);
+}
 
 std::uint64_t table_end(int ndim, std::uint64_t nblocks) noexcept {
   return kHeaderSize + 8ull * std::uint64_t(ndim) + kBlockEntrySize * nblocks;
@@ -101,7 +109,8 @@ void parse_fixed(const std::uint8_t* b, std::size_t len, FrameInfo& info, std::u
   RP_ENFORCE_LE(b[8], 2, WireFormatError, "unknown codec id");
   info.codec = static_cast<Codec>(b[8]);
   const std::uint8_t want_cv = info.codec == Codec::kNone ? 0 : kCodecVersion;
-  RP_ENFORCE_EQ(b[9], want_cv, WireFormatError, "unsupported codec version for ", codec_name(info.codec));
+  RP_ENFORCE_EQ(b[9], want_cv, WireFormatError, "unsupported codec version for ",
+                codec_name(info.codec));
   info.level = static_cast<std::int8_t>(b[10]);
   info.elemsize = b[11];
   RP_ENFORCE_EQ(info.elemsize, dtype_size(info.dtype), WireFormatError,
@@ -115,7 +124,8 @@ void parse_fixed(const std::uint8_t* b, std::size_t len, FrameInfo& info, std::u
   RP_ENFORCE_LE(info.nbytes, (1ull << 62), WireFormatError, "decoded size too large");
   nblocks = ld32(b + 24);
   const std::uint64_t want_blocks = (info.nbytes + info.block_size - 1) / info.block_size;
-  RP_ENFORCE_EQ(nblocks, want_blocks, WireFormatError, "block count does not match nbytes / block size");
+  RP_ENFORCE_EQ(nblocks, want_blocks, WireFormatError,
+                "block count does not match nbytes / block size");
 }
 
 }  // namespace
@@ -141,7 +151,8 @@ FrameInfo parse_frame(const void* buf, std::size_t len) {
   std::uint64_t nblocks = 0;
   parse_fixed(b, len, info, nblocks);
   const std::uint64_t tend = table_end(info.ndim, nblocks);
-  RP_ENFORCE_GE(std::uint64_t(len), tend, WireFormatError, "frame truncated inside its block table");
+  RP_ENFORCE_GE(std::uint64_t(len), tend, WireFormatError,
+                "frame truncated inside its block table");
   RP_ENFORCE_EQ(ld32(b + 28), header_check(b, std::size_t(tend - kHeaderSize)), WireFormatError,
                 "header checksum mismatch (corrupt header, shape or block table)");
 
@@ -182,17 +193,25 @@ FrameInfo parse_frame(const void* buf, std::size_t len) {
         RP_ENFORCE_EQ(e.plane_mask, 0, WireFormatError, "block ", i, ": plane mask on a raw block");
         break;
       case Coding::kWhole:
-        RP_ENFORCE(info.codec != Codec::kNone, WireFormatError, "block ", i, ": coded block in a frame with codec none");
-        RP_ENFORCE_EQ(e.plane_mask, 0, WireFormatError, "block ", i, ": plane mask on a whole-coded block");
+        RP_ENFORCE(info.codec != Codec::kNone, WireFormatError, "block ", i,
+                   ": coded block in a frame with codec none");
+        RP_ENFORCE_EQ(e.plane_mask, 0, WireFormatError, "block ", i,
+                      ": plane mask on a whole-coded block");
         RP_ENFORCE_GT(e.stored_size, 0u, WireFormatError, "block ", i, ": empty coded block");
         break;
       case Coding::kPlanes:
-        RP_ENFORCE(info.codec != Codec::kNone, WireFormatError, "block ", i, ": coded planes in a frame with codec none");
-        RP_ENFORCE(e.filter == Filter::kByteShuffle, WireFormatError, "block ", i, ": per-plane coding needs byte shuffle");
-        RP_ENFORCE_LE(info.elemsize, 16u, WireFormatError, "block ", i, ": per-plane coding element size");
-        RP_ENFORCE_EQ(e.length % info.elemsize, 0u, WireFormatError, "block ", i, ": per-plane block length");
-        RP_ENFORCE_EQ(e.plane_mask >> info.elemsize, 0, WireFormatError, "block ", i, ": plane mask bits beyond the element size");
-        RP_ENFORCE_GE(e.stored_size, 4 * info.elemsize, WireFormatError, "block ", i, ": per-plane block too small");
+        RP_ENFORCE(info.codec != Codec::kNone, WireFormatError, "block ", i,
+                   ": coded planes in a frame with codec none");
+        RP_ENFORCE(e.filter == Filter::kByteShuffle, WireFormatError, "block ", i,
+                   ": per-plane coding needs byte shuffle");
+        RP_ENFORCE_LE(info.elemsize, 16u, WireFormatError, "block ", i,
+                      ": per-plane coding element size");
+        RP_ENFORCE_EQ(e.length % info.elemsize, 0u, WireFormatError, "block ", i,
+                      ": per-plane block length");
+        RP_ENFORCE_EQ(e.plane_mask >> info.elemsize, 0, WireFormatError, "block ", i,
+                      ": plane mask bits beyond the element size");
+        RP_ENFORCE_GE(e.stored_size, 4 * info.elemsize, WireFormatError, "block ", i,
+                      ": per-plane block too small");
         break;
     }
     RP_ENFORCE_LE(std::uint64_t(e.stored_size), std::uint64_t(e.length) + 4 * info.elemsize,

@@ -37,7 +37,7 @@ using wire::Coding;
 using wire::Filter;
 
 constexpr std::uint32_t kDefaultBlockBytes = 256 * 1024;
-constexpr double kCodeEntropyBits = 7.5;   // code a plane predicted below this many bits/byte
+constexpr double kCodeEntropyBits = 7.5;  // code a plane predicted below this many bits/byte
 constexpr double kSparseZeroFraction = 0.5;
 constexpr std::size_t kSparseTrialBytes = 16 * 1024;
 // zstd parameters for byte planes at fast levels (<= kPlaneProfileMaxLevel). A dense plane's
@@ -110,11 +110,13 @@ std::size_t code(Codec c, int level, const std::uint8_t* src, std::size_t n, std
 void decode_payload(Codec c, const std::uint8_t* src, std::size_t n, std::uint8_t* dst,
                     std::size_t expect, WorkerState& ws, std::uint64_t block) {
   if (c == Codec::kLz4) {
-    RP_ENFORCE_LE(n, std::size_t(INT_MAX), WireFormatError, "block ", block, ": lz4 payload too large");
+    RP_ENFORCE_LE(n, std::size_t(INT_MAX), WireFormatError, "block ", block,
+                  ": lz4 payload too large");
     const int r = LZ4_decompress_safe(reinterpret_cast<const char*>(src),
                                       reinterpret_cast<char*>(dst), int(n), int(expect));
     RP_ENFORCE(r >= 0, WireFormatError, "block ", block, ": corrupt lz4 payload");
-    RP_ENFORCE_EQ(std::size_t(r), expect, WireFormatError, "block ", block, ": lz4 payload decoded to the wrong size");
+    RP_ENFORCE_EQ(std::size_t(r), expect, WireFormatError, "block ", block,
+                  ": lz4 payload decoded to the wrong size");
     return;
   }
   // Only the standard frame format (RFC 8878): libzstd may be built with legacy-format support,
@@ -131,9 +133,11 @@ void decode_payload(Codec c, const std::uint8_t* src, std::size_t n, std::uint8_
   }
   const std::size_t r = ZSTD_decompressDCtx(ws.dctx, dst, expect, src, n);
   if (ZSTD_isError(r)) {
-    RP_THROW(WireFormatError, "block ", block, ": corrupt zstd payload (", ZSTD_getErrorName(r), ")");
+    RP_THROW(WireFormatError, "block ", block, ": corrupt zstd payload (", ZSTD_getErrorName(r),
+             ")");
   }
-  RP_ENFORCE_EQ(r, expect, WireFormatError, "block ", block, ": zstd payload decoded to the wrong size");
+  RP_ENFORCE_EQ(r, expect, WireFormatError, "block ", block,
+                ": zstd payload decoded to the wrong size");
 }
 
 // Shannon entropy (bits/byte) of up to ~4 KiB sampled evenly from p[0, n).
@@ -144,7 +148,10 @@ double sampled_entropy(const std::uint8_t* p, std::size_t n, double* zero_fracti
   auto add = [&](const std::uint8_t* q, std::size_t m) {
     std::size_t j = 0;
     for (; j + 4 <= m; j += 4) {
-      ++hist[0][q[j]]; ++hist[1][q[j + 1]]; ++hist[2][q[j + 2]]; ++hist[3][q[j + 3]];
+      ++hist[0][q[j]];
+      ++hist[1][q[j + 1]];
+      ++hist[2][q[j + 2]];
+      ++hist[3][q[j + 3]];
     }
     for (; j < m; ++j) ++hist[0][q[j]];
     total += m;
@@ -190,8 +197,10 @@ std::size_t encode_whole(const EncodeJob& J, const std::uint8_t* blk, std::size_
   const std::uint8_t* in = blk;
   if (f != Filter::kNone) {
     std::uint8_t* sc = ws.buf(len);
-    if (f == Filter::kByteShuffle) byte_shuffle(blk, sc, len, J.s);
-    else bit_shuffle(blk, sc, len, J.s);
+    if (f == Filter::kByteShuffle)
+      byte_shuffle(blk, sc, len, J.s);
+    else
+      bit_shuffle(blk, sc, len, J.s);
     in = sc;
   }
   return code(J.opts->codec, J.opts->level, in, len, out, len - 1, ws);
@@ -324,16 +333,16 @@ void decode_block(const wire::FrameInfo& info, const std::uint8_t* frame, std::s
 
   auto unfilter = [&](const std::uint8_t* from) {
     switch (e.filter) {
-      case Filter::kNone: if (from != out) std::memcpy(out, from, len); break;
+      case Filter::kNone:
+        if (from != out) std::memcpy(out, from, len);
+        break;
       case Filter::kByteShuffle: byte_unshuffle(from, out, len, s); break;
       case Filter::kBitShuffle: bit_unshuffle(from, out, len, s); break;
     }
   };
 
   switch (e.coding) {
-    case Coding::kRaw:
-      unfilter(in);
-      return;
+    case Coding::kRaw: unfilter(in); return;
     case Coding::kWhole: {
       std::uint8_t* tmp = e.filter == Filter::kNone ? out : ws.buf(len);
       decode_payload(info.codec, in, e.stored_size, tmp, len, ws, i);
@@ -353,7 +362,8 @@ void decode_block(const wire::FrameInfo& info, const std::uint8_t* frame, std::s
         if (e.plane_mask & (1u << b)) {
           decode_payload(info.codec, in + pos, n, tmp + b * plane, plane, ws, i);
         } else {
-          RP_ENFORCE_EQ(std::size_t(n), plane, WireFormatError, "block ", i, ": raw plane ", b, " size");
+          RP_ENFORCE_EQ(std::size_t(n), plane, WireFormatError, "block ", i, ": raw plane ", b,
+                        " size");
           std::memcpy(tmp + b * plane, in + pos, plane);
         }
         pos += n;
@@ -369,7 +379,8 @@ void decode_block(const wire::FrameInfo& info, const std::uint8_t* frame, std::s
 }  // namespace
 
 void check_lossless_options(const LosslessOptions& o, std::size_t s) {
-  RP_ENFORCE(o.threads >= 1 && o.threads <= 1024, UsageError, "threads must be in [1, 1024], got ", o.threads);
+  RP_ENFORCE(o.threads >= 1 && o.threads <= 1024, UsageError, "threads must be in [1, 1024], got ",
+             o.threads);
   if (o.codec == Codec::kZstd) {
     const int lo = std::max(ZSTD_minCLevel(), -128);
     RP_ENFORCE(o.level >= lo && o.level <= ZSTD_maxCLevel(), UsageError, "zstd level must be in [",
@@ -423,8 +434,8 @@ std::size_t lossless_encode(const void* src, std::size_t nbytes, DType dtype,
   unsigned __int128 elems = 1;
   for (int d = 0; d < ndim; ++d) elems *= shape[d];
   if (ndim > 0 || dtype != DType::kBytes) {
-    RP_ENFORCE(elems * s == nbytes, UsageError, "shape x element size does not match the buffer size ",
-               nbytes);
+    RP_ENFORCE(elems * s == nbytes, UsageError,
+               "shape x element size does not match the buffer size ", nbytes);
   }
   std::uint32_t bs = opts.block_size ? opts.block_size : default_block_size(s);
   const std::size_t nblocks = (nbytes + bs - 1) / bs;
@@ -447,7 +458,8 @@ std::size_t lossless_encode(const void* src, std::size_t nbytes, DType dtype,
   EncodeJob job{static_cast<const std::uint8_t*>(src), nbytes, s, &opts, bs};
   std::size_t pos = data_start;
   if (opts.threads <= 1 || nblocks <= 1) {
-    for (std::size_t i = 0; i < nblocks; ++i) pos += encode_block(job, i, out + pos, info.blocks[i], t_worker);
+    for (std::size_t i = 0; i < nblocks; ++i)
+      pos += encode_block(job, i, out + pos, info.blocks[i], t_worker);
   } else {
     const std::size_t slot = std::size_t(bs) + 4 * s;
     parallel_for(nblocks, opts.threads, [&](std::size_t i, int) {
@@ -468,17 +480,17 @@ void lossless_decode(const void* frame, std::size_t len, void* dst, std::size_t 
   lossless_decode(wire::parse_frame(frame, len), frame, dst, dst_len, threads);
 }
 
-void lossless_decode(const wire::FrameInfo& info, const void* frame, void* dst,
-                     std::size_t dst_len, int threads) {
+void lossless_decode(const wire::FrameInfo& info, const void* frame, void* dst, std::size_t dst_len,
+                     int threads) {
   ScopedErrorContext ctx("decompress");
   RP_ENFORCE_EQ(std::uint64_t(dst_len), info.nbytes, UsageError,
                 "output buffer size does not match the frame's decoded size");
-  RP_ENFORCE(threads >= 1 && threads <= 1024, UsageError, "threads must be in [1, 1024], got ", threads);
+  RP_ENFORCE(threads >= 1 && threads <= 1024, UsageError, "threads must be in [1, 1024], got ",
+             threads);
   const auto* f = static_cast<const std::uint8_t*>(frame);
   auto* out = static_cast<std::uint8_t*>(dst);
-  parallel_for(info.blocks.size(), threads, [&](std::size_t i, int) {
-    decode_block(info, f, i, out, t_worker);
-  });
+  parallel_for(info.blocks.size(), threads,
+               [&](std::size_t i, int) { decode_block(info, f, i, out, t_worker); });
 }
 
 }  // namespace ringpress

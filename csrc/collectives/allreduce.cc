@@ -12,7 +12,8 @@ void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op) {
     // Codecs that cannot apply to this dtype/op are simply not candidates (auto_select.h); the
     // parameters of the rest must be valid.
     for (const CodecInfo& info : codecs()) {
-      if (info.make == nullptr || !(c.allow & (1u << info.id)) || !codec_accepts(info, dtype, op)) continue;
+      if (info.make == nullptr || !(c.allow & (1u << info.id)) || !codec_accepts(info, dtype, op))
+        continue;
       (void)make_codec(static_cast<WireCompression>(info.id), c, dtype, op);
     }
     return;
@@ -35,7 +36,8 @@ void allreduce(const OpContext& oc, const AllreduceOptions& o) {
     } else {
       allreduce_ring_compressed(oc, o);
     }
-    if (o.op == ReduceOp::kAvg && oc.ctx.size() > 1) scale_avg(o.dtype, o.data, o.count, oc.ctx.size());
+    if (o.op == ReduceOp::kAvg && oc.ctx.size() > 1)
+      scale_avg(o.dtype, o.data, o.count, oc.ctx.size());
     return;
   }
   AllreduceAlgo algo = o.algo;
@@ -47,7 +49,8 @@ void allreduce(const OpContext& oc, const AllreduceOptions& o) {
   } else {
     allreduce_ring(oc, o);
   }
-  if (o.op == ReduceOp::kAvg && oc.ctx.size() > 1) scale_avg(o.dtype, o.data, o.count, oc.ctx.size());
+  if (o.op == ReduceOp::kAvg && oc.ctx.size() > 1)
+    scale_avg(o.dtype, o.data, o.count, oc.ctx.size());
 }
 
 }  // namespace ringpress

@@ -18,8 +18,8 @@
 
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
-#include "ringpress/trace.h"
 #include "ringpress/fault.h"
+#include "ringpress/trace.h"
 
 namespace ringpress {
 
@@ -41,7 +41,8 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
       mine_len = codec->encode(x, n, mine->data(), oc.seq);
     }
   }
-  if (fault::hit("sparse.encode") == fault::Action::kCorrupt) fault::corrupt(mine->data(), mine_len);
+  if (fault::hit("sparse.encode") == fault::Action::kCorrupt)
+    fault::corrupt(mine->data(), mine_len);
   if (P == 1) {
     codec->decode(mine->data(), mine_len, x, n, false);
     return;
@@ -60,9 +61,9 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   for (int q = 0; q < P; ++q) {
     const std::size_t c = counts[static_cast<std::size_t>(q)];
     if (c > cap) {  // allocate only what the codec's bound for n elements justifies
-      RP_THROW_CTX(WireFormatError, (ErrorContext{ctx.rank(), q, current_error_context().op}), "rank ", q,
-                   " announced a ", wire_compression_name(o.compression.kind), " payload of ", c,
-                   " bytes for ", n, " elements (at most ", cap, ")");
+      RP_THROW_CTX(WireFormatError, (ErrorContext{ctx.rank(), q, current_error_context().op}),
+                   "rank ", q, " announced a ", wire_compression_name(o.compression.kind),
+                   " payload of ", c, " bytes for ", n, " elements (at most ", cap, ")");
     }
     total += c;
   }
@@ -78,7 +79,8 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   if (n) std::memset(x, 0, n * sizeof(float));
   std::size_t off = 0;
   for (int q = 0; q < P; ++q) {
-    ScopedErrorContext from_q("", -1, q);  // a payload that does not decode names the rank that sent it
+    ScopedErrorContext from_q("", -1,
+                              q);  // a payload that does not decode names the rank that sent it
     codec->decode(all->data() + off, counts[static_cast<std::size_t>(q)], x, n, true);
     off += counts[static_cast<std::size_t>(q)];
   }

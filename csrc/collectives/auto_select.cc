@@ -15,19 +15,25 @@ namespace {
 double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
-int k_of(WireCompression k) { return static_cast<int>(k); }
+int k_of(WireCompression k) {
+  return static_cast<int>(k);
+}
 }  // namespace
 
 namespace {
-double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int P, std::size_t segment_bytes);
+double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int P,
+                   std::size_t segment_bytes);
 }
 
-double predict(const Model& m, WireCompression kind, std::size_t bytes, int P, std::size_t segment_bytes) {
-  return predict_raw(m, kind, bytes, P, segment_bytes) * m.correction[static_cast<std::size_t>(kind)];
+double predict(const Model& m, WireCompression kind, std::size_t bytes, int P,
+               std::size_t segment_bytes) {
+  return predict_raw(m, kind, bytes, P, segment_bytes) *
+         m.correction[static_cast<std::size_t>(kind)];
 }
 
 namespace {
-double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int P, std::size_t segment_bytes) {
+double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int P,
+                   std::size_t segment_bytes) {
   if (P <= 1) return 0.0;
   const double n = static_cast<double>(bytes);
   const double hops = 2.0 * (P - 1);
@@ -40,7 +46,8 @@ double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int 
     // Two allgathers (sizes, payloads); every rank sends (P-1) payloads of n / ratio bytes;
     // encoding on this rank, then P payloads decoded and added (dec_s per input byte each).
     const double payload = n / std::max(m.ratio[k], 1.0);
-    return 2.0 * (P - 1) * m.alpha_s + (P - 1) * payload * m.byte_s + n * m.enc_s[k] + P * n * m.dec_s[k];
+    return 2.0 * (P - 1) * m.alpha_s + (P - 1) * payload * m.byte_s + n * m.enc_s[k] +
+           P * n * m.dec_s[k];
   }
   // Ring with encoded segments: wire time at the compressed size plus the codec work. The
   // pipeline can hide one behind the other only when they use different resources; over shared
@@ -53,7 +60,8 @@ double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int 
 }
 }  // namespace
 
-Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std::size_t segment_bytes) {
+Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow,
+              std::size_t segment_bytes) {
   Choice c;
   c.predicted_s.fill(-1.0);
   c.predicted_s[0] = predict(m, WireCompression::kNone, bytes, P, segment_bytes);
@@ -63,7 +71,8 @@ Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std
     const auto kind = static_cast<WireCompression>(k);
     c.predicted_s[static_cast<std::size_t>(k)] = predict(m, kind, bytes, P, segment_bytes);
     // Compression must beat plain by more than 5% (model error, and plain is the safe choice).
-    if (c.predicted_s[static_cast<std::size_t>(k)] < best && c.predicted_s[static_cast<std::size_t>(k)] < 0.95 * c.predicted_s[0]) {
+    if (c.predicted_s[static_cast<std::size_t>(k)] < best &&
+        c.predicted_s[static_cast<std::size_t>(k)] < 0.95 * c.predicted_s[0]) {
       best = c.predicted_s[static_cast<std::size_t>(k)];
       c.kind = kind;
     }
@@ -122,9 +131,11 @@ Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::ui
     int rounds = 0;
     for (int d = 1; d < P; d <<= 1) ++rounds;
     const double alpha = t_small / std::max(1, rounds);
-    const std::size_t bytes = std::min<std::size_t>(std::max<std::size_t>(4 * n, 1u << 20), 4u << 20);
+    const std::size_t bytes =
+        std::min<std::size_t>(std::max<std::size_t>(4 * n, 1u << 20), 4u << 20);
     std::shared_ptr<Buffer> scratch = Buffer::acquire(bytes);
-    std::fill(reinterpret_cast<float*>(scratch->data()), reinterpret_cast<float*>(scratch->data()) + bytes / 4, 0.0f);
+    std::fill(reinterpret_cast<float*>(scratch->data()),
+              reinterpret_cast<float*>(scratch->data()) + bytes / 4, 0.0f);
     double t_big = 1e30;
     for (int rep = 0; rep < 2; ++rep) {
       AllreduceOptions o;
@@ -157,7 +168,8 @@ Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::ui
     const auto i = static_cast<std::size_t>(k);
     const double c = v[4 * kKinds + 2 - kKinds + i];
     // The observed ratio was against predictions that already included the old correction.
-    m.correction[i] = c > 0 ? std::min(std::max(prev.correction[i] * c, 0.25), 4.0) : prev.correction[i];
+    m.correction[i] =
+        c > 0 ? std::min(std::max(prev.correction[i] * c, 0.25), 4.0) : prev.correction[i];
   }
   m.valid = true;
   return m;
@@ -173,8 +185,8 @@ AutoOutcome allreduce_auto(const OpContext& oc, AllreduceOptions o, AutoState& s
     TimelineScope ts(oc.timeline, "auto:calibrate", "engine", 1, oc.seq);
     // Codecs are measured on float32 data only; for other dtypes nothing is measured and the
     // model keeps plain (lossless would need a dtype-aware sample: not done yet).
-    st.model = calibrate(oc, f32 ? static_cast<const float*>(o.data) : nullptr,
-                                  f32 ? o.count : 0, allow, o.compression, st.seen, st.model);
+    st.model = calibrate(oc, f32 ? static_cast<const float*>(o.data) : nullptr, f32 ? o.count : 0,
+                         allow, o.compression, st.seen, st.model);
     st.seen = Observed();
     st.since_calibration = 0;
     st.measured = allow;

@@ -12,7 +12,8 @@ void barrier(const OpContext& oc) {
   std::uint32_t step = 0;
   for (int d = 1; d < P; d <<= 1, ++step) {
     fault::hit("barrier");
-    MsgHeader h = ring::header(CollKind::kBarrier, DType::kBytes, ReduceOp::kSum, oc.seq, step, 0, 0);
+    MsgHeader h =
+        ring::header(CollKind::kBarrier, DType::kBytes, ReduceOp::kSum, oc.seq, step, 0, 0);
     Ticket rt = ctx.post_recv((r - d + P) % P, ring::expect(h), nullptr);
     Ticket st = ctx.post_send((r + d) % P, h, nullptr);
     ctx.wait(rt, oc.deadline);

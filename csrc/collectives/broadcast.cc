@@ -21,7 +21,8 @@ void broadcast(const OpContext& oc, const BroadcastOptions& o) {
   auto* data = static_cast<unsigned char*>(o.data);
   const int vr = (r - o.root + P) % P;  // rank relative to the root
   auto hdr = [&](std::uint32_t step, std::size_t len) {
-    MsgHeader h = ring::header(CollKind::kBroadcast, o.dtype, ReduceOp::kSum, oc.seq, step, o.count, len);
+    MsgHeader h =
+        ring::header(CollKind::kBroadcast, o.dtype, ReduceOp::kSum, oc.seq, step, o.count, len);
     h.redop = static_cast<std::uint8_t>(o.root);  // a root mismatch is a collective mismatch
     return h;
   };
@@ -39,7 +40,8 @@ void broadcast(const OpContext& oc, const BroadcastOptions& o) {
     }
     std::vector<Ticket> sent;
     for (mask >>= 1; mask > 0; mask >>= 1) {
-      if (vr + mask < P) sent.push_back(ctx.post_send((vr + mask + o.root) % P, hdr(0, bytes), data));
+      if (vr + mask < P)
+        sent.push_back(ctx.post_send((vr + mask + o.root) % P, hdr(0, bytes), data));
     }
     for (auto& t : sent) ctx.wait(t, oc.deadline);
     return;
@@ -54,7 +56,8 @@ void broadcast(const OpContext& oc, const BroadcastOptions& o) {
   for (std::size_t off = 0; off < bytes; off += seg, ++step) {
     fault::hit("broadcast");
     std::size_t len = std::min(seg, bytes - off);
-    if (vr != 0) ctx.wait(ctx.post_recv(prev, ring::expect(hdr(step, len)), data + off), oc.deadline);
+    if (vr != 0)
+      ctx.wait(ctx.post_recv(prev, ring::expect(hdr(step, len)), data + off), oc.deadline);
     if (!last) sent.push_back(ctx.post_send(next, hdr(step, len), data + off));
   }
   if (!sent.empty()) ctx.wait(sent.back(), oc.deadline);

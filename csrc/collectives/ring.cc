@@ -7,8 +7,8 @@
 
 #include "ringpress/buffer_pool.h"
 #include "ringpress/env.h"
-#include "ringpress/trace.h"
 #include "ringpress/fault.h"
+#include "ringpress/trace.h"
 
 namespace ringpress {
 
@@ -25,7 +25,8 @@ std::size_t default_small_bytes() {
 
 namespace ring {
 
-void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off, std::vector<std::size_t>* len) {
+void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off,
+                 std::vector<std::size_t>* len) {
   off->assign(static_cast<std::size_t>(P), 0);
   len->assign(static_cast<std::size_t>(P), 0);
   std::size_t base = n / static_cast<std::size_t>(P), extra = n % static_cast<std::size_t>(P);

@@ -23,13 +23,13 @@
 namespace ringpress::ring {
 
 struct Plan {
-  unsigned char* data = nullptr;   // working buffer
-  std::vector<std::size_t> off;    // per block, elements
-  std::vector<std::size_t> len;    // per block, elements
+  unsigned char* data = nullptr;  // working buffer
+  std::vector<std::size_t> off;   // per block, elements
+  std::vector<std::size_t> len;   // per block, elements
   DType dtype = DType::kF32;
   ReduceOp op = ReduceOp::kSum;
   CollKind coll = CollKind::kAllreduce;
-  std::size_t total = 0;           // elements in the whole collective (header count)
+  std::size_t total = 0;  // elements in the whole collective (header count)
   std::size_t segment_bytes = 0;
   bool reduce_scatter = true;
   bool allgather = true;
@@ -53,7 +53,8 @@ struct Schedule {
 Schedule schedule(const Plan& plan, int P, int r);
 
 // Split n elements into P nearly equal blocks (the first n % P get one more).
-void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off, std::vector<std::size_t>* len);
+void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off,
+                 std::vector<std::size_t>* len);
 
 // Blocks of the given per-rank counts, laid out one after another; returns the total.
 std::size_t count_blocks(const std::vector<std::size_t>& counts, std::vector<std::size_t>* off,
@@ -61,7 +62,8 @@ std::size_t count_blocks(const std::vector<std::size_t>& counts, std::vector<std
 
 // Header for a message of this collective.
 MsgHeader header(CollKind coll, DType dtype, ReduceOp op, std::uint32_t seq, std::uint32_t step,
-                 std::uint64_t count, std::uint64_t len, WireCompression codec = WireCompression::kNone);
+                 std::uint64_t count, std::uint64_t len,
+                 WireCompression codec = WireCompression::kNone);
 Expect expect(const MsgHeader& h);
 
 }  // namespace ringpress::ring

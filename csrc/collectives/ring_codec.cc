@@ -6,8 +6,8 @@
 //                   for lossy kinds, so each hop requantizes the new partial sum).
 //   allgather       the owner of a block encodes its final segment once, and for a lossy kind
 //                   replaces its own values with the decoded ones; every other rank decodes the
-//                   payload and forwards the same bytes unchanged. So all ranks hold identical bits,
-//                   and the allgather adds no requantization error.
+//                   payload and forwards the same bytes unchanged. So all ranks hold identical
+//                   bits, and the allgather adds no requantization error.
 // Cost (P ranks, n bytes, compression ratio c, encode/decode rates E/D per byte):
 //   2(P-1) alpha + 2 (P-1)/P n (beta/c + E + D) + (P-1)/P n gamma;
 // the pipeline overlaps encoding of segment k+1 with the transfer of segment k, so on a slow link
@@ -36,8 +36,8 @@
 
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
-#include "ringpress/trace.h"
 #include "ringpress/fault.h"
+#include "ringpress/trace.h"
 
 namespace ringpress {
 
@@ -66,8 +66,8 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   // The codec id travels in the header's codec byte: a rank compressing differently from its
   // peers is a collective mismatch, not garbage.
   auto make_header = [&](std::size_t index, std::size_t bytes) {
-    return ring::header(CollKind::kAllreduce, o.dtype, o.op, oc.seq, static_cast<std::uint32_t>(index),
-                        o.count, bytes, o.compression.kind);
+    return ring::header(CollKind::kAllreduce, o.dtype, o.op, oc.seq,
+                        static_cast<std::uint32_t>(index), o.count, bytes, o.compression.kind);
   };
 
   // Every message gets its own slot (offsets below): the sender never waits for a send to leave
@@ -78,8 +78,10 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   // blockwise scales are floats), and an odd-sized int4 payload would misalign the next slot.
   auto slot = [](std::size_t bytes) { return (bytes + 63) & ~std::size_t{63}; };
   std::vector<std::size_t> soff(sends.size() + 1, 0), roff(recvs.size() + 1, 0);
-  for (std::size_t j = 0; j < sends.size(); ++j) soff[j + 1] = soff[j] + slot(codec->bound(sends[j].count));
-  for (std::size_t i = 0; i < recvs.size(); ++i) roff[i + 1] = roff[i] + slot(codec->bound(recvs[i].count));
+  for (std::size_t j = 0; j < sends.size(); ++j)
+    soff[j + 1] = soff[j] + slot(codec->bound(sends[j].count));
+  for (std::size_t i = 0; i < recvs.size(); ++i)
+    roff[i + 1] = roff[i] + slot(codec->bound(recvs[i].count));
   std::shared_ptr<Buffer> sbuf = Buffer::acquire(std::max<std::size_t>(soff.back(), 1));
   std::shared_ptr<Buffer> rbuf = Buffer::acquire(std::max<std::size_t>(roff.back(), 1));
   constexpr std::size_t kWindow = 8;  // receives posted ahead
@@ -108,8 +110,8 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
       StageScope ts(oc, Stage::kEncode, "encode+feedback", it.count * es);
       if (j < first_group) add_residual(it);
       // The owner keeps the decoded values (below); r = what this encoding dropped.
-      bytes = codec->encode_feedback(reinterpret_cast<float*>(seg), residual + it.elem, it.count, out,
-                                     oc.seq, owner_final);
+      bytes = codec->encode_feedback(reinterpret_cast<float*>(seg), residual + it.elem, it.count,
+                                     out, oc.seq, owner_final);
     } else {
       StageScope ts(oc, Stage::kEncode, "encode", it.count * es);
       bytes = codec->encode(seg, it.count, out, oc.seq);
@@ -159,7 +161,8 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
     {
       fault::hit("ring.decode");
       StageScope ts(oc, Stage::kDecode, it.rs ? "decode+reduce" : "decode", it.count * es);
-      ScopedErrorContext from_left("", -1, left);  // a payload that does not decode names its sender
+      ScopedErrorContext from_left("", -1,
+                                   left);  // a payload that does not decode names its sender
       codec->decode(in, received[i], data + it.elem * es, it.count, it.rs);
     }
     const std::size_t j = i + first_group;

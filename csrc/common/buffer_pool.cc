@@ -36,15 +36,16 @@ Pool& pool() {
   Pool* p = g_pool.load(std::memory_order_acquire);
   if (!p) {
     Pool* fresh = new Pool();
-    if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) p = fresh;
-    else delete fresh;
+    if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel))
+      p = fresh;
+    else
+      delete fresh;
   }
   return *p;
 }
 
-const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] {
-  g_pool.store(nullptr, std::memory_order_release);
-});
+const int g_atfork_registered =
+    pthread_atfork(nullptr, nullptr, [] { g_pool.store(nullptr, std::memory_order_release); });
 
 }  // namespace
 
@@ -55,7 +56,8 @@ std::shared_ptr<Buffer> Buffer::acquire(std::size_t size) {
     std::size_t best = p.free.size();
     for (std::size_t i = 0; i < p.free.size(); ++i) {
       const std::size_t cap = p.free[i].capacity;
-      if (cap >= size && cap / 2 <= size && (best == p.free.size() || cap < p.free[best].capacity)) best = i;
+      if (cap >= size && cap / 2 <= size && (best == p.free.size() || cap < p.free[best].capacity))
+        best = i;
     }
     if (best != p.free.size()) {
       Free f = p.free[best];

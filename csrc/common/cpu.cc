@@ -1,11 +1,11 @@
 // CPU feature detection (cpuid + xgetbv) and the process-wide SIMD level (see ringpress/cpu.h).
 #include "ringpress/cpu.h"
-#include "ringpress/env.h"
 
 #include <cstdlib>
 #include <cstring>
 
 #include "ringpress/config.h"
+#include "ringpress/env.h"
 #include "ringpress/error.h"
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -51,8 +51,8 @@ CpuFeatures detect() {
   f.f16c = ecx & (1u << 29);
   if (osxsave) {
     const std::uint64_t xcr0 = read_xcr0();
-    f.os_avx = (xcr0 & 0x6) == 0x6;             // XMM + YMM state
-    f.os_avx512 = (xcr0 & 0xE6) == 0xE6;        // + opmask, ZMM_Hi256, Hi16_ZMM
+    f.os_avx = (xcr0 & 0x6) == 0x6;       // XMM + YMM state
+    f.os_avx512 = (xcr0 & 0xE6) == 0xE6;  // + opmask, ZMM_Hi256, Hi16_ZMM
   }
   if (max_leaf >= 7) {
     __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx);
@@ -76,7 +76,8 @@ bool cpu_can_run(SimdLevel level) {
     case SimdLevel::kSSE2: return f.sse2;
     case SimdLevel::kAVX2: return f.avx2 && f.bmi2 && f.f16c && f.fma && f.os_avx;
     case SimdLevel::kAVX512:
-      return f.avx512f && f.f16c && f.fma && f.avx512bw && f.avx512vl && f.avx512dq && f.bmi2 && f.os_avx && f.os_avx512;
+      return f.avx512f && f.f16c && f.fma && f.avx512bw && f.avx512vl && f.avx512dq && f.bmi2 &&
+             f.os_avx && f.os_avx512;
   }
   return false;
 }
@@ -99,7 +100,8 @@ const char* simd_level_name(SimdLevel level) noexcept {
 }
 
 SimdLevel parse_simd_level(const std::string& name) {
-  for (SimdLevel l : {SimdLevel::kGeneric, SimdLevel::kSSE2, SimdLevel::kAVX2, SimdLevel::kAVX512}) {
+  for (SimdLevel l :
+       {SimdLevel::kGeneric, SimdLevel::kSSE2, SimdLevel::kAVX2, SimdLevel::kAVX512}) {
     if (name == simd_level_name(l)) return l;
   }
   ScopedErrorContext ctx("simd_level");

@@ -1,10 +1,10 @@
 // The configuration table and the only getenv in the library (env.h).
 #include "ringpress/env.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdlib>
-#include <algorithm>
 #include <stdexcept>
 
 #include "ringpress/error.h"
@@ -24,7 +24,8 @@ const std::vector<Var>& table() {
       {"RINGPRESS_TIMELINE", "string", "", "when a communicator is made",
        "path prefix: each rank writes a Chrome trace to <prefix>.<rank>.json at close"},
       {"RINGPRESS_COMPRESSION", "string", "none", "when a communicator is made",
-       "default compression of Communicator.allreduce (none, lossless, bf16, fp16, int8, int4, topk, auto)"},
+       "default compression of Communicator.allreduce (none, lossless, bf16, fp16, int8, int4, "
+       "topk, auto)"},
       {"RINGPRESS_SEGMENT_BYTES", "bytes", "262144", "once per process",
        "pipeline segment of the ring algorithms"},
       {"RINGPRESS_SMALL_BYTES", "bytes", "65536", "once per process",
@@ -70,7 +71,9 @@ std::optional<std::string> lookup(const char* name) {
 
 }  // namespace
 
-std::optional<std::string> raw(std::string_view name) { return lookup(find(name).name); }
+std::optional<std::string> raw(std::string_view name) {
+  return lookup(find(name).name);
+}
 
 std::string string(std::string_view name) {
   const Var& v = find(name);
@@ -97,7 +100,8 @@ std::chrono::milliseconds seconds(std::string_view name) {
   errno = 0;
   char* end = nullptr;
   const double s = std::strtod(text.c_str(), &end);
-  if (errno != 0 || end == text.c_str() || *end != '\0' || !std::isfinite(s) || s <= 0 || s >= 1e9) {
+  if (errno != 0 || end == text.c_str() || *end != '\0' || !std::isfinite(s) || s <= 0 ||
+      s >= 1e9) {
     RP_THROW(UsageError, v.name, " must be positive seconds, got '", text, "'");
   }
   return std::chrono::milliseconds(std::max<long long>(1, static_cast<long long>(s * 1000)));

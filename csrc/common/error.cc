@@ -31,7 +31,8 @@ std::string format_message(const ErrorContext& ctx, const std::string& detail, c
   std::string msg = ctx.op.empty() ? std::string("ringpress") : ctx.op;
   msg += " failed";
   if (ctx.rank >= 0) msg += " on rank " + std::to_string(ctx.rank);
-  if (ctx.peer >= 0) msg += (ctx.rank >= 0 ? " (peer " : " (peer rank ") + std::to_string(ctx.peer) + ")";
+  if (ctx.peer >= 0)
+    msg += (ctx.rank >= 0 ? " (peer " : " (peer rank ") + std::to_string(ctx.peer) + ")";
   msg += ": ";
   msg += detail;
   msg += " [";
@@ -50,7 +51,9 @@ Error::Error(ErrorKind kind, ErrorContext ctx, std::string detail, const char* f
       file_(basename_of(file)),
       line_(line) {}
 
-const ErrorContext& current_error_context() noexcept { return t_context; }
+const ErrorContext& current_error_context() noexcept {
+  return t_context;
+}
 
 ScopedErrorContext::ScopedErrorContext(std::string op, int rank, int peer) : saved_(t_context) {
   if (!op.empty()) t_context.op = std::move(op);
@@ -58,7 +61,9 @@ ScopedErrorContext::ScopedErrorContext(std::string op, int rank, int peer) : sav
   if (peer >= 0) t_context.peer = peer;
 }
 
-ScopedErrorContext::~ScopedErrorContext() { t_context = std::move(saved_); }
+ScopedErrorContext::~ScopedErrorContext() {
+  t_context = std::move(saved_);
+}
 
 namespace detail {
 void throw_error(ErrorKind kind, ErrorContext ctx, std::string detail, const char* file, int line) {
@@ -66,7 +71,8 @@ void throw_error(ErrorKind kind, ErrorContext ctx, std::string detail, const cha
     case ErrorKind::kUsage: throw UsageError(std::move(ctx), std::move(detail), file, line);
     case ErrorKind::kTransport: throw TransportError(std::move(ctx), std::move(detail), file, line);
     case ErrorKind::kTimeout: throw TimeoutError(std::move(ctx), std::move(detail), file, line);
-    case ErrorKind::kWireFormat: throw WireFormatError(std::move(ctx), std::move(detail), file, line);
+    case ErrorKind::kWireFormat:
+      throw WireFormatError(std::move(ctx), std::move(detail), file, line);
     case ErrorKind::kCodec: throw CodecError(std::move(ctx), std::move(detail), file, line);
     case ErrorKind::kInternal: break;
   }

@@ -1,5 +1,4 @@
 // Fault injection (see fault.h). The specification is parsed once; counting is per process.
-#include "ringpress/env.h"
 #include "ringpress/fault.h"
 
 #include <signal.h>
@@ -11,6 +10,7 @@
 #include <cstring>
 #include <string>
 
+#include "ringpress/env.h"
 #include "ringpress/error.h"
 
 namespace ringpress::fault {
@@ -24,9 +24,11 @@ struct Spec {
   std::atomic<long> hits{0};
 };
 
-const char* const kPoints[] = {"rendezvous", "ring.reduce_scatter", "ring.allgather", "recursive_doubling",
-                               "broadcast",  "barrier",             "send",           "ring.encode",
-                               "ring.decode", "sparse.encode"};
+const char* const kPoints[] = {"rendezvous",     "ring.reduce_scatter",
+                               "ring.allgather", "recursive_doubling",
+                               "broadcast",      "barrier",
+                               "send",           "ring.encode",
+                               "ring.decode",    "sparse.encode"};
 
 Spec& spec() {
   static Spec* s = [] {
@@ -45,17 +47,24 @@ Spec& spec() {
     bool known = false;
     for (const char* p : kPoints) known = known || sp->point == p;
     RP_ENFORCE(known, UsageError, "RINGPRESS_FAULT: unknown point '", sp->point, "'");
-    if (action == "kill") sp->action = Action::kKill;
-    else if (action == "stop") sp->action = Action::kStop;
-    else if (action == "exit") sp->action = Action::kExit;
-    else if (action == "garbage") sp->action = Action::kGarbage;
-    else if (action == "truncate") sp->action = Action::kTruncate;
-    else if (action == "corrupt") sp->action = Action::kCorrupt;
-    else RP_THROW(UsageError, "RINGPRESS_FAULT: unknown action '", action, "'");
+    if (action == "kill")
+      sp->action = Action::kKill;
+    else if (action == "stop")
+      sp->action = Action::kStop;
+    else if (action == "exit")
+      sp->action = Action::kExit;
+    else if (action == "garbage")
+      sp->action = Action::kGarbage;
+    else if (action == "truncate")
+      sp->action = Action::kTruncate;
+    else if (action == "corrupt")
+      sp->action = Action::kCorrupt;
+    else
+      RP_THROW(UsageError, "RINGPRESS_FAULT: unknown action '", action, "'");
     const bool on_send = sp->point == "send";
     const bool on_encode = sp->point == "ring.encode" || sp->point == "sparse.encode";
-    RP_ENFORCE((sp->action != Action::kGarbage && sp->action != Action::kTruncate) || on_send, UsageError,
-               "RINGPRESS_FAULT: '", action, "' needs the point 'send'");
+    RP_ENFORCE((sp->action != Action::kGarbage && sp->action != Action::kTruncate) || on_send,
+               UsageError, "RINGPRESS_FAULT: '", action, "' needs the point 'send'");
     RP_ENFORCE(sp->action != Action::kCorrupt || on_encode, UsageError,
                "RINGPRESS_FAULT: 'corrupt' needs the point 'ring.encode' or 'sparse.encode'");
     RP_ENFORCE(sp->when >= 1, UsageError, "RINGPRESS_FAULT: hit count must be >= 1");

@@ -10,8 +10,6 @@
 // an error raised on a worker carries the same context as one raised on the calling thread.
 #include "ringpress/thread_pool.h"
 
-#include "ringpress/error.h"
-
 #include <pthread.h>
 
 #include <atomic>
@@ -20,6 +18,8 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "ringpress/error.h"
 
 namespace ringpress {
 namespace {
@@ -36,7 +36,7 @@ class Pool {
       next_.store(0);
       error_ = nullptr;
       ctx_ = current_error_context();  // workers raise errors with the caller's rank/op
-      active_ = threads - 1;  // helpers taking part in this job
+      active_ = threads - 1;           // helpers taking part in this job
       pending_ = active_;
       ++generation_;
     }
@@ -120,9 +120,8 @@ Pool& pool() {
   return *p;
 }
 
-const int g_atfork_registered = pthread_atfork(nullptr, nullptr, [] {
-  g_pool.store(nullptr, std::memory_order_release);
-});
+const int g_atfork_registered =
+    pthread_atfork(nullptr, nullptr, [] { g_pool.store(nullptr, std::memory_order_release); });
 
 }  // namespace
 

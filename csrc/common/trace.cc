@@ -1,9 +1,10 @@
 // Chrome trace-event timeline (see trace.h). Events are appended under a mutex; recording is
 // off unless enabled, and a scope costs one branch then.
+#include "ringpress/trace.h"
+
 #include <cstdio>
 
 #include "ringpress/error.h"
-#include "ringpress/trace.h"
 
 namespace ringpress {
 
@@ -44,15 +45,16 @@ std::size_t Timeline::write(const std::string& path, int rank) const {
   std::FILE* f = std::fopen(path.c_str(), "w");
   RP_ENFORCE(f != nullptr, UsageError, "cannot write the timeline to '", path, "'");
   std::fprintf(f, "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[\n");
-  std::fprintf(f,
-               "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d\"}}",
-               rank, rank);
+  std::fprintf(
+      f, "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"rank %d\"}}",
+      rank, rank);
   for (const Event& e : events_) {
     std::fprintf(f,
                  ",\n{\"name\":\"%s\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,"
                  "\"ts\":%.3f,\"dur\":%.3f,\"args\":{\"seq\":%u,\"bytes\":%llu}}",
                  e.name, e.cat, rank, e.tid, static_cast<double>(e.ts_ns) / 1e3,
-                 static_cast<double>(e.dur_ns) / 1e3, e.seq, static_cast<unsigned long long>(e.bytes));
+                 static_cast<double>(e.dur_ns) / 1e3, e.seq,
+                 static_cast<unsigned long long>(e.bytes));
   }
   std::fprintf(f, "\n]}\n");
   std::fclose(f);

@@ -1,6 +1,5 @@
 // ringpress::build_info(): compile-time switches plus run-time choices, one place.
 #include "ringpress/build_info.h"
-#include "ringpress/reduce.h"
 
 #include <lz4.h>
 #include <zstd.h>
@@ -8,6 +7,7 @@
 #include "ringpress/config.h"
 #include "ringpress/cpu.h"
 #include "ringpress/cuda.h"
+#include "ringpress/reduce.h"
 #include "ringpress/shuffle.h"
 
 namespace ringpress {
@@ -33,20 +33,31 @@ BuildInfo build_info() {
   b.build_type = RINGPRESS_BUILD_TYPE;
   b.simd = simd_level_name(simd_level());
   b.simd_best = simd_level_name(best_simd_level());
-  for (SimdLevel l : {SimdLevel::kGeneric, SimdLevel::kSSE2, SimdLevel::kAVX2, SimdLevel::kAVX512}) {
+  for (SimdLevel l :
+       {SimdLevel::kGeneric, SimdLevel::kSSE2, SimdLevel::kAVX2, SimdLevel::kAVX512}) {
     if (simd_level_built(l)) b.simd_built.emplace_back(simd_level_name(l));
   }
   b.shuffle_kernel = shuffle_kernels().isa;
   b.reduce_kernel = reduce_kernel_name();
   const CpuFeatures& f = cpu_features();
   b.cpu_vendor = f.vendor;
-  const std::pair<const char*, bool> flags[] = {
-      {"sse2", f.sse2},         {"ssse3", f.ssse3},       {"sse4.1", f.sse41},
-      {"sse4.2", f.sse42},      {"avx", f.avx},           {"avx2", f.avx2},
-      {"bmi2", f.bmi2},         {"f16c", f.f16c},         {"fma", f.fma},
-      {"avx512f", f.avx512f},   {"avx512bw", f.avx512bw}, {"avx512vl", f.avx512vl},
-      {"avx512dq", f.avx512dq}, {"avx512vbmi", f.avx512vbmi}, {"gfni", f.gfni},
-      {"os_avx", f.os_avx},     {"os_avx512", f.os_avx512}};
+  const std::pair<const char*, bool> flags[] = {{"sse2", f.sse2},
+                                                {"ssse3", f.ssse3},
+                                                {"sse4.1", f.sse41},
+                                                {"sse4.2", f.sse42},
+                                                {"avx", f.avx},
+                                                {"avx2", f.avx2},
+                                                {"bmi2", f.bmi2},
+                                                {"f16c", f.f16c},
+                                                {"fma", f.fma},
+                                                {"avx512f", f.avx512f},
+                                                {"avx512bw", f.avx512bw},
+                                                {"avx512vl", f.avx512vl},
+                                                {"avx512dq", f.avx512dq},
+                                                {"avx512vbmi", f.avx512vbmi},
+                                                {"gfni", f.gfni},
+                                                {"os_avx", f.os_avx},
+                                                {"os_avx512", f.os_avx512}};
   for (const auto& [name, on] : flags) {
     if (on) b.cpu_features.emplace_back(name);
   }

@@ -32,7 +32,6 @@ unsigned fork_generation() {
 
 }  // namespace
 
-
 Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts)
     : opts_(opts), auto_(std::make_shared<autosel::AutoState>()) {
   // Argument > environment > default (env.h); one timeout variable for the rendezvous and ops.
@@ -79,7 +78,9 @@ bool Communicator::closed() const noexcept {
   return closed_;
 }
 
-bool Communicator::broken() const noexcept { return ctx_ && ctx_->broken(); }
+bool Communicator::broken() const noexcept {
+  return ctx_ && ctx_->broken();
+}
 
 CommStats Communicator::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -89,7 +90,8 @@ CommStats Communicator::stats() const {
     s.bytes_received = ctx_->bytes_received();
   }
   for (int i = 0; i < static_cast<int>(Stage::kCount); ++i) {
-    s.stage_s[static_cast<std::size_t>(i)] = static_cast<double>(stages_.ns[static_cast<std::size_t>(i)].load()) * 1e-9;
+    s.stage_s[static_cast<std::size_t>(i)] =
+        static_cast<double>(stages_.ns[static_cast<std::size_t>(i)].load()) * 1e-9;
     s.stage_bytes[static_cast<std::size_t>(i)] = stages_.bytes[static_cast<std::size_t>(i)].load();
   }
   return s;
@@ -151,13 +153,14 @@ void Communicator::worker_loop() {
   }
 }
 
-Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes, Fn fn, bool async) {
+Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes, Fn fn,
+                                           bool async) {
   // A forked child shares the parent's sockets and shared memory: its bytes would interleave
   // with the parent's streams. It has no engine thread either, and mu_ may have been held by one
   // of the parent's threads at the fork: checked before taking it.
   RP_ENFORCE(g_forks.load(std::memory_order_relaxed) == fork_generation_, UsageError,
-             "this communicator belongs to process ", creator_pid_, ": a forked child (pid ", getpid(),
-             ") cannot use it; create one in the child");
+             "this communicator belongs to process ", creator_pid_, ": a forked child (pid ",
+             getpid(), ") cannot use it; create one in the child");
   std::unique_lock<std::mutex> lock(mu_);
   RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
   if (broken_error_) std::rethrow_exception(broken_error_);
@@ -187,12 +190,14 @@ Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes
   return work;
 }
 
-Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DType dtype, ReduceOp op,
-                                              bool async, const CompressionOptions& compression,
+Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DType dtype,
+                                              ReduceOp op, bool async,
+                                              const CompressionOptions& compression,
                                               float* residual) {
   ScopedErrorContext ec("allreduce", rank_);
   RP_ENFORCE(reduce_supported(dtype), UsageError, "allreduce does not support dtype ",
-             dtype_name(dtype), " (supported: float32, float64, float16, bfloat16, int32, int64, uint8)");
+             dtype_name(dtype),
+             " (supported: float32, float64, float16, bfloat16, int32, int64, uint8)");
   RP_ENFORCE(data != nullptr || count == 0, UsageError, "allreduce of a null buffer");
   AllreduceOptions o;
   o.data = data;
@@ -210,11 +215,13 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
   if (compression.kind == WireCompression::kAuto) {
     RP_ENFORCE(!(compression.allow & autosel::bit(WireCompression::kTopK)) || residual != nullptr,
                UsageError, "auto mode may pick topk only with error feedback: pass a residual");
-    return submit("allreduce", count * dtype_size(dtype),
-                  [this, o](const OpContext& oc) mutable { allreduce_auto(oc, o); }, async);
+    return submit(
+        "allreduce", count * dtype_size(dtype),
+        [this, o](const OpContext& oc) mutable { allreduce_auto(oc, o); }, async);
   }
-  return submit("allreduce", count * dtype_size(dtype),
-                [o](const OpContext& oc) { ringpress::allreduce(oc, o); }, async);
+  return submit(
+      "allreduce", count * dtype_size(dtype),
+      [o](const OpContext& oc) { ringpress::allreduce(oc, o); }, async);
 }
 
 // Auto mode (collectives/auto_select.cc): the collective decides; the engine keeps the stats.
@@ -231,8 +238,8 @@ void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
   stats_.auto_actual_s = out.actual_s;
 }
 
-Communicator::WorkPtr Communicator::allreduce_coalesced(std::vector<std::pair<void*, std::size_t>> buffers,
-                                                        DType dtype, ReduceOp op, bool async) {
+Communicator::WorkPtr Communicator::allreduce_coalesced(
+    std::vector<std::pair<void*, std::size_t>> buffers, DType dtype, ReduceOp op, bool async) {
   ScopedErrorContext ec("allreduce_coalesced", rank_);
   RP_ENFORCE(reduce_supported(dtype), UsageError, "allreduce does not support dtype ",
              dtype_name(dtype));
@@ -281,12 +288,14 @@ Communicator::WorkPtr Communicator::broadcast(void* data, std::size_t count, DTy
   o.dtype = dtype;
   o.root = root;
   o.segment_bytes = opts_.segment_bytes;
-  return submit("broadcast", count * dtype_size(dtype),
-                [o](const OpContext& oc) { ringpress::broadcast(oc, o); }, async);
+  return submit(
+      "broadcast", count * dtype_size(dtype),
+      [o](const OpContext& oc) { ringpress::broadcast(oc, o); }, async);
 }
 
-Communicator::WorkPtr Communicator::allgather(const void* in, void* out, std::vector<std::size_t> counts,
-                                              DType dtype, bool async) {
+Communicator::WorkPtr Communicator::allgather(const void* in, void* out,
+                                              std::vector<std::size_t> counts, DType dtype,
+                                              bool async) {
   ScopedErrorContext ec("allgather", rank_);
   RP_ENFORCE_EQ(counts.size(), static_cast<std::size_t>(size_), UsageError,
                 "allgather needs one count per rank");
@@ -299,8 +308,9 @@ Communicator::WorkPtr Communicator::allgather(const void* in, void* out, std::ve
   o.counts = std::move(counts);
   o.dtype = dtype;
   o.segment_bytes = opts_.segment_bytes;
-  return submit("allgather", total * dtype_size(dtype),
-                [o](const OpContext& oc) { ringpress::allgather(oc, o); }, async);
+  return submit(
+      "allgather", total * dtype_size(dtype),
+      [o](const OpContext& oc) { ringpress::allgather(oc, o); }, async);
 }
 
 Communicator::WorkPtr Communicator::reduce_scatter(const void* in, void* out,
@@ -322,8 +332,9 @@ Communicator::WorkPtr Communicator::reduce_scatter(const void* in, void* out,
   o.dtype = dtype;
   o.op = op;
   o.segment_bytes = opts_.segment_bytes;
-  return submit("reduce_scatter", total * dtype_size(dtype),
-                [o](const OpContext& oc) { ringpress::reduce_scatter(oc, o); }, async);
+  return submit(
+      "reduce_scatter", total * dtype_size(dtype),
+      [o](const OpContext& oc) { ringpress::reduce_scatter(oc, o); }, async);
 }
 
 Communicator::WorkPtr Communicator::barrier(bool async) {

@@ -1,8 +1,8 @@
 // Work handles and the callback pool (see engine.h). Completion is published under the mutex;
 // callbacks run outside it, on the pool's threads.
-#include "ringpress/engine.h"
-
 #include <cxxabi.h>
+
+#include "ringpress/engine.h"
 
 namespace ringpress {
 
@@ -102,7 +102,8 @@ void CallbackPool::run(std::shared_ptr<CallbackPool> self) {
   std::unique_lock<std::mutex> lock(self->mu_);
   for (;;) {
     ++self->idle_;
-    const bool got = self->cv_.wait_for(lock, std::chrono::seconds(10), [&] { return !self->queue_.empty(); });
+    const bool got =
+        self->cv_.wait_for(lock, std::chrono::seconds(10), [&] { return !self->queue_.empty(); });
     --self->idle_;
     if (!got) return;
     std::function<void()> fn = std::move(self->queue_.front());

@@ -52,9 +52,13 @@ std::shared_ptr<rp::Store> as_store(py::object obj) {
   return std::make_shared<PyStore>(std::move(obj));
 }
 
-rp::DType dtype_of(const std::string& name) { return rp::dtype_from_name(name); }
+rp::DType dtype_of(const std::string& name) {
+  return rp::dtype_from_name(name);
+}
 
-void* as_ptr(std::uintptr_t addr) { return reinterpret_cast<void*>(addr); }
+void* as_ptr(std::uintptr_t addr) {
+  return reinterpret_cast<void*>(addr);
+}
 
 // Element type of a buffer-protocol format string ("<f", "=i", "B", ...), or nullptr.
 const char* dtype_of_format(const char* fmt, Py_ssize_t itemsize) {
@@ -71,8 +75,12 @@ const char* dtype_of_format(const char* fmt, Py_ssize_t itemsize) {
     case '?': return "bool";
     case 'h': return "int16";
     case 'H': return "uint16";
-    case 'i': case 'l': case 'q': return itemsize == 4 ? "int32" : itemsize == 8 ? "int64" : nullptr;
-    case 'I': case 'L': case 'Q': return itemsize == 4 ? "uint32" : itemsize == 8 ? "uint64" : nullptr;
+    case 'i':
+    case 'l':
+    case 'q': return itemsize == 4 ? "int32" : itemsize == 8 ? "int64" : nullptr;
+    case 'I':
+    case 'L':
+    case 'Q': return itemsize == 4 ? "uint32" : itemsize == 8 ? "uint64" : nullptr;
   }
   return nullptr;
 }
@@ -88,11 +96,13 @@ py::tuple buffer_info(py::handle obj, bool writable) {
   }
   const char* dt = dtype_of_format(view.format, view.itemsize);
   py::tuple shape(view.ndim);
-  for (int i = 0; i < view.ndim; ++i) shape[i] = view.shape ? view.shape[i] : view.len / view.itemsize;
-  py::tuple out = py::make_tuple(reinterpret_cast<std::uintptr_t>(view.buf),
-                                 static_cast<std::size_t>(view.len / (view.itemsize ? view.itemsize : 1)),
-                                 dt ? py::str(dt) : py::str(std::string("format:") + (view.format ? view.format : "?")),
-                                 shape);
+  for (int i = 0; i < view.ndim; ++i)
+    shape[i] = view.shape ? view.shape[i] : view.len / view.itemsize;
+  py::tuple out = py::make_tuple(
+      reinterpret_cast<std::uintptr_t>(view.buf),
+      static_cast<std::size_t>(view.len / (view.itemsize ? view.itemsize : 1)),
+      dt ? py::str(dt) : py::str(std::string("format:") + (view.format ? view.format : "?")),
+      shape);
   PyBuffer_Release(&view);
   return out;
 }
@@ -117,46 +127,52 @@ void bind_comm(py::module_& m) {
              py::gil_scoped_release nogil;
              s.set(k, bytes);
            })
-      .def("get",
-           [](rp::Store& s, const std::string& k, long long timeout_ms) {
-             rp::Bytes b;
-             {
-               py::gil_scoped_release nogil;
-               b = s.get(k, std::chrono::milliseconds(timeout_ms));
-             }
-             return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
-           },
-           py::arg("key"), py::arg("timeout_ms") = 300000)
+      .def(
+          "get",
+          [](rp::Store& s, const std::string& k, long long timeout_ms) {
+            rp::Bytes b;
+            {
+              py::gil_scoped_release nogil;
+              b = s.get(k, std::chrono::milliseconds(timeout_ms));
+            }
+            return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
+          },
+          py::arg("key"), py::arg("timeout_ms") = 300000)
       .def("add", [](rp::Store& s, const std::string& k, long long d) {
         py::gil_scoped_release nogil;
         return s.add(k, d);
       });
-  py::class_<rp::HashStore, rp::Store, std::shared_ptr<rp::HashStore>>(m, "HashStore").def(py::init<>());
+  py::class_<rp::HashStore, rp::Store, std::shared_ptr<rp::HashStore>>(m, "HashStore")
+      .def(py::init<>());
   py::class_<rp::TCPStore, rp::Store, std::shared_ptr<rp::TCPStore>>(m, "TCPStore")
       .def(py::init([](const std::string& host, int port, long long timeout_ms) {
              py::gil_scoped_release nogil;
-             return std::make_shared<rp::TCPStore>(host, port, std::chrono::milliseconds(timeout_ms));
+             return std::make_shared<rp::TCPStore>(host, port,
+                                                   std::chrono::milliseconds(timeout_ms));
            }),
            py::arg("host"), py::arg("port"), py::arg("timeout_ms") = 300000);
   py::class_<rp::TCPStoreServer, std::shared_ptr<rp::TCPStoreServer>>(m, "TCPStoreServer")
       .def(py::init<const std::string&, int>(), py::arg("host") = "0.0.0.0", py::arg("port") = 0)
       .def_property_readonly("port", &rp::TCPStoreServer::port);
-  m.def("prefix_store", [](const std::string& prefix, py::object base) -> std::shared_ptr<rp::Store> {
-    return std::make_shared<rp::PrefixStore>(prefix, as_store(std::move(base)));
-  });
+  m.def("prefix_store",
+        [](const std::string& prefix, py::object base) -> std::shared_ptr<rp::Store> {
+          return std::make_shared<rp::PrefixStore>(prefix, as_store(std::move(base)));
+        });
   m.def("host_identity", &rp::host_identity);
   m.def("buffer_info", &buffer_info, py::arg("obj"), py::arg("writable"),
         "(address, count, dtype, shape) of a C-contiguous buffer, or () if it is not one");
 
   py::class_<rp::Work, std::shared_ptr<rp::Work>>(m, "Work")
       .def("is_completed", &rp::Work::is_completed)
-      .def("wait",
-           [](rp::Work& w, double timeout_s) {
-             auto ms = std::chrono::milliseconds(timeout_s < 0 ? -1 : static_cast<long long>(timeout_s * 1000));
-             py::gil_scoped_release nogil;
-             return w.wait(ms);
-           },
-           py::arg("timeout") = -1.0)
+      .def(
+          "wait",
+          [](rp::Work& w, double timeout_s) {
+            auto ms = std::chrono::milliseconds(
+                timeout_s < 0 ? -1 : static_cast<long long>(timeout_s * 1000));
+            py::gil_scoped_release nogil;
+            return w.wait(ms);
+          },
+          py::arg("timeout") = -1.0)
       .def("on_complete",
            [](rp::Work& w, py::function fn) {
              auto cb = std::make_shared<py::function>(std::move(fn));
@@ -175,8 +191,9 @@ void bind_comm(py::module_& m) {
 
   py::class_<rp::Communicator, std::shared_ptr<rp::Communicator>>(m, "Communicator")
       .def(py::init([](py::object store, int rank, int size, const std::string& transport,
-                       double timeout_s, const std::string& bind_addr, const std::string& route_hint,
-                       const std::string& secret, const std::string& timeline, std::size_t segment_bytes,
+                       double timeout_s, const std::string& bind_addr,
+                       const std::string& route_hint, const std::string& secret,
+                       const std::string& timeline, std::size_t segment_bytes,
                        std::size_t small_bytes, std::size_t shm_ring_bytes, int spin_us) {
              rp::CommOptions o;
              o.context.rank = rank;
@@ -184,7 +201,8 @@ void bind_comm(py::module_& m) {
              o.context.transport = transport;
              // <= 0: unset, so RINGPRESS_TIMEOUT (else 300 s) applies (env.h).
              o.context.timeout = std::chrono::milliseconds(
-                 timeout_s > 0 ? std::max<long long>(1, static_cast<long long>(timeout_s * 1000)) : 0);
+                 timeout_s > 0 ? std::max<long long>(1, static_cast<long long>(timeout_s * 1000))
+                               : 0);
              o.context.bind_addr = bind_addr;
              o.context.route_hint = route_hint;
              o.context.secret = secret;
@@ -204,12 +222,16 @@ void bind_comm(py::module_& m) {
       .def_property_readonly("rank", &rp::Communicator::rank)
       .def_property_readonly("size", &rp::Communicator::size)
       .def("transport", &rp::Communicator::transport)
-      .def("set_timeout", [](rp::Communicator& c, double timeout_s) {
-             c.set_timeout(std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000)));
-           }, py::arg("timeout"))
-      .def_property_readonly("timeout", [](const rp::Communicator& c) {
-             return static_cast<double>(c.timeout().count()) / 1000.0;
-           })
+      .def(
+          "set_timeout",
+          [](rp::Communicator& c, double timeout_s) {
+            c.set_timeout(std::chrono::milliseconds(static_cast<long long>(timeout_s * 1000)));
+          },
+          py::arg("timeout"))
+      .def_property_readonly("timeout",
+                             [](const rp::Communicator& c) {
+                               return static_cast<double>(c.timeout().count()) / 1000.0;
+                             })
       // The small-message path: five positional arguments (pybind11's keyword defaults cost
       // about as much as a 4 KiB allreduce over shared memory), and no Work object for a
       // synchronous call.
@@ -226,35 +248,37 @@ void bind_comm(py::module_& m) {
              if (!async) return py::none();
              return py::cast(std::move(w));
            })
-      .def("allreduce",
-           [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
-              const std::string& op, bool async, const std::string& compression, const std::string& codec,
-              int level, std::size_t block, double ratio, bool sampled, std::uintptr_t residual,
-              const std::vector<std::string>& allow) {
-             rp::DType d = dtype_of(dt);
-             rp::ReduceOp o = rp::reduce_op_from_name(op);
-             rp::CompressionOptions co;
-             co.kind = rp::wire_compression_from_name(compression);
-             co.codec = codec;
-             co.level = level;
-             co.block = block;
-             co.ratio = ratio;
-             co.sampled = sampled;
-             co.allow = 0;
-             for (const auto& a : allow) {
-               auto k = rp::wire_compression_from_name(a);
-               if (k == rp::WireCompression::kNone || k == rp::WireCompression::kAuto) {
-                 RP_THROW(UsageError, "allow lists codecs (", codec_list(), "), got '", a, "'");
-               }
-               co.allow |= 1u << static_cast<int>(k);
-             }
-             py::gil_scoped_release nogil;
-             return c.allreduce(as_ptr(ptr), n, d, o, async, co, static_cast<float*>(as_ptr(residual)));
-           },
-           py::arg("ptr"), py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("async_op"),
-           py::arg("compression") = "none", py::arg("codec") = "zstd", py::arg("level") = 1,
-           py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
-           py::arg("residual") = 0, py::arg("allow") = std::vector<std::string>{"lossless"})
+      .def(
+          "allreduce",
+          [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
+             const std::string& op, bool async, const std::string& compression,
+             const std::string& codec, int level, std::size_t block, double ratio, bool sampled,
+             std::uintptr_t residual, const std::vector<std::string>& allow) {
+            rp::DType d = dtype_of(dt);
+            rp::ReduceOp o = rp::reduce_op_from_name(op);
+            rp::CompressionOptions co;
+            co.kind = rp::wire_compression_from_name(compression);
+            co.codec = codec;
+            co.level = level;
+            co.block = block;
+            co.ratio = ratio;
+            co.sampled = sampled;
+            co.allow = 0;
+            for (const auto& a : allow) {
+              auto k = rp::wire_compression_from_name(a);
+              if (k == rp::WireCompression::kNone || k == rp::WireCompression::kAuto) {
+                RP_THROW(UsageError, "allow lists codecs (", codec_list(), "), got '", a, "'");
+              }
+              co.allow |= 1u << static_cast<int>(k);
+            }
+            py::gil_scoped_release nogil;
+            return c.allreduce(as_ptr(ptr), n, d, o, async, co,
+                               static_cast<float*>(as_ptr(residual)));
+          },
+          py::arg("ptr"), py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("async_op"),
+          py::arg("compression") = "none", py::arg("codec") = "zstd", py::arg("level") = 1,
+          py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
+          py::arg("residual") = 0, py::arg("allow") = std::vector<std::string>{"lossless"})
       .def("allreduce_coalesced",
            [](rp::Communicator& c, std::vector<std::pair<std::uintptr_t, std::size_t>> bufs,
               const std::string& dt, const std::string& op, bool async) {
@@ -266,22 +290,23 @@ void bind_comm(py::module_& m) {
              return c.allreduce_coalesced(std::move(b), d, o, async);
            })
       .def("broadcast",
-           [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt, int root,
-              bool async) {
+           [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
+              int root, bool async) {
              rp::DType d = dtype_of(dt);
              py::gil_scoped_release nogil;
              return c.broadcast(as_ptr(ptr), n, d, root, async);
            })
       .def("allgather",
-           [](rp::Communicator& c, std::uintptr_t in, std::uintptr_t out, std::vector<std::size_t> counts,
-              const std::string& dt, bool async) {
+           [](rp::Communicator& c, std::uintptr_t in, std::uintptr_t out,
+              std::vector<std::size_t> counts, const std::string& dt, bool async) {
              rp::DType d = dtype_of(dt);
              py::gil_scoped_release nogil;
              return c.allgather(as_ptr(in), as_ptr(out), std::move(counts), d, async);
            })
       .def("reduce_scatter",
-           [](rp::Communicator& c, std::uintptr_t in, std::uintptr_t out, std::vector<std::size_t> counts,
-              const std::string& dt, const std::string& op, bool async) {
+           [](rp::Communicator& c, std::uintptr_t in, std::uintptr_t out,
+              std::vector<std::size_t> counts, const std::string& dt, const std::string& op,
+              bool async) {
              rp::DType d = dtype_of(dt);
              rp::ReduceOp o = rp::reduce_op_from_name(op);
              py::gil_scoped_release nogil;
@@ -313,7 +338,8 @@ void bind_comm(py::module_& m) {
              for (const rp::CodecInfo& info : rp::codecs()) {
                const int k = info.id;
                const char* name = info.name;
-               if (s.auto_counts[static_cast<std::size_t>(k)]) counts[name] = s.auto_counts[static_cast<std::size_t>(k)];
+               if (s.auto_counts[static_cast<std::size_t>(k)])
+                 counts[name] = s.auto_counts[static_cast<std::size_t>(k)];
                if (s.auto_last >= 0 && s.auto_predicted_s[static_cast<std::size_t>(k)] >= 0) {
                  predicted[name] = s.auto_predicted_s[static_cast<std::size_t>(k)];
                }

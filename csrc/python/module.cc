@@ -3,12 +3,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
-#include <memory>
-#include <vector>
-
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "ringpress/buffer_pool.h"
 #include "ringpress/build_info.h"
@@ -55,7 +54,8 @@ class BufferView {
 
 // In-place or overlapping input/output would be read after being overwritten: refuse it.
 void check_no_overlap(const BufferView& a, const BufferView& b, const char* what) {
-  auto a0 = reinterpret_cast<std::uintptr_t>(a.data()), b0 = reinterpret_cast<std::uintptr_t>(b.data());
+  auto a0 = reinterpret_cast<std::uintptr_t>(a.data()),
+       b0 = reinterpret_cast<std::uintptr_t>(b.data());
   if (a.size() && b.size() && a0 < b0 + b.size() && b0 < a0 + a.size()) {
     RP_THROW(UsageError, what, " overlap in memory; pass separate buffers");
   }
@@ -124,7 +124,6 @@ void translate(std::exception_ptr p) {
   }
 }
 
-
 py::dict frame_info_dict(const rp::wire::FrameInfo& f) {
   static const char* kFilters[] = {"none", "byte", "bit"};
   static const char* kCodings[] = {"raw", "whole", "planes"};
@@ -182,7 +181,8 @@ PYBIND11_MODULE(_core, m) {
   });
   // One wire codec on one buffer (tests, golden payloads, fuzzing from Python): the same bytes a
   // collective puts on the wire for a segment of `count` elements.
-  auto params_of = [](std::size_t block, double ratio, bool sampled, const std::string& codec, int level) {
+  auto params_of = [](std::size_t block, double ratio, bool sampled, const std::string& codec,
+                      int level) {
     rp::CodecParams p;
     p.block = block;
     p.ratio = ratio;
@@ -191,41 +191,48 @@ PYBIND11_MODULE(_core, m) {
     p.level = level;
     return p;
   };
-  m.def("wire_encode",
-        [params_of](const std::string& name, py::buffer data, const std::string& dtype, const std::string& op,
-                    std::size_t block, double ratio, bool sampled, const std::string& codec, int level,
-                    std::uint64_t seed) {
-          py::buffer_info in = data.request();
-          const rp::DType d = rp::dtype_from_name(dtype);
-          RP_ENFORCE(in.size * in.itemsize % static_cast<py::ssize_t>(rp::dtype_size(d)) == 0, UsageError,
-                     "wire_encode: the buffer is not a whole number of ", dtype, " elements");
-          const std::size_t count = static_cast<std::size_t>(in.size * in.itemsize) / rp::dtype_size(d);
-          auto c = rp::make_codec(rp::wire_compression_from_name(name), params_of(block, ratio, sampled, codec, level),
-                                  d, rp::reduce_op_from_name(op));
-          std::string out(c->bound(count), '\0');
-          const std::size_t n = c->encode(in.ptr, count, out.data(), seed);
-          out.resize(n);
-          return py::bytes(out);
-        },
-        py::arg("name"), py::arg("data"), py::arg("dtype") = "float32", py::arg("op") = "sum",
-        py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
-        py::arg("codec") = "zstd", py::arg("level") = 1, py::arg("seed") = 0);
-  m.def("wire_decode",
-        [params_of](const std::string& name, py::bytes payload, std::size_t count, const std::string& dtype,
-                    const std::string& op, std::size_t block, double ratio, bool sampled, const std::string& codec,
-                    int level) {
-          const rp::DType d = rp::dtype_from_name(dtype);
-          auto c = rp::make_codec(rp::wire_compression_from_name(name), params_of(block, ratio, sampled, codec, level),
-                                  d, rp::reduce_op_from_name(op));
-          const std::string in = payload;
-          RP_ENFORCE(count <= (std::size_t{1} << 28), UsageError, "wire_decode: count too large for a test");
-          std::string out(count * rp::dtype_size(d), '\0');
-          c->decode(in.data(), in.size(), out.data(), count, false);
-          return py::bytes(out);
-        },
-        py::arg("name"), py::arg("payload"), py::arg("count"), py::arg("dtype") = "float32",
-        py::arg("op") = "sum", py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
-        py::arg("codec") = "zstd", py::arg("level") = 1);
+  m.def(
+      "wire_encode",
+      [params_of](const std::string& name, py::buffer data, const std::string& dtype,
+                  const std::string& op, std::size_t block, double ratio, bool sampled,
+                  const std::string& codec, int level, std::uint64_t seed) {
+        py::buffer_info in = data.request();
+        const rp::DType d = rp::dtype_from_name(dtype);
+        RP_ENFORCE(in.size * in.itemsize % static_cast<py::ssize_t>(rp::dtype_size(d)) == 0,
+                   UsageError, "wire_encode: the buffer is not a whole number of ", dtype,
+                   " elements");
+        const std::size_t count =
+            static_cast<std::size_t>(in.size * in.itemsize) / rp::dtype_size(d);
+        auto c = rp::make_codec(rp::wire_compression_from_name(name),
+                                params_of(block, ratio, sampled, codec, level), d,
+                                rp::reduce_op_from_name(op));
+        std::string out(c->bound(count), '\0');
+        const std::size_t n = c->encode(in.ptr, count, out.data(), seed);
+        out.resize(n);
+        return py::bytes(out);
+      },
+      py::arg("name"), py::arg("data"), py::arg("dtype") = "float32", py::arg("op") = "sum",
+      py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
+      py::arg("codec") = "zstd", py::arg("level") = 1, py::arg("seed") = 0);
+  m.def(
+      "wire_decode",
+      [params_of](const std::string& name, py::bytes payload, std::size_t count,
+                  const std::string& dtype, const std::string& op, std::size_t block, double ratio,
+                  bool sampled, const std::string& codec, int level) {
+        const rp::DType d = rp::dtype_from_name(dtype);
+        auto c = rp::make_codec(rp::wire_compression_from_name(name),
+                                params_of(block, ratio, sampled, codec, level), d,
+                                rp::reduce_op_from_name(op));
+        const std::string in = payload;
+        RP_ENFORCE(count <= (std::size_t{1} << 28), UsageError,
+                   "wire_decode: count too large for a test");
+        std::string out(count * rp::dtype_size(d), '\0');
+        c->decode(in.data(), in.size(), out.data(), count, false);
+        return py::bytes(out);
+      },
+      py::arg("name"), py::arg("payload"), py::arg("count"), py::arg("dtype") = "float32",
+      py::arg("op") = "sum", py::arg("block") = 512, py::arg("ratio") = 0.01,
+      py::arg("sampled") = true, py::arg("codec") = "zstd", py::arg("level") = 1);
   // Configuration (ringpress/env.h): the one table of RINGPRESS_* variables, read in C++.
   m.def("env_table", [] {
     py::list rows;
@@ -241,10 +248,14 @@ PYBIND11_MODULE(_core, m) {
     return rows;
   });
   m.def("env_raw", [](const std::string& name) { return rp::env::raw(name); }, py::arg("name"));
-  m.def("env_string", [](const std::string& name) { return rp::env::string(name); }, py::arg("name"));
-  m.def("env_seconds", [](const std::string& name) {
-    return static_cast<double>(rp::env::seconds(name).count()) / 1000.0;
-  }, py::arg("name"));
+  m.def(
+      "env_string", [](const std::string& name) { return rp::env::string(name); }, py::arg("name"));
+  m.def(
+      "env_seconds",
+      [](const std::string& name) {
+        return static_cast<double>(rp::env::seconds(name).count()) / 1000.0;
+      },
+      py::arg("name"));
   bind_comm(m);
   m.def("simd_levels_supported", [] {
     py::list out;
@@ -259,7 +270,9 @@ PYBIND11_MODULE(_core, m) {
     m.def(
         name,
         [fn, name](py::handle src, py::handle dst, std::size_t elemsize,
-                   std::optional<std::string> level) { run_shuffle(fn, name, src, dst, elemsize, level); },
+                   std::optional<std::string> level) {
+          run_shuffle(fn, name, src, dst, elemsize, level);
+        },
         py::arg("src"), py::arg("dst"), py::arg("elemsize"), py::arg("level") = py::none());
   };
   bind_shuffle("byte_shuffle", static_cast<WholeBufferFn>(&rp::byte_shuffle));
@@ -267,10 +280,9 @@ PYBIND11_MODULE(_core, m) {
   bind_shuffle("bit_shuffle", static_cast<WholeBufferFn>(&rp::bit_shuffle));
   bind_shuffle("bit_unshuffle", static_cast<WholeBufferFn>(&rp::bit_unshuffle));
 
-
   // ------------------------------------------------------------ pooled buffers
-  py::class_<rp::Buffer, std::shared_ptr<rp::Buffer>>(m, "Buffer", py::buffer_protocol(),
-                                                      "bytes-like result backed by a pooled allocation")
+  py::class_<rp::Buffer, std::shared_ptr<rp::Buffer>>(
+      m, "Buffer", py::buffer_protocol(), "bytes-like result backed by a pooled allocation")
       .def_buffer([](rp::Buffer& b) {
         return py::buffer_info(b.data(), 1, py::format_descriptor<std::uint8_t>::format(), 1,
                                {py::ssize_t(b.size())}, {py::ssize_t(1)});
@@ -305,12 +317,15 @@ PYBIND11_MODULE(_core, m) {
         o.threads = threads;
         o.block_size = block_size;
         const rp::DType dt = rp::dtype_from_name(dtype);
-        RP_ENFORCE_LE(shape.size(), std::size_t(rp::wire::kMaxNdim), UsageError, "too many dimensions");
-        const std::size_t bound = rp::encode_bound(in.size(), int(shape.size()),
-                                                   block_size ? block_size : rp::default_block_size(rp::dtype_size(dt)));
+        RP_ENFORCE_LE(shape.size(), std::size_t(rp::wire::kMaxNdim), UsageError,
+                      "too many dimensions");
+        const std::size_t bound =
+            rp::encode_bound(in.size(), int(shape.size()),
+                             block_size ? block_size : rp::default_block_size(rp::dtype_size(dt)));
         if (!out.is_none()) {
           BufferView dst(out, true, "out");
-          RP_ENFORCE_GE(dst.size(), bound, UsageError, "out is too small: compress_bound(x) bytes are needed");
+          RP_ENFORCE_GE(dst.size(), bound, UsageError,
+                        "out is too small: compress_bound(x) bytes are needed");
           check_no_overlap(in, dst, "x and out");
           std::size_t n;
           {
@@ -407,20 +422,21 @@ PYBIND11_MODULE(_core, m) {
         s.lossless.level = level;
         s.lossless.shuffle = rp::shuffle_mode_from_name(shuffle.c_str());
         const std::size_t n = in.size() / sizeof(float);
-        RP_ENFORCE_LE(shape.size(), std::size_t(rp::wire::kMaxNdim), UsageError, "too many dimensions");
+        RP_ENFORCE_LE(shape.size(), std::size_t(rp::wire::kMaxNdim), UsageError,
+                      "too many dimensions");
         std::unique_ptr<BufferView> res;
         if (!residual.is_none()) {
           res = std::make_unique<BufferView>(residual, true, "residual");
           RP_ENFORCE_EQ(res->size(), in.size(), UsageError, "residual size must match x");
           check_no_overlap(in, *res, "x and residual");
         }
-        std::shared_ptr<rp::Buffer> buf = rp::Buffer::acquire(rp::compressor_bound(s, n, int(shape.size())));
+        std::shared_ptr<rp::Buffer> buf =
+            rp::Buffer::acquire(rp::compressor_bound(s, n, int(shape.size())));
         {
           py::gil_scoped_release release;
-          buf->resize(rp::compressor_encode(s, static_cast<const float*>(in.data()), n, shape.data(),
-                                            int(shape.size()), seed,
-                                            res ? static_cast<float*>(res->data()) : nullptr,
-                                            buf->data(), buf->size(), threads));
+          buf->resize(rp::compressor_encode(
+              s, static_cast<const float*>(in.data()), n, shape.data(), int(shape.size()), seed,
+              res ? static_cast<float*>(res->data()) : nullptr, buf->data(), buf->size(), threads));
         }
         return py::cast(buf);
       },
@@ -452,7 +468,8 @@ PYBIND11_MODULE(_core, m) {
         BufferView in(buf, false, "payload");
         if (!out.is_none()) {
           BufferView dst(out, true, "out");
-          RP_ENFORCE_EQ(dst.size() % sizeof(float), std::size_t(0), UsageError, "out must hold float32");
+          RP_ENFORCE_EQ(dst.size() % sizeof(float), std::size_t(0), UsageError,
+                        "out must hold float32");
           check_no_overlap(in, dst, "payload and out");
           py::gil_scoped_release release;
           rp::compressor_decode(in.data(), in.size(), static_cast<float*>(dst.data()),

@@ -25,10 +25,10 @@
 #include <thread>
 
 #include "net.h"
-#include "ringpress/env.h"
-#include "ringpress/fault.h"
 #include "protocol.h"
 #include "ringpress/dtype.h"
+#include "ringpress/env.h"
+#include "ringpress/fault.h"
 #include "ringpress/reduce.h"
 #include "ringpress/transport.h"
 #include "shm_ring.h"
@@ -92,7 +92,7 @@ std::string random_secret() {
 struct SendOp {
   MsgHeader h;
   const unsigned char* data = nullptr;
-  std::size_t off = 0;  // bytes of (header + payload) already written
+  std::size_t off = 0;          // bytes of (header + payload) already written
   std::size_t truncate_at = 0;  // fault injection: stop here and exit (0 = never)
   std::size_t end() const { return truncate_at ? truncate_at : sizeof(MsgHeader) + h.len; }
 };
@@ -136,8 +136,8 @@ class ContextImpl final : public Context {
   int size() const noexcept override { return opts_.size; }
   const ContextOptions& options() const noexcept override { return opts_; }
   TransportKind kind(int peer) const override {
-    RP_ENFORCE(peer >= 0 && peer < opts_.size && peer != opts_.rank, UsageError, "no pair for peer ",
-               peer);
+    RP_ENFORCE(peer >= 0 && peer < opts_.size && peer != opts_.rank, UsageError,
+               "no pair for peer ", peer);
     return pairs_[static_cast<std::size_t>(peer)]->kind;
   }
 
@@ -161,15 +161,17 @@ class ContextImpl final : public Context {
   void setup_shm(const std::vector<bool>& same_host, Deadline deadline);
   void register_epoll();
   Pair& pair(int peer) {
-    RP_ENFORCE(peer >= 0 && peer < opts_.size && peer != opts_.rank, UsageError,
-               "peer ", peer, " is not another rank of this communicator of size ", opts_.size);
+    RP_ENFORCE(peer >= 0 && peer < opts_.size && peer != opts_.rank, UsageError, "peer ", peer,
+               " is not another rank of this communicator of size ", opts_.size);
     return *pairs_[static_cast<std::size_t>(peer)];
   }
   bool done(const Ticket& t) {
     Pair& p = *pairs_[static_cast<std::size_t>(t.peer)];
     return t.send ? p.sends_done > t.index : p.recvs_done > t.index;
   }
-  ErrorContext ctx(int peer) const { return ErrorContext{opts_.rank, peer, current_error_context().op}; }
+  ErrorContext ctx(int peer) const {
+    return ErrorContext{opts_.rank, peer, current_error_context().op};
+  }
 
   bool progress_all();
   bool progress_send(Pair& p);
@@ -263,8 +265,9 @@ void ContextImpl::rendezvous(Store& store) {
   std::vector<net::Endpoint> eps(static_cast<std::size_t>(n));
   for (int q = 0; q < n; ++q) {
     if (q == me) continue;
-    Bytes b = store.get("addr/" + std::to_string(q), std::chrono::duration_cast<std::chrono::milliseconds>(
-                                                          deadline - Clock::now()));
+    Bytes b =
+        store.get("addr/" + std::to_string(q),
+                  std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()));
     std::string s(b.begin(), b.end());
     auto nl = s.find('\n');
     RP_ENFORCE(nl != std::string::npos, TransportError, "malformed address record for rank ", q);
@@ -354,7 +357,8 @@ void ContextImpl::rendezvous(Store& store) {
       }
       const Hello& h = pc.h;
       std::string why = check_hello(h, secret, me, n);
-      if (why.empty() && pairs_[h.from]) why = "rank " + std::to_string(h.from) + " is already connected";
+      if (why.empty() && pairs_[h.from])
+        why = "rank " + std::to_string(h.from) + " is already connected";
       if (!why.empty()) {
         reject(pc, why);
       } else {
@@ -526,8 +530,8 @@ void ContextImpl::wait(const Ticket& t, Deadline deadline) {
       if (now >= deadline) {
         Pair& p = *pairs_[static_cast<std::size_t>(t.peer)];
         RP_THROW_CTX(TimeoutError, ctx(t.peer), "deadline passed while waiting to ",
-                     t.send ? "send to" : "receive from", " peer ", t.peer,
-                     " (", transport_kind_name(p.kind), " ", p.endpoint, ")");
+                     t.send ? "send to" : "receive from", " peer ", t.peer, " (",
+                     transport_kind_name(p.kind), " ", p.endpoint, ")");
       }
       if (now < spin_until) {
         if (++idle % 64 == 0) std::this_thread::yield();
@@ -603,7 +607,8 @@ std::size_t ContextImpl::stream_write(Pair& p, const iovec* iov, int n) {
     bool wake = false;
     std::size_t w = p.link->write_some(iov, n, &wake);
     if (w == shm::Link::kCorrupt) {
-      fail_pair(p, detail::str_cat("the shared-memory ring to peer ", p.peer, " is corrupt (its read position is ",
+      fail_pair(p, detail::str_cat("the shared-memory ring to peer ", p.peer,
+                                   " is corrupt (its read position is ",
                                    "not within the ring): the peer wrote over it"));
     }
     if (wake) doorbell(p);
@@ -627,7 +632,8 @@ std::size_t ContextImpl::stream_read(Pair& p, void* dst, std::size_t len) {
     bool wake = false;
     std::size_t r = p.link->read_some(dst, len, &wake);
     if (r == shm::Link::kCorrupt) {
-      fail_pair(p, detail::str_cat("the shared-memory ring from peer ", p.peer, " is corrupt (its write position ",
+      fail_pair(p, detail::str_cat("the shared-memory ring from peer ", p.peer,
+                                   " is corrupt (its write position ",
                                    "is not within the ring): the peer wrote over it"));
     }
     if (wake) doorbell(p);
@@ -642,8 +648,8 @@ std::size_t ContextImpl::stream_read(Pair& p, void* dst, std::size_t len) {
     }
     if (errno == EINTR) continue;
     if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
-    fail_pair(p, detail::str_cat("receive from peer ", p.peer, " (", p.endpoint, ") failed: ",
-                                 std::strerror(errno)));
+    fail_pair(p, detail::str_cat("receive from peer ", p.peer, " (", p.endpoint,
+                                 ") failed: ", std::strerror(errno)));
   }
 }
 
@@ -660,7 +666,8 @@ bool ContextImpl::progress_send(Pair& p) {
     int n = 0;
     // Batch several small messages into one write.
     std::size_t batch = 0;
-    for (auto it = p.sends.begin(); it != p.sends.end() && n + 2 <= 16 && batch < (1u << 20); ++it) {
+    for (auto it = p.sends.begin(); it != p.sends.end() && n + 2 <= 16 && batch < (1u << 20);
+         ++it) {
       SendOp& op = *it;
       const std::size_t end = op.end();
       std::size_t off = op.off;
@@ -669,7 +676,8 @@ bool ContextImpl::progress_send(Pair& p) {
         iov[n++] = {reinterpret_cast<unsigned char*>(&op.h) + off, k};
         off += k;
       }
-      if (off < end) iov[n++] = {const_cast<unsigned char*>(op.data) + (off - sizeof(MsgHeader)), end - off};
+      if (off < end)
+        iov[n++] = {const_cast<unsigned char*>(op.data) + (off - sizeof(MsgHeader)), end - off};
       batch += end - op.off;
       if (op.truncate_at) break;
     }
@@ -684,7 +692,8 @@ bool ContextImpl::progress_send(Pair& p) {
       w -= take;
       if (op.off == op.end()) {
         if (op.truncate_at) {
-          std::fprintf(stderr, "ringpress: RINGPRESS_FAULT truncated a message to peer %d\n", p.peer);
+          std::fprintf(stderr, "ringpress: RINGPRESS_FAULT truncated a message to peer %d\n",
+                       p.peer);
           _exit(3);
         }
         p.sends.pop_front();
@@ -710,7 +719,8 @@ void ContextImpl::accept_header(Pair& p, RecvOp& op) {
                  static_cast<int>(MsgHeader::kVersion), " (mixed ringpress versions in one job?)");
   }
   if (h.type == static_cast<std::uint8_t>(MsgType::kAbort) && p.kind == TransportKind::kTcp) {
-    RP_ENFORCE(h.len <= kMaxAbortBytes, TransportError, "oversized abort message from peer ", p.peer);
+    RP_ENFORCE(h.len <= kMaxAbortBytes, TransportError, "oversized abort message from peer ",
+               p.peer);
     Bytes b(h.len);
     net::read_all(p.fd.get(), b.data(), b.size(), Clock::now() + std::chrono::seconds(2),
                   "abort message");
@@ -780,7 +790,8 @@ bool ContextImpl::progress_ctl(Pair& p) {
           RP_ENFORCE(len <= kMaxAbortBytes, TransportError, "oversized abort from peer ", p.peer);
           std::size_t have = rest.size();
           rest.resize(4 + len);
-          if (have < 4 + len) net::read_all(p.fd.get(), rest.data() + have, 4 + len - have, dl, "abort message");
+          if (have < 4 + len)
+            net::read_all(p.fd.get(), rest.data() + have, 4 + len - have, dl, "abort message");
           raise_remote_abort(Bytes(rest.begin() + 4, rest.end()), opts_.rank, p.peer);
         } else {
           RP_THROW_CTX(TransportError, ctx(p.peer), "peer ", p.peer, " (", p.endpoint,
@@ -903,7 +914,6 @@ void ContextImpl::fail_pair(Pair& p, const std::string& what) {
   RP_THROW_CTX(TransportError, ctx(p.peer), what);
 }
 
-
 // ------------------------------------------------------------------ abort / close
 
 void ContextImpl::abort(const Error& err) noexcept {
@@ -935,7 +945,8 @@ void ContextImpl::abort(const Error& err) noexcept {
         Bytes m;
         m.push_back(kCtlAbort);
         std::uint32_t len = static_cast<std::uint32_t>(payload.size());
-        m.insert(m.end(), reinterpret_cast<unsigned char*>(&len), reinterpret_cast<unsigned char*>(&len) + 4);
+        m.insert(m.end(), reinterpret_cast<unsigned char*>(&len),
+                 reinterpret_cast<unsigned char*>(&len) + 4);
         m.insert(m.end(), payload.begin(), payload.end());
         send_abort(p, m, dl);
       } else {
@@ -949,8 +960,8 @@ void ContextImpl::abort(const Error& err) noexcept {
             const std::size_t end = op.end();
             if (op.off < sizeof(MsgHeader)) {
               net::write_all(p.fd.get(), reinterpret_cast<unsigned char*>(&op.h) + op.off,
-                             sizeof(MsgHeader) - op.off, Clock::now() + std::chrono::milliseconds(200),
-                             "abort");
+                             sizeof(MsgHeader) - op.off,
+                             Clock::now() + std::chrono::milliseconds(200), "abort");
               op.off = sizeof(MsgHeader);
             }
             if (op.off < end) {
@@ -969,7 +980,8 @@ void ContextImpl::abort(const Error& err) noexcept {
         MsgHeader h;
         h.type = static_cast<std::uint8_t>(MsgType::kAbort);
         h.len = payload.size();
-        Bytes m(reinterpret_cast<unsigned char*>(&h), reinterpret_cast<unsigned char*>(&h) + sizeof h);
+        Bytes m(reinterpret_cast<unsigned char*>(&h),
+                reinterpret_cast<unsigned char*>(&h) + sizeof h);
         m.insert(m.end(), payload.begin(), payload.end());
         send_abort(p, m, dl);
       }

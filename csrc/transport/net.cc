@@ -22,7 +22,8 @@ void Fd::reset(int fd) noexcept {
 }
 
 int ms_until(Deadline deadline, int cap) {
-  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
+  auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now()).count();
   if (left < 0) return 0;
   if (left > cap) return cap;
   return static_cast<int>(left);
@@ -87,7 +88,8 @@ Fd listen_tcp(const std::string& bind_host, int port, int backlog, int buffer_by
   RP_ENFORCE(s.valid(), TransportError, "socket(): ", std::strerror(errno));
   int one = 1;
   setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  set_buffers(s.get(), buffer_bytes);  // inherited by accepted sockets (window scale is fixed at SYN)
+  set_buffers(s.get(),
+              buffer_bytes);  // inherited by accepted sockets (window scale is fixed at SYN)
   sockaddr_in sa{};
   sa.sin_family = AF_INET;
   sa.sin_port = htons(static_cast<uint16_t>(port));
@@ -154,10 +156,11 @@ Fd connect_tcp(const Endpoint& ep, Deadline deadline, int buffer_bytes) {
     }
     last = std::strerror(err);
     if (Clock::now() >= deadline) {
-      RP_THROW(TimeoutError, "could not connect to ", ep.str(), " before the deadline (last error: ",
-               last, ")");
+      RP_THROW(TimeoutError, "could not connect to ", ep.str(),
+               " before the deadline (last error: ", last, ")");
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(backoff_ms, ms_until(deadline))));
+    std::this_thread::sleep_for(
+        std::chrono::milliseconds(std::min(backoff_ms, ms_until(deadline))));
     backoff_ms = std::min(backoff_ms * 2, 100);
   }
 }
@@ -177,7 +180,8 @@ static void wait_fd(int fd, short events, Deadline deadline, const char* what) {
   for (;;) {
     int rc = ::poll(&p, 1, ms_until(deadline, 1000));
     if (rc > 0) return;
-    if (rc < 0 && errno != EINTR) RP_THROW(TransportError, what, ": poll(): ", std::strerror(errno));
+    if (rc < 0 && errno != EINTR)
+      RP_THROW(TransportError, what, ": poll(): ", std::strerror(errno));
     if (rc == 0 && Clock::now() >= deadline) RP_THROW(TimeoutError, what, ": timed out");
   }
 }

@@ -45,7 +45,7 @@ struct Endpoint {
   std::string str() const { return host + ":" + std::to_string(port); }
 };
 
-Endpoint parse_endpoint(const std::string& s);     // "1.2.3.4:5678"
+Endpoint parse_endpoint(const std::string& s);      // "1.2.3.4:5678"
 std::string resolve_ipv4(const std::string& host);  // hostname or literal -> dotted quad
 // The local address the kernel would use to reach `remote` (UDP connect, no packet sent).
 std::string local_addr_toward(const std::string& remote);

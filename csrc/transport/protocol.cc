@@ -83,20 +83,24 @@ Bytes encode_abort(const Error& e, int origin) {
   // Name the peer that caused the failure (e.g. the one that died), not the messenger.
   ctx.peer = culprit >= 0 ? culprit : static_cast<int>(origin);
   if (!op.empty()) ctx.op = op;
-  detail::throw_error(kind, ctx,
-                      detail::str_cat("rank ", origin, " aborted the job: ", detail), __FILE__,
-                      __LINE__);
+  detail::throw_error(kind, ctx, detail::str_cat("rank ", origin, " aborted the job: ", detail),
+                      __FILE__, __LINE__);
 }
 
 // An exception_ptr holding the concrete class of `e` (a plain copy would slice to Error).
 std::exception_ptr concrete_error(const Error& e) {
   ErrorContext c{e.rank(), e.peer(), e.op()};
   switch (e.kind()) {
-    case ErrorKind::kUsage: return std::make_exception_ptr(UsageError(c, e.detail(), e.file(), e.line()));
-    case ErrorKind::kTransport: return std::make_exception_ptr(TransportError(c, e.detail(), e.file(), e.line()));
-    case ErrorKind::kTimeout: return std::make_exception_ptr(TimeoutError(c, e.detail(), e.file(), e.line()));
-    case ErrorKind::kWireFormat: return std::make_exception_ptr(WireFormatError(c, e.detail(), e.file(), e.line()));
-    case ErrorKind::kCodec: return std::make_exception_ptr(CodecError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kUsage:
+      return std::make_exception_ptr(UsageError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kTransport:
+      return std::make_exception_ptr(TransportError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kTimeout:
+      return std::make_exception_ptr(TimeoutError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kWireFormat:
+      return std::make_exception_ptr(WireFormatError(c, e.detail(), e.file(), e.line()));
+    case ErrorKind::kCodec:
+      return std::make_exception_ptr(CodecError(c, e.detail(), e.file(), e.line()));
     case ErrorKind::kInternal: break;
   }
   return std::make_exception_ptr(InternalError(c, e.detail(), e.file(), e.line()));
@@ -121,8 +125,8 @@ void check_header(const MsgHeader& h, const Expect& e, int rank, int peer) {
   ErrorContext ctx{rank, peer, current_error_context().op};
   const MsgHeader& x = e.h;
   if (h.type != static_cast<std::uint8_t>(MsgType::kData)) {
-    RP_THROW_CTX(TransportError, ctx, "peer ", peer, " sent message type ", static_cast<int>(h.type),
-                 " where data was expected");
+    RP_THROW_CTX(TransportError, ctx, "peer ", peer, " sent message type ",
+                 static_cast<int>(h.type), " where data was expected");
   }
   if (h.coll != x.coll || h.seq != x.seq || h.dtype != x.dtype || h.redop != x.redop ||
       h.codec != x.codec || h.count != x.count) {
@@ -136,8 +140,8 @@ void check_header(const MsgHeader& h, const Expect& e, int rank, int peer) {
                  x.step, " was expected in ", describe(x));
   }
   if (e.len_exact ? h.len != x.len : h.len > e.capacity) {
-    RP_THROW_CTX(UsageError, ctx, "size mismatch in ", describe(x), ": peer ", peer, " sent ", h.len,
-                 " bytes, this rank expected ", e.len_exact ? "" : "at most ",
+    RP_THROW_CTX(UsageError, ctx, "size mismatch in ", describe(x), ": peer ", peer, " sent ",
+                 h.len, " bytes, this rank expected ", e.len_exact ? "" : "at most ",
                  e.len_exact ? x.len : e.capacity);
   }
 }

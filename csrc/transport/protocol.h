@@ -15,7 +15,7 @@ namespace ringpress::protocol {
 
 constexpr std::uint32_t kHelloMagic = 0x53485052u;  // "RPHS"
 constexpr std::uint32_t kAckMagic = 0x41485052u;    // "RPHA"
-constexpr std::uint16_t kProtocolVersion = 2;  // 2: message header v2 (codec byte)
+constexpr std::uint16_t kProtocolVersion = 2;       // 2: message header v2 (codec byte)
 constexpr std::size_t kSecretChars = 64;
 constexpr std::uint64_t kMaxAbortBytes = 1 << 16;
 
@@ -41,7 +41,7 @@ constexpr unsigned char kCtlAbort = 'A';
 constexpr unsigned char kCtlBye = 'B';
 
 bool secrets_equal(const char* a, const std::string& b);  // constant time
-std::string describe(const MsgHeader& h);                  // "allreduce #3 float32 x1000 sum"
+std::string describe(const MsgHeader& h);                 // "allreduce #3 float32 x1000 sum"
 
 // Why a hello must be rejected ("" when it is acceptable) for rank `me` of `n` with `secret`.
 std::string check_hello(const Hello& h, const std::string& secret, int me, int n);

@@ -35,7 +35,7 @@ Link::Link(const std::string& name, std::size_t ring_bytes, bool create, bool lo
              " (is /dev/shm large enough?)");
   }
   if (!create) {
-    struct stat st{};
+    struct stat st {};
     if (fstat(fd, &st) != 0 || static_cast<std::size_t>(st.st_size) != map_bytes_) {
       ::close(fd);
       RP_THROW(TransportError, "shm segment ", name, " has size ", st.st_size, ", expected ",
@@ -81,12 +81,14 @@ void Link::unlink() {
 // The peer moves head (rx) or tail (tx) in shared memory: never trust the difference to be within
 // the ring. A corrupt one reads as "something to do", so read_some/write_some see it and report it.
 std::size_t Link::readable() const noexcept {
-  const std::uint64_t d = rx_->head.load(std::memory_order_acquire) - rx_->tail.load(std::memory_order_relaxed);
+  const std::uint64_t d =
+      rx_->head.load(std::memory_order_acquire) - rx_->tail.load(std::memory_order_relaxed);
   return d > cap_ ? cap_ : static_cast<std::size_t>(d);
 }
 
 std::size_t Link::writable() const noexcept {
-  const std::uint64_t d = tx_->head.load(std::memory_order_relaxed) - tx_->tail.load(std::memory_order_acquire);
+  const std::uint64_t d =
+      tx_->head.load(std::memory_order_relaxed) - tx_->tail.load(std::memory_order_acquire);
   return d > cap_ ? cap_ : cap_ - static_cast<std::size_t>(d);
 }
 
@@ -154,7 +156,11 @@ bool Link::sleep_as_writer() {
   return true;
 }
 
-void Link::wake_as_reader() { rx_->reader_sleeping.store(0, std::memory_order_relaxed); }
-void Link::wake_as_writer() { tx_->writer_sleeping.store(0, std::memory_order_relaxed); }
+void Link::wake_as_reader() {
+  rx_->reader_sleeping.store(0, std::memory_order_relaxed);
+}
+void Link::wake_as_writer() {
+  tx_->writer_sleeping.store(0, std::memory_order_relaxed);
+}
 
 }  // namespace ringpress::shm

@@ -2,7 +2,8 @@
 // rings (one per direction) in one POSIX shared-memory segment (internal header).
 //
 // Contract
-//   * The lower rank creates the segment (/dev/shm/ringpress-<job>-<pid>-<lo>-<hi>, O_EXCL), sends its
+//   * The lower rank creates the segment (/dev/shm/ringpress-<job>-<pid>-<lo>-<hi>, O_EXCL), sends
+//   its
 //     name over the pair's TCP socket, the higher rank maps it and acknowledges, and the lower rank
 //     unlinks it at once: from then on nothing is left in /dev/shm even if both processes are
 //     killed. Only a kill between create and acknowledge (milliseconds) can leave a file behind.

@@ -12,14 +12,14 @@
 // Cost: set/get/add are one hash-map operation each; get copies the value out.
 #include "ringpress/store.h"
 
-#include "ringpress/error.h"
-
 #include <algorithm>
 #include <condition_variable>
 #include <limits>
 #include <mutex>
 #include <unordered_map>
 #include <utility>
+
+#include "ringpress/error.h"
 
 namespace ringpress {
 
@@ -41,7 +41,8 @@ bool parse_decimal_i64(const Bytes& value, std::int64_t* out) {
     const int digit = c - '0';
     // Accumulate towards the sign so that INT64_MIN parses.
     if (__builtin_mul_overflow(acc, 10, &acc)) return false;
-    if (negative ? __builtin_sub_overflow(acc, digit, &acc) : __builtin_add_overflow(acc, digit, &acc))
+    if (negative ? __builtin_sub_overflow(acc, digit, &acc)
+                 : __builtin_add_overflow(acc, digit, &acc))
       return false;
   }
   *out = acc;
@@ -60,7 +61,8 @@ std::string add_decimal(const std::string& key, const Bytes* current, std::int64
   }
   std::int64_t sum = 0;
   if (__builtin_add_overflow(base, delta, &sum)) {
-    return detail::str_cat("add(", delta, ") to key '", key, "' holding ", base, " overflows int64");
+    return detail::str_cat("add(", delta, ") to key '", key, "' holding ", base,
+                           " overflows int64");
   }
   const std::string text = std::to_string(sum);
   updated->assign(text.begin(), text.end());
@@ -109,7 +111,8 @@ Bytes HashStore::get(const std::string& key, std::chrono::milliseconds timeout) 
     });
     if (found) return it->second;
   }
-  RP_THROW(TimeoutError, "key '", key, "' not set within ", timeout.count(), " ms (in-process store)");
+  RP_THROW(TimeoutError, "key '", key, "' not set within ", timeout.count(),
+           " ms (in-process store)");
 }
 
 std::int64_t HashStore::add(const std::string& key, std::int64_t delta) {
@@ -138,7 +141,9 @@ PrefixStore::PrefixStore(std::string prefix, std::shared_ptr<Store> base)
   prefix_ += '/';
 }
 
-void PrefixStore::set(const std::string& key, const Bytes& value) { base_->set(prefix_ + key, value); }
+void PrefixStore::set(const std::string& key, const Bytes& value) {
+  base_->set(prefix_ + key, value);
+}
 
 Bytes PrefixStore::get(const std::string& key, std::chrono::milliseconds timeout) {
   return base_->get(prefix_ + key, timeout);

@@ -42,11 +42,6 @@
 // max(connect_timeout, kMinIoTimeout). A lost connection (EOF, reset) or a protocol violation
 // raises TransportError naming host:port and is sticky: the client keeps the error and raises it on
 // every later call (the server's state is gone with it; reconnecting silently would hide that).
-#include "net.h"
-#include "ringpress/store.h"
-
-#include "ringpress/error.h"
-
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -69,6 +64,10 @@
 #include <thread>
 #include <unordered_map>
 #include <utility>
+
+#include "net.h"
+#include "ringpress/error.h"
+#include "ringpress/store.h"
 
 namespace ringpress {
 
@@ -114,7 +113,9 @@ std::uint64_t get_u64(const std::uint8_t* p) {
 
 using net::Fd;
 
-std::string errno_text(int err) { return std::string(std::strerror(err)); }
+std::string errno_text(int err) {
+  return std::string(std::strerror(err));
+}
 
 // Milliseconds until deadline for poll(): rounded up (so we never spin), clamped to int.
 int poll_ms(Clock::time_point deadline) {
@@ -144,7 +145,8 @@ int resolve(const std::string& host, int port, bool passive, AddrInfoPtr* out) {
   hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
   addrinfo* res = nullptr;
   const std::string service = std::to_string(port);
-  const int rc = ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
+  const int rc =
+      ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
   out->reset(rc == 0 ? res : nullptr);
   return rc;
 }
@@ -170,7 +172,7 @@ Io wait_fd(int fd, short events, Clock::time_point deadline, int* err) {
 Io classify_errno(int e, int* err) {
   *err = e;
   return (e == ECONNRESET || e == EPIPE || e == ENOTCONN || e == ECONNABORTED) ? Io::kClosed
-                                                                                : Io::kError;
+                                                                               : Io::kError;
 }
 
 // Sends every byte of iov[0..n) (modified in place) before deadline.
@@ -233,7 +235,7 @@ struct TCPStoreServer::Impl {
     Fd fd;
     std::string peer;  // "ip:port", for log lines
     bool handshaken = false;
-    std::vector<std::uint8_t> in;  // received bytes not yet consumed
+    std::vector<std::uint8_t> in;   // received bytes not yet consumed
     std::vector<std::uint8_t> out;  // reply being written, from out_pos
     std::size_t out_pos = 0;
     bool waiting = false;  // a GET is parked in waiters_[wait_key]
@@ -275,7 +277,8 @@ struct TCPStoreServer::Impl {
 void TCPStoreServer::Impl::log(const std::string& line) {
   if (log_lines > kMaxLogLines) return;
   if (log_lines++ == kMaxLogLines) {
-    std::fprintf(stderr, "ringpress store server %s: further protocol errors not logged\n", where.c_str());
+    std::fprintf(stderr, "ringpress store server %s: further protocol errors not logged\n",
+                 where.c_str());
   } else {
     std::fprintf(stderr, "ringpress store server %s: %s\n", where.c_str(), line.c_str());
   }
@@ -288,7 +291,8 @@ void TCPStoreServer::Impl::drop(Conn& c, const std::string& why) {
   c.dead = true;
 }
 
-void TCPStoreServer::Impl::reply(Conn& c, std::uint8_t status, const std::uint8_t* data, std::size_t n) {
+void TCPStoreServer::Impl::reply(Conn& c, std::uint8_t status, const std::uint8_t* data,
+                                 std::size_t n) {
   c.out.resize(kReplyHeader + n);
   c.out[0] = status;
   put_u64(c.out.data() + 1, n);
@@ -301,8 +305,8 @@ void TCPStoreServer::Impl::reply(Conn& c, std::uint8_t status, const std::uint8_
 // read its next request.
 void TCPStoreServer::Impl::flush(Conn& c) {
   while (!c.dead && c.out_pos < c.out.size()) {
-    const ssize_t w = ::send(c.fd.get(), c.out.data() + c.out_pos, c.out.size() - c.out_pos,
-                             MSG_NOSIGNAL);
+    const ssize_t w =
+        ::send(c.fd.get(), c.out.data() + c.out_pos, c.out.size() - c.out_pos, MSG_NOSIGNAL);
     if (w >= 0) {
       c.out_pos += static_cast<std::size_t>(w);
     } else if (errno == EINTR) {
@@ -367,7 +371,8 @@ void TCPStoreServer::Impl::expire_waiters() {
   }
 }
 
-void TCPStoreServer::Impl::handle(std::uint64_t id, Conn& c, std::uint8_t cmd, std::string key, Bytes value) {
+void TCPStoreServer::Impl::handle(std::uint64_t id, Conn& c, std::uint8_t cmd, std::string key,
+                                  Bytes value) {
   switch (cmd) {
     case kCmdSet: {
       auto& slot = values[key];
@@ -389,7 +394,8 @@ void TCPStoreServer::Impl::handle(std::uint64_t id, Conn& c, std::uint8_t cmd, s
       }
       const auto capped = std::min<std::uint64_t>(ms, std::numeric_limits<std::int64_t>::max());
       c.waiting = true;
-      c.wait_deadline = store_internal::deadline_after(milliseconds(static_cast<std::int64_t>(capped)));
+      c.wait_deadline =
+          store_internal::deadline_after(milliseconds(static_cast<std::int64_t>(capped)));
       c.wait_key = key;
       waiters[key].push_back(id);
       deadlines.insert({c.wait_deadline, id});
@@ -454,7 +460,8 @@ void TCPStoreServer::Impl::process(std::uint64_t id, Conn& c) {
     if (avail < kRequestHeader + klen + 8) break;
     const std::uint64_t vlen = get_u64(p + kRequestHeader + klen);
     if (cmd == kCmdSet ? vlen > kMaxValue : vlen != 8) {
-      drop(c, "value length " + std::to_string(vlen) + " invalid for command " + std::to_string(cmd) +
+      drop(c, "value length " + std::to_string(vlen) + " invalid for command " +
+                  std::to_string(cmd) +
                   (cmd == kCmdSet ? " (limit " + std::to_string(kMaxValue) + ")" : " (must be 8)"));
       break;
     }
@@ -488,7 +495,8 @@ void TCPStoreServer::Impl::on_event(std::uint64_t id, Conn& c, short revents) {
   while (budget > 0 && !c.dead) {
     // 64 KiB, or straight into the space process() reserved for a large request's remainder.
     const std::size_t spare = c.in.capacity() - c.in.size();
-    const std::size_t chunk = std::min<std::size_t>(budget, std::max<std::size_t>(spare, 64u << 10));
+    const std::size_t chunk =
+        std::min<std::size_t>(budget, std::max<std::size_t>(spare, 64u << 10));
     const std::size_t old = c.in.size();
     c.in.resize(old + chunk);
     const ssize_t r = ::recv(c.fd.get(), c.in.data() + old, chunk, 0);
@@ -544,8 +552,10 @@ void TCPStoreServer::Impl::run() {
     fds.push_back({accepting ? listen_fd.get() : -1, POLLIN, 0});
     for (auto& [id, c] : conns) {
       short ev = POLLRDHUP;
-      if (!c.out.empty()) ev |= POLLOUT;
-      else if (!c.waiting) ev |= POLLIN;
+      if (!c.out.empty())
+        ev |= POLLOUT;
+      else if (!c.waiting)
+        ev |= POLLIN;
       fds.push_back({c.fd.get(), ev, 0});
       ids.push_back(id);
     }
@@ -599,13 +609,16 @@ void TCPStoreServer::Impl::run() {
   }
 }
 
-TCPStoreServer::TCPStoreServer(const std::string& host, int port) : impl_(std::make_unique<Impl>()) {
+TCPStoreServer::TCPStoreServer(const std::string& host, int port)
+    : impl_(std::make_unique<Impl>()) {
   ScopedErrorContext ctx("store.listen");
   const std::string where = host + ":" + std::to_string(port);
   RP_ENFORCE(port >= 0 && port <= 65535, UsageError, "port out of range for store server ", where);
   AddrInfoPtr ai;
   const int rc = resolve(host, port, /*passive=*/true, &ai);
-  if (rc != 0) RP_THROW(TransportError, "cannot resolve store server address ", where, ": ", ::gai_strerror(rc));
+  if (rc != 0)
+    RP_THROW(TransportError, "cannot resolve store server address ", where, ": ",
+             ::gai_strerror(rc));
   int last_err = 0;
   for (addrinfo* a = ai.get(); a != nullptr; a = a->ai_next) {
     Fd fd(::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol));
@@ -623,7 +636,8 @@ TCPStoreServer::TCPStoreServer(const std::string& host, int port) : impl_(std::m
     break;
   }
   if (!impl_->listen_fd) {
-    RP_THROW(TransportError, "cannot listen on store server address ", where, ": ", errno_text(last_err));
+    RP_THROW(TransportError, "cannot listen on store server address ", where, ": ",
+             errno_text(last_err));
   }
   sockaddr_in bound{};
   socklen_t len = sizeof(bound);
@@ -633,7 +647,8 @@ TCPStoreServer::TCPStoreServer(const std::string& host, int port) : impl_(std::m
   impl_->port = ntohs(bound.sin_port);
   impl_->where = host + ":" + std::to_string(impl_->port);
   impl_->wake_fd.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!impl_->wake_fd) RP_THROW(TransportError, "eventfd for store server ", where, ": ", errno_text(errno));
+  if (!impl_->wake_fd)
+    RP_THROW(TransportError, "eventfd for store server ", where, ": ", errno_text(errno));
   impl_->thread = std::thread([impl = impl_.get()] { impl->run(); });
 }
 
@@ -649,7 +664,9 @@ TCPStoreServer::~TCPStoreServer() {
   // ~Impl closes client sockets (clients waiting in get() see EOF), the listener and the eventfd.
 }
 
-int TCPStoreServer::port() const noexcept { return impl_->port; }
+int TCPStoreServer::port() const noexcept {
+  return impl_->port;
+}
 
 // ==================================================================================== client
 
@@ -686,18 +703,20 @@ void TCPStore::Impl::fail(const std::string& detail) {
 void TCPStore::Impl::fail_io(Io io, int err, const char* during) {
   if (io == Io::kTimeout) {
     fd.reset();  // reply state unknown: reconnect on the next call
-    RP_THROW(TimeoutError, "store ", where, " did not answer within ", io_timeout().count(), " ms (",
-             during, "); will reconnect on the next call");
+    RP_THROW(TimeoutError, "store ", where, " did not answer within ", io_timeout().count(),
+             " ms (", during, "); will reconnect on the next call");
   }
   if (io == Io::kClosed) {
     fail(detail::str_cat("connection to store ", where, " lost while ", during,
                          err ? " (" + errno_text(err) + ")" : std::string(" (server closed it)")));
   }
-  fail(detail::str_cat("socket error on store connection ", where, " while ", during, ": ", errno_text(err)));
+  fail(detail::str_cat("socket error on store connection ", where, " while ", during, ": ",
+                       errno_text(err)));
 }
 
 void TCPStore::Impl::ensure_usable() {
-  if (!broken.empty()) RP_THROW(TransportError, "store client unusable after an earlier failure: ", broken);
+  if (!broken.empty())
+    RP_THROW(TransportError, "store client unusable after an earlier failure: ", broken);
   if (!fd) {
     ScopedErrorContext ctx("store.connect");
     connect();
@@ -731,7 +750,8 @@ void TCPStore::Impl::connect() {
           continue;
         }
         socklen_t len = sizeof(err);
-        if (w == Io::kError || ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+        if (w == Io::kError || ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
+            err != 0) {
           last = errno_text(err ? err : errno);
           continue;
         }
@@ -766,16 +786,17 @@ void TCPStore::Impl::connect() {
       last = io == Io::kTimeout ? "handshake timed out" : "connection closed during handshake";
     }
     if (Clock::now() >= deadline) {
-      RP_THROW(TimeoutError, "could not connect to store ", where, " within ", connect_timeout.count(),
-               " ms (last error: ", last, ")");
+      RP_THROW(TimeoutError, "could not connect to store ", where, " within ",
+               connect_timeout.count(), " ms (last error: ", last, ")");
     }
     std::this_thread::sleep_for(std::min(backoff, milliseconds(poll_ms(deadline))));
     backoff = std::min(backoff * 2, milliseconds(100));
   }
 }
 
-void TCPStore::Impl::send_request(std::uint8_t cmd, const std::string& key, const std::uint8_t* value,
-                                  std::size_t n, Clock::time_point deadline) {
+void TCPStore::Impl::send_request(std::uint8_t cmd, const std::string& key,
+                                  const std::uint8_t* value, std::size_t n,
+                                  Clock::time_point deadline) {
   std::uint8_t head[kRequestHeader];
   head[0] = cmd;
   put_u32(head + 1, static_cast<std::uint32_t>(key.size()));
@@ -790,7 +811,8 @@ void TCPStore::Impl::send_request(std::uint8_t cmd, const std::string& key, cons
   if (io != Io::kOk) fail_io(io, err, "sending a request");
 }
 
-bool TCPStore::Impl::read_header(Clock::time_point deadline, std::uint8_t* status, std::uint64_t* len) {
+bool TCPStore::Impl::read_header(Clock::time_point deadline, std::uint8_t* status,
+                                 std::uint64_t* len) {
   std::uint8_t h[kReplyHeader];
   int err = 0;
   const Io io = recv_all(fd.get(), h, sizeof(h), deadline, &err);
@@ -859,7 +881,8 @@ Bytes TCPStore::get(const std::string& key, std::chrono::milliseconds timeout) {
   put_u64(arg, static_cast<std::uint64_t>(ms));
   impl_->send_request(kCmdGet, key, arg, sizeof(arg), Clock::now() + impl_->io_timeout());
   // The server answers TIMEOUT itself at `timeout`; kReplyGrace covers a hung server.
-  const auto deadline = store_internal::deadline_after(milliseconds(ms)) + kReplyGrace;  // clamped first
+  const auto deadline =
+      store_internal::deadline_after(milliseconds(ms)) + kReplyGrace;  // clamped first
   std::uint8_t status = 0;
   std::uint64_t len = 0;
   if (!impl_->read_header(deadline, &status, &len)) {

@@ -61,12 +61,13 @@ std::unique_ptr<rp::Codec> make_xor(const rp::CodecParams&, rp::DType d, rp::Red
 }
 // The one registry row.
 const bool kToyRegistered = [] {
-  rp::register_codec({kToyId, "xor-toy", 1, true, rp::CodecDTypes::kReducible, rp::CodecSchedule::kRing,
-                      &make_xor, "test codec: bytes XOR 0x5A"});
+  rp::register_codec({kToyId, "xor-toy", 1, true, rp::CodecDTypes::kReducible,
+                      rp::CodecSchedule::kRing, &make_xor, "test codec: bytes XOR 0x5A"});
   return true;
 }();
 
-void run_threads(int P, const std::function<void(rp::Communicator&)>& body, const std::string& transport = "") {
+void run_threads(int P, const std::function<void(rp::Communicator&)>& body,
+                 const std::string& transport = "") {
   auto store = std::make_shared<rp::HashStore>();
   std::vector<std::thread> threads;
   std::vector<std::string> errors(static_cast<std::size_t>(P));
@@ -141,7 +142,8 @@ TEST(CodecRegistry, ToyCodecRunsThroughTheCompressedRing) {
     } catch (const rp::Error& e) {
       // The rank that sees the mismatch names both codecs; the others are told by its abort.
       const std::string what = e.what();
-      EXPECT_TRUE(what.find("xor-toy") != std::string::npos || e.kind() != rp::ErrorKind::kUsage) << what;
+      EXPECT_TRUE(what.find("xor-toy") != std::string::npos || e.kind() != rp::ErrorKind::kUsage)
+          << what;
     }
   });
 }
@@ -156,10 +158,14 @@ TEST_P(CodecSweep, EveryCodecEveryRankCount) {
   const std::vector<std::size_t> sizes = {0, 1, 7, 1023, 4099, 70001};
   std::mutex mu;
   // Per size: every rank's output and residual, to compare across ranks afterwards.
-  std::vector<std::vector<std::vector<float>>> outs(sizes.size(), std::vector<std::vector<float>>(P));
-  std::vector<std::vector<std::vector<float>>> res(sizes.size(), std::vector<std::vector<float>>(P));
+  std::vector<std::vector<std::vector<float>>> outs(sizes.size(),
+                                                    std::vector<std::vector<float>>(P));
+  std::vector<std::vector<std::vector<float>>> res(sizes.size(),
+                                                   std::vector<std::vector<float>>(P));
   auto input = [](int r, std::size_t i) {
-    return static_cast<float>(static_cast<int>((i * 7 + static_cast<std::size_t>(r) * 13) % 23) - 11) * 0.25f;
+    return static_cast<float>(static_cast<int>((i * 7 + static_cast<std::size_t>(r) * 13) % 23) -
+                              11) *
+           0.25f;
   };
   run_threads(P, [&](rp::Communicator& c) {
     rp::CompressionOptions co;
@@ -170,7 +176,8 @@ TEST_P(CodecSweep, EveryCodecEveryRankCount) {
       const std::size_t n = sizes[s];
       std::vector<float> x(n), r(n, 0.0f);
       for (std::size_t i = 0; i < n; ++i) x[i] = input(c.rank(), i);
-      c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false, co, info.exact ? nullptr : r.data());
+      c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false, co,
+                  info.exact ? nullptr : r.data());
       std::lock_guard<std::mutex> lock(mu);
       outs[s][static_cast<std::size_t>(c.rank())] = x;
       res[s][static_cast<std::size_t>(c.rank())] = r;
@@ -180,7 +187,8 @@ TEST_P(CodecSweep, EveryCodecEveryRankCount) {
   for (std::size_t s = 0; s < sizes.size(); ++s) {
     const std::size_t n = sizes[s];
     for (int q = 1; q < P; ++q) {
-      ASSERT_EQ(0, std::memcmp(outs[s][0].data(), outs[s][static_cast<std::size_t>(q)].data(), n * sizeof(float)))
+      ASSERT_EQ(0, std::memcmp(outs[s][0].data(), outs[s][static_cast<std::size_t>(q)].data(),
+                               n * sizeof(float)))
           << name << " P=" << P << " n=" << n << ": rank " << q << " differs from rank 0";
     }
     for (std::size_t i = 0; i < n; ++i) {
@@ -206,7 +214,8 @@ std::vector<std::string> all_codec_names() {
 }
 
 INSTANTIATE_TEST_SUITE_P(AllCodecs, CodecSweep,
-                         ::testing::Combine(::testing::Range(2, 9), ::testing::ValuesIn(all_codec_names())),
+                         ::testing::Combine(::testing::Range(2, 9),
+                                            ::testing::ValuesIn(all_codec_names())),
                          [](const auto& info) {
                            std::string n = std::get<1>(info.param);
                            for (auto& ch : n) {

@@ -17,8 +17,9 @@ namespace rp = ringpress;
 
 namespace {
 
-void run_threads(int P, const std::string& transport, const std::function<void(rp::Communicator&)>& body,
-                 std::size_t segment_bytes = 0, std::size_t ring_bytes = 0) {
+void run_threads(int P, const std::string& transport,
+                 const std::function<void(rp::Communicator&)>& body, std::size_t segment_bytes = 0,
+                 std::size_t ring_bytes = 0) {
   auto store = std::make_shared<rp::HashStore>();
   std::vector<std::thread> threads;
   std::vector<std::string> errors(static_cast<std::size_t>(P));
@@ -55,12 +56,14 @@ TEST_P(CommThreads, AllreduceBroadcastAllgatherBarrier) {
       P, transport,
       [P](rp::Communicator& c) {
         const int r = c.rank();
-        for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{13}, std::size_t{40000}}) {
+        for (std::size_t n :
+             {std::size_t{0}, std::size_t{1}, std::size_t{13}, std::size_t{40000}}) {
           std::vector<float> x(n);
           for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<float>((i % 5) + r);
           c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false);
           for (std::size_t i = 0; i < n; ++i) {
-            ASSERT_EQ(x[i], static_cast<float>(P * (i % 5) + P * (P - 1) / 2)) << "n=" << n << " i=" << i;
+            ASSERT_EQ(x[i], static_cast<float>(P * (i % 5) + P * (P - 1) / 2))
+                << "n=" << n << " i=" << i;
           }
           std::vector<std::int64_t> m(n, r);
           c.allreduce(m.data(), n, rp::DType::kI64, rp::ReduceOp::kMax, false);
@@ -80,7 +83,8 @@ TEST_P(CommThreads, AllreduceBroadcastAllgatherBarrier) {
         std::vector<std::vector<float>> bufs(6, std::vector<float>(5000, 1.0f));
         std::vector<std::shared_ptr<rp::Work>> works;
         for (auto& v : bufs) {
-          works.push_back(c.allreduce(v.data(), v.size(), rp::DType::kF32, rp::ReduceOp::kSum, true));
+          works.push_back(
+              c.allreduce(v.data(), v.size(), rp::DType::kF32, rp::ReduceOp::kSum, true));
           works.back()->on_complete([&fired](rp::Work&) { fired++; });
         }
         for (auto& w : works) ASSERT_TRUE(w->wait());
@@ -115,7 +119,8 @@ TEST_P(CommThreads, CallbackMayWaitForALaterRequestAndRunACollective) {
       }
       done = true;
     });
-    for (int i = 0; i < 20000 && !done.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    for (int i = 0; i < 20000 && !done.load(); ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
     ASSERT_TRUE(done.load());
     EXPECT_EQ(error, "");
     EXPECT_EQ(b[0], 2.0f * static_cast<float>(P));
@@ -124,7 +129,8 @@ TEST_P(CommThreads, CallbackMayWaitForALaterRequestAndRunACollective) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, CommThreads,
-                         ::testing::Combine(::testing::Values(2, 3), ::testing::Values("tcp", "shm")),
+                         ::testing::Combine(::testing::Values(2, 3),
+                                            ::testing::Values("tcp", "shm")),
                          [](const auto& info) {
                            return std::get<1>(info.param) + std::to_string(std::get<0>(info.param));
                          });
@@ -160,7 +166,8 @@ TEST(CommErrors, MismatchedCountRaisesUsageErrorOnEveryRank) {
 TEST(CommErrors, ArgumentErrorsLeaveTheCommunicatorUsable) {
   run_threads(2, "tcp", [](rp::Communicator& c) {
     std::vector<std::int16_t> bad(4);
-    EXPECT_THROW(c.allreduce(bad.data(), 4, rp::DType::kI16, rp::ReduceOp::kSum, false), rp::UsageError);
+    EXPECT_THROW(c.allreduce(bad.data(), 4, rp::DType::kI16, rp::ReduceOp::kSum, false),
+                 rp::UsageError);
     EXPECT_THROW(c.broadcast(bad.data(), 4, rp::DType::kI16, 7, false), rp::UsageError);
     EXPECT_FALSE(c.broken());
     std::vector<float> x(10, 2.0f);
@@ -172,8 +179,7 @@ TEST(CommErrors, ArgumentErrorsLeaveTheCommunicatorUsable) {
 TEST(CommFusion, CoalescedMatchesSeparate) {
   run_threads(2, "shm", [](rp::Communicator& c) {
     std::vector<std::vector<double>> parts{std::vector<double>(3, 1.0 + c.rank()),
-                                           std::vector<double>(0),
-                                           std::vector<double>(70000, 0.5)};
+                                           std::vector<double>(0), std::vector<double>(70000, 0.5)};
     std::vector<std::pair<void*, std::size_t>> bufs;
     for (auto& p : parts) bufs.emplace_back(p.data(), p.size());
     c.allreduce_coalesced(bufs, rp::DType::kF64, rp::ReduceOp::kSum, false);

@@ -31,7 +31,8 @@ TEST(Cpu, SupportedImpliesBuiltAndCpuFlags) {
 }
 
 TEST(Cpu, ParseLevelNames) {
-  for (SimdLevel l : {SimdLevel::kGeneric, SimdLevel::kSSE2, SimdLevel::kAVX2, SimdLevel::kAVX512}) {
+  for (SimdLevel l :
+       {SimdLevel::kGeneric, SimdLevel::kSSE2, SimdLevel::kAVX2, SimdLevel::kAVX512}) {
     EXPECT_EQ(parse_simd_level(simd_level_name(l)), l);
   }
   EXPECT_THROW(parse_simd_level("avx9000"), UsageError);

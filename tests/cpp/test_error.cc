@@ -9,7 +9,9 @@
 using namespace ringpress;
 
 namespace {
-void fail_eq(std::size_t a, std::size_t b) { RP_ENFORCE_EQ(a, b, UsageError, "buffer sizes differ"); }
+void fail_eq(std::size_t a, std::size_t b) {
+  RP_ENFORCE_EQ(a, b, UsageError, "buffer sizes differ");
+}
 }  // namespace
 
 TEST(Error, EnforceEqCarriesBothValuesAndContext) {
@@ -81,7 +83,8 @@ TEST(Error, ExplicitContextAndEveryKindIsItsOwnType) {
   try {
     RP_THROW_CTX(TimeoutError, ctx, "no data for 30 s");
   } catch (const Error& e) {
-    EXPECT_EQ(std::string(e.what()).rfind("tcp.recv failed on rank 0 (peer 5): no data for 30 s", 0), 0u)
+    EXPECT_EQ(
+        std::string(e.what()).rfind("tcp.recv failed on rank 0 (peer 5): no data for 30 s", 0), 0u)
         << e.what();
   }
 }

@@ -25,7 +25,8 @@ std::vector<std::uint8_t> encode(const std::vector<float>& x, const LosslessOpti
   std::uint64_t shape[1] = {x.size()};
   const std::uint32_t bs = o.block_size ? o.block_size : default_block_size(4);
   std::vector<std::uint8_t> out(encode_bound(x.size() * 4, 1, bs));
-  out.resize(lossless_encode(x.data(), x.size() * 4, DType::kF32, shape, 1, o, out.data(), out.size()));
+  out.resize(
+      lossless_encode(x.data(), x.size() * 4, DType::kF32, shape, 1, o, out.data(), out.size()));
   return out;
 }
 }  // namespace
@@ -33,7 +34,8 @@ std::vector<std::uint8_t> encode(const std::vector<float>& x, const LosslessOpti
 TEST(Lossless, RoundTripEveryMode) {
   const auto x = gradient_like(300001, 1);
   for (auto codec : {wire::Codec::kZstd, wire::Codec::kLz4, wire::Codec::kNone}) {
-    for (auto sh : {ShuffleMode::kAuto, ShuffleMode::kByte, ShuffleMode::kBit, ShuffleMode::kNone}) {
+    for (auto sh :
+         {ShuffleMode::kAuto, ShuffleMode::kByte, ShuffleMode::kBit, ShuffleMode::kNone}) {
       for (int threads : {1, 2}) {
         LosslessOptions o;
         o.codec = codec;
@@ -85,9 +87,10 @@ TEST(ThreadPool, RunsEveryIndexOnceAndPropagatesErrors) {
   });
   for (auto& h : hits) EXPECT_EQ(h.load(), 1);
   ScopedErrorContext ctx("allreduce", 4);
-  EXPECT_THROW(parallel_for(100, 2, [&](std::size_t i, int) {
-                 if (i == 57) RP_THROW(CodecError, "boom at ", i);
-               }),
+  EXPECT_THROW(parallel_for(100, 2,
+                            [&](std::size_t i, int) {
+                              if (i == 57) RP_THROW(CodecError, "boom at ", i);
+                            }),
                CodecError);
   // The pool is still usable after an error.
   std::atomic<int> n{0};

@@ -22,12 +22,11 @@
 #include "ringpress/reduce.h"
 
 namespace ringpress::reduce_isa {
-#define RP_TEST_DECLARE_ISA(ns)                                                                \
-  namespace ns {                                                                               \
-  void reduce3(DType dtype, ReduceOp op, void* out, const void* a, const void* b,              \
-               std::size_t n);                                                                 \
-  void scale_avg(DType dtype, void* data, std::size_t n, int divisor);                         \
-  const char* isa_name() noexcept;                                                             \
+#define RP_TEST_DECLARE_ISA(ns)                                                                   \
+  namespace ns {                                                                                  \
+  void reduce3(DType dtype, ReduceOp op, void* out, const void* a, const void* b, std::size_t n); \
+  void scale_avg(DType dtype, void* data, std::size_t n, int divisor);                            \
+  const char* isa_name() noexcept;                                                                \
   }
 RP_TEST_DECLARE_ISA(generic)
 #if RINGPRESS_HAVE_AVX2
@@ -135,11 +134,19 @@ std::uint16_t round_double(double v, int mant, int exp_bits) {
   }
   return static_cast<std::uint16_t>(sign | bits);
 }
-std::uint16_t double_to_f16(double v) { return round_double(v, 10, 5); }
-std::uint16_t double_to_bf16(double v) { return round_double(v, 7, 8); }
+std::uint16_t double_to_f16(double v) {
+  return round_double(v, 10, 5);
+}
+std::uint16_t double_to_bf16(double v) {
+  return round_double(v, 7, 8);
+}
 
-bool f16_is_nan(std::uint16_t h) { return (h & 0x7c00) == 0x7c00 && (h & 0x3ff) != 0; }
-bool bf16_is_nan(std::uint16_t h) { return (h & 0x7f80) == 0x7f80 && (h & 0x7f) != 0; }
+bool f16_is_nan(std::uint16_t h) {
+  return (h & 0x7c00) == 0x7c00 && (h & 0x3ff) != 0;
+}
+bool bf16_is_nan(std::uint16_t h) {
+  return (h & 0x7f80) == 0x7f80 && (h & 0x7f) != 0;
+}
 
 // np.minimum / np.maximum on values: a NaN in either operand wins; equal values (+0/-0) give b.
 template <typename T>
@@ -197,17 +204,25 @@ struct Buf {
   void* data() { return bytes.data() + elem; }
   const void* data() const { return bytes.data() + elem; }
   template <typename T>
-  T* as() { return reinterpret_cast<T*>(data()); }
+  T* as() {
+    return reinterpret_cast<T*>(data());
+  }
   template <typename T>
-  const T* as() const { return reinterpret_cast<const T*>(data()); }
+  const T* as() const {
+    return reinterpret_cast<const T*>(data());
+  }
 };
 
 // Specials mixed into float inputs at a few positions (NaN, +-Inf, +-0, tiny, huge).
 template <typename T>
 T float_special(std::size_t k) {
-  const T specials[] = {std::numeric_limits<T>::quiet_NaN(), std::numeric_limits<T>::infinity(),
-                        -std::numeric_limits<T>::infinity(), T(0), -T(0),
-                        std::numeric_limits<T>::denorm_min(), std::numeric_limits<T>::max(),
+  const T specials[] = {std::numeric_limits<T>::quiet_NaN(),
+                        std::numeric_limits<T>::infinity(),
+                        -std::numeric_limits<T>::infinity(),
+                        T(0),
+                        -T(0),
+                        std::numeric_limits<T>::denorm_min(),
+                        std::numeric_limits<T>::max(),
                         -std::numeric_limits<T>::max()};
   return specials[k % (sizeof(specials) / sizeof(specials[0]))];
 }
@@ -243,7 +258,8 @@ void fill(DType dt, void* p, std::size_t n, std::uint32_t seed) {
           const std::uint16_t s[] = {0x7fc0, 0xffc1, 0x7f80, 0xff80, 0x0000, 0x8000, 0x7f7f};
           h = s[(r >> 8) % 7];
         } else {
-          const std::uint32_t sign = (r >> 8) & 1, exp = 87 + ((r >> 9) % 81), man = (r >> 20) & 0x7f;
+          const std::uint32_t sign = (r >> 8) & 1, exp = 87 + ((r >> 9) % 81),
+                              man = (r >> 20) & 0x7f;
           h = static_cast<std::uint16_t>((sign << 15) | (exp << 7) | man);
         }
         static_cast<std::uint16_t*>(p)[i] = h;
@@ -265,8 +281,9 @@ std::string check_elem(DType dt, ReduceOp op, const void* a, const void* b, cons
     case DType::kF32: {
       const float x = static_cast<const float*>(a)[i], y = static_cast<const float*>(b)[i];
       const float want = ref_float(op, x, y), g = static_cast<const float*>(got)[i];
-      const bool ok = std::isnan(want) ? std::isnan(g)
-                                       : bit_cast<std::uint32_t>(want) == bit_cast<std::uint32_t>(g);
+      const bool ok = std::isnan(want)
+                          ? std::isnan(g)
+                          : bit_cast<std::uint32_t>(want) == bit_cast<std::uint32_t>(g);
       if (ok) return "";
       std::snprintf(msg, sizeof msg, "f32 %a op %a: want %a got %a", x, y, want, g);
       return msg;
@@ -274,8 +291,9 @@ std::string check_elem(DType dt, ReduceOp op, const void* a, const void* b, cons
     case DType::kF64: {
       const double x = static_cast<const double*>(a)[i], y = static_cast<const double*>(b)[i];
       const double want = ref_float(op, x, y), g = static_cast<const double*>(got)[i];
-      const bool ok = std::isnan(want) ? std::isnan(g)
-                                       : bit_cast<std::uint64_t>(want) == bit_cast<std::uint64_t>(g);
+      const bool ok = std::isnan(want)
+                          ? std::isnan(g)
+                          : bit_cast<std::uint64_t>(want) == bit_cast<std::uint64_t>(g);
       if (ok) return "";
       std::snprintf(msg, sizeof msg, "f64 %a op %a: want %a got %a", x, y, want, g);
       return msg;
@@ -297,21 +315,24 @@ std::string check_elem(DType dt, ReduceOp op, const void* a, const void* b, cons
       return msg;
     }
     case DType::kI32: {
-      const auto x = static_cast<const std::int32_t*>(a)[i], y = static_cast<const std::int32_t*>(b)[i];
+      const auto x = static_cast<const std::int32_t*>(a)[i],
+                 y = static_cast<const std::int32_t*>(b)[i];
       const auto want = ref_int(op, x, y), g = static_cast<const std::int32_t*>(got)[i];
       if (want == g) return "";
       return "i32 " + std::to_string(x) + " op " + std::to_string(y) + ": want " +
              std::to_string(want) + " got " + std::to_string(g);
     }
     case DType::kI64: {
-      const auto x = static_cast<const std::int64_t*>(a)[i], y = static_cast<const std::int64_t*>(b)[i];
+      const auto x = static_cast<const std::int64_t*>(a)[i],
+                 y = static_cast<const std::int64_t*>(b)[i];
       const auto want = ref_int(op, x, y), g = static_cast<const std::int64_t*>(got)[i];
       if (want == g) return "";
       return "i64 " + std::to_string(x) + " op " + std::to_string(y) + ": want " +
              std::to_string(want) + " got " + std::to_string(g);
     }
     case DType::kU8: {
-      const auto x = static_cast<const std::uint8_t*>(a)[i], y = static_cast<const std::uint8_t*>(b)[i];
+      const auto x = static_cast<const std::uint8_t*>(a)[i],
+                 y = static_cast<const std::uint8_t*>(b)[i];
       const auto want = ref_int(op, x, y), g = static_cast<const std::uint8_t*>(got)[i];
       if (want == g) return "";
       return "u8 " + std::to_string(x) + " op " + std::to_string(y) + ": want " +
@@ -353,7 +374,10 @@ void check_case(const Isa& isa, DType dt, ReduceOp op, std::size_t n, Alias mode
     case Alias::kDisjoint: break;
     case Alias::kOutIsA: o = a.data(); break;
     case Alias::kOutIsB: o = b.data(); break;
-    case Alias::kAllSame: o = a.data(); pb = a.data(); break;
+    case Alias::kAllSame:
+      o = a.data();
+      pb = a.data();
+      break;
   }
   isa.reduce3(dt, op, o, pa, pb, n);
   int failures = 0;
@@ -377,14 +401,19 @@ std::string check_scaled(DType dt, const void* before, const void* got, std::siz
     case DType::kF32: {
       const float x = static_cast<const float*>(before)[i], g = static_cast<const float*>(got)[i];
       const float want = x / static_cast<float>(d);
-      if (std::isnan(want) ? std::isnan(g) : bit_cast<std::uint32_t>(want) == bit_cast<std::uint32_t>(g)) return "";
+      if (std::isnan(want) ? std::isnan(g)
+                           : bit_cast<std::uint32_t>(want) == bit_cast<std::uint32_t>(g))
+        return "";
       std::snprintf(msg, sizeof msg, "f32 %a / %d: want %a got %a", x, d, want, g);
       return msg;
     }
     case DType::kF64: {
-      const double x = static_cast<const double*>(before)[i], g = static_cast<const double*>(got)[i];
+      const double x = static_cast<const double*>(before)[i],
+                   g = static_cast<const double*>(got)[i];
       const double want = x / d;
-      if (std::isnan(want) ? std::isnan(g) : bit_cast<std::uint64_t>(want) == bit_cast<std::uint64_t>(g)) return "";
+      if (std::isnan(want) ? std::isnan(g)
+                           : bit_cast<std::uint64_t>(want) == bit_cast<std::uint64_t>(g))
+        return "";
       std::snprintf(msg, sizeof msg, "f64 %a / %d: want %a got %a", x, d, want, g);
       return msg;
     }
@@ -396,8 +425,8 @@ std::string check_scaled(DType dt, const void* before, const void* got, std::siz
       const double wd = (f16 ? f16_to_double(x) : bf16_to_double(x)) / d;
       const std::uint16_t want = f16 ? double_to_f16(wd) : double_to_bf16(wd);
       if (std::isnan(wd) ? (f16 ? f16_is_nan(g) : bf16_is_nan(g)) : want == g) return "";
-      std::snprintf(msg, sizeof msg, "%s 0x%04x / %d: want 0x%04x got 0x%04x",
-                    f16 ? "f16" : "bf16", x, d, want, g);
+      std::snprintf(msg, sizeof msg, "%s 0x%04x / %d: want 0x%04x got 0x%04x", f16 ? "f16" : "bf16",
+                    x, d, want, g);
       return msg;
     }
     case DType::kI32: {
@@ -429,8 +458,8 @@ std::string check_scaled(DType dt, const void* before, const void* got, std::siz
 }
 
 void check_scale_case(const Isa& isa, DType dt, std::size_t n, int d, std::uint32_t seed) {
-  SCOPED_TRACE(std::string(isa.name) + " scale_avg " + dtype_name(dt) + " n=" +
-               std::to_string(n) + " d=" + std::to_string(d));
+  SCOPED_TRACE(std::string(isa.name) + " scale_avg " + dtype_name(dt) + " n=" + std::to_string(n) +
+               " d=" + std::to_string(d));
   Buf x(n, dtype_size(dt));
   fill(dt, x.data(), n, seed);
   const Buf before = x;
@@ -452,8 +481,12 @@ T run1(const Isa& isa, DType dt, ReduceOp op, T a, T b) {
   isa.reduce3(dt, op, &out, &a, &b, 1);
   return out;
 }
-std::uint16_t f16(double v) { return double_to_f16(v); }
-std::uint16_t bf16(double v) { return double_to_bf16(v); }
+std::uint16_t f16(double v) {
+  return double_to_f16(v);
+}
+std::uint16_t bf16(double v) {
+  return double_to_bf16(v);
+}
 
 }  // namespace
 
@@ -471,9 +504,9 @@ TEST(ReduceReference, RoundingHelpersMatchKnownEncodings) {
   EXPECT_EQ(f16(std::ldexp(1.0, -14)), 0x0400);
   EXPECT_EQ(f16(-0.0), 0x8000);
   EXPECT_EQ(bf16(1.0), 0x3f80);
-  EXPECT_EQ(bf16(1.0 + std::ldexp(1.0, -8)), 0x3f80);       // tie -> even
-  EXPECT_EQ(bf16(1.0 + std::ldexp(3.0, -8)), 0x3f82);       // tie -> even (up)
-  EXPECT_EQ(bf16(3.4e38), 0x7f80);  // above (0x7f7f + half ulp): rounds to Inf
+  EXPECT_EQ(bf16(1.0 + std::ldexp(1.0, -8)), 0x3f80);  // tie -> even
+  EXPECT_EQ(bf16(1.0 + std::ldexp(3.0, -8)), 0x3f82);  // tie -> even (up)
+  EXPECT_EQ(bf16(3.4e38), 0x7f80);                     // above (0x7f7f + half ulp): rounds to Inf
   EXPECT_EQ(bf16(3.3e38), 0x7f78);
   EXPECT_EQ(bf16(std::ldexp(1.0, 128)), 0x7f80);
   for (std::uint32_t h = 0; h < 0x10000; ++h) {
@@ -618,7 +651,7 @@ TEST(ReduceIsa, HalfPrecisionRoundsToNearestEven) {
     EXPECT_EQ(f16sum(0x3c00, f16(std::ldexp(1.0, -11) + std::ldexp(1.0, -20))), 0x3c01);
     EXPECT_EQ(f16sum(0x7bff, f16(16.0)), 0x7c00);  // 65504 + 16 = 65520: tie -> Inf
     EXPECT_EQ(f16sum(0x7bff, f16(8.0)), 0x7bff);
-    EXPECT_EQ(f16sum(0x0001, 0x0001), 0x0002);  // subnormals add exactly
+    EXPECT_EQ(f16sum(0x0001, 0x0001), 0x0002);           // subnormals add exactly
     EXPECT_EQ(f16sum(0x7c00, 0xfc00) & 0x7c00, 0x7c00);  // Inf - Inf = NaN
     EXPECT_TRUE(f16_is_nan(f16sum(0x7c00, 0xfc00)));
     EXPECT_EQ(run1<std::uint16_t>(isa, DType::kF16, ReduceOp::kProd, f16(std::ldexp(1.0, -12)),
@@ -642,7 +675,8 @@ TEST(ReduceIsa, HalfPrecisionRoundsToNearestEven) {
       isa.reduce3(DType::kF16, op, out.data(), all.data(), addend.data(), all.size());
       int failures = 0;
       for (std::size_t i = 0; i < all.size() && failures < 5; ++i) {
-        const std::string err = check_elem(DType::kF16, op, all.data(), addend.data(), out.data(), i);
+        const std::string err =
+            check_elem(DType::kF16, op, all.data(), addend.data(), out.data(), i);
         if (!err.empty()) {
           ADD_FAILURE() << err;
           ++failures;
@@ -670,8 +704,18 @@ TEST(ReduceIsa, ScaleAvgExplicitCases) {
   isas.push_back(public_api());
   for (const Isa& isa : isas) {
     SCOPED_TRACE(isa.name);
-    std::vector<std::int32_t> i32 = {-7, 7, -1, 1, 0, std::numeric_limits<std::int32_t>::min(),
-                                     std::numeric_limits<std::int32_t>::max(), -8, 9, -9, 2, -3};
+    std::vector<std::int32_t> i32 = {-7,
+                                     7,
+                                     -1,
+                                     1,
+                                     0,
+                                     std::numeric_limits<std::int32_t>::min(),
+                                     std::numeric_limits<std::int32_t>::max(),
+                                     -8,
+                                     9,
+                                     -9,
+                                     2,
+                                     -3};
     // Repeat to get through the vector body, not only the tail.
     std::vector<std::int32_t> big;
     for (int r = 0; r < 5; ++r) big.insert(big.end(), i32.begin(), i32.end());
@@ -829,7 +873,8 @@ TEST(ReduceBench, DISABLED_Throughput) {
       for (int rep = 0; rep < 5; ++rep) {
         const auto t0 = std::chrono::steady_clock::now();
         isa.reduce3(dt, ReduceOp::kSum, dst.data(), dst.data(), src.data(), n);
-        const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
         best = std::min(best, s);
       }
       std::printf("[reduce bench] %-7s %-9s sum 16M: %6.2f ms  %6.2f GB/s (3 x %zu MiB moved)\n",

@@ -1,14 +1,13 @@
 // Shared-memory ring (csrc/transport/shm_ring.h): bytes flow in both directions, wrap around the
 // ring, and positions that a peer scribbled over are reported instead of driving a memcpy.
 #include <fcntl.h>
+#include <gtest/gtest.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
 #include <cstring>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "../../csrc/transport/shm_ring.h"
 

@@ -1,9 +1,8 @@
 // Rendezvous stores: HashStore, PrefixStore, TCPStoreServer + TCPStore (protocol in store_tcp.cc).
 // Timeouts are short (100-300 ms) so the whole file runs in about two seconds.
-#include <gtest/gtest.h>
-
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
@@ -28,14 +27,21 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-Bytes B(const std::string& s) { return Bytes(s.begin(), s.end()); }
-std::string S(const Bytes& b) { return std::string(b.begin(), b.end()); }
-
-long elapsed_ms(Clock::time_point t0) {
-  return static_cast<long>(std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
+Bytes B(const std::string& s) {
+  return Bytes(s.begin(), s.end());
+}
+std::string S(const Bytes& b) {
+  return std::string(b.begin(), b.end());
 }
 
-bool contains(const std::string& hay, const std::string& needle) { return hay.find(needle) != std::string::npos; }
+long elapsed_ms(Clock::time_point t0) {
+  return static_cast<long>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t0).count());
+}
+
+bool contains(const std::string& hay, const std::string& needle) {
+  return hay.find(needle) != std::string::npos;
+}
 
 int count_open_fds() {
   int n = 0;
@@ -57,7 +63,9 @@ struct RawSocket {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     EXPECT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0) << std::strerror(errno);
   }
-  ~RawSocket() { if (fd >= 0) ::close(fd); }
+  ~RawSocket() {
+    if (fd >= 0) ::close(fd);
+  }
   void send_bytes(const std::vector<std::uint8_t>& b) {
     ASSERT_EQ(::send(fd, b.data(), b.size(), MSG_NOSIGNAL), static_cast<ssize_t>(b.size()));
   }
@@ -68,7 +76,8 @@ struct RawSocket {
     const auto deadline = Clock::now() + timeout;
     while (out.size() < n) {
       pollfd p{fd, POLLIN, 0};
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) break;
       std::uint8_t buf[4096];
       const ssize_t r = ::recv(fd, buf, std::min(sizeof(buf), n - out.size()), 0);
@@ -82,7 +91,8 @@ struct RawSocket {
     const auto deadline = Clock::now() + timeout;
     for (;;) {
       pollfd p{fd, POLLIN, 0};
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
       if (left.count() <= 0 || ::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
       std::uint8_t buf[256];
       const ssize_t r = ::recv(fd, buf, sizeof(buf), 0);
@@ -267,7 +277,7 @@ TEST(TCPStore, SetGetAddAcrossClients) {
   a.set("k", B("v1"));
   EXPECT_EQ(S(b.get("k", 1000ms)), "v1");
   b.set("k", B("v2"));
-  EXPECT_EQ(S(a.get("k", 0ms)), "v2");  // 0 = just check
+  EXPECT_EQ(S(a.get("k", 0ms)), "v2");                               // 0 = just check
   EXPECT_EQ(S(a.get("k", std::chrono::milliseconds::max())), "v2");  // no deadline overflow
   a.set("empty", Bytes{});
   EXPECT_TRUE(b.get("empty", 100ms).empty());
@@ -410,7 +420,8 @@ TEST(TCPStore, HungServerTimesOutAndClientReconnects) {
       ::send(c2, "RPSTORE1", 8, MSG_NOSIGNAL);
       auto head = read_n(c2, 5);
       if (head.size() == 5) {
-        const std::uint32_t klen = head[1] | head[2] << 8 | head[3] << 16 | std::uint32_t(head[4]) << 24;
+        const std::uint32_t klen =
+            head[1] | head[2] << 8 | head[3] << 16 | std::uint32_t(head[4]) << 24;
         read_n(c2, klen);
         auto vl = read_n(c2, 8);
         std::uint64_t vlen = 0;
@@ -551,7 +562,8 @@ TEST(TCPStore, HostileClientsAreDroppedOthersUnaffected) {
   EXPECT_FALSE(stalled.closed_by_peer(50ms));
   const std::string log = testing::internal::GetCapturedStderr();
   int lines = 0;
-  for (std::size_t p = log.find("dropping client"); p != std::string::npos; p = log.find("dropping client", p + 1))
+  for (std::size_t p = log.find("dropping client"); p != std::string::npos;
+       p = log.find("dropping client", p + 1))
     ++lines;
   EXPECT_EQ(lines, 5) << log;
   EXPECT_TRUE(contains(log, "bad handshake")) << log;
@@ -584,7 +596,8 @@ TEST(TCPStore, LargeValueRoundTrip) {
   Bytes big(8u << 20);
   std::mt19937 g(7);
   for (auto& x : big) x = static_cast<std::uint8_t>(g());
-  JoiningThread reader(checked([&] { EXPECT_EQ(b.get("big", 5000ms), big); }));  // parked, then 8 MiB reply
+  JoiningThread reader(
+      checked([&] { EXPECT_EQ(b.get("big", 5000ms), big); }));  // parked, then 8 MiB reply
   std::this_thread::sleep_for(20ms);
   a.set("big", big);
   reader.join();
@@ -610,7 +623,8 @@ TEST(TCPStore, NoFdLeakAfterServerAndClientsAreDestroyed) {
       EXPECT_TRUE(garbage.closed_by_peer(2000ms));
     }
     // A GET parked when the server goes away: its socket must be closed too.
-    JoiningThread waiter(checked([&] { EXPECT_THROW(clients[3]->get("never", 5000ms), TransportError); }));
+    JoiningThread waiter(
+        checked([&] { EXPECT_THROW(clients[3]->get("never", 5000ms), TransportError); }));
     std::this_thread::sleep_for(50ms);
     server.reset();
     waiter.join();

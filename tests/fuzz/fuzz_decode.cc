@@ -41,9 +41,9 @@ namespace {
 
 using namespace ringpress;
 
-constexpr std::uint64_t kMaxDecode = 64ull << 20;     // skip decoding frames claiming more
-constexpr std::uint64_t kMaxRecheck = 1ull << 20;     // second decode (determinism/full write)
-constexpr std::uint64_t kMaxRoundTrip = 8ull << 20;   // re-encode oracle
+constexpr std::uint64_t kMaxDecode = 64ull << 20;    // skip decoding frames claiming more
+constexpr std::uint64_t kMaxRecheck = 1ull << 20;    // second decode (determinism/full write)
+constexpr std::uint64_t kMaxRoundTrip = 8ull << 20;  // re-encode oracle
 
 bool g_expect_valid = false;
 
@@ -105,9 +105,12 @@ void round_trip(const wire::FrameInfo& info, const std::uint8_t* data, std::size
   o.codec = info.codec;
   o.threads = 1;
   // The frame's level may be anything (it is informational); keep levels valid and fast.
-  if (o.codec == wire::Codec::kZstd) o.level = 1 + (variant % 3);
-  else if (o.codec == wire::Codec::kLz4) o.level = 1 + (variant % 8);
-  else o.level = 0;
+  if (o.codec == wire::Codec::kZstd)
+    o.level = 1 + (variant % 3);
+  else if (o.codec == wire::Codec::kLz4)
+    o.level = 1 + (variant % 8);
+  else
+    o.level = 0;
   o.shuffle = static_cast<ShuffleMode>(variant % 4);
   // The frame's block size, unless it would make a huge block table.
   const std::uint64_t nblocks = n ? (n + info.block_size - 1) / info.block_size : 0;
@@ -142,11 +145,13 @@ bool try_frame(const std::uint8_t* data, std::size_t size, std::uint8_t variant)
   }
 
   // Invariants of an accepted frame.
-  if (info.frame_size != size) finding("parse_frame accepted a buffer of another size than frame_size");
+  if (info.frame_size != size)
+    finding("parse_frame accepted a buffer of another size than frame_size");
   std::uint64_t off = wire::table_end(info.ndim, info.blocks.size()), total = 0;
   for (std::size_t i = 0; i < info.blocks.size(); ++i) {
     const wire::BlockEntry& e = info.blocks[i];
-    if (e.offset != off || e.offset + e.stored_size > size) finding("block offsets do not tile the frame");
+    if (e.offset != off || e.offset + e.stored_size > size)
+      finding("block offsets do not tile the frame");
     if (e.length == 0 || e.length > info.block_size) finding("block length out of range");
     off += e.stored_size;
     total += e.length;

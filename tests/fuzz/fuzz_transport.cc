@@ -13,11 +13,10 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-
 #include <vector>
 
-#include "ringpress/codec.h"
 #include "../../csrc/transport/protocol.h"
+#include "ringpress/codec.h"
 
 namespace rp = ringpress;
 namespace pr = ringpress::protocol;
@@ -34,8 +33,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const int me = 1, n = 4;
     const bool accepted = pr::check_hello(h, secret, me, n).empty();
     const bool valid = h.magic == pr::kHelloMagic && h.version == pr::kProtocolVersion &&
-                       h.reserved == 0 && std::memcmp(h.secret, secret.data(), secret.size()) == 0 &&
-                       h.to == 1u && h.from > 1u && h.from < 4u;
+                       h.reserved == 0 &&
+                       std::memcmp(h.secret, secret.data(), secret.size()) == 0 && h.to == 1u &&
+                       h.from > 1u && h.from < 4u;
     if (accepted != valid) std::abort();
     return 0;
   }
@@ -55,8 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (std::strlen(err.what()) == 0) std::abort();
     }
     const bool valid = h.type == 1 && h.coll == x.coll && h.seq == x.seq && h.dtype == x.dtype &&
-                       h.redop == x.redop && h.codec == x.codec && h.count == x.count && h.step == x.step &&
-                       (e.len_exact ? h.len == x.len : h.len <= e.capacity);
+                       h.redop == x.redop && h.codec == x.codec && h.count == x.count &&
+                       h.step == x.step && (e.len_exact ? h.len == x.len : h.len <= e.capacity);
     if (accepted != valid) std::abort();
     return 0;
   }
@@ -66,7 +66,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::vector<float> dense(n, 0.0f);
     try {
       rp::CodecParams p;
-      auto topk = rp::make_codec(rp::WireCompression::kTopK, p, rp::DType::kF32, rp::ReduceOp::kSum);
+      auto topk =
+          rp::make_codec(rp::WireCompression::kTopK, p, rp::DType::kF32, rp::ReduceOp::kSum);
       topk->decode(data + 2, size - 2, dense.data(), n, true);
     } catch (const rp::WireFormatError&) {
     } catch (const rp::UsageError&) {

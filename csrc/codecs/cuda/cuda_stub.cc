@@ -4,14 +4,21 @@
 
 namespace ringpress::cuda {
 
-bool built() noexcept { return false; }
-int runtime_version() noexcept { return 0; }
-int device_count() noexcept { return 0; }
+bool built() noexcept {
+  return false;
+}
+int runtime_version() noexcept {
+  return 0;
+}
+int device_count() noexcept {
+  return 0;
+}
 
 namespace {
 [[noreturn]] void not_built(const char* op) {
   ScopedErrorContext ctx(op);
-  RP_THROW(UsageError, "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
+  RP_THROW(UsageError,
+           "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
 }
 }  // namespace
 
@@ -26,7 +33,9 @@ void byte_shuffle_host_staged(const void*, void*, std::size_t, std::size_t, bool
 }
 
 // Top-k (csrc/cuda/topk.cu).
-std::size_t topk_threshold_scratch_bytes(std::size_t) noexcept { return 0; }
+std::size_t topk_threshold_scratch_bytes(std::size_t) noexcept {
+  return 0;
+}
 void topk_threshold_select_device(const float*, std::size_t, const float*, unsigned*, float*,
                                   std::size_t, unsigned long long*, void*, std::size_t, void*) {
   not_built("cuda.topk_threshold_select");
@@ -48,12 +57,14 @@ namespace ringpress::cuda {
 void quantize_int8_device(const float*, std::size_t, std::size_t, bool, std::uint64_t,
                           std::uint64_t, std::uint8_t*, float*, void*) {
   ScopedErrorContext ctx("cuda.quantize_int8");
-  RP_THROW(UsageError, "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
+  RP_THROW(UsageError,
+           "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
 }
 void dequantize_int8_device(const std::uint8_t*, const float*, std::size_t, std::size_t, float*,
                             void*) {
   ScopedErrorContext ctx("cuda.dequantize_int8");
-  RP_THROW(UsageError, "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
+  RP_THROW(UsageError,
+           "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
 }
 void quantize_blockwise_device(const float*, std::size_t, int, std::size_t, bool, std::uint64_t,
                                std::uint64_t, std::uint8_t*, float*, void*) {
@@ -102,19 +113,23 @@ void ternary_decode_host_staged(const std::uint8_t*, const float*, std::size_t, 
 }
 void fp32_to_fp16_device(const float*, std::size_t, std::uint16_t*, void*) {
   ScopedErrorContext ctx("cuda.fp32_to_fp16");
-  RP_THROW(UsageError, "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
+  RP_THROW(UsageError,
+           "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
 }
 void fp16_to_fp32_device(const std::uint16_t*, std::size_t, float*, void*) {
   ScopedErrorContext ctx("cuda.fp16_to_fp32");
-  RP_THROW(UsageError, "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
+  RP_THROW(UsageError,
+           "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
 }
 void fp32_to_bf16_device(const float*, std::size_t, std::uint16_t*, void*) {
   ScopedErrorContext ctx("cuda.fp32_to_bf16");
-  RP_THROW(UsageError, "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
+  RP_THROW(UsageError,
+           "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
 }
 void bf16_to_fp32_device(const std::uint16_t*, std::size_t, float*, void*) {
   ScopedErrorContext ctx("cuda.bf16_to_fp32");
-  RP_THROW(UsageError, "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
+  RP_THROW(UsageError,
+           "this build of ringpress has no CUDA support (rebuild with -DRINGPRESS_CUDA=ON)");
 }
 
 }  // namespace ringpress::cuda

@@ -67,8 +67,12 @@ void launch(bool unshuffle, const void* d_src, void* d_dst, std::size_t nbytes,
 
 }  // namespace
 
-bool built() noexcept { return true; }
-int runtime_version() noexcept { return CUDART_VERSION; }
+bool built() noexcept {
+  return true;
+}
+int runtime_version() noexcept {
+  return CUDART_VERSION;
+}
 
 int device_count() noexcept {
   int count = 0;
@@ -85,8 +89,8 @@ void byte_shuffle_device(const void* d_src, void* d_dst, std::size_t nbytes, std
   launch(false, d_src, d_dst, nbytes, elemsize, stream);
 }
 
-void byte_unshuffle_device(const void* d_src, void* d_dst, std::size_t nbytes,
-                           std::size_t elemsize, void* stream) {
+void byte_unshuffle_device(const void* d_src, void* d_dst, std::size_t nbytes, std::size_t elemsize,
+                           void* stream) {
   ScopedErrorContext ctx("cuda.byte_unshuffle");
   launch(true, d_src, d_dst, nbytes, elemsize, stream);
 }

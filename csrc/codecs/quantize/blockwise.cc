@@ -17,7 +17,6 @@
 #include "ringpress/error.h"
 #include "ringpress/quantize.h"
 #include "ringpress/thread_pool.h"
-
 #include "target.h"
 #define RP_AI inline __attribute__((always_inline))
 

@@ -11,7 +11,6 @@
 #include "ringpress/error.h"
 #include "ringpress/quantize.h"
 #include "ringpress/thread_pool.h"
-
 #include "target.h"
 #if RP_Q_X86
 #include <immintrin.h>

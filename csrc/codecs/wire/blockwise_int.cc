@@ -21,11 +21,13 @@ class BlockwiseInt final : public Codec {
     p_.rounding = quant::Rounding::kNearest;
   }
   std::size_t bound(std::size_t count) const override {
-    return quant::num_blocks(count, p_.block) * sizeof(float) + quant::blockwise_payload_bytes(count, p_.bits);
+    return quant::num_blocks(count, p_.block) * sizeof(float) +
+           quant::blockwise_payload_bytes(count, p_.bits);
   }
   std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t) override {
     auto* scales = static_cast<float*>(out);
-    auto* payload = static_cast<std::uint8_t*>(out) + quant::num_blocks(count, p_.block) * sizeof(float);
+    auto* payload =
+        static_cast<std::uint8_t*>(out) + quant::num_blocks(count, p_.block) * sizeof(float);
     quant::blockwise_encode(static_cast<const float*>(src), count, p_, payload, scales);
     return bound(count);
   }
@@ -40,7 +42,8 @@ class BlockwiseInt final : public Codec {
                  "a quantized segment carries a bad scale");
     }
     float* out = reduce ? scales + nb : static_cast<float*>(dst);
-    quant::blockwise_decode(static_cast<const std::uint8_t*>(in) + nb * sizeof(float), scales, count, p_, out);
+    quant::blockwise_decode(static_cast<const std::uint8_t*>(in) + nb * sizeof(float), scales,
+                            count, p_, out);
     if (reduce) reduce_into(DType::kF32, ReduceOp::kSum, dst, out, count);
   }
 
@@ -56,7 +59,11 @@ std::unique_ptr<Codec> make(int bits, const CodecParams& p) {
 
 }  // namespace
 
-std::unique_ptr<Codec> make_int8(const CodecParams& p, DType, ReduceOp) { return make(8, p); }
-std::unique_ptr<Codec> make_int4(const CodecParams& p, DType, ReduceOp) { return make(4, p); }
+std::unique_ptr<Codec> make_int8(const CodecParams& p, DType, ReduceOp) {
+  return make(8, p);
+}
+std::unique_ptr<Codec> make_int4(const CodecParams& p, DType, ReduceOp) {
+  return make(4, p);
+}
 
 }  // namespace ringpress::wire_codecs

@@ -41,7 +41,11 @@ class HalfFloat final : public Codec {
 
 }  // namespace
 
-std::unique_ptr<Codec> make_bf16(const CodecParams&, DType, ReduceOp) { return std::make_unique<HalfFloat>(true); }
-std::unique_ptr<Codec> make_fp16(const CodecParams&, DType, ReduceOp) { return std::make_unique<HalfFloat>(false); }
+std::unique_ptr<Codec> make_bf16(const CodecParams&, DType, ReduceOp) {
+  return std::make_unique<HalfFloat>(true);
+}
+std::unique_ptr<Codec> make_fp16(const CodecParams&, DType, ReduceOp) {
+  return std::make_unique<HalfFloat>(false);
+}
 
 }  // namespace ringpress::wire_codecs

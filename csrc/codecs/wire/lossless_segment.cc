@@ -22,7 +22,8 @@ class LosslessSegment final : public Codec {
   }
   std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t) override {
     std::uint64_t shape[1] = {count};
-    return lossless_encode(src, count * dtype_size(dtype_), dtype_, shape, 1, opts_, out, bound(count));
+    return lossless_encode(src, count * dtype_size(dtype_), dtype_, shape, 1, opts_, out,
+                           bound(count));
   }
   void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) override {
     const std::size_t bytes = count * dtype_size(dtype_);

@@ -33,7 +33,8 @@ const CodecInfo kBuiltin[] = {
     {3, "fp16", 1, false, kF32, kRing, make_fp16, "float32 as float16, round to nearest even"},
     {4, "int8", 1, false, kF32, kRing, make_int8, "blockwise int8, one float32 scale per block"},
     {5, "int4", 1, false, kF32, kRing, make_int4, "blockwise int4, one float32 scale per block"},
-    {6, "topk", 1, false, kF32, kGather, make_topk, "k largest magnitudes: delta-coded indices + values"},
+    {6, "topk", 1, false, kF32, kGather, make_topk,
+     "k largest magnitudes: delta-coded indices + values"},
 };
 
 struct Registry {
@@ -50,7 +51,8 @@ void add(Registry& reg, const CodecInfo& info) {
   std::lock_guard<std::mutex> lock(reg.mu);
   for (int i = 0; i < kMaxCodecs; ++i) {
     if (!reg.present[i].load(std::memory_order_relaxed)) continue;
-    RP_ENFORCE(i != info.id, UsageError, "codec id ", int(info.id), " is taken by '", reg.rows[i].name, "'");
+    RP_ENFORCE(i != info.id, UsageError, "codec id ", int(info.id), " is taken by '",
+               reg.rows[i].name, "'");
     RP_ENFORCE(std::strcmp(reg.rows[i].name, info.name) != 0, UsageError, "codec name '", info.name,
                "' is taken by id ", i);
   }
@@ -93,7 +95,8 @@ const CodecInfo* find_codec(int id) noexcept {
 const CodecInfo& codec_by_name(const std::string& name) {
   Registry& reg = registry();
   for (int i = 0; i < kMaxCodecs; ++i) {
-    if (reg.present[i].load(std::memory_order_acquire) && name == reg.rows[i].name) return reg.rows[i];
+    if (reg.present[i].load(std::memory_order_acquire) && name == reg.rows[i].name)
+      return reg.rows[i];
   }
   RP_THROW(UsageError, "unknown compression '", name, "'; expected one of ", known_names());
 }
@@ -108,17 +111,21 @@ bool codec_accepts(const CodecInfo& info, DType dtype, ReduceOp op) noexcept {
   return dtype == DType::kF32 && (op == ReduceOp::kSum || op == ReduceOp::kAvg);
 }
 
-std::unique_ptr<Codec> make_codec(WireCompression id, const CodecParams& params, DType dtype, ReduceOp op) {
+std::unique_ptr<Codec> make_codec(WireCompression id, const CodecParams& params, DType dtype,
+                                  ReduceOp op) {
   const CodecInfo* info = find_codec(static_cast<int>(id));
   RP_ENFORCE(info != nullptr && info->make != nullptr, UsageError, "no wire codec with id ",
              static_cast<int>(id));
   if (!codec_accepts(*info, dtype, op)) {
     if (!reduce_supported(dtype) || info->dtypes == CodecDTypes::kReducible) {
-      RP_THROW(UsageError, "compression '", info->name, "' does not support dtype ", dtype_name(dtype));
+      RP_THROW(UsageError, "compression '", info->name, "' does not support dtype ",
+               dtype_name(dtype));
     }
     RP_ENFORCE(dtype == DType::kF32, UsageError, "compression '", info->name,
-               "' needs float32 data, got ", dtype_name(dtype), " (use 'lossless' for other dtypes)");
-    RP_THROW(UsageError, "compression '", info->name, "' supports sum and avg, not ", reduce_op_name(op));
+               "' needs float32 data, got ", dtype_name(dtype),
+               " (use 'lossless' for other dtypes)");
+    RP_THROW(UsageError, "compression '", info->name, "' supports sum and avg, not ",
+             reduce_op_name(op));
   }
   return info->make(params, dtype, op);
 }
@@ -134,10 +141,11 @@ WireCompression wire_compression_from_name(const std::string& name) {
   return static_cast<WireCompression>(codec_by_name(name).id);
 }
 
-std::size_t Codec::encode_feedback(float* x, float* r, std::size_t count, void* out, std::uint64_t seed,
-                                   bool keep) {
+std::size_t Codec::encode_feedback(float* x, float* r, std::size_t count, void* out,
+                                   std::uint64_t seed, bool keep) {
   const std::size_t bytes = encode(x, count, out, seed);
-  auto* dec = static_cast<float*>(wire_codecs::scratch(wire_codecs::Scratch::kFeedback, count * sizeof(float)));
+  auto* dec = static_cast<float*>(
+      wire_codecs::scratch(wire_codecs::Scratch::kFeedback, count * sizeof(float)));
   decode(out, bytes, dec, count, false);
   for (std::size_t i = 0; i < count; ++i) r[i] = x[i] - dec[i];
   if (keep && count) std::memcpy(x, dec, count * sizeof(float));

@@ -21,13 +21,15 @@ class TopKSparse final : public Codec {
   explicit TopKSparse(const CodecParams& p) : ratio_(p.ratio), sampled_(p.sampled) {}
 
   std::size_t k_of(std::size_t n) const {
-    return std::min<std::size_t>(n, static_cast<std::size_t>(std::ceil(ratio_ * static_cast<double>(n))));
+    return std::min<std::size_t>(
+        n, static_cast<std::size_t>(std::ceil(ratio_ * static_cast<double>(n))));
   }
   std::size_t max_selected(std::size_t n) const {
     const std::size_t k = k_of(n);
     if (!sampled_) return k;
     topk::SampledOptions so;
-    return std::min<std::size_t>(n, static_cast<std::size_t>(std::ceil(static_cast<double>(k) * (1.0 + so.tolerance))) + 1);
+    return std::min<std::size_t>(
+        n, static_cast<std::size_t>(std::ceil(static_cast<double>(k) * (1.0 + so.tolerance))) + 1);
   }
   std::size_t bound(std::size_t count) const override {
     const std::size_t m = max_selected(count);
@@ -47,8 +49,8 @@ class TopKSparse final : public Codec {
     RP_ENFORCE(ib <= len - 8, WireFormatError, "a sparse payload with an index block of ", ib,
                " bytes in ", len);
     const std::size_t k = topk::indices_decoded_count(p + 8, ib);
-    RP_ENFORCE(k <= count && (len - 8 - ib) == k * sizeof(float), WireFormatError, "a sparse payload with ",
-               k, " indices but ", len - 8 - ib, " value bytes");
+    RP_ENFORCE(k <= count && (len - 8 - ib) == k * sizeof(float), WireFormatError,
+               "a sparse payload with ", k, " indices but ", len - 8 - ib, " value bytes");
     if (k == 0) return;
     idx_.resize(k);
     val_.resize(k);
@@ -103,7 +105,8 @@ class TopKSparse final : public Codec {
 }  // namespace
 
 std::unique_ptr<Codec> make_topk(const CodecParams& p, DType, ReduceOp) {
-  RP_ENFORCE(p.ratio > 0.0 && p.ratio <= 1.0, UsageError, "topk ratio must be in (0, 1], got ", p.ratio);
+  RP_ENFORCE(p.ratio > 0.0 && p.ratio <= 1.0, UsageError, "topk ratio must be in (0, 1], got ",
+             p.ratio);
   return std::make_unique<TopKSparse>(p);
 }
 

@@ -1,10 +1,11 @@
 // XXH3-64 dispatch (hash.h): the per-ISA copies of hash_isa.cc, else the system library.
+#include "ringpress/hash.h"
+
 #include <xxhash.h>
 
 #include "ringpress/config.h"
 #include "ringpress/cpu.h"
 #include "ringpress/error.h"
-#include "ringpress/hash.h"
 
 namespace ringpress::hash_isa {
 namespace avx2 {
@@ -19,7 +20,9 @@ namespace ringpress {
 namespace {
 
 using HashFn = std::uint64_t (*)(const void*, std::size_t);
-std::uint64_t xxh3_library(const void* data, std::size_t len) { return XXH3_64bits(data, len); }
+std::uint64_t xxh3_library(const void* data, std::size_t len) {
+  return XXH3_64bits(data, len);
+}
 
 struct HashKernel {
   HashFn fn;
@@ -49,7 +52,11 @@ const HashKernel& kernel() {
 
 }  // namespace
 
-std::uint64_t xxh3_64(const void* data, std::size_t len) noexcept { return kernel().fn(data, len); }
-const char* hash_kernel_name() noexcept { return kernel().name; }
+std::uint64_t xxh3_64(const void* data, std::size_t len) noexcept {
+  return kernel().fn(data, len);
+}
+const char* hash_kernel_name() noexcept {
+  return kernel().name;
+}
 
 }  // namespace ringpress

@@ -12,5 +12,7 @@
 #include <cstdint>
 
 namespace ringpress::hash_isa::RP_ISA_NS {
-std::uint64_t xxh3(const void* data, std::size_t len) { return XXH3_64bits(data, len); }
+std::uint64_t xxh3(const void* data, std::size_t len) {
+  return XXH3_64bits(data, len);
+}
 }  // namespace ringpress::hash_isa::RP_ISA_NS

@@ -17,12 +17,11 @@
 namespace ringpress {
 
 // The per-ISA copies of reduce_isa.cc (one namespace each; see CMakeLists.txt "# Reductions").
-#define RP_DECLARE_REDUCE_ISA(ns)                                                            \
-  namespace reduce_isa::ns {                                                                 \
-  void reduce3(DType dtype, ReduceOp op, void* out, const void* a, const void* b,            \
-               std::size_t n);                                                               \
-  void scale_avg(DType dtype, void* data, std::size_t n, int divisor);                       \
-  const char* isa_name() noexcept;                                                           \
+#define RP_DECLARE_REDUCE_ISA(ns)                                                                 \
+  namespace reduce_isa::ns {                                                                      \
+  void reduce3(DType dtype, ReduceOp op, void* out, const void* a, const void* b, std::size_t n); \
+  void scale_avg(DType dtype, void* data, std::size_t n, int divisor);                            \
+  const char* isa_name() noexcept;                                                                \
   }
 RP_DECLARE_REDUCE_ISA(generic)
 #if RINGPRESS_HAVE_AVX2
@@ -113,10 +112,8 @@ bool reduce_supported(DType dtype) noexcept {
     case DType::kBF16:
     case DType::kI32:
     case DType::kI64:
-    case DType::kU8:
-      return true;
-    default:
-      return false;
+    case DType::kU8: return true;
+    default: return false;
   }
 }
 
@@ -124,8 +121,8 @@ void reduce3(DType dtype, ReduceOp op, void* out, const void* a, const void* b, 
   check_dtype(dtype, "reduce");
   check_op(op, "reduce");
   if (n == 0) return;
-  RP_ENFORCE(out != nullptr && a != nullptr && b != nullptr, UsageError,
-             "reduce of ", n, " elements got a null buffer");
+  RP_ENFORCE(out != nullptr && a != nullptr && b != nullptr, UsageError, "reduce of ", n,
+             " elements got a null buffer");
   const std::size_t elem = dtype_size(dtype);
   RP_ENFORCE_LE(n, SIZE_MAX / elem, UsageError, "reduce: element count overflows size_t");
   const std::size_t bytes = n * elem;
@@ -149,6 +146,8 @@ void scale_avg(DType dtype, void* data, std::size_t n, int divisor) {
   kernels().scale_avg(dtype, data, n, divisor);
 }
 
-const char* reduce_kernel_name() { return kernels().name(); }
+const char* reduce_kernel_name() {
+  return kernels().name();
+}
 
 }  // namespace ringpress

@@ -109,8 +109,7 @@ struct OpMax {
 
 // ------------------------------------------------------------------ generic loops
 template <typename T, typename F>
-void loop_disjoint(T* __restrict out, const T* __restrict a, const T* __restrict b,
-                   std::size_t n) {
+void loop_disjoint(T* __restrict out, const T* __restrict a, const T* __restrict b, std::size_t n) {
   for (std::size_t i = 0; i < n; ++i) out[i] = F::apply(a[i], b[i]);
 }
 template <typename T, typename F>
@@ -215,8 +214,9 @@ struct CvtF16 {
     for (; i + 16 <= n; i += 16) {
       // maskz forms with a full mask: the plain intrinsics use _mm*_undefined_*(), which GCC 12
       // reports as -Wmaybe-uninitialized (GCC bug 105593); same instruction.
-      _mm512_storeu_ps(f + i, _mm512_maskz_cvtph_ps(0xffff, _mm256_loadu_si256(
-                                   reinterpret_cast<const __m256i*>(h + i))));
+      _mm512_storeu_ps(f + i,
+                       _mm512_maskz_cvtph_ps(
+                           0xffff, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(h + i))));
     }
 #elif defined(__F16C__)
     for (; i + 8 <= n; i += 8) {
@@ -232,13 +232,13 @@ struct CvtF16 {
     for (; i + 16 <= n; i += 16) {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(h + i),
                           _mm512_maskz_cvtps_ph(0xffff, _mm512_loadu_ps(f + i),
-                                          _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+                                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
 #elif defined(__F16C__)
     for (; i + 8 <= n; i += 8) {
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(h + i),
-                       _mm256_cvtps_ph(_mm256_loadu_ps(f + i),
-                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+      _mm_storeu_si128(
+          reinterpret_cast<__m128i*>(h + i),
+          _mm256_cvtps_ph(_mm256_loadu_ps(f + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     }
 #endif
     for (; i < n; ++i) h[i] = f32_to_f16_soft(f[i]);
@@ -366,9 +366,7 @@ void scale_avg(DType dtype, void* data, std::size_t n, int divisor) {
     case DType::kI32:
       div_via_double<std::int32_t>(static_cast<std::int32_t*>(data), n, divisor);
       break;
-    case DType::kI64:
-      div_i64(static_cast<std::int64_t*>(data), n, divisor);
-      break;
+    case DType::kI64: div_i64(static_cast<std::int64_t*>(data), n, divisor); break;
     case DType::kU8:
       div_via_double<std::uint8_t>(static_cast<std::uint8_t*>(data), n, divisor);
       break;

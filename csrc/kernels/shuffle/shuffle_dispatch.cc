@@ -11,22 +11,17 @@ namespace ringpress {
 const ShuffleKernels* shuffle_kernels_for(SimdLevel level) noexcept {
   if (!simd_level_supported(level)) return nullptr;
   switch (level) {
-    case SimdLevel::kGeneric:
-      return &shuffle_isa::kGeneric;
+    case SimdLevel::kGeneric: return &shuffle_isa::kGeneric;
 #if RINGPRESS_HAVE_SSE2
-    case SimdLevel::kSSE2:
-      return &shuffle_isa::kSSE2;
+    case SimdLevel::kSSE2: return &shuffle_isa::kSSE2;
 #endif
 #if RINGPRESS_HAVE_AVX2
-    case SimdLevel::kAVX2:
-      return &shuffle_isa::kAVX2;
+    case SimdLevel::kAVX2: return &shuffle_isa::kAVX2;
 #endif
 #if RINGPRESS_HAVE_AVX512
-    case SimdLevel::kAVX512:
-      return &shuffle_isa::kAVX512;
+    case SimdLevel::kAVX512: return &shuffle_isa::kAVX512;
 #endif
-    default:
-      return nullptr;
+    default: return nullptr;
   }
 }
 

@@ -56,10 +56,9 @@ void byte_unshuffle_generic(const std::uint8_t* src, std::uint8_t* dst, std::siz
   }
 }
 
-void bit_shuffle_generic(const std::uint8_t* src, std::uint8_t* dst, std::size_t n,
-                         std::size_t s) {
+void bit_shuffle_generic(const std::uint8_t* src, std::uint8_t* dst, std::size_t n, std::size_t s) {
   const std::size_t plane_bytes = n / 8;
-  for (std::size_t g = 0; g < plane_bytes; ++g) {        // group of 8 elements
+  for (std::size_t g = 0; g < plane_bytes; ++g) {  // group of 8 elements
     const std::uint8_t* e = src + g * 8 * s;
     for (std::size_t b = 0; b < s; ++b) {
       std::uint8_t row[8];

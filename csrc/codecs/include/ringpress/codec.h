@@ -10,17 +10,17 @@
 //                       writes at most bound(count) bytes, returns how many. `seed` keys any
 //                       randomness (the request's sequence number: the same on every rank).
 //   decode(in, len, dst, count, reduce)
-//                       dst = decoded (reduce=false) or dst = dst (op) decoded (reduce=true: float32
-//                       sum for lossy codecs, the collective's op for exact ones). The bytes come
-//                       from the network: a payload that does not decode to exactly `count`
-//                       elements raises WireFormatError, never overreads, never allocates more
-//                       than `count` elements justify.
+//                       dst = decoded (reduce=false) or dst = dst (op) decoded (reduce=true:
+//                       float32 sum for lossy codecs, the collective's op for exact ones). The
+//                       bytes come from the network: a payload that does not decode to exactly
+//                       `count` elements raises WireFormatError, never overreads, never allocates
+//                       more than `count` elements justify.
 //   encode_feedback(x, r, count, out, seed, keep)
 //                       error feedback, the one helper every lossy path uses: out = encode(x),
-//                       r = x - decode(out) (what this encoding drops), and with keep, x = decode(out)
-//                       too. The caller adds r to x before (x' = x + r), so over any number of steps
-//                       outputs + residuals = inputs (up to fp32 rounding). A codec may override it
-//                       with a faster equivalent (top-k: zero the sent entries).
+//                       r = x - decode(out) (what this encoding drops), and with keep, x =
+//                       decode(out) too. The caller adds r to x before (x' = x + r), so over any
+//                       number of steps outputs + residuals = inputs (up to fp32 rounding). A codec
+//                       may override it with a faster equivalent (top-k: zero the sent entries).
 //
 // Registry rules: ids are < kMaxCodecs (the auto mode's `allow` is a bit mask of ids) and travel
 // in the message header's `codec` byte; id 0 is "none" (no codec: the plain algorithms). Builtin
@@ -42,7 +42,13 @@ namespace ringpress {
 // Ids of the builtin codecs (the registry's rows). kAuto is not a codec: the communicator picks
 // one of `allow` per request (auto_select.h).
 enum class WireCompression : std::uint8_t {
-  kNone = 0, kLossless = 1, kBF16 = 2, kFP16 = 3, kInt8 = 4, kInt4 = 5, kTopK = 6,
+  kNone = 0,
+  kLossless = 1,
+  kBF16 = 2,
+  kFP16 = 3,
+  kInt8 = 4,
+  kInt4 = 5,
+  kTopK = 6,
   kAuto = 0xff,
 };
 constexpr int kMaxCodecs = 32;
@@ -61,21 +67,23 @@ class Codec {
   virtual ~Codec() = default;
   virtual std::size_t bound(std::size_t count) const = 0;
   virtual std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t seed) = 0;
-  virtual void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) = 0;
+  virtual void decode(const void* in, std::size_t len, void* dst, std::size_t count,
+                      bool reduce) = 0;
   virtual std::size_t encode_feedback(float* x, float* r, std::size_t count, void* out,
                                       std::uint64_t seed, bool keep);
 };
 
 // Which collective schedule carries a codec's payloads.
 enum class CodecSchedule : std::uint8_t {
-  kRing = 0,       // pipelined ring: every segment encoded per hop (ring_codec.cc)
-  kAllgather = 1,  // each rank's whole payload allgathered, decoded and summed (allreduce_sparse.cc)
+  kRing = 0,  // pipelined ring: every segment encoded per hop (ring_codec.cc)
+  kAllgather =
+      1,  // each rank's whole payload allgathered, decoded and summed (allreduce_sparse.cc)
 };
 
 // Which data a codec accepts.
 enum class CodecDTypes : std::uint8_t {
-  kReducible = 0,    // any reducible dtype, any op (exact codecs)
-  kFloat32Sum = 1,   // float32 with sum or avg (lossy codecs)
+  kReducible = 0,   // any reducible dtype, any op (exact codecs)
+  kFloat32Sum = 1,  // float32 with sum or avg (lossy codecs)
 };
 
 struct CodecInfo {
@@ -100,7 +108,8 @@ const CodecInfo& codec_by_name(const std::string& name);
 void register_codec(const CodecInfo& info);
 
 // Checks the dtype rule and the parameters (UsageError naming the codec), then builds it.
-std::unique_ptr<Codec> make_codec(WireCompression id, const CodecParams& params, DType dtype, ReduceOp op);
+std::unique_ptr<Codec> make_codec(WireCompression id, const CodecParams& params, DType dtype,
+                                  ReduceOp op);
 // The dtype rule alone.
 bool codec_accepts(const CodecInfo& info, DType dtype, ReduceOp op) noexcept;
 

@@ -20,19 +20,24 @@
 namespace ringpress {
 
 enum class CompressMethod : std::uint8_t {
-  kFP16 = 1, kBF16 = 2, kInt = 3, kSign = 4, kTernary = 5, kSparse = 6,
+  kFP16 = 1,
+  kBF16 = 2,
+  kInt = 3,
+  kSign = 4,
+  kTernary = 5,
+  kSparse = 6,
 };
 enum class SparseSelector : std::uint8_t { kExact = 0, kSampled = 1, kRandom = 2, kThreshold = 3 };
 
 struct CompressorSpec {
   CompressMethod method = CompressMethod::kInt;
-  int bits = 8;                  // int: 8/4/2; sparse: bits per value, 32 or 16
-  std::uint32_t block = 512;     // int/sign/ternary: elements per scale
-  bool stochastic = false;       // int
+  int bits = 8;               // int: 8/4/2; sparse: bits per value, 32 or 16
+  std::uint32_t block = 512;  // int/sign/ternary: elements per scale
+  bool stochastic = false;    // int
   SparseSelector selector = SparseSelector::kSampled;
-  double ratio = 0.01;           // sparse exact/sampled/random: k = max(1, round(ratio * n))
-  double tolerance = 0.05;       // sparse sampled
-  float threshold = 0.0f;        // sparse threshold
+  double ratio = 0.01;      // sparse exact/sampled/random: k = max(1, round(ratio * n))
+  double tolerance = 0.05;  // sparse sampled
+  float threshold = 0.0f;   // sparse threshold
   LosslessOptions lossless{wire::Codec::kNone, 1, ShuffleMode::kAuto, 1, 0};
 };
 

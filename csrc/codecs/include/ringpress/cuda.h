@@ -9,16 +9,16 @@
 
 namespace ringpress::cuda {
 
-bool built() noexcept;               // kernels compiled into this build
-int runtime_version() noexcept;      // CUDART_VERSION compiled against, 0 without CUDA
-int device_count() noexcept;         // usable devices now; 0 if no driver/GPU
+bool built() noexcept;           // kernels compiled into this build
+int runtime_version() noexcept;  // CUDART_VERSION compiled against, 0 without CUDA
+int device_count() noexcept;     // usable devices now; 0 if no driver/GPU
 
 // Byte shuffle on the device (layout as ringpress/shuffle.h). d_src/d_dst are device pointers;
 // stream is a cudaStream_t (nullptr = default stream). Asynchronous with respect to the host.
 void byte_shuffle_device(const void* d_src, void* d_dst, std::size_t nbytes, std::size_t elemsize,
                          void* stream);
-void byte_unshuffle_device(const void* d_src, void* d_dst, std::size_t nbytes,
-                           std::size_t elemsize, void* stream);
+void byte_unshuffle_device(const void* d_src, void* d_dst, std::size_t nbytes, std::size_t elemsize,
+                           void* stream);
 // Host-staged variant (copy in, kernel, copy out, synchronous): for tests and host buffers.
 void byte_shuffle_host_staged(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize,
                               bool unshuffle);
@@ -44,8 +44,8 @@ void topk_sampled_threshold_device(const float* d_x, std::size_t n, std::size_t 
                                    float* d_threshold, void* stream);
 // Host-staged threshold selection (synchronous; for tests): returns the count selected (the
 // first min(count, capacity) are written). Throws UsageError if the input holds NaN.
-std::size_t topk_threshold_select_host_staged(const float* x, std::size_t n, float t,
-                                              unsigned* idx, float* val, std::size_t capacity);
+std::size_t topk_threshold_select_host_staged(const float* x, std::size_t n, float t, unsigned* idx,
+                                              float* val, std::size_t capacity);
 
 }  // namespace ringpress::cuda
 

@@ -23,10 +23,10 @@ enum class ShuffleMode : std::uint8_t { kAuto = 0, kNone = 1, kByte = 2, kBit = 
 
 struct LosslessOptions {
   wire::Codec codec = wire::Codec::kZstd;
-  int level = 1;                       // zstd level (-7..22) or lz4 acceleration (1..65)
+  int level = 1;  // zstd level (-7..22) or lz4 acceleration (1..65)
   ShuffleMode shuffle = ShuffleMode::kAuto;
   int threads = 1;
-  std::uint32_t block_size = 0;        // 0 = default (256 KiB rounded to the element size)
+  std::uint32_t block_size = 0;  // 0 = default (256 KiB rounded to the element size)
 };
 
 ShuffleMode shuffle_mode_from_name(const char* name);  // throws UsageError
@@ -48,7 +48,7 @@ std::size_t lossless_encode(const void* src, std::size_t nbytes, DType dtype,
 void lossless_decode(const void* frame, std::size_t len, void* dst, std::size_t dst_len,
                      int threads = 1);
 // The same for a frame already validated by wire::parse_frame (no second parse).
-void lossless_decode(const wire::FrameInfo& info, const void* frame, void* dst,
-                     std::size_t dst_len, int threads = 1);
+void lossless_decode(const wire::FrameInfo& info, const void* frame, void* dst, std::size_t dst_len,
+                     int threads = 1);
 
 }  // namespace ringpress

@@ -34,8 +34,8 @@ struct BlockEntry {
   std::uint16_t plane_mask = 0;
   std::uint64_t checksum = 0;
   // Derived while parsing:
-  std::uint64_t offset = 0;   // of the block data from the frame start
-  std::uint32_t length = 0;   // decoded block length
+  std::uint64_t offset = 0;  // of the block data from the frame start
+  std::uint32_t length = 0;  // decoded block length
 };
 
 struct FrameInfo {

@@ -24,11 +24,11 @@ constexpr int kKinds = kMaxCodecs;  // indexed by codec id (ringpress/codec.h)
 
 struct Model {
   bool valid = false;
-  double alpha_s = 0;                 // per-message latency
-  double byte_s = 0;                  // seconds per byte on the slowest ring link
-  std::array<double, kKinds> enc_s{};   // encode seconds per input byte
-  std::array<double, kKinds> dec_s{};   // decode (+reduce) seconds per input byte
-  std::array<double, kKinds> ratio{};   // input bytes / wire bytes
+  double alpha_s = 0;                  // per-message latency
+  double byte_s = 0;                   // seconds per byte on the slowest ring link
+  std::array<double, kKinds> enc_s{};  // encode seconds per input byte
+  std::array<double, kKinds> dec_s{};  // decode (+reduce) seconds per input byte
+  std::array<double, kKinds> ratio{};  // input bytes / wire bytes
   // Live correction: the smallest actual / predicted among the requests run with each kind since
   // the previous calibration (see Observed), the largest over ranks, agreed at the next
   // calibration (1 = the model was right). predict() scales by it.
@@ -63,10 +63,14 @@ struct Choice {
 };
 
 // Bit for each allowed kind: 1u << static_cast<int>(WireCompression::k...).
-inline std::uint32_t bit(WireCompression k) { return 1u << static_cast<int>(k); }
+inline std::uint32_t bit(WireCompression k) {
+  return 1u << static_cast<int>(k);
+}
 
-double predict(const Model& m, WireCompression kind, std::size_t bytes, int P, std::size_t segment_bytes);
-Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, std::size_t segment_bytes);
+double predict(const Model& m, WireCompression kind, std::size_t bytes, int P,
+               std::size_t segment_bytes);
+Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow,
+              std::size_t segment_bytes);
 
 // Collective: all ranks call it at the same request. `sample` is float32 data of the request.
 // `seen` (may be empty) feeds the corrections; `prev` keeps the corrections of kinds not seen.
@@ -85,7 +89,7 @@ struct AutoState {
 struct AutoOutcome {
   bool calibrated = false;  // this request (re)calibrated the model
   Choice choice;
-  double actual_s = 0;      // time the chosen kind took
+  double actual_s = 0;  // time the chosen kind took
 };
 
 // Collective (every rank calls it for the same request): (re)calibrate at the same request on

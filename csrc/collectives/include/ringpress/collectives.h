@@ -63,8 +63,8 @@ struct AllreduceOptions {
   DType dtype = DType::kF32;
   ReduceOp op = ReduceOp::kSum;
   AllreduceAlgo algo = AllreduceAlgo::kAuto;
-  std::size_t segment_bytes = 0;  // 0 = default
-  std::size_t small_bytes = 0;    // auto: recursive doubling at or below this size; 0 = default
+  std::size_t segment_bytes = 0;   // 0 = default
+  std::size_t small_bytes = 0;     // auto: recursive doubling at or below this size; 0 = default
   CompressionOptions compression;  // kNone: plain
   // Error feedback (topk and the lossy ring kinds; none and lossless leave it unchanged): `count`
   // float32 values this rank failed to send last time; added to the input before compressing and

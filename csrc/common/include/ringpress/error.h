@@ -60,12 +60,12 @@ class Error : public std::runtime_error {
   int line_;
 };
 
-#define RP_DECLARE_ERROR(Name, Kind)                                               \
-  class Name : public Error {                                                      \
-   public:                                                                         \
-    static constexpr ErrorKind kKind = ErrorKind::Kind;                            \
-    Name(ErrorContext ctx, std::string detail, const char* file, int line)         \
-        : Error(kKind, std::move(ctx), std::move(detail), file, line) {}           \
+#define RP_DECLARE_ERROR(Name, Kind)                                       \
+  class Name : public Error {                                              \
+   public:                                                                 \
+    static constexpr ErrorKind kKind = ErrorKind::Kind;                    \
+    Name(ErrorContext ctx, std::string detail, const char* file, int line) \
+        : Error(kKind, std::move(ctx), std::move(detail), file, line) {}   \
   }
 
 RP_DECLARE_ERROR(UsageError, kUsage);
@@ -117,31 +117,32 @@ decltype(auto) printable(const T& v) {
 
 // RP_THROW(ErrType, parts...)                       throw with the thread's current context
 // RP_THROW_CTX(ErrType, ctx, parts...)              throw with an explicit ErrorContext
-#define RP_THROW(ErrType, ...)                                                              \
-  ::ringpress::detail::throw_error(::ringpress::ErrType::kKind,                             \
-                                   ::ringpress::current_error_context(),                    \
+#define RP_THROW(ErrType, ...)                                           \
+  ::ringpress::detail::throw_error(::ringpress::ErrType::kKind,          \
+                                   ::ringpress::current_error_context(), \
                                    ::ringpress::detail::str_cat(__VA_ARGS__), __FILE__, __LINE__)
-#define RP_THROW_CTX(ErrType, ctx, ...)                                                     \
-  ::ringpress::detail::throw_error(::ringpress::ErrType::kKind, (ctx),                      \
+#define RP_THROW_CTX(ErrType, ctx, ...)                                \
+  ::ringpress::detail::throw_error(::ringpress::ErrType::kKind, (ctx), \
                                    ::ringpress::detail::str_cat(__VA_ARGS__), __FILE__, __LINE__)
 
 // RP_ENFORCE(cond, ErrType, parts...): throw ErrType when cond is false.
-#define RP_ENFORCE(cond, ErrType, ...)                                      \
-  do {                                                                      \
-    if (__builtin_expect(!(cond), 0)) {                                     \
-      RP_THROW(ErrType, "check '" #cond "' failed: ", __VA_ARGS__);         \
-    }                                                                       \
+#define RP_ENFORCE(cond, ErrType, ...)                              \
+  do {                                                              \
+    if (__builtin_expect(!(cond), 0)) {                             \
+      RP_THROW(ErrType, "check '" #cond "' failed: ", __VA_ARGS__); \
+    }                                                               \
   } while (0)
 
 // RP_ENFORCE_{EQ,NE,LT,LE,GT,GE}(a, b, ErrType, parts...): the message carries both values.
-#define RP_ENFORCE_BINARY_(a, b, opstr, ErrType, ...)                                       \
-  do {                                                                                      \
-    const auto& rp_a_ = (a);                                                                \
-    const auto& rp_b_ = (b);                                                                \
-    if (__builtin_expect(!(rp_a_ opstr rp_b_), 0)) {                                        \
-      RP_THROW(ErrType, "expected " #a " " #opstr " " #b " (", ::ringpress::detail::printable(rp_a_), \
-               " vs ", ::ringpress::detail::printable(rp_b_), "): ", __VA_ARGS__);          \
-    }                                                                                       \
+#define RP_ENFORCE_BINARY_(a, b, opstr, ErrType, ...)                      \
+  do {                                                                     \
+    const auto& rp_a_ = (a);                                               \
+    const auto& rp_b_ = (b);                                               \
+    if (__builtin_expect(!(rp_a_ opstr rp_b_), 0)) {                       \
+      RP_THROW(ErrType, "expected " #a " " #opstr " " #b " (",             \
+               ::ringpress::detail::printable(rp_a_), " vs ",              \
+               ::ringpress::detail::printable(rp_b_), "): ", __VA_ARGS__); \
+    }                                                                      \
   } while (0)
 #define RP_ENFORCE_EQ(a, b, ErrType, ...) RP_ENFORCE_BINARY_(a, b, ==, ErrType, __VA_ARGS__)
 #define RP_ENFORCE_NE(a, b, ErrType, ...) RP_ENFORCE_BINARY_(a, b, !=, ErrType, __VA_ARGS__)

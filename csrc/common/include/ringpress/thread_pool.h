@@ -12,7 +12,8 @@
 
 namespace ringpress {
 
-void parallel_for(std::size_t n, int threads, const std::function<void(std::size_t i, int worker)>& fn);
+void parallel_for(std::size_t n, int threads,
+                  const std::function<void(std::size_t i, int worker)>& fn);
 int hardware_threads() noexcept;
 
 }  // namespace ringpress

@@ -52,7 +52,11 @@ class TimelineScope {
  public:
   TimelineScope(Timeline* tl, const char* name, const char* cat, int tid, std::uint32_t seq = 0,
                 std::uint64_t bytes = 0)
-      : tl_(tl && tl->enabled() ? tl : nullptr), name_(name), cat_(cat), tid_(tid), seq_(seq),
+      : tl_(tl && tl->enabled() ? tl : nullptr),
+        name_(name),
+        cat_(cat),
+        tid_(tid),
+        seq_(seq),
         bytes_(bytes) {
     if (tl_) t0_ = Clock::now();
   }
@@ -84,15 +88,21 @@ class StageScope {
   // `oc` is any context with `stages`, `timeline` and `seq` members (collectives' OpContext).
   template <class Ctx>
   StageScope(const Ctx& oc, Stage stage, const char* label, std::uint64_t bytes)
-      : stages_(oc.stages), timeline_(oc.timeline), seq_(oc.seq), stage_(stage), label_(label),
-        bytes_(bytes), t0_(Clock::now()) {}
+      : stages_(oc.stages),
+        timeline_(oc.timeline),
+        seq_(oc.seq),
+        stage_(stage),
+        label_(label),
+        bytes_(bytes),
+        t0_(Clock::now()) {}
   ~StageScope() {
     const auto t1 = Clock::now();
     if (stages_) {
       const auto i = static_cast<std::size_t>(stage_);
-      stages_->ns[i].fetch_add(static_cast<std::uint64_t>(
-                                      std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0_).count()),
-                                  std::memory_order_relaxed);
+      stages_->ns[i].fetch_add(
+          static_cast<std::uint64_t>(
+              std::chrono::duration_cast<std::chrono::nanoseconds>(t1 - t0_).count()),
+          std::memory_order_relaxed);
       stages_->bytes[i].fetch_add(bytes_, std::memory_order_relaxed);
     }
     if (timeline_ && timeline_->enabled()) {

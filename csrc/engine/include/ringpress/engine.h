@@ -59,8 +59,8 @@ class CallbackPool : public std::enable_shared_from_this<CallbackPool> {
  private:
   static void run(std::shared_ptr<CallbackPool> self);
   std::mutex mu_;
-  std::condition_variable cv_;        // new callback
-  std::condition_variable drained_;   // outstanding_ fell
+  std::condition_variable cv_;       // new callback
+  std::condition_variable drained_;  // outstanding_ fell
   std::deque<std::function<void()>> queue_;
   int idle_ = 0;
   int outstanding_ = 0;  // queued + running
@@ -99,7 +99,7 @@ struct CommOptions {
   ContextOptions context;
   // Unset (0 / empty) options come from the environment, else the default (env.h).
   std::chrono::milliseconds op_timeout{0};  // 0: context.timeout (RINGPRESS_TIMEOUT, 300 s)
-  std::string timeline_path;   // non-empty: record and write here at close (else RINGPRESS_TIMELINE)
+  std::string timeline_path;  // non-empty: record and write here at close (else RINGPRESS_TIMELINE)
   std::size_t segment_bytes = 0;  // 0: default_segment_bytes()
   std::size_t small_bytes = 0;    // 0: default_small_bytes()
 };
@@ -117,7 +117,7 @@ struct CommStats {
   std::array<double, kMaxCodecs> auto_predicted_s{};
   double auto_actual_s = 0;
   int auto_calibrations = 0;
-  std::array<double, static_cast<int>(Stage::kCount)> stage_s{};       // time per stage
+  std::array<double, static_cast<int>(Stage::kCount)> stage_s{};             // time per stage
   std::array<std::uint64_t, static_cast<int>(Stage::kCount)> stage_bytes{};  // bytes through it
 };
 

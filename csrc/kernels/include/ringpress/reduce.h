@@ -24,8 +24,8 @@ namespace ringpress {
 enum class ReduceOp : std::uint8_t { kSum = 0, kAvg = 1, kMin = 2, kMax = 3, kProd = 4 };
 constexpr int kNumReduceOps = 5;
 
-const char* reduce_op_name(ReduceOp op) noexcept;         // "sum", "avg", ...
-ReduceOp reduce_op_from_name(const std::string& name);    // throws UsageError
+const char* reduce_op_name(ReduceOp op) noexcept;       // "sum", "avg", ...
+ReduceOp reduce_op_from_name(const std::string& name);  // throws UsageError
 bool reduce_supported(DType dtype) noexcept;
 
 // dst[i] = dst[i] op src[i], i < n.

@@ -2,13 +2,15 @@
 // framed messages asynchronously over TCP (any two hosts) or a shared-memory ring (same host).
 //
 // Contract
-//   * Context::create() rendezvouses through a Store: every rank publishes its listening address and
+//   * Context::create() rendezvouses through a Store: every rank publishes its listening address
+//   and
 //     host identity, rank 0 publishes (or the caller supplies) a per-job secret, and every pair of
 //     ranks connects once (full mesh; the higher rank connects, the lower accepts). A connection
 //     whose handshake lacks the secret, or that speaks anything else, is dropped and logged; the
 //     job is unaffected. Peers on the same host (same boot id and network namespace) get a
 //     shared-memory ring for data, keeping the TCP socket as their control channel (doorbells,
-//     aborts, liveness); RINGPRESS_TRANSPORT / ContextOptions::transport overrides (tcp | shm | auto).
+//     aborts, liveness); RINGPRESS_TRANSPORT / ContextOptions::transport overrides (tcp | shm |
+//     auto).
 //   * Messages: a 32-byte MsgHeader + payload. post_send/post_recv queue operations per pair;
 //     each direction of a pair completes strictly in posting order (FIFO matching, no tags to
 //     search). The receiver states what it expects (Expect): a header from a different collective,
@@ -47,24 +49,31 @@ const char* transport_kind_name(TransportKind kind) noexcept;
 
 // Which collective a message belongs to (carried in every header, for mismatch messages).
 enum class CollKind : std::uint8_t {
-  kNone = 0, kAllreduce = 1, kBroadcast = 2, kAllgather = 3, kReduceScatter = 4, kBarrier = 5,
-  kAllgatherv = 6, kReduce = 7, kSendRecv = 8,
+  kNone = 0,
+  kAllreduce = 1,
+  kBroadcast = 2,
+  kAllgather = 3,
+  kReduceScatter = 4,
+  kBarrier = 5,
+  kAllgatherv = 6,
+  kReduce = 7,
+  kSendRecv = 8,
 };
 const char* coll_kind_name(CollKind kind) noexcept;
 
 // Every message on a pair starts with this header (little-endian, 32 bytes; docs/wire-format.md).
 struct MsgHeader {
-  std::uint16_t magic = kMagic;      // "RP"
-  std::uint8_t version = kVersion;   // header layout version
-  std::uint8_t type = 0;             // MsgType
-  std::uint8_t coll = 0;             // CollKind
-  std::uint8_t dtype = 0;            // DType code
-  std::uint8_t redop = 0;            // ReduceOp code (0 when not a reduction; broadcast: root)
-  std::uint8_t codec = 0;            // wire codec id (ringpress/codec.h; 0 = none)
-  std::uint32_t seq = 0;             // the request's sequence number (same on every rank)
-  std::uint32_t step = 0;            // message index inside the algorithm
-  std::uint64_t count = 0;           // elements in the whole collective
-  std::uint64_t len = 0;             // payload bytes that follow
+  std::uint16_t magic = kMagic;     // "RP"
+  std::uint8_t version = kVersion;  // header layout version
+  std::uint8_t type = 0;            // MsgType
+  std::uint8_t coll = 0;            // CollKind
+  std::uint8_t dtype = 0;           // DType code
+  std::uint8_t redop = 0;           // ReduceOp code (0 when not a reduction; broadcast: root)
+  std::uint8_t codec = 0;           // wire codec id (ringpress/codec.h; 0 = none)
+  std::uint32_t seq = 0;            // the request's sequence number (same on every rank)
+  std::uint32_t step = 0;           // message index inside the algorithm
+  std::uint64_t count = 0;          // elements in the whole collective
+  std::uint64_t len = 0;            // payload bytes that follow
   static constexpr std::uint16_t kMagic = 0x5052u;  // 'R','P'
   static constexpr std::uint8_t kVersion = 2;       // 1 was the 'RPMG' layout without this byte
 };
@@ -84,14 +93,15 @@ struct ContextOptions {
   int rank = 0;
   int size = 1;
   // Empty / zero options are unset: the environment, else the default, fills them (env.h).
-  std::string transport;             // auto | tcp | shm (RINGPRESS_TRANSPORT, default auto)
-  std::chrono::milliseconds timeout{0};  // rendezvous + default op timeout (RINGPRESS_TIMEOUT, 300 s)
-  std::string bind_addr;             // listen on and publish (RINGPRESS_BIND_ADDR; "" = choose, see .cc)
-  std::string route_hint;            // an address of rank 0 / the store host, to pick bind_addr
-  std::string secret;                // per-job secret; "" = rank 0 creates one in the store
-  std::size_t shm_ring_bytes = 0;    // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 4 MiB)
-  int tcp_buffer_bytes = 4 << 20;    // SO_SNDBUF/SO_RCVBUF
-  int spin_us = 50;                  // busy-poll time before sleeping in epoll
+  std::string transport;  // auto | tcp | shm (RINGPRESS_TRANSPORT, default auto)
+  std::chrono::milliseconds timeout{
+      0};                  // rendezvous + default op timeout (RINGPRESS_TIMEOUT, 300 s)
+  std::string bind_addr;   // listen on and publish (RINGPRESS_BIND_ADDR; "" = choose, see .cc)
+  std::string route_hint;  // an address of rank 0 / the store host, to pick bind_addr
+  std::string secret;      // per-job secret; "" = rank 0 creates one in the store
+  std::size_t shm_ring_bytes = 0;  // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 4 MiB)
+  int tcp_buffer_bytes = 4 << 20;  // SO_SNDBUF/SO_RCVBUF
+  int spin_us = 50;                // busy-poll time before sleeping in epoll
 };
 
 // A ticket names a posted operation: (peer, direction, index in that direction's FIFO).
