@@ -6,9 +6,18 @@ cd "$(dirname "$0")/.."
 VENV="${RP_VENV:-.venv}"
 export PATH="$PWD/$VENV/bin:$PATH"
 
-echo "== lint (ruff)"
+echo "== lint (ruff, clang-format)"
 ruff check python tests bench
 ruff format --check python tests bench
+find csrc tests/cpp tests/fuzz \( -name '*.cc' -o -name '*.h' -o -name '*.cu' \) -print0 |
+  xargs -0 clang-format --dry-run --Werror
+
+echo "== types (the _core stub against the built module; the modules that call it)"
+# Run outside the source tree so the installed package (with its extension) is the one checked.
+(cd build && python -m mypy.stubtest ringpress._core --allowlist ../tests/stubtest_allowlist.txt)
+python -m mypy --ignore-missing-imports --follow-imports=silent --python-version 3.10 \
+  python/ringpress/__init__.py python/ringpress/comm.py python/ringpress/codecs.py \
+  python/ringpress/compressors.py python/ringpress/errors.py
 
 echo "== C++ tests (ctest)"
 ctest --test-dir build/py --output-on-failure -j2

@@ -18,7 +18,7 @@ from .errors import UsageError
 __all__ = ["compress", "compress_bound", "decompress", "frame_info"]
 
 # numpy dtype -> wire dtype name (docs/wire-format.md, "dtype codes").
-_NP_TO_WIRE = {
+_NP_TO_WIRE: dict[np.dtype, str] = {
     np.dtype(np.uint8): "uint8",
     np.dtype(np.int8): "int8",
     np.dtype(np.int16): "int16",
@@ -33,7 +33,7 @@ _NP_TO_WIRE = {
     np.dtype(np.bool_): "bool",
 }
 # wire dtype name -> numpy dtype used to return it (bfloat16 comes back as its uint16 bit patterns).
-_WIRE_TO_NP = {v: k for k, v in _NP_TO_WIRE.items()}
+_WIRE_TO_NP: dict[str, np.dtype] = {v: k for k, v in _NP_TO_WIRE.items()}
 _WIRE_TO_NP["bfloat16"] = np.dtype(np.uint16)
 _WIRE_TO_NP["bytes"] = np.dtype(np.uint8)
 _ITEMSIZE = {name: dt.itemsize for name, dt in _WIRE_TO_NP.items()}

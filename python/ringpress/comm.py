@@ -310,6 +310,7 @@ class Communicator:
             )
         timeout = kwargs.get("timeout") or _core.env_seconds("RINGPRESS_TIMEOUT")
         agent_store = (_launcher_var("TORCHELASTIC_USE_AGENT_STORE") or "").lower() == "true"
+        store: Any
         if agent_store and _launcher_var("RINGPRESS_MASTER_PORT") is None:
             import torch.distributed as dist
 
@@ -462,7 +463,7 @@ class Communicator:
         b = _Buf(x, "allreduce", True)
         _check_reducible(b, "allreduce")
         raddr = 0
-        keep = b
+        keep: Any = b
         if residual is not None:
             rb = _Buf(residual, "allreduce residual", True)
             if rb.dtype != "float32" or rb.count != b.count:

@@ -322,7 +322,8 @@ class ErrorFeedback(Compressor):
         self.compressor = compressor
         self._residuals: dict[str, np.ndarray] = {}
 
-    def encode(self, x: Any, key: str = "default", threads: int = 1):
+    # `key` comes second (the documented call is encode(grad, name)); threads stays keyword-safe.
+    def encode(self, x: Any, key: str = "default", threads: int = 1):  # type: ignore[override]
         arr, shape = _as_float32(x, "compress")
         r = self._residuals.get(key)
         if r is None or r.shape != shape:
