@@ -17,7 +17,6 @@ import json
 import os
 
 import numpy as np
-
 from ringpress import _core
 
 HERE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "wire_codecs")

@@ -12,13 +12,14 @@ import sys
 
 import numpy as np
 import pytest
+import ringpress
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-import ringpress
 from ringpress import _core
 
-GOLDEN = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden", "wire_codecs")
+GOLDEN = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "golden", "wire_codecs"
+)
 MANIFEST = json.load(open(os.path.join(GOLDEN, "manifest.json")))
 # libzstd/liblz4 may write other (equally valid) bytes in other versions: for lossless only the
 # decoding is a promise. Every other codec is our own code and must write the same bytes.
@@ -40,7 +41,9 @@ def test_golden_payload_decodes_to_its_recorded_output(name):
     e = MANIFEST[name]
     for kind in ("input", "payload", "decoded"):
         assert hashlib.sha256(read(name, kind)).hexdigest() == e[f"{kind}_sha256"], (name, kind)
-    out = _core.wire_decode(e["codec"], read(name, "payload"), e["count"], e["dtype"], e["op"], **e["params"])
+    out = _core.wire_decode(
+        e["codec"], read(name, "payload"), e["count"], e["dtype"], e["op"], **e["params"]
+    )
     assert out == read(name, "decoded")
     exact = {c["name"]: c["exact"] for c in ringpress.codecs()}[e["codec"]]
     if exact:
@@ -51,7 +54,9 @@ def test_golden_payload_decodes_to_its_recorded_output(name):
 def test_encoder_writes_the_golden_bytes(name):
     e = MANIFEST[name]
     x = np.frombuffer(read(name, "input"), dtype=e["dtype"])
-    assert _core.wire_encode(e["codec"], x, e["dtype"], e["op"], seed=0, **e["params"]) == read(name, "payload")
+    assert _core.wire_encode(e["codec"], x, e["dtype"], e["op"], seed=0, **e["params"]) == read(
+        name, "payload"
+    )
 
 
 def test_every_simd_level_writes_the_same_bytes():
