@@ -14,7 +14,7 @@ export RP_VENV := $(VENV)
 MPIRUN = OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $(VENV)/bin/mpirun \
 	$$( [ "$$(nproc)" -lt 2 ] && echo --oversubscribe )
 LINK_RUN = $(VENV)/bin/ringpress bench netns --nranks 2 --rate 1gbit -- \
-	$(VENV)/bin/python -m ringpress.bench compressed --size 16M --repeats 3
+	$(VENV)/bin/python -m ringpress_bench compressed --size 16M --repeats 3
 demo: build
 	$(VENV)/bin/ringpress info
 	$(MPIRUN) -n 2 $(VENV)/bin/ringpress bench allreduce

@@ -5,7 +5,8 @@ Python standard library's source, 2 ranks on this machine.
 
 Each rank trains on its own batches; DDP averages the gradients through ringpress (int8 on the
 wire, with error feedback). Rank 0 prints the training loss, the held-out loss and the bytes sent.
-The model and data are the ones ``ringpress bench train`` measures, at a smaller width.
+The model and data are the ones ``ringpress bench train`` measures, at a smaller width (from the
+benchmarks' package, ``ringpress_bench``: ``pip install ./bench``).
 """
 
 import argparse
@@ -15,7 +16,7 @@ import ringpress.torch  # registers the "ringpress" backend
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from ringpress.bench.train import CharData, heldout_loss, make_model
+from ringpress_bench.train import CharData, heldout_loss, make_model
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 ap = argparse.ArgumentParser()

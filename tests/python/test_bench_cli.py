@@ -1,27 +1,30 @@
 """`ringpress bench` end to end at small sizes with 2 ranks: alone (it spawns its ranks), under
 mpirun, over a shaped link in namespaces; the JSON record's fields and values; bad arguments,
 missing peers and bad `train` modes give a message and exit 2 (never a traceback); Ctrl-C leaves
-no rank process, namespace or shared-memory segment behind."""
+no rank process, namespace or shared-memory segment behind. Also the packaging: the runtime finds
+the benchmarks (a package of their own, ``ringpress_bench``) only through its ``ringpress.cli``
+entry points, holds no benchmark code, and the benchmark modules import each other without a
+cycle."""
 
 from __future__ import annotations
 
+import ast
 import json
-import math
 import os
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from watch import Watched, alive, children
 
-pytest.importorskip("ringpress.bench")
-from ringpress.bench import cli, launch, netns
-from ringpress.bench._common import Progress
+pytest.importorskip("ringpress_bench")
+from ringpress_bench import launch, netns, runner
+from ringpress_bench._common import Progress
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -46,8 +49,8 @@ def _have(mod: str) -> bool:
 
 
 def _bench(*args: str, cwd: Path = ROOT, env: dict | None = None, timeout: float = 120):
-    """Run the console script (``python -m ringpress.bench`` where it is not installed)."""
-    head = [RINGPRESS, "bench"] if RINGPRESS else [sys.executable, "-m", "ringpress.bench"]
+    """Run the console script (``python -m ringpress_bench`` where it is not installed)."""
+    head = [RINGPRESS, "bench"] if RINGPRESS else [sys.executable, "-m", "ringpress_bench"]
     e = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
     e.update(env or {})
     return subprocess.run(
@@ -68,7 +71,7 @@ def _check_record(rec: dict, world: int, sizes: list[int], repeats: int) -> None
     cfg = rec["config"]
     assert cfg["world_size"] == world and cfg["sizes"] == sizes
     assert cfg["busbw_factor"] == pytest.approx(2 * (world - 1) / world)
-    assert "ringpress bench allreduce" in rec["command"] or "ringpress.bench" in rec["command"]
+    assert "ringpress bench allreduce" in rec["command"] or "ringpress_bench" in rec["command"]
     assert [s["nbytes"] for s in rec["sizes"]] == sizes
     for s in rec["sizes"]:
         for name in cfg["peers_run"]:
@@ -78,7 +81,7 @@ def _check_record(rec: dict, world: int, sizes: list[int], repeats: int) -> None
             assert len(r["rank_samples_s"]) == world
             assert all(len(rs) == repeats and all(t > 0 for t in rs) for rs in r["rank_samples_s"])
             # a sample is the slowest rank's time; the reported time their median
-            assert r["samples_s"] == [max(col) for col in zip(*r["rank_samples_s"])]
+            assert r["samples_s"] == [max(col) for col in zip(*r["rank_samples_s"], strict=False)]
             assert r["median_s"] == pytest.approx(statistics.median(r["samples_s"]))
             assert r["min_s"] == min(r["samples_s"]) > 0
             algbw = s["nbytes"] / r["median_s"] / 1e9
@@ -123,7 +126,7 @@ def test_under_mpirun(tmp_path):
     pytest.importorskip("mpi4py")
     out = tmp_path / "mpi.json"
     cmd = [MPIRUN, "-n", "2", "--allow-run-as-root", "--oversubscribe", sys.executable]
-    cmd += ["-m", "ringpress.bench", "allreduce", "--quick", "--peers", "ringpress,mpi"]
+    cmd += ["-m", "ringpress_bench", "allreduce", "--quick", "--peers", "ringpress,mpi"]
     res = subprocess.run(
         [*cmd, "--json", str(out), "--no-plot", "--sizes", "4K,64K"],
         cwd=ROOT,
@@ -144,7 +147,7 @@ def test_under_mpirun(tmp_path):
 def test_under_mpirun_without_mpi4py_is_a_message(tmp_path):
     shim = _shim(tmp_path, "mpi4py")
     cmd = [MPIRUN, "-n", "2", "--allow-run-as-root", "--oversubscribe", "-x", "PYTHONPATH"]
-    cmd += [sys.executable, "-m", "ringpress.bench", "allreduce", "--quick"]
+    cmd += [sys.executable, "-m", "ringpress_bench", "allreduce", "--quick"]
     res = subprocess.run(
         cmd,
         cwd=ROOT,
@@ -182,7 +185,7 @@ def test_shaped_link_in_namespaces(tmp_path):
 )
 def test_link_without_root_is_one_clear_line():
     cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable]
-    cmd += ["-m", "ringpress.bench", "allreduce", "--link", "1gbit", "--quick"]
+    cmd += ["-m", "ringpress_bench", "allreduce", "--link", "1gbit", "--quick"]
     res = subprocess.run(cmd, cwd="/", capture_output=True, text=True, timeout=30)
     if "No module named" in res.stderr or "Permission denied" in res.stderr:
         pytest.skip("the interpreter or the installed package is not readable by nobody")
@@ -224,7 +227,7 @@ def test_missing_torch_and_mpi_skip_their_peers(tmp_path):
 
 def _main(argv: list[str], capsys) -> tuple[int, str]:
     try:
-        rc = cli.main(argv)
+        rc = runner.main(argv)
     except SystemExit as e:
         rc = e.code
     return rc, capsys.readouterr().err
@@ -247,6 +250,8 @@ def _main(argv: list[str], capsys) -> tuple[int, str]:
         (["codecs", "--sizes", "1M,2M"], "takes one size"),
         (["codecs", "--datasets", "fp64"], "unknown datasets"),
         (["compressors", "--size-mib", "-1"], "must be positive"),
+        (["kernels", "--repeats", "0"], "must be positive"),
+        (["train", "--link", "fast"], "bad rate 'fast'"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys, monkeypatch):
@@ -271,71 +276,51 @@ def test_train_is_wired_up():  # its own tests: test_bench_train.py
 
 def test_help_lists_every_subcommand(capsys):
     with pytest.raises(SystemExit) as e:
-        cli.main(["--help"])
+        runner.main(["--help"])
     assert e.value.code == 0
     text = capsys.readouterr().out
-    for sub in ("allreduce", "collectives", "codecs", "compressors", "train"):
-        assert sub in text
+    for sub in runner.SUBCOMMANDS:
+        assert f"  {sub} " in text
 
 
 # --------------------------------------------------------------------------- interrupt
 
 
-def _children(pid: int) -> list[int]:
-    kids = []
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            try:
-                with open(f"/proc/{d}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if ppid == pid:
-                kids.append(int(d))
-    return kids
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="reads /proc")
 def test_ctrl_c_leaves_nothing_behind(tmp_path):
-    """SIGINT while both ranks are inside 256 MiB allreduces (in namespaces when root)."""
+    """SIGINT while both ranks are inside 256 MiB allreduces (in namespaces when root).
+
+    Ready = rank 0's table header (it prints it once both ranks have set up every peer, torch
+    imported and gloo joined: seconds here, minutes on a machine other jobs load, hence the wait
+    for the line rather than a fixed deadline). Both pipes are read as the output comes: rank 0
+    writes to the command's own stderr, and a full pipe would block it."""
     args = ["allreduce", "--nranks", "2", "--sizes", "256M", "--json", str(tmp_path / "x.json")]
     if HAVE_NETNS:
         args += ["--link", "1gbit"]
-    head = [RINGPRESS, "bench"] if RINGPRESS else [sys.executable, "-m", "ringpress.bench"]
-    proc = subprocess.Popen(
-        [*head, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    head = [RINGPRESS, "bench"] if RINGPRESS else [sys.executable, "-m", "ringpress_bench"]
+    cmd = Watched(
+        subprocess.Popen(
+            [*head, *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
     )
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    deadline = time.monotonic() + 30
-    while not any("busbw" in ln for ln in lines) and time.monotonic() < deadline:
-        time.sleep(0.05)  # the table header: both ranks are measuring now
-    time.sleep(1.0)
-    ranks = _children(proc.pid)
+    proc = cmd.proc
+    ready = cmd.wait_for(lambda: "busbw" in cmd.out)  # the table header: both ranks measure now
+    time.sleep(1.0)  # into the first 256 MiB allreduce (an interrupt must clean up at any point)
+    ranks = children(proc.pid)
     prefix = f"{netns.PREFIX}{proc.pid}_"
     try:
-        assert any("busbw" in ln for ln in lines), "the benchmark never started measuring"
+        assert ready, f"the benchmark never started measuring:\n{cmd.out}\n{cmd.err}"
         assert len(ranks) == 2, ranks
         if HAVE_NETNS:
             assert len([n for n in netns.list_namespaces() if n.startswith(prefix)]) == 2
     finally:
         proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=30)
-    err = proc.stderr.read()
-    reader.join(timeout=10)
+        rc = cmd.wait_exit()
+    err = cmd.err
     assert rc == 130, err
     assert "interrupted by SIGINT; ranks stopped" in err and "Traceback" not in err
     for pid in ranks:
-        assert not _alive(pid), f"rank process {pid} survived"
+        assert not alive(pid), f"rank process {pid} survived"
     assert not [n for n in netns.list_namespaces() if n.startswith(prefix)]
     leftovers = [p for pid in ranks for p in Path("/dev/shm").glob(f"ringpress-*-{pid}-*")]
     assert leftovers == []
@@ -380,7 +365,7 @@ def test_progress_bar(capsys):
 
 
 def test_where_results_and_caches_go(tmp_path, monkeypatch):
-    from ringpress.bench import _common
+    from ringpress_bench import _common
 
     for k in ("RINGPRESS_BENCH_RESULTS", "RINGPRESS_CACHE_DIR"):
         monkeypatch.delenv(k, raising=False)
@@ -396,14 +381,79 @@ def test_where_results_and_caches_go(tmp_path, monkeypatch):
     assert _common.cache_dir() == tmp_path / "home" / ".cache" / "ringpress"
 
 
-def test_checkout_wrappers_are_the_package_modules():
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    import ringpress.bench.allreduce
+# --------------------------------------------------------------------------- packaging
 
-    import bench.allreduce
-    import bench.netns
+BENCH_DIR = Path(runner.__file__).resolve().parent
 
-    assert bench.allreduce is ringpress.bench.allreduce
-    assert bench.netns is netns
-    assert math.isclose(bench.allreduce.max_inner(2), 100)
+
+def test_the_runtime_finds_the_benchmarks_through_entry_points():
+    from ringpress import __main__ as cli
+
+    found = cli.plugins()
+    assert found["bench"].value == "ringpress_bench.runner:main"
+    assert found["kernels"].value == "ringpress_bench.runner:kernels_main"
+    assert found["bench"].load() is runner.main
+    res = subprocess.run(
+        [sys.executable, "-m", "ringpress", "--help"], capture_output=True, text=True, timeout=60
+    )
+    out = " ".join(res.stdout.split())  # argparse wraps the help lines
+    assert "{info,bench,kernels}" in out and "allreduce (gloo, Open MPI)" in out
+
+
+def test_without_the_benchmarks_ringpress_bench_says_how_to_install(monkeypatch, capsys):
+    from ringpress import __main__ as cli
+
+    monkeypatch.setattr(cli, "plugins", dict)  # as if ringpress-bench were not installed
+    for name in ("bench", "kernels"):
+        assert cli.main([name, "allreduce"]) == 2
+        err = capsys.readouterr().err
+        assert f"ringpress {name}: not installed here" in err and "pip install ./bench" in err
+    assert cli.main(["info", "--json"]) == 0  # the runtime's own commands still work
+    assert json.loads(capsys.readouterr().out)["version"]
+
+
+def test_the_runtime_package_holds_no_benchmark_code():
+    import ringpress
+
+    pkg = Path(ringpress.__file__).resolve().parent
+    modules = {p.relative_to(pkg).as_posix() for p in pkg.rglob("*.py")}
+    assert not [m for m in modules if m.startswith("bench/") or m == "kernels.py"], modules
+    assert not [m for m in modules if "ringpress_bench" in (pkg / m).read_text()], modules
+    bench = {p.stem for p in BENCH_DIR.glob("*.py")} - {"__init__", "__main__"}
+    assert not bench & {p.stem for p in pkg.rglob("*.py")}  # no module name in both packages
+
+
+def _package_imports(path: Path) -> set[str]:
+    """Modules of ``ringpress_bench`` that ``path`` imports (anywhere in it, functions too)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level == 1 and not mod:  # from . import a, b
+                names |= {a.name for a in node.names}
+            elif node.level == 1 or mod.startswith("ringpress_bench."):
+                names.add(mod.split(".")[-1] if node.level == 0 else mod.split(".")[0])
+        elif isinstance(node, ast.Import):
+            names |= {
+                a.name.split(".")[1] for a in node.names if a.name.startswith("ringpress_bench.")
+            }
+    return names - {path.stem}
+
+
+def test_benchmark_modules_import_each_other_without_a_cycle():
+    graph = {p.stem: _package_imports(p) for p in BENCH_DIR.glob("*.py")}
+    assert graph["launch"] == set(), graph["launch"]  # processes: below netns and the runner
+    assert graph["netns"] <= {"_common", "launch"}, graph["netns"]
+    assert "runner" in graph["allreduce"] and "runner" in graph["train"]
+    done: set[str] = set()
+
+    def visit(name: str, path: tuple[str, ...]) -> None:
+        assert name not in path, f"import cycle: {' -> '.join((*path, name))}"
+        if name in done:
+            return
+        for dep in graph.get(name, ()):
+            visit(dep, (*path, name))
+        done.add(name)
+
+    for name in graph:
+        visit(name, ())

@@ -1,11 +1,11 @@
-"""The codec benchmark (ringpress.bench.codecs, via the checkout's bench.codecs wrapper) end to end
-at a small size: every config round-trips and the record is complete."""
+"""The codec benchmark (``ringpress bench codecs``, ringpress_bench.lossless_codecs) end to end at a
+small size: every config round-trips and the record is complete."""
 
 import json
 
 import pytest
 
-codecs_bench = pytest.importorskip("bench.codecs")
+codecs_bench = pytest.importorskip("ringpress_bench.lossless_codecs")
 pytest.importorskip("blosc2")
 
 

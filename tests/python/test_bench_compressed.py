@@ -24,7 +24,7 @@ def test_compressed_bench_two_ranks(tmp_path):
                 [
                     sys.executable,
                     "-m",
-                    "ringpress.bench",
+                    "ringpress_bench",
                     "compressed",
                     "--size",
                     "1M",
@@ -42,7 +42,7 @@ def test_compressed_bench_two_ranks(tmp_path):
             )
         )
     outs = [p.communicate(timeout=300) for p in procs]
-    for p, (so, se) in zip(procs, outs):
+    for p, (so, se) in zip(procs, outs, strict=False):
         assert p.returncode == 0, so[-2000:] + se[-2000:]
     assert "auto chose" in outs[0][0]
     rec = json.loads(out.read_text())
@@ -72,7 +72,7 @@ def test_compressed_bench_needs_a_job():
         if k not in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
     }
     p = subprocess.run(
-        [sys.executable, "-m", "ringpress.bench", "compressed"],
+        [sys.executable, "-m", "ringpress_bench", "compressed"],
         env=env,
         capture_output=True,
         text=True,

@@ -1,5 +1,5 @@
-"""The compressor benchmark (ringpress.bench.compressors, via the checkout's bench.compressors
-wrapper) end to end at a small size: every method is checked and recorded."""
+"""The compressor benchmark (``ringpress bench compressors``, ringpress_bench.gradient_compressors)
+end to end at a small size: every method is checked and recorded."""
 
 import json
 import math
@@ -7,7 +7,7 @@ import math
 import pytest
 
 pytest.importorskip("torch")
-compressors_bench = pytest.importorskip("bench.compressors")
+compressors_bench = pytest.importorskip("ringpress_bench.gradient_compressors")
 
 RINGPRESS = (
     "ringpress TopK exact",

@@ -41,7 +41,7 @@ def _train(*args: str, env: dict | None = None, timeout: float = 120):
     }
     e.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "ringpress.bench", "train", *args],
+        [sys.executable, "-m", "ringpress_bench", "train", *args],
         env=e,
         capture_output=True,
         text=True,

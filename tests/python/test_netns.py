@@ -1,6 +1,6 @@
-"""ringpress.bench.netns (``bench/netns.py`` in a checkout): namespaces, shaped links, launching
-ranks, and teardown on every way out; the allreduce benchmark end to end under mpirun (and under
-the netns harness) through the checkout's ``python -m bench.*`` wrappers."""
+"""ringpress_bench.netns (``ringpress bench netns``): namespaces, shaped links, launching ranks, and
+teardown on every way out; the allreduce benchmark end to end under mpirun (and under the netns
+harness) through ``python -m ringpress_bench``."""
 
 from __future__ import annotations
 
@@ -14,12 +14,12 @@ import time
 from pathlib import Path
 
 import pytest
+from watch import Watched
 
 ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `pytest` (not `python -m pytest`) does not put the repo root there
-    sys.path.insert(0, str(ROOT))
+BENCH = [sys.executable, "-m", "ringpress_bench"]
 
-netns = pytest.importorskip("bench.netns")
+netns = pytest.importorskip("ringpress_bench.netns")
 
 HAVE_NETNS = (
     sys.platform == "linux"
@@ -72,9 +72,7 @@ def test_parse_rate_and_burst():
 
 
 def test_cli_needs_a_command():
-    res = subprocess.run(
-        [sys.executable, "-m", "bench.netns"], cwd=ROOT, capture_output=True, text=True
-    )
+    res = subprocess.run([*BENCH, "netns"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and "command after '--'" in res.stderr
 
 
@@ -88,9 +86,8 @@ def test_not_root_is_a_clear_error():
             "--reuid=65534",
             "--regid=65534",
             "--clear-groups",
-            sys.executable,
-            "-m",
-            "bench.netns",
+            *BENCH,
+            "netns",
             "--check",
         ],
         cwd=ROOT,
@@ -206,30 +203,36 @@ def test_timeout_kills_every_rank():
 
 @needs_netns
 def test_sigint_to_the_cli_leaves_nothing_behind():
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.netns", "--nranks", "2", "--", "sleep", "60"],
-        cwd=ROOT,
-        stderr=subprocess.PIPE,
-        text=True,
+    """Ready = both ranks' own line ("[rank r] ready", streamed by the harness), so each rank runs
+    its command in its namespace and the harness holds it; waited for as long as a loaded machine
+    needs (watch.STARTUP_S), the output read as it comes."""
+    rank_cmd = ["sh", "-c", "echo ready; exec sleep 60"]
+    cmd = Watched(
+        subprocess.Popen(
+            [*BENCH, "netns", "--nranks", "2", "--all-output", "--", *rank_cmd],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     )
+    proc = cmd.proc
     prefix = f"{netns.PREFIX}{proc.pid}_"
-    pids: list[int] = []
-    deadline = time.monotonic() + 15
-    while len(pids) < 2 and time.monotonic() < deadline:  # both ranks' `sleep` running
-        pids = [p for n in _namespaces(prefix) for p in netns.namespace_pids(n)]
-        time.sleep(0.05)
+    ready = cmd.wait_for(lambda: all(f"[rank {r}] ready" in cmd.out for r in (0, 1)))
+    pids = [p for n in _namespaces(prefix) for p in netns.namespace_pids(n)]  # the two `sleep`s
     try:
-        assert len(pids) == 2, "the ranks never started"
+        assert ready, f"the ranks never started:\n{cmd.out}\n{cmd.err}"
+        assert len(pids) == 2, pids
     finally:
         proc.send_signal(signal.SIGINT)
-        rc = proc.wait(timeout=20)
-    err = proc.stderr.read()
+        rc = cmd.wait_exit()
+    err = cmd.err
     assert rc == 130, err
     assert "interrupted by SIGINT; cleaned up" in err and "Traceback" not in err
     _assert_gone(prefix, pids)
 
 
-# --------------------------------------------------------------------------- bench.allreduce
+# --------------------------------------------------------------------------- allreduce
 
 
 def _check_allreduce_record(rec: dict, peers: list[str], world: int) -> None:
@@ -261,9 +264,8 @@ def test_allreduce_under_mpirun(tmp_path):
         "2",
         "--allow-run-as-root",
         "--oversubscribe",
-        sys.executable,
-        "-m",
-        "bench.allreduce",
+        *BENCH,
+        "allreduce",
         "--quick",
         "--peers",
         "gloo,mpi",
@@ -286,9 +288,8 @@ def test_allreduce_under_the_netns_harness(tmp_path):
     pytest.importorskip("torch")
     out = tmp_path / "allreduce.json"
     cmd = [
-        sys.executable,
-        "-m",
-        "bench.netns",
+        *BENCH,
+        "netns",
         "--nranks",
         "2",
         "--rate",
@@ -298,7 +299,8 @@ def test_allreduce_under_the_netns_harness(tmp_path):
         "--",
         "python",
         "-m",
-        "bench.allreduce",
+        "ringpress_bench",
+        "allreduce",
         "--quick",
         "--peers",
         "ringpress,gloo,mpi",
@@ -320,7 +322,7 @@ def test_allreduce_under_the_netns_harness(tmp_path):
 
 
 def _local_world():
-    ar = pytest.importorskip("bench.allreduce")
+    ar = pytest.importorskip("ringpress_bench.allreduce")
     return ar, ar.World(0, 1, "single", ar.LocalControl())
 
 

@@ -345,7 +345,7 @@ def ref_decode(frame) -> tuple[str, tuple[int, ...], bytes]:
     """Independent decoder: (dtype name, shape, decoded bytes), or RefError."""
     fr = ref_parse(frame)
     lengths = block_lengths(fr.nbytes, fr.block_size)
-    raw = b"".join(decode_block(fr, b, n) for b, n in zip(fr.blocks, lengths))
+    raw = b"".join(decode_block(fr, b, n) for b, n in zip(fr.blocks, lengths, strict=False))
     assert len(raw) == fr.nbytes
     return DTYPES[fr.dtype][0], fr.shape, raw
 
@@ -480,7 +480,7 @@ def check_frame_info(frame, fr: Frame):
     ]
     want = [
         (len(b.data), n, FILTER_NAMES[b.filter], CODING_NAMES[b.coding], b.plane_mask)
-        for b, n in zip(fr.blocks, lengths)
+        for b, n in zip(fr.blocks, lengths, strict=False)
     ]
     assert got == want
 

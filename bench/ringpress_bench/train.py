@@ -1,11 +1,11 @@
 """Training benchmark: DDP step time, bytes sent and held-out loss per gradient-communication mode.
 
-Launch (``ringpress bench train`` = ``python -m ringpress.bench train``)
+Launch (``ringpress bench train`` = ``python -m ringpress_bench train``)
     ringpress bench train [--nranks 2]            alone: spawns its own ranks on this host
     ringpress bench train --link 1gbit            alone, each rank in a network namespace joined
                                                   by a veth shaped to 1 Gbit/s (root; see netns)
-    ringpress bench netns --nranks 2 --rate 1gbit -- python -m ringpress.bench train
-    torchrun --nproc-per-node 2 -m ringpress.bench train
+    ringpress bench netns --nranks 2 --rate 1gbit -- python -m ringpress_bench train
+    torchrun --nproc-per-node 2 -m ringpress_bench train
 Under a launcher (RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT set) it is one rank of the job.
 
 The task
@@ -81,20 +81,23 @@ from typing import Any
 import numpy as np
 
 from ._common import (
-    COMMAND_ENV,
-    MODE_ENV,
-    ArgParser,
     Progress,
-    add_common_args,
-    die_with_parent,
     fmt_bytes,
-    launcher_rank,
-    let_rank0_speak,
     machine_info,
     results_dir,
     save_plot,
     versions,
     write_json,
+)
+from .runner import (
+    COMMAND_ENV,
+    DEFAULT_NRANKS,
+    MODE_ENV,
+    ArgParser,
+    UsageExit,
+    add_alone_args,
+    add_common_args,
+    spawn_or_run,
 )
 
 PROG = "ringpress bench train"
@@ -124,14 +127,9 @@ DEFAULTS = {
 HELD_OUT = 0.05
 MOMENTUM = 0.9
 POWERSGD_START = 2
-DEFAULT_NRANKS = 2
 TARGETS = {"vs_compute_max": 1.15, "vs_gloo_min": 3.0, "vs_powersgd_min": 1.4, "loss_rel_max": 0.01}
 FAIL_ENV = "RINGPRESS_BENCH_TRAIN_FAIL"  # tests: "MODE[:RANK]" raises in that mode (and rank)
 LINK_IF = "/sys/class/net/rpveth/statistics/tx_bytes"
-
-
-class UsageExit(Exception):
-    """Cannot run as asked; the message says why (exit 2)."""
 
 
 # --------------------------------------------------------------------------- data and model
@@ -375,9 +373,8 @@ def prepare(mode: str, ctx: Ctx) -> Plan:
             else "measured: comm.stats() bytes_sent"
         )
     else:
-        import torch.distributed as dist
-
         import ringpress.torch as rpt
+        import torch.distributed as dist
 
         kw["process_group"] = dist.distributed_c10d._get_default_group()
         plan.source = "measured: comm.stats() bytes_sent"
@@ -639,10 +636,9 @@ def _why(e: BaseException) -> str:
 def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
     """This rank's part; rank 0 prints, writes and returns the record."""
     try:
+        import ringpress.torch  # noqa: F401  (registers the backend)
         import torch
         import torch.distributed as dist
-
-        import ringpress.torch  # noqa: F401  (registers the backend)
     except ImportError as e:
         raise UsageExit(f"needs torch ({e}): pip install 'ringpress[torch]'") from None
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
@@ -786,7 +782,7 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
     network = (
         {
             "rate": link,
-            "harness": "ringpress.bench.netns",
+            "harness": "ringpress_bench.netns",
             "transport": os.environ.get("RINGPRESS_TRANSPORT"),
         }
         if link
@@ -870,8 +866,8 @@ def build_parser(prog: str = PROG) -> ArgParser:
         "mode (gloo, fp16, PowerSGD, ringpress and its hook). Alone (no launcher) it starts "
         "--nranks ranks itself; under torchrun or the netns harness it is one rank.",
         epilog="examples: ringpress bench train --quick | ringpress bench netns --nranks 2 --rate "
-        "1gbit -- python -m ringpress.bench train | torchrun --nproc-per-node 2 -m "
-        "ringpress.bench train --steps 10",
+        "1gbit -- python -m ringpress_bench train | torchrun --nproc-per-node 2 -m "
+        "ringpress_bench train --steps 10",
     )
     d = DEFAULTS
     ap.add_argument(
@@ -944,26 +940,7 @@ def build_parser(prog: str = PROG) -> ArgParser:
         default=300,
         help="process-group timeout in seconds (default 300)",
     )
-    ap.add_argument(
-        "--nranks",
-        "-n",
-        type=int,
-        default=None,
-        help=f"alone mode: ranks to start (default {DEFAULT_NRANKS})",
-    )
-    ap.add_argument(
-        "--link",
-        default=None,
-        metavar="RATE",
-        help="alone mode, root only: ranks in network namespaces joined by a link "
-        "shaped to RATE (1gbit, 10gbit, none, ...)",
-    )
-    ap.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="alone mode: stop every rank after this many seconds (exit 124)",
-    )
+    add_alone_args(ap, "ranks")
     add_common_args(ap)
     ap.add_argument(
         "--quick",
@@ -994,13 +971,6 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
         ap.error("--ratio must be in (0, 1]")
     if args.threads is not None and args.threads < 1:
         ap.error("--threads must be positive")
-    if args.link is not None:
-        from .netns import parse_rate
-
-        try:
-            parse_rate(args.link)
-        except ValueError as e:
-            ap.error(f"--link: {e}")
     args.alone = not ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
     if not args.alone:
         for v in ("MASTER_ADDR", "MASTER_PORT"):
@@ -1030,52 +1000,14 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
     return args
 
 
-def spawn(args: argparse.Namespace, argv: list[str], prog: str = PROG) -> int:
-    """Alone mode: start the ranks (in namespaces with --link), rank 0 on our terminal."""
-    from . import launch
-
-    n = args.nranks or DEFAULT_NRANKS
-    cmd = [
-        sys.executable,
-        "-m",
-        "ringpress.bench",
-        "train",
-        *argv,
-        "--json",
-        str(args.json),
-        "--plot",
-        str(args.png),
-    ]
-    return launch.spawn_alone(cmd, argv, n, args.link, args.timeout, prog)
+def _rank_argv(args: argparse.Namespace, argv: list[str]) -> list[str]:
+    """The command line every spawned rank runs: this one, with the output paths resolved."""
+    return [*argv, "--json", str(args.json), "--plot", str(args.png)]
 
 
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Alone: start the ranks (in namespaces with --link), rank 0 on our terminal; under a
+    launcher: be one rank. The runner turns failures into exit codes."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
-    if args.alone:
-        return spawn(args, argv, prog)
-    rank = launcher_rank()
-    die_with_parent()
-    try:
-        run_rank(args)
-    except UsageExit as e:
-        if rank == 0:
-            print(f"{prog}: error: {e}", file=sys.stderr)
-        let_rank0_speak()
-        return 2
-    except KeyboardInterrupt:
-        if rank == 0:
-            print(f"\n{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        from ..errors import RingpressError
-
-        if not isinstance(e, RingpressError):
-            raise
-        print(f"{prog}: rank {rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(prog="python -m ringpress.bench.train"))
+    return spawn_or_run(args, argv, prog, "train", lambda: _rank_argv(args, argv), run_rank)

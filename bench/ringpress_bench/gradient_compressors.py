@@ -1,7 +1,7 @@
 """Lossy gradient compressor benchmark: ringpress compressors vs torch / numpy peers.
 
 What is measured
-    For each method, on the flattened fp32 gradients of ``ringpress/bench/gradients.py`` (``--size-mib``
+    For each method, on the flattened fp32 gradients of ``gradients.py`` (``--size-mib``
     MiB, truncated to a multiple of 4096 elements): the achieved compression ratio (input bytes /
     payload bytes), the relative L2 error ``||x - decode(encode(x))|| / ||x||`` (float64
     accumulation), and encode / decode throughput in MB/s, where MB = 1e6 bytes of *fp32 input*
@@ -46,7 +46,7 @@ failure raises. Without torch the torch / numpy peer rows are skipped with a not
 next to it (``.png``).
 
 Usage: ``ringpress bench compressors [--quick] [--size-mib 64 | --sizes 64M] [--repeats 7]
-[--json PATH] [--plot PATH] [--no-progress]`` (or ``python -m ringpress.bench.compressors``);
+[--json PATH] [--plot PATH] [--no-progress]`` (or ``python -m ringpress_bench compressors``);
 ``run(argv) -> dict`` is the importable entry point.
 """
 
@@ -67,10 +67,7 @@ import numpy as np
 
 from . import gradients
 from ._common import (
-    ArgParser,
     Progress,
-    add_run_args,
-    finish_run_args,
     fmt_speed,
     machine_info,
     memcpy_reference,
@@ -80,7 +77,8 @@ from ._common import (
     warm_heap,
     write_json,
 )
-from .codecs import load_datasets
+from .lossless_codecs import load_datasets
+from .runner import ArgParser, add_run_args, finish_run_args
 
 BLOCK = 512
 RATIO = 0.01
@@ -570,7 +568,7 @@ def measure(
         if tick:
             tick()
     rows = []
-    for p, et, dt in zip(prepared, etimes, dtimes):
+    for p, et, dt in zip(prepared, etimes, dtimes, strict=False):
         m = p.m
         err, y = _decode_checked(p, x, out, amax)
         row: dict[str, Any] = {
@@ -679,7 +677,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
 
     rows = results["results"]
     markers = {"ringpress": "o", "torch": "s", "numpy": "^"}
-    colors = dict(zip(FAMILIES, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple")))
+    colors = dict(
+        zip(
+            FAMILIES, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple"), strict=False
+        )
+    )
     fig, ax = plt.subplots(figsize=(13, 8.5))
     clusters: dict[tuple[float, float], list[dict[str, Any]]] = {}
     for r in rows:  # methods landing on the same spot share one label block
@@ -841,13 +843,5 @@ def run(argv: list[str] | None = None, prog: str = "ringpress bench compressors"
 
 
 def main(argv: list[str] | None = None, prog: str = "ringpress bench compressors") -> int:
-    try:
-        run(argv, prog)
-    except gradients.GradientsUnavailable as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
+    run(argv, prog)  # no gradients (no torch to build them): the runner's exit 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(prog="python -m ringpress.bench.compressors"))

@@ -1,7 +1,8 @@
 """Start P rank processes of one command on this machine and look after them (stdlib only).
 
-Used by ``ringpress bench allreduce`` when no launcher started it ("alone" mode: it spawns its own
-ranks) and, with the same process handling, by the namespace harness (``netns.Topology``).
+The process handling under both harnesses: :class:`LocalRanks` (ranks on this host, what a
+benchmark's alone mode starts through ``runner.spawn_alone`` when no launcher started it) and the
+namespace harness (``netns.Topology``). This module imports nothing else of ``ringpress_bench``.
 
 Processes
     :func:`run_processes` starts one process per rank, each in its own session (so a Ctrl-C at the
@@ -33,7 +34,6 @@ import codecs
 import contextlib
 import glob
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -343,7 +343,7 @@ class LocalRanks:
     """``nranks`` processes on this host, rendezvous at 127.0.0.1; a context manager.
 
     >>> with LocalRanks(2) as ranks:                     # doctest: +SKIP
-    ...     res = ranks.launch(["python", "-m", "ringpress.bench", "allreduce", "--quick"])
+    ...     res = ranks.launch(["python", "-m", "ringpress_bench", "allreduce", "--quick"])
 
     Leaving the block (normally, by an exception, by Ctrl-C / SIGTERM / SIGHUP, or at interpreter
     exit) stops every rank still running and removes shared-memory segments they left.
@@ -440,51 +440,3 @@ def _atexit_teardown() -> None:
 
 
 atexit.register(_atexit_teardown)
-
-
-def spawn_alone(
-    cmd: list[str], argv: list[str], nranks: int, link: str | None, timeout: float | None, prog: str
-) -> int:
-    """Alone mode of a benchmark (``prog argv``): start ``nranks`` copies of ``cmd`` on this host
-    (or each in a network namespace joined by a link shaped to ``link``), rank 0 on our terminal;
-    stop them all on failure, timeout or a signal (namespaces removed). The ranks get MODE_ENV =
-    "alone", COMMAND_ENV = the command line, PARENT_ENV = our pid. Returns the exit code to use."""
-    from . import netns
-    from ._common import COMMAND_ENV, MODE_ENV, PARENT_ENV
-
-    env = {
-        MODE_ENV: "alone",
-        COMMAND_ENV: shlex.join([*prog.split(), *argv]),
-        PARENT_ENV: str(os.getpid()),
-    }
-
-    if link is not None:
-        try:
-            netns.preflight(need_tc=netns.parse_rate(link) is not None)
-        except netns.NetnsError as e:
-            print(f"{prog}: error: --link {link}: {e}", file=sys.stderr)
-            return 2
-        harness: Any = netns.Topology(nranks, link)
-        where = f"each in a network namespace, link {harness.rate}"
-    else:
-        harness = LocalRanks(nranks)
-        where = "on this host"
-    print(f"{prog}: starting {nranks} ranks {where} (alone mode)", file=sys.stderr, flush=True)
-    try:
-        with harness as ranks:
-            res = ranks.launch(cmd, env=env, stream="inherit", timeout=timeout)
-    except netns.NetnsError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt as e:
-        signum = getattr(e, "signum", signal.SIGINT)
-        print(
-            f"\n{prog}: interrupted by {signal.Signals(signum).name}; ranks stopped"
-            + (", namespaces removed" if link is not None else ""),
-            file=sys.stderr,
-        )
-        return 128 + signum
-    if not res.ok:
-        detail = res.describe().replace("\n", f"\n{prog}: ")
-        print(f"{prog}: ranks failed: {detail}", file=sys.stderr)
-    return res.exit_code()

@@ -1,6 +1,7 @@
-"""``ringpress kernels``: the shuffle kernels of the lossless stage at every SIMD level this
-machine supports, side by side with numpy doing the same transpose, on a float32 buffer; GB/s are
-medians of repeats.
+"""``ringpress kernels`` (= ``ringpress bench kernels``): the shuffle kernels of the lossless stage
+at every SIMD level this machine supports, side by side with numpy doing the same transpose, on a
+float32 buffer; GB/s are medians of repeats. It calls the per-level kernels of ``ringpress._core``
+directly (``byte_shuffle``, ``byte_unshuffle``, ``bit_shuffle``, ``simd_levels_supported``).
 """
 
 from __future__ import annotations
@@ -9,9 +10,10 @@ import argparse
 import time
 
 import numpy as np
-
 import ringpress
 from ringpress import _core
+
+from .runner import ArgParser
 
 
 def _median_seconds(fn, repeats: int) -> float:
@@ -24,7 +26,18 @@ def _median_seconds(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def main(args: argparse.Namespace) -> int:
+def parse_args(argv: list[str] | None, prog: str) -> argparse.Namespace:
+    ap = ArgParser(prog=prog, description="Shuffle kernel speed per SIMD level, against numpy.")
+    ap.add_argument("--size-mib", type=int, default=64, help="buffer size (default 64 MiB)")
+    ap.add_argument("--repeats", type=int, default=7, help="timed repeats, median reported")
+    args = ap.parse_args(argv)
+    if args.size_mib < 1 or args.repeats < 1:
+        ap.error("--size-mib and --repeats must be positive")
+    return args
+
+
+def main(argv: list[str] | None = None, prog: str = "ringpress kernels") -> int:
+    args = parse_args(argv, prog)
     info = ringpress.build_info()
     print(
         f"ringpress {info['version']}  simd={info['simd']}  cuda={'built' if info['cuda'] else 'no'}"

@@ -1,18 +1,18 @@
-"""Helpers shared by the benchmarks (``ringpress.bench.codecs``, ``.compressors``, ``.allreduce``).
+"""Helpers shared by the benchmarks, below everything else in ``ringpress_bench`` (stdlib + numpy).
 
 Timing (:func:`time_calls`: one ``time.perf_counter`` sample per call, garbage collection off),
 the memcpy reference, speed formatting, machine description and library versions for the JSON
 records, and the glibc heap tuning (:func:`warm_heap`) that keeps fresh-buffer APIs from paying
 page faults per call; size lists and byte / time formatting for the size sweeps; where results
 and caches go (:func:`results_dir`, :func:`cache_dir`); the rank-0 progress bar
-(:class:`Progress`); plots that are skipped with a message when matplotlib is missing.
+(:class:`Progress`); plots that are skipped with a message when matplotlib is missing. The command
+line, starting ranks and exit codes are the runner's (``runner``).
 
 Nothing here imports an optional peer (torch, mpi4py, blosc2, matplotlib) at module level.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import ctypes
 import gc
@@ -26,13 +26,13 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import numpy as np
 
 M_TRIM_THRESHOLD = -1  # glibc mallopt parameters
 M_MMAP_MAX = -4
-LOSSLESS_MODULES = ("blosc2", "zstandard", "lz4")  # bench.codecs' peer libraries
+LOSSLESS_MODULES = ("blosc2", "zstandard", "lz4")  # the codecs benchmark's peer libraries
 
 
 def nbytes(buf: Any) -> int:
@@ -147,7 +147,7 @@ def repo_root() -> Path | None:
     or None when run elsewhere (an installed package used from any directory)."""
     cwd = Path.cwd().resolve()
     for d in (cwd, *cwd.parents):
-        if (d / "bench" / "__init__.py").is_file() and (d / "python" / "ringpress").is_dir():
+        if (d / "bench" / "pyproject.toml").is_file() and (d / "python" / "ringpress").is_dir():
             return d
     return None
 
@@ -276,7 +276,7 @@ def save_plot(plot: Callable[[dict[str, Any], Path], None], results: dict, path:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print("matplotlib not installed: no plot (pip install 'ringpress[bench]')", flush=True)
+        print("matplotlib not installed: no plot (pip install matplotlib)", flush=True)
         return False
     plot(results, path)
     print(f"wrote {path}", flush=True)
@@ -289,143 +289,6 @@ def write_json(results: dict[str, Any], path: Path) -> None:
     tmp.write_text(json.dumps(results, indent=1, default=str))
     os.replace(tmp, path)
     print(f"wrote {path}", flush=True)
-
-
-QUICK_SIZE_MIB = 4.0
-QUICK_REPEATS = 3
-
-
-class ArgParser(argparse.ArgumentParser):
-    """argparse that prints its usage errors on one rank only (under mpirun / torchrun every rank
-    parses the same command line; one message is enough)."""
-
-    def error(self, message: str) -> NoReturn:  # type: ignore[override]
-        if launcher_rank() == 0:
-            self.print_usage(sys.stderr)
-            sys.stderr.write(f"{self.prog}: error: {message}\n")
-        else:
-            let_rank0_speak()
-        raise SystemExit(2)
-
-
-def let_rank0_speak(seconds: float = 3.0) -> None:
-    """On a rank other than 0 that is about to fail with the message rank 0 prints: wait a moment
-    first, since mpirun kills the whole job when the first rank exits non-zero, which could be
-    before rank 0 has printed anything."""
-    if launcher_rank() != 0:
-        time.sleep(seconds)
-
-
-def launcher_rank() -> int:
-    """This process's rank as a launcher's environment tells it (0 if none does)."""
-    for key in ("OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "RANK"):
-        v = os.environ.get(key, "")
-        if v.isdigit():
-            return int(v)
-    return 0
-
-
-PARENT_ENV = "RINGPRESS_BENCH_PARENT"  # pid of the command that spawned this rank
-MODE_ENV = "RINGPRESS_BENCH_MODE"  # "alone" in ranks a benchmark command spawned itself
-COMMAND_ENV = "RINGPRESS_BENCH_COMMAND"  # the spawning command line, for the record
-
-
-def die_with_parent() -> None:
-    """In a rank that ``ringpress bench`` spawned: ask Linux for SIGTERM when that command dies,
-    so even a SIGKILLed command leaves no rank running (Linux only; a no-op elsewhere)."""
-    parent = os.environ.get(PARENT_ENV)
-    if not parent or not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError, ValueError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, 15, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGTERM
-        if os.getppid() != int(parent):  # it died before prctl took effect
-            os.kill(os.getpid(), 15)
-
-
-def add_common_args(ap: argparse.ArgumentParser) -> None:
-    """Output and progress options every benchmark shares."""
-    ap.add_argument(
-        "--json",
-        type=Path,
-        default=None,
-        help=f"JSON record path (default: a name under {results_dir()}/, *_quick.json with --quick)",
-    )
-    ap.add_argument(
-        "--plot",
-        "--png",
-        dest="png",
-        type=Path,
-        default=None,
-        help="PNG plot path (default: next to --json)",
-    )
-    ap.add_argument("--no-plot", action="store_true", help="skip the PNG")
-    bar = ap.add_mutually_exclusive_group()
-    bar.add_argument(
-        "--progress",
-        dest="progress",
-        action="store_true",
-        default=None,
-        help="show the progress bar even when stderr is not a terminal (mpirun forwards "
-        "output line by line: there the bar only shows at the end)",
-    )
-    bar.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
-
-
-def add_run_args(ap: argparse.ArgumentParser, name: str, size_help: str) -> None:
-    """The options the single-process benchmarks share: data size, repeats, output files, heap
-    tuning, progress, --quick. ``name``: the default JSON file's stem."""
-    size = ap.add_mutually_exclusive_group()
-    size.add_argument(
-        "--size-mib",
-        type=float,
-        default=None,
-        help=f"{size_help}; default 64, {QUICK_SIZE_MIB:g} with --quick",
-    )
-    size.add_argument(
-        "--sizes",
-        default=None,
-        metavar="SIZE",
-        help="the same as one size in bytes with a unit, e.g. 16M (one value)",
-    )
-    ap.add_argument(
-        "--repeats",
-        type=int,
-        default=None,
-        help="timed calls per measurement (median reported); default 7, "
-        f"{QUICK_REPEATS} with --quick",
-    )
-    add_common_args(ap)
-    ap.add_argument(
-        "--no-heap-tuning",
-        action="store_true",
-        help="leave glibc malloc alone (fresh-buffer APIs then pay page faults per call)",
-    )
-    ap.add_argument("--quick", action="store_true", help="small sizes, 3 repeats (for tests)")
-    ap.set_defaults(_json_name=name)
-
-
-def finish_run_args(ap: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
-    """Fill the --quick dependent defaults and reject bad values (argparse-style, exit 2)."""
-    if args.sizes is not None:
-        try:
-            sizes = parse_sizes(args.sizes)
-        except ValueError as e:
-            ap.error(str(e))
-        if len(sizes) != 1:
-            ap.error(f"--sizes takes one size here, got {len(sizes)}")
-        args.size_mib = sizes[0] / (1 << 20)
-    if args.size_mib is None:
-        args.size_mib = QUICK_SIZE_MIB if args.quick else 64.0
-    if args.repeats is None:
-        args.repeats = QUICK_REPEATS if args.quick else 7
-    if args.json is None:
-        args.json = results_dir() / f"{args._json_name}{'_quick' if args.quick else ''}.json"
-    if args.png is None:
-        args.png = args.json.with_suffix(".png")
-    if args.repeats < 1 or args.size_mib <= 0 or getattr(args, "threads", 1) < 1:
-        ap.error("--repeats, --threads and --size-mib must be positive")
-    return args
 
 
 _SIZE_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}

@@ -1,15 +1,14 @@
 """Allreduce benchmark: ringpress vs gloo (torch.distributed) vs Open MPI (mpi4py), one job.
 
-Launch (``ringpress bench allreduce`` = ``python -m ringpress.bench allreduce``; in a checkout
-``python -m bench.allreduce`` is the same)
+Launch (``ringpress bench allreduce`` = ``python -m ringpress_bench allreduce``)
     ringpress bench allreduce [--nranks 2]        alone: spawns its own ranks on this host
     ringpress bench allreduce --link 1gbit        alone, each rank in a network namespace, joined
                                                   by a veth shaped to 1 Gbit/s (root; see netns)
     mpirun -n P [--allow-run-as-root --oversubscribe] ringpress bench allreduce [options]
-    torchrun --nproc-per-node P -m ringpress.bench allreduce [options]
+    torchrun --nproc-per-node P -m ringpress_bench allreduce [options]
 The launcher is detected from the environment (Open MPI / PMIx variables, else RANK / WORLD_SIZE /
 MASTER_ADDR / MASTER_PORT); with neither, the command is "alone" and starts ``--nranks`` rank
-processes of itself (``launch.LocalRanks``: rendezvous on 127.0.0.1 at a free port, rank 0's
+processes of itself (``runner.spawn_alone``, ``launch.LocalRanks``: rendezvous on 127.0.0.1 at a free port, rank 0's
 output on our terminal, every rank stopped and its shared memory removed on exit, failure,
 timeout or Ctrl-C). ``--launcher single`` runs one process in place (a smoke test: busbw is 0).
 The MPI column needs mpirun (alone mode skips it with a note); gloo needs torch; a peer that is
@@ -86,16 +85,9 @@ from typing import Any
 import numpy as np
 
 from ._common import (
-    COMMAND_ENV,
-    MODE_ENV,
-    ArgParser,
     Progress,
-    add_common_args,
-    die_with_parent,
     fmt_bytes,
     fmt_time,
-    launcher_rank,
-    let_rank0_speak,
     machine_info,
     parse_sizes,
     results_dir,
@@ -104,6 +96,16 @@ from ._common import (
     write_json,
 )
 from .launch import connect_with_retry
+from .runner import (
+    COMMAND_ENV,
+    MODE_ENV,
+    ArgParser,
+    BenchError,
+    UsageExit,
+    add_alone_args,
+    add_common_args,
+    spawn_or_run,
+)
 
 PROG = "ringpress bench allreduce"
 PEERS = ("ringpress", "gloo", "mpi")
@@ -118,16 +120,6 @@ PATTERN_LEN = 1024  # the fill pattern repeats every 1024 elements
 PATTERN_MOD = 13  # rank r contributes (i % 1024) % 13 + 1 + r: small integers, exact sums
 CONTROL_TIMEOUT_S = 300
 MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "PMI_SIZE", "PMI_RANK", "MPI_LOCALNRANKS")
-DEFAULT_NRANKS = 2  # alone mode
-LINKS = ("1gbit", "10gbit", "none")  # --link choices named in the help; any tc rate works
-
-
-class BenchError(RuntimeError):
-    """A peer gave a wrong result, or the ranks disagree; the message says which."""
-
-
-class UsageExit(Exception):
-    """Cannot run as asked (a missing requirement); the message says what to do. Exit code 2."""
 
 
 # --------------------------------------------------------------------------- control plane
@@ -584,7 +576,7 @@ def measure_size(
     rec: dict[str, Any] = {"nbytes": nbytes, "elements": n, "peers": {}}
     for i, peer in enumerate(peers):
         per_rank = [everyone[r][i] for r in range(world.size)]
-        worst = [max(col) for col in zip(*per_rank)]
+        worst = [max(col) for col in zip(*per_rank, strict=False)]
         med = statistics.median(worst)
         rec["peers"][peer.name] = {
             "inner": plans[i][0],
@@ -670,16 +662,6 @@ def plot(results: dict[str, Any], path: Path) -> None:
 # --------------------------------------------------------------------------- entry points
 
 
-def _rate_arg(text: str) -> str:
-    from .netns import parse_rate
-
-    try:
-        parse_rate(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    return text.strip().lower()
-
-
 def build_parser(prog: str = PROG) -> ArgParser:
     ap = ArgParser(
         prog=prog,
@@ -697,29 +679,7 @@ def build_parser(prog: str = PROG) -> ArgParser:
     ap.add_argument(
         "--peers", default=",".join(PEERS), help="comma-separated subset of ringpress,gloo,mpi"
     )
-    ap.add_argument(
-        "--nranks",
-        "-n",
-        type=int,
-        default=None,
-        help=f"alone mode: rank processes to start (default {DEFAULT_NRANKS}); under a launcher "
-        "the launcher decides",
-    )
-    ap.add_argument(
-        "--link",
-        type=_rate_arg,
-        default=None,
-        metavar="RATE",
-        help="alone mode, root only: run every rank in its own network namespace, joined by a "
-        f"veth link shaped to RATE ({', '.join(LINKS)} = unshaped veth, or any tc rate such "
-        "as 2.5gbit); ringpress then uses TCP",
-    )
-    ap.add_argument(
-        "--timeout",
-        type=float,
-        default=None,
-        help="alone mode: stop every rank after this many seconds (exit 124)",
-    )
+    add_alone_args(ap)
     ap.add_argument(
         "--repeats",
         type=int,
@@ -874,7 +834,7 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
         if "RINGPRESS_NETNS_RATE" in os.environ:
             network = {
                 "rate": os.environ["RINGPRESS_NETNS_RATE"],
-                "harness": "ringpress.bench.netns",
+                "harness": "ringpress_bench.netns",
                 "transport": os.environ.get("RINGPRESS_TRANSPORT"),
             }
         results: dict[str, Any] = {
@@ -985,46 +945,9 @@ def _rank_argv(args: argparse.Namespace) -> list[str]:
     return out
 
 
-def spawn(args: argparse.Namespace, argv: list[str], prog: str = PROG) -> int:
-    """Alone mode: start ``--nranks`` ranks of this benchmark (in namespaces with ``--link``),
-    rank 0 on our terminal; stop them all on failure, timeout or a signal. Returns the exit code."""
-    from . import launch
-
-    n = args.nranks or DEFAULT_NRANKS
-    cmd = [sys.executable, "-m", "ringpress.bench", "allreduce", *_rank_argv(args)]
-    return launch.spawn_alone(cmd, argv, n, args.link, args.timeout, prog)
-
-
 def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Alone: start the ranks (in namespaces with --link), rank 0 on our terminal; under a
+    launcher: be one rank. The runner turns failures into exit codes."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv, prog)
-    if args.alone:
-        return spawn(args, argv, prog)
-    rank = launcher_rank()
-    die_with_parent()
-    try:
-        run_rank(args)
-    except UsageExit as e:
-        if rank == 0:
-            print(f"{prog}: error: {e}", file=sys.stderr)
-        let_rank0_speak()
-        return 2
-    except BenchError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
-        return 1
-    except KeyboardInterrupt:
-        if rank == 0:
-            print(f"\n{prog}: interrupted", file=sys.stderr)
-        return 130
-    except Exception as e:
-        from ..errors import RingpressError
-
-        if not isinstance(e, RingpressError):
-            raise
-        print(f"{prog}: rank {rank}: {type(e).__name__}: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(prog="python -m ringpress.bench.allreduce"))
+    return spawn_or_run(args, argv, prog, "allreduce", lambda: _rank_argv(args), run_rank)

@@ -18,7 +18,7 @@ Public functions:
   as raw ``uint16`` bit patterns.
 * :func:`topk_sparse` -- a copy with all but the largest-magnitude ``ratio`` of entries zeroed.
 
-Run ``python -m ringpress.bench.gradients`` to build the cache and print sizes and the loss curve.
+Run ``ringpress bench gradients`` to build the cache and print sizes and the loss curve.
 """
 
 from __future__ import annotations
@@ -26,13 +26,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
 from ._common import cache_dir
+from .runner import ArgParser, UsageExit
 
 SEED = 0
 EMBED = 64
@@ -55,7 +55,7 @@ def _corpus() -> bytes:
     return b"".join(p.read_bytes() for p in files)
 
 
-class GradientsUnavailable(RuntimeError):
+class GradientsUnavailable(UsageExit):
     """No cached gradients and no torch to generate them (the message says what to install)."""
 
 
@@ -221,17 +221,11 @@ def topk_sparse(x: np.ndarray, ratio: float = 0.01) -> np.ndarray:
     return out
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m ringpress.bench.gradients") -> int:
-    import argparse
-
-    ap = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
+def main(argv: list[str] | None = None, prog: str = "ringpress bench gradients") -> int:
+    ap = ArgParser(prog=prog, description=__doc__.split("\n\n")[0])
     ap.add_argument("--min-elems", type=int, default=16 << 20, help="elements to collect")
     args = ap.parse_args(argv)
-    try:
-        g = fp32_gradients(args.min_elems)
-    except GradientsUnavailable as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
+    g = fp32_gradients(args.min_elems)  # GradientsUnavailable: the runner's exit 2
     meta = cache_metadata() or {}
     if meta.get("loss_every_25"):
         print("loss (mean per 25 steps):", " ".join(f"{v:.2f}" for v in meta["loss_every_25"]))
@@ -245,7 +239,3 @@ def main(argv: list[str] | None = None, prog: str = "python -m ringpress.bench.g
     print(f"topk 1%: {np.count_nonzero(s)} non-zeros of {s.size}")
     print(f"cache: {_cache_paths()[0]}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,10 +3,10 @@
 Run as the ranks of a job (env launcher: RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT), usually
 inside the namespace harness over a shaped link::
 
-    ringpress bench netns --nranks 2 --rate 1gbit -- python -m ringpress.bench compressed
-    torchrun --nproc-per-node 2 -m ringpress.bench compressed --size 16M      # loopback
+    ringpress bench netns --nranks 2 --rate 1gbit -- python -m ringpress_bench compressed
+    torchrun --nproc-per-node 2 -m ringpress_bench compressed --size 16M      # loopback
 
-Every mode allreduces the same buffer (real gradients of the char-LSTM, bench/gradients.py,
+Every mode allreduces the same buffer (real gradients of the char-LSTM, ``gradients.py``,
 tiled to ``--size`` and shifted per rank) ``--repeats`` times; time = median over repeats of the
 slowest rank. Modes: gloo (torch.distributed plain), plain (ringpress, no compression), lossless,
 bf16, int8, topk (``--ratio`` with error feedback: the residual persists across repeats), auto
@@ -24,7 +24,8 @@ import time
 
 import numpy as np
 
-from ._common import ArgParser, fmt_bytes, machine_info, parse_size, results_dir
+from ._common import fmt_bytes, machine_info, parse_size, results_dir
+from .runner import ArgParser
 
 MODES = ("gloo", "plain", "lossless", "bf16", "int8", "topk", "auto", "auto+topk")
 
@@ -173,7 +174,3 @@ def main(argv=None, prog="ringpress bench compressed") -> int:
     if gloo is not None:
         gloo[1].destroy_process_group()
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -50,11 +50,11 @@ Teardown
 
 Needs root (CAP_NET_ADMIN / CAP_SYS_ADMIN) and iproute2 (``ip``, ``tc``); stdlib only.
 
-Usage (``python -m bench.netns`` in a checkout is the same module)
+Usage (``python -m ringpress_bench netns`` is the same command)
     ringpress bench allreduce --link 1gbit ...       # the usual way: namespaces made and removed
-    python -m ringpress.bench.netns --nranks 2 --rate 1gbit [--timeout S] -- CMD ...
-    python -m ringpress.bench.netns --check --rate 1gbit   # measured TCP throughput ns1 -> ns0
-    python -m ringpress.bench.netns --cleanup              # remove leftovers of dead runs
+    ringpress bench netns --nranks 2 --rate 1gbit [--timeout S] -- CMD ...
+    ringpress bench netns --check --rate 1gbit       # measured TCP throughput ns1 -> ns0
+    ringpress bench netns --cleanup                  # remove leftovers of dead runs
 A command word ``python`` / ``python3`` is replaced by this interpreter (``sys.executable``), so
 the ranks use the same virtual environment; the working directory is kept.
 """
@@ -250,7 +250,7 @@ class Topology:
     """``nranks`` network namespaces joined by links shaped to ``rate``; a context manager.
 
     >>> with Topology(2, "1gbit") as topo:            # doctest: +SKIP
-    ...     res = topo.launch(["python", "-m", "ringpress.bench", "allreduce"])
+    ...     res = topo.launch(["python", "-m", "ringpress_bench", "allreduce"])
     """
 
     def __init__(
@@ -556,7 +556,7 @@ def measure_throughput(topo: Topology, seconds: float = 0.5, timeout: float = 60
     """
     if topo.nranks < 2:
         raise NetnsError("the throughput check needs at least 2 ranks")
-    cmd = [sys.executable, "-m", "ringpress.bench.netns", "--_probe", str(seconds)]
+    cmd = [sys.executable, "-m", __package__, "netns", "--_probe", str(seconds)]
     res = _launch_pair(topo, cmd, timeout)
     if not res.ok:
         raise NetnsError("throughput check failed:\n" + res.describe())
@@ -588,7 +588,7 @@ def _parse(argv: list[str], prog: str) -> tuple[argparse.Namespace, list[str]]:
         prog=prog,
         description="Run one process per rank in network namespaces joined by shaped links.",
         epilog=f"example: {prog} --nranks 2 --rate 1gbit -- "
-        "python -m ringpress.bench allreduce --quick",
+        "python -m ringpress_bench allreduce --quick",
     )
     ap.add_argument("--nranks", "-n", type=int, default=2, help="ranks (namespaces); default 2")
     ap.add_argument(
@@ -617,7 +617,7 @@ def _parse(argv: list[str], prog: str) -> tuple[argparse.Namespace, list[str]]:
     return args, cmd
 
 
-def main(argv: list[str] | None = None, prog: str = "python -m ringpress.bench.netns") -> int:
+def main(argv: list[str] | None = None, prog: str = "ringpress bench netns") -> int:
     args, cmd = _parse(list(sys.argv[1:] if argv is None else argv), prog)
     if args._probe is not None:
         return _probe_main(args._probe)
@@ -662,7 +662,3 @@ def main(argv: list[str] | None = None, prog: str = "python -m ringpress.bench.n
     except KeyboardInterrupt:
         print("netns: interrupted; cleaned up", file=sys.stderr)
         return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,7 +8,7 @@ What is measured
     collection off); every sample is kept in the JSON record. memcpy (``np.copyto``) throughput
     on the same buffer is printed as a reference.
 
-Datasets (see ``ringpress/bench/gradients.py``)
+Datasets (see ``ringpress_bench/gradients.py``)
     fp32: the flattened fp32 gradients of a char-level LSTM trained on the stdlib sources,
     truncated to ``--size-mib`` MiB. bf16: the same elements rounded to bfloat16 (raw uint16,
     half the bytes). topk: the fp32 dataset with all but the 1% largest-magnitude entries zeroed.
@@ -35,7 +35,7 @@ scatter plot (compress / decompress MB/s against ratio) next to it.
 
 Usage: ``ringpress bench codecs [--quick] [--datasets fp32,bf16,topk] [--size-mib 64 | --sizes
 64M] [--repeats 7] [--threads 1] [--json PATH] [--plot PATH] [--no-progress]`` (or ``python -m
-ringpress.bench.codecs``); ``run(argv) -> dict`` is the importable entry point.
+ringpress_bench codecs``); ``run(argv) -> dict`` is the importable entry point.
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 from . import gradients
-from ._common import ArgParser, Progress, add_run_args, finish_run_args, save_plot, versions
+from ._common import Progress, save_plot, versions
 from ._common import fmt_speed as _fmt_speed
 from ._common import machine_info as _machine_info
 from ._common import memcpy_reference as _memcpy
@@ -61,6 +61,7 @@ from ._common import nbytes as _nbytes
 from ._common import time_calls as _time_calls
 from ._common import warm_heap as _warm_heap
 from ._common import write_json as _write_json
+from .runner import ArgParser, add_run_args, finish_run_args
 
 DATASETS = ("fp32", "bf16", "topk")
 DEFAULT_BLOCK = 256 << 10  # ringpress default block size (256 KiB, rounded to the element size)
@@ -299,9 +300,7 @@ def build_configs(
             configs.append(make())
         except ImportError as e:
             missing.add(lib)
-            notes.append(
-                f"{lib}: skipped, not installed ({e}); pip install 'ringpress[bench]' adds it"
-            )
+            notes.append(f"{lib}: skipped, not installed ({e}); pip install {lib} adds it")
     return configs, notes
 
 
@@ -364,7 +363,7 @@ def measure(
         if tick:
             tick()
     rows = []
-    for p, ct, dt in zip(prepared, ctimes, dtimes):
+    for p, ct, dt in zip(prepared, ctimes, dtimes, strict=False):
         out.fill(0)
         if not _same_bytes(p.decomp(p.c, out), x):
             raise AssertionError(f"{p.cfg.name}: round trip is not bit-exact after timing")
@@ -618,13 +617,5 @@ def run(argv: list[str] | None = None, prog: str = "ringpress bench codecs") -> 
 
 
 def main(argv: list[str] | None = None, prog: str = "ringpress bench codecs") -> int:
-    try:
-        run(argv, prog)
-    except gradients.GradientsUnavailable as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
+    run(argv, prog)  # no gradients (no torch to build them): the runner's exit 2
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(prog="python -m ringpress.bench.codecs"))

@@ -1,1 +1,0 @@
-"""Thin wrappers: the benchmarks live in ``ringpress.bench`` (``ringpress bench --help``)."""
