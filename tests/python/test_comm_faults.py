@@ -154,8 +154,11 @@ comm.close()
     s.sendall(random.Random(1).randbytes(200))
     socks.append(s)
     s = socket.create_connection((host, int(p)))
-    hello = struct.pack("<IHHII", 0x53485052, 1, 0, 1, 0) + b"0" * 64
+    hello = struct.pack("<IHHII", 0x53485052, 2, 0, 1, 0) + b"0" * 64  # protocol 2, wrong secret
     s.sendall(hello)
+    socks.append(s)
+    s = socket.create_connection((host, int(p)))
+    s.sendall(struct.pack("<IHHII", 0x53485052, 1, 0, 1, 0) + b"0" * 64)  # an older build's hello
     socks.append(s)
     silent = socket.create_connection((host, int(p)))
     time.sleep(0.5)
@@ -187,6 +190,7 @@ comm.close()
     log = res[0].stderr
     assert "bad magic" in log
     assert "wrong job secret" in log
+    assert "expected version 2" in log
 
 
 def test_peer_that_never_arrives_times_out():
