@@ -36,7 +36,7 @@ class BlockwiseInt final : public Codec {
     const std::size_t nb = quant::num_blocks(count, p_.block);
     // Scales arrive unaligned inside the message: copy them out.
     auto* scales = static_cast<float*>(scratch(Scratch::kDecode, (nb + count) * sizeof(float)));
-    std::memcpy(scales, in, nb * sizeof(float));
+    if (nb) std::memcpy(scales, in, nb * sizeof(float));
     for (std::size_t b = 0; b < nb; ++b) {
       RP_ENFORCE(std::isfinite(scales[b]) && scales[b] >= 0.0f, WireFormatError,
                  "a quantized segment carries a bad scale");
