@@ -223,3 +223,44 @@ INSTANTIATE_TEST_SUITE_P(AllCodecs, CodecSweep,
                            }
                            return "P" + std::to_string(std::get<0>(info.param)) + "_" + n;
                          });
+
+// Auto mode over the registry: every rank calibrates at the same request, picks the same codec
+// every time (the choice is a function of the agreed model), and the result is what that codec
+// gives (here the toy exact codec is allowed too, so a registered codec takes part with no change).
+TEST(CodecRegistry, AutoPicksTheSameCodecOnEveryRank) {
+  std::mutex mu;
+  std::vector<std::vector<int>> picks(3);
+  run_threads(3, [&](rp::Communicator& c) {
+    rp::CompressionOptions co;
+    co.kind = rp::WireCompression::kAuto;
+    co.allow = (1u << static_cast<int>(rp::WireCompression::kLossless)) |
+               (1u << static_cast<int>(rp::WireCompression::kInt8)) | (1u << kToyId);
+    std::vector<int> mine;
+    for (int step = 0; step < 6; ++step) {
+      const std::size_t n = 50000;
+      std::vector<float> x(n), r(n, 0.0f);
+      for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<float>((i + step) % 17) - 8.0f;
+      c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false, co, r.data());
+      const rp::CommStats s = c.stats();
+      ASSERT_GE(s.auto_last, 0);
+      mine.push_back(s.auto_last);
+      const rp::CodecInfo* info = rp::find_codec(s.auto_last);
+      ASSERT_NE(info, nullptr);
+      // Exact picks give the exact sum; the residual (error feedback) then stays zero.
+      if (info->exact) {
+        for (std::size_t i = 0; i < n; i += 997) {
+          ASSERT_EQ(x[i], 3.0f * (static_cast<float>((i + step) % 17) - 8.0f)) << info->name;
+        }
+      }
+    }
+    const rp::CommStats s = c.stats();
+    std::uint64_t total = 0;
+    for (auto v : s.auto_counts) total += v;
+    EXPECT_EQ(total, 6u);
+    EXPECT_GE(s.auto_calibrations, 1);
+    std::lock_guard<std::mutex> lock(mu);
+    picks[static_cast<std::size_t>(c.rank())] = mine;
+  });
+  EXPECT_EQ(picks[0], picks[1]);
+  EXPECT_EQ(picks[0], picks[2]);
+}
