@@ -1,7 +1,8 @@
 // Allgather schedule of a wire codec (CodecSchedule::kAllgather; today top-k): every rank sends
 // its whole encoded payload once.
 //
-//   1. x += residual (error feedback: what this rank dropped last time), if a residual is given;
+//   1. residual += x (error feedback: what this rank dropped last time), if a residual is given,
+//      and the codec encodes that;
 //   2. payload = codec.encode(x) (top-k: k = ceil(ratio * n) entries, sampled threshold within
 //      +5% or exact); with feedback, codec.encode_feedback leaves in the residual what the
 //      payload does not carry (the dropped mass is kept, not lost);
@@ -35,8 +36,12 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   {
     StageScope ts(oc, Stage::kSelect, "select", n * 4);
     if (o.residual) {
-      for (std::size_t i = 0; i < n; ++i) x[i] += o.residual[i];
-      mine_len = codec->encode_feedback(x, o.residual, n, mine->data(), oc.seq, false);
+      // x' = x + r accumulated in the residual itself (one pass), encoded from there, and the
+      // residual becomes x' - decode(payload) in place (top-k: the sent entries zeroed, no
+      // further pass); x is then free to receive the sum.
+      float* res = o.residual;
+      for (std::size_t i = 0; i < n; ++i) res[i] += x[i];
+      mine_len = codec->encode_feedback(res, res, n, mine->data(), oc.seq, false);
     } else {
       mine_len = codec->encode(x, n, mine->data(), oc.seq);
     }
