@@ -1,17 +1,19 @@
-// Socket helpers (see net.h). IPv4 only for now; every error names the endpoint.
+// The socket layer (see net.h). IPv4 only for now; every thrown error names the endpoint.
+// Nothing here keeps state: each helper works on the descriptor it is given, and the caller owns
+// it (through Fd).
 #include "net.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
+#include <limits>
 #include <thread>
 
 namespace ringpress::net {
@@ -28,6 +30,16 @@ int ms_until(Deadline deadline, int cap) {
   if (left > cap) return cap;
   return static_cast<int>(left);
 }
+
+int poll_ms(Deadline deadline) {
+  const auto now = Clock::now();
+  if (deadline <= now) return 0;
+  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(deadline - now).count();
+  const long long ms = (us + 999) / 1000;
+  return static_cast<int>(std::min<long long>(ms, std::numeric_limits<int>::max()));
+}
+
+// ------------------------------------------------------------------ addresses
 
 Endpoint parse_endpoint(const std::string& s) {
   auto colon = s.rfind(':');
@@ -60,6 +72,20 @@ std::string resolve_ipv4(const std::string& host) {
   return buf;
 }
 
+int resolve_tcp(const std::string& host, int port, bool passive, AddrInfoPtr* out) {
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_protocol = IPPROTO_TCP;
+  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
+  addrinfo* res = nullptr;
+  const std::string service = std::to_string(port);
+  const int rc =
+      ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
+  out->reset(rc == 0 ? res : nullptr);
+  return rc;
+}
+
 std::string local_addr_toward(const std::string& remote) {
   std::string ip = resolve_ipv4(remote);
   Fd s(::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0));
@@ -77,32 +103,8 @@ std::string local_addr_toward(const std::string& remote) {
   return buf;
 }
 
-static void set_buffers(int fd, int bytes) {
-  if (bytes <= 0) return;  // kernel autotuning
-  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
-}
-
-Fd listen_tcp(const std::string& bind_host, int port, int backlog, int buffer_bytes) {
-  Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  RP_ENFORCE(s.valid(), TransportError, "socket(): ", std::strerror(errno));
-  int one = 1;
-  setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-  set_buffers(s.get(),
-              buffer_bytes);  // inherited by accepted sockets (window scale is fixed at SYN)
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<uint16_t>(port));
-  std::string ip = bind_host.empty() ? "0.0.0.0" : resolve_ipv4(bind_host);
-  inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
-  RP_ENFORCE(::bind(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0, TransportError,
-             "bind(", ip, ":", port, "): ", std::strerror(errno));
-  RP_ENFORCE(::listen(s.get(), backlog) == 0, TransportError, "listen(): ", std::strerror(errno));
-  return s;
-}
-
-static Endpoint endpoint_of(const sockaddr_in& sa) {
-  char buf[INET_ADDRSTRLEN];
+Endpoint endpoint_of(const sockaddr_in& sa) {
+  char buf[INET_ADDRSTRLEN] = "?";
   inet_ntop(AF_INET, &sa.sin_addr, buf, sizeof buf);
   return Endpoint{buf, ntohs(sa.sin_port)};
 }
@@ -110,7 +112,8 @@ static Endpoint endpoint_of(const sockaddr_in& sa) {
 Endpoint local_endpoint(int fd) {
   sockaddr_in sa{};
   socklen_t len = sizeof sa;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len);
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0)
+    RP_THROW(TransportError, "getsockname(): ", std::strerror(errno));
   return endpoint_of(sa);
 }
 
@@ -119,6 +122,93 @@ Endpoint peer_endpoint(int fd) {
   socklen_t len = sizeof sa;
   if (getpeername(fd, reinterpret_cast<sockaddr*>(&sa), &len) != 0) return Endpoint{"?", 0};
   return endpoint_of(sa);
+}
+
+// ------------------------------------------------------------------ sockets
+
+static void set_buffers(int fd, int bytes) {
+  if (bytes <= 0) return;  // kernel autotuning
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+}
+
+Fd try_listen(const sockaddr* addr, socklen_t len, int backlog, int buffer_bytes, int* err,
+              const char** step) {
+  Fd s(::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!s.valid()) {
+    *err = errno;
+    *step = "socket";
+    return Fd();
+  }
+  int one = 1;
+  setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  set_buffers(s.get(), buffer_bytes);  // inherited by accepted sockets (window scale: at SYN)
+  if (::bind(s.get(), addr, len) != 0) {
+    *err = errno;
+    *step = "bind";
+    return Fd();
+  }
+  if (::listen(s.get(), backlog) != 0) {
+    *err = errno;
+    *step = "listen";
+    return Fd();
+  }
+  return s;
+}
+
+Fd listen_tcp(const std::string& bind_host, int port, int backlog, int buffer_bytes) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(port));
+  std::string ip = bind_host.empty() ? "0.0.0.0" : resolve_ipv4(bind_host);
+  inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
+  int err = 0;
+  const char* step = "";
+  Fd s =
+      try_listen(reinterpret_cast<sockaddr*>(&sa), sizeof sa, backlog, buffer_bytes, &err, &step);
+  if (!s.valid()) {
+    if (std::strcmp(step, "bind") == 0)
+      RP_THROW(TransportError, "bind(", ip, ":", port, "): ", std::strerror(err));
+    RP_THROW(TransportError, step, "(): ", std::strerror(err));
+  }
+  return s;
+}
+
+Fd accept_one(int listen_fd, Endpoint* from, int* err) {
+  for (;;) {
+    sockaddr_in addr{};
+    socklen_t len = sizeof addr;
+    const int fd = ::accept4(listen_fd, reinterpret_cast<sockaddr*>(&addr), &len,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd >= 0) {
+      if (from) *from = endpoint_of(addr);
+      return Fd(fd);
+    }
+    if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
+    *err = errno;
+    return Fd();
+  }
+}
+
+Fd try_connect(const sockaddr* addr, socklen_t len, Deadline deadline, int buffer_bytes, int* err) {
+  // Non-blocking, so an address that never answers (a SYN into the void) cannot hold the caller
+  // past its deadline for the kernel's ~2 minutes of SYN retries.
+  Fd s(::socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  RP_ENFORCE(s.valid(), TransportError, "socket(): ", std::strerror(errno));
+  set_buffers(s.get(), buffer_bytes);
+  int e = ::connect(s.get(), addr, len) == 0 ? 0 : errno;
+  if (e == EINPROGRESS || e == EINTR) {
+    int w = 0;
+    const Io io = wait_io(s.get(), POLLOUT, deadline, &w);
+    socklen_t el = sizeof e;
+    if (io == Io::kOk) {
+      if (::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &e, &el) != 0) e = errno;
+    } else {
+      e = io == Io::kTimeout ? ETIMEDOUT : w;
+    }
+  }
+  *err = e;
+  return e == 0 ? std::move(s) : Fd();
 }
 
 Fd connect_tcp(const Endpoint& ep, Deadline deadline, int buffer_bytes) {
@@ -130,27 +220,10 @@ Fd connect_tcp(const Endpoint& ep, Deadline deadline, int buffer_bytes) {
   int backoff_ms = 1;
   std::string last;
   for (;;) {
-    Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
-    RP_ENFORCE(s.valid(), TransportError, "socket(): ", std::strerror(errno));
-    set_buffers(s.get(), buffer_bytes);
-    // Non-blocking, so an address that never answers (a SYN into the void) cannot hold the
-    // caller past its deadline for the kernel's ~2 minutes of SYN retries.
-    set_nonblocking(s.get(), true);
-    int err = ::connect(s.get(), reinterpret_cast<sockaddr*>(&sa), sizeof sa) == 0 ? 0 : errno;
-    if (err == EINPROGRESS || err == EINTR) {
-      pollfd pf{s.get(), POLLOUT, 0};
-      int rc;
-      do {
-        rc = ::poll(&pf, 1, ms_until(deadline, 5000));
-      } while (rc < 0 && errno == EINTR);
-      socklen_t len = sizeof err;
-      if (rc > 0) {
-        if (::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
-      } else {
-        err = rc == 0 ? ETIMEDOUT : errno;
-      }
-    }
-    if (err == 0) {
+    int err = 0;
+    const Deadline attempt = std::min(deadline, Clock::now() + std::chrono::seconds(5));
+    Fd s = try_connect(reinterpret_cast<sockaddr*>(&sa), sizeof sa, attempt, buffer_bytes, &err);
+    if (s.valid()) {
       set_nonblocking(s.get(), false);
       return s;
     }
@@ -165,6 +238,14 @@ Fd connect_tcp(const Endpoint& ep, Deadline deadline, int buffer_bytes) {
   }
 }
 
+bool connected_to_itself(int fd) {
+  sockaddr_in self{}, peer{};
+  socklen_t sl = sizeof(self), pl = sizeof(peer);
+  return ::getsockname(fd, reinterpret_cast<sockaddr*>(&self), &sl) == 0 &&
+         ::getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &pl) == 0 &&
+         self.sin_port == peer.sin_port && self.sin_addr.s_addr == peer.sin_addr.s_addr;
+}
+
 void set_nonblocking(int fd, bool on) {
   int fl = fcntl(fd, F_GETFL, 0);
   fcntl(fd, F_SETFL, on ? (fl | O_NONBLOCK) : (fl & ~O_NONBLOCK));
@@ -175,48 +256,120 @@ void set_nodelay(int fd) {
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
-static void wait_fd(int fd, short events, Deadline deadline, const char* what) {
-  pollfd p{fd, events, 0};
+// ------------------------------------------------------------------ I/O
+
+long send_some(int fd, const iovec* iov, int n, int* err) {
+  msghdr mh{};
+  mh.msg_iov = const_cast<iovec*>(iov);
+  mh.msg_iovlen = static_cast<std::size_t>(n);
   for (;;) {
-    int rc = ::poll(&p, 1, ms_until(deadline, 1000));
-    if (rc > 0) return;
-    if (rc < 0 && errno != EINTR)
-      RP_THROW(TransportError, what, ": poll(): ", std::strerror(errno));
-    if (rc == 0 && Clock::now() >= deadline) RP_THROW(TimeoutError, what, ": timed out");
+    ssize_t w = ::sendmsg(fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (w >= 0) return static_cast<long>(w);
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    *err = errno;
+    return -1;
   }
 }
 
-void write_all(int fd, const void* data, std::size_t len, Deadline deadline, const char* what) {
-  const char* p = static_cast<const char*>(data);
-  while (len > 0) {
-    ssize_t n = ::send(fd, p, len, MSG_NOSIGNAL | MSG_DONTWAIT);
-    if (n > 0) {
-      p += n;
-      len -= static_cast<std::size_t>(n);
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      wait_fd(fd, POLLOUT, deadline, what);
-    } else if (n < 0 && errno == EINTR) {
-      continue;
-    } else {
-      RP_THROW(TransportError, what, ": send(): ", std::strerror(errno));
+long recv_some(int fd, void* dst, std::size_t len, int* err) {
+  for (;;) {
+    ssize_t r = ::recv(fd, dst, len, MSG_DONTWAIT);
+    if (r > 0) return static_cast<long>(r);
+    if (r == 0) {
+      *err = 0;
+      return -1;
     }
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EWOULDBLOCK) return 0;
+    *err = errno;
+    return -1;
+  }
+}
+
+Io wait_io(int fd, short events, Deadline deadline, int* err) {
+  for (;;) {
+    pollfd p{fd, events, 0};
+    const int r = ::poll(&p, 1, poll_ms(deadline));
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      *err = errno;
+      return Io::kError;
+    }
+    if (r > 0) return Io::kOk;  // includes POLLERR/POLLHUP: the next send/recv reports them
+    if (Clock::now() >= deadline) return Io::kTimeout;
+  }
+}
+
+static Io classify_errno(int e, int* err) {
+  *err = e;
+  return (e == ECONNRESET || e == EPIPE || e == ENOTCONN || e == ECONNABORTED) ? Io::kClosed
+                                                                               : Io::kError;
+}
+
+Io send_all(int fd, iovec* iov, int n, Deadline deadline, int* err) {
+  while (n > 0 && iov->iov_len == 0) ++iov, --n;
+  while (n > 0) {
+    int e = 0;
+    const long w = send_some(fd, iov, n, &e);
+    if (w < 0) return classify_errno(e, err);
+    if (w == 0) {
+      const Io s = wait_io(fd, POLLOUT, deadline, err);
+      if (s != Io::kOk) return s;
+      continue;
+    }
+    std::size_t left = static_cast<std::size_t>(w);
+    while (n > 0 && left >= iov->iov_len) left -= iov->iov_len, ++iov, --n;
+    if (n > 0) {
+      iov->iov_base = static_cast<std::uint8_t*>(iov->iov_base) + left;
+      iov->iov_len -= left;
+    }
+  }
+  return Io::kOk;
+}
+
+Io recv_all(int fd, void* dst, std::size_t len, Deadline deadline, int* err) {
+  auto* p = static_cast<std::uint8_t*>(dst);
+  while (len > 0) {
+    int e = 0;
+    const long r = recv_some(fd, p, len, &e);
+    if (r > 0) {
+      p += r;
+      len -= static_cast<std::size_t>(r);
+      continue;
+    }
+    if (r < 0) {
+      if (e == 0) {
+        *err = 0;
+        return Io::kClosed;
+      }
+      return classify_errno(e, err);
+    }
+    const Io s = wait_io(fd, POLLIN, deadline, err);
+    if (s != Io::kOk) return s;
+  }
+  return Io::kOk;
+}
+
+void write_all(int fd, const void* data, std::size_t len, Deadline deadline, const char* what) {
+  iovec iov{const_cast<void*>(data), len};
+  int err = 0;
+  switch (send_all(fd, &iov, 1, deadline, &err)) {
+    case Io::kOk: return;
+    case Io::kTimeout: RP_THROW(TimeoutError, what, ": timed out");
+    default: RP_THROW(TransportError, what, ": send(): ", std::strerror(err));
   }
 }
 
 void read_all(int fd, void* data, std::size_t len, Deadline deadline, const char* what) {
-  char* p = static_cast<char*>(data);
-  while (len > 0) {
-    ssize_t n = ::recv(fd, p, len, MSG_DONTWAIT);
-    if (n > 0) {
-      p += n;
-      len -= static_cast<std::size_t>(n);
-    } else if (n == 0) {
-      RP_THROW(TransportError, what, ": connection closed by the other side");
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      wait_fd(fd, POLLIN, deadline, what);
-    } else if (errno != EINTR) {
-      RP_THROW(TransportError, what, ": recv(): ", std::strerror(errno));
-    }
+  int err = 0;
+  switch (recv_all(fd, data, len, deadline, &err)) {
+    case Io::kOk: return;
+    case Io::kTimeout: RP_THROW(TimeoutError, what, ": timed out");
+    case Io::kClosed:
+      if (err == 0) RP_THROW(TransportError, what, ": connection closed by the other side");
+      [[fallthrough]];
+    default: RP_THROW(TransportError, what, ": recv(): ", std::strerror(err));
   }
 }
 

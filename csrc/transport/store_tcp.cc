@@ -42,15 +42,12 @@
 // max(connect_timeout, kMinIoTimeout). A lost connection (EOF, reset) or a protocol violation
 // raises TransportError naming host:port and is sticky: the client keeps the error and raises it on
 // every later call (the server's state is gone with it; reconnecting silently would hide that).
-#include <arpa/inet.h>
-#include <fcntl.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+//
+// Sockets: both sides use the transport's socket layer (net.h: resolve_tcp, try_listen,
+// accept_one, try_connect, send_some/recv_some, send_all/recv_all); this file holds only the
+// store's protocol and state.
 #include <poll.h>
 #include <sys/eventfd.h>
-#include <sys/socket.h>
-#include <sys/types.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -112,117 +109,11 @@ std::uint64_t get_u64(const std::uint8_t* p) {
 }
 
 using net::Fd;
+using net::Io;
+using net::poll_ms;
 
 std::string errno_text(int err) {
   return std::string(std::strerror(err));
-}
-
-// Milliseconds until deadline for poll(): rounded up (so we never spin), clamped to int.
-int poll_ms(Clock::time_point deadline) {
-  const auto now = Clock::now();
-  if (deadline <= now) return 0;
-  const auto us = std::chrono::duration_cast<std::chrono::microseconds>(deadline - now).count();
-  const long long ms = (us + 999) / 1000;
-  return static_cast<int>(std::min<long long>(ms, std::numeric_limits<int>::max()));
-}
-
-std::string endpoint_text(const sockaddr_in& a) {
-  char ip[INET_ADDRSTRLEN] = "?";
-  ::inet_ntop(AF_INET, &a.sin_addr, ip, sizeof(ip));
-  return std::string(ip) + ":" + std::to_string(ntohs(a.sin_port));
-}
-
-// getaddrinfo for IPv4 TCP; returns 0 or the EAI_* code.
-struct AddrInfoDeleter {
-  void operator()(addrinfo* a) const { ::freeaddrinfo(a); }
-};
-using AddrInfoPtr = std::unique_ptr<addrinfo, AddrInfoDeleter>;
-int resolve(const std::string& host, int port, bool passive, AddrInfoPtr* out) {
-  addrinfo hints{};
-  hints.ai_family = AF_INET;
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_protocol = IPPROTO_TCP;
-  hints.ai_flags = AI_NUMERICSERV | (passive ? AI_PASSIVE : 0);
-  addrinfo* res = nullptr;
-  const std::string service = std::to_string(port);
-  const int rc =
-      ::getaddrinfo(host.empty() ? nullptr : host.c_str(), service.c_str(), &hints, &res);
-  out->reset(rc == 0 ? res : nullptr);
-  return rc;
-}
-
-// ------------------------------------------------------------------------- blocking-style I/O
-
-enum class Io { kOk, kTimeout, kClosed, kError };
-
-Io wait_fd(int fd, short events, Clock::time_point deadline, int* err) {
-  for (;;) {
-    pollfd p{fd, events, 0};
-    const int r = ::poll(&p, 1, poll_ms(deadline));
-    if (r < 0) {
-      if (errno == EINTR) continue;
-      *err = errno;
-      return Io::kError;
-    }
-    if (r > 0) return Io::kOk;  // includes POLLERR/POLLHUP: the next send/recv reports them
-    if (Clock::now() >= deadline) return Io::kTimeout;
-  }
-}
-
-Io classify_errno(int e, int* err) {
-  *err = e;
-  return (e == ECONNRESET || e == EPIPE || e == ENOTCONN || e == ECONNABORTED) ? Io::kClosed
-                                                                               : Io::kError;
-}
-
-// Sends every byte of iov[0..n) (modified in place) before deadline.
-Io send_all(int fd, iovec* iov, int n, Clock::time_point deadline, int* err) {
-  while (n > 0 && iov->iov_len == 0) ++iov, --n;
-  while (n > 0) {
-    msghdr msg{};
-    msg.msg_iov = iov;
-    msg.msg_iovlen = static_cast<std::size_t>(n);
-    const ssize_t w = ::sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) {
-        const Io s = wait_fd(fd, POLLOUT, deadline, err);
-        if (s != Io::kOk) return s;
-        continue;
-      }
-      return classify_errno(errno, err);
-    }
-    std::size_t left = static_cast<std::size_t>(w);
-    while (n > 0 && left >= iov->iov_len) left -= iov->iov_len, ++iov, --n;
-    if (n > 0) {
-      iov->iov_base = static_cast<std::uint8_t*>(iov->iov_base) + left;
-      iov->iov_len -= left;
-    }
-  }
-  return Io::kOk;
-}
-
-Io recv_all(int fd, std::uint8_t* p, std::size_t n, Clock::time_point deadline, int* err) {
-  while (n > 0) {
-    const ssize_t r = ::recv(fd, p, n, 0);
-    if (r > 0) {
-      p += r;
-      n -= static_cast<std::size_t>(r);
-      continue;
-    }
-    if (r == 0) {
-      *err = 0;
-      return Io::kClosed;
-    }
-    if (errno == EINTR) continue;
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      const Io s = wait_fd(fd, POLLIN, deadline, err);
-      if (s != Io::kOk) return s;
-      continue;
-    }
-    return classify_errno(errno, err);
-  }
-  return Io::kOk;
 }
 
 }  // namespace
@@ -305,13 +196,12 @@ void TCPStoreServer::Impl::reply(Conn& c, std::uint8_t status, const std::uint8_
 // read its next request.
 void TCPStoreServer::Impl::flush(Conn& c) {
   while (!c.dead && c.out_pos < c.out.size()) {
-    const ssize_t w =
-        ::send(c.fd.get(), c.out.data() + c.out_pos, c.out.size() - c.out_pos, MSG_NOSIGNAL);
-    if (w >= 0) {
+    iovec iov{c.out.data() + c.out_pos, c.out.size() - c.out_pos};
+    int err = 0;
+    const long w = net::send_some(c.fd.get(), &iov, 1, &err);
+    if (w > 0) {
       c.out_pos += static_cast<std::size_t>(w);
-    } else if (errno == EINTR) {
-      continue;
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    } else if (w == 0) {
       return;  // POLLOUT continues it
     } else {
       drop(c, "");  // client went away
@@ -499,19 +389,19 @@ void TCPStoreServer::Impl::on_event(std::uint64_t id, Conn& c, short revents) {
         std::min<std::size_t>(budget, std::max<std::size_t>(spare, 64u << 10));
     const std::size_t old = c.in.size();
     c.in.resize(old + chunk);
-    const ssize_t r = ::recv(c.fd.get(), c.in.data() + old, chunk, 0);
+    int err = 0;
+    const long r = net::recv_some(c.fd.get(), c.in.data() + old, chunk, &err);
     c.in.resize(old + (r > 0 ? static_cast<std::size_t>(r) : 0));
     if (r > 0) {
       budget -= static_cast<std::size_t>(r);
       if (static_cast<std::size_t>(r) < chunk) break;
       continue;
     }
-    if (r == 0) {
+    if (r < 0 && err == 0) {
       drop(c, "");  // client closed (half-closed clients are not supported)
       return;
     }
-    if (errno == EINTR) continue;
-    if (errno != EAGAIN && errno != EWOULDBLOCK) drop(c, "");
+    if (r < 0) drop(c, "");  // reset or another socket error (r == 0: nothing more to read)
     break;
   }
   process(id, c);
@@ -519,24 +409,21 @@ void TCPStoreServer::Impl::on_event(std::uint64_t id, Conn& c, short revents) {
 
 void TCPStoreServer::Impl::accept_all() {
   for (;;) {
-    sockaddr_in addr{};
-    socklen_t len = sizeof(addr);
-    const int fd = ::accept4(listen_fd.get(), reinterpret_cast<sockaddr*>(&addr), &len,
-                             SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EINTR || errno == ECONNABORTED || errno == EPROTO) continue;
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+    int err = 0;
+    net::Endpoint from;
+    Fd fd = net::accept_one(listen_fd.get(), &from, &err);
+    if (!fd) {
+      if (err == EAGAIN || err == EWOULDBLOCK) return;
       // Out of fds or memory: the pending connection stays queued and poll would report it again
       // at once, so stop watching the listener for a moment instead of spinning.
-      log(std::string("accept failed (") + errno_text(errno) + "); pausing accepts for 100 ms");
+      log(std::string("accept failed (") + errno_text(err) + "); pausing accepts for 100 ms");
       accept_paused_until = Clock::now() + milliseconds(100);
       return;
     }
-    const int one = 1;
-    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    net::set_nodelay(fd.get());
     Conn c;
-    c.fd.reset(fd);
-    c.peer = endpoint_text(addr);
+    c.fd = std::move(fd);
+    c.peer = from.str();
     conns.emplace(next_id++, std::move(c));
   }
 }
@@ -614,24 +501,16 @@ TCPStoreServer::TCPStoreServer(const std::string& host, int port)
   ScopedErrorContext ctx("store.listen");
   const std::string where = host + ":" + std::to_string(port);
   RP_ENFORCE(port >= 0 && port <= 65535, UsageError, "port out of range for store server ", where);
-  AddrInfoPtr ai;
-  const int rc = resolve(host, port, /*passive=*/true, &ai);
+  net::AddrInfoPtr ai;
+  const int rc = net::resolve_tcp(host, port, /*passive=*/true, &ai);
   if (rc != 0)
     RP_THROW(TransportError, "cannot resolve store server address ", where, ": ",
              ::gai_strerror(rc));
   int last_err = 0;
   for (addrinfo* a = ai.get(); a != nullptr; a = a->ai_next) {
-    Fd fd(::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol));
-    if (!fd) {
-      last_err = errno;
-      continue;
-    }
-    const int one = 1;
-    ::setsockopt(fd.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (::bind(fd.get(), a->ai_addr, a->ai_addrlen) != 0 || ::listen(fd.get(), SOMAXCONN) != 0) {
-      last_err = errno;
-      continue;
-    }
+    const char* step = "";
+    Fd fd = net::try_listen(a->ai_addr, a->ai_addrlen, SOMAXCONN, 0, &last_err, &step);
+    if (!fd) continue;
     impl_->listen_fd = std::move(fd);
     break;
   }
@@ -639,12 +518,7 @@ TCPStoreServer::TCPStoreServer(const std::string& host, int port)
     RP_THROW(TransportError, "cannot listen on store server address ", where, ": ",
              errno_text(last_err));
   }
-  sockaddr_in bound{};
-  socklen_t len = sizeof(bound);
-  if (::getsockname(impl_->listen_fd.get(), reinterpret_cast<sockaddr*>(&bound), &len) != 0) {
-    RP_THROW(TransportError, "getsockname on store server socket ", where, ": ", errno_text(errno));
-  }
-  impl_->port = ntohs(bound.sin_port);
+  impl_->port = net::local_endpoint(impl_->listen_fd.get()).port;
   impl_->where = host + ":" + std::to_string(impl_->port);
   impl_->wake_fd.reset(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
   if (!impl_->wake_fd)
@@ -729,52 +603,33 @@ void TCPStore::Impl::connect() {
   milliseconds backoff(5);
   std::string last = "no attempt made";
   for (;;) {
-    AddrInfoPtr ai;
-    const int rc = resolve(host, port, /*passive=*/false, &ai);
+    net::AddrInfoPtr ai;
+    const int rc = net::resolve_tcp(host, port, /*passive=*/false, &ai);
     if (rc != 0 && rc != EAI_AGAIN) {
       RP_THROW(TransportError, "cannot resolve store address ", where, ": ", ::gai_strerror(rc));
     }
     if (rc != 0) last = ::gai_strerror(rc);
     for (addrinfo* a = ai.get(); a != nullptr && !fd; a = a->ai_next) {
-      Fd s(::socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol));
-      if (!s) RP_THROW(TransportError, "socket() for store ", where, ": ", errno_text(errno));
       int err = 0;
-      if (::connect(s.get(), a->ai_addr, a->ai_addrlen) != 0) {
-        if (errno != EINPROGRESS && errno != EINTR) {
-          last = errno_text(errno);
-          continue;
-        }
-        const Io w = wait_fd(s.get(), POLLOUT, deadline, &err);
-        if (w == Io::kTimeout) {
-          last = "connect timed out";
-          continue;
-        }
-        socklen_t len = sizeof(err);
-        if (w == Io::kError || ::getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0 ||
-            err != 0) {
-          last = errno_text(err ? err : errno);
-          continue;
-        }
+      Fd s = net::try_connect(a->ai_addr, a->ai_addrlen, deadline, 0, &err);
+      if (!s) {
+        last = err == ETIMEDOUT && Clock::now() >= deadline ? "connect timed out" : errno_text(err);
+        continue;
       }
-      // A client connecting to a free port on its own host can be given that same port as its
-      // source and "connect" to itself (TCP simultaneous open); it would then read its own magic.
-      sockaddr_in self{}, peer{};
-      socklen_t sl = sizeof(self), pl = sizeof(peer);
-      if (::getsockname(s.get(), reinterpret_cast<sockaddr*>(&self), &sl) == 0 &&
-          ::getpeername(s.get(), reinterpret_cast<sockaddr*>(&peer), &pl) == 0 &&
-          self.sin_port == peer.sin_port && self.sin_addr.s_addr == peer.sin_addr.s_addr) {
+      // A client can "connect" to itself when nothing listens (net.h); it would then read its
+      // own magic as the server's answer.
+      if (net::connected_to_itself(s.get())) {
         last = "connected to itself (nothing listening)";
         continue;
       }
-      const int one = 1;
-      ::setsockopt(s.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+      net::set_nodelay(s.get());
       // The handshake gets at least 1 s even when connect_timeout is tiny: the TCP connection is
       // up, so the server is there.
       const auto hs_deadline = std::max(deadline, Clock::now() + milliseconds(1000));
       iovec iov{const_cast<char*>(kMagic), sizeof(kMagic)};
       std::uint8_t answer[sizeof(kMagic)];
-      Io io = send_all(s.get(), &iov, 1, hs_deadline, &err);
-      if (io == Io::kOk) io = recv_all(s.get(), answer, sizeof(answer), hs_deadline, &err);
+      Io io = net::send_all(s.get(), &iov, 1, hs_deadline, &err);
+      if (io == Io::kOk) io = net::recv_all(s.get(), answer, sizeof(answer), hs_deadline, &err);
       if (io == Io::kOk) {
         if (std::memcmp(answer, kMagic, sizeof(kMagic)) != 0) {
           RP_THROW(TransportError, "peer at ", where,
@@ -807,7 +662,7 @@ void TCPStore::Impl::send_request(std::uint8_t cmd, const std::string& key,
                   {vlen, sizeof(vlen)},
                   {const_cast<std::uint8_t*>(value), n}};
   int err = 0;
-  const Io io = send_all(fd.get(), iov, 4, deadline, &err);
+  const Io io = net::send_all(fd.get(), iov, 4, deadline, &err);
   if (io != Io::kOk) fail_io(io, err, "sending a request");
 }
 
@@ -815,7 +670,7 @@ bool TCPStore::Impl::read_header(Clock::time_point deadline, std::uint8_t* statu
                                  std::uint64_t* len) {
   std::uint8_t h[kReplyHeader];
   int err = 0;
-  const Io io = recv_all(fd.get(), h, sizeof(h), deadline, &err);
+  const Io io = net::recv_all(fd.get(), h, sizeof(h), deadline, &err);
   if (io == Io::kTimeout) {
     fd.reset();
     return false;
@@ -829,7 +684,7 @@ bool TCPStore::Impl::read_header(Clock::time_point deadline, std::uint8_t* statu
 Bytes TCPStore::Impl::read_body(std::uint64_t len, Clock::time_point deadline) {
   Bytes body(static_cast<std::size_t>(len));
   int err = 0;
-  const Io io = recv_all(fd.get(), body.data(), body.size(), deadline, &err);
+  const Io io = net::recv_all(fd.get(), body.data(), body.size(), deadline, &err);
   if (io != Io::kOk) fail_io(io, err, "reading a reply");
   return body;
 }

@@ -1,0 +1,175 @@
+// ContextImpl and Pair: the transport context's private declarations (internal header).
+//
+// The Context is split by job into four files that share this header:
+//   context.cc     the ContextImpl class: construction, post/test/wait, close, the Pair state
+//                  machine (PairState transitions)
+//   rendezvous.cc  address publication, the job secret, connect/accept/handshake, shm setup, epoll
+//   progress.cc    the epoll/spin progress loop, header acceptance, byte reads and writes
+//   failure.cc     error recording, abort send/receive, hang-up and liveness handling
+// The contract is in ringpress/transport.h; the byte layouts in docs/wire-format.md ("Transport
+// messages" and "Connection handshake").
+//
+// Ownership: the ContextImpl owns its Pairs (pairs_[peer], null for itself); a Pair owns its
+// socket (also the control channel of a shm pair) and its shm::Link. Posted SendOp/RecvOp point
+// into caller buffers that must outlive the operation (transport.h says when).
+// Threading: a Context is driven by one thread at a time (the engine's); nothing here locks.
+// abort() is called from that thread too; broken() is an atomic read and may be called from any.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "net.h"
+#include "protocol.h"
+#include "ringpress/error.h"
+#include "ringpress/transport.h"
+#include "shm_ring.h"
+
+namespace ringpress::transport_impl {
+
+using net::Fd;
+
+struct SendOp {
+  MsgHeader h;
+  const unsigned char* data = nullptr;
+  std::size_t off = 0;          // bytes of (header + payload) already written
+  std::size_t truncate_at = 0;  // fault injection: stop here and exit (0 = never)
+  std::size_t end() const { return truncate_at ? truncate_at : sizeof(MsgHeader) + h.len; }
+};
+
+struct RecvOp {
+  Expect e;
+  unsigned char* data = nullptr;
+  std::size_t off = 0;  // payload bytes already read (after the header was accepted)
+  bool have_header = false;
+  MsgHeader h;
+};
+
+// The life of a pair, as this rank sees it. Allowed transitions (set_state() enforces them; any
+// other raises InternalError):
+//   kConnecting -> kReady     handshake (and shm setup) done, registered with epoll
+//   kReady      -> kClosing   begin_close()/close(): a peer's hang-up is now expected
+//   kReady      -> kFailed    an error on this pair, or the context aborted
+//   kClosing    -> kFailed    the same while closing (a peer left while data was expected)
+//   kClosing    -> kClosed    close() finished with the pair
+//   kFailed     -> kClosed    close() after a failure
+// A failed pair keeps its error and rethrows it on the next call that names it (gloo's habit).
+// Rendezvous failures leave no pair behind (the constructor throws), so kConnecting never fails.
+enum class PairState : std::uint8_t { kConnecting, kReady, kClosing, kClosed, kFailed };
+
+const char* pair_state_name(PairState s) noexcept;
+bool pair_transition_allowed(PairState from, PairState to) noexcept;
+
+struct Pair {
+  int peer = -1;
+  TransportKind kind = TransportKind::kTcp;
+  PairState state = PairState::kConnecting;
+  std::exception_ptr error;  // set with kFailed: what failed this pair
+  Fd fd;
+  std::string endpoint;
+  std::unique_ptr<shm::Link> link;
+  std::deque<SendOp> sends;
+  std::uint64_t sends_done = 0;
+  std::uint64_t sends_posted = 0;
+  std::deque<RecvOp> recvs;
+  std::uint64_t recvs_done = 0;
+  std::uint64_t recvs_posted = 0;
+  // Incoming header being assembled when no receive is posted yet (or for the posted one).
+  unsigned char hdr[sizeof(MsgHeader)];
+  std::size_t hdr_have = 0;
+  // Facts about the peer, independent of our state: they are observed, not chosen.
+  bool peer_hung_up = false;   // the socket reported hang-up (EOF, RDHUP, error)
+  bool peer_said_bye = false;  // the peer announced an orderly close before hanging up
+  // Progress bookkeeping (edge-triggered epoll): shm control bytes may be waiting on the socket.
+  bool ctl_readable = false;
+};
+
+class ContextImpl final : public Context {
+ public:
+  ContextImpl(std::shared_ptr<Store> store, const ContextOptions& opts);
+  ~ContextImpl() override { close(); }
+
+  int rank() const noexcept override { return opts_.rank; }
+  int size() const noexcept override { return opts_.size; }
+  const ContextOptions& options() const noexcept override { return opts_; }
+  TransportKind kind(int peer) const override {
+    RP_ENFORCE(peer >= 0 && peer < opts_.size && peer != opts_.rank, UsageError,
+               "no pair for peer ", peer);
+    return pairs_[static_cast<std::size_t>(peer)]->kind;
+  }
+
+  Ticket post_send(int peer, const MsgHeader& h, const void* data) override;
+  Ticket post_recv(int peer, const Expect& e, void* data) override;
+  void wait(const Ticket& t, Deadline deadline) override;
+  bool test(const Ticket& t) override;
+  void abort(const Error& err) noexcept override;  // failure.cc
+  void check() const override {
+    if (broken_.load(std::memory_order_acquire)) std::rethrow_exception(error_);
+  }
+  bool broken() const noexcept override { return broken_.load(std::memory_order_acquire); }
+  void begin_close() noexcept override;
+  void close() noexcept override;
+  std::uint64_t bytes_sent() const noexcept override { return bytes_sent_; }
+  std::uint64_t bytes_received() const noexcept override { return bytes_received_; }
+  int rejected_connections() const noexcept override { return rejected_; }
+
+ private:
+  // context.cc
+  Pair& pair(int peer);  // the pair to post on; rethrows a failed pair's error
+  bool done(const Ticket& t) {
+    Pair& p = *pairs_[static_cast<std::size_t>(t.peer)];
+    return t.send ? p.sends_done > t.index : p.recvs_done > t.index;
+  }
+  ErrorContext ctx(int peer) const {
+    return ErrorContext{opts_.rank, peer, current_error_context().op};
+  }
+  void set_state(Pair& p, PairState to);
+
+  // rendezvous.cc
+  void rendezvous(Store& store);
+  void setup_shm(const std::vector<bool>& same_host, Deadline deadline);
+  void register_epoll();
+
+  // progress.cc
+  bool progress_all();
+  bool progress_pair(Pair& p);
+  bool progress_send(Pair& p);
+  bool progress_recv(Pair& p);
+  bool progress_ctl(Pair& p);
+  std::size_t stream_write(Pair& p, const iovec* iov, int n);
+  std::size_t stream_read(Pair& p, void* dst, std::size_t len);
+  void doorbell(Pair& p);
+  void accept_header(Pair& p, RecvOp& op);
+  void sleep_until(Deadline deadline);
+
+  // failure.cc
+  void handle_hup(Pair& p);
+  [[noreturn]] void drain_for_abort(Pair& p);
+  bool try_drain_for_abort(Pair& p);  // raises the peer's ABORT if one is readable
+  [[noreturn]] void fail_pair(Pair& p, const std::string& what);
+  void mark_failed(Pair& p, std::exception_ptr e) noexcept;
+  [[noreturn]] void fail(std::exception_ptr e);
+  [[noreturn]] static void exit_after_truncate(const Pair& p);
+
+  ContextOptions opts_;
+  std::vector<std::unique_ptr<Pair>> pairs_;
+  Fd epoll_;
+  std::atomic<bool> broken_{false};
+  std::exception_ptr error_;
+  bool closed_ = false;
+  bool driving_ = false;  // inside wait()/test(): posted buffers are still alive
+  std::uint64_t bytes_sent_ = 0;
+  std::uint64_t bytes_received_ = 0;
+  int rejected_ = 0;
+  std::string job_;  // short id used in shm names
+};
+
+}  // namespace ringpress::transport_impl

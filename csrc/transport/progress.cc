@@ -1,0 +1,282 @@
+// Transport progress: the epoll/spin loop's sleep, per-pair reads and writes over a socket or a
+// shm ring, header acceptance and the shm control channel (doorbell, bye, abort bytes).
+//
+// Contract: progress_all() moves every posted send and receive as far as the sockets and rings
+// allow without blocking, completes operations in posting order per pair (FIFO matching), and
+// raises (TransportError, or the peer's own error from its ABORT) on the first failure; wait()
+// and test() (context.cc) turn that into a context abort. A header is checked against what the
+// receiver expects before any payload byte is read into the caller's buffer.
+// Cost: one pass is O(pairs) plus one sendmsg/recv (or ring copy) per pair with work; sends to a
+// pair are batched into one write of up to 16 iovecs / 1 MiB. sleep_until() costs one
+// epoll_wait, and a doorbell syscall only when the shm peer announced that it sleeps.
+// Ownership: reads and writes go straight into/out of the caller's posted buffers (no copies
+// here). Driven by the context's one thread; no locks.
+#include <errno.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "context_impl.h"
+
+namespace ringpress::transport_impl {
+
+using namespace protocol;
+
+// Sleeps in epoll_wait until a socket has news, the deadline, or at most 200 ms. A shm ring has
+// no fd: its reader/writer first announces that it sleeps (so the peer rings the doorbell on the
+// control socket), and wakes the announcement off again afterwards.
+void ContextImpl::sleep_until(Deadline deadline) {
+  // Announce sleep on every shm ring we wait for; if one turns out ready, do not sleep.
+  bool must_stay = false;
+  for (auto& pp : pairs_) {
+    if (!pp || !pp->link) continue;
+    Pair& p = *pp;
+    if (!p.recvs.empty() && !p.link->sleep_as_reader()) must_stay = true;
+    if (!p.sends.empty() && !p.link->sleep_as_writer()) must_stay = true;
+  }
+  if (!must_stay) {
+    epoll_event evs[64];
+    int rc = epoll_wait(epoll_.get(), evs, 64, net::ms_until(deadline, 200));
+    for (int i = 0; i < rc; ++i) {
+      Pair& p = *pairs_[evs[i].data.u32];
+      if (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) p.peer_hung_up = true;
+      if (p.kind == TransportKind::kShm && (evs[i].events & EPOLLIN)) p.ctl_readable = true;
+    }
+  }
+  // Nothing posted or completed since the announcements (epoll only sets flags), so the same
+  // conditions name the rings that announced.
+  for (auto& pp : pairs_) {
+    if (!pp || !pp->link) continue;
+    if (!pp->recvs.empty()) pp->link->wake_as_reader();
+    if (!pp->sends.empty()) pp->link->wake_as_writer();
+  }
+}
+
+bool ContextImpl::progress_all() {
+  bool any = false;
+  for (auto& pp : pairs_) {
+    if (pp) any |= progress_pair(*pp);
+  }
+  return any;
+}
+
+// One pair's step. Whatever it raises fails this pair first (it keeps the error), then the
+// caller aborts the context.
+bool ContextImpl::progress_pair(Pair& p) {
+  try {
+    bool any = false;
+    if (p.ctl_readable) any |= progress_ctl(p);
+    if (!p.sends.empty()) any |= progress_send(p);
+    if (!p.recvs.empty()) any |= progress_recv(p);
+    if (p.peer_hung_up) handle_hup(p);
+    return any;
+  } catch (...) {
+    mark_failed(p, std::current_exception());
+    throw;
+  }
+}
+
+// ------------------------------------------------------------------ byte streams
+
+std::size_t ContextImpl::stream_write(Pair& p, const iovec* iov, int n) {
+  if (p.link) {
+    bool wake = false;
+    std::size_t w = p.link->write_some(iov, n, &wake);
+    if (w == shm::Link::kCorrupt) {
+      fail_pair(p, detail::str_cat("the shared-memory ring to peer ", p.peer,
+                                   " is corrupt (its read position is ",
+                                   "not within the ring): the peer wrote over it"));
+    }
+    if (wake) doorbell(p);
+    return w;
+  }
+  int err = 0;
+  const long w = net::send_some(p.fd.get(), iov, n, &err);
+  if (w >= 0) return static_cast<std::size_t>(w);
+  fail_pair(p, detail::str_cat("send to peer ", p.peer, " (", p.endpoint, ") failed: ",
+                               std::strerror(err), " (peer process died or closed?)"));
+}
+
+std::size_t ContextImpl::stream_read(Pair& p, void* dst, std::size_t len) {
+  if (p.link) {
+    bool wake = false;
+    std::size_t r = p.link->read_some(dst, len, &wake);
+    if (r == shm::Link::kCorrupt) {
+      fail_pair(p, detail::str_cat("the shared-memory ring from peer ", p.peer,
+                                   " is corrupt (its write position ",
+                                   "is not within the ring): the peer wrote over it"));
+    }
+    if (wake) doorbell(p);
+    return r;
+  }
+  int err = 0;
+  const long r = net::recv_some(p.fd.get(), dst, len, &err);
+  if (r >= 0) return static_cast<std::size_t>(r);
+  if (err == 0) {
+    fail_pair(p, detail::str_cat("peer ", p.peer, " (", p.endpoint, ") closed the connection",
+                                 p.peer_said_bye ? "" : " (process died or exited early?)"));
+  }
+  fail_pair(p, detail::str_cat("receive from peer ", p.peer, " (", p.endpoint,
+                               ") failed: ", std::strerror(err)));
+}
+
+void ContextImpl::doorbell(Pair& p) {
+  unsigned char b = kCtlDoorbell;
+  iovec iov{&b, 1};
+  int err = 0;
+  // A full socket already holds doorbells: dropping this one loses nothing.
+  (void)net::send_some(p.fd.get(), &iov, 1, &err);
+}
+
+bool ContextImpl::progress_send(Pair& p) {
+  bool any = false;
+  while (!p.sends.empty()) {
+    iovec iov[16];
+    int n = 0;
+    // Batch several small messages into one write.
+    std::size_t batch = 0;
+    for (auto it = p.sends.begin(); it != p.sends.end() && n + 2 <= 16 && batch < (1u << 20);
+         ++it) {
+      SendOp& op = *it;
+      const std::size_t end = op.end();
+      std::size_t off = op.off;
+      if (off < sizeof(MsgHeader)) {
+        std::size_t k = std::min(end, sizeof(MsgHeader)) - off;
+        iov[n++] = {reinterpret_cast<unsigned char*>(&op.h) + off, k};
+        off += k;
+      }
+      if (off < end)
+        iov[n++] = {const_cast<unsigned char*>(op.data) + (off - sizeof(MsgHeader)), end - off};
+      batch += end - op.off;
+      if (op.truncate_at) break;
+    }
+    std::size_t w = stream_write(p, iov, n);
+    if (w == 0) break;
+    any = true;
+    bytes_sent_ += w;
+    while (w > 0) {
+      SendOp& op = p.sends.front();
+      std::size_t take = std::min(op.end() - op.off, w);
+      op.off += take;
+      w -= take;
+      if (op.off == op.end()) {
+        if (op.truncate_at) exit_after_truncate(p);
+        p.sends.pop_front();
+        ++p.sends_done;
+      }
+    }
+  }
+  return any;
+}
+
+void ContextImpl::accept_header(Pair& p, RecvOp& op) {
+  MsgHeader h;
+  std::memcpy(&h, p.hdr, sizeof h);
+  p.hdr_have = 0;
+  if (h.magic != MsgHeader::kMagic) {
+    RP_THROW_CTX(TransportError, ctx(p.peer), "peer ", p.peer, " (", p.endpoint,
+                 ") sent bytes that are not a ringpress message (bad magic 0x", std::hex, h.magic,
+                 ")");
+  }
+  if (h.version != MsgHeader::kVersion) {
+    RP_THROW_CTX(TransportError, ctx(p.peer), "peer ", p.peer, " (", p.endpoint,
+                 ") speaks message header version ", static_cast<int>(h.version), ", this rank ",
+                 static_cast<int>(MsgHeader::kVersion), " (mixed ringpress versions in one job?)");
+  }
+  if (h.type == static_cast<std::uint8_t>(MsgType::kAbort) && p.kind == TransportKind::kTcp) {
+    RP_ENFORCE(h.len <= kMaxAbortBytes, TransportError, "oversized abort message from peer ",
+               p.peer);
+    Bytes b(h.len);
+    net::read_all(p.fd.get(), b.data(), b.size(), Clock::now() + std::chrono::seconds(2),
+                  "abort message");
+    raise_remote_abort(b, opts_.rank, p.peer);
+  }
+  if (h.type != static_cast<std::uint8_t>(MsgType::kData)) {
+    RP_THROW_CTX(TransportError, ctx(p.peer), "peer ", p.peer, " sent message type ",
+                 static_cast<int>(h.type), " where data was expected");
+  }
+  check_header(h, op.e, opts_.rank, p.peer);
+  op.h = h;
+  op.have_header = true;
+}
+
+bool ContextImpl::progress_recv(Pair& p) {
+  bool any = false;
+  while (!p.recvs.empty()) {
+    RecvOp& op = p.recvs.front();
+    if (!op.have_header) {
+      std::size_t r = stream_read(p, p.hdr + p.hdr_have, sizeof(MsgHeader) - p.hdr_have);
+      if (r == 0) break;
+      any = true;
+      bytes_received_ += r;
+      p.hdr_have += r;
+      if (p.hdr_have < sizeof(MsgHeader)) break;
+      accept_header(p, op);
+    }
+    if (op.off < op.h.len) {
+      std::size_t r = stream_read(p, op.data + op.off, op.h.len - op.off);
+      if (r == 0) break;
+      any = true;
+      bytes_received_ += r;
+      op.off += r;
+      if (op.off < op.h.len) continue;
+    }
+    if (op.e.received) *op.e.received = op.h.len;
+    p.recvs.pop_front();
+    ++p.recvs_done;
+    any = true;
+  }
+  return any;
+}
+
+bool ContextImpl::progress_ctl(Pair& p) {
+  bool any = false;
+  unsigned char buf[256];
+  for (;;) {
+    int err = 0;
+    const long r = net::recv_some(p.fd.get(), buf, sizeof buf, &err);
+    if (r > 0) {
+      for (long i = 0; i < r; ++i) {
+        if (buf[i] == kCtlDoorbell) {
+          any = true;
+        } else if (buf[i] == kCtlBye) {
+          p.peer_said_bye = true;
+        } else if (buf[i] == kCtlAbort) {
+          // 'A' + u32 length + payload; the rest may still be in the socket.
+          Bytes rest(buf + i + 1, buf + r);
+          std::size_t need = 4;
+          Deadline dl = Clock::now() + std::chrono::seconds(2);
+          if (rest.size() < need) {
+            std::size_t have = rest.size();
+            rest.resize(need);
+            net::read_all(p.fd.get(), rest.data() + have, need - have, dl, "abort message");
+          }
+          std::uint32_t len = 0;
+          std::memcpy(&len, rest.data(), 4);
+          RP_ENFORCE(len <= kMaxAbortBytes, TransportError, "oversized abort from peer ", p.peer);
+          std::size_t have = rest.size();
+          rest.resize(4 + len);
+          if (have < 4 + len)
+            net::read_all(p.fd.get(), rest.data() + have, 4 + len - have, dl, "abort message");
+          raise_remote_abort(Bytes(rest.begin() + 4, rest.end()), opts_.rank, p.peer);
+        } else {
+          RP_THROW_CTX(TransportError, ctx(p.peer), "peer ", p.peer, " (", p.endpoint,
+                       ") sent an unknown control byte ", static_cast<int>(buf[i]));
+        }
+      }
+      continue;
+    }
+    if (r == 0) {  // nothing more for now
+      p.ctl_readable = false;
+      break;
+    }
+    p.peer_hung_up = true;  // end of stream or a socket error
+    p.ctl_readable = false;
+    break;
+  }
+  return any;
+}
+
+}  // namespace ringpress::transport_impl
