@@ -80,6 +80,12 @@ void corrupt(void* payload, std::size_t len) {
   for (std::size_t i = 0; i < len && i < 8; ++i) p[i] = static_cast<unsigned char>(~p[i]);
 }
 
+void exit_after_truncate(int peer) {
+  std::fprintf(stderr, "ringpress: RINGPRESS_FAULT truncated a message to peer %d\n", peer);
+  std::fflush(stderr);
+  _exit(3);
+}
+
 Action hit(const char* point) {
   Spec& s = spec();
   if (!s.on || s.point != point) return Action::kNone;

@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "context_impl.h"
+#include "ringpress/fault.h"
 
 namespace ringpress::transport_impl {
 
@@ -48,8 +49,7 @@ void ContextImpl::mark_failed(Pair& p, std::exception_ptr e) noexcept {
 // RINGPRESS_FAULT=send:truncate: the message stopped half way has been written; leave now, like
 // a rank that crashes mid-message (fault.h's kill/stop/exit happen inside fault::hit instead).
 void ContextImpl::exit_after_truncate(const Pair& p) {
-  std::fprintf(stderr, "ringpress: RINGPRESS_FAULT truncated a message to peer %d\n", p.peer);
-  _exit(3);
+  fault::exit_after_truncate(p.peer);
 }
 
 // The peer hung up. While this pair is closing that is expected; otherwise it fails the pair.

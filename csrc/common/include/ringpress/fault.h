@@ -31,4 +31,8 @@ Action hit(const char* point);
 // For corrupt: invert the first min(8, len) bytes of an encoded payload.
 void corrupt(void* payload, std::size_t len);
 
+// For truncate: the caller has sent part of a message; the process now leaves without closing
+// (says why on stderr, then _exit(3)), so the peer sees a message cut short.
+[[noreturn]] void exit_after_truncate(int peer);
+
 }  // namespace ringpress::fault
