@@ -16,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "rank_threads.h"
 #include "ringpress/codec.h"
 #include "ringpress/engine.h"
 #include "ringpress/store.h"
@@ -66,32 +67,15 @@ const bool kToyRegistered = [] {
   return true;
 }();
 
-void run_threads(int P, const std::function<void(rp::Communicator&)>& body,
-                 const std::string& transport = "") {
-  auto store = std::make_shared<rp::HashStore>();
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(static_cast<std::size_t>(P));
-  for (int r = 0; r < P; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        rp::CommOptions o;
-        o.context.rank = r;
-        o.context.size = P;
-        o.context.transport = transport;
+void run_threads(int P, const std::function<void(rp::Communicator&)>& body) {
+  rp_test::run_rank_threads(
+      P,
+      [](rp::CommOptions& o) {
         o.context.timeout = std::chrono::seconds(60);
-        o.context.bind_addr = "127.0.0.1";
         o.context.shm_ring_bytes = 1u << 16;
         o.segment_bytes = 4096;  // many segments even for small sizes: the pipeline is exercised
-        rp::Communicator c(store, o);
-        body(c);
-        c.close();
-      } catch (const std::exception& e) {
-        errors[static_cast<std::size_t>(r)] = e.what();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < P; ++r) EXPECT_EQ(errors[static_cast<std::size_t>(r)], "") << "rank " << r;
+      },
+      body);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "rank_threads.h"
 #include "ringpress/engine.h"
 #include "ringpress/store.h"
 
@@ -20,31 +21,14 @@ namespace {
 void run_threads(int P, const std::string& transport,
                  const std::function<void(rp::Communicator&)>& body, std::size_t segment_bytes = 0,
                  std::size_t ring_bytes = 0) {
-  auto store = std::make_shared<rp::HashStore>();
-  std::vector<std::thread> threads;
-  std::vector<std::string> errors(static_cast<std::size_t>(P));
-  for (int r = 0; r < P; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        rp::CommOptions o;
-        o.context.rank = r;
-        o.context.size = P;
+  rp_test::run_rank_threads(
+      P,
+      [&](rp::CommOptions& o) {
         o.context.transport = transport;
-        o.context.timeout = std::chrono::seconds(30);
-        o.context.bind_addr = "127.0.0.1";
         if (ring_bytes) o.context.shm_ring_bytes = ring_bytes;
-        o.op_timeout = std::chrono::seconds(30);
         o.segment_bytes = segment_bytes;
-        rp::Communicator c(store, o);
-        body(c);
-        c.close();
-      } catch (const std::exception& e) {
-        errors[static_cast<std::size_t>(r)] = e.what();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  for (int r = 0; r < P; ++r) EXPECT_EQ(errors[static_cast<std::size_t>(r)], "") << "rank " << r;
+      },
+      body);
 }
 
 class CommThreads : public ::testing::TestWithParam<std::tuple<int, std::string>> {};

@@ -1,0 +1,47 @@
+// Ranks as threads of one process over an in-memory store (DESIGN habit 9), on the real
+// transports: each thread makes a Communicator (rank, size, loopback and 30 s deadlines filled in,
+// then `configure` adjusts the options), runs `body` and closes it. An exception on any rank
+// becomes a test failure naming that rank.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ringpress/engine.h"
+#include "ringpress/store.h"
+
+namespace rp_test {
+
+inline void run_rank_threads(int P, const std::function<void(ringpress::CommOptions&)>& configure,
+                             const std::function<void(ringpress::Communicator&)>& body) {
+  auto store = std::make_shared<ringpress::HashStore>();
+  std::vector<std::thread> threads;
+  std::vector<std::string> errors(static_cast<std::size_t>(P));
+  for (int r = 0; r < P; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        ringpress::CommOptions o;
+        o.context.rank = r;
+        o.context.size = P;
+        o.context.timeout = std::chrono::seconds(30);
+        o.context.bind_addr = "127.0.0.1";
+        configure(o);
+        ringpress::Communicator c(store, o);
+        body(c);
+        c.close();
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(r)] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < P; ++r) EXPECT_EQ(errors[static_cast<std::size_t>(r)], "") << "rank " << r;
+}
+
+}  // namespace rp_test
