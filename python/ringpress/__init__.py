@@ -60,17 +60,17 @@ __all__ = [
     "Work",
     "__version__",
     "build_info",
-    "codecs",
     "compress",
     "compress_bound",
     "container_info",
     "decompress",
     "errors",
     "frame_info",
+    "wire_codecs",
 ]
 
 
-def codecs() -> list[dict]:
+def wire_codecs() -> list[dict]:
     """The wire codecs of collectives (the core's registry, ``ringpress/codec.h``): one dict per
     codec with ``id`` (its byte in every message header), ``name`` (what ``compression=`` takes;
     ``"auto"`` picks among them), ``version`` (payload layout), ``exact`` (bit-identical),

@@ -436,7 +436,7 @@ class Communicator:
     ) -> Any:
         """Reduce ``x`` element-wise across ranks, in place; returns ``x`` (or a Work).
 
-        ``compression`` is the name of a wire codec (``ringpress.codecs()``; the builtin ones
+        ``compression`` is the name of a wire codec (``ringpress.wire_codecs()``; the builtin ones
         follow) or ``"auto"``. ``"lossless"`` (shuffle +
         ``codec`` zstd|lz4 at ``level``; bit-identical to none, any dtype), ``"bf16"``/``"fp16"``,
         ``"int8"``/``"int4"`` (one scale per ``block`` elements): float32 with sum/avg, lossy, one

@@ -105,7 +105,7 @@ except rp.RingpressError as e:
 def test_the_codec_lists_come_from_the_core_registry():
     import ringpress.torch.hooks as hooks
 
-    rows = rp.codecs()
+    rows = rp.wire_codecs()
     names = [c["name"] for c in rows]
     assert names[:7] == ["none", "lossless", "bf16", "fp16", "int8", "int4", "topk"]
     assert len({c["id"] for c in rows}) == len(rows) and all(0 <= c["id"] < 32 for c in rows)

@@ -43,7 +43,7 @@ from .. import _core
 from ..errors import UsageError
 from .backend import ProcessGroupRingpress, _Outcome, _Staged
 
-# From the core's codec registry (ringpress.codecs()), plus the "auto" selection mode.
+# From the core's codec registry (ringpress.wire_codecs()), plus the "auto" selection mode.
 KINDS = (*(c["name"] for c in _core.codecs()), "auto")
 _LOSSY = (*(c["name"] for c in _core.codecs() if not c["exact"]), "auto")
 _STATE_VERSION = 1
