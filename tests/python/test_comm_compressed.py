@@ -477,3 +477,21 @@ def test_bad_residual_is_a_usage_error_on_every_rank():
         rec = res.records[0]
         assert {k: v for k, v in rec["errors"].items() if v != "UsageError"} == {}, res.rank
         assert rec["after"] and not rec["broken"], rec
+
+
+def test_a_bad_codec_parameter_is_refused_and_leaves_the_communicator_usable():
+    body = r"""
+x = np.ones(50_000, np.float32)
+try:
+    comm.allreduce(x, compression="lossless", level=99)
+    emit({"error": None})
+except rp.RingpressError as e:
+    emit({"error": type(e).__name__, "msg": str(e)})
+y = np.full(50_000, rank + 1.0, np.float32)
+comm.allreduce(y, compression="int8")
+emit({"broken": comm.broken, "sum": float(y[123])})
+"""
+    for r in run_ranks(2, body, timeout=60, comm_kwargs={"timeout": 20}):
+        err, after = r.records
+        assert err["error"] == "UsageError" and "level" in err["msg"], err
+        assert not after["broken"] and abs(after["sum"] - 3.0) < 0.05, after
