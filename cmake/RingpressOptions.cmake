@@ -8,6 +8,8 @@ set(RINGPRESS_CUDA "AUTO" CACHE STRING "Build CUDA kernels: AUTO (when nvcc is f
 set_property(CACHE RINGPRESS_CUDA PROPERTY STRINGS AUTO ON OFF)
 set(RINGPRESS_CUDA_ARCHITECTURES "80;90" CACHE STRING "CUDA architectures to compile for")
 option(RINGPRESS_PYTHON "Build the pybind11 extension ringpress._core" OFF)
+set(RINGPRESS_TORCH "AUTO" CACHE STRING "Build the torch.distributed backend ringpress._c10d (needs RINGPRESS_PYTHON): AUTO (when the Python imports torch), ON (required), OFF")
+set_property(CACHE RINGPRESS_TORCH PROPERTY STRINGS AUTO ON OFF)
 option(RINGPRESS_BUILD_TESTS "Build the C++ tests (GoogleTest) and register them with ctest" OFF)
 option(RINGPRESS_SIMD "Build the SSE2/AVX2/AVX-512 kernels (runtime dispatch keeps a generic fallback)" ON)
 option(RINGPRESS_WERROR "Treat compiler warnings as errors" OFF)
@@ -15,7 +17,7 @@ set(RINGPRESS_SANITIZE "" CACHE STRING "Sanitizers: empty, 'address,undefined' o
 option(RINGPRESS_FUZZ "Build the libFuzzer targets in tests/fuzz (clang only; scripts/fuzz.sh)" OFF)
 
 set(_rp_known_options
-  RINGPRESS_CUDA RINGPRESS_CUDA_ARCHITECTURES RINGPRESS_PYTHON RINGPRESS_BUILD_TESTS
+  RINGPRESS_CUDA RINGPRESS_CUDA_ARCHITECTURES RINGPRESS_PYTHON RINGPRESS_TORCH RINGPRESS_BUILD_TESTS
   RINGPRESS_SIMD RINGPRESS_WERROR RINGPRESS_SANITIZE RINGPRESS_FUZZ)
 
 get_cmake_property(_rp_cache_vars CACHE_VARIABLES)
@@ -31,6 +33,10 @@ endforeach()
 string(TOUPPER "${RINGPRESS_CUDA}" RINGPRESS_CUDA)
 if(NOT RINGPRESS_CUDA MATCHES "^(AUTO|ON|OFF)$")
   message(FATAL_ERROR "ringpress: RINGPRESS_CUDA must be AUTO, ON or OFF (got '${RINGPRESS_CUDA}').")
+endif()
+string(TOUPPER "${RINGPRESS_TORCH}" RINGPRESS_TORCH)
+if(NOT RINGPRESS_TORCH MATCHES "^(AUTO|ON|OFF)$")
+  message(FATAL_ERROR "ringpress: RINGPRESS_TORCH must be AUTO, ON or OFF (got '${RINGPRESS_TORCH}').")
 endif()
 if(NOT RINGPRESS_SANITIZE MATCHES "^(|address|undefined|address,undefined|thread)$")
   message(FATAL_ERROR "ringpress: RINGPRESS_SANITIZE must be empty, 'address', 'undefined', "

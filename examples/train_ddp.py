@@ -49,7 +49,7 @@ for step in range(args.steps):
 
 loss = heldout_loss(model.module, *held)
 if rank == 0:
-    sent = dist.distributed_c10d._get_default_group().comm.stats()["bytes_sent"]
+    sent = ringpress.torch.stats()["bytes_sent"]
     print(
         f"held-out loss {loss:.3f} nats/char; {args.compression}: {sent / 2**20:.1f} MiB sent "
         f"by rank 0; hook kinds used: {state.kinds_used}"

@@ -30,7 +30,7 @@ build() {  # dir sanitize [more cmake arguments]
 
 echo "sanitize: ASan + UBSan (all C++ tests)"
 PY="$PWD/$VENV/bin/python"
-build build/asan "address,undefined" -DRINGPRESS_PYTHON=ON -DPython_EXECUTABLE="$PY" \
+build build/asan "address,undefined" -DRINGPRESS_PYTHON=ON -DRINGPRESS_TORCH=OFF -DPython_EXECUTABLE="$PY" \
   -Dpybind11_DIR="$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')"
 quiet build/asan.ctest.log env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --test-dir build/asan --output-on-failure -j2

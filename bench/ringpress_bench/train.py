@@ -307,6 +307,7 @@ class Ctx:
     rank: int
     size: int
     pg: Any  # the ringpress default group
+    comm: Any  # a ringpress Communicator beside it, for the benchmark's own coordination
     gloo: Any  # a gloo group, or None
     data: CharData
     eval_xy: tuple[Any, Any]
@@ -404,14 +405,19 @@ def run_mode(plan: Plan, ctx: Ctx) -> dict[str, Any]:
     if plan.hook is not None:
         ddp.register_comm_hook(*plan.hook)
     opt = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=MOMENTUM - plan.hook_momentum)
-    comm = ctx.pg.comm
+    import ringpress.torch as rt
+
+    def comm_stats() -> dict:
+        return rt.stats(ctx.pg)
+
     times, losses = [], []
     total = args.warmup + args.steps
-    ctx.pg.comm.barrier()
+    ctx.comm.barrier()
     sent0 = link0 = stats0 = None
     for step in range(total):
         if step == args.warmup:
-            sent0, link0, stats0 = comm.stats()["bytes_sent"], _link_tx(), comm.stats()
+            stats0 = comm_stats()
+            sent0, link0 = stats0["bytes_sent"], _link_tx()
             count[0] = 0.0
         x, y = ctx.data.batch(args.batch, args.seed, ctx.rank, step)
         t0 = time.perf_counter()
@@ -427,7 +433,7 @@ def run_mode(plan: Plan, ctx: Ctx) -> dict[str, Any]:
             times.append(dt)
         if ctx.rank == 0:
             ctx.bar.step()
-    stats1 = comm.stats()
+    stats1 = comm_stats()
     link1 = _link_tx()
     if mode.startswith("ringpress"):
         sent = (stats1["bytes_sent"] - sent0) / args.steps
@@ -649,7 +655,17 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
         "ringpress", init_method="env://", rank=rank, world_size=size, timeout=timeout
     )
     pg = dist.distributed_c10d._get_default_group()
-    comm = pg.comm
+    import ringpress
+
+    # The benchmark's own coordination (agreeing on errors, gathering results) runs on a
+    # communicator of its own, so a failing mode cannot take it down with the measured group.
+    comm = ringpress.Communicator.from_store(
+        dist.distributed_c10d._get_default_store(),
+        rank,
+        size,
+        prefix="ringpress_bench/train",
+        timeout=args.pg_timeout,
+    )
     notes: list[str] = []
     gloo = None
     try:
@@ -699,7 +715,7 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
             if gloo is None and (mode.startswith("gloo") or mode == "compute"):
                 err = "no gloo process group"
             else:
-                ctx = Ctx(args, rank, size, pg, gloo, data, eval_xy, bar)
+                ctx = Ctx(args, rank, size, pg, comm, gloo, data, eval_xy, bar)
                 plan = None
                 try:  # no collective in here: a failure on one rank is agreed on below
                     plan = prepare(mode, ctx)

@@ -48,7 +48,10 @@ Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts
   ctx_ = Context::create(std::move(store), opts_.context);
   rank_ = ctx_->rank();
   size_ = ctx_->size();
+  p2p_sent_.assign(static_cast<std::size_t>(size_), 0);
+  p2p_received_.assign(static_cast<std::size_t>(size_), 0);
   worker_ = std::thread([this] { worker_loop(); });
+  runner_->comm = this;
   creator_pid_ = getpid();
   fork_generation_ = fork_generation();
 }
@@ -153,8 +156,37 @@ void Communicator::worker_loop() {
   }
 }
 
-Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes, Fn fn,
-                                           bool async) {
+void Communicator::run_until(const Work& w) {
+  if (g_forks.load(std::memory_order_relaxed) != fork_generation_) return;
+  std::unique_lock<std::mutex> lock(mu_);
+  if (busy_ || stop_) return;
+  bool queued = false;
+  for (const Request& r : queue_) {
+    if (r.work.get() == &w) {
+      queued = true;
+      break;
+    }
+  }
+  if (!queued) return;
+  busy_ = true;
+  for (bool last = false; !last;) {
+    Request req = std::move(queue_.front());
+    queue_.pop_front();
+    last = req.work.get() == &w;
+    lock.unlock();
+    execute(req.name, req.seq, req.bytes, req.fn, *req.work, req.queued, 0);
+    req = Request{};  // drop the request's closure (and its buffers' holds) outside the lock
+    lock.lock();
+  }
+  busy_ = false;
+  const bool pending = !queue_.empty();
+  lock.unlock();
+  if (pending) cv_.notify_all();
+  idle_cv_.notify_all();
+}
+
+Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes, Fn fn, bool async,
+                                           bool collective) {
   // A forked child shares the parent's sockets and shared memory: its bytes would interleave
   // with the parent's streams. It has no engine thread either, and mu_ may have been held by one
   // of the parent's threads at the fork: checked before taking it.
@@ -164,8 +196,8 @@ Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes
   std::unique_lock<std::mutex> lock(mu_);
   RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
   if (broken_error_) std::rethrow_exception(broken_error_);
-  const std::uint32_t seq = next_seq_++;
-  auto work = std::make_shared<Work>(seq, name, callbacks_);
+  const std::uint32_t seq = collective ? next_seq_++ : 0;
+  auto work = std::make_shared<Work>(seq, name, callbacks_, runner_);
   const auto now = Clock::now();
   if (!async && queue_.empty() && !busy_) {
     // Idle engine, synchronous call: run here, no thread hand-off.
@@ -196,8 +228,7 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
                                               float* residual) {
   ScopedErrorContext ec("allreduce", rank_);
   RP_ENFORCE(reduce_supported(dtype), UsageError, "allreduce does not support dtype ",
-             dtype_name(dtype),
-             " (supported: float32, float64, float16, bfloat16, int32, int64, uint8)");
+             dtype_name(dtype), " (supported: floats, bfloat16, and integers of 8 to 64 bits)");
   RP_ENFORCE(data != nullptr || count == 0, UsageError, "allreduce of a null buffer");
   AllreduceOptions o;
   o.data = data;
@@ -341,7 +372,92 @@ Communicator::WorkPtr Communicator::barrier(bool async) {
   return submit("barrier", 0, [](const OpContext& oc) { ringpress::barrier(oc); }, async);
 }
 
+Communicator::WorkPtr Communicator::gather(const void* in, void* out, std::size_t count,
+                                           DType dtype, int root, bool async) {
+  ScopedErrorContext ec("gather", rank_);
+  RP_ENFORCE(root >= 0 && root < size_, UsageError, "gather root ", root, " is not a rank of ",
+             size_);
+  RP_ENFORCE(in != nullptr || count == 0, UsageError, "gather of a null buffer");
+  RP_ENFORCE(rank_ != root || out != nullptr || count == 0, UsageError,
+             "gather into a null buffer on the root");
+  GatherOptions o{in, out, count, dtype, root};
+  return submit(
+      "gather", count * dtype_size(dtype), [o](const OpContext& oc) { ringpress::gather(oc, o); },
+      async);
+}
+
+Communicator::WorkPtr Communicator::scatter(const void* in, void* out, std::size_t count,
+                                            DType dtype, int root, bool async) {
+  ScopedErrorContext ec("scatter", rank_);
+  RP_ENFORCE(root >= 0 && root < size_, UsageError, "scatter root ", root, " is not a rank of ",
+             size_);
+  RP_ENFORCE(out != nullptr || count == 0, UsageError, "scatter into a null buffer");
+  RP_ENFORCE(rank_ != root || in != nullptr || count == 0, UsageError,
+             "scatter from a null buffer on the root");
+  ScatterOptions o{in, out, count, dtype, root};
+  return submit(
+      "scatter", count * dtype_size(dtype), [o](const OpContext& oc) { ringpress::scatter(oc, o); },
+      async);
+}
+
+Communicator::WorkPtr Communicator::alltoall(const void* in, void* out,
+                                             std::vector<std::size_t> send_counts,
+                                             std::vector<std::size_t> recv_counts, DType dtype,
+                                             bool async) {
+  ScopedErrorContext ec("alltoall", rank_);
+  RP_ENFORCE_EQ(send_counts.size(), static_cast<std::size_t>(size_), UsageError,
+                "alltoall needs one send count per rank");
+  RP_ENFORCE_EQ(recv_counts.size(), static_cast<std::size_t>(size_), UsageError,
+                "alltoall needs one receive count per rank");
+  std::size_t sent = 0, received = 0;
+  for (auto c : send_counts) sent += c;
+  for (auto c : recv_counts) received += c;
+  RP_ENFORCE(in != nullptr || sent == 0, UsageError, "alltoall from a null buffer");
+  RP_ENFORCE(out != nullptr || received == 0, UsageError, "alltoall into a null buffer");
+  RP_ENFORCE_EQ(send_counts[static_cast<std::size_t>(rank_)],
+                recv_counts[static_cast<std::size_t>(rank_)], UsageError,
+                "alltoall: the send and receive counts for this rank itself differ");
+  AlltoallOptions o;
+  o.in = in;
+  o.out = out;
+  o.send_counts = std::move(send_counts);
+  o.recv_counts = std::move(recv_counts);
+  o.dtype = dtype;
+  return submit(
+      "alltoall", sent * dtype_size(dtype),
+      [o](const OpContext& oc) { ringpress::alltoall(oc, o); }, async);
+}
+
+Communicator::WorkPtr Communicator::point_to_point(std::vector<PeerMessage> msgs, bool async) {
+  const bool single = msgs.size() == 1;
+  const char* name = single ? (msgs[0].send ? "send" : "recv") : "send/recv";
+  ScopedErrorContext ec(name, rank_);
+  std::uint64_t bytes = 0;
+  for (const PeerMessage& m : msgs) {
+    RP_ENFORCE(m.peer >= 0 && m.peer < size_ && m.peer != rank_, UsageError, name, " peer ", m.peer,
+               " is not another rank of ", size_);
+    RP_ENFORCE(m.data != nullptr || m.bytes == 0, UsageError, name, " with a null buffer");
+    bytes += m.bytes;
+  }
+  return submit(
+      name, bytes,
+      [this, msgs = std::move(msgs)](const OpContext& oc) mutable {
+        // Numbered here, in execution order (= this rank's submission order).
+        for (PeerMessage& m : msgs) {
+          auto& counter = m.send ? p2p_sent_ : p2p_received_;
+          m.seq = counter[static_cast<std::size_t>(m.peer)]++;
+        }
+        ringpress::point_to_point(oc, msgs);
+      },
+      async, /*collective=*/false);
+}
+
 void Communicator::close() {
+  {
+    // From here on waiters wait for the worker (which close() lets drain the queue).
+    std::lock_guard<std::mutex> g(runner_->mu);
+    runner_->comm = nullptr;
+  }
   {
     std::unique_lock<std::mutex> lock(mu_);
     if (closed_) return;

@@ -17,6 +17,10 @@ std::exception_ptr Work::exception() const {
 }
 
 bool Work::wait(std::chrono::milliseconds timeout) {
+  if (runner_ && !is_completed()) {
+    std::lock_guard<std::mutex> g(runner_->mu);
+    if (runner_->comm) runner_->comm->run_until(*this);
+  }
   std::unique_lock<std::mutex> lock(mu_);
   if (timeout.count() < 0) {
     cv_.wait(lock, [&] { return done_; });
@@ -38,6 +42,24 @@ void Work::on_complete(std::function<void(Work&)> fn) {
   fn(*this);
 }
 
+void Work::finish_with(std::function<void()> fn) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!done_ && !finishing_) {
+      finishers_.push_back(std::move(fn));
+      return;
+    }
+    cv_.wait(lock, [&] { return done_; });
+    if (error_) return;
+  }
+  fn();
+}
+
+void Work::hold(std::shared_ptr<void> h) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!done_) holds_.push_back(std::move(h));
+}
+
 namespace {
 void run_callbacks(Work& w, std::vector<std::function<void(Work&)>>& cbs) {
   for (auto& cb : cbs) {
@@ -56,13 +78,31 @@ void run_callbacks(Work& w, std::vector<std::function<void(Work&)>>& cbs) {
 
 void Work::complete(std::exception_ptr err) {
   std::vector<std::function<void(Work&)>> cbs;
+  std::vector<std::shared_ptr<void>> holds;
+  std::vector<std::function<void()>> finishers;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    finishers.swap(finishers_);
+    finishing_ = true;
+  }
+  for (auto& fn : finishers) {
+    if (err) break;
+    try {
+      fn();
+    } catch (...) {
+      err = std::current_exception();
+    }
+  }
+  finishers.clear();
   {
     std::lock_guard<std::mutex> lock(mu_);
     error_ = err;
     done_ = true;
     cbs.swap(callbacks_);
+    holds.swap(holds_);
   }
   cv_.notify_all();
+  holds.clear();
   if (cbs.empty()) return;
   if (!pool_) {
     run_callbacks(*this, cbs);

@@ -13,6 +13,7 @@
 
 #include "ringpress/engine.h"
 #include "ringpress/store.h"
+#include "stats_dict.h"
 
 namespace py = pybind11;
 namespace rp = ringpress;
@@ -324,44 +325,7 @@ void bind_comm(py::module_& m) {
            })
       .def_property_readonly("closed", &rp::Communicator::closed)
       .def_property_readonly("broken", &rp::Communicator::broken)
-      .def("stats",
-           [](rp::Communicator& c) {
-             rp::CommStats s = c.stats();
-             py::dict d;
-             d["ops"] = s.ops;
-             d["bytes_sent"] = s.bytes_sent;
-             d["bytes_received"] = s.bytes_received;
-             d["payload_bytes"] = s.payload_bytes;
-             py::dict a;
-             py::dict counts;
-             py::dict predicted;
-             for (const rp::CodecInfo& info : rp::codecs()) {
-               const int k = info.id;
-               const char* name = info.name;
-               if (s.auto_counts[static_cast<std::size_t>(k)])
-                 counts[name] = s.auto_counts[static_cast<std::size_t>(k)];
-               if (s.auto_last >= 0 && s.auto_predicted_s[static_cast<std::size_t>(k)] >= 0) {
-                 predicted[name] = s.auto_predicted_s[static_cast<std::size_t>(k)];
-               }
-             }
-             a["counts"] = counts;
-             a["last"] = s.auto_last >= 0 ? py::object(py::str(rp::wire_compression_name(
-                                                static_cast<rp::WireCompression>(s.auto_last))))
-                                          : py::object(py::none());
-             a["predicted_s"] = predicted;
-             a["actual_s"] = s.auto_actual_s;
-             a["calibrations"] = s.auto_calibrations;
-             d["auto"] = a;
-             py::dict st;
-             for (int i = 0; i < static_cast<int>(rp::Stage::kCount); ++i) {
-               py::dict e;
-               e["seconds"] = s.stage_s[static_cast<std::size_t>(i)];
-               e["bytes"] = s.stage_bytes[static_cast<std::size_t>(i)];
-               st[rp::stage_name(static_cast<rp::Stage>(i))] = e;
-             }
-             d["stages"] = st;
-             return d;
-           })
+      .def("stats", [](rp::Communicator& c) { return rp::python::stats_dict(c.stats()); })
       .def("enable_timeline", [](rp::Communicator& c, bool on) { c.timeline().enable(on); })
       .def("write_timeline", &rp::Communicator::write_timeline);
 }

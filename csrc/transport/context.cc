@@ -35,6 +35,9 @@ const char* coll_kind_name(CollKind kind) noexcept {
     case CollKind::kAllgatherv: return "allgatherv";
     case CollKind::kReduce: return "reduce";
     case CollKind::kSendRecv: return "send/recv";
+    case CollKind::kGather: return "gather";
+    case CollKind::kScatter: return "scatter";
+    case CollKind::kAlltoall: return "alltoall";
   }
   return "?";
 }

@@ -45,7 +45,20 @@ TCPStoreServer = _core.TCPStoreServer
 HashStore = _core.HashStore
 
 _OPS = ("sum", "avg", "min", "max", "prod")
-_REDUCIBLE = ("float32", "float64", "float16", "bfloat16", "int32", "int64", "uint8")
+_REDUCIBLE = (
+    "float32",
+    "float64",
+    "float16",
+    "bfloat16",
+    "int8",
+    "int16",
+    "int32",
+    "int64",
+    "uint8",
+    "uint16",
+    "uint32",
+    "uint64",
+)
 _instance_counter = itertools.count()
 _live: weakref.WeakSet = weakref.WeakSet()  # open communicators, closed at interpreter exit
 

@@ -150,7 +150,7 @@ TEST(CommErrors, MismatchedCountRaisesUsageErrorOnEveryRank) {
 TEST(CommErrors, ArgumentErrorsLeaveTheCommunicatorUsable) {
   run_threads(2, "tcp", [](rp::Communicator& c) {
     std::vector<std::int16_t> bad(4);
-    EXPECT_THROW(c.allreduce(bad.data(), 4, rp::DType::kI16, rp::ReduceOp::kSum, false),
+    EXPECT_THROW(c.allreduce(bad.data(), 4, rp::DType::kBool, rp::ReduceOp::kSum, false),
                  rp::UsageError);
     EXPECT_THROW(c.broadcast(bad.data(), 4, rp::DType::kI16, 7, false), rp::UsageError);
     EXPECT_FALSE(c.broken());

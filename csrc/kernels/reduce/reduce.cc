@@ -63,7 +63,8 @@ const ReduceKernels& kernels() {
 }
 
 constexpr const char* kOpNames[kNumReduceOps] = {"sum", "avg", "min", "max", "prod"};
-constexpr const char* kSupportedDTypes = "float32, float64, float16, bfloat16, int32, int64, uint8";
+constexpr const char* kSupportedDTypes =
+    "float32, float64, float16, bfloat16, int8, int16, int32, int64, uint8, uint16, uint32, uint64";
 
 void check_dtype(DType dtype, const char* fn) {
   if (!reduce_supported(dtype)) {
@@ -112,7 +113,12 @@ bool reduce_supported(DType dtype) noexcept {
     case DType::kBF16:
     case DType::kI32:
     case DType::kI64:
-    case DType::kU8: return true;
+    case DType::kU8:
+    case DType::kI8:
+    case DType::kI16:
+    case DType::kU16:
+    case DType::kU32:
+    case DType::kU64: return true;
     default: return false;
   }
 }

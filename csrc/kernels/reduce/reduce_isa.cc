@@ -21,10 +21,10 @@
 //     stays NaN, quiet). bf16 does this per element in one auto-vectorised loop; f16 goes through
 //     L1-sized f32 scratch blocks (F16C / AVX-512 vcvtph2ps/vcvtps2ph when the copy has them,
 //     else a bit-exact software conversion), so the combine is the same f32 loop.
-//   * scale_avg: floats divide (true division, f16/bf16 via f32); int32/uint8 divide in double and
-//     truncate, which is exact (|q - fl(q)| <= 2^-22/d < 1/d, the distance from a non-integer
-//     quotient x/d to the nearest integer) and vectorises, unlike integer division; int64 uses
-//     integer division.
+//   * scale_avg: floats divide (true division, f16/bf16 via f32); integers up to 32 bits divide in
+//     double and truncate, which is exact (|q - fl(q)| <= 2^-22/d < 1/d, the distance from a
+//     non-integer quotient x/d to the nearest integer) and vectorises, unlike integer division;
+//     int64/uint64 use integer division.
 // Cost: one pass, 2n elements read + n written; f16 adds an L1-resident f32 round trip.
 #ifndef RP_ISA_NS
 #error "reduce_isa.cc is compiled through the generated reduce_<isa>.cc wrappers (RP_ISA_NS)"
@@ -61,6 +61,14 @@ struct Wide {
 };
 template <>
 struct Wide<std::uint8_t> {
+  using type = std::uint32_t;
+};
+template <>
+struct Wide<std::int16_t> {  // a uint16 product would overflow int after promotion
+  using type = std::uint32_t;
+};
+template <>
+struct Wide<std::uint16_t> {
   using type = std::uint32_t;
 };
 
@@ -294,6 +302,11 @@ void dispatch_dtype(DType dtype, void* out, const void* a, const void* b, std::s
     case DType::kI32: run<std::int32_t, F>(out, a, b, n); break;
     case DType::kI64: run<std::int64_t, F>(out, a, b, n); break;
     case DType::kU8: run<std::uint8_t, F>(out, a, b, n); break;
+    case DType::kI8: run<std::int8_t, F>(out, a, b, n); break;
+    case DType::kI16: run<std::int16_t, F>(out, a, b, n); break;
+    case DType::kU16: run<std::uint16_t, F>(out, a, b, n); break;
+    case DType::kU32: run<std::uint32_t, F>(out, a, b, n); break;
+    case DType::kU64: run<std::uint64_t, F>(out, a, b, n); break;
     default: break;  // reduce.cc validated the dtype
   }
 }
@@ -308,7 +321,8 @@ template <typename T>
 void div_via_double(T* __restrict x, std::size_t n, double d) {
   for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<T>(static_cast<double>(x[i]) / d);
 }
-void div_i64(std::int64_t* __restrict x, std::size_t n, std::int64_t d) {
+template <typename T>
+void div_int(T* __restrict x, std::size_t n, T d) {
   for (std::size_t i = 0; i < n; ++i) x[i] = x[i] / d;
 }
 template <typename Cvt>
@@ -366,9 +380,25 @@ void scale_avg(DType dtype, void* data, std::size_t n, int divisor) {
     case DType::kI32:
       div_via_double<std::int32_t>(static_cast<std::int32_t*>(data), n, divisor);
       break;
-    case DType::kI64: div_i64(static_cast<std::int64_t*>(data), n, divisor); break;
+    case DType::kI64: div_int<std::int64_t>(static_cast<std::int64_t*>(data), n, divisor); break;
+    case DType::kU64:
+      div_int<std::uint64_t>(static_cast<std::uint64_t*>(data), n,
+                             static_cast<std::uint64_t>(divisor));
+      break;
     case DType::kU8:
       div_via_double<std::uint8_t>(static_cast<std::uint8_t*>(data), n, divisor);
+      break;
+    case DType::kI8:
+      div_via_double<std::int8_t>(static_cast<std::int8_t*>(data), n, divisor);
+      break;
+    case DType::kI16:
+      div_via_double<std::int16_t>(static_cast<std::int16_t*>(data), n, divisor);
+      break;
+    case DType::kU16:
+      div_via_double<std::uint16_t>(static_cast<std::uint16_t*>(data), n, divisor);
+      break;
+    case DType::kU32:
+      div_via_double<std::uint32_t>(static_cast<std::uint32_t*>(data), n, divisor);
       break;
     default: break;  // reduce.cc validated the dtype
   }

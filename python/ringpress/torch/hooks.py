@@ -41,7 +41,8 @@ import torch.distributed as dist
 
 from .. import _core
 from ..errors import UsageError
-from .backend import ProcessGroupRingpress, _Outcome, _Staged
+from . import backend as _pybackend
+from .backend import _Outcome, _Staged
 
 # From the core's codec registry (ringpress.wire_codecs()), plus the "auto" selection mode.
 KINDS = (*(c["name"] for c in _core.codecs()), "auto")
@@ -195,16 +196,17 @@ class HookState:
         return self._residuals.moves + self._velocities.moves
 
     # ------------------------------------------------------------------ internals
-    def _group(self) -> ProcessGroupRingpress:
-        pg = self.process_group
-        if pg is None:
-            pg = dist.distributed_c10d._get_default_group()
-        if not isinstance(pg, ProcessGroupRingpress):
+    def _group(self, device: torch.device) -> Any:
+        """The group's ringpress backend for ``device``: native or the Python one."""
+        from .. import torch as rt
+
+        try:
+            return rt.backend(self.process_group, device.type)
+        except UsageError:
             raise UsageError(
                 "ringpress comm_hook needs a ringpress process group: dist.init_process_group('ringpress'), "
                 "or HookState(process_group=dist.new_group(backend='ringpress'))"
-            )
-        return pg
+            ) from None
 
     def _kind(self, dtype: torch.dtype) -> str:
         if self.iteration < self.warmup_steps:
@@ -223,13 +225,13 @@ class HookState:
 
 def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
     """DDP communication hook (see the module docstring): ``ddp.register_comm_hook(state, comm_hook)``."""
-    pg = state._group()
-    comm = pg.comm
     buf = bucket.buffer()
+    pg = state._group(buf.device)
+    native = not isinstance(pg, _pybackend.ProcessGroupRingpress)
     kind = state._kind(buf.dtype)
     staged = _Staged(buf)
     host = staged.host
-    host.div_(comm.size)
+    host.div_(pg.size() if native else pg.comm.size)
     kw: dict = {}
     if kind != "none":
         kw = dict(
@@ -253,10 +255,27 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
     residual = None
     if kind != "none" and state.error_feedback and kind in _LOSSY and host.dtype == torch.float32:
         residual = kw["residual"] = state._residuals.get(key, bucket, host.numel())
-    work = comm.allreduce(host, op="sum", async_op=True, **kw)
     state.kinds_used[kind] = state.kinds_used.get(kind, 0) + 1
     if bucket.is_last():
         state.iteration += 1
+    if native and host is buf:
+        # The native backend completes the bucket's future itself (no Python on completion),
+        # zeroing the velocity of the entries top-k sent.
+        return pg.allreduce_bucket(
+            buf, op="sum", velocity=velocity if kind == "topk" else None, **kw
+        )
+    if native:
+        fut = pg.allreduce_bucket(host, op="sum", **kw)
+
+        def back(f: Any) -> torch.Tensor:
+            f.value()
+            if velocity is not None and residual is not None and kind == "topk":
+                velocity.masked_fill_(residual == 0, 0.0)
+            staged.back()
+            return buf
+
+        return fut.then(back)
+    work = pg.comm.allreduce(host, op="sum", async_op=True, **kw)
     out = _Outcome()
 
     def done(w: Any) -> None:

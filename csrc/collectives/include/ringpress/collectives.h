@@ -116,4 +116,55 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o);
 
 void barrier(const OpContext& oc);
 
+// Gather: rank r's `count` elements land in block r of the root's `out` (P * count elements;
+// other ranks pass nullptr). Linear: every rank sends its block straight to the root. Cost:
+// alpha + n beta per rank, (P-1) n beta into the root (gather.cc).
+struct GatherOptions {
+  const void* in = nullptr;
+  void* out = nullptr;
+  std::size_t count = 0;  // elements per rank
+  DType dtype = DType::kBytes;
+  int root = 0;
+};
+void gather(const OpContext& oc, const GatherOptions& o);
+
+// Scatter: block r of the root's `in` (P * count elements) lands in rank r's `out`. Linear, the
+// mirror of gather (scatter.cc).
+struct ScatterOptions {
+  const void* in = nullptr;
+  void* out = nullptr;
+  std::size_t count = 0;  // elements per rank
+  DType dtype = DType::kBytes;
+  int root = 0;
+};
+void scatter(const OpContext& oc, const ScatterOptions& o);
+
+// All-to-all with per-peer counts: send_counts[p] elements of `in` (blocks in rank order) go to
+// rank p, recv_counts[p] elements from rank p land in `out` (blocks in rank order). A sender's
+// count and the receiver's expected count must agree (else UsageError naming both). Every
+// exchange is posted at once: cost max(sent, received) beta + (P-1) alpha per rank
+// (alltoall.cc).
+struct AlltoallOptions {
+  const void* in = nullptr;
+  void* out = nullptr;
+  std::vector<std::size_t> send_counts, recv_counts;  // size P each
+  DType dtype = DType::kBytes;
+};
+void alltoall(const OpContext& oc, const AlltoallOptions& o);
+
+// Point-to-point (p2p.cc): messages between one pair, matched in posting order per direction.
+// A message carries (p2p sequence of that direction, tag, bytes); the receiver's must agree (a
+// different tag or size is a UsageError naming both). Several sends and receives posted together
+// (one PointToPoint list) progress concurrently, so a pair exchanging data both ways cannot
+// deadlock on full socket buffers. Cost: alpha + n beta per message.
+struct PeerMessage {
+  bool send = true;
+  int peer = 0;
+  void* data = nullptr;  // send: read; receive: written
+  std::size_t bytes = 0;
+  std::uint32_t tag = 0;
+  std::uint32_t seq = 0;  // this direction's p2p sequence number (the engine counts them)
+};
+void point_to_point(const OpContext& oc, const std::vector<PeerMessage>& msgs);
+
 }  // namespace ringpress

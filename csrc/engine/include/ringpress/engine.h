@@ -5,7 +5,11 @@
 //   * Requests run strictly in submission order; every rank must submit the same sequence (the
 //     request's sequence number travels in every message and is checked by the receiver).
 //   * A synchronous request submitted while the engine is idle runs inline on the caller's thread
-//     (no hand-off: small-message latency is the transport's, not a thread wake-up's).
+//     (no hand-off: small-message latency is the transport's, not a thread wake-up's). Likewise
+//     Work::wait() on a queued request that the engine thread has not started yet, while no
+//     request runs, runs the queue up to and including that request on the waiting thread (an
+//     async submit followed by wait(), which is what torch.distributed does for every call, then
+//     costs what a synchronous call costs).
 //   * Work: is_completed() never blocks; wait(timeout) blocks until done (or returns false when
 //     the timeout passes first) and rethrows the request's error; callbacks run once, on the thread
 //     that completed the request, right after waiters are released (or at once, on the caller's
@@ -66,6 +70,15 @@ class CallbackPool : public std::enable_shared_from_this<CallbackPool> {
   int outstanding_ = 0;  // queued + running
 };
 
+class Communicator;
+
+// Lets Work::wait() run queued requests on the waiting thread (see the contract above). close()
+// detaches it (comm = nullptr) under mu, so no waiter touches a communicator being destroyed.
+struct InlineRunner {
+  std::mutex mu;
+  Communicator* comm = nullptr;
+};
+
 class Work : public std::enable_shared_from_this<Work> {
  public:
   bool is_completed() const;
@@ -76,23 +89,36 @@ class Work : public std::enable_shared_from_this<Work> {
   // Runs fn(*this) once when complete: now, on this thread, if it already is; else on a thread of
   // the communicator's CallbackPool (never on the engine thread, so fn may block or wait).
   void on_complete(std::function<void(Work&)> fn);
+  // Runs fn once if the request succeeds, on the thread that completes it, before waiters and
+  // callbacks see it complete (a copy of results into the caller's memory); or now, on this
+  // thread, if it already has (after waiting for a completion in progress). An exception from fn
+  // run at completion becomes the request's error.
+  void finish_with(std::function<void()> fn);
+  // Keeps `h` alive until the request has completed (the buffers it reads and writes, when the
+  // caller may drop its own references first); released right after completion.
+  void hold(std::shared_ptr<void> h);
   std::uint32_t seq() const noexcept { return seq_; }
   const std::string& name() const noexcept { return name_; }
 
   // Engine side.
-  Work(std::uint32_t seq, std::string name, std::shared_ptr<CallbackPool> pool = nullptr)
-      : seq_(seq), name_(std::move(name)), pool_(std::move(pool)) {}
+  Work(std::uint32_t seq, std::string name, std::shared_ptr<CallbackPool> pool = nullptr,
+       std::shared_ptr<InlineRunner> runner = nullptr)
+      : seq_(seq), name_(std::move(name)), pool_(std::move(pool)), runner_(std::move(runner)) {}
   void complete(std::exception_ptr err);
 
  private:
   const std::uint32_t seq_;
   const std::string name_;
-  const std::shared_ptr<CallbackPool> pool_;  // null: callbacks run in complete()'s thread
+  const std::shared_ptr<CallbackPool> pool_;    // null: callbacks run in complete()'s thread
+  const std::shared_ptr<InlineRunner> runner_;  // null: wait() only waits
   mutable std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
   std::exception_ptr error_;
   std::vector<std::function<void(Work&)>> callbacks_;
+  std::vector<std::shared_ptr<void>> holds_;
+  std::vector<std::function<void()>> finishers_;
+  bool finishing_ = false;  // complete() took finishers_ and runs them
 };
 
 struct CommOptions {
@@ -147,6 +173,17 @@ class Communicator {
   WorkPtr reduce_scatter(const void* in, void* out, std::vector<std::size_t> counts, DType dtype,
                          ReduceOp op, bool async);
   WorkPtr barrier(bool async);
+  // count elements per rank; out (P * count) is used on the root only.
+  WorkPtr gather(const void* in, void* out, std::size_t count, DType dtype, int root, bool async);
+  // count elements per rank; in (P * count) is used on the root only.
+  WorkPtr scatter(const void* in, void* out, std::size_t count, DType dtype, int root, bool async);
+  WorkPtr alltoall(const void* in, void* out, std::vector<std::size_t> send_counts,
+                   std::vector<std::size_t> recv_counts, DType dtype, bool async);
+  // Point-to-point: a batch of sends and receives posted together (collectives.h). They are
+  // requests like the others (run in submission order with this rank's collectives) but do not
+  // take a collective sequence number: only the two ranks of each message take part. Each
+  // direction of a pair numbers its messages; `seq` of the messages is filled in here.
+  WorkPtr point_to_point(std::vector<PeerMessage> msgs, bool async);
 
   // Orderly shutdown (waits for queued work, runs a barrier, closes connections, writes the
   // timeline). Idempotent; the destructor calls it.
@@ -155,11 +192,15 @@ class Communicator {
   bool broken() const noexcept;
   CommStats stats() const;
   Timeline& timeline() noexcept { return timeline_; }
+  // Work::wait()'s helper: if `w` is queued and no request is running, runs the queue up to and
+  // including `w` on this thread. Returns at once otherwise.
+  void run_until(const Work& w);
   std::size_t write_timeline(const std::string& path) const { return timeline_.write(path, rank_); }
 
  private:
   using Fn = std::function<void(const OpContext&)>;
-  WorkPtr submit(const char* name, std::uint64_t bytes, Fn fn, bool async);
+  // collective = false: a p2p request (no collective sequence number; Work::seq() is 0).
+  WorkPtr submit(const char* name, std::uint64_t bytes, Fn fn, bool async, bool collective = true);
   void execute(const char* name, std::uint32_t seq, std::uint64_t bytes, Fn& fn, Work& work,
                Clock::time_point queued, int tid);
   void worker_loop();
@@ -194,6 +235,8 @@ class Communicator {
   bool stop_ = false;
   bool closed_ = false;
   std::uint32_t next_seq_ = 0;
+  // p2p sequence per peer and direction; touched only by the thread running requests.
+  std::vector<std::uint32_t> p2p_sent_, p2p_received_;
   std::exception_ptr broken_error_;
   CommStats stats_;
   int creator_pid_ = 0;
@@ -201,6 +244,7 @@ class Communicator {
   std::shared_ptr<autosel::AutoState> auto_;  // auto mode state, used by the request-running thread
   std::thread worker_;  // a forked child must not join the parent's worker or close its sockets
   std::shared_ptr<CallbackPool> callbacks_ = std::make_shared<CallbackPool>();
+  std::shared_ptr<InlineRunner> runner_ = std::make_shared<InlineRunner>();
 };
 
 }  // namespace ringpress

@@ -58,6 +58,9 @@ enum class CollKind : std::uint8_t {
   kAllgatherv = 6,
   kReduce = 7,
   kSendRecv = 8,
+  kGather = 9,
+  kScatter = 10,
+  kAlltoall = 11,
 };
 const char* coll_kind_name(CollKind kind) noexcept;
 

@@ -1,0 +1,153 @@
+// WorkRingpress (contract in work.h).
+#include "work.h"
+
+#include <ATen/core/jit_type.h>
+
+#include "ringpress/error.h"
+
+namespace ringpress::torchpg {
+
+c10::intrusive_ptr<WorkRingpress> WorkRingpress::create(
+    int rank, c10d::OpType type, const char* profiling_title, std::shared_ptr<ringpress::Work> core,
+    std::vector<at::Tensor> outputs, const std::optional<std::vector<at::Tensor>>& inputs) {
+  auto w = c10::make_intrusive<WorkRingpress>(rank, type, profiling_title, std::move(core),
+                                              std::move(outputs), inputs);
+  if (!w->core_) {
+    w->settle();
+  } else if (w->recordFunctionEndCallback_) {
+    w->settle_on_completion();  // the profiler span ends when the op does, waited for or not
+  }
+  return w;
+}
+
+c10::intrusive_ptr<WorkRingpress> WorkRingpress::pending(int rank, c10d::OpType type,
+                                                         std::vector<at::Tensor> outputs) {
+  auto w = c10::make_intrusive<WorkRingpress>(rank, type, nullptr, nullptr, std::move(outputs));
+  w->pending_.store(true);
+  return w;
+}
+
+void WorkRingpress::attach(std::shared_ptr<ringpress::Work> core) {
+  core_ = std::move(core);
+  pending_.store(false);
+}
+
+WorkRingpress::WorkRingpress(int rank, c10d::OpType type, const char* profiling_title,
+                             std::shared_ptr<ringpress::Work> core, std::vector<at::Tensor> outputs,
+                             const std::optional<std::vector<at::Tensor>>& inputs)
+    : c10d::Work(rank, type, profiling_title, inputs),
+      core_(std::move(core)),
+      outputs_(std::move(outputs)) {}
+
+WorkRingpress::~WorkRingpress() = default;
+
+void WorkRingpress::settle_on_completion() {
+  {
+    std::lock_guard<std::mutex> lock(future_mu_);
+    if (callback_) return;
+    callback_ = true;
+  }
+  // A strong reference: the core Work drops its callbacks once they ran, so this is no cycle
+  // beyond the request's life.
+  c10::intrusive_ptr<WorkRingpress> self = c10::intrusive_ptr<WorkRingpress>::reclaim_copy(this);
+  core_->on_complete([self](ringpress::Work&) { self->settle(); });
+}
+
+void WorkRingpress::complete_future() {
+  c10::intrusive_ptr<c10::ivalue::Future> fut;
+  {
+    std::lock_guard<std::mutex> lock(future_mu_);
+    if (!future_ || future_claimed_) return;
+    future_claimed_ = true;
+    fut = future_;
+  }
+  // Outside the lock: markCompleted runs the future's callbacks (DDP's then()) inline.
+  if (error_) {
+    fut->setError(error_);
+  } else {
+    fut->markCompleted(c10::IValue(outputs_));
+  }
+}
+
+void WorkRingpress::settle() {
+  std::call_once(settled_, [&] {
+    error_ = core_ ? core_->exception() : nullptr;
+    if (recordFunctionEndCallback_) {
+      recordFunctionEndCallback_();
+      recordFunctionEndCallback_ = nullptr;
+    }
+    done_.store(true, std::memory_order_release);
+  });
+  complete_future();
+}
+
+bool WorkRingpress::isCompleted() {
+  if (pending_.load()) return false;
+  if (done_.load(std::memory_order_acquire)) return true;
+  if (core_ && core_->is_completed()) {
+    settle();
+    return true;
+  }
+  return false;
+}
+
+bool WorkRingpress::isSuccess() const {
+  return done_.load(std::memory_order_acquire) && !error_;
+}
+
+std::exception_ptr WorkRingpress::exception() const {
+  return done_.load(std::memory_order_acquire) ? error_ : nullptr;
+}
+
+std::vector<at::Tensor> WorkRingpress::result() {
+  wait();
+  return outputs_;
+}
+
+bool WorkRingpress::wait(std::chrono::milliseconds timeout) {
+  if (pending_.load()) {
+    ScopedErrorContext ec("wait", rank_);
+    RP_THROW(UsageError,
+             "this Work belongs to a coalescing block (batch_isend_irecv) that has "
+             "not ended: wait on the Work the block returns");
+  }
+  if (core_ && !done_.load(std::memory_order_acquire)) {
+    // torch's kNoTimeout is 0: no limit beyond the request's own deadline.
+    const auto limit = timeout.count() > 0 ? timeout : std::chrono::milliseconds(-1);
+    bool ok = false;
+    try {
+      ok = core_->wait(limit);
+    } catch (...) {
+      ok = true;  // settle() reads the error from the core Work
+    }
+    if (!ok) {
+      ScopedErrorContext ec(core_->name().c_str(), rank_);
+      RP_THROW(TimeoutError, "Work.wait: the request (seq ", core_->seq(),
+               ") is not complete after ", timeout.count(), " ms (it keeps its own deadline)");
+    }
+    settle();
+  }
+  if (error_) std::rethrow_exception(error_);
+  return true;
+}
+
+c10::intrusive_ptr<c10::ivalue::Future> WorkRingpress::getFuture() {
+  {
+    std::lock_guard<std::mutex> lock(future_mu_);
+    if (!future_) {
+      future_ =
+          c10::make_intrusive<c10::ivalue::Future>(c10::ListType::create(c10::TensorType::get()));
+    }
+  }
+  if (done_.load(std::memory_order_acquire)) {
+    complete_future();  // settle() ran before the future existed
+  } else if (pending_.load()) {
+    ScopedErrorContext ec("get_future", rank_);
+    RP_THROW(UsageError, "this Work belongs to a coalescing block that has not ended");
+  } else {
+    settle_on_completion();
+  }
+  return future_;
+}
+
+}  // namespace ringpress::torchpg
