@@ -642,7 +642,7 @@ def _why(e: BaseException) -> str:
 def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
     """This rank's part; rank 0 prints, writes and returns the record."""
     try:
-        import ringpress.torch  # noqa: F401  (registers the backend)
+        import ringpress.torch  # registers the backend
         import torch
         import torch.distributed as dist
     except ImportError as e:

@@ -9,7 +9,6 @@
 #include <pybind11/chrono.h>
 #include <pybind11/stl.h>
 #include <torch/csrc/jit/python/pybind_utils.h>
-#include <torch/csrc/jit/python/python_ivalue.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <chrono>
@@ -89,7 +88,7 @@ PYBIND11_MODULE(_c10d, m) {
             const rp::ReduceOp o = rp::reduce_op_from_name(op);
             // A Python comm hook's future holds a Python object (DDP's PythonCommHook reads it
             // back as one): made here, with the GIL, so completion needs none.
-            c10::IValue value(c10::ivalue::ConcretePyObjectHolder::create(py::cast(bucket)));
+            c10::IValue value = torch::jit::toIValue(py::cast(bucket), c10::PyObjectType::get());
             c10::intrusive_ptr<c10::ivalue::Future> fut;
             {
               py::gil_scoped_release nogil;

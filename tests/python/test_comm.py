@@ -190,7 +190,7 @@ def expect(fn, needle):
             errors.append(f"message {e} lacks {needle!r}")
     else:
         errors.append(f"no UsageError for {needle}")
-expect(lambda: comm.allreduce(np.zeros(4, np.int16)), "int16")
+expect(lambda: comm.allreduce(np.zeros(4, np.bool_)), "bool")
 expect(lambda: comm.allreduce(np.zeros(4, np.float32), op="mean"), "mean")
 expect(lambda: comm.allreduce(np.zeros((4, 4), np.float32)[:, 1]), "contiguous")
 ro = np.zeros(4, np.float32); ro.flags.writeable = False

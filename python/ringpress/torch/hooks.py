@@ -258,6 +258,8 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
     state.kinds_used[kind] = state.kinds_used.get(kind, 0) + 1
     if bucket.is_last():
         state.iteration += 1
+    if native and isinstance(kw.get("allow"), str):
+        kw["allow"] = [a.strip() for a in kw["allow"].split(",") if a.strip()]
     if native and host is buf:
         # The native backend completes the bucket's future itself (no Python on completion),
         # zeroing the velocity of the entries top-k sent.
