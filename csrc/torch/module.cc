@@ -59,6 +59,10 @@ PYBIND11_MODULE(_c10d, m) {
           "transport",
           [](ProcessGroupRingpress& pg, int peer) { return pg.comm().transport(peer); },
           py::arg("peer"))
+      // The deadline of each op from now on (gloo's and NCCL's name too; torch's _set_pg_timeout
+      // only looks for those two types).
+      .def("_set_default_timeout", &ProcessGroupRingpress::setTimeout, py::arg("timeout"))
+      .def("set_timeout", &ProcessGroupRingpress::setTimeout, py::arg("timeout"))
       .def_property_readonly("timeout",
                              [](ProcessGroupRingpress& pg) { return pg.comm().timeout(); })
       .def("stats",

@@ -34,8 +34,9 @@ def _create_python(store: Any, rank: int, size: int, timeout: timedelta) -> Any:
     global _warned
     if not _warned:
         _warned = True
+        why = WHY_NOT_NATIVE or "the pure-Python backend was registered explicitly"
         warnings.warn(
-            f"ringpress.torch: {WHY_NOT_NATIVE}. Using the pure-Python backend: the SLOW PATH "
+            f"ringpress.torch: {why}. Using the pure-Python backend: the SLOW PATH "
             "(every call goes through Python, 30-60x the native backend's per-call cost, and "
             "gather/scatter/all_to_all/send/recv are missing)",
             RuntimeWarning,

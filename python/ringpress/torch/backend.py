@@ -564,7 +564,11 @@ def create(store: Any, rank: int, size: int, timeout: timedelta) -> ProcessGroup
     plan, torch_pg, prefix_store, _ = _device_plan()
     pg = ProcessGroupRingpress(store, rank, size, timeout)
     for device, name in plan.items():
-        if name == BACKEND_NAME:
+        plugin = dist.Backend._plugins.get(name.upper())
+        if name == BACKEND_NAME or (
+            plugin is not None
+            and getattr(plugin.creator_fn, "__module__", "").startswith("ringpress")
+        ):
             continue
         made = None
         if torch_pg is not None:
