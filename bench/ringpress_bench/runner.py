@@ -66,7 +66,10 @@ from ._common import parse_sizes, results_dir
 PROG = "ringpress bench"
 SUBCOMMANDS = {  # name: (module, one line of help)
     "allreduce": ("allreduce", "ringpress vs gloo vs Open MPI allreduce, size sweep"),
-    "collectives": ("allreduce", "alias of allreduce"),
+    "collectives": (
+        "collectives",
+        "every collective + p2p: dist.* on ringpress vs gloo, and the raw Communicator",
+    ),
     "codecs": ("lossless_codecs", "lossless codec vs blosc2 / zstandard / lz4 on real gradients"),
     "compressors": ("gradient_compressors", "gradient compressors vs torch / numpy peers"),
     "compressed": (

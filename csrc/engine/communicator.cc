@@ -61,6 +61,9 @@ Communicator::~Communicator() {
     close();
   } catch (...) {
   }
+  // close() joins the worker; if it failed before that, a joinable std::thread would
+  // std::terminate the process here. (The worker runs no user code, so it never closes us.)
+  if (worker_.joinable()) worker_.detach();
 }
 
 void Communicator::set_timeout(std::chrono::milliseconds timeout) {
