@@ -79,6 +79,11 @@ std::string Communicator::transport(int peer) const {
   return transport_kind_name(ctx_->kind(peer));
 }
 
+std::uint32_t Communicator::sequence() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return next_seq_;
+}
+
 bool Communicator::closed() const noexcept {
   std::lock_guard<std::mutex> lock(mu_);
   return closed_;
@@ -429,6 +434,11 @@ Communicator::WorkPtr Communicator::alltoall(const void* in, void* out,
   return submit(
       "alltoall", sent * dtype_size(dtype),
       [o](const OpContext& oc) { ringpress::alltoall(oc, o); }, async);
+}
+
+Communicator::WorkPtr Communicator::local(const char* name, std::function<void()> fn) {
+  return submit(
+      name, 0, [fn = std::move(fn)](const OpContext&) { fn(); }, true, /*collective=*/false);
 }
 
 Communicator::WorkPtr Communicator::point_to_point(std::vector<PeerMessage> msgs, bool async) {

@@ -3,6 +3,8 @@
 #include "process_group.h"
 
 #include <ATen/ATen.h>
+#include <c10/core/Event.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <cstring>
 
@@ -23,8 +25,9 @@ void check_tensor(const at::Tensor& t) {
   RP_ENFORCE(t.layout() == at::kStrided, UsageError,
              "only dense (strided) tensors are supported, got ", t.layout());
   RP_ENFORCE(t.device().is_cpu(), UsageError, "tensor on ", t.device(),
-             ": this ringpress build stages CPU tensors only (use a mixed backend such as "
-             "'cpu:ringpress,cuda:nccl' for device tensors)");
+             ": this op takes CPU tensors (all_reduce, broadcast, all_gather_into_tensor and "
+             "reduce_scatter_tensor stage device tensors through host memory; or use a mixed "
+             "backend such as 'cpu:ringpress,cuda:nccl')");
 }
 
 void check_tensors(const std::vector<at::Tensor>& ts, std::size_t want = 0) {
@@ -75,6 +78,51 @@ at::Tensor block_as(const at::Tensor& flat, std::size_t p, const at::Tensor& lik
 at::Tensor bytes_of(const at::Tensor& contiguous) {
   return contiguous.reshape({-1}).view(at::kByte);
 }
+
+// ------------------------------------------------------------------ device tensors
+// A device (CUDA) tensor goes through pinned host memory (torch's caching host allocator: the
+// staging buffers are reused, and a block is not handed out again before the copies that use it
+// have finished). The copy in is queued on the caller's current stream; the engine waits for its
+// event before the op's request runs, so the caller never blocks. The copy back is the Work's
+// (work.h: on the settling thread's stream, the caller's stream then waits for it).
+bool on_device(const at::Tensor& t) {
+  return t.defined() && !t.device().is_cpu();
+}
+
+struct DeviceStage {
+  std::vector<std::pair<at::Tensor, at::Tensor>> outs;  // (device tensor, host copy)
+  std::vector<std::shared_ptr<c10::Event>> ready;       // copies to the host in flight
+  std::vector<at::Tensor> held;
+
+  at::Tensor host(const at::Tensor& t, bool copy_in, bool output) {
+    RP_ENFORCE(t.layout() == at::kStrided, UsageError, "only dense (strided) tensors");
+    at::Tensor h = at::empty(t.sizes(), t.options().device(at::kCPU).pinned_memory(true));
+    if (copy_in) {
+      h.copy_(t, /*non_blocking=*/true);
+      c10::impl::VirtualGuardImpl impl(t.device().type());
+      auto ev = std::make_shared<c10::Event>(t.device().type());
+      ev->record(impl.getStream(t.device()));
+      ready.push_back(std::move(ev));
+    }
+    if (output) outs.emplace_back(t, h);
+    held.push_back(h);
+    return h;
+  }
+  // Queues, before the op, the engine's wait for the copies to the host.
+  void before(Communicator& comm) {
+    if (ready.empty()) return;
+    auto w = comm.local("device_to_host", [ready = ready] {
+      for (const auto& e : ready) e->synchronize();
+    });
+    w->hold(keep(held));
+  }
+  c10::intrusive_ptr<c10d::Work> after(c10::intrusive_ptr<c10d::Work> w) {
+    auto* rw = dynamic_cast<WorkRingpress*>(w.get());
+    RP_ENFORCE(rw != nullptr, InternalError, "staged op without a ringpress Work");
+    rw->set_device_outputs(std::move(outs));
+    return w;
+  }
+};
 
 // ------------------------------------------------------------------ reductions
 struct Reduction {
@@ -268,6 +316,12 @@ void ProcessGroupRingpress::abort() {
 c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::allreduce(
     Tensors& tensors, const c10d::AllreduceOptions& opts) {
   ScopedErrorContext ec("all_reduce", rank_);
+  if (tensors.size() == 1 && on_device(tensors[0])) {
+    DeviceStage ds;
+    std::vector<at::Tensor> host{ds.host(tensors[0], true, true)};
+    ds.before(*comm_);
+    return ds.after(allreduce(host, opts));
+  }
   check_tensors(tensors);
   if (tensors.size() > 1) {
     c10d::AllreduceCoalescedOptions co;
@@ -393,6 +447,13 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::reduce_scatter(
 c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::_reduce_scatter_base(
     at::Tensor& output, at::Tensor& input, const c10d::ReduceScatterOptions& opts) {
   ScopedErrorContext ec("reduce_scatter_tensor", rank_);
+  if (on_device(input) || on_device(output)) {
+    DeviceStage ds;
+    at::Tensor out = ds.host(output, false, true);
+    at::Tensor in = ds.host(input, true, false);
+    ds.before(*comm_);
+    return ds.after(_reduce_scatter_base(out, in, opts));
+  }
   check_tensor(output);
   check_tensor(input);
   RP_ENFORCE(input.numel() == output.numel() * size_ && input.scalar_type() == output.scalar_type(),
@@ -435,6 +496,12 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::reduce_scatter_tensor_coal
 c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::broadcast(
     Tensors& tensors, const c10d::BroadcastOptions& opts) {
   ScopedErrorContext ec("broadcast", rank_);
+  if (tensors.size() == 1 && on_device(tensors[0])) {
+    DeviceStage ds;
+    std::vector<at::Tensor> host{ds.host(tensors[0], rank_ == opts.rootRank, true)};
+    ds.before(*comm_);
+    return ds.after(broadcast(host, opts));
+  }
   check_tensors(tensors);
   const int root = static_cast<int>(opts.rootRank);
   RP_ENFORCE(opts.rootTensor == 0, UsageError, "rootTensor must be 0");
@@ -483,6 +550,13 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::allgather(
 c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::_allgather_base(
     at::Tensor& output, at::Tensor& input, const c10d::AllgatherOptions& opts) {
   ScopedErrorContext ec("all_gather_into_tensor", rank_);
+  if (on_device(input) || on_device(output)) {
+    DeviceStage ds;
+    at::Tensor out = ds.host(output, false, true);
+    at::Tensor in = ds.host(input, true, false);
+    ds.before(*comm_);
+    return ds.after(_allgather_base(out, in, opts));
+  }
   check_tensor(output);
   check_tensor(input);
   RP_ENFORCE(output.numel() == input.numel() * size_ && output.scalar_type() == input.scalar_type(),
@@ -744,10 +818,14 @@ c10::intrusive_ptr<c10::ivalue::Future> ProcessGroupRingpress::allreduce_bucket(
     const std::optional<at::Tensor>& residual, const std::optional<at::Tensor>& velocity,
     c10::IValue value, c10::TypePtr type) {
   ScopedErrorContext ec("ddp_bucket", rank_);
-  check_tensor(bucket);
-  RP_ENFORCE(bucket.is_contiguous(), UsageError, "the bucket must be contiguous");
-  const auto d = numeric_dtype(bucket.scalar_type());
-  RP_ENFORCE(d.has_value(), UsageError, "dtype ", bucket.scalar_type(), " cannot be reduced");
+  // A device bucket is reduced in pinned host memory (DeviceStage) and copied back when done;
+  // the future then carries the device, so its users' streams wait for that copy.
+  DeviceStage ds;
+  const at::Tensor host = on_device(bucket) ? ds.host(bucket, true, true) : bucket;
+  check_tensor(host);
+  RP_ENFORCE(host.is_contiguous(), UsageError, "the bucket must be contiguous");
+  const auto d = numeric_dtype(host.scalar_type());
+  RP_ENFORCE(d.has_value(), UsageError, "dtype ", host.scalar_type(), " cannot be reduced");
   auto check_f32 = [&](const at::Tensor& t, const char* what) {
     check_tensor(t);
     RP_ENFORCE(t.scalar_type() == at::kFloat && t.is_contiguous() && t.numel() == bucket.numel(),
@@ -761,16 +839,29 @@ c10::intrusive_ptr<c10::ivalue::Future> ProcessGroupRingpress::allreduce_bucket(
     r = residual->data_ptr<float>();
     held.push_back(*residual);
   }
-  auto core = comm_->allreduce(bucket.data_ptr(), bucket.numel(), *d, op, true, compression, r);
+  ds.before(*comm_);
+  auto core = comm_->allreduce(host.data_ptr(), host.numel(), *d, op, true, compression, r);
+  held.push_back(host);
   core->hold(keep(held));
   if (velocity && velocity->defined() && r && compression.kind == WireCompression::kTopK) {
     check_f32(*velocity, "velocity");
     // Momentum correction: the entries top-k sent restart their velocity at zero.
     core->finish_with([v = *velocity, res = *residual] { v.masked_fill_(res == 0, 0.0); });
   }
-  auto fut = c10::make_intrusive<c10::ivalue::Future>(std::move(type));
-  core->on_complete([fut, value = std::move(value)](ringpress::Work& w) {
-    if (auto err = w.exception()) {
+  std::vector<c10::Device> devices;
+  if (on_device(bucket)) devices.push_back(bucket.device());
+  auto fut = c10::make_intrusive<c10::ivalue::Future>(std::move(type), devices);
+  core->on_complete([fut, value = std::move(value), bucket, host](ringpress::Work& w) {
+    std::exception_ptr err = w.exception();
+    if (!err && !host.is_same(bucket)) {
+      try {
+        // On this thread's current stream; markCompleted records the future's events after it.
+        bucket.copy_(host, /*non_blocking=*/true);
+      } catch (...) {
+        err = std::current_exception();
+      }
+    }
+    if (err) {
       fut->setError(torch_error(err));
     } else {
       fut->markCompleted(value);

@@ -44,6 +44,10 @@ class ProcessGroupRingpress : public c10d::Backend {
   c10::intrusive_ptr<Options> getBackendOptions() override;
   void setTimeout(std::chrono::milliseconds timeout) override;
   bool supportsCoalescing() const override { return true; }
+  // Sequence numbers (TORCH_DISTRIBUTED_DEBUG=DETAIL's wrapper checks them across ranks): the
+  // communicator's count of collective requests, which starts at 0 on every rank.
+  void setSequenceNumberForGroup() override {}
+  uint64_t getSequenceNumberForGroup() override { return comm_->sequence(); }
   void startCoalescing() override;
   c10::intrusive_ptr<c10d::Work> endCoalescing() override;
 

@@ -2,6 +2,7 @@
 #include "work.h"
 
 #include <ATen/core/jit_type.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include "ringpress/error.h"
 
@@ -41,6 +42,47 @@ WorkRingpress::WorkRingpress(int rank, c10d::OpType type, const char* profiling_
 
 WorkRingpress::~WorkRingpress() = default;
 
+void WorkRingpress::set_device_outputs(std::vector<std::pair<at::Tensor, at::Tensor>> outs) {
+  if (outs.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(device_mu_);
+    device_outs_ = std::move(outs);
+    outputs_.clear();
+    for (auto& p : device_outs_) outputs_.push_back(p.first);
+    if (outcome_known_) {  // settled already (a synchronous op): copy now, on this thread
+      copy_to_device_locked();
+      return;
+    }
+  }
+  // The copy back is the op's last step: done when the request completes, waited for or not.
+  if (core_) settle_on_completion();
+}
+
+void WorkRingpress::copy_to_device_locked() {
+  if (error_ || device_outs_.empty() || copied_) return;
+  try {
+    const at::Device dev = device_outs_.front().first.device();
+    c10::impl::VirtualGuardImpl impl(dev.type());
+    for (auto& [device, host] : device_outs_) device.copy_(host, /*non_blocking=*/true);
+    copied_.emplace(dev.type());
+    copied_->record(impl.getStream(dev));
+  } catch (...) {
+    error_ = std::current_exception();
+  }
+}
+
+void WorkRingpress::block_current_stream() {
+  std::lock_guard<std::mutex> lock(device_mu_);
+  if (!copied_ || device_outs_.empty()) return;
+  const at::Device dev = device_outs_.front().first.device();
+  c10::impl::VirtualGuardImpl impl(dev.type());
+  copied_->block(impl.getStream(dev));
+}
+
+void WorkRingpress::synchronize() {
+  if (done_.load(std::memory_order_acquire)) block_current_stream();
+}
+
 void WorkRingpress::settle_on_completion() {
   {
     std::lock_guard<std::mutex> lock(future_mu_);
@@ -71,7 +113,12 @@ void WorkRingpress::complete_future() {
 
 void WorkRingpress::settle() {
   std::call_once(settled_, [&] {
-    error_ = core_ ? core_->exception() : nullptr;
+    {
+      std::lock_guard<std::mutex> lock(device_mu_);
+      error_ = core_ ? core_->exception() : nullptr;
+      outcome_known_ = true;
+      copy_to_device_locked();
+    }
     if (recordFunctionEndCallback_) {
       recordFunctionEndCallback_();
       recordFunctionEndCallback_ = nullptr;
@@ -128,6 +175,7 @@ bool WorkRingpress::wait(std::chrono::milliseconds timeout) {
     settle();
   }
   if (error_) std::rethrow_exception(error_);
+  block_current_stream();
   return true;
 }
 

@@ -11,6 +11,7 @@
 //     completion first (wait, isCompleted). A failed request sets the future's error, which DDP's
 //     reducer and Future.wait() rethrow.
 //   * isCompleted() never blocks.
+//   * Device (CUDA) tensors: see set_device_outputs().
 //   * The Work keeps every tensor the request touches alive until it completes (Work::hold), so
 //     dropping the handle early is safe.
 // Cost: no thread in the loop for wait(); a completion callback is registered only when
@@ -18,6 +19,7 @@
 #pragma once
 
 #include <ATen/core/ivalue.h>
+#include <c10/core/Event.h>
 
 #include <atomic>
 #include <functional>
@@ -44,6 +46,12 @@ class WorkRingpress : public c10d::Work {
   static c10::intrusive_ptr<WorkRingpress> pending(int rank, c10d::OpType type,
                                                    std::vector<at::Tensor> outputs);
   void attach(std::shared_ptr<ringpress::Work> core);
+  // Device tensors staged through pinned host memory: (device tensor, host copy). Once the request
+  // succeeds, whoever settles it first copies each host copy back, asynchronously on that thread's
+  // current stream, and records an event; wait() and synchronize() make the caller's current
+  // stream wait for it (as NCCL's work does), the future carries it (its devices). Set right after
+  // create(), before the Work is returned.
+  void set_device_outputs(std::vector<std::pair<at::Tensor, at::Tensor>> outs);
   WorkRingpress(int rank, c10d::OpType type, const char* profiling_title,
                 std::shared_ptr<ringpress::Work> core, std::vector<at::Tensor> outputs,
                 const std::optional<std::vector<at::Tensor>>& inputs = std::nullopt);
@@ -54,7 +62,7 @@ class WorkRingpress : public c10d::Work {
   std::exception_ptr exception() const override;
   std::vector<at::Tensor> result() override;
   bool wait(std::chrono::milliseconds timeout = kNoTimeout) override;
-  void synchronize() override {}
+  void synchronize() override;
   void abort() override {}
   c10::intrusive_ptr<c10::ivalue::Future> getFuture() override;
   uint64_t getSequencenumber() const override { return core_ ? core_->seq() : 0; }
@@ -69,6 +77,12 @@ class WorkRingpress : public c10d::Work {
   std::shared_ptr<ringpress::Work> core_;  // null: completed at creation (nothing to do)
   std::vector<at::Tensor> outputs_;
   std::atomic<bool> pending_{false};  // made by pending(), not attached yet
+  std::mutex device_mu_;              // guards the three below, error_ and outputs_ until done_
+  std::vector<std::pair<at::Tensor, at::Tensor>> device_outs_;
+  bool outcome_known_ = false;        // settle() read the request's outcome
+  std::optional<c10::Event> copied_;  // the copy back to the device, once done
+  void copy_to_device_locked();
+  void block_current_stream();
   std::once_flag settled_;
   std::exception_ptr error_;  // set in settle()
   std::atomic<bool> done_{false};

@@ -270,3 +270,27 @@ def test_the_python_fallback_says_once_that_it_is_the_slow_path():
         rec = r.records[-1]
         assert rec["t"] == [2.0] * 3
         assert len(rec["slow"]) == 1, rec  # two groups made, one warning
+
+
+DEBUG_DETAIL = """
+init()
+kind = type(dist.group.WORLD._get_backend(torch.device("cpu"))).__name__
+t = torch.ones(3); dist.all_reduce(t)
+err = None
+try:
+    dist.all_reduce(torch.ones(3 + rank))
+except RuntimeError as e:
+    err = str(e)
+emit({"kind": kind, "t": t.tolist(), "err": err})
+"""
+
+
+def test_torch_distributed_debug_detail_wraps_and_checks_the_backend():
+    # torch's ProcessGroupWrapper (gloo-based fingerprints) needs the backend's sequence numbers.
+    res = run_ranks(
+        2, PRELUDE + DEBUG_DETAIL, env={**NO_COMM, "TORCH_DISTRIBUTED_DEBUG": "DETAIL"}, timeout=60
+    )
+    for r in res:
+        rec = r.records[-1]
+        assert rec["kind"] == "_ProcessGroupWrapper" and rec["t"] == [2.0] * 3, rec
+        assert rec["err"] and "mismatch between collectives" in rec["err"], rec

@@ -229,8 +229,14 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
     pg = state._group(buf.device)
     native = not isinstance(pg, _pybackend.ProcessGroupRingpress)
     kind = state._kind(buf.dtype)
-    staged = _Staged(buf)
-    host = staged.host
+    # The native backend takes the bucket as it is (a device bucket goes through pinned memory
+    # in C++, its future carrying the device); momentum needs the bucket on the host.
+    direct = native and (
+        (buf.device.type == "cpu" and buf.is_contiguous())
+        or (buf.device.type == "cuda" and not state.momentum)
+    )
+    staged = None if direct else _Staged(buf)
+    host = buf if staged is None else staged.host
     host.div_(pg.size() if native else pg.comm.size)
     kw: dict = {}
     if kind != "none":
@@ -260,7 +266,7 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
         state.iteration += 1
     if native and isinstance(kw.get("allow"), str):
         kw["allow"] = [a.strip() for a in kw["allow"].split(",") if a.strip()]
-    if native and host is buf:
+    if direct:
         # The native backend completes the bucket's future itself (no Python on completion),
         # zeroing the velocity of the entries top-k sent.
         return pg.allreduce_bucket(
@@ -273,6 +279,7 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
             f.value()
             if velocity is not None and residual is not None and kind == "topk":
                 velocity.masked_fill_(residual == 0, 0.0)
+            assert staged is not None
             staged.back()
             return buf
 
@@ -286,7 +293,8 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
             try:
                 if velocity is not None and residual is not None and kind == "topk":
                     velocity.masked_fill_(residual == 0, 0.0)  # sent entries restart their momentum
-                staged.back()
+                if staged is not None:
+                    staged.back()
             except BaseException as e:
                 err = e
         if err is None:

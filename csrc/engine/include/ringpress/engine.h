@@ -156,6 +156,8 @@ class Communicator {
 
   int rank() const noexcept { return rank_; }
   int size() const noexcept { return size_; }
+  // Collective requests submitted so far (the next one's sequence number), the same on every rank.
+  std::uint32_t sequence() const;
   std::string transport(int peer) const;  // "tcp" | "shm" | "self"
   // Deadline of each request from now on (requests already running keep theirs). Thread-safe.
   void set_timeout(std::chrono::milliseconds timeout);
@@ -179,6 +181,10 @@ class Communicator {
   WorkPtr scatter(const void* in, void* out, std::size_t count, DType dtype, int root, bool async);
   WorkPtr alltoall(const void* in, void* out, std::vector<std::size_t> send_counts,
                    std::vector<std::size_t> recv_counts, DType dtype, bool async);
+  // Runs fn on the thread that runs requests, in order with them: a local step (waiting for a
+  // device-to-host copy) that sends nothing and takes no sequence number. An exception from fn
+  // fails the request like any other (and breaks the communicator).
+  WorkPtr local(const char* name, std::function<void()> fn);
   // Point-to-point: a batch of sends and receives posted together (collectives.h). They are
   // requests like the others (run in submission order with this rank's collectives) but do not
   // take a collective sequence number: only the two ranks of each message take part. Each
