@@ -6,7 +6,9 @@
 #include <c10/core/Event.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
+#include <algorithm>
 #include <cstring>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include "ringpress/error.h"
 #include "store_adapter.h"
@@ -299,6 +301,24 @@ ProcessGroupRingpress::~ProcessGroupRingpress() {
 
 c10::intrusive_ptr<c10d::Backend::Options> ProcessGroupRingpress::getBackendOptions() {
   return c10::make_intrusive<Options>("ringpress", comm_->timeout());
+}
+
+c10::intrusive_ptr<c10d::Backend> ProcessGroupRingpress::split(
+    const c10::intrusive_ptr<c10d::Store>& store, const std::vector<int>& ranks,
+    const c10::intrusive_ptr<Options>& opts) {
+  ScopedErrorContext ec("split_group", rank_);
+  const auto me = std::find(ranks.begin(), ranks.end(), rank_);
+  if (me == ranks.end()) return nullptr;
+  std::string name = "split";
+  for (int r : ranks) {
+    RP_ENFORCE(r >= 0 && r < size_, UsageError, "split_group: rank ", r, " is not a rank of ",
+               size_);
+    name += "_" + std::to_string(r);
+  }
+  const auto timeout = opts ? opts->timeout : comm_->timeout();
+  return c10::make_intrusive<ProcessGroupRingpress>(
+      c10::make_intrusive<c10d::PrefixStore>(name, store), static_cast<int>(me - ranks.begin()),
+      static_cast<int>(ranks.size()), timeout);
 }
 
 void ProcessGroupRingpress::setTimeout(std::chrono::milliseconds timeout) {

@@ -44,6 +44,13 @@ class ProcessGroupRingpress : public c10d::Backend {
   c10::intrusive_ptr<Options> getBackendOptions() override;
   void setTimeout(std::chrono::milliseconds timeout) override;
   bool supportsCoalescing() const override { return true; }
+  // dist.split_group: a new communicator over `ranks` (this group's ranks, sorted the same on
+  // every member), rendezvousing through `store` under a prefix naming them; nullptr on ranks
+  // that are not members.
+  bool supportsSplitting() const override { return true; }
+  c10::intrusive_ptr<c10d::Backend> split(const c10::intrusive_ptr<c10d::Store>& store,
+                                          const std::vector<int>& ranks,
+                                          const c10::intrusive_ptr<Options>& opts) override;
   // Sequence numbers (TORCH_DISTRIBUTED_DEBUG=DETAIL's wrapper checks them across ranks): the
   // communicator's count of collective requests, which starts at 0 on every rank.
   void setSequenceNumberForGroup() override {}

@@ -294,3 +294,29 @@ def test_torch_distributed_debug_detail_wraps_and_checks_the_backend():
         rec = r.records[-1]
         assert rec["kind"] == "_ProcessGroupWrapper" and rec["t"] == [2.0] * 3, rec
         assert rec["err"] and "mismatch between collectives" in rec["err"], rec
+
+
+SPLIT = """
+init()
+mine = [0, 1] if rank < 2 else [2, 3]
+# dist.split_group() insists on a device-bound default group (accelerators only); the
+# ProcessGroup.split_group it calls reaches the backend's split() the same way.
+g = dist.group.WORLD.split_group(mine, timeout=None, opts=None, group_name=f"half{mine[0]}",
+                                 group_desc="halves")
+t = torch.full((3,), float(rank))
+dist.all_reduce(t, group=g)
+w = torch.ones(2); dist.all_reduce(w)  # the parent goes on
+emit({"t": t.tolist(), "size": g.size(), "rank": g.rank(), "w": w.tolist(),
+      "kind": type(g._get_backend(torch.device("cpu"))).__name__})
+dist.destroy_process_group()
+"""
+
+
+def test_split_group_makes_ringpress_subgroups():
+    res = run_ranks(4, PRELUDE + SPLIT, env=NO_COMM, timeout=90)
+    for r in res:
+        rec = r.records[-1]
+        assert rec["kind"] == "ProcessGroupRingpress" and rec["size"] == 2
+        assert rec["rank"] == r.rank % 2
+        assert rec["t"] == [1.0] * 3 if r.rank < 2 else [5.0] * 3, rec
+        assert rec["w"] == [4.0, 4.0]
