@@ -1,6 +1,6 @@
-// Gather: every rank sends its block straight to the root, which posts all P-1 receives at once.
-// Cost: alpha + n beta per sender; the root receives (P-1) n bytes (its link is the bottleneck,
-// as for any gather). The root's own block is a local copy.
+// Gather: every rank sends its block straight to the root, which posts all P-1 receives at once,
+// each into that rank's own output buffer. Cost: alpha + n beta per sender; the root receives
+// (P-1) n bytes (its link is the bottleneck, as for any gather). The root's own block is a copy.
 #include <cstring>
 
 #include "ring.h"
@@ -14,23 +14,33 @@ void gather(const OpContext& oc, const GatherOptions& o) {
   const int r = ctx.rank();
   RP_ENFORCE(o.root >= 0 && o.root < P, UsageError, "gather root ", o.root, " is not a rank of ",
              P);
-  const std::size_t bytes = o.count * dtype_size(o.dtype);
-  RP_ENFORCE(o.in != nullptr || bytes == 0, UsageError, "gather of a null buffer");
-  RP_ENFORCE(r != o.root || o.out != nullptr || bytes == 0, UsageError,
-             "gather into a null buffer on the root");
+  const std::size_t es = dtype_size(o.dtype);
+  RP_ENFORCE(o.in != nullptr || o.count == 0, UsageError, "gather of a null buffer");
   fault::hit("gather");
-  MsgHeader h = ring::header(CollKind::kGather, o.dtype, ReduceOp::kSum, oc.seq, 0, o.count, bytes);
-  h.redop = static_cast<std::uint8_t>(o.root);  // a root mismatch is a collective mismatch
+  // count = this message's elements: the sender states what it sends, the root what it expects.
+  auto hdr = [&](std::size_t count) {
+    MsgHeader h =
+        ring::header(CollKind::kGather, o.dtype, ReduceOp::kSum, oc.seq, 0, count, count * es);
+    h.redop = static_cast<std::uint8_t>(o.root);  // a root mismatch is a collective mismatch
+    return h;
+  };
   if (r != o.root) {
-    ctx.wait(ctx.post_send(o.root, h, o.in), oc.deadline);
+    ctx.wait(ctx.post_send(o.root, hdr(o.count), o.in), oc.deadline);
     return;
   }
-  auto* out = static_cast<unsigned char*>(o.out);
+  RP_ENFORCE_EQ(o.outs.size(), static_cast<std::size_t>(P), UsageError,
+                "gather needs one output per rank on the root");
+  for (const auto& [ptr, n] : o.outs) {
+    RP_ENFORCE(ptr != nullptr || n == 0, UsageError, "gather into a null buffer on the root");
+  }
+  RP_ENFORCE_EQ(o.outs[r].second, o.count, UsageError,
+                "gather: the root's own output and input sizes differ");
   std::vector<Ticket> recvs;
   for (int p = 0; p < P; ++p) {
-    if (p != r) recvs.push_back(ctx.post_recv(p, ring::expect(h), out + p * bytes));
+    if (p != r)
+      recvs.push_back(ctx.post_recv(p, ring::expect(hdr(o.outs[p].second)), o.outs[p].first));
   }
-  if (bytes && out + r * bytes != o.in) std::memmove(out + r * bytes, o.in, bytes);
+  if (o.count && o.outs[r].first != o.in) std::memmove(o.outs[r].first, o.in, o.count * es);
   for (auto& t : recvs) ctx.wait(t, oc.deadline);
 }
 

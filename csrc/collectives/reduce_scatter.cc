@@ -19,7 +19,8 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o) {
   const std::size_t total = ring::count_blocks(o.counts, &plan.off, &plan.len);
   const std::size_t es = dtype_size(o.dtype);
   const std::size_t r = static_cast<std::size_t>(oc.ctx.rank());
-  RP_ENFORCE((o.in != nullptr && o.out != nullptr) || total == 0, UsageError,
+  // out may be null where this rank's block is empty
+  RP_ENFORCE((o.in != nullptr && (o.out != nullptr || o.counts[r] == 0)) || total == 0, UsageError,
              "reduce_scatter with a null buffer");
   std::shared_ptr<Buffer> work = Buffer::acquire(total * es);
   if (total > 0) std::memcpy(work->data(), o.in, total * es);

@@ -1,5 +1,6 @@
-// Scatter: the root posts one send per rank at once; every other rank receives its block.
-// Cost: alpha + n beta per receiver; the root sends (P-1) n bytes. The root's block is a copy.
+// Scatter: the root posts one send per rank at once, each from that rank's own input buffer;
+// every other rank receives its block. Cost: alpha + n beta per receiver; the root sends (P-1) n
+// bytes. The root's block is a copy.
 #include <cstring>
 
 #include "ring.h"
@@ -13,24 +14,31 @@ void scatter(const OpContext& oc, const ScatterOptions& o) {
   const int r = ctx.rank();
   RP_ENFORCE(o.root >= 0 && o.root < P, UsageError, "scatter root ", o.root, " is not a rank of ",
              P);
-  const std::size_t bytes = o.count * dtype_size(o.dtype);
-  RP_ENFORCE(o.out != nullptr || bytes == 0, UsageError, "scatter into a null buffer");
-  RP_ENFORCE(r != o.root || o.in != nullptr || bytes == 0, UsageError,
-             "scatter from a null buffer on the root");
+  const std::size_t es = dtype_size(o.dtype);
+  RP_ENFORCE(o.out != nullptr || o.count == 0, UsageError, "scatter into a null buffer");
   fault::hit("scatter");
-  MsgHeader h =
-      ring::header(CollKind::kScatter, o.dtype, ReduceOp::kSum, oc.seq, 0, o.count, bytes);
-  h.redop = static_cast<std::uint8_t>(o.root);
+  auto hdr = [&](std::size_t count) {
+    MsgHeader h =
+        ring::header(CollKind::kScatter, o.dtype, ReduceOp::kSum, oc.seq, 0, count, count * es);
+    h.redop = static_cast<std::uint8_t>(o.root);
+    return h;
+  };
   if (r != o.root) {
-    ctx.wait(ctx.post_recv(o.root, ring::expect(h), o.out), oc.deadline);
+    ctx.wait(ctx.post_recv(o.root, ring::expect(hdr(o.count)), o.out), oc.deadline);
     return;
   }
-  const auto* in = static_cast<const unsigned char*>(o.in);
+  RP_ENFORCE_EQ(o.ins.size(), static_cast<std::size_t>(P), UsageError,
+                "scatter needs one input per rank on the root");
+  for (const auto& [ptr, n] : o.ins) {
+    RP_ENFORCE(ptr != nullptr || n == 0, UsageError, "scatter from a null buffer on the root");
+  }
+  RP_ENFORCE_EQ(o.ins[r].second, o.count, UsageError,
+                "scatter: the root's own input and output sizes differ");
   std::vector<Ticket> sends;
   for (int p = 0; p < P; ++p) {
-    if (p != r) sends.push_back(ctx.post_send(p, h, in + p * bytes));
+    if (p != r) sends.push_back(ctx.post_send(p, hdr(o.ins[p].second), o.ins[p].first));
   }
-  if (bytes && in + r * bytes != o.out) std::memmove(o.out, in + r * bytes, bytes);
+  if (o.count && o.ins[r].first != o.out) std::memmove(o.out, o.ins[r].first, o.count * es);
   for (auto& t : sends) ctx.wait(t, oc.deadline);
 }
 

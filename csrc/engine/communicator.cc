@@ -362,8 +362,9 @@ Communicator::WorkPtr Communicator::reduce_scatter(const void* in, void* out,
                 "reduce_scatter needs one count per rank");
   std::size_t total = 0;
   for (auto c : counts) total += c;
-  RP_ENFORCE((in != nullptr && out != nullptr) || total == 0, UsageError,
-             "reduce_scatter with a null buffer");
+  RP_ENFORCE((in != nullptr && (out != nullptr || counts[static_cast<std::size_t>(rank_)] == 0)) ||
+                 total == 0,
+             UsageError, "reduce_scatter with a null buffer");
   ReduceScatterOptions o;
   o.in = in;
   o.out = out;
@@ -380,29 +381,49 @@ Communicator::WorkPtr Communicator::barrier(bool async) {
   return submit("barrier", 0, [](const OpContext& oc) { ringpress::barrier(oc); }, async);
 }
 
-Communicator::WorkPtr Communicator::gather(const void* in, void* out, std::size_t count,
+Communicator::WorkPtr Communicator::gather(const void* in, std::size_t count,
+                                           std::vector<std::pair<void*, std::size_t>> outs,
                                            DType dtype, int root, bool async) {
   ScopedErrorContext ec("gather", rank_);
   RP_ENFORCE(root >= 0 && root < size_, UsageError, "gather root ", root, " is not a rank of ",
              size_);
   RP_ENFORCE(in != nullptr || count == 0, UsageError, "gather of a null buffer");
-  RP_ENFORCE(rank_ != root || out != nullptr || count == 0, UsageError,
-             "gather into a null buffer on the root");
-  GatherOptions o{in, out, count, dtype, root};
+  if (rank_ == root) {
+    RP_ENFORCE_EQ(outs.size(), static_cast<std::size_t>(size_), UsageError,
+                  "gather needs one output per rank on the root");
+    RP_ENFORCE_EQ(outs[static_cast<std::size_t>(root)].second, count, UsageError,
+                  "gather: the root's own output and input sizes differ");
+  }
+  GatherOptions o;
+  o.in = in;
+  o.count = count;
+  o.outs = std::move(outs);
+  o.dtype = dtype;
+  o.root = root;
   return submit(
       "gather", count * dtype_size(dtype), [o](const OpContext& oc) { ringpress::gather(oc, o); },
       async);
 }
 
-Communicator::WorkPtr Communicator::scatter(const void* in, void* out, std::size_t count,
-                                            DType dtype, int root, bool async) {
+Communicator::WorkPtr Communicator::scatter(std::vector<std::pair<const void*, std::size_t>> ins,
+                                            void* out, std::size_t count, DType dtype, int root,
+                                            bool async) {
   ScopedErrorContext ec("scatter", rank_);
   RP_ENFORCE(root >= 0 && root < size_, UsageError, "scatter root ", root, " is not a rank of ",
              size_);
   RP_ENFORCE(out != nullptr || count == 0, UsageError, "scatter into a null buffer");
-  RP_ENFORCE(rank_ != root || in != nullptr || count == 0, UsageError,
-             "scatter from a null buffer on the root");
-  ScatterOptions o{in, out, count, dtype, root};
+  if (rank_ == root) {
+    RP_ENFORCE_EQ(ins.size(), static_cast<std::size_t>(size_), UsageError,
+                  "scatter needs one input per rank on the root");
+    RP_ENFORCE_EQ(ins[static_cast<std::size_t>(root)].second, count, UsageError,
+                  "scatter: the root's own input and output sizes differ");
+  }
+  ScatterOptions o;
+  o.ins = std::move(ins);
+  o.out = out;
+  o.count = count;
+  o.dtype = dtype;
+  o.root = root;
   return submit(
       "scatter", count * dtype_size(dtype), [o](const OpContext& oc) { ringpress::scatter(oc, o); },
       async);

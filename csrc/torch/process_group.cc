@@ -420,29 +420,30 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::reduce(Tensors& tensors,
   const Reduction red = reduction(t, opts.reduceOp);
   RP_ENFORCE(red.bitwise == RedOp::UNUSED, UsageError, "reduce with ", op_name(red.bitwise),
              " is not supported (all_reduce takes it)");
-  // Reduce-scatter, then gather the reduced blocks at the root: n (P-1)/P bytes sent per rank in
-  // each phase, half of what an allreduce moves into the root's neighbours' links.
+  // Reduce-scatter, then gather the reduced blocks straight into the root's tensor: n (P-1)/P
+  // bytes sent per rank, then n/P, about half what an allreduce moves.
   Staged s = stage(t, true);
   at::Tensor b = reduce_view(s, red).reshape({-1});
   const std::size_t n = static_cast<std::size_t>(b.numel());
-  const std::size_t per = (n + size_ - 1) / size_;
-  at::Tensor padded = at::zeros({static_cast<int64_t>(per * size_)}, b.options());
-  padded.narrow(0, 0, static_cast<int64_t>(n)).copy_(b);
-  at::Tensor mine = at::empty({static_cast<int64_t>(per)}, b.options());
-  comm_
-      ->reduce_scatter(padded.data_ptr(), mine.data_ptr(), std::vector<std::size_t>(size_, per),
-                       red.dtype, red.op, opts.asyncOp)
-      ->hold(keep({padded, mine}));
-  at::Tensor all = rank_ == root ? at::empty_like(padded) : at::Tensor();
-  auto core = comm_->gather(mine.data_ptr(), rank_ == root ? all.data_ptr() : nullptr,
-                            per * mine.element_size(), DType::kBytes, root, opts.asyncOp);
-  core->hold(keep({mine, all, s.host, t}));
+  const std::size_t es = static_cast<std::size_t>(b.element_size());
+  std::vector<std::size_t> counts(static_cast<std::size_t>(size_), n / size_);
+  for (std::size_t p = 0; p < n % static_cast<std::size_t>(size_); ++p) ++counts[p];
+  at::Tensor mine = at::empty({static_cast<int64_t>(counts[rank_])}, b.options());
+  comm_->reduce_scatter(b.data_ptr(), mine.data_ptr(), counts, red.dtype, red.op, opts.asyncOp)
+      ->hold(keep({s.host, mine, t}));
+  std::vector<std::pair<void*, std::size_t>> outs;
   if (rank_ == root) {
-    core->finish_with([all, b, n, s] {
-      b.copy_(all.narrow(0, 0, static_cast<int64_t>(n)));
-      if (s.copied()) s.user.copy_(s.host);
-    });
+    auto* base = static_cast<unsigned char*>(b.data_ptr());
+    std::size_t off = 0;
+    for (std::size_t c : counts) {
+      outs.emplace_back(base + off * es, c);
+      off += c;
+    }
   }
+  auto core =
+      comm_->gather(mine.data_ptr(), counts[rank_], std::move(outs), red.dtype, root, opts.asyncOp);
+  core->hold(keep({mine, s.host, t}));
+  if (rank_ == root) copy_back(*core, {s});
   return WorkRingpress::create(rank_, OpType::REDUCE, "ringpress:reduce", core, tensors, tensors);
 }
 
@@ -618,8 +619,10 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::gather(std::vector<Tensors
   RP_ENFORCE(root >= 0 && root < size_, UsageError, "gather root ", root, " is not a rank of ",
              size_);
   const at::Tensor& in = inputs[0];
-  at::Tensor flat;
   std::vector<at::Tensor> outs;
+  std::vector<Staged> staged;
+  std::vector<std::pair<void*, std::size_t>> bufs;
+  std::vector<at::Tensor> held;
   if (rank_ == root) {
     RP_ENFORCE_EQ(outputs.size(), std::size_t{1}, UsageError, "output lists on the root");
     outs = outputs[0];
@@ -628,21 +631,20 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::gather(std::vector<Tensors
       RP_ENFORCE(o.numel() == in.numel() && o.scalar_type() == in.scalar_type(), UsageError,
                  "every output must match the input's ", in.numel(), " ", in.scalar_type(),
                  ", got ", o.numel(), " ", o.scalar_type());
+      staged.push_back(stage(o, false));  // each block lands in its tensor, copied if strided
+      bufs.emplace_back(staged.back().host.data_ptr(), nbytes(o));
+      held.push_back(staged.back().host);
     }
-    flat = at::empty({static_cast<int64_t>(nbytes(in) * size_)}, at::kByte);
   } else {
     RP_ENFORCE(outputs.empty() || outputs[0].empty(), UsageError, "only the root (rank ", root,
                ") passes a gather list");
   }
   Staged s = stage(in, true);
-  auto core = comm_->gather(s.host.data_ptr(), flat.defined() ? flat.data_ptr() : nullptr,
-                            nbytes(in), DType::kBytes, root, opts.asyncOp);
-  core->hold(keep({s.host, flat, in}));
-  if (rank_ == root) {
-    core->finish_with([flat, outs] {
-      for (std::size_t p = 0; p < outs.size(); ++p) outs[p].copy_(block_as(flat, p, outs[p]));
-    });
-  }
+  held.push_back(s.host);
+  auto core = comm_->gather(s.host.data_ptr(), nbytes(in), std::move(bufs), DType::kBytes, root,
+                            opts.asyncOp);
+  core->hold(keep(held));
+  copy_back(*core, std::move(staged));
   return WorkRingpress::create(rank_, OpType::GATHER, "ringpress:gather", core, outs, inputs);
 }
 
@@ -655,26 +657,28 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::scatter(Tensors& outputs,
   RP_ENFORCE(root >= 0 && root < size_, UsageError, "scatter root ", root, " is not a rank of ",
              size_);
   const at::Tensor& out = outputs[0];
-  at::Tensor flat;
+  std::vector<std::pair<const void*, std::size_t>> bufs;
+  std::vector<at::Tensor> held;
   if (rank_ == root) {
     RP_ENFORCE_EQ(inputs.size(), std::size_t{1}, UsageError, "input lists on the root");
     check_tensors(inputs[0], static_cast<std::size_t>(size_));
-    std::vector<at::Tensor> parts;
     for (const auto& i : inputs[0]) {
       RP_ENFORCE(i.numel() == out.numel() && i.scalar_type() == out.scalar_type(), UsageError,
                  "every input must match the output's ", out.numel(), " ", out.scalar_type(),
                  ", got ", i.numel(), " ", i.scalar_type());
-      parts.push_back(bytes_of(i.contiguous()));
+      held.push_back(i.contiguous());  // the tensor itself when it already is
+      bufs.emplace_back(held.back().data_ptr(), nbytes(i));
     }
-    flat = at::cat(parts);
   } else {
     RP_ENFORCE(inputs.empty() || inputs[0].empty(), UsageError, "only the root (rank ", root,
                ") passes a scatter list");
   }
   Staged s = stage(out, false);
-  auto core = comm_->scatter(flat.defined() ? flat.data_ptr() : nullptr, s.host.data_ptr(),
-                             nbytes(out), DType::kBytes, root, opts.asyncOp);
-  core->hold(keep({s.host, flat, out}));
+  held.push_back(s.host);
+  held.push_back(out);
+  auto core = comm_->scatter(std::move(bufs), s.host.data_ptr(), nbytes(out), DType::kBytes, root,
+                             opts.asyncOp);
+  core->hold(keep(held));
   copy_back(*core, {s});
   return WorkRingpress::create(rank_, OpType::SCATTER, "ringpress:scatter", core, outputs);
 }

@@ -29,8 +29,12 @@ std::string describe(const MsgHeader& h) {
       const CodecInfo* c = find_codec(h.codec);
       os << " compressed " << (c ? c->name : "?") << "(" << static_cast<int>(h.codec) << ")";
     }
-  } else if (static_cast<CollKind>(h.coll) == CollKind::kBroadcast) {
+  } else if (static_cast<CollKind>(h.coll) == CollKind::kBroadcast ||
+             static_cast<CollKind>(h.coll) == CollKind::kGather ||
+             static_cast<CollKind>(h.coll) == CollKind::kScatter) {
     os << " root " << static_cast<int>(h.redop);  // the root's low 8 bits (wire-format.md)
+  } else if (static_cast<CollKind>(h.coll) == CollKind::kSendRecv) {
+    os << " tag " << h.step;  // point-to-point: step carries the tag
   }
   return os.str();
 }
@@ -128,8 +132,10 @@ void check_header(const MsgHeader& h, const Expect& e, int rank, int peer) {
     RP_THROW_CTX(TransportError, ctx, "peer ", peer, " sent message type ",
                  static_cast<int>(h.type), " where data was expected");
   }
+  // Point-to-point messages carry their tag in `step`: a different tag is the caller's mismatch.
+  const bool p2p = x.coll == static_cast<std::uint8_t>(CollKind::kSendRecv);
   if (h.coll != x.coll || h.seq != x.seq || h.dtype != x.dtype || h.redop != x.redop ||
-      h.codec != x.codec || h.count != x.count) {
+      h.codec != x.codec || h.count != x.count || (p2p && h.step != x.step)) {
     RP_THROW_CTX(UsageError, ctx, "collective mismatch: rank ", rank, " runs ", describe(x),
                  " but peer ", peer, " runs ", describe(h),
                  " (every rank must issue the same collectives in the same order with the same"

@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "ringpress/codec.h"
@@ -116,24 +117,25 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o);
 
 void barrier(const OpContext& oc);
 
-// Gather: rank r's `count` elements land in block r of the root's `out` (P * count elements;
-// other ranks pass nullptr). Linear: every rank sends its block straight to the root. Cost:
-// alpha + n beta per rank, (P-1) n beta into the root (gather.cc).
+// Gather: rank r's `count` elements land in the root's outs[r] (a buffer and its element count,
+// which must equal what rank r sends; other ranks pass no outs). Linear: every rank sends its
+// block straight to the root. Cost: alpha + n beta per rank, (P-1) n beta into the root
+// (gather.cc).
 struct GatherOptions {
   const void* in = nullptr;
-  void* out = nullptr;
-  std::size_t count = 0;  // elements per rank
+  std::size_t count = 0;                            // elements this rank sends
+  std::vector<std::pair<void*, std::size_t>> outs;  // root: one per rank
   DType dtype = DType::kBytes;
   int root = 0;
 };
 void gather(const OpContext& oc, const GatherOptions& o);
 
-// Scatter: block r of the root's `in` (P * count elements) lands in rank r's `out`. Linear, the
-// mirror of gather (scatter.cc).
+// Scatter: the root's ins[r] (a buffer and its element count, which must equal what rank r
+// expects) lands in rank r's `out` (`count` elements). Linear, the mirror of gather (scatter.cc).
 struct ScatterOptions {
-  const void* in = nullptr;
+  std::vector<std::pair<const void*, std::size_t>> ins;  // root: one per rank
   void* out = nullptr;
-  std::size_t count = 0;  // elements per rank
+  std::size_t count = 0;  // elements this rank receives
   DType dtype = DType::kBytes;
   int root = 0;
 };

@@ -175,10 +175,12 @@ class Communicator {
   WorkPtr reduce_scatter(const void* in, void* out, std::vector<std::size_t> counts, DType dtype,
                          ReduceOp op, bool async);
   WorkPtr barrier(bool async);
-  // count elements per rank; out (P * count) is used on the root only.
-  WorkPtr gather(const void* in, void* out, std::size_t count, DType dtype, int root, bool async);
-  // count elements per rank; in (P * count) is used on the root only.
-  WorkPtr scatter(const void* in, void* out, std::size_t count, DType dtype, int root, bool async);
+  // Sends `count` elements; the root passes one (buffer, count) per rank to receive into.
+  WorkPtr gather(const void* in, std::size_t count, std::vector<std::pair<void*, std::size_t>> outs,
+                 DType dtype, int root, bool async);
+  // Receives `count` elements; the root passes one (buffer, count) per rank to send.
+  WorkPtr scatter(std::vector<std::pair<const void*, std::size_t>> ins, void* out,
+                  std::size_t count, DType dtype, int root, bool async);
   WorkPtr alltoall(const void* in, void* out, std::vector<std::size_t> send_counts,
                    std::vector<std::size_t> recv_counts, DType dtype, bool async);
   // Runs fn on the thread that runs requests, in order with them: a local step (waiting for a
