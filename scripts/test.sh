@@ -17,7 +17,8 @@ echo "== types (the _core stub against the built module; the modules that call i
 (cd build && python -m mypy.stubtest ringpress._core --allowlist ../tests/stubtest_allowlist.txt)
 python -m mypy --ignore-missing-imports --follow-imports=silent --python-version 3.10 \
   python/ringpress/__init__.py python/ringpress/comm.py python/ringpress/codecs.py \
-  python/ringpress/compressors.py python/ringpress/errors.py
+  python/ringpress/compressors.py python/ringpress/errors.py python/ringpress/torch/__init__.py \
+  python/ringpress/torch/native.py python/ringpress/torch/hooks.py
 
 echo "== C++ tests (ctest)"
 ctest --test-dir build/py --output-on-failure -j2

@@ -50,7 +50,7 @@ if _native is not None:
 
     def create(store: Any, rank: int, size: int, timeout: timedelta) -> Any:
         """Backend creator registered with ``dist.Backend.register_backend``."""
-        return _native.ProcessGroupRingpress(store, rank, size, timeout)
+        return ProcessGroupRingpress(store, rank, size, timeout)
 
 else:
     ProcessGroupRingpress = _pybackend.ProcessGroupRingpress
