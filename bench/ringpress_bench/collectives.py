@@ -138,6 +138,11 @@ class Case:
             for w in dist.batch_isend_irecv(ops):
                 w.wait()
 
+        # torch 2.13 renamed all_gather_into_tensor / reduce_scatter_tensor (the old names warn on
+        # every call, which would be timed too).
+        gather_single = getattr(dist, "all_gather_single", dist.all_gather_into_tensor)
+        scatter_single = getattr(dist, "reduce_scatter_single", dist.reduce_scatter_tensor)
+
         # (dist call with group=g, raw call or None, check)
         table: dict[str, tuple[Callable[[Any], Any], Callable[[], Any] | None, Callable[[], bool]]]
         table = {
@@ -152,12 +157,12 @@ class Case:
                 lambda: bool((x == 1.0).all()),
             ),
             "all_gather": (
-                lambda g: dist.all_gather_into_tensor(flat, x, group=g),
+                lambda g: gather_single(flat, x, group=g),
                 lambda: comm.allgather(xn, out=flatn),
                 lambda: all(bool((flat[p * n : (p + 1) * n] == p + 1).all()) for p in range(P)),
             ),
             "reduce_scatter": (
-                lambda g: dist.reduce_scatter_tensor(t, big, group=g),
+                lambda g: scatter_single(t, big, group=g),
                 lambda: comm.reduce_scatter(bign, out=tn),
                 lambda: bool((t == total).all()),
             ),
