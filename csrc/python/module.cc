@@ -175,6 +175,7 @@ PYBIND11_MODULE(_core, m) {
       d["dtypes"] = c.dtypes == rp::CodecDTypes::kReducible ? "reducible" : "float32-sum";
       d["schedule"] = c.schedule == rp::CodecSchedule::kRing ? "ring" : "allgather";
       d["doc"] = c.doc;
+      d["params"] = rp::codec_param_names(c.params);
       rows.append(d);
     }
     return rows;
@@ -182,20 +183,26 @@ PYBIND11_MODULE(_core, m) {
   // One wire codec on one buffer (tests, golden payloads, fuzzing from Python): the same bytes a
   // collective puts on the wire for a segment of `count` elements.
   auto params_of = [](std::size_t block, double ratio, bool sampled, const std::string& codec,
-                      int level) {
+                      int level, double tolerance, bool stochastic, double threshold,
+                      const std::string& values) {
     rp::CodecParams p;
     p.block = block;
     p.ratio = ratio;
     p.sampled = sampled;
     p.codec = codec;
     p.level = level;
+    p.tolerance = tolerance;
+    p.stochastic = stochastic;
+    p.threshold = threshold;
+    p.values = values;
     return p;
   };
   m.def(
       "wire_encode",
       [params_of](const std::string& name, py::buffer data, const std::string& dtype,
                   const std::string& op, std::size_t block, double ratio, bool sampled,
-                  const std::string& codec, int level, std::uint64_t seed) {
+                  const std::string& codec, int level, double tolerance, bool stochastic,
+                  double threshold, const std::string& values, std::uint64_t seed) {
         py::buffer_info in = data.request();
         const rp::DType d = rp::dtype_from_name(dtype);
         RP_ENFORCE(in.size * in.itemsize % static_cast<py::ssize_t>(rp::dtype_size(d)) == 0,
@@ -204,25 +211,30 @@ PYBIND11_MODULE(_core, m) {
         const std::size_t count =
             static_cast<std::size_t>(in.size * in.itemsize) / rp::dtype_size(d);
         auto c = rp::make_codec(rp::wire_compression_from_name(name),
-                                params_of(block, ratio, sampled, codec, level), d,
-                                rp::reduce_op_from_name(op));
-        std::string out(c->bound(count), '\0');
+                                params_of(block, ratio, sampled, codec, level, tolerance,
+                                          stochastic, threshold, values),
+                                d, rp::reduce_op_from_name(op));
+        // 8-aligned output: the codecs write through typed pointers.
+        std::vector<std::uint64_t> out((c->bound(count) + 7) / 8);
         const std::size_t n = c->encode(in.ptr, count, out.data(), seed);
-        out.resize(n);
-        return py::bytes(out);
+        return py::bytes(reinterpret_cast<const char*>(out.data()), n);
       },
       py::arg("name"), py::arg("data"), py::arg("dtype") = "float32", py::arg("op") = "sum",
       py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
-      py::arg("codec") = "zstd", py::arg("level") = 1, py::arg("seed") = 0);
+      py::arg("codec") = "zstd", py::arg("level") = 1, py::arg("tolerance") = 0.05,
+      py::arg("stochastic") = false, py::arg("threshold") = 0.0, py::arg("values") = "fp32",
+      py::arg("seed") = 0);
   m.def(
       "wire_decode",
       [params_of](const std::string& name, py::bytes payload, std::size_t count,
                   const std::string& dtype, const std::string& op, std::size_t block, double ratio,
-                  bool sampled, const std::string& codec, int level) {
+                  bool sampled, const std::string& codec, int level, double tolerance,
+                  bool stochastic, double threshold, const std::string& values) {
         const rp::DType d = rp::dtype_from_name(dtype);
         auto c = rp::make_codec(rp::wire_compression_from_name(name),
-                                params_of(block, ratio, sampled, codec, level), d,
-                                rp::reduce_op_from_name(op));
+                                params_of(block, ratio, sampled, codec, level, tolerance,
+                                          stochastic, threshold, values),
+                                d, rp::reduce_op_from_name(op));
         const std::string in = payload;
         RP_ENFORCE(count <= (std::size_t{1} << 28), UsageError,
                    "wire_decode: count too large for a test");
@@ -232,7 +244,9 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("name"), py::arg("payload"), py::arg("count"), py::arg("dtype") = "float32",
       py::arg("op") = "sum", py::arg("block") = 512, py::arg("ratio") = 0.01,
-      py::arg("sampled") = true, py::arg("codec") = "zstd", py::arg("level") = 1);
+      py::arg("sampled") = true, py::arg("codec") = "zstd", py::arg("level") = 1,
+      py::arg("tolerance") = 0.05, py::arg("stochastic") = false, py::arg("threshold") = 0.0,
+      py::arg("values") = "fp32");
   // Configuration (ringpress/env.h): the one table of RINGPRESS_* variables, read in C++.
   m.def("env_table", [] {
     py::list rows;

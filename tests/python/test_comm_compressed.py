@@ -107,10 +107,17 @@ def test_the_codec_lists_come_from_the_core_registry():
 
     rows = rp.wire_codecs()
     names = [c["name"] for c in rows]
-    assert names[:7] == ["none", "lossless", "bf16", "fp16", "int8", "int4", "topk"]
+    assert names[:12] == [
+        "none", "lossless", "bf16", "fp16", "int8", "int4", "topk",
+        "int2", "sign", "ternary", "randomk", "threshold",
+    ]  # fmt: skip
     assert len({c["id"] for c in rows}) == len(rows) and all(0 <= c["id"] < 32 for c in rows)
     assert [c["name"] for c in rows if c["exact"]] == ["none", "lossless"]
-    assert {c["name"] for c in rows if c["schedule"] == "allgather"} == {"topk"}
+    assert {c["name"] for c in rows if c["schedule"] == "allgather"} == {
+        "topk",
+        "randomk",
+        "threshold",
+    }
     assert hooks.KINDS == (*names, "auto")
     assert set(hooks._LOSSY) == {c["name"] for c in rows if not c["exact"]} | {"auto"}
     with pytest.raises(rp.UsageError, match="expected one of none, lossless"):

@@ -83,6 +83,10 @@ class Communicator:
         sampled: bool = True,
         residual: typing.SupportsInt | typing.SupportsIndex = 0,
         allow: collections.abc.Sequence[str] = ["lossless"],
+        tolerance: typing.SupportsFloat | typing.SupportsIndex = 0.05,
+        stochastic: bool = False,
+        threshold: typing.SupportsFloat | typing.SupportsIndex = 0.0,
+        values: str = "fp32",
     ) -> Work: ...
     def allreduce_coalesced(
         self,
@@ -300,6 +304,10 @@ def wire_encode(
     sampled: bool = True,
     codec: str = "zstd",
     level: typing.SupportsInt | typing.SupportsIndex = 1,
+    tolerance: typing.SupportsFloat | typing.SupportsIndex = 0.05,
+    stochastic: bool = False,
+    threshold: typing.SupportsFloat | typing.SupportsIndex = 0.0,
+    values: str = "fp32",
     seed: typing.SupportsInt | typing.SupportsIndex = 0,
 ) -> bytes: ...
 
