@@ -193,6 +193,42 @@ def test_topk_sparse_allreduce_with_error_feedback(nranks, transport):
     assert len({rec["digest"] for rec in recs}) == 1
 
 
+# One codec stack: a sparse allreduce (allgather schedule) of the codec a compressor names sums,
+# in rank order, exactly what each rank's compressor container decodes to, when the compressor's
+# seed is the request's sequence number (the collective's seed; the first request is 0).
+ONE_STACK_BODY = r"""
+n = 50_003
+def grad(q):
+    return (np.random.default_rng(q).standard_t(3, n) * 1e-2).astype(np.float32)
+cases = [
+    lambda s: rp.TopK(ratio=0.01, method="exact", seed=s),
+    lambda s: rp.TopK(ratio=0.02, tolerance=0.1, values="fp16", seed=s),
+    lambda s: rp.RandomK(ratio=0.03, seed=s),
+    lambda s: rp.RandomK(ratio=0.01, seed=s, values="fp16"),
+    lambda s: rp.Threshold(threshold=0.05),
+    lambda s: rp.Threshold(threshold=0.02, values="fp16"),
+]
+out = {}
+for seq, make in enumerate(cases):
+    c = make(seq)
+    x = grad(rank)
+    comm.allreduce(x, compression=c.wire_codec, **c.wire_params)
+    want = np.zeros(n, np.float32)
+    for q in range(size):
+        want += make(seq).decode(make(seq).encode(grad(q)))
+    out[f"{seq}:{c!r}"] = bool(np.array_equal(x.view(np.uint32), want.view(np.uint32)))
+emit(out)
+comm.close()
+"""
+
+
+@pytest.mark.parametrize("nranks,transport", [(2, "tcp"), (3, "shm")])
+def test_sparse_allreduce_sums_the_compressors_payloads(nranks, transport):
+    for r in run_ranks(nranks, ONE_STACK_BODY, timeout=120, env={"RINGPRESS_TRANSPORT": transport}):
+        rec = r.records[0]
+        assert rec and all(rec.values()), rec
+
+
 AUTO_BODY = r"""
 import hashlib
 g = np.random.default_rng(rank).standard_normal(2_000_000).astype(np.float32)
