@@ -9,12 +9,14 @@ checksums) and back::
     payload = c.encode(grad)          # bytes-like; len(payload) bytes go on the wire
     approx = c.decode(payload)        # float32 numpy array with grad's shape
 
-The container's payload is byte for byte what ``comm.allreduce(compression=c.wire_codec,
-**c.wire_params)`` would send for the same data and seed. ``Pipeline(c, codec="zstd")`` stacks a
-lossless stage on the payload and ``ErrorFeedback(c)`` keeps what ``c`` dropped and adds it back on
-the next step, through the same error-feedback helper as the collectives; its residuals are saved
-and restored with ``state_dict()`` / ``load_state_dict()``. Inputs: float32 numpy arrays and torch
-CPU tensors of any shape. Error bounds and costs: docs/algorithms.md.
+``comm.allreduce(compression=c.wire_codec, **c.wire_params)`` uses the same codec: a sparse one
+(topk, randomk, threshold) sends each rank's tensor as exactly this payload (for the same seed:
+the request's sequence number), a ring one encodes segments of partial sums the same way.
+``Pipeline(c, codec="zstd")`` stacks a lossless stage on the payload and ``ErrorFeedback(c)``
+keeps what ``c`` dropped and adds it back on the next step, through the same error-feedback helper
+as the collectives; its residuals are saved and restored with ``state_dict()`` /
+``load_state_dict()``. Inputs: float32 numpy arrays and torch CPU tensors of any shape. Error
+bounds and costs: docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -68,8 +70,9 @@ def _as_float32(x: Any, op: str) -> tuple[np.ndarray, tuple[int, ...]]:
 def container_info(payload: Any) -> dict:
     """Parse and validate a container's header: ``codec`` (the wire codec's name), ``codec_id``,
     ``codec_version``, ``params`` (the parameters that codec reads), ``n``, ``shape``,
-    ``lossless`` (the lossless stage's codec, ``"none"`` without one), ``raw_size`` (bytes of the
-    codec payload), ``payload_offset``, ``stored_size``, ``size`` and ``version``."""
+    ``lossless`` (the lossless stage's codec, ``"none"`` without one) and ``staged`` (whether
+    there is one), ``raw_size`` (bytes of the codec payload), ``payload_offset``,
+    ``stored_size``, ``size`` and ``version``."""
     return _core.container_info(payload)
 
 
