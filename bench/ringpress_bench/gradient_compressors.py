@@ -110,7 +110,7 @@ class Method:
 
 
 def _k_of(n: int, ratio: float) -> int:
-    return max(1, math.floor(ratio * n + 0.5))  # ringpress: max(1, round(ratio * n))
+    return min(n, math.ceil(ratio * n))  # the topk/randomk wire codecs: min(n, ceil(ratio * n))
 
 
 def payload_bytes(p: Any) -> int:
@@ -164,13 +164,11 @@ def _rp(
 
 
 def _sparse_count(p: Any, _y: np.ndarray) -> int:
-    """Kept entries of a sparse container: the length of its values section (section 1)."""
-    import ringpress
+    """Kept entries of a sparse container: the index count of its codec payload (u64 index
+    stream size, then the stream, whose first u32 is the count: docs/wire-format.md)."""
+    from ringpress.compressors import container_payload
 
-    info = ringpress.container_info(p)
-    sizes = info["section_sizes"]
-    off = 32 + 8 * len(info["shape"]) + 8 * len(sizes) + sizes[0]  # docs/wire-format.md
-    return int(ringpress.frame_info(memoryview(p)[off : off + sizes[1]])["shape"][0])
+    return int.from_bytes(container_payload(p)[8:12], "little")
 
 
 def ringpress_methods(rp: Any, n: int, threshold: float) -> list[Method]:

@@ -1,18 +1,19 @@
-// Allgather schedule of a wire codec (CodecSchedule::kAllgather; today top-k): every rank sends
-// its whole encoded payload once.
+// Allgather schedule of a wire codec (CodecSchedule::kAllgather: the sparse codecs topk,
+// randomk, threshold; nothing here knows which): every rank sends its whole encoded payload once.
 //
 //   1. residual += x (error feedback: what this rank dropped last time), if a residual is given,
 //      and the codec encodes that;
 //   2. payload = codec.encode(x) (top-k: k = ceil(ratio * n) entries, sampled threshold within
-//      +5% or exact); with feedback, codec.encode_feedback leaves in the residual what the
-//      payload does not carry (the dropped mass is kept, not lost);
+//      +tolerance or exact; random-k: k positions from the request's seed, the same on every
+//      rank; threshold: every |x| >= t); with feedback, codec.encode_feedback leaves in the
+//      residual what the payload does not carry (the dropped mass is kept, not lost);
 //   3. allgather the payload sizes, then allgatherv the payloads (no padding to the largest);
 //   4. x = 0, then every payload is decoded (hostile input: WireFormatError naming the sender)
 //      and added in rank order, so every rank computes the same sum in the same order.
-// Cost: select ~1 pass over n (sampled); allgather of sizes (P-1)(alpha + 8 beta); allgatherv
-// (P-1) alpha + (P-1) m beta for payloads of m ~ k (bits per index delta / 8 + 4) bytes; then P
-// scatter-adds of k entries and one zeroing pass over n. Against the ring's 2 (P-1)/P 4n bytes,
-// the traffic shrinks by ~8n / (P m): for P = 2 and ratio 1%, about 80x.
+// Cost (top-k): select ~1 pass over n (sampled); allgather of sizes (P-1)(alpha + 8 beta);
+// allgatherv (P-1) alpha + (P-1) m beta for payloads of m ~ k (bits per index delta / 8 + 4)
+// bytes; then P scatter-adds of k entries and one zeroing pass over n. Against the ring's 2 (P-1)/P
+// 4n bytes, the traffic shrinks by ~8n / (P m): for P = 2 and ratio 1%, about 80x.
 #include <algorithm>
 #include <cstring>
 #include <vector>

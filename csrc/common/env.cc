@@ -24,8 +24,8 @@ const std::vector<Var>& table() {
       {"RINGPRESS_TIMELINE", "string", "", "when a communicator is made",
        "path prefix: each rank writes a Chrome trace to <prefix>.<rank>.json at close"},
       {"RINGPRESS_COMPRESSION", "string", "none", "when a communicator is made",
-       "default compression of Communicator.allreduce (none, lossless, bf16, fp16, int8, int4, "
-       "topk, auto)"},
+       "default compression of Communicator.allreduce (none, a wire codec of "
+       "ringpress.wire_codecs(), or auto)"},
       {"RINGPRESS_SEGMENT_BYTES", "bytes", "262144", "once per process",
        "pipeline segment of the ring algorithms"},
       {"RINGPRESS_SMALL_BYTES", "bytes", "65536", "once per process",

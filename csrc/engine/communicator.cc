@@ -247,13 +247,19 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
   o.small_bytes = opts_.small_bytes;
   o.compression = compression;
   o.residual = residual;
-  // Argument errors surface here, before anything is queued or sent. Error feedback: topk and the
-  // lossy ring kinds (which need float32 data: check_compression) use the residual; none and
-  // lossless lose nothing and leave it unchanged.
+  // Argument errors surface here, before anything is queued or sent. Error feedback: the sparse
+  // codecs and the lossy ring kinds (which need float32 data: check_compression) use the residual;
+  // none and lossless lose nothing and leave it unchanged.
   check_compression(compression, dtype, op);
   if (compression.kind == WireCompression::kAuto) {
-    RP_ENFORCE(!(compression.allow & autosel::bit(WireCompression::kTopK)) || residual != nullptr,
-               UsageError, "auto mode may pick topk only with error feedback: pass a residual");
+    // Sparse codecs (the allgather schedule) drop what they do not send: auto may pick one only
+    // when error feedback keeps it.
+    for (const CodecInfo& info : codecs()) {
+      RP_ENFORCE(info.schedule != CodecSchedule::kAllgather ||
+                     !(compression.allow & (1u << info.id)) || residual != nullptr,
+                 UsageError, "auto mode may pick ", info.name,
+                 " (a sparse codec) only with error feedback: pass a residual");
+    }
     return submit(
         "allreduce", count * dtype_size(dtype),
         [this, o](const OpContext& oc) mutable { allreduce_auto(oc, o); }, async);

@@ -254,7 +254,8 @@ void bind_comm(py::module_& m) {
           [](rp::Communicator& c, std::uintptr_t ptr, std::size_t n, const std::string& dt,
              const std::string& op, bool async, const std::string& compression,
              const std::string& codec, int level, std::size_t block, double ratio, bool sampled,
-             std::uintptr_t residual, const std::vector<std::string>& allow) {
+             std::uintptr_t residual, const std::vector<std::string>& allow, double tolerance,
+             bool stochastic, double threshold, const std::string& values) {
             rp::DType d = dtype_of(dt);
             rp::ReduceOp o = rp::reduce_op_from_name(op);
             rp::CompressionOptions co;
@@ -264,6 +265,10 @@ void bind_comm(py::module_& m) {
             co.block = block;
             co.ratio = ratio;
             co.sampled = sampled;
+            co.tolerance = tolerance;
+            co.stochastic = stochastic;
+            co.threshold = threshold;
+            co.values = values;
             co.allow = 0;
             for (const auto& a : allow) {
               auto k = rp::wire_compression_from_name(a);
@@ -279,7 +284,9 @@ void bind_comm(py::module_& m) {
           py::arg("ptr"), py::arg("count"), py::arg("dtype"), py::arg("op"), py::arg("async_op"),
           py::arg("compression") = "none", py::arg("codec") = "zstd", py::arg("level") = 1,
           py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
-          py::arg("residual") = 0, py::arg("allow") = std::vector<std::string>{"lossless"})
+          py::arg("residual") = 0, py::arg("allow") = std::vector<std::string>{"lossless"},
+          py::arg("tolerance") = 0.05, py::arg("stochastic") = false, py::arg("threshold") = 0.0,
+          py::arg("values") = "fp32")
       .def("allreduce_coalesced",
            [](rp::Communicator& c, std::vector<std::pair<std::uintptr_t, std::size_t>> bufs,
               const std::string& dt, const std::string& op, bool async) {

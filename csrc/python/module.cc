@@ -175,6 +175,7 @@ PYBIND11_MODULE(_core, m) {
       d["dtypes"] = c.dtypes == rp::CodecDTypes::kReducible ? "reducible" : "float32-sum";
       d["schedule"] = c.schedule == rp::CodecSchedule::kRing ? "ring" : "allgather";
       d["doc"] = c.doc;
+      d["params"] = rp::codec_param_names(c.params);
       rows.append(d);
     }
     return rows;
@@ -182,20 +183,26 @@ PYBIND11_MODULE(_core, m) {
   // One wire codec on one buffer (tests, golden payloads, fuzzing from Python): the same bytes a
   // collective puts on the wire for a segment of `count` elements.
   auto params_of = [](std::size_t block, double ratio, bool sampled, const std::string& codec,
-                      int level) {
+                      int level, double tolerance, bool stochastic, double threshold,
+                      const std::string& values) {
     rp::CodecParams p;
     p.block = block;
     p.ratio = ratio;
     p.sampled = sampled;
     p.codec = codec;
     p.level = level;
+    p.tolerance = tolerance;
+    p.stochastic = stochastic;
+    p.threshold = threshold;
+    p.values = values;
     return p;
   };
   m.def(
       "wire_encode",
       [params_of](const std::string& name, py::buffer data, const std::string& dtype,
                   const std::string& op, std::size_t block, double ratio, bool sampled,
-                  const std::string& codec, int level, std::uint64_t seed) {
+                  const std::string& codec, int level, double tolerance, bool stochastic,
+                  double threshold, const std::string& values, std::uint64_t seed) {
         py::buffer_info in = data.request();
         const rp::DType d = rp::dtype_from_name(dtype);
         RP_ENFORCE(in.size * in.itemsize % static_cast<py::ssize_t>(rp::dtype_size(d)) == 0,
@@ -204,25 +211,30 @@ PYBIND11_MODULE(_core, m) {
         const std::size_t count =
             static_cast<std::size_t>(in.size * in.itemsize) / rp::dtype_size(d);
         auto c = rp::make_codec(rp::wire_compression_from_name(name),
-                                params_of(block, ratio, sampled, codec, level), d,
-                                rp::reduce_op_from_name(op));
-        std::string out(c->bound(count), '\0');
+                                params_of(block, ratio, sampled, codec, level, tolerance,
+                                          stochastic, threshold, values),
+                                d, rp::reduce_op_from_name(op));
+        // 8-aligned output: the codecs write through typed pointers.
+        std::vector<std::uint64_t> out((c->bound(count) + 7) / 8);
         const std::size_t n = c->encode(in.ptr, count, out.data(), seed);
-        out.resize(n);
-        return py::bytes(out);
+        return py::bytes(reinterpret_cast<const char*>(out.data()), n);
       },
       py::arg("name"), py::arg("data"), py::arg("dtype") = "float32", py::arg("op") = "sum",
       py::arg("block") = 512, py::arg("ratio") = 0.01, py::arg("sampled") = true,
-      py::arg("codec") = "zstd", py::arg("level") = 1, py::arg("seed") = 0);
+      py::arg("codec") = "zstd", py::arg("level") = 1, py::arg("tolerance") = 0.05,
+      py::arg("stochastic") = false, py::arg("threshold") = 0.0, py::arg("values") = "fp32",
+      py::arg("seed") = 0);
   m.def(
       "wire_decode",
       [params_of](const std::string& name, py::bytes payload, std::size_t count,
                   const std::string& dtype, const std::string& op, std::size_t block, double ratio,
-                  bool sampled, const std::string& codec, int level) {
+                  bool sampled, const std::string& codec, int level, double tolerance,
+                  bool stochastic, double threshold, const std::string& values) {
         const rp::DType d = rp::dtype_from_name(dtype);
         auto c = rp::make_codec(rp::wire_compression_from_name(name),
-                                params_of(block, ratio, sampled, codec, level), d,
-                                rp::reduce_op_from_name(op));
+                                params_of(block, ratio, sampled, codec, level, tolerance,
+                                          stochastic, threshold, values),
+                                d, rp::reduce_op_from_name(op));
         const std::string in = payload;
         RP_ENFORCE(count <= (std::size_t{1} << 28), UsageError,
                    "wire_decode: count too large for a test");
@@ -232,7 +244,9 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("name"), py::arg("payload"), py::arg("count"), py::arg("dtype") = "float32",
       py::arg("op") = "sum", py::arg("block") = 512, py::arg("ratio") = 0.01,
-      py::arg("sampled") = true, py::arg("codec") = "zstd", py::arg("level") = 1);
+      py::arg("sampled") = true, py::arg("codec") = "zstd", py::arg("level") = 1,
+      py::arg("tolerance") = 0.05, py::arg("stochastic") = false, py::arg("threshold") = 0.0,
+      py::arg("values") = "fp32");
   // Configuration (ringpress/env.h): the one table of RINGPRESS_* variables, read in C++.
   m.def("env_table", [] {
     py::list rows;
@@ -401,26 +415,27 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("buf"), py::arg("out"), py::arg("threads"));
 
-  // ------------------------------------------------------------ gradient compressors (RPZC)
+  // ------------------------------------------------------------ compressed-tensor container
+  // (ringpress/compressor.h): a registry codec's payload in an "RPZC" frame.
   m.def(
       "compressor_encode",
-      [](py::handle x, const std::vector<std::uint64_t>& shape, int method, int bits,
-         std::uint32_t block, bool stochastic, int selector, double ratio, double tolerance,
-         float threshold, const std::string& codec, int level, const std::string& shuffle,
-         std::uint64_t seed, py::handle residual, int threads) -> py::object {
+      [params_of](py::handle x, const std::vector<std::uint64_t>& shape, const std::string& name,
+                  std::size_t block, double ratio, bool sampled, double tolerance, bool stochastic,
+                  double threshold, const std::string& values, const std::string& lossless,
+                  int level, const std::string& shuffle, std::uint64_t seed, py::handle residual,
+                  int threads) -> py::object {
         BufferView in(x, false, "x");
+        rp::ScopedErrorContext ctx("compress");
         rp::CompressorSpec s;
-        s.method = static_cast<rp::CompressMethod>(method);
-        s.bits = bits;
-        s.block = block;
-        s.stochastic = stochastic;
-        s.selector = static_cast<rp::SparseSelector>(selector);
-        s.ratio = ratio;
-        s.tolerance = tolerance;
-        s.threshold = threshold;
-        s.lossless.codec = rp::codec_from_name(codec.c_str());
+        s.codec = rp::wire_compression_from_name(name);
+        RP_ENFORCE(s.codec != rp::WireCompression::kAuto, UsageError,
+                   "a container holds one codec, not 'auto'");
+        s.params =
+            params_of(block, ratio, sampled, "zstd", 1, tolerance, stochastic, threshold, values);
+        s.lossless.codec = rp::codec_from_name(lossless.c_str());
         s.lossless.level = level;
         s.lossless.shuffle = rp::shuffle_mode_from_name(shuffle.c_str());
+        RP_ENFORCE_EQ(in.size() % sizeof(float), std::size_t(0), UsageError, "x must hold float32");
         const std::size_t n = in.size() / sizeof(float);
         RP_ENFORCE_LE(shape.size(), std::size_t(rp::wire::kMaxNdim), UsageError,
                       "too many dimensions");
@@ -440,28 +455,57 @@ PYBIND11_MODULE(_core, m) {
         }
         return py::cast(buf);
       },
-      py::arg("x"), py::arg("shape"), py::arg("method"), py::arg("bits"), py::arg("block"),
-      py::arg("stochastic"), py::arg("selector"), py::arg("ratio"), py::arg("tolerance"),
-      py::arg("threshold"), py::arg("codec"), py::arg("level"), py::arg("shuffle"), py::arg("seed"),
-      py::arg("residual"), py::arg("threads"));
+      py::arg("x"), py::arg("shape"), py::arg("codec"), py::arg("block") = 512,
+      py::arg("ratio") = 0.01, py::arg("sampled") = true, py::arg("tolerance") = 0.05,
+      py::arg("stochastic") = false, py::arg("threshold") = 0.0, py::arg("values") = "fp32",
+      py::arg("lossless") = "none", py::arg("level") = 1, py::arg("shuffle") = "auto",
+      py::arg("seed") = 0, py::arg("residual") = py::none(), py::arg("threads") = 1);
   m.def(
       "container_info",
       [](py::handle buf) {
         BufferView in(buf, false, "payload");
         const rp::ContainerInfo c = rp::parse_container(in.data(), in.size());
         py::dict d;
-        d["method"] = rp::compress_method_name(c.method);
-        d["bits"] = c.bits;
-        d["block"] = c.block;
+        d["version"] = c.version;
+        d["codec"] = rp::wire_compression_name(c.codec);
+        d["codec_id"] = static_cast<int>(c.codec);
+        d["codec_version"] = c.codec_version;
+        py::dict params;
+        for (const std::string& name : rp::codec_param_names(c.param_mask)) {
+          if (name == "block") params["block"] = c.params.block;
+          if (name == "ratio") params["ratio"] = c.params.ratio;
+          if (name == "sampled") params["sampled"] = c.params.sampled;
+          if (name == "tolerance") params["tolerance"] = c.params.tolerance;
+          if (name == "stochastic") params["stochastic"] = c.params.stochastic;
+          if (name == "threshold") params["threshold"] = c.params.threshold;
+          if (name == "values") params["values"] = c.params.values;
+        }
+        d["params"] = params;
         d["n"] = c.n;
         py::list shape;
         for (int i = 0; i < c.ndim; ++i) shape.append(c.shape[i]);
         d["shape"] = py::tuple(shape);
-        d["section_sizes"] = c.section_sizes;
+        d["lossless"] = c.lossless ? rp::wire::codec_name(c.lossless_codec) : "none";
+        d["staged"] = c.lossless;
+        d["raw_size"] = c.raw_size;
+        d["payload_offset"] = c.payload_offset;
+        d["stored_size"] = c.stored_size;
         d["size"] = c.size;
         return d;
       },
       py::arg("payload"));
+  m.def(
+      "container_payload",
+      [](py::handle buf, int threads) {
+        BufferView in(buf, false, "payload");
+        std::vector<std::uint8_t> p;
+        {
+          py::gil_scoped_release release;
+          p = rp::container_payload(in.data(), in.size(), threads);
+        }
+        return py::bytes(reinterpret_cast<const char*>(p.data()), p.size());
+      },
+      py::arg("payload"), py::arg("threads") = 1);
   m.def(
       "compressor_decode",
       [](py::handle buf, py::handle out, int threads) -> py::object {
@@ -476,6 +520,7 @@ PYBIND11_MODULE(_core, m) {
                                 dst.size() / sizeof(float), threads);
           return py::none();
         }
+        // parse_container checked min_payload(n) <= payload <= bound(n) before this allocation.
         const rp::ContainerInfo c = rp::parse_container(in.data(), in.size());
         std::shared_ptr<rp::Buffer> b = rp::Buffer::acquire(std::size_t(c.n) * sizeof(float));
         {

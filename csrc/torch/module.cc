@@ -71,7 +71,8 @@ PYBIND11_MODULE(_c10d, m) {
           "allreduce_bucket",
           [](ProcessGroupRingpress& pg, const at::Tensor& bucket, const std::string& op,
              const std::string& compression, const std::string& codec, int level, std::size_t block,
-             double ratio, bool sampled, std::optional<at::Tensor> residual,
+             double ratio, bool sampled, double tolerance, bool stochastic, double threshold,
+             const std::string& values, std::optional<at::Tensor> residual,
              std::optional<at::Tensor> velocity, const std::vector<std::string>& allow) {
             rp::CompressionOptions co;
             co.kind = rp::wire_compression_from_name(compression);
@@ -80,6 +81,10 @@ PYBIND11_MODULE(_c10d, m) {
             co.block = block;
             co.ratio = ratio;
             co.sampled = sampled;
+            co.tolerance = tolerance;
+            co.stochastic = stochastic;
+            co.threshold = threshold;
+            co.values = values;
             co.allow = 0;
             for (const auto& a : allow) {
               auto k = rp::wire_compression_from_name(a);
@@ -103,7 +108,8 @@ PYBIND11_MODULE(_c10d, m) {
           },
           py::arg("bucket"), py::arg("op") = "sum", py::arg("compression") = "none",
           py::arg("codec") = "zstd", py::arg("level") = 1, py::arg("block") = 512,
-          py::arg("ratio") = 0.01, py::arg("sampled") = true, py::arg("residual") = py::none(),
-          py::arg("velocity") = py::none(),
+          py::arg("ratio") = 0.01, py::arg("sampled") = true, py::arg("tolerance") = 0.05,
+          py::arg("stochastic") = false, py::arg("threshold") = 0.0, py::arg("values") = "fp32",
+          py::arg("residual") = py::none(), py::arg("velocity") = py::none(),
           py::arg("allow") = std::vector<std::string>{"lossless"});
 }

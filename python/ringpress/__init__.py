@@ -75,8 +75,10 @@ def wire_codecs() -> list[dict]:
     codec with ``id`` (its byte in every message header), ``name`` (what ``compression=`` takes;
     ``"auto"`` picks among them), ``version`` (payload layout), ``exact`` (bit-identical),
     ``dtypes`` (``"reducible"``: any dtype and op; ``"float32-sum"``: float32 with sum/avg),
-    ``schedule`` (``"ring"``: per-hop segments; ``"allgather"``: whole payloads) and ``doc``.
-    Payload layouts: docs/wire-format.md."""
+    ``schedule`` (``"ring"``: per-hop segments; ``"allgather"``: whole payloads), ``doc`` and
+    ``params`` (the keyword arguments of ``Communicator.allreduce`` the codec reads). The gradient
+    compressors (``ringpress.TopK``, ...) are the lossy ones. Payload layouts:
+    docs/wire-format.md."""
     return list(_core.codecs())
 
 

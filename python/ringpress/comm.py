@@ -446,16 +446,26 @@ class Communicator:
         sampled: bool = True,
         residual: Any = None,
         allow: str | Sequence[str] = "lossless",
+        tolerance: float = 0.05,
+        stochastic: bool = False,
+        threshold: float = 0.0,
+        values: str = "fp32",
     ) -> Any:
         """Reduce ``x`` element-wise across ranks, in place; returns ``x`` (or a Work).
 
         ``compression`` is the name of a wire codec (``ringpress.wire_codecs()``; the builtin ones
-        follow) or ``"auto"``. ``"lossless"`` (shuffle +
-        ``codec`` zstd|lz4 at ``level``; bit-identical to none, any dtype), ``"bf16"``/``"fp16"``,
-        ``"int8"``/``"int4"`` (one scale per ``block`` elements): float32 with sum/avg, lossy, one
-        rounding per ring hop; every rank still ends with the same bits. ``"topk"``: each rank
-        sends its ``ratio`` largest-magnitude entries (``sampled`` threshold selection, k within
-        +5%, or exact), gathered and summed densely. ``"auto"``: per request, the kind among
+        follow; each reads only its own parameters, listed in its ``params``) or ``"auto"``.
+        ``"lossless"`` (shuffle + ``codec`` zstd|lz4 at ``level``; bit-identical to none, any
+        dtype), ``"bf16"``/``"fp16"``, ``"int8"``/``"int4"``/``"int2"`` (one scale per ``block``
+        elements; ``stochastic`` rounding), ``"sign"`` (1 bit + a mean-|x| scale per ``block``),
+        ``"ternary"`` (TernGrad, 2 bits): float32 with sum/avg, lossy, one rounding per ring hop;
+        every rank still ends with the same bits. ``"topk"``: each rank sends its ``ratio``
+        largest-magnitude entries (``sampled`` threshold selection, k within +``tolerance``, or
+        exact), ``"randomk"`` ``ratio`` of the entries at positions drawn from the request number
+        (the same on every rank), ``"threshold"`` every entry with |x| >= ``threshold``; their
+        values as float32 or (``values="fp16"``) float16, gathered and summed densely. A
+        ``ringpress.compressors`` compressor ``c`` is ``compression=c.wire_codec,
+        **c.wire_params``. ``"auto"``: per request, the kind among
         ``allow`` (comma-separated or a list; default ``"lossless"``, exact) with the lowest time
         predicted by a model of this link and CPU (measured at the first auto request and every
         64th, agreed by all ranks), or none when compression would not pay; ``stats()["auto"]``
@@ -463,12 +473,13 @@ class Communicator:
         ``RINGPRESS_COMPRESSION`` environment variable, read when the communicator is made).
 
         ``residual`` (error feedback): a float32 buffer of x's element count, zeros at first, kept
-        by the caller across steps. topk: the entries this rank drops are added back next time.
-        bf16/fp16/int8/int4: this rank adds ``residual`` to its contribution and keeps in it the
-        rounding of every segment it encodes on the ring (its own data at the first hop, the
-        partial sums it forwards, and the final sum of the block it owns), so over any number of
-        steps the outputs summed plus every rank's residual equal the inputs summed (fp32 rounding
-        aside); cost: one decode pass and two elementwise passes. none/lossless lose nothing and
+        by the caller across steps. topk/randomk/threshold: the entries this rank drops (and the
+        rounding of fp16 values) are added back next time. The lossy ring codecs: this rank adds
+        ``residual`` to its contribution and keeps in it the rounding of every segment it encodes
+        on the ring (its own data at the first hop, the partial sums it forwards, and the final
+        sum of the block it owns), so over any number of steps the outputs summed plus every
+        rank's residual equal the inputs summed (fp32 rounding aside); cost: one decode pass and
+        two elementwise passes. none/lossless lose nothing and
         leave it unchanged; auto, when it picks one of them, delivers it (x += residual, residual
         = 0) so nothing waits for a lossy request that may never come. Wrong dtype or size:
         ``UsageError``.
@@ -505,6 +516,10 @@ class Communicator:
                 bool(sampled),
                 raddr,
                 list(allow),
+                tolerance=float(tolerance),
+                stochastic=bool(stochastic),
+                threshold=float(threshold),
+                values=values,
             )
         return self._finish(w, keep, x, async_op)
 

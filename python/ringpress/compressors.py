@@ -1,16 +1,22 @@
 """Gradient compressors: top-k / random-k / threshold sparsification, quantization, error feedback.
 
-Every compressor turns a float32 tensor into a compressed-tensor container (docs/wire-format.md,
-"RPZC") and back::
+Every compressor is one wire codec of the collectives' registry (``ringpress.wire_codecs()``;
+``wire_codec`` and ``wire_params`` name it) whose payload goes into a compressed-tensor container
+(docs/wire-format.md, "Compressed-tensor container": the codec's id and parameters, the shape,
+checksums) and back::
 
     c = ringpress.Quantize(bits=8, block=512)
     payload = c.encode(grad)          # bytes-like; len(payload) bytes go on the wire
     approx = c.decode(payload)        # float32 numpy array with grad's shape
 
-``Pipeline(c, codec="zstd")`` stacks a lossless stage on the container's sections and
-``ErrorFeedback(c)`` keeps what ``c`` dropped and adds it back on the next step; its residuals are
-saved and restored with ``state_dict()`` / ``load_state_dict()``. Inputs: float32 numpy arrays and
-torch CPU tensors of any shape. Error bounds and costs: docs/algorithms.md.
+``comm.allreduce(compression=c.wire_codec, **c.wire_params)`` uses the same codec: a sparse one
+(topk, randomk, threshold) sends each rank's tensor as exactly this payload (for the same seed:
+the request's sequence number), a ring one encodes segments of partial sums the same way.
+``Pipeline(c, codec="zstd")`` stacks a lossless stage on the payload and ``ErrorFeedback(c)``
+keeps what ``c`` dropped and adds it back on the next step, through the same error-feedback helper
+as the collectives; its residuals are saved and restored with ``state_dict()`` /
+``load_state_dict()``. Inputs: float32 numpy arrays and torch CPU tensors of any shape. Error
+bounds and costs: docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -35,11 +41,8 @@ __all__ = [
     "Threshold",
     "TopK",
     "container_info",
+    "container_payload",
 ]
-
-# Wire codes (docs/wire-format.md): methods and, for sparse, the selector (not on the wire).
-_FP16, _BF16, _INT, _SIGN, _TERNARY, _SPARSE = 1, 2, 3, 4, 5, 6
-_EXACT, _SAMPLED, _RANDOM, _THRESHOLD = 0, 1, 2, 3
 
 
 def _as_float32(x: Any, op: str) -> tuple[np.ndarray, tuple[int, ...]]:
@@ -65,25 +68,38 @@ def _as_float32(x: Any, op: str) -> tuple[np.ndarray, tuple[int, ...]]:
 
 
 def container_info(payload: Any) -> dict:
-    """Parse and validate a container's header and section table."""
+    """Parse and validate a container's header: ``codec`` (the wire codec's name), ``codec_id``,
+    ``codec_version``, ``params`` (the parameters that codec reads), ``n``, ``shape``,
+    ``lossless`` (the lossless stage's codec, ``"none"`` without one) and ``staged`` (whether
+    there is one), ``raw_size`` (bytes of the codec payload), ``payload_offset``,
+    ``stored_size``, ``size`` and ``version``."""
     return _core.container_info(payload)
 
 
-class Compressor:
-    """Base class: subclasses set the wire parameters in ``_spec``."""
+def container_payload(payload: Any, threads: int = 1) -> bytes:
+    """The wire codec payload a container holds (the lossless stage undone): what
+    ``_core.wire_decode(info["codec"], ..., info["n"], **info["params"])`` decodes."""
+    return _core.container_payload(payload, int(threads))
 
-    _method = 0
-    _bits = 0
-    _block = 0
-    _stochastic = False
-    _selector = _SAMPLED
-    _ratio = 0.01
-    _tolerance = 0.05
-    _threshold = 0.0
+
+class Compressor:
+    """Base class: a subclass names its wire codec (``_codec``) and sets its parameters."""
+
+    _codec = ""
     _seed = 0
 
     def __init__(self) -> None:
         self._calls = 0  # stochastic compressors use seed + call number as this call's stream
+
+    @property
+    def wire_codec(self) -> str:
+        """The registry codec this compressor is (a name of ``ringpress.wire_codecs()``)."""
+        return self._codec
+
+    @property
+    def wire_params(self) -> dict:
+        """That codec's parameters (keyword arguments of ``Communicator.allreduce``)."""
+        return {}
 
     def _encode(
         self,
@@ -100,24 +116,19 @@ class Compressor:
         return _core.compressor_encode(
             arr,
             list(shape),
-            self._method,
-            self._bits,
-            self._block,
-            self._stochastic,
-            self._selector,
-            float(self._ratio),
-            float(self._tolerance),
-            float(self._threshold),
-            codec,
-            int(level),
-            shuffle,
-            seed,
-            residual,
-            int(threads),
+            self._codec,
+            **self.wire_params,
+            lossless=codec,
+            level=int(level),
+            shuffle=shuffle,
+            seed=seed,
+            residual=residual,
+            threads=int(threads),
         )
 
     def encode(self, x: Any, threads: int = 1):
-        """Compress float32 ``x`` into a container (bytes-like)."""
+        """Compress float32 ``x`` into a container (bytes-like). ``threads`` parallelises a
+        lossless stage (``Pipeline``); the bytes never depend on it."""
         return self._encode(x, None, threads)
 
     def decode(self, payload: Any, out: Any = None, threads: int = 1) -> Any:
@@ -161,14 +172,23 @@ def _check(cond: bool, msg: str) -> None:
         raise UsageError(msg, op="compressor")
 
 
+def _check_block(block: Any) -> None:
+    _check(
+        isinstance(block, int) and 1 <= block <= 1 << 20,
+        f"block must be an int in [1, 2^20], got {block}",
+    )
+
+
 class TopK(Compressor):
-    """Keep the k = max(1, round(ratio * n)) largest-magnitude elements.
+    """Wire codec ``"topk"``: keep the k = ceil(ratio * n) largest-magnitude elements.
 
     ``method="exact"``: exactly k (ties at the threshold go to the lowest index).
     ``method="sampled"``: threshold estimated from a sample (Deep Gradient Compression style),
     then corrected: returns the exact top-m for some k <= m <= ceil(k * (1 + tolerance)).
     ``values="fp16"`` sends the kept values as fp16 (4 -> 2 bytes each).
     """
+
+    _codec = "topk"
 
     def __init__(
         self,
@@ -192,26 +212,41 @@ class TopK(Compressor):
             values,
             seed,
         )
-        self._method, self._bits = _SPARSE, 16 if values == "fp16" else 32
-        self._selector = _EXACT if method == "exact" else _SAMPLED
-        self._ratio, self._tolerance, self._seed = ratio, tolerance, seed
+        self._seed = seed
+
+    @property
+    def wire_params(self) -> dict:
+        return {
+            "ratio": float(self.ratio),
+            "sampled": self.method == "sampled",
+            "tolerance": float(self.tolerance),
+            "values": self.values,
+        }
 
 
 class RandomK(Compressor):
-    """Keep k = max(1, round(ratio * n)) elements at seeded random positions (unbiased after
-    scaling by n/k, which the caller applies if it wants an unbiased estimate)."""
+    """Wire codec ``"randomk"``: keep k = ceil(ratio * n) elements at seeded random positions
+    (unbiased after scaling by n/k, which the caller applies if it wants an unbiased estimate)."""
+
+    _codec = "randomk"
 
     def __init__(self, ratio: float = 0.01, seed: int = 0, values: str = "fp32") -> None:
         super().__init__()
         _check(0.0 < ratio <= 1.0, f"ratio must be in (0, 1], got {ratio}")
         _check(values in ("fp32", "fp16"), f"values must be 'fp32' or 'fp16', got {values!r}")
         self.ratio, self.seed, self.values = ratio, seed, values
-        self._method, self._bits, self._selector = _SPARSE, 16 if values == "fp16" else 32, _RANDOM
-        self._ratio, self._seed = ratio, seed
+        self._seed = seed
+
+    @property
+    def wire_params(self) -> dict:
+        return {"ratio": float(self.ratio), "values": self.values}
 
 
 class Threshold(Compressor):
-    """Keep every element with |x| >= threshold."""
+    """Wire codec ``"threshold"``: keep every element with |x| >= threshold (compared in
+    float32)."""
+
+    _codec = "threshold"
 
     def __init__(self, threshold: float, values: str = "fp32") -> None:
         super().__init__()
@@ -221,16 +256,15 @@ class Threshold(Compressor):
         )
         _check(values in ("fp32", "fp16"), f"values must be 'fp32' or 'fp16', got {values!r}")
         self.threshold, self.values = threshold, values
-        self._method, self._bits, self._selector = (
-            _SPARSE,
-            16 if values == "fp16" else 32,
-            _THRESHOLD,
-        )
-        self._threshold = float(threshold)
+
+    @property
+    def wire_params(self) -> dict:
+        return {"threshold": float(self.threshold), "values": self.values}
 
 
 class Quantize(Compressor):
-    """Symmetric int8 / int4 / int2 with one fp32 scale per ``block`` elements.
+    """Wire codecs ``"int8"`` / ``"int4"`` / ``"int2"``: symmetric integers with one fp32 scale
+    per ``block`` elements (1 <= block <= 2^20).
 
     Nearest rounding: |x - x'| <= scale / 2 with scale = max|x| of the block / (2^(bits-1) - 1).
     Stochastic rounding (seeded, counter-based; a fresh stream per call): unbiased, |x - x'| <= scale.
@@ -241,50 +275,63 @@ class Quantize(Compressor):
     ) -> None:
         super().__init__()
         _check(bits in (8, 4, 2), f"bits must be 8, 4 or 2, got {bits}")
-        _check(isinstance(block, int) and block >= 1, f"block must be a positive int, got {block}")
+        _check_block(block)
         self.bits, self.block, self.stochastic, self.seed = bits, block, stochastic, seed
-        self._method, self._bits, self._block = _INT, bits, block
-        self._stochastic, self._seed = bool(stochastic), seed
+        self._codec, self._seed = f"int{bits}", seed
+
+    @property
+    def wire_params(self) -> dict:
+        return {"block": self.block, "stochastic": bool(self.stochastic)}
 
 
 class FP16(Compressor):
-    """IEEE half precision, round to nearest even (2 bytes per element)."""
+    """Wire codec ``"fp16"``: IEEE half precision, round to nearest even (2 bytes per element)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._method, self._bits = _FP16, 16
+    _codec = "fp16"
 
 
 class BF16(Compressor):
-    """bfloat16, round to nearest even (2 bytes per element)."""
+    """Wire codec ``"bf16"``: bfloat16, round to nearest even (2 bytes per element)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._method, self._bits = _BF16, 16
+    _codec = "bf16"
 
 
 class Sign(Compressor):
-    """1-bit sign with one scale (mean |x|) per block: EF-SignSGD; use with ErrorFeedback."""
+    """Wire codec ``"sign"``: 1-bit sign with one scale (mean |x|) per block: EF-SignSGD; use with
+    ErrorFeedback."""
+
+    _codec = "sign"
 
     def __init__(self, block: int = 512) -> None:
         super().__init__()
-        _check(isinstance(block, int) and block >= 1, f"block must be a positive int, got {block}")
+        _check_block(block)
         self.block = block
-        self._method, self._bits, self._block = _SIGN, 1, block
+
+    @property
+    def wire_params(self) -> dict:
+        return {"block": self.block}
 
 
 class Ternary(Compressor):
-    """TernGrad: {-1, 0, +1} * max|x| per block, stochastic and unbiased (2 bits per element)."""
+    """Wire codec ``"ternary"``: TernGrad, {-1, 0, +1} * max|x| per block, stochastic and
+    unbiased (2 bits per element)."""
+
+    _codec = "ternary"
 
     def __init__(self, block: int = 512, seed: int = 0) -> None:
         super().__init__()
-        _check(isinstance(block, int) and block >= 1, f"block must be a positive int, got {block}")
+        _check_block(block)
         self.block, self.seed = block, seed
-        self._method, self._bits, self._block, self._seed = _TERNARY, 2, block, seed
+        self._seed = seed
+
+    @property
+    def wire_params(self) -> dict:
+        return {"block": self.block}
 
 
 class Pipeline(Compressor):
-    """A lossy compressor followed by the lossless stage on its sections (same container)."""
+    """A lossy compressor followed by a lossless stage on its payload (same container: the
+    payload becomes one frame, shuffled by the codec's value width, coded with ``codec``)."""
 
     def __init__(
         self, compressor: Compressor, codec: str = "zstd", level: int = 1, shuffle: str = "auto"
@@ -298,6 +345,14 @@ class Pipeline(Compressor):
         _check(shuffle in ("auto", "byte", "bit", "none"), f"unknown shuffle {shuffle!r}")
         self.compressor, self.codec, self.level, self.shuffle = compressor, codec, level, shuffle
 
+    @property
+    def wire_codec(self) -> str:
+        return self.compressor.wire_codec
+
+    @property
+    def wire_params(self) -> dict:
+        return self.compressor.wire_params
+
     def _encode(self, x, residual, threads, codec="none", level=1, shuffle="auto"):
         return self.compressor._encode(x, residual, threads, self.codec, self.level, self.shuffle)
 
@@ -307,7 +362,8 @@ class Pipeline(Compressor):
 
 class ErrorFeedback(Compressor):
     """Error feedback around a compressor: each step compresses x + residual[key] and keeps, as
-    the new residual, what the receiver will not see. Over any number of steps,
+    the new residual, what the receiver will not see (the codec's ``encode_feedback``, the one
+    error-feedback helper the collectives use too). Over any number of steps,
     sum(decoded payloads) + residual == sum(inputs) (up to fp32 rounding).
 
     ``state_dict()`` holds the residuals and the wrapped compressor's stochastic stream position,
@@ -321,6 +377,14 @@ class ErrorFeedback(Compressor):
         )
         self.compressor = compressor
         self._residuals: dict[str, np.ndarray] = {}
+
+    @property
+    def wire_codec(self) -> str:
+        return self.compressor.wire_codec
+
+    @property
+    def wire_params(self) -> dict:
+        return self.compressor.wire_params
 
     # `key` comes second (the documented call is encode(grad, name)); threads stays keyword-safe.
     def encode(self, x: Any, key: str = "default", threads: int = 1):  # type: ignore[override]

@@ -2,8 +2,10 @@
 // transports:
 //   * a toy codec defined in this file and registered with one row runs through the compressed
 //     ring with no other change anywhere (the registry's promise);
-//   * a sweep of every registered codec x P in 2..8 x sizes: exact codecs give the exact sum, lossy
-//     ones the same bits on every rank, and with error feedback outputs + residuals = inputs.
+//   * a sweep of every registered codec x P in 2..8 x sizes x two parameter sets (defaults, and
+//     the alternatives: stochastic rounding, exact top-k, fp16 sparse values, a threshold that
+//     drops entries): exact codecs give the exact sum, lossy ones the same bits on every rank, and
+//     with error feedback outputs + residuals = inputs.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +16,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "rank_threads.h"
@@ -84,9 +87,29 @@ TEST(CodecRegistry, BuiltinRowsAndNames) {
   ASSERT_TRUE(kToyRegistered);
   std::vector<std::string> names;
   for (const auto& c : rp::codecs()) names.push_back(c.name);
-  for (const char* want : {"none", "lossless", "bf16", "fp16", "int8", "int4", "topk", "xor-toy"}) {
+  for (const char* want : {"none", "lossless", "bf16", "fp16", "int8", "int4", "topk", "int2",
+                           "sign", "ternary", "randomk", "threshold", "xor-toy"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), want), names.end()) << want;
   }
+  // Ids are wire format: the builtin ones never move.
+  const std::pair<int, const char*> ids[] = {
+      {1, "lossless"}, {2, "bf16"}, {3, "fp16"},    {4, "int8"},     {5, "int4"},      {6, "topk"},
+      {7, "int2"},     {8, "sign"}, {9, "ternary"}, {10, "randomk"}, {11, "threshold"}};
+  for (const auto& [id, name] : ids) {
+    const rp::CodecInfo* info = rp::find_codec(id);
+    ASSERT_NE(info, nullptr) << id;
+    EXPECT_STREQ(info->name, name);
+  }
+  // Sparse codecs (payload sizes differ per rank) take the allgather schedule, dense ones the
+  // ring; the parameter names a row reads come from its mask.
+  for (const char* sparse : {"topk", "randomk", "threshold"}) {
+    EXPECT_EQ(rp::codec_by_name(sparse).schedule, rp::CodecSchedule::kAllgather) << sparse;
+  }
+  for (const char* dense : {"bf16", "int8", "int2", "sign", "ternary"}) {
+    EXPECT_EQ(rp::codec_by_name(dense).schedule, rp::CodecSchedule::kRing) << dense;
+  }
+  EXPECT_EQ(rp::codec_param_names(rp::codec_by_name("threshold").params),
+            (std::vector<std::string>{"threshold", "values"}));
   EXPECT_EQ(rp::wire_compression_from_name("xor-toy"), static_cast<rp::WireCompression>(kToyId));
   EXPECT_STREQ(rp::wire_compression_name(static_cast<rp::WireCompression>(kToyId)), "xor-toy");
   EXPECT_EQ(rp::wire_compression_from_name("auto"), rp::WireCompression::kAuto);
@@ -132,12 +155,58 @@ TEST(CodecRegistry, ToyCodecRunsThroughTheCompressedRing) {
   });
 }
 
+// Error feedback: a codec's encode_feedback (the sparse codecs override it) must equal the generic
+// helper Codec::encode_feedback (encode, decode, subtract) bit for bit: payload, residual, and with
+// keep the decoded input; also with r aliasing x (how allreduce_sparse.cc and the container call
+// it).
+TEST(CodecRegistry, EncodeFeedbackEqualsTheGenericHelper) {
+  for (const rp::CodecInfo& info : rp::codecs()) {
+    if (info.make == nullptr || info.exact) continue;
+    for (bool alt : {false, true}) {
+      rp::CodecParams p;
+      p.block = 16;
+      p.ratio = 0.2;
+      p.threshold = 0.5;
+      if (alt) {
+        p.values = "fp16";
+        p.sampled = false;
+        p.stochastic = true;
+      }
+      const std::size_t n = 1000;
+      std::vector<float> x0(n);
+      for (std::size_t i = 0; i < n; ++i) {
+        x0[i] = std::sin(0.37f * static_cast<float>(i)) * (i % 3 == 0 ? 70000.0f : 1.3f);
+      }
+      auto codec = rp::make_codec(static_cast<rp::WireCompression>(info.id), p, rp::DType::kF32,
+                                  rp::ReduceOp::kSum);
+      for (bool keep : {false, true}) {
+        std::vector<float> xa = x0, xb = x0, ra(n, 9.0f), rb(n, -9.0f);
+        std::vector<unsigned char> oa(codec->bound(n)), ob(codec->bound(n));
+        const std::size_t la = codec->encode_feedback(xa.data(), ra.data(), n, oa.data(), 7, keep);
+        const std::size_t lb =
+            codec->rp::Codec::encode_feedback(xb.data(), rb.data(), n, ob.data(), 7, keep);
+        ASSERT_EQ(la, lb) << info.name;
+        EXPECT_EQ(0, std::memcmp(oa.data(), ob.data(), la)) << info.name;
+        EXPECT_EQ(0, std::memcmp(ra.data(), rb.data(), n * sizeof(float)))
+            << info.name << (alt ? " alt" : "") << (keep ? " keep" : "");
+        EXPECT_EQ(0, std::memcmp(xa.data(), xb.data(), n * sizeof(float))) << info.name;
+      }
+      std::vector<float> xa = x0, xb = x0, rb(n);
+      std::vector<unsigned char> oa(codec->bound(n)), ob(codec->bound(n));
+      codec->encode_feedback(xa.data(), xa.data(), n, oa.data(), 7, false);  // r is x
+      codec->rp::Codec::encode_feedback(xb.data(), rb.data(), n, ob.data(), 7, false);
+      EXPECT_EQ(0, std::memcmp(xa.data(), rb.data(), n * sizeof(float))) << info.name << " alias";
+    }
+  }
+}
+
 // The sweep: every registered codec, P in 2..8, sizes around the segment and block boundaries.
-class CodecSweep : public ::testing::TestWithParam<std::tuple<int, std::string>> {};
+class CodecSweep : public ::testing::TestWithParam<std::tuple<int, std::string, bool>> {};
 
 TEST_P(CodecSweep, EveryCodecEveryRankCount) {
   const int P = std::get<0>(GetParam());
   const std::string name = std::get<1>(GetParam());
+  const bool alt = std::get<2>(GetParam());
   const rp::CodecInfo& info = rp::codec_by_name(name);
   const std::vector<std::size_t> sizes = {0, 1, 7, 1023, 4099, 70001};
   std::mutex mu;
@@ -156,6 +225,12 @@ TEST_P(CodecSweep, EveryCodecEveryRankCount) {
     co.kind = static_cast<rp::WireCompression>(info.id);
     co.block = 64;
     co.ratio = 0.1;
+    if (alt) {  // each codec reads the ones it knows (CodecInfo::params)
+      co.stochastic = true;
+      co.sampled = false;
+      co.values = "fp16";
+      co.threshold = 1.25;  // inputs are multiples of 0.25 in [-2.75, 2.75]: some drop
+    }
     for (std::size_t s = 0; s < sizes.size(); ++s) {
       const std::size_t n = sizes[s];
       std::vector<float> x(n), r(n, 0.0f);
@@ -184,7 +259,8 @@ TEST_P(CodecSweep, EveryCodecEveryRankCount) {
       // Exact codecs: the exact sum (these inputs add exactly in float32). Lossy ones with error
       // feedback: output + every rank's residual = the inputs, up to float32 rounding.
       const double tol = info.exact ? 0.0 : 1e-4 * (1.0 + std::fabs(want)) * P;
-      ASSERT_LE(std::fabs(got - want), tol) << name << " P=" << P << " n=" << n << " i=" << i;
+      ASSERT_LE(std::fabs(got - want), tol)
+          << name << (alt ? " (alt)" : "") << " P=" << P << " n=" << n << " i=" << i;
     }
   }
 }
@@ -199,13 +275,15 @@ std::vector<std::string> all_codec_names() {
 
 INSTANTIATE_TEST_SUITE_P(AllCodecs, CodecSweep,
                          ::testing::Combine(::testing::Range(2, 9),
-                                            ::testing::ValuesIn(all_codec_names())),
+                                            ::testing::ValuesIn(all_codec_names()),
+                                            ::testing::Bool()),
                          [](const auto& info) {
                            std::string n = std::get<1>(info.param);
                            for (auto& ch : n) {
                              if (!std::isalnum(static_cast<unsigned char>(ch))) ch = '_';
                            }
-                           return "P" + std::to_string(std::get<0>(info.param)) + "_" + n;
+                           return "P" + std::to_string(std::get<0>(info.param)) + "_" + n +
+                                  (std::get<2>(info.param) ? "_alt" : "");
                          });
 
 // Auto mode over the registry: every rank calibrates at the same request, picks the same codec

@@ -86,6 +86,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     rp::CodecParams c;
     c.block = 1 + data[0] / 8;
     c.ratio = 0.01 + (data[0] % 5) * 0.2;
+    // The other parameters a codec may read (each reads its own): sparse values as fp16,
+    // stochastic rounding, exact top-k, a threshold inside the round trip's value range.
+    c.values = (data[1] & 1) ? "fp16" : "fp32";
+    c.stochastic = (data[1] & 2) != 0;
+    c.sampled = (data[1] & 4) == 0;
+    c.threshold = (data[1] >> 3) * 4.0;
     const std::size_t count = 1 + (data[1] | (data[2] << 8)) % 2048;
     auto codec = rp::make_codec(static_cast<rp::WireCompression>(all[data[0] % all.size()].id), c,
                                 rp::DType::kF32, rp::ReduceOp::kSum);

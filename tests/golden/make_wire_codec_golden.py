@@ -35,6 +35,19 @@ GOLDENS = {
     "int8_b64": ("int8", "float32", "sum", 1000, {"block": 64}),
     "int4_b32": ("int4", "float32", "sum", 999, {"block": 32}),
     "topk_exact_5pct": ("topk", "float32", "sum", 4000, {"ratio": 0.05, "sampled": False}),
+    "topk_fp16_2pct": (
+        "topk",
+        "float32",
+        "sum",
+        5000,
+        {"ratio": 0.02, "sampled": True, "tolerance": 0.1, "values": "fp16"},
+    ),
+    "int4_stoch_b64": ("int4", "float32", "sum", 1000, {"block": 64, "stochastic": True}),
+    "int2_b16": ("int2", "float32", "sum", 1003, {"block": 16}),
+    "sign_b32": ("sign", "float32", "sum", 1001, {"block": 32}),
+    "ternary_b50": ("ternary", "float32", "sum", 997, {"block": 50}),
+    "randomk_10pct": ("randomk", "float32", "sum", 2000, {"ratio": 0.1}),
+    "threshold_2e-3": ("threshold", "float32", "sum", 3000, {"threshold": 2e-3}),
 }
 
 

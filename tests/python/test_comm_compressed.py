@@ -107,10 +107,17 @@ def test_the_codec_lists_come_from_the_core_registry():
 
     rows = rp.wire_codecs()
     names = [c["name"] for c in rows]
-    assert names[:7] == ["none", "lossless", "bf16", "fp16", "int8", "int4", "topk"]
+    assert names[:12] == [
+        "none", "lossless", "bf16", "fp16", "int8", "int4", "topk",
+        "int2", "sign", "ternary", "randomk", "threshold",
+    ]  # fmt: skip
     assert len({c["id"] for c in rows}) == len(rows) and all(0 <= c["id"] < 32 for c in rows)
     assert [c["name"] for c in rows if c["exact"]] == ["none", "lossless"]
-    assert {c["name"] for c in rows if c["schedule"] == "allgather"} == {"topk"}
+    assert {c["name"] for c in rows if c["schedule"] == "allgather"} == {
+        "topk",
+        "randomk",
+        "threshold",
+    }
     assert hooks.KINDS == (*names, "auto")
     assert set(hooks._LOSSY) == {c["name"] for c in rows if not c["exact"]} | {"auto"}
     with pytest.raises(rp.UsageError, match="expected one of none, lossless"):
@@ -184,6 +191,42 @@ def test_topk_sparse_allreduce_with_error_feedback(nranks, transport):
         assert rec["ef_err"] < 1e-4 and rec["res_nonzero"] > 0, rec
         assert rec["ratio1_avg_ok"] and rec["errors"] == [], rec
     assert len({rec["digest"] for rec in recs}) == 1
+
+
+# One codec stack: a sparse allreduce (allgather schedule) of the codec a compressor names sums,
+# in rank order, exactly what each rank's compressor container decodes to, when the compressor's
+# seed is the request's sequence number (the collective's seed; the first request is 0).
+ONE_STACK_BODY = r"""
+n = 50_003
+def grad(q):
+    return (np.random.default_rng(q).standard_t(3, n) * 1e-2).astype(np.float32)
+cases = [
+    lambda s: rp.TopK(ratio=0.01, method="exact", seed=s),
+    lambda s: rp.TopK(ratio=0.02, tolerance=0.1, values="fp16", seed=s),
+    lambda s: rp.RandomK(ratio=0.03, seed=s),
+    lambda s: rp.RandomK(ratio=0.01, seed=s, values="fp16"),
+    lambda s: rp.Threshold(threshold=0.05),
+    lambda s: rp.Threshold(threshold=0.02, values="fp16"),
+]
+out = {}
+for seq, make in enumerate(cases):
+    c = make(seq)
+    x = grad(rank)
+    comm.allreduce(x, compression=c.wire_codec, **c.wire_params)
+    want = np.zeros(n, np.float32)
+    for q in range(size):
+        want += make(seq).decode(make(seq).encode(grad(q)))
+    out[f"{seq}:{c!r}"] = bool(np.array_equal(x.view(np.uint32), want.view(np.uint32)))
+emit(out)
+comm.close()
+"""
+
+
+@pytest.mark.parametrize("nranks,transport", [(2, "tcp"), (3, "shm")])
+def test_sparse_allreduce_sums_the_compressors_payloads(nranks, transport):
+    for r in run_ranks(nranks, ONE_STACK_BODY, timeout=120, env={"RINGPRESS_TRANSPORT": transport}):
+        rec = r.records[0]
+        assert rec and all(rec.values()), rec
 
 
 AUTO_BODY = r"""

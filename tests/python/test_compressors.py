@@ -1,17 +1,22 @@
-"""Gradient compressors: properties from the headers and the RPZC container spec.
+"""Gradient compressors: properties from the headers and the RPZC container spec (version 2).
 
-Sources (normative): docs/wire-format.md ("Compressed-tensor container"), csrc/include/ringpress/
-quantize.h and topk.h (error bounds, packing, index stream, ties).
+Sources (normative): docs/wire-format.md ("Compressed-tensor container", "Wire codec payloads"),
+csrc/codecs/include/ringpress/quantize.h and topk.h (error bounds, packing, index stream, ties).
 
-* ``ref_container``: an independent pure-Python decoder of containers written from the spec (the
-  sections are frames, decoded with ``test_wire_format.ref_decode``). Every payload the
-  compressors write must decode with it to exactly what ``decode`` returns.
-* Per-method properties: fp16/bf16 bit-exact conversions, blockwise int codes reproduced exactly
+* One codec stack: every compressor is a registry wire codec; its container holds exactly the
+  payload ``_core.wire_encode`` writes for the same data, parameters and seed, and decodes like
+  ``_core.wire_decode``. Error feedback goes through the codecs' ``encode_feedback`` helper: the
+  residuals equal a reference built from ``wire_encode``/``wire_decode``.
+* ``ref_container``: an independent pure-Python decoder of containers written from the spec (a
+  lossless stage is a frame, decoded with ``test_wire_format.ref_decode``; the payloads are
+  decoded from their layouts). Every container the compressors write must decode with it to
+  exactly what ``decode`` returns.
+* Per-codec properties: fp16/bf16 bit-exact conversions, blockwise int codes reproduced exactly
   (nearest) and within the documented bounds (stochastic), sign scales, ternary = stochastic int2,
   top-k / threshold / random-k selections, unbiasedness over fresh streams, reproducibility.
 * Error feedback: conservation of mass and state_dict round trips.
 * Pipeline: a lossless stage changes nothing but the size.
-* ``Container``: rebuilds containers from parts (recomputing header_check) so a container can be
+* ``Container``: rebuilds containers from parts (recomputing the checksums) so a container can be
   well-checksummed and break exactly one rule; every such container, every truncation and every
   single-byte corruption must raise ``ringpress.WireFormatError``.
 """
@@ -31,20 +36,38 @@ import xxhash
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from test_wire_format import Block, RefError, build_frame, ref_decode, ref_parse
+from ringpress import _core
+from ringpress.compressors import container_payload
+from test_wire_format import Block, RefError, build_frame, encode_frame, ref_decode, ref_parse
 
 # --------------------------------------------------------------------------------------------
-# The container spec, as tables.
+# The container spec (version 2), as tables.
 
 CMAGIC = b"RPZC"
-# magic, version, flags, method, method_version, dtype, ndim, bits, reserved, block, n,
-# nsections, header_check
-CHEAD = struct.Struct("<4sBBBBBBBBIQII")
-assert CHEAD.size == 32
-FP16, BF16, INT, SIGN, TERNARY, SPARSE = 1, 2, 3, 4, 5, 6
-METHOD_BITS = {FP16: {16}, BF16: {16}, INT: {8, 4, 2}, SIGN: {1}, TERNARY: {2}, SPARSE: {32, 16}}
-BLOCKED = {INT, SIGN, TERNARY}
-NSECT = {FP16: 1, BF16: 1, INT: 2, SIGN: 2, TERNARY: 2, SPARSE: 2}
+# magic, version, flags, codec, codec_version, dtype, ndim, param_flags, reserved, block, n,
+# ratio, tolerance, threshold, reserved2, raw_size, payload_check, header_check
+CHEAD = struct.Struct("<4sBBBBBBBBIQddfIQII")
+assert CHEAD.size == 64
+STAGED = 0x01  # flags: a lossless stage (one frame) holds the payload
+PF_STOCHASTIC, PF_SAMPLED, PF_FP16 = 0x01, 0x02, 0x04
+PF_OF = {"stochastic": PF_STOCHASTIC, "sampled": PF_SAMPLED, "values": PF_FP16}
+# The lossy wire codecs (docs/wire-format.md): id -> (name, payload version, parameters read).
+CODECS = {
+    2: ("bf16", 1, frozenset()),
+    3: ("fp16", 1, frozenset()),
+    4: ("int8", 1, frozenset({"block", "stochastic"})),
+    5: ("int4", 1, frozenset({"block", "stochastic"})),
+    6: ("topk", 1, frozenset({"ratio", "sampled", "tolerance", "values"})),
+    7: ("int2", 1, frozenset({"block", "stochastic"})),
+    8: ("sign", 1, frozenset({"block"})),
+    9: ("ternary", 1, frozenset({"block"})),
+    10: ("randomk", 1, frozenset({"ratio", "values"})),
+    11: ("threshold", 1, frozenset({"threshold", "values"})),
+}
+ID_OF = {name: i for i, (name, _, _) in CODECS.items()}
+CODE_BITS = {"int8": 8, "int4": 4, "int2": 2, "ternary": 2, "sign": 1}
+SPARSE = {"topk", "randomk", "threshold"}
+STAGE_WORD = {"bytes": 1, "uint16": 2, "uint32": 4}  # frame dtypes a lossless stage may use
 QMAX = {8: 127, 4: 7, 2: 1}
 M32 = 0xFFFFFFFF
 F32 = np.float32
@@ -56,89 +79,111 @@ def xxh3_32(data: bytes) -> int:
     return xxhash.xxh3_64_intdigest(data) & M32
 
 
+def f64_bits(v: float) -> int:
+    return struct.unpack("<Q", struct.pack("<d", v))[0]
+
+
+def f32_bits(v: float) -> int:
+    return struct.unpack("<I", struct.pack("<f", v))[0]
+
+
 @dataclasses.dataclass
 class Container:
-    sections: list  # frames (bytes)
+    payload: bytes  # as stored (the codec payload, or a lossless stage's frame)
     shape: tuple
-    method: int
-    bits: int
-    block: int
-    magic: bytes = CMAGIC
-    version: int = 1
+    codec: int
+    block: int = 0
+    ratio: float = 0.0
+    tolerance: float = 0.0
+    threshold: float = 0.0
+    param_flags: int = 0
     flags: int = 0
-    method_version: int = 1
+    raw_size: int | None = None  # None: len(payload)
+    magic: bytes = CMAGIC
+    version: int = 2
+    codec_version: int = 1
     dtype: int = 11
     ndim: int | None = None  # None: len(shape)
     reserved: int = 0
+    reserved2: int = 0
     n: int | None = None  # None: prod(shape)
-    nsections: int | None = None  # None: len(sections)
-    sizes: list | None = None  # None: the sections' lengths
+    payload_check: int | None = None  # None: computed
     header_check: int | None = None  # None: computed
     trailer: bytes = b""
 
     def to_bytes(self) -> bytes:
         ndim = len(self.shape) if self.ndim is None else self.ndim
         n = math.prod(self.shape) if self.n is None else self.n
-        nsect = len(self.sections) if self.nsections is None else self.nsections
-        sizes = [len(s) for s in self.sections] if self.sizes is None else self.sizes
+        raw = len(self.payload) if self.raw_size is None else self.raw_size
+        pcheck = xxh3_32(bytes(self.payload)) if self.payload_check is None else self.payload_check
         head = CHEAD.pack(
             self.magic,
             self.version,
             self.flags,
-            self.method,
-            self.method_version,
+            self.codec,
+            self.codec_version,
             self.dtype,
             ndim,
-            self.bits,
+            self.param_flags,
             self.reserved,
             self.block,
             n,
-            nsect,
+            self.ratio,
+            self.tolerance,
+            self.threshold,
+            self.reserved2,
+            raw & (2**64 - 1),
+            pcheck,
             0,
-        )[:28]
-        table = b"".join(struct.pack("<Q", d) for d in self.shape)
-        table += b"".join(struct.pack("<Q", s & (2**64 - 1)) for s in sizes)
-        check = xxh3_32(head + table) if self.header_check is None else self.header_check
-        return (
-            head
-            + struct.pack("<I", check)
-            + table
-            + b"".join(map(bytes, self.sections))
-            + self.trailer
-        )
+        )[:60]
+        shape = b"".join(struct.pack("<Q", d) for d in self.shape)
+        check = xxh3_32(head + shape) if self.header_check is None else self.header_check
+        return head + struct.pack("<I", check) + shape + bytes(self.payload) + self.trailer
 
     def but(self, **changes) -> bytes:
         return dataclasses.replace(self, **changes).to_bytes()
 
 
 def parse_container(buf) -> Container:
-    """Structure only (header, shape, sizes, section bytes); ``ref_container`` validates."""
+    """Structure only (header, shape, stored payload); ``ref_container`` validates."""
     buf = bytes(buf)
-    (magic, version, flags, method, mver, dtype, ndim, bits, reserved, block, _n, nsect, _check) = (
-        CHEAD.unpack_from(buf)
-    )
-    shape = struct.unpack_from(f"<{ndim}Q", buf, 32)
-    sizes = struct.unpack_from(f"<{nsect}Q", buf, 32 + 8 * ndim)
-    pos, sections = 32 + 8 * ndim + 8 * nsect, []
-    for s in sizes:
-        sections.append(buf[pos : pos + s])
-        pos += s
-    assert pos == len(buf)
+    f = CHEAD.unpack_from(buf)
+    (magic, version, flags, codec, cver, dtype, ndim, pf, reserved, block, _n) = f[:11]
+    (ratio, tolerance, threshold, reserved2, raw, _pcheck, _hcheck) = f[11:]
+    shape = struct.unpack_from(f"<{ndim}Q", buf, 64)
     c = Container(
-        sections,
+        buf[64 + 8 * ndim :],
         tuple(shape),
-        method,
-        bits,
+        codec,
         block,
+        ratio,
+        tolerance,
+        threshold,
+        pf,
+        flags,
+        raw,
         magic,
         version,
-        flags,
-        mver,
+        cver,
         dtype,
         reserved=reserved,
+        reserved2=reserved2,
     )
     assert c.to_bytes() == buf, "the builder must reproduce real containers byte for byte"
     return c
+
+
+def param_fields(name: str, **params) -> dict:
+    """Container fields for a codec's parameters: the ones it reads, the others zero."""
+    reads = CODECS[ID_OF[name]][2]
+    out = {"codec": ID_OF[name], "param_flags": 0}
+    for key in ("block", "ratio", "tolerance", "threshold"):
+        if key in reads:
+            out[key] = params[key]
+    for key, bit in PF_OF.items():
+        if key in reads and params.get(key) in (True, "fp16"):
+            out["param_flags"] |= bit
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -225,79 +270,163 @@ def per_elem(scales: np.ndarray, block: int, n: int) -> np.ndarray:
 # The reference container decoder.
 
 
-def _section(dec, dtype: str, shape=None, nbytes=None, what=""):
-    got_dtype, got_shape, raw = dec
-    if got_dtype != dtype:
-        raise RefError(f"{what}: dtype {got_dtype}, expected {dtype}")
-    if shape is not None and tuple(got_shape) != tuple(shape):
-        raise RefError(f"{what}: shape {got_shape}, expected {shape}")
-    if nbytes is not None and len(raw) != nbytes:
-        raise RefError(f"{what}: {len(raw)} bytes, expected {nbytes}")
-    return raw
+def indices_max_encoded_size(count: int) -> int:
+    """topk.h: u32 count, one width byte per block of 128, at most 4 bytes per delta."""
+    return 4 + -(-count // 128) + 4 * count
 
 
-def ref_container(buf) -> dict:
-    """Validate and decode a container: {'out', 'method', 'bits', 'block', + per method parts}."""
-    buf = bytes(buf)
-    if len(buf) < 32:
-        raise RefError("truncated header")
-    (magic, version, flags, method, mver, dtype, ndim, bits, reserved, block, n, nsect, check) = (
-        CHEAD.unpack_from(buf)
-    )
-    if magic != CMAGIC or version != 1 or flags or reserved or mver != 1 or dtype != 11:
-        raise RefError("bad magic/version/flags/reserved/method_version/dtype")
-    if method not in METHOD_BITS or bits not in METHOD_BITS[method]:
-        raise RefError("method / bits")
-    if (block == 0) == (method in BLOCKED):
-        raise RefError("block")
-    if nsect != NSECT[method] or ndim > 8:
-        raise RefError("nsections / ndim")
-    end = 32 + 8 * ndim + 8 * nsect
-    if len(buf) < end:
-        raise RefError("truncated table")
-    shape = struct.unpack_from(f"<{ndim}Q", buf, 32)
-    if math.prod(shape) != n or (method == SPARSE and n >= 2**32):
-        raise RefError("shape / n")
-    if xxh3_32(buf[:28] + buf[32:end]) != check:
-        raise RefError("header_check")
-    sizes = struct.unpack_from(f"<{nsect}Q", buf, 32 + 8 * ndim)
-    pos, secs = end, []
-    for s in sizes:
-        if s > len(buf) - pos:
-            raise RefError("section runs past the container")
-        secs.append(ref_decode(buf[pos : pos + s]))
-        pos += s
-    if pos != len(buf):
-        raise RefError("trailing bytes")
-    res = {"method": method, "bits": bits, "block": block, "n": n, "shape": shape}
-    if method == FP16:
-        raw = _section(secs[0], "float16", (n,), what="fp16 codes")
-        out = np.frombuffer(raw, np.float16).astype(F32)
-    elif method == BF16:
-        raw = _section(secs[0], "bfloat16", (n,), what="bf16 codes")
-        out = (np.frombuffer(raw, np.uint16).astype(np.uint32) << 16).view(F32)
-    elif method in BLOCKED:
+def payload_bounds(name: str, n: int, p: dict) -> tuple[int, int]:
+    """(min_payload, bound) of a codec for n elements (docs/wire-format.md)."""
+    if name in ("fp16", "bf16"):
+        return 2 * n, 2 * n
+    if name in CODE_BITS:
+        size = 4 * -(-n // p["block"]) + -(-n * CODE_BITS[name] // 8)
+        return size, size
+    if n >= 2**32:
+        raise RefError("sparse payloads hold < 2^32 elements")
+    if name == "threshold":
+        m = n
+    else:
+        m = min(n, math.ceil(p["ratio"] * n))
+        if name == "topk" and p["sampled"]:
+            m = min(n, math.ceil(m * (1.0 + p["tolerance"])) + 1)
+    vsize = 2 if p["values"] == "fp16" else 4
+    return 12, 8 + indices_max_encoded_size(m) + m * vsize
+
+
+def ref_params(name: str, f: dict) -> dict:
+    """The parameters of a header, validated: read ones by the codec's rules, others zero."""
+    reads = CODECS[ID_OF[name]][2]
+    p = {}
+    if f["pf"] & ~(PF_STOCHASTIC | PF_SAMPLED | PF_FP16):
+        raise RefError("reserved parameter flags")
+    for key, bit in PF_OF.items():
+        if f["pf"] & bit and key not in reads:
+            raise RefError(f"flag {key} set for a codec that does not read it")
+    if "block" in reads:
+        if not 1 <= f["block"] <= 2**20:
+            raise RefError("block")
+        p["block"] = f["block"]
+    elif f["block"]:
+        raise RefError("block set for a codec that does not read it")
+    for key, lo_open in (("ratio", True), ("tolerance", False)):
+        v = f[key]
+        if key in reads:
+            if not ((0.0 < v if lo_open else 0.0 <= v) and v <= 1.0):
+                raise RefError(key)
+            p[key] = v
+        elif f64_bits(v):
+            raise RefError(f"{key} set for a codec that does not read it")
+    if "threshold" in reads:
+        if not (math.isfinite(f["threshold"]) and f["threshold"] >= 0):
+            raise RefError("threshold")
+        p["threshold"] = f["threshold"]
+    elif f32_bits(f["threshold"]):
+        raise RefError("threshold set for a codec that does not read it")
+    if "stochastic" in reads:
+        p["stochastic"] = bool(f["pf"] & PF_STOCHASTIC)
+    if "sampled" in reads:
+        p["sampled"] = bool(f["pf"] & PF_SAMPLED)
+    if "values" in reads:
+        p["values"] = "fp16" if f["pf"] & PF_FP16 else "fp32"
+    return p
+
+
+def ref_payload(name: str, payload: bytes, n: int, p: dict) -> dict:
+    """Decode one wire codec payload of n elements from its layout (docs/wire-format.md)."""
+    res = {}
+    if name == "fp16":
+        if len(payload) != 2 * n:
+            raise RefError("fp16 payload length")
+        out = np.frombuffer(payload, np.float16).astype(F32)
+    elif name == "bf16":
+        if len(payload) != 2 * n:
+            raise RefError("bf16 payload length")
+        out = (np.frombuffer(payload, np.uint16).astype(np.uint32) << 16).view(F32)
+    elif name in CODE_BITS:
+        block, bits = p["block"], CODE_BITS[name]
         nb = -(-n // block)
-        scales = np.frombuffer(_section(secs[0], "float32", (nb,), what="scales"), F32)
-        code_bits = 1 if method == SIGN else bits
-        raw = _section(secs[1], "bytes", nbytes=(n * code_bits + 7) // 8, what="codes")
-        q = unpack_codes(raw, n, code_bits)
+        if len(payload) != 4 * nb + -(-n * bits // 8):
+            raise RefError("quantized payload length")
+        scales = np.frombuffer(payload[: 4 * nb], F32)
+        if not np.all(np.isfinite(scales) & (scales >= 0)):
+            raise RefError("bad scale")
+        q = unpack_codes(payload[4 * nb :], n, bits)
         s = per_elem(scales, block, n)
-        if method == SIGN:
+        if name == "sign":
             out = np.where(q == 1, -s, s).astype(F32)
         else:
             with np.errstate(over="ignore", invalid="ignore"):  # q*scale as specified
                 out = (q.astype(F32) * s).astype(F32)
         res.update(scales=scales, q=q)
     else:
-        idx = ref_indices(_section(secs[0], "bytes", what="indices"), n)
-        vdt = "float32" if bits == 32 else "float16"
-        raw = _section(secs[1], vdt, (len(idx),), what="values")
-        vals = np.frombuffer(raw, F32 if bits == 32 else np.float16).astype(F32)
+        if len(payload) < 8:
+            raise RefError("sparse payload shorter than its index size")
+        (ib,) = struct.unpack_from("<Q", payload)
+        if ib > len(payload) - 8:
+            raise RefError("index stream runs past the payload")
+        idx = ref_indices(payload[8 : 8 + ib], n)
+        vdt = np.float16 if p["values"] == "fp16" else F32
+        vals_raw = payload[8 + ib :]
+        if len(vals_raw) != len(idx) * np.dtype(vdt).itemsize:
+            raise RefError("values length")
+        vals = np.frombuffer(vals_raw, vdt).astype(F32)
         out = np.zeros(n, F32)
         out[idx] = vals
         res.update(idx=idx, values=vals)
-    res["out"] = out.reshape(shape)
+    res["out"] = out
+    return res
+
+
+def ref_container(buf) -> dict:
+    """Validate and decode a container: {'out', 'codec', 'params', 'shape', 'payload', + the
+    payload's parts (scales/q, idx/values)}."""
+    buf = bytes(buf)
+    if len(buf) < 64:
+        raise RefError("truncated header")
+    fields = CHEAD.unpack_from(buf)
+    (magic, version, flags, codec, cver, dtype, ndim, pf, reserved, block, n) = fields[:11]
+    (ratio, tolerance, threshold, reserved2, raw_size, pcheck, hcheck) = fields[11:]
+    if magic != CMAGIC or version != 2 or flags & ~STAGED or reserved or reserved2 or dtype != 11:
+        raise RefError("bad magic/version/flags/reserved/dtype")
+    if codec not in CODECS or cver != CODECS[codec][1]:
+        raise RefError("codec / codec_version")
+    if ndim > 8:
+        raise RefError("ndim")
+    name = CODECS[codec][0]
+    f = {"pf": pf, "block": block, "ratio": ratio, "tolerance": tolerance, "threshold": threshold}
+    params = ref_params(name, f)
+    if n > 2**62:
+        raise RefError("n")
+    end = 64 + 8 * ndim
+    if len(buf) < end:
+        raise RefError("truncated shape")
+    if xxh3_32(buf[:60] + buf[64:end]) != hcheck:
+        raise RefError("header_check")
+    shape = struct.unpack_from(f"<{ndim}Q", buf, 64)
+    if math.prod(shape) != n:
+        raise RefError("shape / n")
+    lo, hi = payload_bounds(name, n, params)
+    if not lo <= raw_size <= hi:
+        raise RefError("raw_size out of the codec's bounds")
+    stored = buf[end:]
+    if xxh3_32(stored) != pcheck:
+        raise RefError("payload_check")
+    if flags & STAGED:
+        dt, fshape, raw = ref_decode(stored)
+        if dt not in STAGE_WORD or len(fshape) != 1:
+            raise RefError("lossless stage frame dtype/shape")
+        w = STAGE_WORD[dt]
+        if len(raw) != -(-raw_size // w) * w or any(raw[raw_size:]):
+            raise RefError("lossless stage size / padding")
+        payload = raw[:raw_size]
+    else:
+        if len(stored) != raw_size:
+            raise RefError("stored payload size")
+        payload = stored
+    res = ref_payload(name, payload, n, params)
+    res.update(codec=name, params=params, shape=shape, n=n, payload=payload)
+    res["out"] = res["out"].reshape(shape)
     return res
 
 
@@ -389,15 +518,9 @@ def topk_ref(x, k: int) -> np.ndarray:
     return np.sort(order[:k])
 
 
-def k_of(ratio: float, n: int) -> set[int]:
-    """k = max(1, round(ratio * n)); an exact .5 may round either way (see the report)."""
-    if n == 0:
-        return {0}
-    r = ratio * n
-    cands = {round(r)}
-    if r - math.floor(r) == 0.5:
-        cands = {math.floor(r), math.ceil(r)}
-    return {max(1, c) for c in cands}
+def k_of(ratio: float, n: int) -> int:
+    """k = min(n, ceil(ratio * n)) (the topk and randomk codecs; the product in float64)."""
+    return min(n, math.ceil(ratio * n))
 
 
 # --------------------------------------------------------------------------------------------
@@ -472,7 +595,7 @@ SETTINGS = settings(
 )
 
 # --------------------------------------------------------------------------------------------
-# 1. Every compressor: shapes, container structure, reference decoder agreement.
+# 1. Every compressor: one registry codec, container structure, reference decoder agreement.
 
 FACTORIES = {
     "fp16": lambda: ringpress.FP16(),
@@ -487,23 +610,41 @@ FACTORIES = {
     "topk_sampled": lambda: ringpress.TopK(ratio=0.05),
     "topk_fp16": lambda: ringpress.TopK(ratio=0.1, method="exact", values="fp16"),
     "randomk": lambda: ringpress.RandomK(ratio=0.1, seed=9),
+    "randomk_fp16": lambda: ringpress.RandomK(ratio=0.1, seed=9, values="fp16"),
     "threshold": lambda: ringpress.Threshold(threshold=1e-3),
 }
-EXPECT_METHOD = {
-    "fp16": (FP16, 16, 0),
-    "bf16": (BF16, 16, 0),
-    "int8": (INT, 8, 64),
-    "int4": (INT, 4, 100),
-    "int2": (INT, 2, 7),
-    "int4_stoch": (INT, 4, 64),
-    "sign": (SIGN, 1, 33),
-    "ternary": (TERNARY, 2, 50),
-    "topk_exact": (SPARSE, 32, 0),
-    "topk_sampled": (SPARSE, 32, 0),
-    "topk_fp16": (SPARSE, 16, 0),
-    "randomk": (SPARSE, 32, 0),
-    "threshold": (SPARSE, 32, 0),
+# name -> (wire codec, the parameters its container records)
+EXPECT_CODEC = {
+    "fp16": ("fp16", {}),
+    "bf16": ("bf16", {}),
+    "int8": ("int8", {"block": 64, "stochastic": False}),
+    "int4": ("int4", {"block": 100, "stochastic": False}),
+    "int2": ("int2", {"block": 7, "stochastic": False}),
+    "int4_stoch": ("int4", {"block": 64, "stochastic": True}),
+    "sign": ("sign", {"block": 33}),
+    "ternary": ("ternary", {"block": 50}),
+    "topk_exact": ("topk", {"ratio": 0.05, "sampled": False, "tolerance": 0.05, "values": "fp32"}),
+    "topk_sampled": ("topk", {"ratio": 0.05, "sampled": True, "tolerance": 0.05, "values": "fp32"}),
+    "topk_fp16": ("topk", {"ratio": 0.1, "sampled": False, "tolerance": 0.05, "values": "fp16"}),
+    "randomk": ("randomk", {"ratio": 0.1, "values": "fp32"}),
+    "randomk_fp16": ("randomk", {"ratio": 0.1, "values": "fp16"}),
+    "threshold": ("threshold", {"threshold": float(F32(1e-3)), "values": "fp32"}),
 }
+
+
+def test_spec_table_is_the_registry():
+    """The lossy rows of the registry are this file's spec table (ids are wire format)."""
+    rows = {c["id"]: c for c in ringpress.wire_codecs() if not c["exact"]}
+    assert set(rows) == set(CODECS)
+    for i, (name, version, reads) in CODECS.items():
+        assert (rows[i]["name"], rows[i]["version"], set(rows[i]["params"])) == (
+            name,
+            version,
+            reads,
+        )
+        assert rows[i]["dtypes"] == "float32-sum"
+        assert rows[i]["schedule"] == ("allgather" if name in SPARSE else "ring")
+    assert {c["name"]: c["id"] for c in ringpress.wire_codecs()}["lossless"] == 1  # exact: no
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -515,20 +656,67 @@ def test_container_structure_and_reference_decode(name, shape):
     c = FACTORIES[name]()
     payload = enc(c, x)
     ref = check_payload(c, x, payload)
-    method, bits, block = EXPECT_METHOD[name]
-    assert (ref["method"], ref["bits"], ref["block"]) == (method, bits, block)
+    codec, params = EXPECT_CODEC[name]
+    assert (ref["codec"], ref["params"]) == (codec, params)
+    assert c.wire_codec == codec and set(c.wire_params) == set(params)
+    info = ringpress.container_info(payload)
+    assert (info["codec"], info["codec_id"], info["params"]) == (codec, ID_OF[codec], params)
+    assert (info["shape"], info["n"], info["lossless"], info["size"]) == (
+        tuple(shape),
+        math.prod(shape),
+        "none",
+        len(payload),
+    )
     cont = parse_container(payload)
-    assert cont.shape == tuple(shape) and cont.magic == CMAGIC
-    for sec in cont.sections:  # no lossless stage without a Pipeline
-        assert ref_parse(sec).codec == 0
+    assert cont.shape == tuple(shape) and cont.magic == CMAGIC and cont.version == 2
+    assert cont.flags == 0  # no lossless stage without a Pipeline
     if name.startswith(("topk", "randomk")):
         n = math.prod(shape)
-        ratio = 0.1 if name in ("topk_fp16", "randomk") else 0.05
-        ks = k_of(ratio, n)
+        ratio = 0.1 if name in ("topk_fp16", "randomk", "randomk_fp16") else 0.05
+        k = k_of(ratio, n)
         if name == "topk_sampled":
-            assert min(ks) <= len(ref["idx"]) <= math.ceil(max(ks) * 1.05)
+            assert k <= len(ref["idx"]) <= math.ceil(k * 1.05)
         else:
-            assert len(ref["idx"]) in ks
+            assert len(ref["idx"]) == k
+
+
+@pytest.mark.parametrize("name", sorted(FACTORIES))
+@pytest.mark.parametrize("lossless", ["none", "zstd"])
+def test_payload_is_the_wire_codecs(name, lossless):
+    """One codec stack: the container holds what the registry codec writes for the same data,
+    parameters and seed (byte for byte), and the codec decodes it to what decode() returns."""
+    x = gradient(5003, seed=31, kind="heavy")
+    c = FACTORIES[name]()
+    if lossless != "none":
+        c = ringpress.Pipeline(c, codec=lossless)
+    inner = c.compressor if isinstance(c, ringpress.Pipeline) else c
+    for call in range(2):  # a fresh compressor's stream is seed + call number
+        seed = (inner._seed + call) & (2**64 - 1)
+        p = enc(c, x)
+        info = ringpress.container_info(p)
+        want = _core.wire_encode(c.wire_codec, x, seed=seed, **c.wire_params)
+        assert container_payload(p) == want
+        assert info["raw_size"] == len(want) and info["lossless"] == lossless
+        dec = np.frombuffer(_core.wire_decode(c.wire_codec, want, x.size, **c.wire_params), F32)
+        np.testing.assert_array_equal(c.decode(p).view(np.uint32), dec.view(np.uint32))
+
+
+def test_version_1_containers_are_refused_with_a_reason():
+    """docs/wire-format.md (changelog): container version 1 is retired. A real version-1 int8
+    container (written by ringpress before the codec registry) is refused, saying so."""
+    v1 = bytes.fromhex(
+        "52505a4301000308"  # RPZC, version 1, flags 0, method 3 (int), method_version 1
+        "0b01080008000000"  # float32, ndim 1, bits 8, reserved, block 8
+        "0400000000000000"  # n = 4
+        "02000000"  # 2 sections
+        "00000000"  # header_check (not reached)
+        "0400000000000000"  # shape
+    )
+    for buf in (v1, v1[:5]):
+        with pytest.raises(ringpress.WireFormatError, match=r"version 1.*retired"):
+            ringpress.Quantize().decode(buf)
+        with pytest.raises(ringpress.WireFormatError, match="retired"):
+            ringpress.container_info(buf)
 
 
 @pytest.mark.parametrize("name", sorted(FACTORIES))
@@ -722,7 +910,7 @@ def test_ternary_is_stochastic_int2(x, block, seed):
     for _ in range(2):  # the first and a later call
         a, b = enc(t, x), enc(q2, x)
         ra, rb = check_payload(t, x, a), ref_container(b)
-        assert parse_container(a).sections == parse_container(b).sections
+        assert parse_container(a).payload == parse_container(b).payload
         np.testing.assert_array_equal(ra["out"], rb["out"])
         flat = x.ravel()
         m = np.array([np.abs(flat[i : i + block]).max() for i in range(0, flat.size, block)], F32)
@@ -758,9 +946,9 @@ def check_sparse(x, ref, values_fp16=False):
 def test_topk_exact(x, ratio, fp16):
     c = ringpress.TopK(ratio=ratio, method="exact", values="fp16" if fp16 else "fp32")
     ref = check_payload(c, x, enc(c, x))
-    assert ref["bits"] == (16 if fp16 else 32)
+    assert ref["params"]["values"] == ("fp16" if fp16 else "fp32")
     idx = check_sparse(x, ref, fp16)
-    assert len(idx) in k_of(ratio, x.size)
+    assert len(idx) == k_of(ratio, x.size)
     np.testing.assert_array_equal(idx, topk_ref(x, len(idx)))
 
 
@@ -776,7 +964,7 @@ def test_topk_sampled_large(kind, tolerance):
     c = ringpress.TopK(ratio=0.01, tolerance=tolerance)
     ref = check_payload(c, x, enc(c, x))
     idx = check_sparse(x, ref)
-    (k,) = k_of(0.01, n)
+    k = k_of(0.01, n)
     m = len(idx)
     assert k <= m <= math.ceil(k * (1 + tolerance))
     a = np.abs(x)
@@ -811,7 +999,7 @@ def test_randomk_distinct_reproducible_nan_passthrough(x, ratio, seed):
     p1, p2 = enc(c, x), enc(c, x)
     for p in (p1, p2):
         idx = check_sparse(x, check_payload(c, x, p))  # values bit-exact, NaN included
-        assert len(idx) in k_of(ratio, x.size)
+        assert len(idx) == k_of(ratio, x.size)
     c2 = ringpress.RandomK(ratio=ratio, seed=seed)
     assert enc(c2, x) == p1 and enc(c2, x) == p2
 
@@ -887,7 +1075,11 @@ EF_FACTORIES = {
     "sign": lambda: ringpress.Sign(block=64),
     "ternary": lambda: ringpress.Ternary(block=64, seed=1),
     "randomk": lambda: ringpress.RandomK(ratio=0.05, seed=2),
+    "randomk_fp16": lambda: ringpress.RandomK(ratio=0.05, seed=2, values="fp16"),
+    "threshold": lambda: ringpress.Threshold(threshold=2e-3),
     "fp16": lambda: ringpress.FP16(),
+    "bf16": lambda: ringpress.BF16(),
+    "int8_stoch": lambda: ringpress.Quantize(bits=8, block=32, stochastic=True, seed=11),
 }
 
 
@@ -927,6 +1119,28 @@ def test_error_feedback_first_step_is_plain_encode_and_residual_definition():
     p2 = ef.encode(x2)
     want = enc(ringpress.TopK(ratio=0.1, method="exact"), (x2 + (x - ef.decode(p))).astype(F32))
     assert bytes(p2) == want
+
+
+@pytest.mark.parametrize("name", sorted(EF_FACTORIES))
+def test_error_feedback_is_the_codecs_helper(name):
+    """ErrorFeedback goes through the codec's encode_feedback (the helper the collectives use):
+    step by step, its payload is wire_encode(codec, x + r) and its residual is
+    (x + r) - wire_decode(that payload), bit for bit, computed here from the registry codec."""
+    c = EF_FACTORIES[name]()
+    ef = ringpress.ErrorFeedback(c)
+    inner = c.compressor if isinstance(c, ringpress.Pipeline) else c
+    rng = np.random.default_rng(9)
+    r = np.zeros((30, 41), F32)
+    for step in range(5):
+        x = (rng.standard_t(3, r.shape) * 10.0 ** rng.integers(-4, 1)).astype(F32)
+        p = ef.encode(x, key="k")
+        v = (x + r).astype(F32)
+        seed = (inner._seed + step) & (2**64 - 1)
+        want = _core.wire_encode(c.wire_codec, v, seed=seed, **c.wire_params)
+        assert container_payload(p) == want, step
+        dec = np.frombuffer(_core.wire_decode(c.wire_codec, want, v.size, **c.wire_params), F32)
+        r = (v - dec.reshape(v.shape)).astype(F32)
+        np.testing.assert_array_equal(ef.residual("k").view(np.uint32), r.view(np.uint32))
 
 
 def _plain(obj) -> bool:
@@ -973,11 +1187,17 @@ def test_pipeline_changes_nothing_but_size(name, codec):
     np.testing.assert_array_equal(b.view(np.uint32), a.view(np.uint32))
     ref = check_payload(pipe, x, piped)
     np.testing.assert_array_equal(ref["out"].view(np.uint32), a.view(np.uint32))
-    # any compressor's decode reads any container (sections carry their own codec)
+    # any compressor's decode reads any container (the header names the codec)
     np.testing.assert_array_equal(FACTORIES[name]().decode(piped), a)
-    want_codec = {"zstd": 2, "lz4": 1, "none": 0}[codec]
-    assert {ref_parse(s).codec for s in parse_container(piped).sections} == {want_codec}
-    assert len(piped) <= len(plain) + 64 * len(parse_container(piped).sections)
+    cont = parse_container(piped)
+    if codec == "none":  # no stage at all: the plain container
+        assert cont.flags == 0 and piped == plain
+        return
+    assert cont.flags == STAGED
+    frame = ref_parse(cont.payload)
+    assert frame.codec == {"zstd": 2, "lz4": 1}[codec]
+    assert len(piped) <= len(plain) + 32 + 8 + 16 * len(frame.blocks) + 3  # frame + padding
+    assert ringpress.container_info(piped)["lossless"] == codec
 
 
 @pytest.mark.parametrize(
@@ -994,8 +1214,12 @@ def test_pipeline_smaller_on_compressible_payloads(name, make):
     plain = enc(make(), x)
     for shuffle in ("auto", "byte"):
         piped = enc(ringpress.Pipeline(make(), codec="zstd", level=3, shuffle=shuffle), x)
+        if name == "sign":  # gradient signs are ~1 bit of entropy: nothing to gain, nothing lost
+            # but the stage's frame header and block table (stored raw, not coded)
+            assert len(piped) <= len(plain) + 32 + 8 + 16 * 2, (shuffle, len(piped), len(plain))
+            continue
         assert len(piped) < len(plain), (name, shuffle, len(piped), len(plain))
-    if name == "sign":  # gradient signs are ~1 bit of entropy: nothing to gain, nothing lost
+    if name == "sign":
         return
     assert len(enc(ringpress.Pipeline(make()), x)) < 0.97 * len(plain)
 
@@ -1028,11 +1252,14 @@ BAD_ARGS = {
     "randomk_ratio_over_1": lambda: ringpress.RandomK(ratio=1.01),
     "threshold_neg": lambda: ringpress.Threshold(threshold=-1.0),
     "threshold_nan": lambda: ringpress.Threshold(threshold=float("nan")),
+    "threshold_over_float32": lambda: ringpress.Threshold(threshold=1e39),
     "quantize_bits_3": lambda: ringpress.Quantize(bits=3),
     "quantize_bits_16": lambda: ringpress.Quantize(bits=16),
     "quantize_bits_1": lambda: ringpress.Quantize(bits=1),
     "quantize_block_0": lambda: ringpress.Quantize(block=0),
     "quantize_block_neg": lambda: ringpress.Quantize(block=-4),
+    "quantize_block_2^20+1": lambda: ringpress.Quantize(block=2**20 + 1),
+    "sign_block_2^21": lambda: ringpress.Sign(block=2**21),
     "sign_block_0": lambda: ringpress.Sign(block=0),
     "ternary_block_0": lambda: ringpress.Ternary(block=0),
     "pipeline_codec": lambda: ringpress.Pipeline(ringpress.FP16(), codec="gzip"),
@@ -1064,7 +1291,7 @@ def test_bad_inputs(name):
         with pytest.raises(ringpress.UsageError):
             c.encode(make())
             pytest.fail(what)
-    passes_nonfinite = name in ("fp16", "bf16", "randomk")
+    passes_nonfinite = name in ("fp16", "bf16") or name.startswith("randomk")
     for bad in (np.nan, np.inf, -np.inf):
         x = np.ones(1000, F32)
         x[777] = bad
@@ -1105,12 +1332,16 @@ BASES = {  # small real containers: (factory, input shape)
     "bf16_2d": (lambda: ringpress.BF16(), (5, 8)),
     "int8": (lambda: ringpress.Quantize(bits=8, block=8), (37,)),
     "int4": (lambda: ringpress.Quantize(bits=4, block=8), (37,)),
-    "int2": (lambda: ringpress.Quantize(bits=2, block=8), (37,)),
+    "int2_stoch": (lambda: ringpress.Quantize(bits=2, block=8, stochastic=True), (37,)),
     "sign": (lambda: ringpress.Sign(block=8), (37,)),
     "ternary": (lambda: ringpress.Ternary(block=8, seed=1), (37,)),
     "topk": (lambda: ringpress.TopK(ratio=0.2, method="exact"), (37,)),
     "topk_fp16_2d": (lambda: ringpress.TopK(ratio=0.2, method="exact", values="fp16"), (5, 8)),
+    "randomk": (lambda: ringpress.RandomK(ratio=0.2, seed=3), (37,)),
+    "threshold": (lambda: ringpress.Threshold(threshold=1e-3), (37,)),
     "pipe_int8": (lambda: ringpress.Pipeline(ringpress.Quantize(bits=8, block=8)), (37,)),
+    "pipe_fp16_lz4": (lambda: ringpress.Pipeline(ringpress.FP16(), codec="lz4"), (37,)),
+    "pipe_topk": (lambda: ringpress.Pipeline(ringpress.TopK(ratio=0.2, method="exact")), (37,)),
 }
 
 
@@ -1123,206 +1354,217 @@ def frame_of(x) -> bytes:
     return bytes(ringpress.compress(x, codec="none"))
 
 
-def bytes_frame(data: bytes) -> bytes:
-    """A bytes section as the encoders write it: dtype bytes, shape (len,), codec none.
-    (ringpress.compress(bytes) writes ndim 0, which the container decoder rejects.)"""
+def bytes_frame(data: bytes, dtype: int = 0, word: int = 1) -> bytes:
+    """A 1-D frame of raw bytes as a lossless stage writes it (dtype bytes/uint16/uint32),
+    codec none."""
     blocks = [Block(data[i : i + 4096]) for i in range(0, len(data), 4096)]
-    return build_frame(blocks, (len(data),), dtype=0, codec=0, level=0, block_size=4096)
+    return build_frame(blocks, (len(data) // word,), dtype=dtype, codec=0, level=0, block_size=4096)
 
 
-def _decoded_sections(c: Container):
-    return [ref_decode(s) for s in c.sections]
+def with_payload(c: Container, raw: bytes) -> bytes:
+    """c with another codec payload (stored as is, raw_size = its length)."""
+    return c.but(payload=raw, raw_size=None, flags=0)
+
+
+def sparse_payload(stream: bytes, values: bytes, ib: int | None = None) -> bytes:
+    return struct.pack("<Q", len(stream) if ib is None else ib & (2**64 - 1)) + stream + values
 
 
 def header_cases(c: Container) -> dict[str, bytes]:
     n = math.prod(c.shape)
-    wrong_bits = sorted({0, 1, 2, 3, 4, 8, 16, 32, 255} - METHOD_BITS[c.method])
+    name = CODECS[c.codec][0]
+    reads = CODECS[c.codec][2]
+    raw = len(c.payload) if c.raw_size is None else c.raw_size
     cases = {
         "magic": c.but(magic=b"RPZF"),
         "magic_zero": c.but(magic=bytes(4)),
         "version_0": c.but(version=0),
-        "version_2": c.but(version=2),
-        "flags_1": c.but(flags=1),
-        "flags_0x80": c.but(flags=0x80),
+        "version_1": c.but(version=1),
+        "version_3": c.but(version=3),
+        "flags_2": c.but(flags=c.flags | 2),
+        "flags_0x80": c.but(flags=c.flags | 0x80),
+        "flags_staged_toggled": c.but(flags=c.flags ^ STAGED),
         "reserved_1": c.but(reserved=1),
-        "method_0": c.but(method=0),
-        "method_7": c.but(method=7),
-        "method_255": c.but(method=255),
-        "method_version_0": c.but(method_version=0),
-        "method_version_2": c.but(method_version=2),
+        "reserved2_1": c.but(reserved2=1),
+        "codec_0_none": c.but(codec=0),
+        "codec_1_lossless": c.but(codec=1),
+        "codec_12": c.but(codec=12),
+        "codec_20": c.but(codec=20),
+        "codec_255": c.but(codec=255),
+        "codec_version_0": c.but(codec_version=0),
+        "codec_version_2": c.but(codec_version=2),
         "dtype_9": c.but(dtype=9),
         "dtype_12": c.but(dtype=12),
         "dtype_0": c.but(dtype=0),
         "ndim_9": c.but(shape=(1,) * 8 + (n,)),
         "ndim_255": c.but(ndim=255),
-        "nsections_0": c.but(nsections=0, sizes=[]),
-        "nsections_minus_1": c.but(sections=c.sections[:-1]),
-        "nsections_plus_1": c.but(sections=[*c.sections, c.sections[-1]]),
+        "param_flags_0x08": c.but(param_flags=c.param_flags | 0x08),
+        "param_flags_0x80": c.but(param_flags=c.param_flags | 0x80),
         "n_plus_1": c.but(n=n + 1),
-        "n_zero": c.but(n=0),
+        "n_2^62_plus_1": c.but(n=2**62 + 1),
         "shape_plus_1": c.but(shape=(*c.shape[:-1], c.shape[-1] + 1), n=n),
         "shape_and_n_plus_1": c.but(shape=(*c.shape[:-1], c.shape[-1] + 1)),
         "shape_and_n_minus_1": c.but(shape=(*c.shape[:-1], c.shape[-1] - 1)),
-        "shape_transposed_n_ok_ndim_lies": c.but(ndim=len(c.shape) + 1),
+        "shape_ndim_lies": c.but(ndim=len(c.shape) + 1),
         "header_check": c.but(header_check=xxh3_32(b"x")),
-        "size_too_big": c.but(sizes=[len(s) for s in c.sections[:-1]] + [len(c.sections[-1]) + 1]),
-        "size_too_small": c.but(
-            sizes=[len(s) for s in c.sections[:-1]] + [len(c.sections[-1]) - 1]
-        ),
-        "size_u64_max": c.but(sizes=[2**64 - 1] + [len(s) for s in c.sections[1:]]),
-        "size_2^63": c.but(sizes=[2**63] + [len(s) for s in c.sections[1:]]),
+        "payload_check": c.but(payload_check=xxh3_32(b"x")),
+        "raw_size_plus_1": c.but(raw_size=raw + 1),
+        "raw_size_minus_1": c.but(raw_size=raw - 1),
+        "raw_size_0": c.but(raw_size=0),
+        "raw_size_u64_max": c.but(raw_size=2**64 - 1),
+        "raw_size_2^63": c.but(raw_size=2**63),
         "trailing_byte": c.but(trailer=b"\0"),
         "trailing_container": c.but(trailer=c.to_bytes()),
         "truncated_1": c.to_bytes()[:-1],
-        "section_0_garbage": c.but(sections=[bytes(len(c.sections[0])), *c.sections[1:]]),
+        # zeros are a valid dense payload: keep the checksum of the real one
+        "payload_zeroed": c.but(payload=bytes(len(c.payload)), payload_check=xxh3_32(c.payload)),
     }
-    for b in wrong_bits:
-        cases[f"bits_{b}"] = c.but(bits=b)
-    if c.method in BLOCKED:
+    for key, bit in PF_OF.items():
+        if key not in reads:
+            cases[f"param_flag_{key}_unread"] = c.but(param_flags=c.param_flags | bit)
+    if "block" in reads:
         cases["block_0"] = c.but(block=0)
-        cases["block_doubled"] = c.but(block=c.block * 2)  # scales count no longer matches
+        cases["block_doubled"] = c.but(block=c.block * 2)  # the scales count no longer matches
+        cases["block_2^20_plus_1"] = c.but(block=2**20 + 1)
     else:
-        cases["block_1"] = c.but(block=1)
-        cases["block_512"] = c.but(block=512)
-    if len(c.sections) == 2:
-        s0, s1 = map(len, c.sections)
-        cases["sizes_shifted_plus"] = c.but(sizes=[s0 + 1, s1 - 1])
-        cases["sizes_shifted_minus"] = c.but(sizes=[s0 - 1, s1 + 1])
-        cases["sizes_wrap_u64"] = c.but(sizes=[s0 + 2**63, s1 + 2**63])
-        cases["sections_swapped"] = c.but(sections=c.sections[::-1])
-        cases["section_1_garbage"] = c.but(sections=[c.sections[0], bytes(len(c.sections[1]))])
-        cases["section_1_empty_frame"] = c.but(sections=[c.sections[0], frame_of(np.zeros(0, F32))])
-    # relabel as every other method (with its own bits/block): the sections no longer fit
-    for m, allowed in METHOD_BITS.items():
-        for bits in sorted(allowed):
-            if (m, bits) == (c.method, c.bits):
-                continue
-            if {(m, bits), (c.method, c.bits)} == {(INT, 2), (TERNARY, 2)}:
-                continue  # identical layouts: a valid container (test below)
-            block = (c.block or 8) if m in BLOCKED else 0
-            cases[f"as_method_{m}_bits_{bits}"] = c.but(
-                method=m, bits=bits, block=block, nsections=None
-            )
-    return cases
-
-
-def section_cases(c: Container) -> dict[str, bytes]:
-    """Sections rebuilt with ringpress.compress(..., codec="none") of the wrong dtype/shape."""
-    n = math.prod(c.shape)
-    secs = _decoded_sections(c)
-    cases = {}
-
-    def put(name, i, frame):
-        s = list(c.sections)
-        s[i] = frame
-        cases[name] = c.but(sections=s)
-
-    if c.method in (FP16, BF16):
-        codes = np.frombuffer(secs[0][2], np.uint16)
-        other = "bfloat16" if c.method == FP16 else "float16"
-        put(
-            "codes_other_half_dtype", 0, bytes(ringpress.compress(codes, codec="none", dtype=other))
-        )
-        put("codes_as_uint16", 0, frame_of(codes))
-        put("codes_as_float32", 0, frame_of(codes.astype(F32)))
-        put("codes_as_bytes", 0, frame_of(codes.tobytes()))
-        same = "float16" if c.method == FP16 else "bfloat16"
-        mk = lambda a: bytes(ringpress.compress(a, codec="none", dtype=same))  # noqa: E731
-        put("codes_n_plus_1", 0, mk(np.append(codes, codes[:1])))
-        put("codes_n_minus_1", 0, mk(codes[:-1]))
-        put("codes_2d", 0, mk(codes.reshape(1, -1)))
-        put("codes_scalar_shape", 0, mk(codes[:1].reshape(())))
-        if len(c.shape) > 1:
-            put("codes_tensor_shape", 0, mk(codes.reshape(c.shape)))
-    elif c.method in BLOCKED:
-        scales = np.frombuffer(secs[0][2], F32)
-        codes = secs[1][2]
-        put("scales_float16", 0, frame_of(scales.astype(np.float16)))
-        put("scales_float64", 0, frame_of(scales.astype(np.float64)))
-        put("scales_int32", 0, frame_of(scales.view(np.int32)))
-        put("scales_plus_1", 0, frame_of(np.append(scales, F32(1))))
-        put("scales_minus_1", 0, frame_of(scales[:-1]))
-        put("scales_2d", 0, frame_of(scales.reshape(1, -1)))
-        put("scales_as_bytes", 0, frame_of(scales.tobytes()))
-        put("codes_as_uint8", 1, frame_of(np.frombuffer(codes, np.uint8)))
-        put("codes_as_int8", 1, frame_of(np.frombuffer(codes, np.int8)))
-        put("codes_plus_1_byte", 1, bytes_frame(codes + b"\0"))
-        put("codes_minus_1_byte", 1, bytes_frame(codes[:-1]))
-        put("codes_empty", 1, bytes_frame(b""))
-        put("codes_as_float32", 1, frame_of(np.zeros(len(codes), F32)))
-    else:
-        stream = secs[0][2]
-        idx = ref_indices(stream, n)
-        vals_raw = secs[1][2]
-        vdt = F32 if c.bits == 32 else np.float16
-        vals = np.frombuffer(vals_raw, vdt)
-        other = np.float16 if c.bits == 32 else F32
-        assert len(idx) >= 3
-        put("values_other_dtype", 1, frame_of(vals.astype(other)))
-        put("values_float64", 1, frame_of(vals.astype(np.float64)))
-        put("values_plus_1", 1, frame_of(np.append(vals, vals[:1])))
-        put("values_minus_1", 1, frame_of(vals[:-1]))
-        put("values_2d", 1, frame_of(vals.reshape(1, -1)))
-        put("values_as_bytes", 1, frame_of(vals.tobytes()))
-        put("indices_as_uint8", 0, frame_of(np.frombuffer(stream, np.uint8)))
-        put("indices_as_uint32", 0, frame_of(idx.astype(np.uint32)))
-        d = deltas_of(idx)
-        last = idx[-1]
-        put("index_eq_n", 0, bytes_frame(index_stream([*d[:-1], n - idx[-2] - 1])))
-        put("index_gt_n", 0, bytes_frame(index_stream([*d[:-1], n + 100])))
-        put("index_2^32_minus_1", 0, bytes_frame(index_stream([*d[:-1], M32 - int(idx[-2]) - 1])))
-        put(
-            "count_plus_1",
-            0,
-            bytes_frame(index_stream([*d, 0]) if last + 1 < n else index_stream([0, *d])),
-        )
-        put("count_minus_1", 0, bytes_frame(index_stream(d[:-1])))
-        put("count_field_plus_1", 0, bytes_frame(index_stream(d, count=len(d) + 1)))
-        put("count_field_minus_1", 0, bytes_frame(index_stream(d, count=len(d) - 1)))
-        put("count_gt_n", 0, bytes_frame(index_stream([0] * (n + 1))))
-        put("count_u32_max", 0, bytes_frame(index_stream(d, count=M32)))
-        # strictly increasing by construction unless the 32-bit sum wraps
-        put(
-            "non_increasing_wrap",
-            0,
-            bytes_frame(index_stream([int(idx[0]) + 2, M32 - 2, *d[2:]], widths=[32])),
-        )
-        put("duplicate_wrap", 0, bytes_frame(index_stream([int(idx[0]), M32, *d[2:]], widths=[32])))
-        put("width_33", 0, bytes_frame(index_stream(d, widths=[33])))
-        put("width_255", 0, bytes_frame(index_stream(d, widths=[255])))
-        put("stream_truncated", 0, bytes_frame(stream[:-1]))
-        put("stream_trailing", 0, bytes_frame(stream + b"\0"))
-        put("stream_only_count", 0, bytes_frame(stream[:4]))
-        put("stream_short_count", 0, bytes_frame(stream[:3]))
-        put("stream_empty", 0, bytes_frame(b""))
-    return cases
-
-
-def rebuilt_sections(c: Container) -> list[bytes]:
-    """The sections re-encoded unchanged with the builders the malformations use."""
-    out = []
-    for dtype, shape, raw in _decoded_sections(c):
-        if dtype == "bytes":
-            out.append(bytes_frame(raw))
+        cases["block_1_unread"] = c.but(block=1)
+    for key, bad in (("ratio", [0.0, -0.1, 1.5, math.nan]), ("tolerance", [-0.1, 1.5, math.nan])):
+        if key in reads:
+            for v in bad:
+                cases[f"{key}_{v}"] = c.but(**{key: v})
         else:
-            np_dt = {"bfloat16": np.uint16}.get(dtype, dtype)
-            a = np.frombuffer(raw, np_dt).reshape(shape)
-            out.append(
-                bytes(
-                    ringpress.compress(
-                        a, codec="none", dtype="bfloat16" if dtype == "bfloat16" else None
-                    )
-                )
-            )
+            cases[f"{key}_unread"] = c.but(**{key: 0.25})
+            cases[f"{key}_unread_minus_0"] = c.but(**{key: -0.0})
+    if "threshold" in reads:
+        for v in (-1.0, math.inf, math.nan):
+            cases[f"threshold_{v}"] = c.but(threshold=v)
+    else:
+        cases["threshold_unread"] = c.but(threshold=0.5)
+        cases["threshold_unread_minus_0"] = c.but(threshold=-0.0)
+    if name in SPARSE:
+        cases["n_2^32"] = c.but(shape=(2**32,))
+        cases["n_2^32_2d"] = c.but(shape=(2**16, 2**16))
+    return cases
+
+
+def relabel_cases(c: Container) -> dict[str, bytes]:
+    """c's payload under every other lossy codec (with valid parameters of that codec)."""
+    out = {}
+    for cid, (other, _, _) in CODECS.items():
+        if cid == c.codec:
+            continue
+        fields = param_fields(
+            other, block=c.block or 8, ratio=0.2, tolerance=0.05, threshold=1e-3, values="fp32"
+        )
+        zero = {"block": 0, "ratio": 0.0, "tolerance": 0.0, "threshold": 0.0}
+        out[f"as_{other}"] = c.but(**{**zero, **fields})
     return out
 
 
+def payload_cases(c: Container) -> dict[str, bytes]:
+    """Payloads that break their codec's layout (docs/wire-format.md, "Wire codec payloads")."""
+    n = math.prod(c.shape)
+    name = CODECS[c.codec][0]
+    p = bytes(c.payload)
+    cases = {
+        "payload_plus_1": with_payload(c, p + b"\0"),
+        "payload_minus_1": with_payload(c, p[:-1]),
+        "payload_empty": with_payload(c, b""),
+    }
+    if name in CODE_BITS:
+        nb = -(-n // c.block)
+        scales, codes = p[: 4 * nb], p[4 * nb :]
+        cases["scales_plus_1"] = with_payload(c, scales + struct.pack("<f", 1.0) + codes)
+        cases["scales_minus_1"] = with_payload(c, scales[4:] + codes)
+        cases["codes_plus_1_byte"] = with_payload(c, scales + codes + b"\0")
+        for bad in (-2.0, math.inf, math.nan, -0.0 - 1e-45):
+            cases[f"scale_{bad}"] = with_payload(c, struct.pack("<f", bad) + scales[4:] + codes)
+    elif name in SPARSE:
+        (ib,) = struct.unpack_from("<Q", p)
+        stream, vals_raw = p[8 : 8 + ib], p[8 + ib :]
+        idx = ref_indices(stream, n)
+        vsize = 2 if c.param_flags & PF_FP16 else 4
+        assert len(idx) >= 3
+
+        def put(key, s=stream, v=vals_raw, ib=None):
+            cases[key] = with_payload(c, sparse_payload(s, v, ib))
+
+        put("ib_plus_1", ib=len(stream) + 1)
+        put("ib_minus_1", ib=len(stream) - 1)
+        put("ib_2^63", ib=2**63)
+        put("ib_u64_max", ib=2**64 - 1)
+        put("values_plus_1", v=vals_raw + vals_raw[:vsize])
+        put("values_minus_1", v=vals_raw[:-vsize])
+        put("values_half_byte", v=vals_raw[:-1])
+        d = deltas_of(idx)
+        last = idx[-1]
+        put("index_eq_n", s=index_stream([*d[:-1], n - idx[-2] - 1]))
+        put("index_gt_n", s=index_stream([*d[:-1], n + 100]))
+        put("index_2^32_minus_1", s=index_stream([*d[:-1], M32 - int(idx[-2]) - 1]))
+        put(
+            "count_plus_1",
+            s=index_stream([*d, 0]) if last + 1 < n else index_stream([0, *d]),
+        )
+        put("count_minus_1", s=index_stream(d[:-1]))
+        put("count_field_plus_1", s=index_stream(d, count=len(d) + 1))
+        put("count_field_minus_1", s=index_stream(d, count=len(d) - 1))
+        put("count_gt_n", s=index_stream([0] * (n + 1)))
+        put("count_u32_max", s=index_stream(d, count=M32))
+        # strictly increasing by construction unless the 32-bit sum wraps
+        put("non_increasing_wrap", s=index_stream([int(idx[0]) + 2, M32 - 2, *d[2:]], widths=[32]))
+        put("duplicate_wrap", s=index_stream([int(idx[0]), M32, *d[2:]], widths=[32]))
+        put("width_33", s=index_stream(d, widths=[33]))
+        put("width_255", s=index_stream(d, widths=[255]))
+        put("stream_truncated", s=stream[:-1])
+        put("stream_trailing", s=stream + b"\0")
+        put("stream_only_count", s=stream[:4])
+        put("stream_short_count", s=stream[:3])
+        put("stream_empty", s=b"")
+    return cases
+
+
+def stage_cases(c: Container) -> dict[str, bytes]:
+    """A lossless stage (a frame) that breaks its rules; c holds one."""
+    raw = ref_container(c.to_bytes())["payload"]
+    cases = {
+        "stage_frame_float32": c.but(
+            payload=frame_of(np.frombuffer(raw + bytes(-len(raw) % 4), F32))
+        ),
+        "stage_frame_2d": c.but(
+            payload=bytes(
+                ringpress.compress(np.frombuffer(raw, np.uint8).reshape(1, -1), codec="none")
+            )
+        ),
+        "stage_frame_scalar_bytes": c.but(payload=bytes(ringpress.compress(raw, codec="none"))),
+        "stage_frame_short": c.but(payload=bytes_frame(raw[:-1])),
+        "stage_frame_long": c.but(payload=bytes_frame(raw + b"\0")),
+        "stage_frame_garbage": c.but(payload=bytes(len(c.payload))),
+        "stage_missing": c.but(payload=raw),  # the raw payload, but the flag says frame
+    }
+    # padding to the word must be zero
+    pad2 = raw + b"\1" + bytes(-(len(raw) + 1) % 2)
+    if len(raw) % 2:
+        cases["stage_u16_pad_nonzero"] = c.but(payload=bytes_frame(raw + b"\1", dtype=4, word=2))
+    cases["stage_u32_pad_nonzero"] = c.but(
+        payload=bytes_frame(pad2 + bytes(-len(pad2) % 4), dtype=6, word=4)
+    )
+    return cases
+
+
+def rebuilt(c: Container) -> bytes:
+    """Positive control: c rebuilt from its parts with the builders the malformations use."""
+    if c.flags & STAGED:
+        raw = ref_container(c.to_bytes())["payload"]
+        return c.but(payload=bytes_frame(raw))
+    return with_payload(c, bytes(c.payload))
+
+
 @pytest.mark.parametrize("base", sorted(BASES))
-def test_rebuilt_sections_control(base):
-    """Positive control for the malformation builders: unchanged contents still decode."""
+def test_rebuilt_control(base):
+    """Unchanged contents rebuilt from parts still decode (the builders are right)."""
     payload = base_payload(base)
     c = parse_container(payload)
-    buf = c.but(sections=rebuilt_sections(c))
+    buf = rebuilt(c)
     want = BASES[base][0]().decode(payload)
     np.testing.assert_array_equal(BASES[base][0]().decode(buf), want)
     np.testing.assert_array_equal(ref_container(buf)["out"], want)
@@ -1340,23 +1582,20 @@ def malformed_cases() -> dict[str, bytes]:
     out = {}
     for base in BASES:
         c = parse_container(base_payload(base))
-        for name, buf in {**header_cases(c), **section_cases(c)}.items():
+        cases = header_cases(c)
+        cases.update(stage_cases(c) if c.flags & STAGED else payload_cases(c))
+        for name, buf in cases.items():
             out[f"{base}:{name}"] = buf
     # a consistent shape/n change can leave a valid container (sign: ceil(n/8) unchanged; sparse:
     # a larger universe); those are not malformations
-    out = {
+    return {
         k: v
         for k, v in out.items()
         if not (k.split(":")[1].startswith("shape_and_n") and _ref_accepts(v))
     }
-    # sparse with n >= 2^32 (consistent shape and n; sections left as they are)
-    c = parse_container(base_payload("topk"))
-    out["topk:n_2^32"] = c.but(shape=(2**32,))
-    out["topk:n_2^32_2d"] = c.but(shape=(2**16, 2**16))
-    return out
 
 
-MALFORMED = malformed_cases() if hasattr(ringpress, "TopK") else {"api_missing": b""}
+MALFORMED = malformed_cases()
 
 
 @pytest.mark.parametrize("name", sorted(MALFORMED))
@@ -1373,6 +1612,35 @@ def test_malformed_container_rejected(name):
         c.decode(buf, out=np.zeros(n, F32))
 
 
+RELABELS = {
+    f"{base}:{k}": v
+    for base in BASES
+    for k, v in relabel_cases(parse_container(base_payload(base))).items()
+}
+
+
+@pytest.mark.parametrize("name", sorted(RELABELS))
+def test_relabelled_payload_agrees_with_reference(name):
+    """A payload under another codec's id: rejected by both decoders, or (identical layouts:
+    fp16/bf16, int2/ternary, the sparse codecs) accepted by both with the same output."""
+    buf = RELABELS[name]
+    try:
+        want = ref_container(buf)["out"]
+    except RefError:
+        with pytest.raises(ringpress.WireFormatError):
+            ringpress.FP16().decode(buf)
+        return
+    np.testing.assert_array_equal(
+        ringpress.FP16().decode(buf).view(np.uint32), want.view(np.uint32)
+    )
+
+
+def test_relabels_between_identical_layouts_are_accepted():
+    """Positive control of the test above: these must be valid."""
+    for key in ("fp16:as_bf16", "ternary:as_int2", "int2_stoch:as_ternary", "topk:as_threshold"):
+        assert _ref_accepts(RELABELS[key]), key
+
+
 # Valid containers the encoders never write: a decoder must accept them ("anything this document
 # does not allow" is rejected, nothing else).
 
@@ -1380,14 +1648,6 @@ def test_malformed_container_rejected(name):
 def test_unusual_valid_containers_accepted():
     n = 37
     x = small_x(n)
-    # int2 <-> ternary relabel: identical layouts
-    for src, dst in ((INT, TERNARY), (TERNARY, INT)):
-        name = "int2" if src == INT else "ternary"
-        c = parse_container(base_payload(name))
-        other = c.but(method=dst)
-        np.testing.assert_array_equal(
-            ringpress.Quantize().decode(other), ref_container(c.to_bytes())["out"]
-        )
     # extreme codes: int2 -2, int4 -8, int8 -128; a zero scale; nonzero unused high bits
     scales = np.array([0.5, 0.0, 1.0, 0.25, 3.0], F32)
     for bits in (2, 4, 8):
@@ -1397,78 +1657,82 @@ def test_unusual_valid_containers_accepted():
         codes = pack_codes(q, bits)
         if bits < 8 and (n * bits) % 8:
             codes = codes[:-1] + bytes([codes[-1] | (0xFF << ((n * bits) % 8) & 0xFF)])
-        for method in (INT, TERNARY) if bits == 2 else (INT,):
-            cont = Container([frame_of(scales), bytes_frame(codes)], (n,), method, bits, 8)
+        for name in ("int2", "ternary") if bits == 2 else (f"int{bits}",):
+            cont = Container(scales.tobytes() + codes, (n,), **param_fields(name, block=8))
             buf = cont.to_bytes()
             want = (q.astype(F32) * per_elem(scales, 8, n)).astype(F32)
             np.testing.assert_array_equal(ref_container(buf)["out"], want)
             np.testing.assert_array_equal(ringpress.Quantize().decode(buf), want)
+    # stochastic flag on a nearest-rounded payload (the flag does not change decoding)
+    q = np.tile(np.array([1, -1, 0, 3], np.int64), 10)[:n]
+    buf = Container(
+        scales.tobytes() + pack_codes(q, 4), (n,), **param_fields("int4", block=8, stochastic=True)
+    ).to_bytes()
+    np.testing.assert_array_equal(
+        ringpress.Quantize().decode(buf), (q.astype(F32) * per_elem(scales, 8, n)).astype(F32)
+    )
     # sign with garbage in the unused bits of the last byte
     bitsb = bytearray(pack_codes(np.signbit(x).astype(np.int64), 1))
     bitsb[-1] |= 0xE0
-    buf = Container([frame_of(scales), bytes_frame(bytes(bitsb))], (n,), SIGN, 1, 8).to_bytes()
+    buf = Container(
+        scales.tobytes() + bytes(bitsb), (n,), **param_fields("sign", block=8)
+    ).to_bytes()
     np.testing.assert_array_equal(ringpress.Sign().decode(buf), ref_container(buf)["out"])
     # sparse: widths wider than needed, width 0 runs, count 0, blocks of exactly 128
+    topk = param_fields("topk", ratio=0.2, tolerance=0.0, sampled=False, values="fp32")
     idx = np.array([0, 1, 2, 3, 10, 36])
     vals = x[idx]
     for stream in (
         index_stream(deltas_of(idx), widths=[32]),
         index_stream(deltas_of(idx), widths=[7]),
     ):
-        buf = Container([bytes_frame(stream), frame_of(vals)], (n,), SPARSE, 32, 0).to_bytes()
+        buf = Container(sparse_payload(stream, vals.tobytes()), (n,), **topk).to_bytes()
         want = np.zeros(n, F32)
         want[idx] = vals
         np.testing.assert_array_equal(ringpress.TopK().decode(buf), want)
         np.testing.assert_array_equal(ref_container(buf)["out"], want)
+    half = param_fields("threshold", threshold=0.0, values="fp16")
     buf = Container(
-        [
-            bytes_frame(index_stream(deltas_of(range(4)), widths=[0])),
-            frame_of(np.arange(4, dtype=np.float16)),
-        ],
+        sparse_payload(
+            index_stream(deltas_of(range(4)), widths=[0]), np.arange(4, dtype=np.float16).tobytes()
+        ),
         (2, 2),
-        SPARSE,
-        16,
-        0,
+        **half,
     ).to_bytes()
     np.testing.assert_array_equal(
         ringpress.TopK().decode(buf), np.arange(4, dtype=F32).reshape(2, 2)
     )
-    buf = Container(
-        [bytes_frame(index_stream([])), frame_of(np.zeros(0, F32))], (n,), SPARSE, 32, 0
-    ).to_bytes()
+    buf = Container(sparse_payload(index_stream([]), b""), (n,), **topk).to_bytes()
     np.testing.assert_array_equal(ringpress.TopK().decode(buf), np.zeros(n, F32))
     big = np.arange(0, 1000, 3)
     assert len(big) > 256
     buf = Container(
-        [bytes_frame(index_stream(deltas_of(big))), frame_of(big.astype(F32))],
+        sparse_payload(index_stream(deltas_of(big)), big.astype(F32).tobytes()),
         (1000,),
-        SPARSE,
-        32,
-        0,
+        **param_fields("threshold", threshold=0.0, values="fp32"),
     ).to_bytes()
     want = np.zeros(1000, F32)
     want[big] = big
     np.testing.assert_array_equal(ringpress.TopK().decode(buf), want)
-    # sections with a lossless stage built by the spec side (lz4 and zstd, any filter/coding)
-    from test_wire_format import LZ4, ZSTD, encode_frame
+    # a lossless stage built by the spec side: lz4 and zstd, any filter/coding, every word size
+    from test_wire_format import LZ4, ZSTD
 
     n = 4000
     sc = np.repeat(np.array([0.5, 0.25], F32), 250)
     q = np.repeat(np.array([1, -2, 0, 3], np.int64), 1000)
+    raw = sc.tobytes() + pack_codes(q, 4)
     want = (q.astype(F32) * per_elem(sc, 8, n)).astype(F32)
     for codec in (LZ4, ZSTD):
-        sf = encode_frame(
-            sc.tobytes(),
-            "float32",
-            (500,),
-            512,
-            codec,
-            [(1, 2, 0b1000), (0, 1, 0), (2, 1, 0), (0, 0, 0)],
-        )
-        cf = encode_frame(pack_codes(q, 4), "bytes", (2000,), 256, codec, [(0, 1, 0), (0, 0, 0)])
-        buf = Container([sf, cf], (n,), INT, 4, 8).to_bytes()
-        np.testing.assert_array_equal(ref_container(buf)["out"], want)
-        np.testing.assert_array_equal(ringpress.Quantize().decode(buf), want)
+        for dt, w in (("bytes", 1), ("uint16", 2), ("uint32", 4)):
+            padded = raw + bytes(-len(raw) % w)
+            frame = encode_frame(
+                padded, dt, (len(padded) // w,), 512, codec, [(1, 2, 0b1), (0, 1, 0), (2, 1, 0)]
+            )
+            buf = Container(
+                frame, (n,), raw_size=len(raw), flags=STAGED, **param_fields("int4", block=8)
+            ).to_bytes()
+            np.testing.assert_array_equal(ref_container(buf)["out"], want)
+            np.testing.assert_array_equal(ringpress.Quantize().decode(buf), want)
 
 
 @pytest.mark.parametrize("bad", [-2.0, np.inf, np.nan])
@@ -1477,9 +1741,31 @@ def test_bad_scale_is_rejected(bad):
     n = 16
     scales = np.array([bad, 0.5], F32)
     q = np.tile(np.array([1, -1, 0, 2], np.int64), 4)
-    buf = Container([frame_of(scales), bytes_frame(pack_codes(q, 4))], (n,), INT, 4, 8).to_bytes()
+    buf = Container(
+        scales.tobytes() + pack_codes(q, 4), (n,), **param_fields("int4", block=8)
+    ).to_bytes()
     with pytest.raises(ringpress.WireFormatError, match="scale"):
         ringpress.Quantize().decode(buf)
+
+
+def test_hostile_sizes_refused_before_allocation():
+    """n is justified by the payload (min_payload(n) <= raw_size <= bound(n)) before the decoder
+    allocates n floats: a tiny container claiming 2^40 elements is a WireFormatError."""
+    for fields in (
+        param_fields("bf16"),
+        param_fields("int8", block=512),
+        param_fields("sign", block=1 << 20),
+    ):
+        buf = Container(bytes(64), (2**40,), **fields).to_bytes()
+        with pytest.raises(ringpress.WireFormatError, match="payload of 64 bytes"):
+            ringpress.FP16().decode(buf)
+    buf = Container(
+        sparse_payload(index_stream([]), b""),
+        (2**33,),
+        **param_fields("threshold", threshold=0.0, values="fp32"),
+    ).to_bytes()
+    with pytest.raises(ringpress.WireFormatError, match="2\\^32"):
+        ringpress.FP16().decode(buf)
 
 
 # --------------------------------------------------------------------------------------------

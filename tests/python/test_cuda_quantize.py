@@ -1,7 +1,7 @@
 """CUDA twins of the sub-byte quantizers against the CPU compressors, byte for byte.
 
 The host-staged bindings (``_core.cuda_*_host_staged``) run csrc/cuda/quantize.cu on host
-buffers. Their payload and scales must equal the sections of the container that
+buffers. Their payload and scales must equal the wire codec payload in the container that
 ``ringpress.Quantize`` / ``Sign`` / ``Ternary`` write (a fresh compressor's first call: its seed,
 counter offset 0), and decoding those sections on the GPU must equal ``Compressor.decode``, bit for
 bit. The comparisons need a CUDA device and are skipped without one (this repository's CI has
@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import ringpress
 from ringpress import _core
+from ringpress.compressors import container_payload
 
 HAVE_GPU = bool(ringpress.build_info()["cuda_devices"])
 needs_gpu = pytest.mark.skipif(
@@ -41,17 +42,14 @@ def make_data(n, block, seed):
 
 
 def cpu_sections(compressor, x):
-    """(scales, codes) of the container the CPU compressor writes for x, and its decode."""
+    """(scales, codes) of the wire codec payload in the container the CPU compressor writes for
+    x (docs/wire-format.md: ceil(n / block) float32 scales, then the packed codes), and its
+    decode."""
     payload = compressor.encode(x)
-    sizes = _core.container_info(payload)["section_sizes"]
-    buf = bytes(payload)
-    pos = len(buf) - sum(sizes)
-    raw = []
-    for size in sizes:
-        raw.append(bytes(_core.lossless_decompress(buf[pos : pos + size], None, 1)))
-        pos += size
-    scales = np.frombuffer(raw[0], dtype=np.float32)
-    codes = np.frombuffer(raw[1], dtype=np.uint8)
+    raw = container_payload(payload)
+    nb = -(-x.size // compressor.block)
+    scales = np.frombuffer(raw[: 4 * nb], dtype=np.float32)
+    codes = np.frombuffer(raw[4 * nb :], dtype=np.uint8)
     return scales, codes, compressor.decode(payload).reshape(-1)
 
 

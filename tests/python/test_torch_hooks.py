@@ -98,6 +98,46 @@ dist.destroy_process_group()
 """
 
 
+CODEC_PARAMS_BODY = """
+out = {}
+cases = {
+    "int8-stochastic": dict(compression="int8", stochastic=True),
+    "int2": dict(compression="int2"),
+    "sign": dict(compression="sign"),
+    "ternary": dict(compression="ternary"),
+    "randomk": dict(compression="randomk", ratio=0.1),
+    "threshold": dict(compression="threshold", threshold=1e-3),
+    "topk-fp16": dict(compression="topk", ratio=0.1, values="fp16", sampled=False),
+}
+for name, kw in cases.items():
+    st = rt.HookState(**kw)
+    m, ddp, opt = make(st)
+    before = flat(m).clone()
+    losses = [step(ddp, opt, i) for i in range(4)]
+    v = flat(m).double()
+    chk = torch.tensor([float(v.sum()), float((v * torch.arange(v.numel())).sum())], dtype=torch.float64)
+    lo, hi = chk.clone(), chk.clone()
+    dist.all_reduce(lo, op=dist.ReduceOp.MIN); dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    out[name] = {"same": bool(torch.equal(lo, hi)), "moved": float((flat(m) - before).abs().max()),
+                 "kinds": dict(st.kinds_used), "res": st.residual_norm(),
+                 "finite": all(x == x for x in losses)}
+emit(out)
+dist.destroy_process_group()
+"""
+
+
+def test_every_wire_codec_and_its_parameters_reach_the_hook():
+    # the registry's codecs beyond the first seven, with the parameters the RPZC methods had
+    res = run_ranks(2, prelude() + CODEC_PARAMS_BODY, env=NO_COMM, timeout=180)
+    for r in res:
+        for name, o in r.records[-1].items():
+            kind = name.split("-")[0]
+            assert o["same"], f"rank {r.rank} {name}: ranks hold different parameters"
+            assert o["moved"] > 0 and o["finite"], (name, o)
+            assert o["kinds"].get(kind, 0) > 0, (name, o)
+            assert o["res"] > 0, (name, o)  # lossy with error feedback: something was held back
+
+
 @pytest.mark.parametrize("nranks", [2, 3])
 def test_lossy_modes_agree_across_ranks_with_many_buckets(nranks):
     res = run_ranks(nranks, prelude() + LOSSY_BODY, env=NO_COMM, timeout=180)

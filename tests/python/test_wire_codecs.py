@@ -98,15 +98,28 @@ def test_truncated_or_padded_payloads_are_refused(name):
             _core.wire_decode(e["codec"], bad, e["count"], e["dtype"], e["op"], **e["params"])
 
 
+def test_golden_parameters_are_each_codecs_own():
+    """A golden's parameters are ones its codec reads (wire_codecs()["params"]), and every
+    parameter some codec reads is set by some golden (so each one that changes payload bytes is
+    pinned down)."""
+    reads = {c["name"]: set(c["params"]) for c in ringpress.wire_codecs()}
+    used = set()
+    for e in MANIFEST.values():
+        assert set(e["params"]) <= reads[e["codec"]], e
+        used |= set(e["params"])
+    assert set().union(*reads.values()) <= used
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    codec=st.sampled_from(["lossless", "bf16", "fp16", "int8", "int4", "topk"]),
+    codec=st.sampled_from([c["name"] for c in ringpress.wire_codecs() if c["name"] != "none"]),
     payload=st.binary(max_size=600),
     count=st.integers(min_value=0, max_value=300),
+    values=st.sampled_from(["fp32", "fp16"]),
 )
-def test_hostile_payloads_raise_wire_format_errors_only(codec, payload, count):
+def test_hostile_payloads_raise_wire_format_errors_only(codec, payload, count, values):
     try:
-        out = _core.wire_decode(codec, payload, count, "float32", "sum", block=16)
+        out = _core.wire_decode(codec, payload, count, "float32", "sum", block=16, values=values)
     except ringpress.WireFormatError:
         return
     assert len(out) == 4 * count

@@ -1,7 +1,7 @@
 // Wire codecs "bf16" (id 2) and "fp16" (id 3): float32 sent as 16-bit floats, round to nearest
 // even (quantize.h kernels). Payload: count little-endian u16, nothing else.
 // Cost: one pass each way at memory speed; decode+reduce one more pass. Lossy: relative error
-// <= 2^-8 (bf16) / 2^-11 (fp16) per value, fp16 saturates above 65504.
+// <= 2^-8 (bf16) / 2^-11 (fp16) per value; fp16 overflows to +-Inf from |x| >= 65520.
 #include "builtin.h"
 #include "ringpress/error.h"
 #include "ringpress/quantize.h"
@@ -13,6 +13,8 @@ class HalfFloat final : public Codec {
  public:
   explicit HalfFloat(bool bf16) : bf16_(bf16) {}
   std::size_t bound(std::size_t count) const override { return count * 2; }
+  std::size_t min_payload(std::size_t count) const override { return count * 2; }
+  std::size_t word() const override { return 2; }
   std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t) override {
     auto* h = static_cast<std::uint16_t*>(out);
     if (bf16_) {

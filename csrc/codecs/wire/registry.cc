@@ -2,6 +2,7 @@
 // error-feedback helper. Adding a builtin codec: its file in this directory plus one row below.
 #include <array>
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <mutex>
 #include <vector>
@@ -15,9 +16,14 @@ namespace {
 
 using wire_codecs::make_bf16;
 using wire_codecs::make_fp16;
+using wire_codecs::make_int2;
 using wire_codecs::make_int4;
 using wire_codecs::make_int8;
 using wire_codecs::make_lossless;
+using wire_codecs::make_randomk;
+using wire_codecs::make_sign;
+using wire_codecs::make_ternary;
+using wire_codecs::make_threshold;
 using wire_codecs::make_topk;
 
 constexpr auto kAny = CodecDTypes::kReducible;
@@ -25,16 +31,36 @@ constexpr auto kF32 = CodecDTypes::kFloat32Sum;
 constexpr auto kRing = CodecSchedule::kRing;
 constexpr auto kGather = CodecSchedule::kAllgather;
 
-// id, name, payload version, exact, dtypes, schedule, factory, doc
+constexpr std::uint32_t kLosslessParams = kParamCodec | kParamLevel;
+constexpr std::uint32_t kIntParams = kParamBlock | kParamStochastic;
+constexpr std::uint32_t kSparseParams = kParamValues;
+
+// id, name, payload version, exact, dtypes, schedule, factory, doc, params read. Ids are
+// wire-format (docs/wire-format.md): never renumber one, add new ones after the last.
 const CodecInfo kBuiltin[] = {
-    {0, "none", 1, true, kAny, kRing, nullptr, "no codec: the plain algorithms"},
-    {1, "lossless", 1, true, kAny, kRing, make_lossless, "shuffle + zstd/lz4 frames, bit-exact"},
-    {2, "bf16", 1, false, kF32, kRing, make_bf16, "float32 as bfloat16, round to nearest even"},
-    {3, "fp16", 1, false, kF32, kRing, make_fp16, "float32 as float16, round to nearest even"},
-    {4, "int8", 1, false, kF32, kRing, make_int8, "blockwise int8, one float32 scale per block"},
-    {5, "int4", 1, false, kF32, kRing, make_int4, "blockwise int4, one float32 scale per block"},
+    {0, "none", 1, true, kAny, kRing, nullptr, "no codec: the plain algorithms", 0},
+    {1, "lossless", 1, true, kAny, kRing, make_lossless, "shuffle + zstd/lz4 frames, bit-exact",
+     kLosslessParams},
+    {2, "bf16", 1, false, kF32, kRing, make_bf16, "float32 as bfloat16, round to nearest even", 0},
+    {3, "fp16", 1, false, kF32, kRing, make_fp16, "float32 as float16, round to nearest even", 0},
+    {4, "int8", 1, false, kF32, kRing, make_int8, "blockwise int8, one float32 scale per block",
+     kIntParams},
+    {5, "int4", 1, false, kF32, kRing, make_int4, "blockwise int4, one float32 scale per block",
+     kIntParams},
     {6, "topk", 1, false, kF32, kGather, make_topk,
-     "k largest magnitudes: delta-coded indices + values"},
+     "k largest magnitudes: delta-coded indices + values",
+     kParamRatio | kParamSampled | kParamTolerance | kSparseParams},
+    {7, "int2", 1, false, kF32, kRing, make_int2, "blockwise int2, one float32 scale per block",
+     kIntParams},
+    {8, "sign", 1, false, kF32, kRing, make_sign, "1-bit signs, one mean |x| scale per block",
+     kParamBlock},
+    {9, "ternary", 1, false, kF32, kRing, make_ternary,
+     "TernGrad: {-1, 0, +1} x max|x| per block, stochastic, unbiased", kParamBlock},
+    {10, "randomk", 1, false, kF32, kGather, make_randomk,
+     "k entries at seeded random positions: delta-coded indices + values",
+     kParamRatio | kSparseParams},
+    {11, "threshold", 1, false, kF32, kGather, make_threshold,
+     "every |x| >= threshold: delta-coded indices + values", kParamThreshold | kSparseParams},
 };
 
 struct Registry {
@@ -130,6 +156,16 @@ std::unique_ptr<Codec> make_codec(WireCompression id, const CodecParams& params,
   return info->make(params, dtype, op);
 }
 
+std::vector<std::string> codec_param_names(std::uint32_t mask) {
+  static const char* const kNames[] = {"codec",     "level",      "block",     "ratio", "sampled",
+                                       "tolerance", "stochastic", "threshold", "values"};
+  std::vector<std::string> out;
+  for (std::size_t i = 0; i < sizeof(kNames) / sizeof(kNames[0]); ++i) {
+    if (mask & (1u << i)) out.emplace_back(kNames[i]);
+  }
+  return out;
+}
+
 const char* wire_compression_name(WireCompression c) noexcept {
   if (c == WireCompression::kAuto) return "auto";
   const CodecInfo* info = find_codec(static_cast<int>(c));
@@ -160,6 +196,23 @@ void* scratch(Scratch which, std::size_t bytes) {
   // float-aligned: vector<unsigned char> storage comes from operator new (max_align_t aligned).
   if (b.size() < bytes) b.resize(bytes);
   return b.data();
+}
+
+void check_block(const CodecParams& p) {
+  RP_ENFORCE(p.block >= 1 && p.block <= (1u << 20), UsageError,
+             "quantization block must be in [1, 2^20], got ", p.block);
+}
+
+float* checked_scales(const void* in, std::size_t nb, std::size_t count, bool reduce) {
+  auto* scales =
+      static_cast<float*>(scratch(Scratch::kDecode, (nb + (reduce ? count : 0)) * sizeof(float)));
+  if (nb) std::memcpy(scales, in, nb * sizeof(float));
+  for (std::size_t b = 0; b < nb; ++b) {
+    RP_ENFORCE(std::isfinite(scales[b]) && scales[b] >= 0.0f, WireFormatError,
+               "a quantized payload carries a bad scale (block ", b, ": ", scales[b],
+               "; scales must be finite and >= 0)");
+  }
+  return scales;
 }
 
 }  // namespace wire_codecs

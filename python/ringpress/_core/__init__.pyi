@@ -83,6 +83,10 @@ class Communicator:
         sampled: bool = True,
         residual: typing.SupportsInt | typing.SupportsIndex = 0,
         allow: collections.abc.Sequence[str] = ["lossless"],
+        tolerance: typing.SupportsFloat | typing.SupportsIndex = 0.05,
+        stochastic: bool = False,
+        threshold: typing.SupportsFloat | typing.SupportsIndex = 0.0,
+        values: str = "fp32",
     ) -> Work: ...
     def allreduce_coalesced(
         self,
@@ -189,22 +193,25 @@ def compressor_decode(
 def compressor_encode(
     x: typing.Any,
     shape: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex],
-    method: typing.SupportsInt | typing.SupportsIndex,
-    bits: typing.SupportsInt | typing.SupportsIndex,
-    block: typing.SupportsInt | typing.SupportsIndex,
-    stochastic: bool,
-    selector: typing.SupportsInt | typing.SupportsIndex,
-    ratio: typing.SupportsFloat | typing.SupportsIndex,
-    tolerance: typing.SupportsFloat | typing.SupportsIndex,
-    threshold: typing.SupportsFloat | typing.SupportsIndex,
     codec: str,
-    level: typing.SupportsInt | typing.SupportsIndex,
-    shuffle: str,
-    seed: typing.SupportsInt | typing.SupportsIndex,
-    residual: typing.Any,
-    threads: typing.SupportsInt | typing.SupportsIndex,
+    block: typing.SupportsInt | typing.SupportsIndex = 512,
+    ratio: typing.SupportsFloat | typing.SupportsIndex = 0.01,
+    sampled: bool = True,
+    tolerance: typing.SupportsFloat | typing.SupportsIndex = 0.05,
+    stochastic: bool = False,
+    threshold: typing.SupportsFloat | typing.SupportsIndex = 0.0,
+    values: str = "fp32",
+    lossless: str = "none",
+    level: typing.SupportsInt | typing.SupportsIndex = 1,
+    shuffle: str = "auto",
+    seed: typing.SupportsInt | typing.SupportsIndex = 0,
+    residual: typing.Any = None,
+    threads: typing.SupportsInt | typing.SupportsIndex = 1,
 ) -> typing.Any: ...
 def container_info(payload: typing.Any) -> dict: ...
+def container_payload(
+    payload: typing.Any, threads: typing.SupportsInt | typing.SupportsIndex = 1
+) -> bytes: ...
 def cuda_blockwise_decode_host_staged(
     payload: typing.Any,
     scales: typing.Any,
@@ -289,6 +296,10 @@ def wire_decode(
     sampled: bool = True,
     codec: str = "zstd",
     level: typing.SupportsInt | typing.SupportsIndex = 1,
+    tolerance: typing.SupportsFloat | typing.SupportsIndex = 0.05,
+    stochastic: bool = False,
+    threshold: typing.SupportsFloat | typing.SupportsIndex = 0.0,
+    values: str = "fp32",
 ) -> bytes: ...
 def wire_encode(
     name: str,
@@ -300,6 +311,10 @@ def wire_encode(
     sampled: bool = True,
     codec: str = "zstd",
     level: typing.SupportsInt | typing.SupportsIndex = 1,
+    tolerance: typing.SupportsFloat | typing.SupportsIndex = 0.05,
+    stochastic: bool = False,
+    threshold: typing.SupportsFloat | typing.SupportsIndex = 0.0,
+    values: str = "fp32",
     seed: typing.SupportsInt | typing.SupportsIndex = 0,
 ) -> bytes: ...
 

@@ -11,9 +11,9 @@ Contract
   by one asynchronous ringpress allreduce; the hook returns at once and the future completes on
   the engine thread, so encode/send/receive/decode overlap the rest of backward.
 - ``compression``: ``"none"`` (bit-identical to DDP's own allreduce), ``"lossless"`` (bit-identical,
-  fewer bytes when the gradients compress), ``"bf16"``/``"fp16"``/``"int8"``/``"int4"``
-  (quantized ring, one rounding per hop), ``"topk"`` (``ratio`` of the entries per rank, sparse
-  exchange), or ``"auto"`` (per bucket, the fastest of ``allow`` predicted for this link and CPU,
+  fewer bytes when the gradients compress), ``"bf16"``/``"fp16"``/``"int8"``/``"int4"``/``"int2"``/
+  ``"sign"``/``"ternary"`` (quantized ring, one rounding per hop), ``"topk"`` (``ratio`` of the
+  entries per rank), ``"randomk"``, ``"threshold"`` (sparse exchange), or ``"auto"`` (per bucket, the fastest of ``allow`` predicted for this link and CPU,
   plain when compressing would not pay). Lossy kinds need float32 gradients; other dtypes fall
   back to lossless.
 - Error feedback (``error_feedback=True``, lossy kinds): what compression drops from this rank's
@@ -25,7 +25,7 @@ Contract
   so restore into the same model and DDP configuration).
 - ``momentum``: momentum correction as in Deep Gradient Compression: the velocity is kept here
   (per parameter, checkpointed with the residuals) and compressed instead of the gradient; the
-  entries top-k sends restart at zero. Use it with an optimizer without momentum.
+  entries a sparse kind (topk, randomk, threshold; float32 values) sends restart at zero. Use it with an optimizer without momentum.
 - ``warmup_steps``: the first N iterations run uncompressed (e.g. while the model is far from a
   minimum), counted by ``bucket.is_last()``.
 
@@ -47,6 +47,7 @@ from .backend import _Outcome, _Staged
 # From the core's codec registry (ringpress.wire_codecs()), plus the "auto" selection mode.
 KINDS = (*(c["name"] for c in _core.codecs()), "auto")
 _LOSSY = (*(c["name"] for c in _core.codecs() if not c["exact"]), "auto")
+_SPARSE = tuple(c["name"] for c in _core.codecs() if c["schedule"] == "allgather")
 _STATE_VERSION = 1
 
 
@@ -120,6 +121,10 @@ class HookState:
         sampled: bool = True,
         codec: str = "zstd",
         level: int = 1,
+        tolerance: float = 0.05,
+        stochastic: bool = False,
+        threshold: float = 0.0,
+        values: str = "fp32",
         momentum: float = 0.0,
         process_group: Any = None,
         model: Any = None,
@@ -143,6 +148,11 @@ class HookState:
         self.sampled = bool(sampled)
         self.codec = codec
         self.level = int(level)
+        # the other codec parameters (each codec reads its own: ringpress.wire_codecs())
+        self.tolerance = float(tolerance)
+        self.stochastic = bool(stochastic)
+        self.threshold = float(threshold)
+        self.values = values
         self.process_group = process_group
         self.iteration = 0
         self.kinds_used: dict[str, int] = {}
@@ -248,6 +258,10 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
             sampled=state.sampled,
             codec=state.codec,
             level=state.level,
+            tolerance=state.tolerance,
+            stochastic=state.stochastic,
+            threshold=state.threshold,
+            values=state.values,
         )
     key = state._bucket_key(bucket) if (state.momentum or state.error_feedback) else ()
     velocity = None
@@ -291,7 +305,7 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
         err = w.exception()
         if err is None:
             try:
-                if velocity is not None and residual is not None and kind == "topk":
+                if velocity is not None and residual is not None and kind in _SPARSE:
                     velocity.masked_fill_(residual == 0, 0.0)  # sent entries restart their momentum
                 if staged is not None:
                     staged.back()

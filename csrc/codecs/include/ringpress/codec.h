@@ -16,11 +16,22 @@
 //                       `count` elements raises WireFormatError, never overreads, never allocates
 //                       more than `count` elements justify.
 //   encode_feedback(x, r, count, out, seed, keep)
-//                       error feedback, the one helper every lossy path uses: out = encode(x),
+//                       error feedback, the one helper every lossy path uses (the collectives and
+//                       the compressed-tensor container, compressor.h): out = encode(x),
 //                       r = x - decode(out) (what this encoding drops), and with keep, x =
 //                       decode(out) too. The caller adds r to x before (x' = x + r), so over any
-//                       number of steps outputs + residuals = inputs (up to fp32 rounding). A codec
-//                       may override it with a faster equivalent (top-k: zero the sent entries).
+//                       number of steps outputs + residuals = inputs (up to fp32 rounding). r may
+//                       be x itself (then keep must be false). A codec may override it with a
+//                       faster equivalent (the sparse codecs: r = x with the sent entries
+//                       replaced by what rounding their values dropped).
+//   min_payload(count)  the smallest payload decode() can accept for `count` elements (default 0;
+//                       fixed-size codecs: bound(count)). A reader of a hostile length field
+//                       (the container) checks min_payload(n) <= len <= bound(n) before it
+//                       allocates n elements.
+//   word()              element size of the bulk of the payload (2 for 16-bit values, 4 for
+//                       float32 values, else 1): a lossless stage on top shuffles by it.
+//   bound(count) raises UsageError when `count` exceeds what the codec can carry (the sparse
+//   codecs: 2^32 - 1 elements), so a caller learns it before allocating anything.
 //
 // Registry rules: ids are < kMaxCodecs (the auto mode's `allow` is a bit mask of ids) and travel
 // in the message header's `codec` byte; id 0 is "none" (no codec: the plain algorithms). Builtin
@@ -49,18 +60,45 @@ enum class WireCompression : std::uint8_t {
   kInt8 = 4,
   kInt4 = 5,
   kTopK = 6,
+  kInt2 = 7,
+  kSign = 8,
+  kTernary = 9,
+  kRandomK = 10,
+  kThreshold = 11,
   kAuto = 0xff,
 };
 constexpr int kMaxCodecs = 32;
 
-// Parameters every codec may read (each reads its own; unknown ones are ignored).
+// Parameters every codec may read (each reads its own, listed in its row's `params` mask;
+// the others are ignored). None travels in a collective's messages: every rank must pass the
+// same values (the compressed-tensor container records the ones its codec reads).
 struct CodecParams {
-  std::string codec = "zstd";  // lossless: zstd | lz4
-  int level = 1;               // lossless: compression level
-  std::size_t block = 512;     // int8/int4: elements per scale
-  double ratio = 0.01;         // topk: fraction of elements each rank sends
-  bool sampled = true;         // topk: sampled threshold (k within +5%) instead of exact selection
+  std::string codec = "zstd";   // lossless: zstd | lz4
+  int level = 1;                // lossless: compression level
+  std::size_t block = 512;      // int8/int4/int2/sign/ternary: elements per scale, [1, 2^20]
+  double ratio = 0.01;          // topk/randomk: fraction of elements each rank sends, (0, 1]
+  bool sampled = true;          // topk: sampled threshold (k <= m <= ceil(k (1 + tolerance)))
+                                // instead of exact selection
+  double tolerance = 0.05;      // topk sampled: slack of the selection size, [0, 1]
+  bool stochastic = false;      // int8/int4/int2: stochastic rounding keyed by the encode seed
+  double threshold = 0.0;       // threshold: keep every |x| >= threshold (finite, >= 0)
+  std::string values = "fp32";  // topk/randomk/threshold: kept values as fp32 | fp16
 };
+
+// Bits of CodecInfo::params: which CodecParams fields a codec reads.
+enum CodecParam : std::uint32_t {
+  kParamCodec = 1u << 0,
+  kParamLevel = 1u << 1,
+  kParamBlock = 1u << 2,
+  kParamRatio = 1u << 3,
+  kParamSampled = 1u << 4,
+  kParamTolerance = 1u << 5,
+  kParamStochastic = 1u << 6,
+  kParamThreshold = 1u << 7,
+  kParamValues = 1u << 8,
+};
+// The names of the bits set in `mask`, in bit order ("block", "ratio", ...).
+std::vector<std::string> codec_param_names(std::uint32_t mask);
 
 class Codec {
  public:
@@ -71,13 +109,17 @@ class Codec {
                       bool reduce) = 0;
   virtual std::size_t encode_feedback(float* x, float* r, std::size_t count, void* out,
                                       std::uint64_t seed, bool keep);
+  virtual std::size_t min_payload(std::size_t /*count*/) const { return 0; }
+  virtual std::size_t word() const { return 1; }
 };
 
 // Which collective schedule carries a codec's payloads.
 enum class CodecSchedule : std::uint8_t {
   kRing = 0,  // pipelined ring: every segment encoded per hop (ring_codec.cc)
-  kAllgather =
-      1,  // each rank's whole payload allgathered, decoded and summed (allreduce_sparse.cc)
+  // Each rank's whole payload allgathered, decoded and summed (allreduce_sparse.cc): codecs
+  // whose payloads cannot be summed hop by hop (sparse ones: a re-selection at every hop would
+  // drop mass, and payload sizes differ per rank).
+  kAllgather = 1,
 };
 
 // Which data a codec accepts.
@@ -96,6 +138,7 @@ struct CodecInfo {
   // Builds a codec for (params, dtype, op); raises UsageError on bad parameters. nullptr for none.
   std::unique_ptr<Codec> (*make)(const CodecParams&, DType, ReduceOp) = nullptr;
   const char* doc = "";
+  std::uint32_t params = 0;  // CodecParam bits: the parameters the codec reads
 };
 
 // The registered codecs, ordered by id (none first).

@@ -67,10 +67,10 @@ struct AllreduceOptions {
   std::size_t segment_bytes = 0;   // 0 = default
   std::size_t small_bytes = 0;     // auto: recursive doubling at or below this size; 0 = default
   CompressionOptions compression;  // kNone: plain
-  // Error feedback (topk and the lossy ring kinds; none and lossless leave it unchanged): `count`
-  // float32 values this rank failed to send last time; added to the input before compressing and
-  // replaced by what this call drops (ring kinds: the rounding of this rank's own contribution
-  // only, ring_codec.cc). nullptr: none.
+  // Error feedback (the sparse codecs and the lossy ring kinds; none and lossless leave it
+  // unchanged): `count` float32 values this rank failed to send last time; added to the input
+  // before compressing and replaced by what this call drops (ring kinds: the rounding of this
+  // rank's own contribution only, ring_codec.cc). nullptr: none.
   float* residual = nullptr;
 };
 void allreduce(const OpContext& oc, const AllreduceOptions& o);

@@ -1,0 +1,63 @@
+// The payload, decoder and error feedback shared by the sparse wire codecs "topk" (id 6,
+// topk_sparse.cc), "randomk" (id 10, randomk_sparse.cc) and "threshold" (id 11,
+// threshold_sparse.cc); each of those files only chooses which entries to send. Internal header.
+//
+// Payload (docs/wire-format.md, "Wire codec payloads"): u64 I (bytes of the index stream) | I
+// bytes of strictly ascending indices, delta coded (topk.h, "Index coding": u32 count m, blocks of
+// <= 128 deltas with a u8 bit width) | m values, little-endian float32, or float16 (round to
+// nearest even) with the parameter values = "fp16". Decode requires I <= len - 8, m <= n, every
+// index < n, and len - 8 - I = m x (4 or 2) exactly; decode+reduce adds the values at their
+// indices (a scatter-add), plain decode writes them there (bit for bit, -0.0 included) and zeros
+// elsewhere.
+// Error feedback (override of the generic helper, no decode pass): r = x, except at the sent
+// entries, where r = x - x' (x' the value as sent: 0 for float32 values, which go bit-exact, and
+// wherever x' is x bit for bit, e.g. +-Inf), so r = x - decode(payload).
+// Cost: selection (the codec's), then the index coding (~(1 + bits per delta / 8) bytes per
+// entry) and m values; decode m scattered writes (plus zeroing n floats for a plain decode).
+// Schedule: allgather (allreduce_sparse.cc): every rank's payload is decoded and added by all.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "builtin.h"
+#include "ringpress/topk.h"
+
+namespace ringpress::wire_codecs {
+
+class SparseCodec : public Codec {
+ public:
+  explicit SparseCodec(const CodecParams& p);
+  // UsageError above 2^32 - 1 elements (indices are u32).
+  std::size_t bound(std::size_t count) const override;
+  std::size_t min_payload(std::size_t) const override { return 8 + 4; }  // I, then the count
+  std::size_t word() const override { return half_ ? 2 : 4; }
+  std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t seed) override;
+  void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) override;
+  std::size_t encode_feedback(float* x, float* r, std::size_t count, void* out, std::uint64_t seed,
+                              bool keep) override;
+
+  // k = min(n, ceil(ratio * n)): the entries topk and randomk send.
+  static std::size_t k_of(double ratio, std::size_t n);
+  // UsageError unless values is "fp32" or "fp16".
+  static void check_values(const CodecParams& p);
+
+ protected:
+  // Fills sv with the entries to send (ascending indices, values = x at them).
+  virtual void select(const float* x, std::size_t n, std::uint64_t seed,
+                      topk::SparseVector* sv) = 0;
+  // The most entries select() returns for n elements.
+  virtual std::size_t max_selected(std::size_t n) const = 0;
+
+ private:
+  void checked_select(const float* x, std::size_t n, std::uint64_t seed);
+  std::size_t write(std::size_t n, void* out);  // the payload of sv_ (and h_ for fp16 values)
+
+  bool half_;
+  topk::SparseVector sv_;
+  std::vector<std::uint16_t> h_;
+  std::vector<std::uint32_t> idx_;
+  std::vector<float> val_;
+};
+
+}  // namespace ringpress::wire_codecs
