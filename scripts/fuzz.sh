@@ -78,7 +78,7 @@ if [[ ${#regress[@]} -gt 0 ]]; then
     exit 1
   }
 fi
-RP_FUZZ_EXPECT_VALID=1 "$FUZZER" -rss_limit_mb=2048 -timeout=10 tests/golden/*.rpz \
+"$FUZZER" --expect-valid -rss_limit_mb=2048 -timeout=10 tests/golden/*.rpz \
   2>"$BUILD/golden.log" || {
   cat "$BUILD/golden.log" >&2
   echo "fuzz: FAILED: a golden frame (tests/golden/) no longer decodes cleanly (log above)" >&2

@@ -21,7 +21,7 @@
 // it would never be fuzzed. The fix-up is deterministic, so a saved crash input reproduces.
 //
 // Allocations are capped: a frame may claim up to 2^62 decoded bytes; frames above kMaxDecode are
-// only parsed. Env RP_FUZZ_EXPECT_VALID=1 (used by scripts/fuzz.sh on tests/golden/*.rpz) also
+// only parsed. The flag --expect-valid (used by scripts/fuzz.sh on tests/golden/*.rpz) also
 // aborts when an input does not decode as is: the golden frames must keep decoding.
 #include <algorithm>
 #include <cstddef>
@@ -193,9 +193,12 @@ bool try_frame(const std::uint8_t* data, std::size_t size, std::uint8_t variant)
 
 }  // namespace
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  const char* v = std::getenv("RP_FUZZ_EXPECT_VALID");
-  g_expect_valid = v && v[0] == '1';
+// `--expect-valid` on the command line: libFuzzer passes flags that start with "--" through to
+// the target untouched (the project reads environment variables in one place only, env.cc).
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  for (int i = 1; argc && argv && i < *argc; ++i) {
+    if (std::strcmp((*argv)[i], "--expect-valid") == 0) g_expect_valid = true;
+  }
   return 0;
 }
 
