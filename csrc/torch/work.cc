@@ -2,6 +2,7 @@
 #include "work.h"
 
 #include <ATen/core/jit_type.h>
+#include <ATen/record_function.h>
 #include <c10/core/impl/VirtualGuardImpl.h>
 
 #include "ringpress/error.h"
@@ -11,6 +12,9 @@ namespace ringpress::torchpg {
 c10::intrusive_ptr<WorkRingpress> WorkRingpress::create(
     int rank, c10d::OpType type, const char* profiling_title, std::shared_ptr<ringpress::Work> core,
     std::vector<at::Tensor> outputs, const std::optional<std::vector<at::Tensor>>& inputs) {
+  // No profiler or observer listening: skip the record (c10d::Work would allocate one to find
+  // out that it is inactive, per op).
+  if (!at::hasCallbacks()) profiling_title = nullptr;
   auto w = c10::make_intrusive<WorkRingpress>(rank, type, profiling_title, std::move(core),
                                               std::move(outputs), inputs);
   if (!w->core_) {
