@@ -423,6 +423,9 @@ c10::intrusive_ptr<c10d::Work> ProcessGroupRingpress::reduce(Tensors& tensors,
   // Reduce-scatter, then gather the reduced blocks straight into the root's tensor: n (P-1)/P
   // bytes sent per rank, then n/P, about half what an allreduce moves.
   Staged s = stage(t, true);
+  if ((red.premul || red.premul_tensor.defined()) && !s.copied()) {
+    s.host = t.clone();  // premultiplied: a copy, since the ranks that are not the root keep t
+  }
   at::Tensor b = reduce_view(s, red).reshape({-1});
   const std::size_t n = static_cast<std::size_t>(b.numel());
   const std::size_t es = static_cast<std::size_t>(b.element_size());

@@ -225,6 +225,14 @@ for n in SIZES:
     dist.reduce(a, dst=size - 1)
     if rank == size - 1:
         same(f"reduce root n={n}", a, reference("SUM", xs), exact)
+# PREMUL_SUM reduce: the root gets the scaled sum, the other ranks keep their input
+xs = [inp(p, 33, torch.float32, 16) for p in range(size)]
+a = xs[rank].clone()
+dist.reduce(a, dst=0, op=dist._make_nccl_premul_sum(0.5))
+if rank == 0:
+    same("reduce PREMUL_SUM root", a, reference("SUM", [x * 0.5 for x in xs]), False)
+else:
+    eq("reduce PREMUL_SUM keeps the input", a, xs[rank])
 dist.barrier()
 emit({"bad": bad, "name": dist.get_backend(), "cls": type(pg._get_backend(torch.device("cpu"))).__name__,
       "native": rt.NATIVE, "ops": rt.stats()["ops"]})
