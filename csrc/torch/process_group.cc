@@ -235,27 +235,6 @@ at::Tensor reduce_view(const Staged& s, const Reduction& r) {
   return b;
 }
 
-// A ringpress error as the torch error type DDP's reducer and autograd know (their Python
-// bridge maps c10 errors, not ours): DistNetworkError for a lost or silent peer, DistBackendError
-// otherwise, the message led by the ringpress class name (it names the op, rank and peer).
-std::exception_ptr torch_error(std::exception_ptr e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const Error& re) {
-    const std::string msg = std::string(error_kind_name(re.kind())) + ": " + re.what();
-    try {
-      if (re.kind() == ErrorKind::kTransport || re.kind() == ErrorKind::kTimeout) {
-        C10_THROW_ERROR(DistNetworkError, msg);
-      }
-      C10_THROW_ERROR(DistBackendError, msg);
-    } catch (...) {
-      return std::current_exception();
-    }
-  } catch (...) {
-    return std::current_exception();
-  }
-}
-
 // Bitwise folds of gathered blocks, in rank order (the same on every rank).
 void fold_bitwise(RedOp::RedOpType op, const at::Tensor& gathered, const at::Tensor& out) {
   at::Tensor acc = gathered[0].clone();

@@ -9,6 +9,24 @@
 
 namespace ringpress::torchpg {
 
+std::exception_ptr torch_error(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const Error& re) {
+    const std::string msg = std::string(error_kind_name(re.kind())) + ": " + re.what();
+    try {
+      if (re.kind() == ErrorKind::kTransport || re.kind() == ErrorKind::kTimeout) {
+        C10_THROW_ERROR(DistNetworkError, msg);
+      }
+      C10_THROW_ERROR(DistBackendError, msg);
+    } catch (...) {
+      return std::current_exception();
+    }
+  } catch (...) {
+    return std::current_exception();
+  }
+}
+
 c10::intrusive_ptr<WorkRingpress> WorkRingpress::create(
     int rank, c10d::OpType type, const char* profiling_title, std::shared_ptr<ringpress::Work> core,
     std::vector<at::Tensor> outputs, const std::optional<std::vector<at::Tensor>>& inputs) {
@@ -109,7 +127,7 @@ void WorkRingpress::complete_future() {
   }
   // Outside the lock: markCompleted runs the future's callbacks (DDP's then()) inline.
   if (error_) {
-    fut->setError(error_);
+    fut->setError(torch_error(error_));
   } else {
     fut->markCompleted(c10::IValue(outputs_));
   }

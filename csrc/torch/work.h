@@ -8,8 +8,8 @@
 //     passes first raises ringpress TimeoutError; the request keeps its own deadline.
 //   * getFuture(): a c10::ivalue::Future holding the op's outputs (a list of tensors, as gloo's);
 //     completed from the engine's callback pool (never the engine thread) or by whoever observes
-//     completion first (wait, isCompleted). A failed request sets the future's error, which DDP's
-//     reducer and Future.wait() rethrow.
+//     completion first (wait, isCompleted). A failed request sets the future's error, as a torch
+//     error type (torch_error below), which DDP's reducer and Future.wait() rethrow.
 //   * isCompleted() never blocks.
 //   * Device (CUDA) tensors: see set_device_outputs().
 //   * The Work keeps every tensor the request touches alive until it completes (Work::hold), so
@@ -31,6 +31,12 @@
 #include "ringpress/engine.h"
 
 namespace ringpress::torchpg {
+
+// A ringpress error as the torch error type that futures hand on (DDP's reducer, autograd and
+// torch.futures know c10 errors, not ours): DistNetworkError for a lost or silent peer,
+// DistBackendError otherwise, the message led by the ringpress class name (it names the op, rank
+// and peer). Other exceptions pass unchanged.
+std::exception_ptr torch_error(std::exception_ptr e);
 
 class WorkRingpress : public c10d::Work {
  public:
