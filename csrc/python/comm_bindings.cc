@@ -13,7 +13,7 @@
 
 #include "ringpress/engine.h"
 #include "ringpress/store.h"
-#include "stats_dict.h"
+#include "shared.h"
 
 namespace py = pybind11;
 namespace rp = ringpress;
@@ -106,15 +106,6 @@ py::tuple buffer_info(py::handle obj, bool writable) {
       shape);
   PyBuffer_Release(&view);
   return out;
-}
-
-// "lossless, bf16, ..." from the codec registry (every codec but none).
-std::string codec_list() {
-  std::string s;
-  for (const rp::CodecInfo& info : rp::codecs()) {
-    if (info.make != nullptr) s += std::string(s.empty() ? "" : ", ") + info.name;
-  }
-  return s;
 }
 
 }  // namespace
@@ -258,25 +249,9 @@ void bind_comm(py::module_& m) {
              bool stochastic, double threshold, const std::string& values) {
             rp::DType d = dtype_of(dt);
             rp::ReduceOp o = rp::reduce_op_from_name(op);
-            rp::CompressionOptions co;
-            co.kind = rp::wire_compression_from_name(compression);
-            co.codec = codec;
-            co.level = level;
-            co.block = block;
-            co.ratio = ratio;
-            co.sampled = sampled;
-            co.tolerance = tolerance;
-            co.stochastic = stochastic;
-            co.threshold = threshold;
-            co.values = values;
-            co.allow = 0;
-            for (const auto& a : allow) {
-              auto k = rp::wire_compression_from_name(a);
-              if (k == rp::WireCompression::kNone || k == rp::WireCompression::kAuto) {
-                RP_THROW(UsageError, "allow lists codecs (", codec_list(), "), got '", a, "'");
-              }
-              co.allow |= 1u << static_cast<int>(k);
-            }
+            const rp::CompressionOptions co =
+                rp::python::compression_options({compression, codec, values, level, block, ratio,
+                                                 tolerance, threshold, sampled, stochastic, allow});
             py::gil_scoped_release nogil;
             return c.allreduce(as_ptr(ptr), n, d, o, async, co,
                                static_cast<float*>(as_ptr(residual)));

@@ -21,6 +21,7 @@
 #include "ringpress/lossless.h"
 #include "ringpress/quantize.h"
 #include "ringpress/shuffle.h"
+#include "shared.h"
 
 namespace py = pybind11;
 namespace rp = ringpress;
@@ -111,19 +112,6 @@ py::dict to_dict(const rp::BuildInfo& b) {
   return d;
 }
 
-// C++ ringpress::Error -> ringpress.errors.<Kind> with .rank/.peer/.op/.detail set.
-void translate(std::exception_ptr p) {
-  try {
-    if (p) std::rethrow_exception(p);
-  } catch (const rp::Error& e) {
-    py::object errors = py::module_::import("ringpress.errors");
-    py::object cls = errors.attr(rp::error_kind_name(e.kind()));
-    py::object exc = cls(e.what(), py::arg("rank") = e.rank(), py::arg("peer") = e.peer(),
-                         py::arg("op") = e.op(), py::arg("detail") = e.detail());
-    PyErr_SetObject(cls.ptr(), exc.ptr());
-  }
-}
-
 py::dict frame_info_dict(const rp::wire::FrameInfo& f) {
   static const char* kFilters[] = {"none", "byte", "bit"};
   static const char* kCodings[] = {"raw", "whole", "planes"};
@@ -160,7 +148,7 @@ py::dict frame_info_dict(const rp::wire::FrameInfo& f) {
 PYBIND11_MODULE(_core, m) {
   m.doc() = "ringpress native core (private: use the ringpress package)";
   m.attr("__version__") = RINGPRESS_VERSION;
-  py::register_exception_translator(&translate);
+  py::register_exception_translator(&rp::python::translate_error);
 
   m.def("build_info", [] { return to_dict(rp::build_info()); });
   // The wire codec registry (ringpress/codec.h): Python's kind lists derive from it.

@@ -16,7 +16,7 @@
 #include <string>
 #include <torch/csrc/distributed/c10d/Backend.hpp>
 
-#include "../python/stats_dict.h"
+#include "../python/shared.h"
 #include "process_group.h"
 #include "ringpress/error.h"
 
@@ -24,28 +24,12 @@ namespace py = pybind11;
 namespace rp = ringpress;
 using rp::torchpg::ProcessGroupRingpress;
 
-namespace {
-
-void translate(std::exception_ptr p) {
-  try {
-    if (p) std::rethrow_exception(p);
-  } catch (const rp::Error& e) {
-    py::object errors = py::module_::import("ringpress.errors");
-    py::object cls = errors.attr(rp::error_kind_name(e.kind()));
-    py::object exc = cls(e.what(), py::arg("rank") = e.rank(), py::arg("peer") = e.peer(),
-                         py::arg("op") = e.op(), py::arg("detail") = e.detail());
-    PyErr_SetObject(cls.ptr(), exc.ptr());
-  }
-}
-
-}  // namespace
-
 PYBIND11_MODULE(_c10d, m) {
   m.doc() = "ringpress torch.distributed backend (private: use ringpress.torch)";
   m.attr("torch_version") = RP_TORCH_VERSION;
   m.attr("cuda") = bool(RP_TORCH_CUDA);
   py::module_::import("torch.distributed");  // registers c10d.Backend / Work with pybind11
-  py::register_exception_translator(&translate);
+  py::register_exception_translator(&rp::python::translate_error);
 
   py::class_<ProcessGroupRingpress, c10d::Backend, c10::intrusive_ptr<ProcessGroupRingpress>>(
       m, "ProcessGroupRingpress")
@@ -74,26 +58,9 @@ PYBIND11_MODULE(_c10d, m) {
              double ratio, bool sampled, double tolerance, bool stochastic, double threshold,
              const std::string& values, std::optional<at::Tensor> residual,
              std::optional<at::Tensor> velocity, const std::vector<std::string>& allow) {
-            rp::CompressionOptions co;
-            co.kind = rp::wire_compression_from_name(compression);
-            co.codec = codec;
-            co.level = level;
-            co.block = block;
-            co.ratio = ratio;
-            co.sampled = sampled;
-            co.tolerance = tolerance;
-            co.stochastic = stochastic;
-            co.threshold = threshold;
-            co.values = values;
-            co.allow = 0;
-            for (const auto& a : allow) {
-              auto k = rp::wire_compression_from_name(a);
-              if (k == rp::WireCompression::kNone || k == rp::WireCompression::kAuto) {
-                rp::ScopedErrorContext ec("ddp_bucket", pg.getRank());
-                RP_THROW(UsageError, "allow lists codecs, got '", a, "'");
-              }
-              co.allow |= 1u << static_cast<int>(k);
-            }
+            const rp::CompressionOptions co =
+                rp::python::compression_options({compression, codec, values, level, block, ratio,
+                                                 tolerance, threshold, sampled, stochastic, allow});
             const rp::ReduceOp o = rp::reduce_op_from_name(op);
             // A Python comm hook's future holds a Python object (DDP's PythonCommHook reads it
             // back as one): made here, with the GIL, so completion needs none.
