@@ -31,6 +31,9 @@ PYBIND11_MODULE(_c10d, m) {
   py::module_::import("torch.distributed");  // registers c10d.Backend / Work with pybind11
   py::register_exception_translator(&rp::python::translate_error);
 
+  m.def("_close_all", &ProcessGroupRingpress::close_all, py::call_guard<py::gil_scoped_release>(),
+        "Close every ringpress group's communicator (ringpress.torch calls it at exit)");
+
   py::class_<ProcessGroupRingpress, c10d::Backend, c10::intrusive_ptr<ProcessGroupRingpress>>(
       m, "ProcessGroupRingpress")
       .def(py::init([](const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,

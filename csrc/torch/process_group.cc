@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <mutex>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 
 #include "ringpress/error.h"
@@ -253,6 +254,18 @@ void fold_bitwise(RedOp::RedOpType op, const at::Tensor& gathered, const at::Ten
 }  // namespace
 
 // ------------------------------------------------------------------ life cycle
+namespace {
+// The communicators of this process's groups (close_all).
+std::mutex& live_mu() {
+  static std::mutex mu;
+  return mu;
+}
+std::vector<std::weak_ptr<Communicator>>& live_comms() {
+  static auto* live = new std::vector<std::weak_ptr<Communicator>>();  // never destroyed: exit-safe
+  return *live;
+}
+}  // namespace
+
 struct ProcessGroupRingpress::Batch {
   std::vector<PeerMessage> msgs;
   std::vector<Staged> outs;  // receives to copy back
@@ -267,8 +280,30 @@ ProcessGroupRingpress::ProcessGroupRingpress(const c10::intrusive_ptr<c10d::Stor
   o.context.rank = rank;
   o.context.size = size;
   o.context.timeout = timeout;
-  comm_ = std::make_unique<Communicator>(
+  comm_ = std::make_shared<Communicator>(
       std::make_shared<PrefixStore>("ringpress/torch", std::make_shared<TorchStore>(store)), o);
+  std::lock_guard<std::mutex> g(live_mu());
+  auto& live = live_comms();
+  live.erase(std::remove_if(live.begin(), live.end(), [](const auto& w) { return w.expired(); }),
+             live.end());
+  live.push_back(comm_);
+}
+
+void ProcessGroupRingpress::close_all() {
+  std::vector<std::weak_ptr<Communicator>> live;
+  {
+    std::lock_guard<std::mutex> g(live_mu());
+    live = live_comms();
+  }
+  for (auto& w : live) {
+    if (auto comm = w.lock()) {
+      try {
+        comm->close();
+      } catch (const std::exception&) {
+        // Nothing to report to at exit.
+      }
+    }
+  }
 }
 
 ProcessGroupRingpress::~ProcessGroupRingpress() {

@@ -39,6 +39,12 @@ class ProcessGroupRingpress : public c10d::Backend {
   ProcessGroupRingpress(const c10::intrusive_ptr<c10d::Store>& store, int rank, int size,
                         std::chrono::milliseconds timeout);
   ~ProcessGroupRingpress() override;
+  // Closes the communicator of every ringpress group still alive in this process (requests fail
+  // fast, completion callbacks run to their end). ringpress.torch calls it at interpreter exit,
+  // while Python still runs the callbacks (torch futures, DDP hooks): a callback thread that
+  // touches Python once finalization has begun is ended by CPython inside a destructor, and the
+  // process aborts. Idempotent; call without the GIL.
+  static void close_all();
 
   const std::string getBackendName() const override { return "ringpress"; }
   c10::intrusive_ptr<Options> getBackendOptions() override;
@@ -111,7 +117,7 @@ class ProcessGroupRingpress : public c10d::Backend {
   struct Batch;  // p2p messages of a coalescing block
   c10::intrusive_ptr<Work> p2p(Tensors& tensors, int peer, int tag, bool send);
 
-  std::unique_ptr<Communicator> comm_;
+  std::shared_ptr<Communicator> comm_;  // shared with the registry close_all() reads
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Batch> batch_;  // non-null between startCoalescing and endCoalescing
 };

@@ -335,3 +335,48 @@ def test_split_group_makes_ringpress_subgroups():
         assert rec["rank"] == r.rank % 2
         assert rec["t"] == [1.0] * 3 if r.rank < 2 else [5.0] * 3, rec
         assert rec["w"] == [4.0, 4.0]
+
+
+EXIT_WITH_CALLBACKS = """
+import os, sys
+init()
+mark = os.environ["RP_TEST_MARK"] + f".{rank}"
+if os.environ.get("RP_TEST_NO_EXIT_CLOSE") == "1":
+    import atexit
+    atexit.unregister(rt._native._close_all)
+def slow(fut):
+    # Still running when the script ends: it must finish, with Python, before finalization.
+    time.sleep(float(os.environ["RP_TEST_SLEEP"]))
+    t = torch.ones(1000) * 2  # a tensor made and dropped on the callback thread
+    with open(mark, "w") as f:
+        f.write(str(fut.value()[0][0].item()))
+    return t
+x = torch.ones(1000)
+works = [dist.all_reduce(x, async_op=True) for _ in range(3)]
+futs = [w.get_future().then(slow) for w in works]
+emit({"issued": len(futs)})
+# Exit with the group open and the callbacks running (no destroy_process_group).
+"""
+
+
+def test_callbacks_running_at_exit_finish_before_the_interpreter_finalizes(tmp_path):
+    # A callback thread that needs Python once finalization has begun is ended by CPython, and
+    # a tensor dropped then (inside a destructor) aborts the process. ringpress.torch closes its
+    # groups at exit, which lets running callbacks finish first. The control run (that close
+    # switched off, and callbacks slower than any finalization) shows the test can fail: its
+    # callbacks never write their mark.
+    import os
+
+    mark = str(tmp_path / "cb")
+    res = run_ranks(
+        2,
+        PRELUDE + EXIT_WITH_CALLBACKS,
+        env={**NO_COMM, "RP_TEST_MARK": mark, "RP_TEST_SLEEP": "1"},
+    )
+    for r in res:
+        with open(f"{mark}.{r.rank}") as f:
+            assert float(f.read()) == 8.0, r.stderr[-2000:]  # 1 * 2 * 2 * 2: three sums in order
+    ctrl = str(tmp_path / "ctrl")
+    env = {**NO_COMM, "RP_TEST_MARK": ctrl, "RP_TEST_SLEEP": "5", "RP_TEST_NO_EXIT_CLOSE": "1"}
+    for r in run_ranks(2, PRELUDE + EXIT_WITH_CALLBACKS, env=env, check=False):
+        assert not os.path.exists(f"{ctrl}.{r.rank}"), "the control run's callback finished"

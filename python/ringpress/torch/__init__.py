@@ -14,6 +14,7 @@ docs/torch.md is the guide.
 
 from __future__ import annotations
 
+import atexit
 import warnings
 from datetime import timedelta
 from typing import Any
@@ -47,6 +48,11 @@ def _create_python(store: Any, rank: int, size: int, timeout: timedelta) -> Any:
 
 if _native is not None:
     ProcessGroupRingpress: Any = _native.ProcessGroupRingpress
+    # Before the interpreter finalizes, close every native group: queued requests fail fast and
+    # their callbacks (torch futures, DDP and PowerSGD hooks) finish while Python still runs them.
+    # A callback thread that drops a tensor once finalization has begun is ended by CPython inside
+    # a destructor, which aborts the process (seen with PowerSGD after a collective mismatch).
+    atexit.register(_native._close_all)
 
     def create(store: Any, rank: int, size: int, timeout: timedelta) -> Any:
         """Backend creator registered with ``dist.Backend.register_backend``."""
