@@ -144,7 +144,7 @@ void bind_comm(py::module_& m) {
            }),
            py::arg("host"), py::arg("port"), py::arg("timeout_ms") = 300000);
   py::class_<rp::TCPStoreServer, std::shared_ptr<rp::TCPStoreServer>>(m, "TCPStoreServer")
-      .def(py::init<const std::string&, int>(), py::arg("host") = "0.0.0.0", py::arg("port") = 0)
+      .def(py::init<const std::string&, int>(), py::arg("host") = "127.0.0.1", py::arg("port") = 0)
       .def_property_readonly("port", &rp::TCPStoreServer::port);
   m.def("prefix_store",
         [](const std::string& prefix, py::object base) -> std::shared_ptr<rp::Store> {

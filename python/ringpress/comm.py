@@ -332,8 +332,11 @@ class Communicator:
             if rank == 0 and port not in _env_servers:
                 # One server per process and port, for the process's lifetime: a later from_env
                 # (a new communicator after a failure) finds it, and ranks that get there first
-                # are not left talking to a server that is about to go away.
-                _env_servers[port] = _core.TCPStoreServer("0.0.0.0", port)
+                # are not left talking to a server that is about to go away. It listens only on
+                # the address the ranks were told, unless every interface is asked for
+                # (bind_addr="0.0.0.0" or RINGPRESS_BIND_ADDR=0.0.0.0).
+                wild = "0.0.0.0" in (kwargs.get("bind_addr"), _core.env_string("RINGPRESS_BIND_ADDR"))
+                _env_servers[port] = _core.TCPStoreServer("0.0.0.0" if wild else addr, port)
             store = _core.TCPStore(addr, port, int(timeout * 1000))
         kwargs.setdefault("route_hint", addr)
         # Each from_env of a job rendezvouses under its own keys (every rank calls it the same
@@ -360,11 +363,12 @@ class Communicator:
         keep = None
         addr = None
         if rank == 0:
-            keep = _core.TCPStoreServer("0.0.0.0", 0)
             if len(set(hosts)) == 1:
                 host = "127.0.0.1"
             else:
                 host = socket.gethostbyname(socket.gethostname())
+            # Listen only where the other ranks are told to connect.
+            keep = _core.TCPStoreServer(host, 0)
             addr = (host, keep.port)
         host, port = comm.bcast(addr, root=0)
         timeout = kwargs.get("timeout") or _core.env_seconds("RINGPRESS_TIMEOUT")

@@ -29,7 +29,7 @@ class TCPStore(Store):
 
 class TCPStoreServer:
     def __init__(
-        self, host: str = "0.0.0.0", port: typing.SupportsInt | typing.SupportsIndex = 0
+        self, host: str = "127.0.0.1", port: typing.SupportsInt | typing.SupportsIndex = 0
     ) -> None: ...
     @property
     def port(self) -> int: ...
