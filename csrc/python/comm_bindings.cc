@@ -43,6 +43,13 @@ class PyStore final : public rp::Store {
     py::gil_scoped_acquire gil;
     return obj_.attr("add")(key, delta).cast<std::int64_t>();
   }
+  bool delete_key(const std::string& key) override {
+    {
+      py::gil_scoped_acquire gil;
+      if (py::hasattr(obj_, "delete_key")) return obj_.attr("delete_key")(key).cast<bool>();
+    }
+    return rp::Store::delete_key(key);  // UsageError
+  }
 
  private:
   py::object obj_;
@@ -55,6 +62,15 @@ std::shared_ptr<rp::Store> as_store(py::object obj) {
 
 rp::DType dtype_of(const std::string& name) {
   return rp::dtype_from_name(name);
+}
+
+// The job key a store uses, from the Python key= argument: None = this process's configured key
+// (none yet), "" = none, else the key material.
+rp::Bytes store_key(const py::object& key) {
+  if (key.is_none()) return {};
+  std::string material =
+      py::isinstance<py::bytes>(key) ? std::string(key.cast<py::bytes>()) : key.cast<std::string>();
+  return rp::Bytes(material.begin(), material.end());
 }
 
 void* as_ptr(std::uintptr_t addr) {
@@ -130,22 +146,52 @@ void bind_comm(py::module_& m) {
             return py::bytes(reinterpret_cast<const char*>(b.data()), b.size());
           },
           py::arg("key"), py::arg("timeout_ms") = 300000)
-      .def("add", [](rp::Store& s, const std::string& k, long long d) {
-        py::gil_scoped_release nogil;
-        return s.add(k, d);
-      });
+      .def("add",
+           [](rp::Store& s, const std::string& k, long long d) {
+             py::gil_scoped_release nogil;
+             return s.add(k, d);
+           })
+      .def(
+          "delete_key",
+          [](rp::Store& s, const std::string& k) {
+            py::gil_scoped_release nogil;
+            return s.delete_key(k);
+          },
+          py::arg("key"), "Removes key; True if it existed (like torch's Store.delete_key).");
   py::class_<rp::HashStore, rp::Store, std::shared_ptr<rp::HashStore>>(m, "HashStore")
       .def(py::init<>());
   py::class_<rp::TCPStore, rp::Store, std::shared_ptr<rp::TCPStore>>(m, "TCPStore")
-      .def(py::init([](const std::string& host, int port, long long timeout_ms) {
+      .def(py::init([](const std::string& host, int port, long long timeout_ms, py::object key) {
+             rp::Bytes k = store_key(key);
              py::gil_scoped_release nogil;
-             return std::make_shared<rp::TCPStore>(host, port,
-                                                   std::chrono::milliseconds(timeout_ms));
+             return std::make_shared<rp::TCPStore>(
+                 host, port, std::chrono::milliseconds(timeout_ms), std::move(k));
            }),
-           py::arg("host"), py::arg("port"), py::arg("timeout_ms") = 300000);
+           py::arg("host"), py::arg("port"), py::arg("timeout_ms") = 300000, py::kw_only(),
+           py::arg("key") = py::none());
   py::class_<rp::TCPStoreServer, std::shared_ptr<rp::TCPStoreServer>>(m, "TCPStoreServer")
-      .def(py::init<const std::string&, int>(), py::arg("host") = "127.0.0.1", py::arg("port") = 0)
-      .def_property_readonly("port", &rp::TCPStoreServer::port);
+      .def(py::init([](const std::string& host, int port, py::object key, int max_connections,
+                       std::uint64_t max_value_bytes, std::uint64_t max_total_bytes,
+                       double request_timeout) {
+             rp::StoreServerOptions o;
+             o.key = store_key(key);
+             o.max_connections = max_connections;
+             o.max_value_bytes = max_value_bytes;
+             o.max_total_bytes = max_total_bytes;
+             o.request_timeout = std::chrono::milliseconds(
+                 request_timeout > 0
+                     ? std::max<long long>(1, static_cast<long long>(request_timeout * 1000))
+                     : 0);
+             py::gil_scoped_release nogil;
+             return std::make_shared<rp::TCPStoreServer>(host, port, std::move(o));
+           }),
+           py::arg("host") = "127.0.0.1", py::arg("port") = 0, py::kw_only(),
+           py::arg("key") = py::none(), py::arg("max_connections") = 1024,
+           py::arg("max_value_bytes") = 64ull << 20, py::arg("max_total_bytes") = 256ull << 20,
+           py::arg("request_timeout") = 30.0)
+      .def_property_readonly("port", &rp::TCPStoreServer::port)
+      .def_property_readonly("held_bytes", &rp::TCPStoreServer::held_bytes)
+      .def_property_readonly("connections", &rp::TCPStoreServer::connections);
   m.def("prefix_store",
         [](const std::string& prefix, py::object base) -> std::shared_ptr<rp::Store> {
           return std::make_shared<rp::PrefixStore>(prefix, as_store(std::move(base)));

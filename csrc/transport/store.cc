@@ -79,6 +79,11 @@ std::chrono::steady_clock::time_point deadline_after(std::chrono::milliseconds t
 
 }  // namespace store_internal
 
+bool Store::delete_key(const std::string& key) {
+  ScopedErrorContext ctx("store.delete_key");
+  RP_THROW(UsageError, "this store cannot delete keys (delete_key('", key, "'))");
+}
+
 // ------------------------------------------------------------------------------------ HashStore
 
 struct HashStore::Impl {
@@ -132,6 +137,16 @@ std::int64_t HashStore::add(const std::string& key, std::int64_t delta) {
   return result;
 }
 
+bool HashStore::delete_key(const std::string& key) {
+  Bytes gone;  // freed outside the lock
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  auto it = impl_->values.find(key);
+  if (it == impl_->values.end()) return false;
+  gone = std::move(it->second);
+  impl_->values.erase(it);
+  return true;
+}
+
 // ---------------------------------------------------------------------------------- PrefixStore
 
 PrefixStore::PrefixStore(std::string prefix, std::shared_ptr<Store> base)
@@ -151,6 +166,10 @@ Bytes PrefixStore::get(const std::string& key, std::chrono::milliseconds timeout
 
 std::int64_t PrefixStore::add(const std::string& key, std::int64_t delta) {
   return base_->add(prefix_ + key, delta);
+}
+
+bool PrefixStore::delete_key(const std::string& key) {
+  return base_->delete_key(prefix_ + key);
 }
 
 }  // namespace ringpress

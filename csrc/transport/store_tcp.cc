@@ -1,57 +1,98 @@
 // TCPStoreServer and TCPStore: the rendezvous store over TCP (IPv4).
 //
-// Protocol, version 1. All integers little-endian. One request in flight per connection: a
-// client sends a request and reads its reply before sending the next (the server enforces this by
-// not reading a connection's next request until the previous reply has been written).
+// Protocol, version 2 (version 1 had no authentication, no DELETE and no server limits). All
+// integers little-endian. One request in flight per connection: a client sends a request and reads
+// its reply before sending the next (the server enforces this by not reading a connection's next
+// request until the previous reply has been written).
 //
-//   handshake   client -> server  8 bytes  "RPSTORE1"
-//               server -> client  8 bytes  "RPSTORE1"
-//               The server drops a connection whose first bytes differ (checked byte by byte, so
-//               garbage is rejected at its first wrong byte). The client rejects a peer that
-//               answers anything else (TransportError: not a ringpress store).
-//   request     u8  command      1 = SET, 2 = GET, 3 = ADD (anything else: connection dropped)
+//   handshake   client -> server  48 bytes  "RPSTORE2", u8 auth, 7 zero bytes, 32-byte nonce_c
+//               server -> client  80 bytes  "RPSTORE2", u8 auth, 7 zero bytes, 32-byte nonce_s,
+//                                           32-byte server proof
+//               client -> server  32 bytes  client proof (only when both sides said auth = 1)
+//               auth = 1: the side holds the job key; 0: it has none (its nonce and proof are
+//               zero). With K = HKDF-SHA256(job key, label "ringpress store v2 key"):
+//                 server proof = HMAC-SHA256(K, "ringpress store v2 server" | nonce_c | nonce_s)
+//                 client proof = HMAC-SHA256(K, "ringpress store v2 client" | nonce_c | nonce_s)
+//               (crypto.h: each part length-prefixed). Nonces are 32 fresh random bytes per
+//               connection, so a recorded handshake is worth nothing on another connection; the key
+//               never travels. Until the handshake is complete the server reads only these fixed
+//               sizes and allocates nothing per client beyond its connection record.
+//               The server drops a connection whose first bytes differ from the magic (checked byte
+//               by byte, so garbage is rejected at its first wrong byte), whose auth byte is not
+//               0/1 or reserved bytes not zero, that says auth = 0 to a server with a key (it still
+//               gets the server's hello, auth = 1 and zero proof, so its TransportError can say
+//               that a key is required), whose proof is wrong (compared in constant time), or
+//               that does not complete the handshake within request_timeout; one log line each.
+//               The client raises TransportError when the answer is not a ringpress store of this
+//               version, when a server without a key answers a client with one (it cannot prove
+//               the key: refused), when the server requires a key the client lacks, or when the
+//               server's proof is wrong (different key, or not the job's store).
+//               Authentication covers the connection's start only: the requests that follow are
+//               neither encrypted nor MAC'd (docs/security.md, "Rendezvous store").
+//   request     u8  command      1 = SET, 2 = GET, 3 = ADD, 4 = DELETE (else: connection dropped)
 //               u32 key_length   <= 4096 (kMaxKey)
 //               key_length bytes of key (opaque bytes)
-//               u64 value_length SET: <= 64 MiB (kMaxValue); GET: 8; ADD: 8
+//               u64 value_length SET: <= 64 MiB (kMaxValue); GET: 8; ADD: 8; DELETE: 0
 //               value_length bytes of value
 //                 SET  the value to store
 //                 GET  u64 timeout in ms: the server holds the request until the key exists
 //                      (reply OK + value) or the timeout passes (reply TIMEOUT); 0 = just check
 //                 ADD  i64 delta: the key's decimal-ASCII value (0 when unset) += delta
 //   reply       u8  status       0 = OK, 1 = USAGE_ERROR, 2 = TIMEOUT
-//               u64 length       OK: SET 0, GET value size (<= kMaxValue), ADD 8;
+//               u64 length       OK: SET 0, GET value size (<= kMaxValue), ADD 8, DELETE 8;
 //                                USAGE_ERROR: message size (<= 4096); TIMEOUT: 0
-//               length bytes     OK: GET the value, ADD the new i64; USAGE_ERROR: UTF-8 message
-// A request that breaks these rules (bad magic, unknown command, a length over its cap or not the
-// fixed size) closes that connection only; the server logs one line per dropped connection to
-// stderr (at most kMaxLogLines per server) and keeps serving everyone else. USAGE_ERROR (add() on a
-// non-integer value, int64 overflow) leaves the connection usable.
+//               length bytes     OK: GET the value, ADD the new i64, DELETE u64 1 if the key
+//                                existed else 0; USAGE_ERROR: UTF-8 message
+// A request that breaks these rules (unknown command, a length over its cap or not the fixed
+// size) closes that connection only; the server logs one line per dropped connection to stderr (at
+// most kMaxLogLines per server) and keeps serving everyone else. USAGE_ERROR (add() on a
+// non-integer value, int64 overflow, a value over max_value_bytes, the store over max_total_bytes)
+// leaves the connection usable; a refused SET's value bytes are read and dropped, not stored.
+//
+// Server limits (StoreServerOptions, store.h): at most max_connections clients (the next is
+// accepted and closed at once, one log line); a value's bytes are collected as they arrive into a
+// buffer that grows with them (never allocated from the claimed length), and that growth is booked
+// against max_total_bytes before it is allocated, beside everything held (keys, values, values
+// still being sent to GET clients, other SETs' bytes received so far). A SET whose claim is over
+// max_value_bytes or cannot fit beside what is stored, or whose bytes stop fitting while they
+// arrive, is refused (USAGE_ERROR, its bytes read and dropped). A bare claim books nothing, so
+// half-sent headers cost the server a connection record each and cannot crowd out real SETs. A
+// connection that does not finish a handshake, a request it began or reading its reply within
+// request_timeout is closed. A closed connection's buffers and bookings are released at once and
+// freed memory is handed back to the system (malloc_trim) when it was large.
 //
 // Server: one background thread polls the listening socket, an eventfd (destructor wake-up) and
 // every client socket (all non-blocking). A GET on a missing key parks the connection in
-// waiters_[key] with a deadline; SET/ADD of that key answers every parked GET. Memory per
-// connection is bounded by one request plus one reply (a connection is not read while its reply is
-// unsent or its GET is parked; it is only watched for hang-up then, via POLLRDHUP).
-// The server thread owns every client socket; the destructor only writes the eventfd and joins.
+// waiters_[key] with a deadline; SET/ADD of that key answers every parked GET. Values are shared
+// (shared_ptr) between the map and the replies that send them, so N clients reading one value
+// hold one copy. Memory per connection is bounded by one request plus one reply header (a
+// connection is not read while its reply is unsent or its GET is parked; it is only watched for
+// hang-up then, via POLLRDHUP). The server thread owns every client socket; the destructor only
+// writes the eventfd and joins.
 //
 // Client: one blocking-style connection (non-blocking socket + poll with deadlines), calls
 // serialised by Impl::mutex. Timeouts: get() sends its timeout to the server, which answers
 // TIMEOUT in time, so the connection stays usable. If the server does not answer within
 // timeout + kReplyGrace (hung server, lost network) the client closes the socket, raises
-// TimeoutError, and reconnects on the next call. SET/ADD and reply bodies get
+// TimeoutError, and reconnects on the next call. SET/ADD/DELETE and reply bodies get
 // max(connect_timeout, kMinIoTimeout). A lost connection (EOF, reset) or a protocol violation
 // raises TransportError naming host:port and is sticky: the client keeps the error and raises it on
 // every later call (the server's state is gone with it; reconnecting silently would hide that).
+// A server that closes the connection during the handshake (its connection limit) is retried
+// until connect_timeout.
 //
 // Sockets: both sides use the transport's socket layer (net.h: resolve_tcp, try_listen,
-// accept_one, try_connect, send_some/recv_some, send_all/recv_all); this file holds only the
-// store's protocol and state.
+// accept_one, try_connect, send_some/recv_some, send_all/recv_all); the request parser is
+// store_protocol.{h,cc} (pure, fuzzed); this file holds the store's I/O and state.
+#include <malloc.h>
 #include <poll.h>
 #include <sys/eventfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -65,6 +106,7 @@
 #include "net.h"
 #include "ringpress/error.h"
 #include "ringpress/store.h"
+#include "store_protocol.h"
 
 namespace ringpress {
 
@@ -78,35 +120,18 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+using namespace store_protocol;  // NOLINT: the protocol's constants and integer helpers
 
-constexpr char kMagic[8] = {'R', 'P', 'S', 'T', 'O', 'R', 'E', '1'};
-constexpr std::uint8_t kCmdSet = 1, kCmdGet = 2, kCmdAdd = 3;
-constexpr std::uint8_t kOk = 0, kUsageError = 1, kTimeout = 2;
-constexpr std::size_t kMaxKey = 4096;
-constexpr std::uint64_t kMaxValue = 64ull << 20;
-constexpr std::uint64_t kMaxMessage = 4096;
-constexpr std::size_t kRequestHeader = 1 + 4;  // command + key length, then key, then u64 length
-constexpr std::size_t kReplyHeader = 1 + 8;
+constexpr char kMagic[8] = {'R', 'P', 'S', 'T', 'O', 'R', 'E', '2'};
+constexpr std::size_t kNonce = 32, kProof = 32;
+constexpr std::size_t kClientHello = 8 + 8 + kNonce;           // 48
+constexpr std::size_t kServerHello = 8 + 8 + kNonce + kProof;  // 80
+constexpr std::uint8_t kAuthNone = 0, kAuthKey = 1;
 constexpr int kMaxLogLines = 32;
+constexpr std::uint64_t kEntryOverhead = 64;    // booked per stored key beside its bytes
+constexpr std::uint64_t kTrimAfter = 1u << 20;  // malloc_trim once this much was freed
 constexpr milliseconds kReplyGrace(1000);     // server answers a GET timeout itself; this is slack
 constexpr milliseconds kMinIoTimeout(30000);  // SET/ADD/bodies: a live server answers at once
-
-void put_u32(std::uint8_t* p, std::uint32_t v) {
-  for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
-}
-void put_u64(std::uint8_t* p, std::uint64_t v) {
-  for (int i = 0; i < 8; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
-}
-std::uint32_t get_u32(const std::uint8_t* p) {
-  std::uint32_t v = 0;
-  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
-std::uint64_t get_u64(const std::uint8_t* p) {
-  std::uint64_t v = 0;
-  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
-  return v;
-}
 
 using net::Fd;
 using net::Io;
@@ -116,53 +141,129 @@ std::string errno_text(int err) {
   return std::string(std::strerror(err));
 }
 
+using Value = std::shared_ptr<const Bytes>;
+
+}  // namespace
+
+// ==================================================================================== auth
+
+namespace {
+
+// The store's own key, derived from the job key (so a MAC made here is useless anywhere else).
+struct StoreKey {
+  bool present = false;
+  std::array<std::uint8_t, 32> k{};
+};
+
+StoreKey derive_store_key(const Bytes& job_key) {
+  StoreKey s;
+  if (job_key.empty()) return s;
+  RP_ENFORCE(job_key.size() == 32, UsageError, "store job key must be 32 bytes, got ",
+             job_key.size());
+  RP_THROW(UsageError, "store authentication is not available in this build yet");
+}
+
+void make_nonce(std::uint8_t* out) {
+  std::memset(out, 0, kNonce);
+}
+
+void make_proof(const StoreKey& key, bool server_side, const std::uint8_t* nonce_c,
+                const std::uint8_t* nonce_s, std::uint8_t* out) {
+  (void)key;
+  (void)server_side;
+  (void)nonce_c;
+  (void)nonce_s;
+  std::memset(out, 0, kProof);
+}
+
+bool proofs_equal(const std::uint8_t* a, const std::uint8_t* b) {
+  std::uint8_t d = 0;
+  for (std::size_t i = 0; i < kProof; ++i) d |= a[i] ^ b[i];
+  return d == 0;
+}
+
 }  // namespace
 
 // ==================================================================================== server
 
 struct TCPStoreServer::Impl {
-  // One client connection. Owned by the server thread (conns_).
+  // One client connection. Owned by the server thread (conns).
   struct Conn {
     Fd fd;
     std::string peer;  // "ip:port", for log lines
-    bool handshaken = false;
-    std::vector<std::uint8_t> in;   // received bytes not yet consumed
-    std::vector<std::uint8_t> out;  // reply being written, from out_pos
+    enum class Phase { kHello, kProof, kReady } phase = Phase::kHello;
+    std::array<std::uint8_t, kClientHello> hello{};  // the client's hello, then its proof
+    std::size_t hello_have = 0;
+    std::array<std::uint8_t, kNonce> nonce_c{}, nonce_s{};
+    RequestParser parser;
+    std::uint64_t booked = 0;  // bytes of max_total_bytes held for the SET being received
+    std::string refusal;       // USAGE_ERROR text for a SET whose value is being skipped
+    Bytes pending;             // bytes read beyond the last complete request (one read at most)
+    std::vector<std::uint8_t> out;  // reply header (or whole small reply), from out_pos ...
+    Value body;                     // ... then a stored value (GET), shared with the map
     std::size_t out_pos = 0;
-    bool waiting = false;  // a GET is parked in waiters_[wait_key]
+    bool close_after_reply = false;
+    bool waiting = false;  // a GET is parked in waiters[wait_key]
     std::string wait_key;
     Clock::time_point wait_deadline;
+    // Handshake, request begun, or reply unsent: the connection must progress by then.
+    Clock::time_point deadline = Clock::time_point::max();
+    const char* busy_with = "handshake";
     bool dead = false;  // to be closed at the end of this loop iteration
   };
 
+  StoreServerOptions opts;
+  StoreKey key;
   std::string where;  // "host:port" as bound, for log lines and errors
   int port = 0;
   Fd listen_fd;
   Fd wake_fd;  // eventfd: the destructor writes it to stop the thread
   std::thread thread;
+  std::atomic<std::uint64_t> held_public{0};
+  std::atomic<int> conns_public{0};
 
-  // Server thread only from here on.
+  // Server thread only from here on. Accounting first: value deleters update it, and members
+  // are destroyed in reverse order.
+  std::uint64_t stored = 0;  // keys (+ kEntryOverhead each) and every live value buffer
+  std::uint64_t booked = 0;  // SETs being received
+  std::uint64_t freed_since_trim = 0;
   std::uint64_t next_id = 1;
   std::unordered_map<std::uint64_t, Conn> conns;
-  std::unordered_map<std::string, Bytes> values;
+  std::unordered_map<std::string, Value> values;
   std::unordered_map<std::string, std::vector<std::uint64_t>> waiters;  // key -> parked GETs
   std::set<std::pair<Clock::time_point, std::uint64_t>> deadlines;      // of parked GETs
   std::vector<std::uint64_t> runnable;  // connections whose buffered input may hold a request
+  std::vector<std::uint8_t> scratch = std::vector<std::uint8_t>(64u << 10);  // socket reads
   Clock::time_point accept_paused_until{};
   int log_lines = 0;
+
+  ~Impl() {
+    // Release replies and values before the accounting they update goes away.
+    conns.clear();
+    values.clear();
+  }
 
   void run();
   void accept_all();
   void on_event(std::uint64_t id, Conn& c, short revents);
+  void read_hello(Conn& c);
   void process(std::uint64_t id, Conn& c);
-  void handle(std::uint64_t id, Conn& c, std::uint8_t cmd, std::string key, Bytes value);
+  void consume(std::uint64_t id, Conn& c, const std::uint8_t* data, std::size_t n);
+  void decide(Conn& c);
+  void handle(std::uint64_t id, Conn& c, Request req);
+  Value make_value(Bytes bytes);
   void reply(Conn& c, std::uint8_t status, const std::uint8_t* data, std::size_t n);
+  void reply_value(Conn& c, Value v);
+  void usage_error(Conn& c, const std::string& why);
   void flush(Conn& c);
-  void wake_waiters(const std::string& key, const Bytes& value);
+  void wake_waiters(const std::string& key, const Value& value);
   void unpark(std::uint64_t id, Conn& c);
   void expire_waiters();
   void drop(Conn& c, const std::string& why);
+  void release(Conn& c);
+  void publish();
   void log(const std::string& line);
+  std::string limit_text() const;
 };
 
 void TCPStoreServer::Impl::log(const std::string& line) {
@@ -175,11 +276,40 @@ void TCPStoreServer::Impl::log(const std::string& line) {
   }
 }
 
+void TCPStoreServer::Impl::publish() {
+  held_public.store(stored + booked, std::memory_order_relaxed);
+  conns_public.store(static_cast<int>(conns.size()), std::memory_order_relaxed);
+}
+
+std::string TCPStoreServer::Impl::limit_text() const {
+  return detail::str_cat(stored + booked, " of ", opts.max_total_bytes, " bytes in use");
+}
+
 // Marks a connection for closing; logs protocol violations (why non-empty).
 void TCPStoreServer::Impl::drop(Conn& c, const std::string& why) {
   if (c.dead) return;
   if (!why.empty()) log("dropping client " + c.peer + ": " + why);
   c.dead = true;
+}
+
+// What a connection holds, given back (it is about to be erased).
+void TCPStoreServer::Impl::release(Conn& c) {
+  booked -= c.booked;
+  c.booked = 0;
+  freed_since_trim += c.parser.request().value.capacity() + c.pending.capacity() + c.out.capacity();
+  c.parser.reset();
+  c.body.reset();  // may free a value (its deleter counts it)
+}
+
+Value TCPStoreServer::Impl::make_value(Bytes bytes) {
+  if (bytes.capacity() > bytes.size() + 4096) bytes.shrink_to_fit();
+  const std::uint64_t n = bytes.capacity();
+  stored += n;
+  return Value(new Bytes(std::move(bytes)), [this, n](const Bytes* b) {
+    stored -= n;
+    freed_since_trim += n;
+    delete b;
+  });
 }
 
 void TCPStoreServer::Impl::reply(Conn& c, std::uint8_t status, const std::uint8_t* data,
@@ -189,16 +319,42 @@ void TCPStoreServer::Impl::reply(Conn& c, std::uint8_t status, const std::uint8_
   put_u64(c.out.data() + 1, n);
   if (n) std::memcpy(c.out.data() + kReplyHeader, data, n);
   c.out_pos = 0;
+  c.body.reset();
+  c.deadline = Clock::now() + opts.request_timeout;
+  c.busy_with = "reading its reply";
   flush(c);
 }
 
-// Writes as much of the pending reply as the socket takes. When it is all out the connection may
-// read its next request.
+void TCPStoreServer::Impl::reply_value(Conn& c, Value v) {
+  c.out.resize(kReplyHeader);
+  c.out[0] = kOk;
+  put_u64(c.out.data() + 1, v->size());
+  c.out_pos = 0;
+  c.body = std::move(v);
+  c.deadline = Clock::now() + opts.request_timeout;
+  c.busy_with = "reading its reply";
+  flush(c);
+}
+
+void TCPStoreServer::Impl::usage_error(Conn& c, const std::string& why) {
+  const std::size_t n = std::min<std::size_t>(why.size(), kMaxMessage);
+  reply(c, kUsageError, reinterpret_cast<const std::uint8_t*>(why.data()), n);
+}
+
+// Writes as much of the pending reply (header, then the shared value) as the socket takes. When
+// it is all out the connection may read its next request.
 void TCPStoreServer::Impl::flush(Conn& c) {
-  while (!c.dead && c.out_pos < c.out.size()) {
-    iovec iov{c.out.data() + c.out_pos, c.out.size() - c.out_pos};
+  const std::size_t body_n = c.body ? c.body->size() : 0;
+  const std::size_t total = c.out.size() + body_n;
+  while (!c.dead && c.out_pos < total) {
+    iovec iov[2];
+    int n = 0;
+    if (c.out_pos < c.out.size()) iov[n++] = {c.out.data() + c.out_pos, c.out.size() - c.out_pos};
+    const std::size_t body_pos = c.out_pos > c.out.size() ? c.out_pos - c.out.size() : 0;
+    if (body_n > body_pos)
+      iov[n++] = {const_cast<std::uint8_t*>(c.body->data()) + body_pos, body_n - body_pos};
     int err = 0;
-    const long w = net::send_some(c.fd.get(), &iov, 1, &err);
+    const long w = net::send_some(c.fd.get(), iov, n, &err);
     if (w > 0) {
       c.out_pos += static_cast<std::size_t>(w);
     } else if (w == 0) {
@@ -208,12 +364,20 @@ void TCPStoreServer::Impl::flush(Conn& c) {
       return;
     }
   }
-  if (c.out.capacity() > (1u << 20)) {
-    std::vector<std::uint8_t>().swap(c.out);  // do not keep a large value's buffer per connection
+  if (c.dead) return;
+  c.body.reset();
+  if (c.out.capacity() > 8192) {
+    std::vector<std::uint8_t>().swap(c.out);  // a long error text: do not keep its buffer
   } else {
     c.out.clear();
   }
   c.out_pos = 0;
+  if (c.close_after_reply) {
+    drop(c, "");
+    return;
+  }
+  c.deadline = Clock::time_point::max();
+  if (c.phase != Conn::Phase::kReady) c.deadline = Clock::now() + opts.request_timeout;
 }
 
 void TCPStoreServer::Impl::unpark(std::uint64_t id, Conn& c) {
@@ -229,7 +393,7 @@ void TCPStoreServer::Impl::unpark(std::uint64_t id, Conn& c) {
   c.wait_key.clear();
 }
 
-void TCPStoreServer::Impl::wake_waiters(const std::string& key, const Bytes& value) {
+void TCPStoreServer::Impl::wake_waiters(const std::string& key, const Value& value) {
   auto it = waiters.find(key);
   if (it == waiters.end()) return;
   std::vector<std::uint64_t> ids = std::move(it->second);
@@ -241,7 +405,7 @@ void TCPStoreServer::Impl::wake_waiters(const std::string& key, const Bytes& val
     deadlines.erase({w.wait_deadline, id});
     w.waiting = false;
     w.wait_key.clear();
-    reply(w, kOk, value.data(), value.size());
+    reply_value(w, value);
     runnable.push_back(id);
   }
 }
@@ -261,29 +425,61 @@ void TCPStoreServer::Impl::expire_waiters() {
   }
 }
 
-void TCPStoreServer::Impl::handle(std::uint64_t id, Conn& c, std::uint8_t cmd, std::string key,
-                                  Bytes value) {
-  switch (cmd) {
+// A SET's header is in: collect its value or skip it (answered with why). Only what is stored
+// counts here: a claim books nothing, so half-sent claims cannot crowd out real SETs.
+void TCPStoreServer::Impl::decide(Conn& c) {
+  const Request& r = c.parser.request();
+  const std::uint64_t need = r.value_length + r.key.size() + kEntryOverhead;
+  if (r.value_length > opts.max_value_bytes) {
+    c.refusal =
+        detail::str_cat("value for key '", r.key, "' is ", r.value_length,
+                        " bytes; this store takes at most ", opts.max_value_bytes, " per value");
+    c.parser.keep_value(false);
+  } else if (stored + need > opts.max_total_bytes) {
+    c.refusal = detail::str_cat("store full: setting key '", r.key, "' (", r.value_length,
+                                " bytes) would exceed its limit (", limit_text(), ")");
+    c.parser.keep_value(false);
+  } else {
+    c.parser.keep_value(true);  // its bytes are booked as they arrive (consume)
+  }
+}
+
+void TCPStoreServer::Impl::handle(std::uint64_t id, Conn& c, Request req) {
+  booked -= c.booked;
+  c.booked = 0;
+  const std::string& key = req.key;
+  switch (req.cmd) {
     case kCmdSet: {
-      auto& slot = values[key];
-      slot = std::move(value);
+      if (req.discarded) {
+        usage_error(c, c.refusal);
+        c.refusal.clear();
+        return;
+      }
+      auto it = values.find(key);
+      if (it == values.end()) {
+        it = values.emplace(key, Value()).first;
+        stored += key.size() + kEntryOverhead;
+      }
+      it->second = make_value(std::move(req.value));  // the old value goes (unless being sent)
+      const Value v = it->second;
       reply(c, kOk, nullptr, 0);
-      wake_waiters(key, slot);
+      wake_waiters(key, v);
       return;
     }
     case kCmdGet: {
       auto it = values.find(key);
       if (it != values.end()) {
-        reply(c, kOk, it->second.data(), it->second.size());
+        reply_value(c, it->second);
         return;
       }
-      const std::uint64_t ms = get_u64(value.data());
+      const std::uint64_t ms = get_u64(req.value.data());
       if (ms == 0) {
         reply(c, kTimeout, nullptr, 0);
         return;
       }
       const auto capped = std::min<std::uint64_t>(ms, std::numeric_limits<std::int64_t>::max());
       c.waiting = true;
+      c.deadline = Clock::time_point::max();  // parked: its own deadline applies
       c.wait_deadline =
           store_internal::deadline_after(milliseconds(static_cast<std::int64_t>(capped)));
       c.wait_key = key;
@@ -292,87 +488,176 @@ void TCPStoreServer::Impl::handle(std::uint64_t id, Conn& c, std::uint8_t cmd, s
       return;
     }
     case kCmdAdd: {
-      const auto delta = static_cast<std::int64_t>(get_u64(value.data()));
+      const auto delta = static_cast<std::int64_t>(get_u64(req.value.data()));
       auto it = values.find(key);
       Bytes updated;
       std::int64_t result = 0;
       const std::string why = store_internal::add_decimal(
-          key, it == values.end() ? nullptr : &it->second, delta, &updated, &result);
+          key, it == values.end() ? nullptr : it->second.get(), delta, &updated, &result);
       if (!why.empty()) {
-        const std::size_t n = std::min<std::size_t>(why.size(), kMaxMessage);
-        reply(c, kUsageError, reinterpret_cast<const std::uint8_t*>(why.data()), n);
+        usage_error(c, why);
         return;
       }
-      auto& slot = values[key];
-      slot = std::move(updated);
+      if (it == values.end()) {
+        const std::uint64_t need = key.size() + kEntryOverhead + 32;
+        if (stored + booked + need > opts.max_total_bytes) {
+          usage_error(c, detail::str_cat("store full: add() creating key '", key,
+                                         "' would exceed its limit (", limit_text(), ")"));
+          return;
+        }
+        it = values.emplace(key, Value()).first;
+        stored += key.size() + kEntryOverhead;
+      }
+      it->second = make_value(std::move(updated));
+      const Value v = it->second;
       std::uint8_t buf[8];
       put_u64(buf, static_cast<std::uint64_t>(result));
       reply(c, kOk, buf, sizeof(buf));
-      wake_waiters(key, slot);
+      wake_waiters(key, v);
+      return;
+    }
+    case kCmdDelete: {
+      auto it = values.find(key);
+      std::uint8_t buf[8];
+      put_u64(buf, it == values.end() ? 0 : 1);
+      if (it != values.end()) {
+        stored -= it->first.size() + kEntryOverhead;
+        values.erase(it);  // the value goes (unless being sent)
+      }
+      reply(c, kOk, buf, sizeof(buf));
       return;
     }
   }
 }
 
-// Consumes complete requests from c.in while the connection is free to take one (handshaken, no
-// reply pending, no GET parked). Validates every length before trusting it.
-void TCPStoreServer::Impl::process(std::uint64_t id, Conn& c) {
+// Feeds bytes to the connection's parser and serves complete requests while the connection is
+// free to take one (no reply pending, no GET parked); keeps what is left in c.pending.
+void TCPStoreServer::Impl::consume(std::uint64_t id, Conn& c, const std::uint8_t* data,
+                                   std::size_t n) {
   std::size_t pos = 0;
-  while (!c.dead && !c.waiting && c.out.empty()) {
-    const std::size_t avail = c.in.size() - pos;
-    const std::uint8_t* p = c.in.data() + pos;
-    if (!c.handshaken) {
-      const std::size_t n = std::min(avail, sizeof(kMagic));
-      if (std::memcmp(p, kMagic, n) != 0) {
-        drop(c, "bad handshake (not a ringpress store client, or protocol version mismatch)");
-        break;
-      }
-      if (n < sizeof(kMagic)) break;
-      pos += sizeof(kMagic);
-      c.handshaken = true;
-      c.out.assign(kMagic, kMagic + sizeof(kMagic));
-      c.out_pos = 0;
-      flush(c);
+  for (;;) {
+    if (c.dead || c.waiting || !c.out.empty()) break;
+    if (c.parser.state() == RequestParser::State::kDecide) {
+      decide(c);
       continue;
     }
-    if (avail < 1) break;
-    const std::uint8_t cmd = p[0];
-    if (cmd != kCmdSet && cmd != kCmdGet && cmd != kCmdAdd) {
-      drop(c, "unknown command " + std::to_string(cmd));
-      break;
+    if (c.parser.done()) {
+      handle(id, c, c.parser.take());
+      continue;
     }
-    if (avail < kRequestHeader) break;
-    const std::uint32_t klen = get_u32(p + 1);
-    if (klen > kMaxKey) {
-      drop(c, "key length " + std::to_string(klen) + " exceeds " + std::to_string(kMaxKey));
-      break;
+    if (pos == n) break;
+    if (c.parser.state() == RequestParser::State::kValue) {
+      // Book the value buffer's growth before the parser allocates it; skip the value instead
+      // when it does not fit beside everything held.
+      const std::size_t k =
+          static_cast<std::size_t>(std::min<std::uint64_t>(n - pos, c.parser.remaining()));
+      const std::uint64_t need =
+          c.parser.value_capacity_after(k) - c.parser.request().value.capacity();
+      if (need > 0 && stored + booked + need > opts.max_total_bytes) {
+        c.refusal = detail::str_cat("store full: setting key '", c.parser.request().key, "' (",
+                                    c.parser.request().value_length,
+                                    " bytes) would exceed its limit (", limit_text(), ")");
+        booked -= c.booked;
+        c.booked = 0;
+        c.parser.skip_value();
+        continue;
+      }
+      booked += need;
+      c.booked += need;
+      pos += c.parser.feed(data + pos, k);
+      continue;
     }
-    if (avail < kRequestHeader + klen + 8) break;
-    const std::uint64_t vlen = get_u64(p + kRequestHeader + klen);
-    if (cmd == kCmdSet ? vlen > kMaxValue : vlen != 8) {
-      drop(c, "value length " + std::to_string(vlen) + " invalid for command " +
-                  std::to_string(cmd) +
-                  (cmd == kCmdSet ? " (limit " + std::to_string(kMaxValue) + ")" : " (must be 8)"));
-      break;
+    const bool fresh = !c.parser.in_progress();
+    pos += c.parser.feed(data + pos, n - pos);
+    if (fresh && c.parser.in_progress()) {
+      c.deadline = Clock::now() + opts.request_timeout;  // a request begun must finish in time
+      c.busy_with = "sending its request";
     }
-    const std::size_t total = kRequestHeader + klen + 8 + static_cast<std::size_t>(vlen);
-    if (avail < total) {
-      c.in.reserve(pos + total);  // one allocation for a large value, not log(n) regrowths
-      break;
-    }
-    std::string key(reinterpret_cast<const char*>(p + kRequestHeader), klen);
-    const std::uint8_t* v = p + kRequestHeader + klen + 8;
-    Bytes value(v, v + vlen);
-    pos += total;
-    handle(id, c, cmd, std::move(key), std::move(value));
+    if (c.parser.failed()) drop(c, c.parser.error());
   }
-  if (pos > 0) c.in.erase(c.in.begin(), c.in.begin() + static_cast<std::ptrdiff_t>(pos));
-  if (c.in.empty() && c.in.capacity() > (1u << 20)) std::vector<std::uint8_t>().swap(c.in);
+  if (pos < n && !c.dead) c.pending.insert(c.pending.end(), data + pos, data + n);
+}
+
+// Serves the bytes a connection sent while it was busy (at most one read's worth).
+void TCPStoreServer::Impl::process(std::uint64_t id, Conn& c) {
+  if (c.pending.empty() || c.dead || c.waiting || !c.out.empty()) return;
+  Bytes p = std::move(c.pending);
+  c.pending.clear();
+  consume(id, c, p.data(), p.size());
+}
+
+// Reads the fixed-size handshake pieces, never more than the piece still missing.
+void TCPStoreServer::Impl::read_hello(Conn& c) {
+  const bool proof = c.phase == Conn::Phase::kProof;
+  const std::size_t want = proof ? kProof : kClientHello;
+  while (!c.dead && c.hello_have < want) {
+    int err = 0;
+    const long r =
+        net::recv_some(c.fd.get(), c.hello.data() + c.hello_have, want - c.hello_have, &err);
+    if (r == 0) return;  // would block
+    if (r < 0) {
+      drop(c, err == 0 ? "closed during the handshake" : "socket error during the handshake");
+      return;
+    }
+    if (!proof) {
+      const std::size_t from = c.hello_have;
+      const std::size_t to = std::min<std::size_t>(from + r, sizeof(kMagic));
+      if (from < to && std::memcmp(c.hello.data() + from, kMagic + from, to - from) != 0) {
+        drop(c, "bad handshake (not a ringpress store client, or protocol version mismatch)");
+        return;
+      }
+    }
+    c.hello_have += static_cast<std::size_t>(r);
+  }
+  if (c.dead) return;
+  if (proof) {
+    std::uint8_t expect[kProof];
+    make_proof(key, /*server_side=*/false, c.nonce_c.data(), c.nonce_s.data(), expect);
+    if (!proofs_equal(expect, c.hello.data())) {
+      drop(c, "wrong job key (the client's proof does not verify)");
+      return;
+    }
+    c.phase = Conn::Phase::kReady;
+    c.deadline = Clock::time_point::max();
+    c.hello = {};
+    return;
+  }
+  const std::uint8_t auth = c.hello[8];
+  for (std::size_t i = 9; i < 16; ++i) {
+    if (c.hello[i] != 0) {
+      drop(c, "bad handshake (reserved bytes not zero)");
+      return;
+    }
+  }
+  if (auth != kAuthNone && auth != kAuthKey) {
+    drop(c, "bad handshake (auth mode " + std::to_string(auth) + ")");
+    return;
+  }
+  std::uint8_t answer[kServerHello] = {};
+  std::memcpy(answer, kMagic, sizeof(kMagic));
+  answer[8] = key.present ? kAuthKey : kAuthNone;
+  if (key.present && auth == kAuthKey) {
+    std::memcpy(c.nonce_c.data(), c.hello.data() + 16, kNonce);
+    make_nonce(c.nonce_s.data());
+    std::memcpy(answer + 16, c.nonce_s.data(), kNonce);
+    make_proof(key, /*server_side=*/true, c.nonce_c.data(), c.nonce_s.data(), answer + 48);
+    c.phase = Conn::Phase::kProof;
+    c.hello_have = 0;
+  } else if (key.present) {
+    // Tell it a key is required (so its error can say so), then close.
+    log("dropping client " + c.peer + ": it has no job key (this store requires one)");
+    c.close_after_reply = true;
+  } else {
+    c.phase = Conn::Phase::kReady;  // a client with a key refuses this answer itself
+  }
+  c.out.assign(answer, answer + sizeof(answer));
+  c.out_pos = 0;
+  flush(c);
 }
 
 void TCPStoreServer::Impl::on_event(std::uint64_t id, Conn& c, short revents) {
   if (revents & POLLOUT) flush(c);
-  const bool reading = !c.waiting && c.out.empty();
+  const bool reading = !c.waiting && c.out.empty() && !c.dead;
   if (!reading) {
     // Not reading this connection now: any hang-up means the client is gone (a parked GET whose
     // client timed out and closed, or one that will never read its reply).
@@ -380,31 +665,26 @@ void TCPStoreServer::Impl::on_event(std::uint64_t id, Conn& c, short revents) {
     return;
   }
   if (!(revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) && !(revents & POLLOUT)) return;
+  if (c.phase != Conn::Phase::kReady) {
+    read_hello(c);
+    return;
+  }
+  process(id, c);
   // Read what is there, at most 4 MiB per wake-up so one client cannot starve the rest.
   std::size_t budget = 4u << 20;
-  while (budget > 0 && !c.dead) {
-    // 64 KiB, or straight into the space process() reserved for a large request's remainder.
-    const std::size_t spare = c.in.capacity() - c.in.size();
-    const std::size_t chunk =
-        std::min<std::size_t>(budget, std::max<std::size_t>(spare, 64u << 10));
-    const std::size_t old = c.in.size();
-    c.in.resize(old + chunk);
+  while (budget > 0 && !c.dead && !c.waiting && c.out.empty()) {
+    const std::size_t chunk = std::min(budget, scratch.size());
     int err = 0;
-    const long r = net::recv_some(c.fd.get(), c.in.data() + old, chunk, &err);
-    c.in.resize(old + (r > 0 ? static_cast<std::size_t>(r) : 0));
+    const long r = net::recv_some(c.fd.get(), scratch.data(), chunk, &err);
     if (r > 0) {
       budget -= static_cast<std::size_t>(r);
+      consume(id, c, scratch.data(), static_cast<std::size_t>(r));
       if (static_cast<std::size_t>(r) < chunk) break;
       continue;
     }
-    if (r < 0 && err == 0) {
-      drop(c, "");  // client closed (half-closed clients are not supported)
-      return;
-    }
-    if (r < 0) drop(c, "");  // reset or another socket error (r == 0: nothing more to read)
-    break;
+    if (r < 0) drop(c, "");  // closed (half-closed clients are not supported), reset, error
+    break;                   // r == 0: nothing more to read
   }
-  process(id, c);
 }
 
 void TCPStoreServer::Impl::accept_all() {
@@ -420,10 +700,16 @@ void TCPStoreServer::Impl::accept_all() {
       accept_paused_until = Clock::now() + milliseconds(100);
       return;
     }
+    if (conns.size() >= static_cast<std::size_t>(opts.max_connections)) {
+      log("refusing connection from " + from.str() + ": " + std::to_string(conns.size()) +
+          " connections open (limit " + std::to_string(opts.max_connections) + ")");
+      continue;  // closed here
+    }
     net::set_nodelay(fd.get());
     Conn c;
     c.fd = std::move(fd);
     c.peer = from.str();
+    c.deadline = Clock::now() + opts.request_timeout;
     conns.emplace(next_id++, std::move(c));
   }
 }
@@ -432,11 +718,13 @@ void TCPStoreServer::Impl::run() {
   std::vector<pollfd> fds;
   std::vector<std::uint64_t> ids;  // ids[i] is the connection of fds[i + 2]
   for (;;) {
+    publish();
     fds.clear();
     ids.clear();
     fds.push_back({wake_fd.get(), POLLIN, 0});
     const bool accepting = Clock::now() >= accept_paused_until;
     fds.push_back({accepting ? listen_fd.get() : -1, POLLIN, 0});
+    Clock::time_point wake = Clock::time_point::max();
     for (auto& [id, c] : conns) {
       short ev = POLLRDHUP;
       if (!c.out.empty())
@@ -445,9 +733,9 @@ void TCPStoreServer::Impl::run() {
         ev |= POLLIN;
       fds.push_back({c.fd.get(), ev, 0});
       ids.push_back(id);
+      wake = std::min(wake, c.deadline);
     }
-    Clock::time_point wake = Clock::time_point::max();
-    if (!deadlines.empty()) wake = deadlines.begin()->first;
+    if (!deadlines.empty()) wake = std::min(wake, deadlines.begin()->first);
     if (!accepting) wake = std::min(wake, accept_paused_until);
     const int timeout = wake == Clock::time_point::max() ? -1 : poll_ms(wake);
     const int r = ::poll(fds.data(), fds.size(), timeout);
@@ -466,7 +754,7 @@ void TCPStoreServer::Impl::run() {
       Conn& c = it->second;
       try {
         on_event(it->first, c, rev);
-      } catch (const std::exception& e) {  // bad_alloc on a huge value: lose that client only
+      } catch (const std::exception& e) {  // bad_alloc: lose that client only
         drop(c, std::string("internal error: ") + e.what());
       }
     }
@@ -485,22 +773,42 @@ void TCPStoreServer::Impl::run() {
         }
       }
     }
+    const auto now = Clock::now();
     for (auto it = conns.begin(); it != conns.end();) {
-      if (it->second.dead) {
-        unpark(it->first, it->second);
+      Conn& c = it->second;
+      if (!c.dead && c.deadline <= now) {
+        drop(c, detail::str_cat("did not finish ", c.busy_with, " within ",
+                                opts.request_timeout.count(), " ms"));
+      }
+      if (c.dead) {
+        unpark(it->first, c);
+        release(c);
         it = conns.erase(it);  // closes the socket
       } else {
         ++it;
       }
     }
+    if (freed_since_trim >= kTrimAfter) {
+      ::malloc_trim(0);  // hand large freed buffers back (glibc keeps them otherwise)
+      freed_since_trim = 0;
+    }
   }
 }
 
-TCPStoreServer::TCPStoreServer(const std::string& host, int port)
+TCPStoreServer::TCPStoreServer(const std::string& host, int port, StoreServerOptions options)
     : impl_(std::make_unique<Impl>()) {
   ScopedErrorContext ctx("store.listen");
   const std::string where = host + ":" + std::to_string(port);
   RP_ENFORCE(port >= 0 && port <= 65535, UsageError, "port out of range for store server ", where);
+  RP_ENFORCE(options.max_connections >= 1, UsageError, "store server ", where,
+             ": max_connections must be at least 1, got ", options.max_connections);
+  RP_ENFORCE(options.max_value_bytes <= kMaxValue, UsageError, "store server ", where,
+             ": max_value_bytes above the protocol's ", kMaxValue);
+  RP_ENFORCE(options.request_timeout.count() > 0, UsageError, "store server ", where,
+             ": request_timeout must be positive");
+  impl_->key = derive_store_key(options.key);
+  impl_->opts = std::move(options);
+  impl_->opts.key.clear();
   net::AddrInfoPtr ai;
   const int rc = net::resolve_tcp(host, port, /*passive=*/true, &ai);
   if (rc != 0)
@@ -542,6 +850,14 @@ int TCPStoreServer::port() const noexcept {
   return impl_->port;
 }
 
+std::uint64_t TCPStoreServer::held_bytes() const noexcept {
+  return impl_->held_public.load(std::memory_order_relaxed);
+}
+
+int TCPStoreServer::connections() const noexcept {
+  return impl_->conns_public.load(std::memory_order_relaxed);
+}
+
 // ==================================================================================== client
 
 struct TCPStore::Impl {
@@ -549,6 +865,7 @@ struct TCPStore::Impl {
   int port = 0;
   std::string where;  // "host:port"
   milliseconds connect_timeout{0};
+  StoreKey key;
 
   std::mutex mutex;    // serialises calls; guards everything below
   Fd fd;               // empty: connect on the next call
@@ -556,6 +873,7 @@ struct TCPStore::Impl {
 
   milliseconds io_timeout() const { return std::max(connect_timeout, kMinIoTimeout); }
   void connect();
+  Io handshake(int s, Clock::time_point deadline, int* err);
   void ensure_usable();
   [[noreturn]] void fail(const std::string& detail);
   [[noreturn]] void fail_io(Io io, int err, const char* during);
@@ -626,18 +944,12 @@ void TCPStore::Impl::connect() {
       // The handshake gets at least 1 s even when connect_timeout is tiny: the TCP connection is
       // up, so the server is there.
       const auto hs_deadline = std::max(deadline, Clock::now() + milliseconds(1000));
-      iovec iov{const_cast<char*>(kMagic), sizeof(kMagic)};
-      std::uint8_t answer[sizeof(kMagic)];
-      Io io = net::send_all(s.get(), &iov, 1, hs_deadline, &err);
-      if (io == Io::kOk) io = net::recv_all(s.get(), answer, sizeof(answer), hs_deadline, &err);
+      const Io io = handshake(s.get(), hs_deadline, &err);
       if (io == Io::kOk) {
-        if (std::memcmp(answer, kMagic, sizeof(kMagic)) != 0) {
-          RP_THROW(TransportError, "peer at ", where,
-                   " is not a ringpress store server (or speaks another protocol version)");
-        }
         fd = std::move(s);
         return;
       }
+      // Closed before its answer: e.g. the server is at its connection limit; retried.
       last = io == Io::kTimeout ? "handshake timed out" : "connection closed during handshake";
     }
     if (Clock::now() >= deadline) {
@@ -647,6 +959,47 @@ void TCPStore::Impl::connect() {
     std::this_thread::sleep_for(std::min(backoff, milliseconds(poll_ms(deadline))));
     backoff = std::min(backoff * 2, milliseconds(100));
   }
+}
+
+// The client's side of the handshake (header comment). Io::kOk when the server is accepted; a
+// server that is not a store, cannot prove the key or requires one raises TransportError.
+Io TCPStore::Impl::handshake(int s, Clock::time_point deadline, int* err) {
+  std::uint8_t hello[kClientHello] = {};
+  std::memcpy(hello, kMagic, sizeof(kMagic));
+  hello[8] = key.present ? kAuthKey : kAuthNone;
+  if (key.present) make_nonce(hello + 16);
+  iovec iov{hello, sizeof(hello)};
+  Io io = net::send_all(s, &iov, 1, deadline, err);
+  std::uint8_t answer[kServerHello];
+  if (io == Io::kOk) io = net::recv_all(s, answer, sizeof(answer), deadline, err);
+  if (io != Io::kOk) return io;
+  if (std::memcmp(answer, kMagic, sizeof(kMagic)) != 0) {
+    RP_THROW(TransportError, "peer at ", where,
+             " is not a ringpress store server (or speaks another protocol version)");
+  }
+  const std::uint8_t auth = answer[8];
+  if (auth == kAuthKey && !key.present) {
+    RP_THROW(TransportError, "store ", where,
+             " requires the job key and this process has none (set RINGPRESS_JOB_KEY or "
+             "RINGPRESS_JOB_KEY_FILE to the job's key)");
+  }
+  if (!key.present) return Io::kOk;
+  if (auth != kAuthKey) {
+    RP_THROW(TransportError, "store ", where,
+             " does not authenticate (it has no job key) while this process has one: refusing "
+             "it (not the job's store, or its server was started without the key)");
+  }
+  std::uint8_t expect[kProof];
+  make_proof(key, /*server_side=*/true, hello + 16, answer + 16, expect);
+  if (!proofs_equal(expect, answer + 48)) {
+    RP_THROW(TransportError, "store ", where,
+             " could not prove it knows the job key: refusing it (different RINGPRESS_JOB_KEY "
+             "on this rank and the store's, or not the job's store)");
+  }
+  std::uint8_t proof[kProof];
+  make_proof(key, /*server_side=*/false, hello + 16, answer + 16, proof);
+  iovec piov{proof, sizeof(proof)};
+  return net::send_all(s, &piov, 1, deadline, err);
 }
 
 void TCPStore::Impl::send_request(std::uint8_t cmd, const std::string& key,
@@ -699,9 +1052,11 @@ void TCPStore::Impl::raise_status(std::uint8_t status, std::uint64_t len, const 
                        " length ", len, " to ", op));
 }
 
-TCPStore::TCPStore(const std::string& host, int port, std::chrono::milliseconds connect_timeout)
+TCPStore::TCPStore(const std::string& host, int port, std::chrono::milliseconds connect_timeout,
+                   Bytes key)
     : impl_(std::make_unique<Impl>()) {
   ScopedErrorContext ctx("store.connect");
+  impl_->key = derive_store_key(key);
   impl_->host = host;
   impl_->port = port;
   impl_->where = host + ":" + std::to_string(port);
@@ -767,6 +1122,21 @@ std::int64_t TCPStore::add(const std::string& key, std::int64_t delta) {
   if (status != kOk || len != 8) impl_->raise_status(status, len, "ADD");
   const Bytes body = impl_->read_body(len, deadline);
   return static_cast<std::int64_t>(get_u64(body.data()));
+}
+
+bool TCPStore::delete_key(const std::string& key) {
+  ScopedErrorContext ctx("store.delete_key");
+  RP_ENFORCE_LE(key.size(), kMaxKey, UsageError, "store key too long");
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->ensure_usable();
+  const auto deadline = Clock::now() + impl_->io_timeout();
+  impl_->send_request(kCmdDelete, key, nullptr, 0, deadline);
+  std::uint8_t status = 0;
+  std::uint64_t len = 0;
+  if (!impl_->read_header(deadline, &status, &len)) impl_->fail_io(Io::kTimeout, 0, "delete");
+  if (status != kOk || len != 8) impl_->raise_status(status, len, "DELETE");
+  const Bytes body = impl_->read_body(len, deadline);
+  return get_u64(body.data()) != 0;
 }
 
 }  // namespace ringpress

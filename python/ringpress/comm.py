@@ -226,6 +226,19 @@ class _TorchStoreAdapter:
     def add(self, key: str, delta: int) -> int:
         return int(self._s.add(key, delta))
 
+    def delete_key(self, key: str) -> bool:
+        return bool(self._s.delete_key(key))
+
+
+def _forget_rendezvous(store: Any, prefix: str, rank: int) -> None:
+    """Remove this rank's rendezvous records from ringpress's own store once the communicator is
+    up. Safe without a barrier: a rank's rendezvous completes only after every other rank has read
+    its ``addr/<rank>`` (each reads all records before it connects or acks), and rank 0's only
+    after every rank has read ``secret`` (their hellos carry it); see rendezvous.cc."""
+    store.delete_key(f"{prefix}/addr/{rank}")
+    if rank == 0:
+        store.delete_key(f"{prefix}/secret")
+
 
 def _as_store(store: Any) -> Any:
     if isinstance(store, _core.Store):
@@ -334,16 +347,25 @@ class Communicator:
                 # (a new communicator after a failure) finds it, and ranks that get there first
                 # are not left talking to a server that is about to go away. It listens only on
                 # the address the ranks were told, unless every interface is asked for
-                # (bind_addr="0.0.0.0" or RINGPRESS_BIND_ADDR=0.0.0.0).
-                wild = "0.0.0.0" in (kwargs.get("bind_addr"), _core.env_string("RINGPRESS_BIND_ADDR"))
-                _env_servers[port] = _core.TCPStoreServer("0.0.0.0" if wild else addr, port)
+                # (bind_addr="0.0.0.0" or RINGPRESS_BIND_ADDR=0.0.0.0). Connections are capped at
+                # 4 per rank plus slack (each from_env holds one per rank).
+                wild = "0.0.0.0" in (
+                    kwargs.get("bind_addr"),
+                    _core.env_string("RINGPRESS_BIND_ADDR"),
+                )
+                _env_servers[port] = _core.TCPStoreServer(
+                    "0.0.0.0" if wild else addr, port, max_connections=4 * size + 64
+                )
             store = _core.TCPStore(addr, port, int(timeout * 1000))
         kwargs.setdefault("route_hint", addr)
         # Each from_env of a job rendezvouses under its own keys (every rank calls it the same
         # number of times, in the same order); the agent's store also outlives restarts.
         restart = _launcher_var("TORCHELASTIC_RESTART_COUNT") or "0"
-        prefix = f"ringpress/env/{restart}/{next(_env_generation)}"
-        return cls(store, rank, size, prefix=kwargs.pop("prefix", prefix), **kwargs)
+        prefix = kwargs.pop("prefix", f"ringpress/env/{restart}/{next(_env_generation)}")
+        comm = cls(store, rank, size, prefix=prefix, **kwargs)
+        if isinstance(store, _core.TCPStore):
+            _forget_rendezvous(store, prefix, rank)
+        return comm
 
     @classmethod
     def from_store(cls, store: Any, rank: int, size: int, **kwargs: Any) -> Communicator:
@@ -374,9 +396,10 @@ class Communicator:
         timeout = kwargs.get("timeout") or _core.env_seconds("RINGPRESS_TIMEOUT")
         store = _core.TCPStore(host, port, int(timeout * 1000))
         kwargs.setdefault("route_hint", host)
-        return cls(
-            store, rank, size, _keep=keep, prefix=kwargs.pop("prefix", "ringpress/mpi"), **kwargs
-        )
+        prefix = kwargs.pop("prefix", "ringpress/mpi")
+        comm = cls(store, rank, size, _keep=keep, prefix=prefix, **kwargs)
+        _forget_rendezvous(store, prefix, rank)
+        return comm
 
     # ------------------------------------------------------------------ properties
     @property

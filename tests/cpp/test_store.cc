@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "../../csrc/transport/store_protocol.h"
 #include "ringpress/error.h"
 #include "ringpress/store.h"
 
@@ -143,9 +144,21 @@ std::function<void()> checked(std::function<void()> fn) {
   };
 }
 
+// The client hello of protocol version 2 without a key (48 bytes), and the server's answer's size.
+std::vector<std::uint8_t> hello_v2(std::uint8_t auth = 0) {
+  std::vector<std::uint8_t> h(48, 0);
+  std::memcpy(h.data(), "RPSTORE2", 8);
+  h[8] = auth;
+  return h;
+}
+constexpr std::size_t kServerHello = 80;
+
 void handshake(RawSocket& s) {
-  s.send_str("RPSTORE1");
-  EXPECT_EQ(S(s.recv_n(8, 2000ms)), "RPSTORE1");
+  s.send_bytes(hello_v2());
+  const auto answer = s.recv_n(kServerHello, 2000ms);
+  ASSERT_EQ(answer.size(), kServerHello);
+  EXPECT_EQ(S(std::vector<std::uint8_t>(answer.begin(), answer.begin() + 8)), "RPSTORE2");
+  EXPECT_EQ(answer[8], 0) << "server without a key answers auth = 0";
 }
 
 // A socket bound to a free loopback port but not listening: connecting to it is refused, and no one
@@ -406,18 +419,20 @@ TEST(TCPStore, HungServerTimesOutAndClientReconnects) {
       }
       return b;
     };
+    std::vector<std::uint8_t> answer(kServerHello, 0);  // protocol v2, no key
+    std::memcpy(answer.data(), "RPSTORE2", 8);
     // Connection 1: handshake, then never answer.
     const int c1 = ::accept(lfd, nullptr, nullptr);
     if (c1 < 0) return;
     accepted++;
-    read_n(c1, 8);
-    ::send(c1, "RPSTORE1", 8, MSG_NOSIGNAL);
+    read_n(c1, 48);
+    ::send(c1, answer.data(), answer.size(), MSG_NOSIGNAL);
     // Connection 2 (the reconnect): handshake, answer one SET with OK.
     const int c2 = ::accept(lfd, nullptr, nullptr);
     if (c2 >= 0) {
       accepted++;
-      read_n(c2, 8);
-      ::send(c2, "RPSTORE1", 8, MSG_NOSIGNAL);
+      read_n(c2, 48);
+      ::send(c2, answer.data(), answer.size(), MSG_NOSIGNAL);
       auto head = read_n(c2, 5);
       if (head.size() == 5) {
         const std::uint32_t klen =
@@ -630,4 +645,233 @@ TEST(TCPStore, NoFdLeakAfterServerAndClientsAreDestroyed) {
     waiter.join();
   }
   EXPECT_EQ(count_open_fds(), before);
+}
+
+// ------------------------------------------------------------------ server limits (protocol v2)
+
+namespace {
+
+std::vector<std::uint8_t> set_header(const std::string& key, std::uint64_t claimed) {
+  return cat({{1}, le32(static_cast<std::uint32_t>(key.size())), B(key), le64(claimed)});
+}
+
+template <typename F>
+bool eventually(F&& f, std::chrono::milliseconds within) {
+  const auto deadline = Clock::now() + within;
+  while (!f()) {
+    if (Clock::now() >= deadline) return false;
+    std::this_thread::sleep_for(5ms);
+  }
+  return true;
+}
+
+int count_of(const std::string& hay, const std::string& needle) {
+  int n = 0;
+  for (std::size_t p = hay.find(needle); p != std::string::npos; p = hay.find(needle, p + 1)) ++n;
+  return n;
+}
+
+}  // namespace
+
+TEST(StoreParser, ByteByByteEqualsWholeAndLengthsAreChecked) {
+  using namespace ringpress::store_protocol;
+  const auto req = cat({set_header("key", 5), B("hello")});
+  RequestParser whole, bytes;
+  whole.keep_value(true);  // not in kDecide: no effect
+  EXPECT_EQ(whole.feed(req.data(), req.size()), 1u + 4 + 3 + 8);
+  ASSERT_EQ(whole.state(), RequestParser::State::kDecide);
+  whole.keep_value(true);
+  EXPECT_EQ(whole.feed(req.data() + 16, req.size() - 16), 5u);
+  ASSERT_TRUE(whole.done());
+  for (std::size_t i = 0; i < req.size(); ++i) {
+    EXPECT_EQ(bytes.feed(&req[i], 1), 1u) << i;
+    if (bytes.state() == RequestParser::State::kDecide) bytes.keep_value(true);
+  }
+  ASSERT_TRUE(bytes.done());
+  const Request a = whole.take(), b = bytes.take();
+  EXPECT_EQ(a.key, "key");
+  EXPECT_EQ(S(a.value), "hello");
+  EXPECT_EQ(b.key, a.key);
+  EXPECT_EQ(b.value, a.value);
+  EXPECT_FALSE(whole.in_progress());
+  // Claims: 2^64-1 for a SET, a GET argument that is not 8 bytes, a DELETE with a value.
+  for (const auto& bad : {set_header("k", ~0ull), cat({{2}, le32(1), B("k"), le64(9)}),
+                          cat({{4}, le32(1), B("k"), le64(1)}), cat({{9}})}) {
+    RequestParser p;
+    p.feed(bad.data(), bad.size());
+    EXPECT_TRUE(p.failed());
+    EXPECT_FALSE(p.error().empty());
+  }
+  // A value claimed at 64 MiB: the buffer follows the bytes, not the claim.
+  RequestParser big;
+  const auto head = set_header("big", 64ull << 20);
+  big.feed(head.data(), head.size());
+  big.keep_value(true);
+  std::vector<std::uint8_t> chunk(1000, 7);
+  std::size_t fed = 0;
+  for (int i = 0; i < 50; ++i) {
+    fed += big.feed(chunk.data(), chunk.size());
+    EXPECT_LE(big.request().value.capacity(), 2 * fed + 4096) << fed;
+  }
+  big.skip_value();
+  EXPECT_EQ(big.request().value.capacity(), 0u);
+  EXPECT_EQ(big.remaining(), (64ull << 20) - fed);
+}
+
+TEST(TCPStoreServer, ConnectionsBeyondTheCapAreClosedAtAccept) {
+  StoreServerOptions o;
+  o.max_connections = 3;
+  TCPStoreServer server("127.0.0.1", 0, o);
+  testing::internal::CaptureStderr();
+  std::vector<std::unique_ptr<RawSocket>> held;
+  for (int i = 0; i < 3; ++i) {
+    held.push_back(std::make_unique<RawSocket>(server.port()));
+    handshake(*held.back());
+  }
+  {
+    RawSocket extra(server.port());
+    EXPECT_TRUE(extra.closed_by_peer(2000ms)) << "connection over the cap was kept";
+  }
+  EXPECT_EQ(server.connections(), 3);
+  held.pop_back();  // a slot frees: a real client gets in (it retries while refused)
+  TCPStore c("127.0.0.1", server.port(), 3000ms);
+  c.set("k", B("v"));
+  EXPECT_EQ(S(c.get("k", 100ms)), "v");
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_GE(count_of(log, "refusing connection"), 1) << log;
+  EXPECT_TRUE(contains(log, "(limit 3)")) << log;
+}
+
+TEST(TCPStoreServer, UnfinishedHandshakesAndRequestsTimeOut) {
+  StoreServerOptions o;
+  o.request_timeout = 300ms;
+  TCPStoreServer server("127.0.0.1", 0, o);
+  TCPStore good("127.0.0.1", server.port(), 2000ms);
+  testing::internal::CaptureStderr();
+  RawSocket silent(server.port());  // never handshakes
+  RawSocket half(server.port());    // half a SET header, then nothing
+  handshake(half);
+  half.send_bytes(cat({{1}, le32(3), B("ab")}));
+  RawSocket idle(server.port());  // handshaken, no request: a legitimate idle client
+  handshake(idle);
+  RawSocket loris(server.port());  // keeps sending, but the request never completes
+  handshake(loris);
+  loris.send_bytes(set_header("slow", 1000));
+  JoiningThread parked(checked([&] {  // a GET parked beyond the request timeout is not dropped
+    TCPStore c("127.0.0.1", server.port(), 2000ms);
+    EXPECT_EQ(S(c.get("late", 10000ms)), "ok");
+  }));
+  const auto t0 = Clock::now();
+  bool loris_closed = false;
+  while (elapsed_ms(t0) < 3000 && !loris_closed) {
+    ::send(loris.fd, "x", 1, MSG_NOSIGNAL);
+    loris_closed = loris.closed_by_peer(50ms);
+  }
+  EXPECT_TRUE(loris_closed) << "a request trickling in was kept past the timeout";
+  EXPECT_TRUE(silent.closed_by_peer(3000ms));
+  EXPECT_TRUE(half.closed_by_peer(3000ms));
+  EXPECT_FALSE(idle.closed_by_peer(100ms)) << "an idle client between requests was dropped";
+  good.set("late", B("ok"));  // the parked GET is still there and is answered
+  parked.join();
+  EXPECT_EQ(S(good.get("late", 100ms)), "ok");
+  // The idle raw client still works.
+  idle.send_bytes(cat({{2}, le32(4), B("late"), le64(8), le64(0)}));
+  EXPECT_EQ(idle.recv_n(9 + 2, 2000ms), cat({{0}, le64(2), B("ok")}));
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(contains(log, "did not finish handshake")) << log;
+  EXPECT_GE(count_of(log, "did not finish sending its request"), 2) << log;
+}
+
+TEST(TCPStoreServer, ValueAndTotalLimitsAnswerUsageErrorAndDeleteFreesSpace) {
+  StoreServerOptions o;
+  o.max_value_bytes = 1000;
+  o.max_total_bytes = 64 << 10;
+  TCPStoreServer server("127.0.0.1", 0, o);
+  TCPStore c("127.0.0.1", server.port(), 2000ms);
+  try {
+    c.set("big", Bytes(1001, 1));
+    ADD_FAILURE() << "a value over max_value_bytes was stored";
+  } catch (const UsageError& e) {
+    EXPECT_TRUE(contains(e.what(), "at most 1000")) << e.what();
+  }
+  EXPECT_THROW(c.get("big", 0ms), TimeoutError);  // not stored; the connection is usable
+  const std::uint64_t base = server.held_bytes();
+  int stored = 0;
+  std::string why;
+  for (; stored < 200; ++stored) {
+    try {
+      c.set("k" + std::to_string(stored), Bytes(900, 2));
+    } catch (const UsageError& e) {
+      why = e.what();
+      break;
+    }
+  }
+  EXPECT_TRUE(contains(why, "store full")) << why;
+  EXPECT_GT(stored, 30);  // 64 KiB / (900 + key + overhead)
+  EXPECT_LT(stored, 72);
+  EXPECT_LE(server.held_bytes(), 64u << 10);
+  EXPECT_EQ(c.get("k0", 100ms), Bytes(900, 2));
+  int small = 0;  // fill the rest with empty values, until add() creating a key is refused too
+  for (; small < 1000; ++small) {
+    try {
+      c.set("s" + std::to_string(small), Bytes());
+    } catch (const UsageError&) {
+      break;
+    }
+  }
+  EXPECT_LT(small, 1000);
+  EXPECT_THROW(c.add("new-counter", 1), UsageError);
+  // delete_key frees the room; a second delete finds nothing.
+  const std::uint64_t full = server.held_bytes();
+  EXPECT_TRUE(c.delete_key("k0"));
+  EXPECT_FALSE(c.delete_key("k0"));
+  EXPECT_THROW(c.get("k0", 0ms), TimeoutError);
+  ASSERT_TRUE(eventually([&] { return server.held_bytes() < full; }, 2000ms));
+  c.set("again", Bytes(900, 3));
+  EXPECT_EQ(c.get("again", 100ms), Bytes(900, 3));
+  for (int i = 1; i < stored; ++i) EXPECT_TRUE(c.delete_key("k" + std::to_string(i)));
+  for (int i = 0; i < small; ++i) EXPECT_TRUE(c.delete_key("s" + std::to_string(i)));
+  EXPECT_TRUE(c.delete_key("again"));
+  EXPECT_TRUE(eventually([&] { return server.held_bytes() == base; }, 2000ms))
+      << server.held_bytes() << " vs " << base;
+}
+
+TEST(TCPStoreServer, HugeClaimsHoldNoMemoryAndBlockNoOne) {
+  StoreServerOptions o;
+  o.max_total_bytes = 128 << 20;  // each claim alone would fit
+  TCPStoreServer server("127.0.0.1", 0, o);
+  TCPStore c("127.0.0.1", server.port(), 2000ms);
+  std::vector<std::unique_ptr<RawSocket>> claims;
+  for (int i = 0; i < 64; ++i) {
+    claims.push_back(std::make_unique<RawSocket>(server.port()));
+    handshake(*claims.back());
+    claims.back()->send_bytes(
+        cat({set_header("claim" + std::to_string(i), 64ull << 20), Bytes(1000, 9)}));
+  }
+  c.set("probe", B("x"));
+  ASSERT_TRUE(eventually([&] { return server.held_bytes() >= 64u * 1000; }, 2000ms))
+      << server.held_bytes();
+  // 64 claims of 64 MiB (4 GiB) hold what arrived: about 4 KiB each.
+  EXPECT_LE(server.held_bytes(), 64u * 8192 + 4096) << server.held_bytes();
+  // Real SETs still fit: claims book nothing.
+  c.set("real", Bytes(100000, 1));
+  EXPECT_EQ(c.get("real", 100ms).size(), 100000u);
+  EXPECT_TRUE(c.delete_key("real"));
+  EXPECT_TRUE(c.delete_key("probe"));
+  claims.clear();
+  EXPECT_TRUE(
+      eventually([&] { return server.held_bytes() == 0 && server.connections() == 1; }, 3000ms))
+      << server.held_bytes() << " bytes, " << server.connections() << " connections";
+}
+
+TEST(Stores, DeleteKey) {
+  auto h = std::make_shared<HashStore>();
+  h->set("a", B("1"));
+  EXPECT_TRUE(h->delete_key("a"));
+  EXPECT_FALSE(h->delete_key("a"));
+  EXPECT_THROW(h->get("a", 0ms), TimeoutError);
+  PrefixStore p("pre", h);
+  p.set("b", B("2"));
+  EXPECT_TRUE(p.delete_key("b"));
+  EXPECT_THROW(h->get("pre/b", 0ms), TimeoutError);
 }

@@ -11,6 +11,10 @@ import typing_extensions
 
 class Store:
     def add(self, arg0: str, arg1: typing.SupportsInt | typing.SupportsIndex) -> int: ...
+    def delete_key(self, key: str) -> bool:
+        """
+        Removes key; True if it existed (like torch's Store.delete_key).
+        """
     def get(
         self, key: str, timeout_ms: typing.SupportsInt | typing.SupportsIndex = 300000
     ) -> bytes: ...
@@ -25,12 +29,26 @@ class TCPStore(Store):
         host: str,
         port: typing.SupportsInt | typing.SupportsIndex,
         timeout_ms: typing.SupportsInt | typing.SupportsIndex = 300000,
+        *,
+        key: typing.Any = None,
     ) -> None: ...
 
 class TCPStoreServer:
     def __init__(
-        self, host: str = "127.0.0.1", port: typing.SupportsInt | typing.SupportsIndex = 0
+        self,
+        host: str = "127.0.0.1",
+        port: typing.SupportsInt | typing.SupportsIndex = 0,
+        *,
+        key: typing.Any = None,
+        max_connections: typing.SupportsInt | typing.SupportsIndex = 1024,
+        max_value_bytes: typing.SupportsInt | typing.SupportsIndex = 67108864,
+        max_total_bytes: typing.SupportsInt | typing.SupportsIndex = 268435456,
+        request_timeout: typing.SupportsFloat | typing.SupportsIndex = 30.0,
     ) -> None: ...
+    @property
+    def connections(self) -> int: ...
+    @property
+    def held_bytes(self) -> int: ...
     @property
     def port(self) -> int: ...
 

@@ -5,6 +5,8 @@
 //   get(key, timeout)      blocks until key exists, then returns its value; raises TimeoutError
 //                          naming the key when it does not appear within timeout.
 //   add(key, delta)        atomic integer add (key created as 0); returns the new value.
+//   delete_key(key)        removes key; true if it existed. Stores that cannot delete raise
+//                          UsageError (the default).
 // Implementations must be safe to call from several threads. Values are opaque bytes.
 //
 //   HashStore       in-process (tests running ranks as threads)
@@ -29,6 +31,7 @@ class Store {
   virtual void set(const std::string& key, const Bytes& value) = 0;
   virtual Bytes get(const std::string& key, std::chrono::milliseconds timeout) = 0;
   virtual std::int64_t add(const std::string& key, std::int64_t delta) = 0;
+  virtual bool delete_key(const std::string& key);
 };
 
 class HashStore final : public Store {
@@ -38,6 +41,7 @@ class HashStore final : public Store {
   void set(const std::string& key, const Bytes& value) override;
   Bytes get(const std::string& key, std::chrono::milliseconds timeout) override;
   std::int64_t add(const std::string& key, std::int64_t delta) override;
+  bool delete_key(const std::string& key) override;
 
  private:
   struct Impl;
@@ -50,21 +54,47 @@ class PrefixStore final : public Store {
   void set(const std::string& key, const Bytes& value) override;
   Bytes get(const std::string& key, std::chrono::milliseconds timeout) override;
   std::int64_t add(const std::string& key, std::int64_t delta) override;
+  bool delete_key(const std::string& key) override;
 
  private:
   std::string prefix_;
   std::shared_ptr<Store> base_;
 };
 
+// Limits of a TCPStoreServer: what one stranger (or a buggy client) can make it hold.
+struct StoreServerOptions {
+  // Concurrent client connections; one more is accepted and closed at once (one log line).
+  int max_connections = 1024;
+  // Largest value a SET may store (<= 64 MiB, the protocol's ceiling); a larger one is answered
+  // with a usage error after its bytes are skipped, and the connection stays usable.
+  std::uint64_t max_value_bytes = 64ull << 20;
+  // Every stored key and value, values still being sent to GET clients, and the bytes of SETs
+  // received so far (booked as they arrive; nothing is allocated from a claimed length). A SET
+  // or ADD beyond it is answered with a usage error.
+  std::uint64_t max_total_bytes = 256ull << 20;
+  // A connection that does not finish its handshake, a request it began, or reading its reply
+  // within this time is closed (one log line). Idle connections between requests, and GETs
+  // parked waiting for their key, are not affected.
+  std::chrono::milliseconds request_timeout{30000};
+  // The job key (32 bytes, ringpress::crypto::Key) or empty: without a key any client may
+  // connect (protocol as in version 1); with one, every client must prove it knows the key.
+  Bytes key;
+};
+
 // Serves the store protocol (see store_tcp.cc) on host:port from a background thread until
-// destroyed. port 0 picks a free port; port() tells which.
+// destroyed. port 0 picks a free port; port() tells which. host "" or "0.0.0.0" listens on every
+// interface: pass it only when that is what you mean.
 class TCPStoreServer {
  public:
-  TCPStoreServer(const std::string& host, int port);
+  TCPStoreServer(const std::string& host, int port, StoreServerOptions options = {});
   ~TCPStoreServer();
   TCPStoreServer(const TCPStoreServer&) = delete;
   TCPStoreServer& operator=(const TCPStoreServer&) = delete;
   int port() const noexcept;
+  // Bytes the server holds for keys and values (incl. values being sent and SETs booked), and
+  // the number of open client connections: for tests and diagnostics (approximate while busy).
+  std::uint64_t held_bytes() const noexcept;
+  int connections() const noexcept;
 
  private:
   struct Impl;
@@ -72,14 +102,18 @@ class TCPStoreServer {
 };
 
 // Client. Connects (retrying until connect_timeout: the server may start later) and keeps one
-// connection; calls are serialised by a mutex. A lost server raises TransportError.
+// connection; calls are serialised by a mutex. A lost server raises TransportError. key: the job
+// key (32 bytes) or empty; with a key the server must prove it knows the key (TransportError
+// otherwise) and the client proves it too; without one, a server that requires a key refuses.
 class TCPStore final : public Store {
  public:
-  TCPStore(const std::string& host, int port, std::chrono::milliseconds connect_timeout);
+  TCPStore(const std::string& host, int port, std::chrono::milliseconds connect_timeout,
+           Bytes key = {});
   ~TCPStore() override;
   void set(const std::string& key, const Bytes& value) override;
   Bytes get(const std::string& key, std::chrono::milliseconds timeout) override;
   std::int64_t add(const std::string& key, std::int64_t delta) override;
+  bool delete_key(const std::string& key) override;
 
  private:
   struct Impl;

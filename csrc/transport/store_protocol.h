@@ -1,0 +1,89 @@
+// The rendezvous store's request parser as a pure function of the bytes received (internal header).
+// store_tcp.cc feeds it whatever a socket delivered; tests/fuzz/fuzz_store.cc feeds it hostile
+// bytes. The protocol itself is described at the top of store_tcp.cc.
+//
+// Contract
+//   * feed() consumes bytes up to the end of one request and stops there (kDone), at an error
+//     (kError, error() says why; the connection must be closed), or, for a SET, right after its
+//     value length (kDecide): the caller then calls keep_value(true) to collect the value or
+//     keep_value(false) to skip it (its bytes are consumed and dropped; the request completes with
+//     request().discarded set), e.g. when the value is over a size or memory limit. skip_value()
+//     does the same part-way through the value.
+//   * Memory: nothing is allocated ahead of the bytes received. The key grows with its bytes; the
+//     value's buffer grows geometrically with the bytes that arrived, never beyond the claimed
+//     length, so its capacity is at most twice the bytes received (plus 4 KiB), whatever the claim.
+//   * Lengths are checked as soon as they are complete: key <= kMaxKey, SET value <= kMaxValue,
+//     GET/ADD argument exactly 8 bytes, DELETE no value.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "ringpress/store.h"
+
+namespace ringpress::store_protocol {
+
+constexpr std::uint8_t kCmdSet = 1, kCmdGet = 2, kCmdAdd = 3, kCmdDelete = 4;
+constexpr std::uint8_t kOk = 0, kUsageError = 1, kTimeout = 2;
+constexpr std::size_t kMaxKey = 4096;
+constexpr std::uint64_t kMaxValue = 64ull << 20;  // protocol ceiling of one value
+constexpr std::uint64_t kMaxMessage = 4096;       // USAGE_ERROR text
+constexpr std::size_t kRequestHeader = 1 + 4;     // command + key length
+constexpr std::size_t kReplyHeader = 1 + 8;       // status + length
+
+void put_u32(std::uint8_t* p, std::uint32_t v);
+void put_u64(std::uint8_t* p, std::uint64_t v);
+std::uint32_t get_u32(const std::uint8_t* p);
+std::uint64_t get_u64(const std::uint8_t* p);
+
+struct Request {
+  std::uint8_t cmd = 0;
+  std::string key;
+  std::uint64_t value_length = 0;  // as claimed (validated)
+  Bytes value;                     // SET: the value (empty if discarded); GET/ADD: 8 bytes
+  bool discarded = false;          // SET whose value the caller chose not to keep
+};
+
+class RequestParser {
+ public:
+  enum class State { kIdle, kHeader, kKey, kLength, kDecide, kValue, kSkip, kDone, kError };
+
+  // Consumes a prefix of [data, data + n) and returns its length (see the contract above).
+  std::size_t feed(const std::uint8_t* data, std::size_t n);
+  // In kDecide: collect the SET's value (true) or skip it (false).
+  void keep_value(bool keep);
+  // In kValue: drop the value's bytes collected so far and skip the rest (a memory limit hit).
+  void skip_value();
+  // In kValue: the value buffer's capacity once k more value bytes are fed (the caller books it
+  // before feeding them).
+  std::size_t value_capacity_after(std::size_t k) const;
+
+  State state() const noexcept { return state_; }
+  bool done() const noexcept { return state_ == State::kDone; }
+  bool failed() const noexcept { return state_ == State::kError; }
+  // Some byte of a request has arrived and the request is not complete yet.
+  bool in_progress() const noexcept { return state_ != State::kIdle && state_ != State::kDone; }
+  const std::string& error() const noexcept { return error_; }
+  const Request& request() const noexcept { return req_; }
+  // Bytes of the current request's value still to come (kValue, kSkip).
+  std::uint64_t remaining() const noexcept { return remaining_; }
+  // Hands over the complete request (kDone) and gets ready for the next one (kIdle).
+  Request take();
+  // Drops everything (buffers released).
+  void reset();
+
+ private:
+  std::size_t fill(const std::uint8_t* data, std::size_t n, std::size_t want);
+  void fail(std::string why);
+
+  State state_ = State::kIdle;
+  std::uint8_t head_[8] = {};  // header / key length / value length being assembled
+  std::size_t have_ = 0;       // bytes of head_ (or of the key) received
+  std::uint32_t key_length_ = 0;
+  std::uint64_t remaining_ = 0;
+  Request req_;
+  std::string error_;
+};
+
+}  // namespace ringpress::store_protocol
