@@ -7,6 +7,30 @@
 
 namespace ringpress::store_protocol {
 
+namespace {
+// Magic, auth byte, reserved bytes of either hello.
+std::string check_hello_head(const std::uint8_t* h, std::size_t n) {
+  const std::size_t m = std::min(n, sizeof(kMagic));
+  if (std::memcmp(h, kMagic, m) != 0)
+    return "bad handshake (not a ringpress store peer, or protocol version mismatch)";
+  if (n > 8 && h[8] != kAuthNone && h[8] != kAuthKey)
+    return "bad handshake (auth mode " + std::to_string(h[8]) + ")";
+  for (std::size_t i = 9; i < std::min<std::size_t>(n, 16); ++i)
+    if (h[i] != 0) return "bad handshake (reserved bytes not zero)";
+  return std::string();
+}
+}  // namespace
+
+std::string check_client_hello(const std::uint8_t* h, std::size_t n) {
+  return check_hello_head(h, std::min(n, kClientHello));
+}
+
+std::string check_server_hello(const std::uint8_t* h, std::uint8_t* auth) {
+  std::string why = check_hello_head(h, kServerHello);
+  *auth = why.empty() ? h[8] : kAuthNone;
+  return why;
+}
+
 void put_u32(std::uint8_t* p, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) p[i] = static_cast<std::uint8_t>(v >> (8 * i));
 }

@@ -32,6 +32,20 @@ constexpr std::uint64_t kMaxMessage = 4096;       // USAGE_ERROR text
 constexpr std::size_t kRequestHeader = 1 + 4;     // command + key length
 constexpr std::size_t kReplyHeader = 1 + 8;       // status + length
 
+// Handshake (version 2): client hello = magic, u8 auth, 7 zero bytes, nonce; server hello = the
+// same, then the server's proof; then the client's proof when both said auth = 1.
+constexpr char kMagic[8] = {'R', 'P', 'S', 'T', 'O', 'R', 'E', '2'};
+constexpr std::size_t kNonce = 32, kProof = 32;
+constexpr std::size_t kClientHello = 8 + 8 + kNonce;           // 48
+constexpr std::size_t kServerHello = 8 + 8 + kNonce + kProof;  // 80
+constexpr std::uint8_t kAuthNone = 0, kAuthKey = 1;
+
+// Why the first n bytes of a client hello must be refused, "" while they are acceptable (n <=
+// kClientHello; garbage is refused at its first wrong byte).
+std::string check_client_hello(const std::uint8_t* h, std::size_t n);
+// Why a server hello (kServerHello bytes) must be refused, "" if acceptable; its auth byte then.
+std::string check_server_hello(const std::uint8_t* h, std::uint8_t* auth);
+
 void put_u32(std::uint8_t* p, std::uint32_t v);
 void put_u64(std::uint8_t* p, std::uint64_t v);
 std::uint32_t get_u32(const std::uint8_t* p);

@@ -122,11 +122,6 @@ using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 using namespace store_protocol;  // NOLINT: the protocol's constants and integer helpers
 
-constexpr char kMagic[8] = {'R', 'P', 'S', 'T', 'O', 'R', 'E', '2'};
-constexpr std::size_t kNonce = 32, kProof = 32;
-constexpr std::size_t kClientHello = 8 + 8 + kNonce;           // 48
-constexpr std::size_t kServerHello = 8 + 8 + kNonce + kProof;  // 80
-constexpr std::uint8_t kAuthNone = 0, kAuthKey = 1;
 constexpr int kMaxLogLines = 32;
 constexpr std::uint64_t kEntryOverhead = 64;    // booked per stored key beside its bytes
 constexpr std::uint64_t kTrimAfter = 1u << 20;  // malloc_trim once this much was freed
@@ -599,15 +594,14 @@ void TCPStoreServer::Impl::read_hello(Conn& c) {
       drop(c, err == 0 ? "closed during the handshake" : "socket error during the handshake");
       return;
     }
+    c.hello_have += static_cast<std::size_t>(r);
     if (!proof) {
-      const std::size_t from = c.hello_have;
-      const std::size_t to = std::min<std::size_t>(from + r, sizeof(kMagic));
-      if (from < to && std::memcmp(c.hello.data() + from, kMagic + from, to - from) != 0) {
-        drop(c, "bad handshake (not a ringpress store client, or protocol version mismatch)");
+      const std::string why = check_client_hello(c.hello.data(), c.hello_have);
+      if (!why.empty()) {
+        drop(c, why);
         return;
       }
     }
-    c.hello_have += static_cast<std::size_t>(r);
   }
   if (c.dead) return;
   if (proof) {
@@ -622,17 +616,7 @@ void TCPStoreServer::Impl::read_hello(Conn& c) {
     c.hello = {};
     return;
   }
-  const std::uint8_t auth = c.hello[8];
-  for (std::size_t i = 9; i < 16; ++i) {
-    if (c.hello[i] != 0) {
-      drop(c, "bad handshake (reserved bytes not zero)");
-      return;
-    }
-  }
-  if (auth != kAuthNone && auth != kAuthKey) {
-    drop(c, "bad handshake (auth mode " + std::to_string(auth) + ")");
-    return;
-  }
+  const std::uint8_t auth = c.hello[8];  // checked by check_client_hello
   std::uint8_t answer[kServerHello] = {};
   std::memcpy(answer, kMagic, sizeof(kMagic));
   answer[8] = key.present ? kAuthKey : kAuthNone;
@@ -973,11 +957,11 @@ Io TCPStore::Impl::handshake(int s, Clock::time_point deadline, int* err) {
   std::uint8_t answer[kServerHello];
   if (io == Io::kOk) io = net::recv_all(s, answer, sizeof(answer), deadline, err);
   if (io != Io::kOk) return io;
-  if (std::memcmp(answer, kMagic, sizeof(kMagic)) != 0) {
+  std::uint8_t auth = kAuthNone;
+  if (!check_server_hello(answer, &auth).empty()) {
     RP_THROW(TransportError, "peer at ", where,
              " is not a ringpress store server (or speaks another protocol version)");
   }
-  const std::uint8_t auth = answer[8];
   if (auth == kAuthKey && !key.present) {
     RP_THROW(TransportError, "store ", where,
              " requires the job key and this process has none (set RINGPRESS_JOB_KEY or "
