@@ -4,6 +4,7 @@
 #   scripts/fuzz.sh                       build build/fuzz, replay the regression corpus, fuzz the
 #                                         decoder 60 s and the transport parsers 20 s
 #   RP_FUZZ_TRANSPORT_SECONDS=120 ...     fuzz the transport parsers longer
+#   RP_FUZZ_STORE_SECONDS=120 ...         fuzz the store's request parser and handshake longer (15 s)
 #   RP_FUZZ_SECONDS=300 scripts/fuzz.sh   fuzz longer
 #   scripts/fuzz.sh FILE...               only replay the given inputs (reproduce a crash)
 #
@@ -56,7 +57,7 @@ CC=clang CXX=clang++ cmake -S . -B "$BUILD" "${gen[@]}" --log-level=WARNING \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DRINGPRESS_FUZZ=ON -DRINGPRESS_CUDA=OFF -DRINGPRESS_PYTHON=OFF -DRINGPRESS_BUILD_TESTS=OFF \
   -DRINGPRESS_SANITIZE=address,undefined >/dev/null
-cmake --build "$BUILD" --target fuzz_decode fuzz_transport -j "$JOBS"
+cmake --build "$BUILD" --target fuzz_decode fuzz_transport fuzz_store -j "$JOBS"
 FUZZER="$BUILD/tests/fuzz/fuzz_decode"
 
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"   # UB aborts (-fno-sanitize-recover)
@@ -141,4 +142,24 @@ if [[ $rc -ne 0 || ${#found[@]} -gt 0 ]]; then
        "inputs added to $T_REGRESS/; reproduce with: $T_FUZZER <input>" >&2
   exit 1
 fi
-echo "fuzz: ok (decoder ${SECONDS_BUDGET}s, transport parsers ${T_SECONDS}s, no findings)"
+
+# ---------------------------------------------------------------- store protocol
+S_SECONDS="${RP_FUZZ_STORE_SECONDS:-15}"
+S_FUZZER="$BUILD/tests/fuzz/fuzz_store"
+S_REGRESS=tests/fuzz/corpus_store
+S_SCRATCH="$BUILD/corpus_store"
+mkdir -p "$S_SCRATCH"
+cp -f "$S_REGRESS"/* "$S_SCRATCH"/ 2>/dev/null || true
+echo "fuzz: store protocol for ${S_SECONDS}s (log $BUILD/fuzz_store.log)"
+rc=0
+"$S_FUZZER" -max_total_time="$S_SECONDS" -max_len=8192 -rss_limit_mb=2048 -timeout=10 \
+  -artifact_prefix="$ART/" -print_final_stats=1 "$S_SCRATCH" >"$BUILD/fuzz_store.log" 2>&1 || rc=$?
+found=("$ART"/crash-* "$ART"/leak-* "$ART"/timeout-* "$ART"/oom-*)
+if [[ $rc -ne 0 || ${#found[@]} -gt 0 ]]; then
+  tail -60 "$BUILD/fuzz_store.log" >&2
+  for f in "${found[@]}"; do cp -f "$f" "$S_REGRESS"/; done
+  echo "fuzz: FAILED: the fuzzer found a problem in the store protocol (exit $rc);" \
+       "inputs added to $S_REGRESS/; reproduce with: $S_FUZZER <input>" >&2
+  exit 1
+fi
+echo "fuzz: ok (decoder ${SECONDS_BUDGET}s, transport parsers ${T_SECONDS}s, store protocol ${S_SECONDS}s, no findings)"

@@ -163,7 +163,7 @@ std::size_t RequestParser::value_capacity_after(std::size_t k) const {
 }
 
 void RequestParser::skip_value() {
-  if (state_ != State::kValue) return;
+  if (state_ != State::kValue || req_.cmd != kCmdSet) return;  // GET/ADD arguments are needed
   Bytes().swap(req_.value);
   req_.discarded = true;
   state_ = State::kSkip;

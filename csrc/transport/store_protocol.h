@@ -67,7 +67,8 @@ class RequestParser {
   std::size_t feed(const std::uint8_t* data, std::size_t n);
   // In kDecide: collect the SET's value (true) or skip it (false).
   void keep_value(bool keep);
-  // In kValue: drop the value's bytes collected so far and skip the rest (a memory limit hit).
+  // In kValue of a SET: drop the value's bytes collected so far and skip the rest (a memory limit
+  // hit). No effect otherwise (a GET/ADD argument is 8 bytes and always kept).
   void skip_value();
   // In kValue: the value buffer's capacity once k more value bytes are fed (the caller books it
   // before feeding them).

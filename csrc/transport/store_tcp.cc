@@ -541,7 +541,7 @@ void TCPStoreServer::Impl::consume(std::uint64_t id, Conn& c, const std::uint8_t
       continue;
     }
     if (pos == n) break;
-    if (c.parser.state() == RequestParser::State::kValue) {
+    if (c.parser.state() == RequestParser::State::kValue && c.parser.request().cmd == kCmdSet) {
       // Book the value buffer's growth before the parser allocates it; skip the value instead
       // when it does not fit beside everything held.
       const std::size_t k =

@@ -836,6 +836,23 @@ TEST(TCPStoreServer, ValueAndTotalLimitsAnswerUsageErrorAndDeleteFreesSpace) {
       << server.held_bytes() << " vs " << base;
 }
 
+// Found by fuzz_store: with the store exactly full, a GET's 8-byte argument must still be read
+// (only SET values are booked and skipped), and the connection keeps working.
+TEST(TCPStoreServer, FullStoreStillServesGetAddAndDelete) {
+  StoreServerOptions o;
+  o.max_total_bytes = 1 + 64 + 1000;  // key "a" + per-key overhead + its value: exactly full
+  TCPStoreServer server("127.0.0.1", 0, o);
+  TCPStore c("127.0.0.1", server.port(), 2000ms);
+  c.set("a", Bytes(1000, 5));
+  EXPECT_EQ(server.held_bytes(), o.max_total_bytes);
+  EXPECT_EQ(c.get("a", 100ms), Bytes(1000, 5));
+  EXPECT_THROW(c.get("missing", 0ms), TimeoutError);
+  EXPECT_THROW(c.set("b", B("x")), UsageError);
+  EXPECT_THROW(c.add("n", 1), UsageError);
+  EXPECT_TRUE(c.delete_key("a"));
+  EXPECT_EQ(c.add("n", 1), 1);
+}
+
 TEST(TCPStoreServer, HugeClaimsHoldNoMemoryAndBlockNoOne) {
   StoreServerOptions o;
   o.max_total_bytes = 128 << 20;  // each claim alone would fit
