@@ -309,6 +309,7 @@ Value TCPStoreServer::Impl::make_value(Bytes bytes) {
 
 void TCPStoreServer::Impl::reply(Conn& c, std::uint8_t status, const std::uint8_t* data,
                                  std::size_t n) {
+  publish();  // a client that sees this reply sees the counters it implies
   c.out.resize(kReplyHeader + n);
   c.out[0] = status;
   put_u64(c.out.data() + 1, n);
@@ -321,6 +322,7 @@ void TCPStoreServer::Impl::reply(Conn& c, std::uint8_t status, const std::uint8_
 }
 
 void TCPStoreServer::Impl::reply_value(Conn& c, Value v) {
+  publish();
   c.out.resize(kReplyHeader);
   c.out[0] = kOk;
   put_u64(c.out.data() + 1, v->size());
