@@ -78,7 +78,12 @@ bool ContextImpl::try_drain_for_abort(Pair& p) {
     auto* d = static_cast<unsigned char*>(dst);
     while (len > 0) {
       int err = 0;
-      const long r = net::recv_some(p.fd.get(), d, len, &err);
+      long r = -1;
+      try {
+        r = tcp_read(p, d, len, &err);
+      } catch (const Error&) {
+        return false;  // a record that does not authenticate: nothing to learn from this peer
+      }
       if (r > 0) {
         d += r;
         len -= static_cast<std::size_t>(r);
@@ -190,29 +195,19 @@ void ContextImpl::abort(const Error& err) noexcept {
         send_abort(p, m, dl);
       } else {
         // An abort inside a half-written message would read as garbage: finish that message
-        // first (bounded: at most one segment, 200 ms), or give up and only hang up.
+        // (and any sealed ahead of it) first (bounded: 200 ms), or give up and only hang up.
         // Only while the collective is still on the stack (inside wait()): after it unwound, a
         // send may point into a scratch buffer that is gone.
-        if (driving_ && !p.sends.empty() && p.sends.front().off > 0) {
-          SendOp& op = p.sends.front();
+        bool boundary = p.sends.empty() ||
+                        (p.sends.front().off == 0 && !(p.chan && p.chan->plain_pending() > 0));
+        if (!boundary && driving_) {
           try {
-            const std::size_t end = op.end();
-            if (op.off < sizeof(MsgHeader)) {
-              net::write_all(p.fd.get(), reinterpret_cast<unsigned char*>(&op.h) + op.off,
-                             sizeof(MsgHeader) - op.off,
-                             Clock::now() + std::chrono::milliseconds(200), "abort");
-              op.off = sizeof(MsgHeader);
-            }
-            if (op.off < end) {
-              net::write_all(p.fd.get(), op.data + (op.off - sizeof(MsgHeader)), end - op.off,
-                             Clock::now() + std::chrono::milliseconds(200), "abort");
-            }
-            op.off = 0;  // the message is complete: a boundary again
-            p.sends.pop_front();
+            boundary = finish_partial_sends(p, Clock::now() + std::chrono::milliseconds(200));
           } catch (...) {
+            boundary = false;
           }
         }
-        if (!p.sends.empty() && p.sends.front().off > 0) {
+        if (!boundary) {
           ::shutdown(p.fd.get(), SHUT_WR);
           continue;
         }
@@ -222,7 +217,10 @@ void ContextImpl::abort(const Error& err) noexcept {
         Bytes m(reinterpret_cast<unsigned char*>(&h),
                 reinterpret_cast<unsigned char*>(&h) + sizeof h);
         m.insert(m.end(), payload.begin(), payload.end());
-        send_abort(p, m, dl);
+        try {
+          (void)tcp_write_all(p, m.data(), m.size(), dl);
+        } catch (...) {
+        }
       }
     }
     // Half-close: the peer reads our ABORT then end-of-stream; we keep reading (close()

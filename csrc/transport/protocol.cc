@@ -9,13 +9,6 @@
 
 namespace ringpress::protocol {
 
-bool secrets_equal(const char* a, const std::string& b) {
-  if (b.size() != kSecretChars) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < kSecretChars; ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 std::string describe(const MsgHeader& h) {
   std::ostringstream os;
   os << coll_kind_name(static_cast<CollKind>(h.coll)) << " #" << h.seq;
@@ -108,21 +101,6 @@ std::exception_ptr concrete_error(const Error& e) {
     case ErrorKind::kInternal: break;
   }
   return std::make_exception_ptr(InternalError(c, e.detail(), e.file(), e.line()));
-}
-
-std::string check_hello(const Hello& h, const std::string& secret, int me, int n) {
-  if (h.magic != kHelloMagic) return "not a ringpress handshake (bad magic)";
-  if (h.version != kProtocolVersion || h.reserved != 0) {
-    return "protocol version " + std::to_string(h.version) + " (reserved " +
-           std::to_string(h.reserved) + "), expected version " + std::to_string(kProtocolVersion) +
-           " with reserved 0";
-  }
-  if (!secrets_equal(h.secret, secret)) return "wrong job secret";
-  if (static_cast<std::int64_t>(h.to) != me || static_cast<std::int64_t>(h.from) <= me ||
-      static_cast<std::int64_t>(h.from) >= n) {
-    return "unexpected ranks (from " + std::to_string(h.from) + " to " + std::to_string(h.to) + ")";
-  }
-  return "";
 }
 
 void check_header(const MsgHeader& h, const Expect& e, int rank, int peer) {

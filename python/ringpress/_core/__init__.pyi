@@ -59,6 +59,7 @@ class Communicator:
         small_bytes: typing.SupportsInt | typing.SupportsIndex = 0,
         shm_ring_bytes: typing.SupportsInt | typing.SupportsIndex = 0,
         spin_us: typing.SupportsInt | typing.SupportsIndex = -1,
+        encrypt: str = "",
     ) -> None: ...
     def allgather(
         self,
