@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <string>
 
 #include "ringpress/error.h"
@@ -89,17 +90,18 @@ std::uint8_t* scratch_bytes(std::size_t bytes) {
   if (v.size() * 8 < bytes) v.resize((bytes + 7) / 8);
   return reinterpret_cast<std::uint8_t*>(v.data());
 }
-// Scratch above this is returned when the call that grew it ends (success or error), so a
-// hostile or one-off large container leaves no memory behind.
+// Scratch above this is returned when a call that grew it fails, so a hostile container leaves
+// no memory behind (a successful call keeps it mapped for the next one, as before).
 constexpr std::size_t kScratchKeepBytes = std::size_t(16) << 20;
 struct ScratchTrim {
   ScratchTrim() = default;
   ScratchTrim(const ScratchTrim&) = delete;
   ScratchTrim& operator=(const ScratchTrim&) = delete;
   ~ScratchTrim() {
-    if (t_scratch.raw.capacity() * 8 > kScratchKeepBytes)
+    if (std::uncaught_exceptions() > unwinding_ && t_scratch.raw.capacity() * 8 > kScratchKeepBytes)
       std::vector<std::uint64_t>().swap(t_scratch.raw);
   }
+  int unwinding_ = std::uncaught_exceptions();
 };
 
 // The codec row of a container, or why it cannot be one.

@@ -410,3 +410,54 @@ def test_container_payload_of_hostile_container_is_typed():
     for _, p in fp16_2kb_claims():
         with pytest.raises(ringpress.WireFormatError):
             container_payload(p)
+
+
+# ------------------------------------------------------------------ memory released on failure
+def resign_frame_blocks(frame: bytearray) -> None:
+    """Recomputes every block checksum of a frame, then its header check."""
+    ndim = frame[7]
+    nblocks = struct.unpack_from("<I", frame, F_NBLOCKS)[0]
+    table = F_HEADER + 8 * ndim
+    off = table + 16 * nblocks
+    for i in range(nblocks):
+        e = table + 16 * i
+        stored = struct.unpack_from("<I", frame, e)[0]
+        put64(frame, e + 8, xxhash.xxh3_64_intdigest(bytes(frame[off : off + stored])))
+        off += stored
+    resign_frame(frame)
+
+
+def test_a_justified_allocation_that_fails_to_decode_is_released(tmp_path):
+    """A staged fp16 container of 2^25 zeros (a 64 MiB payload from a few KB: within the zstd
+    bound, so the stage's scratch is legitimately allocated) whose last zstd block is corrupt
+    (checksums re-signed): the decode fails after the scratch was filled, and the scratch must be
+    returned (an older main kept it for the life of the thread)."""
+    n = 2**25
+    buf = bytearray(
+        bytes(ringpress.Pipeline(ringpress.FP16(), codec="zstd").encode(np.zeros(n, np.float32)))
+    )
+    frame = bytearray(buf[C_HEADER + 8 :])
+    ndim = frame[7]
+    nblocks = struct.unpack_from("<I", frame, F_NBLOCKS)[0]
+    table = F_HEADER + 8 * ndim
+    sizes = [struct.unpack_from("<I", frame, table + 16 * i)[0] for i in range(nblocks)]
+    last = table + 16 * nblocks + sum(sizes[:-1])
+    at = bytes(frame[last : last + sizes[-1]]).find(b"\x28\xb5\x2f\xfd")
+    assert at >= 0, "the last block holds no zstd frame"
+    frame[last + at] ^= 0xFF
+    resign_frame_blocks(frame)
+    buf[C_HEADER + 8 :] = frame
+    p = resign_container(buf)
+    assert len(p) < 64 * 1024
+    with pytest.raises(ringpress.WireFormatError):
+        ringpress.compressors.decode(p, max_elements=n)
+    cases = [
+        ("decode", "decode", p, {"max_elements": n}),
+        ("container_payload", "container_payload", p, None),
+    ]
+    out = run_hostile(tmp_path, [("decode", encode("fp16", gradient(1024)), {})], cases)
+    for r in out["results"]:
+        assert r["error"] == "WireFormatError" and r["typed"], r
+        # The 64 MiB scratch was filled (so peak grows); none of it may stay resident.
+        assert r["growth"] < 16 * MiB, r
+    assert out["peak_growth"] >= 48 * MiB, "the scratch was never allocated: the test tests nothing"
