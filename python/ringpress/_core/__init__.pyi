@@ -189,7 +189,10 @@ def compress_bound(
     block_size: typing.SupportsInt | typing.SupportsIndex,
 ) -> int: ...
 def compressor_decode(
-    payload: typing.Any, out: typing.Any, threads: typing.SupportsInt | typing.SupportsIndex
+    payload: typing.Any,
+    out: typing.Any,
+    threads: typing.SupportsInt | typing.SupportsIndex,
+    max_elements: typing.SupportsInt | typing.SupportsIndex = 0,
 ) -> typing.Any: ...
 def compressor_encode(
     x: typing.Any,
