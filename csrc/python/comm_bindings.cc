@@ -86,8 +86,17 @@ const char* dtype_of_format(const char* fmt, Py_ssize_t itemsize) {
   return nullptr;
 }
 
+// True when a format string states a byte order other than this host's ('>' or '!' here: the
+// collectives run on little-endian hosts only, docs/wire-format.md) for multi-byte elements.
+bool foreign_byte_order(const char* fmt, Py_ssize_t itemsize) {
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ringpress runs on little-endian hosts");
+  return fmt && itemsize > 1 && (fmt[0] == '>' || fmt[0] == '!');
+}
+
 // (address, element count, dtype name, shape) of a C-contiguous buffer, without copying: the fast
-// path for numpy arrays (numpy's own .ctypes.data and .dtype.name cost microseconds each).
+// path for numpy arrays (numpy's own .ctypes.data and .dtype.name cost microseconds each). A
+// buffer in a foreign byte order (numpy '>f4') gets the dtype "byteorder:<format>", which the
+// caller refuses: summing its bytes as native numbers would give wrong results silently.
 py::tuple buffer_info(py::handle obj, bool writable) {
   Py_buffer view;
   int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
@@ -95,15 +104,18 @@ py::tuple buffer_info(py::handle obj, bool writable) {
     PyErr_Clear();
     return py::tuple();
   }
-  const char* dt = dtype_of_format(view.format, view.itemsize);
+  const bool foreign = foreign_byte_order(view.format, view.itemsize);
+  const char* dt = foreign ? nullptr : dtype_of_format(view.format, view.itemsize);
   py::tuple shape(view.ndim);
   for (int i = 0; i < view.ndim; ++i)
     shape[i] = view.shape ? view.shape[i] : view.len / view.itemsize;
-  py::tuple out = py::make_tuple(
-      reinterpret_cast<std::uintptr_t>(view.buf),
-      static_cast<std::size_t>(view.len / (view.itemsize ? view.itemsize : 1)),
-      dt ? py::str(dt) : py::str(std::string("format:") + (view.format ? view.format : "?")),
-      shape);
+  py::tuple out =
+      py::make_tuple(reinterpret_cast<std::uintptr_t>(view.buf),
+                     static_cast<std::size_t>(view.len / (view.itemsize ? view.itemsize : 1)),
+                     dt ? py::str(dt)
+                        : py::str(std::string(foreign ? "byteorder:" : "format:") +
+                                  (view.format ? view.format : "?")),
+                     shape);
   PyBuffer_Release(&view);
   return out;
 }

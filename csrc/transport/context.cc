@@ -38,6 +38,7 @@ const char* coll_kind_name(CollKind kind) noexcept {
     case CollKind::kGather: return "gather";
     case CollKind::kScatter: return "scatter";
     case CollKind::kAlltoall: return "alltoall";
+    case CollKind::kAllreduceCoalesced: return "allreduce_coalesced";
   }
   return "?";
 }

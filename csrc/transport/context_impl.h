@@ -170,7 +170,13 @@ class ContextImpl final : public Context {
   // failure.cc
   void handle_hup(Pair& p);
   [[noreturn]] void drain_for_abort(Pair& p);
-  bool try_drain_for_abort(Pair& p);  // raises the peer's ABORT if one is readable
+  // Raises the peer's ABORT if one is readable (reads until `until`; default: 1 s from now).
+  bool try_drain_for_abort(Pair& p, Deadline until = Deadline{});
+  // Timeout attribution: the peer's ABORT, if it sends one before `until` (else nullptr).
+  std::exception_ptr listen_for_abort(Pair& p, Deadline until);
+  // A timeout (this rank's deadline, or a peer's abort) names the peer that failed to send.
+  void fail_timeout(const Error& err);
+  int waiting_on(int except) const;  // a peer this rank waits for (posted, not done), or -1
   [[noreturn]] void fail_pair(Pair& p, const std::string& what);
   void mark_failed(Pair& p, std::exception_ptr e) noexcept;
   [[noreturn]] void fail(std::exception_ptr e);
@@ -183,6 +189,9 @@ class ContextImpl final : public Context {
   std::exception_ptr error_;
   bool closed_ = false;
   bool driving_ = false;  // inside wait()/test(): posted buffers are still alive
+  // Since when wait() has slept without anything moving (unset: something moved since the last
+  // sleep). Tells a rank blocked on a silent peer from one that has only just arrived (failure.cc).
+  Clock::time_point idle_since_{};
   std::uint64_t bytes_sent_ = 0;
   std::uint64_t bytes_received_ = 0;
   int rejected_ = 0;

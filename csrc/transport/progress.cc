@@ -30,6 +30,7 @@ using namespace protocol;
 // no fd: its reader/writer first announces that it sleeps (so the peer rings the doorbell on the
 // control socket), and wakes the announcement off again afterwards.
 void ContextImpl::sleep_until(Deadline deadline) {
+  if (idle_since_ == Clock::time_point{}) idle_since_ = Clock::now();  // timeout attribution
   // Announce sleep on every shm ring we wait for; if one turns out ready, do not sleep.
   bool must_stay = false;
   for (auto& pp : pairs_) {
@@ -61,6 +62,7 @@ bool ContextImpl::progress_all() {
   for (auto& pp : pairs_) {
     if (pp) any |= progress_pair(*pp);
   }
+  if (any) idle_since_ = Clock::time_point{};  // (failure.cc: fail_timeout)
   return any;
 }
 

@@ -1,6 +1,7 @@
 // Transport wire protocol: pure parsing/validation functions (see protocol.h).
 #include "protocol.h"
 
+#include <iomanip>
 #include <sstream>
 
 #include "ringpress/codec.h"
@@ -11,10 +12,17 @@ namespace ringpress::protocol {
 
 std::string describe(const MsgHeader& h) {
   std::ostringstream os;
-  os << coll_kind_name(static_cast<CollKind>(h.coll)) << " #" << h.seq;
+  const auto coll = static_cast<CollKind>(h.coll);
+  os << coll_kind_name(coll) << " #" << h.seq;
   if (h.dtype != 0 && dtype_valid(h.dtype)) os << " " << dtype_name(static_cast<DType>(h.dtype));
-  os << " x" << h.count;
-  if (static_cast<CollKind>(h.coll) == CollKind::kAllreduce ||
+  if (coll == CollKind::kAllreduceCoalesced) {
+    // count carries a digest of the tensor sizes (wire-format.md), not an element count
+    os << " split " << std::hex << std::setw(16) << std::setfill('0') << h.count << std::dec;
+  } else if (h.step < kAgreeStep || h.count != 0) {
+    os << " x" << h.count;
+  }
+  if (h.step >= kAgreeStep) os << " (agreement)";
+  if (coll == CollKind::kAllreduce || coll == CollKind::kAllreduceCoalesced ||
       static_cast<CollKind>(h.coll) == CollKind::kReduceScatter ||
       static_cast<CollKind>(h.coll) == CollKind::kReduce) {
     if (h.redop < kNumReduceOps) os << " " << reduce_op_name(static_cast<ReduceOp>(h.redop));

@@ -130,6 +130,12 @@ class _Buf:
         if not info:
             self._explain(x, what, writable)
         self.addr, self.count, self.dtype, self.shape = info
+        if self.dtype.startswith("byteorder:"):
+            raise UsageError(
+                f"{what}: non-native byte order (buffer format {self.dtype[10:]!r}); ringpress "
+                "reduces and sends numbers in this host's byte order: convert first, e.g. "
+                "x.astype(x.dtype.newbyteorder('='))"
+            )
         if self.dtype.startswith("format:"):
             raise UsageError(f"{what}: unsupported element type ({self.dtype})")
 

@@ -62,6 +62,7 @@ enum class CollKind : std::uint8_t {
   kGather = 9,
   kScatter = 10,
   kAlltoall = 11,
+  kAllreduceCoalesced = 12,  // fused allreduce: the header's count is a digest of the split
 };
 const char* coll_kind_name(CollKind kind) noexcept;
 
@@ -82,6 +83,10 @@ struct MsgHeader {
   static constexpr std::uint8_t kVersion = 2;       // 1 was the 'RPMG' layout without this byte
 };
 static_assert(sizeof(MsgHeader) == 32, "MsgHeader is 32 bytes on the wire");
+
+// Steps from here up belong to the agreement exchange that opens a rooted collective
+// (collectives/agree.cc; docs/wire-format.md): step = kAgreeStep + round.
+constexpr std::uint32_t kAgreeStep = 0xFFFFFF00u;
 
 enum class MsgType : std::uint8_t { kData = 1, kAbort = 2, kBye = 3 };
 
