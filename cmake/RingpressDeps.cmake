@@ -31,6 +31,14 @@ _rp_find_lib(lz4 lz4.h lz4 liblz4-dev lz4.h)
 _rp_find_lib(zstd zstd.h zstd libzstd-dev zstd.h)
 # xxHash (XXH3-64): the frame checksums (docs/wire-format.md explains the choice).
 _rp_find_lib(xxhash xxhash.h xxhash libxxhash-dev xxhash.h)
+# OpenSSL's libcrypto: job-key handshakes (HMAC, HKDF) and link encryption (AES-256-GCM);
+# docs/security.md says why this library.
+_rp_find_lib(crypto openssl/evp.h crypto libssl-dev openssl/evp.h)
+file(STRINGS "${RP_CRYPTO_INCLUDE_DIR}/openssl/opensslv.h" _v REGEX "^# *define OPENSSL_VERSION_MAJOR ")
+string(REGEX REPLACE ".*MAJOR +([0-9]+).*" "\\1" RP_OPENSSL_MAJOR "${_v}")
+if(NOT RP_OPENSSL_MAJOR OR RP_OPENSSL_MAJOR LESS 3)
+  message(FATAL_ERROR "ringpress: OpenSSL >= 3.0 (libcrypto) is required; install libssl-dev.")
+endif()
 
 # Versions of the headers we compile against (build_info() also reports the runtime versions).
 file(STRINGS "${RP_LZ4_INCLUDE_DIR}/lz4.h" _v REGEX "^#define LZ4_VERSION_(MAJOR|MINOR|RELEASE) ")

@@ -12,7 +12,9 @@
 # RINGPRESS_SANITIZE=address,undefined); run every input of tests/fuzz/corpus/ and
 # tests/golden/*.rpz once (goldens must also decode); then fuzz with a scratch corpus in
 # build/fuzz/corpus seeded from both, and replay that corpus with the generic/SSE2/AVX2 shuffle
-# kernels (RINGPRESS_SIMD). A finding (crash, sanitizer report, leak, timeout, OOM) fails
+# kernels (RINGPRESS_SIMD). The decoder runs with -malloc_limit_mb=512: a decoder allocating for a
+# hostile size claim (inputs claim up to 2^64 - 1) is an OOM finding. A finding (crash, sanitizer
+# report, leak, timeout, OOM) fails
 # the script, and its input is copied into tests/fuzz/corpus/, the regression corpus, to commit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -66,20 +68,20 @@ regress_inputs() { find "$REGRESS" -maxdepth 1 -type f ! -name 'README*' | sort;
 
 # ---------------------------------------------------------------- replay only (arguments)
 if [[ $# -gt 0 ]]; then
-  exec "$FUZZER" -rss_limit_mb=2048 -timeout=10 "$@"
+  exec "$FUZZER" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 "$@"
 fi
 
 # ---------------------------------------------------------------- regression corpus + goldens
 echo "fuzz: replaying the regression corpus and the golden frames"
 mapfile -t regress < <(regress_inputs)
 if [[ ${#regress[@]} -gt 0 ]]; then
-  "$FUZZER" -rss_limit_mb=2048 -timeout=10 "${regress[@]}" 2>"$BUILD/regress.log" || {
+  "$FUZZER" -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 "${regress[@]}" 2>"$BUILD/regress.log" || {
     cat "$BUILD/regress.log" >&2
     echo "fuzz: FAILED: an input of the regression corpus ($REGRESS) still fails (log above)" >&2
     exit 1
   }
 fi
-"$FUZZER" --expect-valid -rss_limit_mb=2048 -timeout=10 tests/golden/*.rpz \
+"$FUZZER" --expect-valid -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 tests/golden/*.rpz \
   2>"$BUILD/golden.log" || {
   cat "$BUILD/golden.log" >&2
   echo "fuzz: FAILED: a golden frame (tests/golden/) no longer decodes cleanly (log above)" >&2
@@ -94,7 +96,7 @@ cp -f tests/golden/*.rpz "$SCRATCH"/
 for f in "${regress[@]}"; do cp -f "$f" "$SCRATCH"/; done
 echo "fuzz: fuzzing for ${SECONDS_BUDGET}s (corpus $SCRATCH, log $BUILD/fuzz.log)"
 rc=0
-"$FUZZER" -max_total_time="$SECONDS_BUDGET" -max_len=65536 -rss_limit_mb=2048 -timeout=10 \
+"$FUZZER" -max_total_time="$SECONDS_BUDGET" -max_len=65536 -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 \
   -dict=tests/fuzz/fuzz_decode.dict -artifact_prefix="$ART/" -print_final_stats=1 \
   "$SCRATCH" >"$BUILD/fuzz.log" 2>&1 || rc=$?
 grep -E '^#[0-9]+ +(DONE|pulse)|^stat::' "$BUILD/fuzz.log" | tail -8 || true
@@ -102,7 +104,7 @@ grep -E '^#[0-9]+ +(DONE|pulse)|^stat::' "$BUILD/fuzz.log" | tail -8 || true
 # the others too (RINGPRESS_SIMD caps the runtime dispatch; a level the CPU lacks is skipped).
 if [[ $rc -eq 0 ]]; then
   for level in generic sse2 avx2; do
-    RINGPRESS_SIMD=$level "$FUZZER" -runs=0 -rss_limit_mb=2048 -timeout=10 -artifact_prefix="$ART/" \
+    RINGPRESS_SIMD=$level "$FUZZER" -runs=0 -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 -artifact_prefix="$ART/" \
       "$SCRATCH" >>"$BUILD/fuzz.log" 2>&1 || { rc=$?; echo "fuzz: replay with RINGPRESS_SIMD=$level failed" >&2; break; }
   done
   [[ $rc -eq 0 ]] && echo "fuzz: corpus replayed with RINGPRESS_SIMD=generic, sse2, avx2"

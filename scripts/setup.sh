@@ -16,10 +16,11 @@ VENV="${RP_VENV:-.venv}"
 PY="${PYTHON:-python3}"
 
 # ---------------------------------------------------------------- system packages (Debian/Ubuntu)
-# liblz4-dev/libzstd-dev: the codecs' C libraries; libxxhash-dev: frame checksums; libgtest-dev: C++ tests; pkg-config;
+# liblz4-dev/libzstd-dev: the codecs' C libraries; libxxhash-dev: frame checksums; libssl-dev: libcrypto
+# (job-key handshakes, link encryption); libgtest-dev: C++ tests; pkg-config;
 # iproute2: network-namespace benchmarks and tests;
 # clang + libclang-rt-14-dev: libFuzzer and the sanitizer runtimes for the decoder fuzz target (scripts/fuzz.sh).
-SYS_PKGS=(liblz4-dev libzstd-dev libxxhash-dev libgtest-dev pkg-config iproute2 make clang libclang-rt-14-dev)
+SYS_PKGS=(liblz4-dev libzstd-dev libxxhash-dev libssl-dev libgtest-dev pkg-config iproute2 make clang libclang-rt-14-dev)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
   for p in "${SYS_PKGS[@]}"; do

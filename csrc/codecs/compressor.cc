@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <string>
 
 #include "ringpress/error.h"
@@ -89,6 +90,19 @@ std::uint8_t* scratch_bytes(std::size_t bytes) {
   if (v.size() * 8 < bytes) v.resize((bytes + 7) / 8);
   return reinterpret_cast<std::uint8_t*>(v.data());
 }
+// Scratch above this is returned when a call that grew it fails, so a hostile container leaves
+// no memory behind (a successful call keeps it mapped for the next one, as before).
+constexpr std::size_t kScratchKeepBytes = std::size_t(16) << 20;
+struct ScratchTrim {
+  ScratchTrim() = default;
+  ScratchTrim(const ScratchTrim&) = delete;
+  ScratchTrim& operator=(const ScratchTrim&) = delete;
+  ~ScratchTrim() {
+    if (std::uncaught_exceptions() > unwinding_ && t_scratch.raw.capacity() * 8 > kScratchKeepBytes)
+      std::vector<std::uint64_t>().swap(t_scratch.raw);
+  }
+  int unwinding_ = std::uncaught_exceptions();
+};
 
 // The codec row of a container, or why it cannot be one.
 const CodecInfo& lossy_row(WireCompression id) {
@@ -279,15 +293,15 @@ ContainerInfo parse_container(const void* buf, std::size_t len) {
     RP_THROW(WireFormatError, "the container's parameters are not valid for codec '", info->name,
              "': ", e.detail());
   }
-  std::size_t hi_bound = 0;
-  try {
+  std::size_t hi_bound = 0, lo_bound = 0;
+  try {  // overflow-checked in the codecs: a UsageError for an n no payload can hold
     hi_bound = codec->bound(std::size_t(c.n));
+    lo_bound = codec->min_payload(std::size_t(c.n));
   } catch (const Error& e) {
     if (e.kind() != ErrorKind::kUsage) throw;
     RP_THROW(WireFormatError, "codec '", info->name, "' cannot carry the container's ", c.n,
              " elements: ", e.detail());
   }
-  const std::size_t lo_bound = codec->min_payload(std::size_t(c.n));
   // The payload must justify n (and so the n floats a decoder allocates) before anything else.
   RP_ENFORCE(c.raw_size >= lo_bound && c.raw_size <= hi_bound, WireFormatError, "a '", info->name,
              "' payload of ", c.raw_size, " bytes for ", c.n, " elements (allowed: ", lo_bound,
@@ -338,9 +352,32 @@ const std::uint8_t* payload_of(const ContainerInfo& c, const std::uint8_t* b, in
 
 }  // namespace
 
+std::uint64_t default_max_elements(std::size_t container_len) noexcept {
+  const std::uint64_t per_byte =
+      std::uint64_t(container_len) > ~std::uint64_t(0) / kDefaultElementsPerByte
+          ? ~std::uint64_t(0)
+          : std::uint64_t(container_len) * kDefaultElementsPerByte;
+  return per_byte > kDefaultMaxElements ? per_byte : kDefaultMaxElements;
+}
+
+ContainerInfo parse_container_bounded(const void* buf, std::size_t len,
+                                      std::uint64_t max_elements) {
+  ContainerInfo c = parse_container(buf, len);
+  const std::uint64_t cap = max_elements ? max_elements : default_max_elements(len);
+  if (c.n > cap) {
+    ScopedErrorContext ctx("decompress.container");
+    RP_THROW(WireFormatError, "a ", len, "-byte '", wire_compression_name(c.codec),
+             "' container claims ", c.n, " elements, more than the ", cap, " allowed (",
+             max_elements ? "max_elements" : "default: max(2^24, 64 x its bytes)",
+             "); pass out= or a larger max_elements to accept it");
+  }
+  return c;
+}
+
 std::vector<std::uint8_t> container_payload(const void* buf, std::size_t len, int threads) {
   const ContainerInfo c = parse_container(buf, len);
   ScopedErrorContext ctx("decompress.container");
+  ScratchTrim trim;
   const std::uint8_t* p = payload_of(c, static_cast<const std::uint8_t*>(buf), threads);
   return std::vector<std::uint8_t>(p, p + c.raw_size);
 }
@@ -350,6 +387,7 @@ void compressor_decode(const void* buf, std::size_t len, float* out, std::size_t
   const ContainerInfo c = parse_container(buf, len);
   ScopedErrorContext ctx(std::string("decompress.") + wire_compression_name(c.codec));
   RP_ENFORCE_EQ(std::uint64_t(out_n), c.n, UsageError, "output size does not match the container");
+  ScratchTrim trim;
   const std::uint8_t* p = payload_of(c, static_cast<const std::uint8_t*>(buf), threads);
   std::unique_ptr<Codec> codec = make_codec(c.codec, c.params, DType::kF32, ReduceOp::kSum);
   codec->decode(p, std::size_t(c.raw_size), out, out_n, false);

@@ -1,10 +1,14 @@
 // Frame header/table writer and validating parser (docs/wire-format.md, version 1).
 // Every byte comes from the network: read with explicit little-endian loads, check every field
-// before use, and overflow-check every size computation.
+// before use, and overflow-check every size computation. No field is trusted to size an
+// allocation: a coded block may claim at most kMaxExpansion(codec) x its stored bytes (the most
+// an lz4 block or an RFC 8878 zstd frame can expand), so a frame's nbytes is justified by the
+// bytes present before any caller allocates its output.
 #include <xxhash.h>
 
 #include <cstring>
 
+#include "ringpress/checked.h"
 #include "ringpress/error.h"
 #include "ringpress/hash.h"
 #include "ringpress/wire.h"
@@ -45,6 +49,18 @@ std::uint32_t header_check(const std::uint8_t* buf, std::size_t table_bytes) {
 }
 
 }  // namespace
+
+std::uint64_t max_expansion(Codec c) noexcept {
+  switch (c) {
+    case Codec::kNone: return 1;
+    // An lz4 sequence costs >= 3 bytes (token, offset) plus one byte per 255 of match length.
+    case Codec::kLz4: return 255;
+    // RFC 8878: a block decodes to at most Block_Maximum_Size = 128 KiB and costs >= 4 bytes
+    // (3-byte header + 1: an RLE block); the frame header adds >= 6 more.
+    case Codec::kZstd: return 32768;
+  }
+  return 1;
+}
 
 const char* codec_name(Codec c) noexcept {
   switch (c) {
@@ -140,7 +156,9 @@ std::uint64_t frame_size(const void* buf, std::size_t len) {
   RP_ENFORCE_GE(std::uint64_t(len), tend, WireFormatError, "buffer too short for the block table");
   std::uint64_t total = tend;
   const std::uint8_t* p = b + kHeaderSize + 8 * info.ndim;
-  for (std::uint64_t i = 0; i < nblocks; ++i, p += kBlockEntrySize) total += ld32(p);
+  for (std::uint64_t i = 0; i < nblocks; ++i, p += kBlockEntrySize) {
+    total = checked_add<WireFormatError>(total, std::uint64_t(ld32(p)), "frame size");
+  }
   return total;
 }
 
@@ -216,8 +234,17 @@ FrameInfo parse_frame(const void* buf, std::size_t len) {
     }
     RP_ENFORCE_LE(std::uint64_t(e.stored_size), std::uint64_t(e.length) + 4 * info.elemsize,
                   WireFormatError, "block ", i, ": stored size larger than allowed");
+    if (e.coding != Coding::kRaw) {
+      // The claimed length must be reachable from the stored bytes (length <= 2^30 and
+      // stored_size < 2^32: the product cannot overflow 64 bits).
+      RP_ENFORCE_LE(std::uint64_t(e.length),
+                    max_expansion(info.codec) * std::uint64_t(e.stored_size), WireFormatError,
+                    "block ", i, ": ", e.stored_size, " stored bytes cannot decode to ", e.length,
+                    " bytes (", codec_name(info.codec), " expands at most ",
+                    max_expansion(info.codec), "x)");
+    }
     e.offset = offset;
-    offset += e.stored_size;
+    offset = checked_add<WireFormatError>(offset, std::uint64_t(e.stored_size), "frame size");
   }
   info.frame_size = offset;
   RP_ENFORCE_EQ(std::uint64_t(len), info.frame_size, WireFormatError,

@@ -21,6 +21,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <exception>
 #include <string>
 #include <vector>
 
@@ -71,6 +72,20 @@ struct WorkerState {
   std::uint8_t* buf2(std::size_t n) {
     if (scratch2.size() < n) scratch2.resize(n);
     return scratch2.data();
+  }
+  // Scratch of an unusually large block (a frame's block_size may be up to 2^30) is returned when
+  // that block fails to decode: a hostile frame leaves no memory behind on a pool thread.
+  void trim() {
+    constexpr std::size_t kKeep = std::size_t(16) << 20;
+    if (scratch.capacity() > kKeep) std::vector<std::uint8_t>().swap(scratch);
+    if (scratch2.capacity() > kKeep) std::vector<std::uint8_t>().swap(scratch2);
+  }
+};
+struct TrimOnError {
+  WorkerState& ws;
+  int unwinding = std::uncaught_exceptions();
+  ~TrimOnError() {
+    if (std::uncaught_exceptions() > unwinding) ws.trim();
   }
 };
 thread_local WorkerState t_worker;
@@ -330,6 +345,7 @@ void decode_block(const wire::FrameInfo& info, const std::uint8_t* frame, std::s
   const std::size_t s = info.elemsize;
   RP_ENFORCE_EQ(wire::checksum(in, e.stored_size), e.checksum, WireFormatError, "block ", i,
                 ": checksum mismatch (corrupt data)");
+  TrimOnError trim{ws};
 
   auto unfilter = [&](const std::uint8_t* from) {
     switch (e.filter) {

@@ -1,8 +1,10 @@
 // allreduce(): picks the algorithm by size (recursive doubling at or below the small-message
 // threshold, the pipelined ring above it) and finishes avg with one division.
 // Cost: that of the algorithm chosen (allreduce_small.cc, allreduce_ring.cc); avg adds one local
-// pass and no communication.
+// pass and no communication. A fused request (allreduce_coalesced) carries a digest of its split
+// in the header (split_digest): same cost, no extra message.
 #include "ring.h"
+#include "ringpress/hash.h"
 
 namespace ringpress {
 
@@ -19,6 +21,12 @@ void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op) {
     return;
   }
   (void)make_codec(c.kind, c, dtype, op);  // the dtype rule and the parameters
+}
+
+std::uint64_t split_digest(const std::vector<std::size_t>& sizes) {
+  std::vector<std::uint64_t> v(sizes.begin(), sizes.end());  // the same bytes on every host
+  const std::uint64_t d = xxh3_64(v.data(), v.size() * sizeof(std::uint64_t));
+  return d ? d : 1;
 }
 
 void allreduce(const OpContext& oc, const AllreduceOptions& o) {

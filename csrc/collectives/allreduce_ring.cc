@@ -14,8 +14,8 @@ void allreduce_ring(const OpContext& oc, const AllreduceOptions& o) {
   ring::even_blocks(o.count, oc.ctx.size(), &plan.off, &plan.len);
   plan.dtype = o.dtype;
   plan.op = o.op;
-  plan.coll = CollKind::kAllreduce;
-  plan.total = o.count;
+  plan.coll = o.split_digest ? CollKind::kAllreduceCoalesced : CollKind::kAllreduce;
+  plan.total = o.split_digest ? o.split_digest : o.count;  // the header's count
   plan.segment_bytes = o.segment_bytes;
   ring::run(oc, plan);
 }

@@ -22,8 +22,10 @@ void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o
   auto* data = static_cast<unsigned char*>(o.data);
   std::shared_ptr<Buffer> tmp = Buffer::acquire(bytes);
   std::uint32_t step = 0;
+  const CollKind coll = o.split_digest ? CollKind::kAllreduceCoalesced : CollKind::kAllreduce;
+  const std::uint64_t hcount = o.split_digest ? o.split_digest : o.count;
   auto hdr = [&](std::uint32_t s) {
-    return ring::header(CollKind::kAllreduce, o.dtype, o.op, oc.seq, s, o.count, bytes);
+    return ring::header(coll, o.dtype, o.op, oc.seq, s, hcount, bytes);
   };
   // Operands are combined lower-rank side first on both partners, so even the non-commutative
   // corners (min/max of +0 and -0, NaN payloads) give the same bits on every rank.

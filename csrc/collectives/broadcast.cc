@@ -1,8 +1,11 @@
-// Broadcast: a binomial tree for small messages, a pipelined chain for large ones.
+// Broadcast: a binomial tree for small messages, a pipelined chain for large ones, both after the
+// agreement exchange (agree.cc) that makes a root, dtype or count that differs between ranks a
+// collective mismatch on every rank, before any data moves.
 //
-// Tree: ceil(log2 P) rounds, (alpha + n beta) each. Chain (ranks in ring order from the root, the
-// message cut into segments that flow down the chain as they arrive):
-// (P - 2 + n/s) (alpha + s beta) for segment size s: close to n beta for large n, whatever P.
+// Agreement: ceil(log2 P) alpha (zero-byte messages). Tree: ceil(log2 P) rounds, (alpha + n beta)
+// each. Chain (ranks in ring order from the root, the message cut into segments that flow down
+// the chain as they arrive): (P - 2 + n/s) (alpha + s beta) for segment size s: close to n beta
+// for large n, whatever P.
 #include "ring.h"
 #include "ringpress/fault.h"
 
@@ -15,6 +18,7 @@ void broadcast(const OpContext& oc, const BroadcastOptions& o) {
              P);
   RP_ENFORCE(o.data != nullptr || o.count == 0, UsageError, "broadcast of a null buffer");
   if (P == 1) return;
+  ring::agree(oc, CollKind::kBroadcast, o.dtype, o.root, o.count);
   const int r = ctx.rank();
   const std::size_t es = dtype_size(o.dtype);
   const std::size_t bytes = o.count * es;

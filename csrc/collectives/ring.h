@@ -66,4 +66,10 @@ MsgHeader header(CollKind coll, DType dtype, ReduceOp op, std::uint32_t seq, std
                  WireCompression codec = WireCompression::kNone);
 Expect expect(const MsgHeader& h);
 
+// The agreement exchange that opens a rooted collective (agree.cc): zero-length messages carrying
+// (coll, seq, dtype, root, count) in ceil(log2 P) rounds, so ranks that disagree on any of them
+// raise a collective mismatch at this collective, every rank, before any data moves. `count` 0
+// where ranks may legitimately differ (gather, scatter: per-rank sizes).
+void agree(const OpContext& oc, CollKind coll, DType dtype, int root, std::uint64_t count);
+
 }  // namespace ringpress::ring

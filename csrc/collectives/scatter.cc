@@ -1,6 +1,8 @@
-// Scatter: the root posts one send per rank at once, each from that rank's own input buffer;
-// every other rank receives its block. Cost: alpha + n beta per receiver; the root sends (P-1) n
-// bytes. The root's block is a copy.
+// Scatter: after the agreement exchange (agree.cc: a root or dtype that differs between ranks is
+// a collective mismatch on every rank, before any data moves), the root posts one send per rank
+// at once, each from that rank's own input buffer; every other rank receives its block. Cost:
+// ceil(log2 P) alpha (agreement) + alpha + n beta per receiver; the root sends (P-1) n bytes. The
+// root's block is a copy.
 #include <cstring>
 
 #include "ring.h"
@@ -16,6 +18,16 @@ void scatter(const OpContext& oc, const ScatterOptions& o) {
              P);
   const std::size_t es = dtype_size(o.dtype);
   RP_ENFORCE(o.out != nullptr || o.count == 0, UsageError, "scatter into a null buffer");
+  if (r == o.root) {  // every check before the agreement: nothing is sent for a refused call
+    RP_ENFORCE_EQ(o.ins.size(), static_cast<std::size_t>(P), UsageError,
+                  "scatter needs one input per rank on the root");
+    for (const auto& [ptr, n] : o.ins) {
+      RP_ENFORCE(ptr != nullptr || n == 0, UsageError, "scatter from a null buffer on the root");
+    }
+    RP_ENFORCE_EQ(o.ins[r].second, o.count, UsageError,
+                  "scatter: the root's own input and output sizes differ");
+  }
+  if (P > 1) ring::agree(oc, CollKind::kScatter, o.dtype, o.root, 0);
   fault::hit("scatter");
   auto hdr = [&](std::size_t count) {
     MsgHeader h =
@@ -27,13 +39,6 @@ void scatter(const OpContext& oc, const ScatterOptions& o) {
     ctx.wait(ctx.post_recv(o.root, ring::expect(hdr(o.count)), o.out), oc.deadline);
     return;
   }
-  RP_ENFORCE_EQ(o.ins.size(), static_cast<std::size_t>(P), UsageError,
-                "scatter needs one input per rank on the root");
-  for (const auto& [ptr, n] : o.ins) {
-    RP_ENFORCE(ptr != nullptr || n == 0, UsageError, "scatter from a null buffer on the root");
-  }
-  RP_ENFORCE_EQ(o.ins[r].second, o.count, UsageError,
-                "scatter: the root's own input and output sizes differ");
   std::vector<Ticket> sends;
   for (int p = 0; p < P; ++p) {
     if (p != r) sends.push_back(ctx.post_send(p, hdr(o.ins[p].second), o.ins[p].first));

@@ -26,6 +26,13 @@ const std::vector<Var>& table() {
       {"RINGPRESS_COMPRESSION", "string", "none", "when a communicator is made",
        "default compression of Communicator.allreduce (none, a wire codec of "
        "ringpress.wire_codecs(), or auto)"},
+      {"RINGPRESS_JOB_KEY", "string", "", "when a communicator or store is made",
+       "the job key (32+ characters, same on every rank): authenticates every connection and "
+       "keys link encryption; never sent or stored (docs/security.md)"},
+      {"RINGPRESS_JOB_KEY_FILE", "string", "", "when a communicator or store is made",
+       "a file (owner-only, like an ssh key) holding the job key, if RINGPRESS_JOB_KEY is unset"},
+      {"RINGPRESS_ENCRYPT", "on/off", "on", "when a communicator is made",
+       "with a job key: on = TCP links are encrypted (AES-256-GCM); off = authenticated only"},
       {"RINGPRESS_SEGMENT_BYTES", "bytes", "262144", "once per process",
        "pipeline segment of the ring algorithms"},
       {"RINGPRESS_SMALL_BYTES", "bytes", "65536", "once per process",

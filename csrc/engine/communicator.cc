@@ -288,13 +288,20 @@ Communicator::WorkPtr Communicator::allreduce_coalesced(
   ScopedErrorContext ec("allreduce_coalesced", rank_);
   RP_ENFORCE(reduce_supported(dtype), UsageError, "allreduce does not support dtype ",
              dtype_name(dtype));
+  RP_ENFORCE(!buffers.empty(), UsageError, "allreduce_coalesced needs at least one buffer");
   std::size_t total = 0;
+  std::vector<std::size_t> sizes;
+  sizes.reserve(buffers.size());
   for (auto& b : buffers) {
     RP_ENFORCE(b.first != nullptr || b.second == 0, UsageError, "allreduce of a null buffer");
     total += b.second;
+    sizes.push_back(b.second);
   }
   AllreduceOptions o;
   o.count = total;
+  // The split is part of the agreement: ranks fusing the same total differently would otherwise
+  // sum mismatched tensors without an error (the header carries this digest instead of the count).
+  o.split_digest = split_digest(sizes);
   o.dtype = dtype;
   o.op = op;
   o.segment_bytes = opts_.segment_bytes;
@@ -399,6 +406,9 @@ Communicator::WorkPtr Communicator::gather(const void* in, std::size_t count,
                   "gather needs one output per rank on the root");
     RP_ENFORCE_EQ(outs[static_cast<std::size_t>(root)].second, count, UsageError,
                   "gather: the root's own output and input sizes differ");
+    for (const auto& [ptr, n] : outs) {
+      RP_ENFORCE(ptr != nullptr || n == 0, UsageError, "gather into a null buffer on the root");
+    }
   }
   GatherOptions o;
   o.in = in;
@@ -423,6 +433,9 @@ Communicator::WorkPtr Communicator::scatter(std::vector<std::pair<const void*, s
                   "scatter needs one input per rank on the root");
     RP_ENFORCE_EQ(ins[static_cast<std::size_t>(root)].second, count, UsageError,
                   "scatter: the root's own input and output sizes differ");
+    for (const auto& [ptr, n] : ins) {
+      RP_ENFORCE(ptr != nullptr || n == 0, UsageError, "scatter from a null buffer on the root");
+    }
   }
   ScatterOptions o;
   o.ins = std::move(ins);

@@ -102,8 +102,17 @@ const char* dtype_of_format(const char* fmt, Py_ssize_t itemsize) {
   return nullptr;
 }
 
+// True when a format string states a byte order other than this host's ('>' or '!' here: the
+// collectives run on little-endian hosts only, docs/wire-format.md) for multi-byte elements.
+bool foreign_byte_order(const char* fmt, Py_ssize_t itemsize) {
+  static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ringpress runs on little-endian hosts");
+  return fmt && itemsize > 1 && (fmt[0] == '>' || fmt[0] == '!');
+}
+
 // (address, element count, dtype name, shape) of a C-contiguous buffer, without copying: the fast
-// path for numpy arrays (numpy's own .ctypes.data and .dtype.name cost microseconds each).
+// path for numpy arrays (numpy's own .ctypes.data and .dtype.name cost microseconds each). A
+// buffer in a foreign byte order (numpy '>f4') gets the dtype "byteorder:<format>", which the
+// caller refuses: summing its bytes as native numbers would give wrong results silently.
 py::tuple buffer_info(py::handle obj, bool writable) {
   Py_buffer view;
   int flags = PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | (writable ? PyBUF_WRITABLE : 0);
@@ -111,15 +120,18 @@ py::tuple buffer_info(py::handle obj, bool writable) {
     PyErr_Clear();
     return py::tuple();
   }
-  const char* dt = dtype_of_format(view.format, view.itemsize);
+  const bool foreign = foreign_byte_order(view.format, view.itemsize);
+  const char* dt = foreign ? nullptr : dtype_of_format(view.format, view.itemsize);
   py::tuple shape(view.ndim);
   for (int i = 0; i < view.ndim; ++i)
     shape[i] = view.shape ? view.shape[i] : view.len / view.itemsize;
-  py::tuple out = py::make_tuple(
-      reinterpret_cast<std::uintptr_t>(view.buf),
-      static_cast<std::size_t>(view.len / (view.itemsize ? view.itemsize : 1)),
-      dt ? py::str(dt) : py::str(std::string("format:") + (view.format ? view.format : "?")),
-      shape);
+  py::tuple out =
+      py::make_tuple(reinterpret_cast<std::uintptr_t>(view.buf),
+                     static_cast<std::size_t>(view.len / (view.itemsize ? view.itemsize : 1)),
+                     dt ? py::str(dt)
+                        : py::str(std::string(foreign ? "byteorder:" : "format:") +
+                                  (view.format ? view.format : "?")),
+                     shape);
   PyBuffer_Release(&view);
   return out;
 }
@@ -228,35 +240,38 @@ void bind_comm(py::module_& m) {
       .def_property_readonly("name", &rp::Work::name);
 
   py::class_<rp::Communicator, std::shared_ptr<rp::Communicator>>(m, "Communicator")
-      .def(py::init([](py::object store, int rank, int size, const std::string& transport,
-                       double timeout_s, const std::string& bind_addr,
-                       const std::string& route_hint, const std::string& secret,
-                       const std::string& timeline, std::size_t segment_bytes,
-                       std::size_t small_bytes, std::size_t shm_ring_bytes, int spin_us) {
-             rp::CommOptions o;
-             o.context.rank = rank;
-             o.context.size = size;
-             o.context.transport = transport;
-             // <= 0: unset, so RINGPRESS_TIMEOUT (else 300 s) applies (env.h).
-             o.context.timeout = std::chrono::milliseconds(
-                 timeout_s > 0 ? std::max<long long>(1, static_cast<long long>(timeout_s * 1000))
-                               : 0);
-             o.context.bind_addr = bind_addr;
-             o.context.route_hint = route_hint;
-             o.context.secret = secret;
-             if (shm_ring_bytes) o.context.shm_ring_bytes = shm_ring_bytes;
-             if (spin_us >= 0) o.context.spin_us = spin_us;
-             o.timeline_path = timeline;
-             o.segment_bytes = segment_bytes;
-             o.small_bytes = small_bytes;
-             auto st = as_store(std::move(store));
-             py::gil_scoped_release nogil;
-             return std::make_shared<rp::Communicator>(st, o);
-           }),
-           py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("transport") = "",
-           py::arg("timeout") = 0.0, py::arg("bind_addr") = "", py::arg("route_hint") = "",
-           py::arg("secret") = "", py::arg("timeline") = "", py::arg("segment_bytes") = 0,
-           py::arg("small_bytes") = 0, py::arg("shm_ring_bytes") = 0, py::arg("spin_us") = -1)
+      .def(
+          py::init([](py::object store, int rank, int size, const std::string& transport,
+                      double timeout_s, const std::string& bind_addr, const std::string& route_hint,
+                      const std::string& secret, const std::string& timeline,
+                      std::size_t segment_bytes, std::size_t small_bytes,
+                      std::size_t shm_ring_bytes, int spin_us, const std::string& encrypt) {
+            rp::CommOptions o;
+            o.context.rank = rank;
+            o.context.size = size;
+            o.context.transport = transport;
+            // <= 0: unset, so RINGPRESS_TIMEOUT (else 300 s) applies (env.h).
+            o.context.timeout = std::chrono::milliseconds(
+                timeout_s > 0 ? std::max<long long>(1, static_cast<long long>(timeout_s * 1000))
+                              : 0);
+            o.context.bind_addr = bind_addr;
+            o.context.route_hint = route_hint;
+            o.context.secret = secret;
+            o.context.encrypt = encrypt;
+            if (shm_ring_bytes) o.context.shm_ring_bytes = shm_ring_bytes;
+            if (spin_us >= 0) o.context.spin_us = spin_us;
+            o.timeline_path = timeline;
+            o.segment_bytes = segment_bytes;
+            o.small_bytes = small_bytes;
+            auto st = as_store(std::move(store));
+            py::gil_scoped_release nogil;
+            return std::make_shared<rp::Communicator>(st, o);
+          }),
+          py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("transport") = "",
+          py::arg("timeout") = 0.0, py::arg("bind_addr") = "", py::arg("route_hint") = "",
+          py::arg("secret") = "", py::arg("timeline") = "", py::arg("segment_bytes") = 0,
+          py::arg("small_bytes") = 0, py::arg("shm_ring_bytes") = 0, py::arg("spin_us") = -1,
+          py::arg("encrypt") = "")
       .def_property_readonly("rank", &rp::Communicator::rank)
       .def_property_readonly("size", &rp::Communicator::size)
       .def("transport", &rp::Communicator::transport)

@@ -143,6 +143,22 @@ py::dict frame_info_dict(const rp::wire::FrameInfo& f) {
   return d;
 }
 
+// Decoders allocate only what a payload justifies (docs/wire-format.md); should an allocation
+// still fail, the caller sees ringpress's CodecError (out of memory), never Python's builtin
+// MemoryError or ValueError (std::bad_alloc / std::length_error).
+template <class F>
+auto decode_guard(const char* op, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    rp::ScopedErrorContext ctx(op);
+    RP_THROW(CodecError, "out of memory");
+  } catch (const std::length_error& e) {
+    rp::ScopedErrorContext ctx(op);
+    RP_THROW(CodecError, "out of memory (", e.what(), ")");
+  }
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -390,14 +406,20 @@ PYBIND11_MODULE(_core, m) {
           BufferView dst(out, true, "out");
           check_no_overlap(in, dst, "buf and out");
           py::gil_scoped_release release;
-          rp::lossless_decode(in.data(), in.size(), dst.data(), dst.size(), threads);
+          decode_guard("decompress", [&] {
+            rp::lossless_decode(in.data(), in.size(), dst.data(), dst.size(), threads);
+          });
           return py::none();
         }
+        // parse_frame bounds nbytes by the frame's own bytes (rp::wire::max_expansion).
         const rp::wire::FrameInfo info = rp::wire::parse_frame(in.data(), in.size());
-        std::shared_ptr<rp::Buffer> buf = rp::Buffer::acquire(std::size_t(info.nbytes));
+        std::shared_ptr<rp::Buffer> buf = decode_guard(
+            "decompress", [&] { return rp::Buffer::acquire(std::size_t(info.nbytes)); });
         {
           py::gil_scoped_release release;
-          rp::lossless_decode(info, in.data(), buf->data(), buf->size(), threads);
+          decode_guard("decompress", [&] {
+            rp::lossless_decode(info, in.data(), buf->data(), buf->size(), threads);
+          });
         }
         return py::cast(buf);
       },
@@ -489,14 +511,15 @@ PYBIND11_MODULE(_core, m) {
         std::vector<std::uint8_t> p;
         {
           py::gil_scoped_release release;
-          p = rp::container_payload(in.data(), in.size(), threads);
+          p = decode_guard("decompress.container",
+                           [&] { return rp::container_payload(in.data(), in.size(), threads); });
         }
         return py::bytes(reinterpret_cast<const char*>(p.data()), p.size());
       },
       py::arg("payload"), py::arg("threads") = 1);
   m.def(
       "compressor_decode",
-      [](py::handle buf, py::handle out, int threads) -> py::object {
+      [](py::handle buf, py::handle out, int threads, std::uint64_t max_elements) -> py::object {
         BufferView in(buf, false, "payload");
         if (!out.is_none()) {
           BufferView dst(out, true, "out");
@@ -504,21 +527,28 @@ PYBIND11_MODULE(_core, m) {
                         "out must hold float32");
           check_no_overlap(in, dst, "payload and out");
           py::gil_scoped_release release;
-          rp::compressor_decode(in.data(), in.size(), static_cast<float*>(dst.data()),
-                                dst.size() / sizeof(float), threads);
+          decode_guard("decompress", [&] {
+            rp::compressor_decode(in.data(), in.size(), static_cast<float*>(dst.data()),
+                                  dst.size() / sizeof(float), threads);
+          });
           return py::none();
         }
-        // parse_container checked min_payload(n) <= payload <= bound(n) before this allocation.
-        const rp::ContainerInfo c = rp::parse_container(in.data(), in.size());
-        std::shared_ptr<rp::Buffer> b = rp::Buffer::acquire(std::size_t(c.n) * sizeof(float));
+        // parse_container checked min_payload(n) <= payload <= bound(n); the cap (max_elements,
+        // else the default) bounds what a sparse payload may claim, before this allocation.
+        const rp::ContainerInfo c = rp::parse_container_bounded(in.data(), in.size(), max_elements);
+        std::shared_ptr<rp::Buffer> b = decode_guard("decompress", [&] {
+          return rp::Buffer::acquire(std::size_t(c.n) * sizeof(float));  // n <= 2^62 / cap
+        });
         {
           py::gil_scoped_release release;
-          rp::compressor_decode(in.data(), in.size(), reinterpret_cast<float*>(b->data()),
-                                std::size_t(c.n), threads);
+          decode_guard("decompress", [&] {
+            rp::compressor_decode(in.data(), in.size(), reinterpret_cast<float*>(b->data()),
+                                  std::size_t(c.n), threads);
+          });
         }
         return py::cast(b);
       },
-      py::arg("payload"), py::arg("out"), py::arg("threads"));
+      py::arg("payload"), py::arg("out"), py::arg("threads"), py::arg("max_elements") = 0);
 
   m.def(
       "cuda_byte_shuffle_host_staged",

@@ -38,6 +38,7 @@ const char* coll_kind_name(CollKind kind) noexcept {
     case CollKind::kGather: return "gather";
     case CollKind::kScatter: return "scatter";
     case CollKind::kAlltoall: return "alltoall";
+    case CollKind::kAllreduceCoalesced: return "allreduce_coalesced";
   }
   return "?";
 }
@@ -104,6 +105,10 @@ ContextImpl::ContextImpl(std::shared_ptr<Store> store, const ContextOptions& opt
   opts_.shm_ring_bytes = env::pick(std::uint64_t{opts_.shm_ring_bytes}, "RINGPRESS_SHM_RING_BYTES");
   RP_ENFORCE(opts_.transport == "auto" || opts_.transport == "tcp" || opts_.transport == "shm",
              UsageError, "transport must be auto, tcp or shm, got '", opts_.transport, "'");
+  opts_.encrypt = env::pick(opts_.encrypt, "RINGPRESS_ENCRYPT");
+  RP_ENFORCE(opts_.encrypt == "on" || opts_.encrypt == "off", UsageError,
+             "encrypt (RINGPRESS_ENCRYPT) must be on or off, got '", opts_.encrypt, "'");
+  encrypt_ = opts_.encrypt == "on";
   pairs_.resize(static_cast<std::size_t>(opts_.size));
   if (opts_.size == 1) return;
   ScopedErrorContext ec("rendezvous", opts_.rank);
@@ -231,7 +236,10 @@ void ContextImpl::close() noexcept {
         MsgHeader h;
         h.type = static_cast<std::uint8_t>(MsgType::kBye);
         iovec iov{&h, sizeof h};
-        (void)net::send_some(pp->fd.get(), &iov, 1, &err);
+        try {
+          (void)tcp_write(*pp, &iov, 1, &err);
+        } catch (...) {
+        }
       }
     }
     ::shutdown(pp->fd.get(), SHUT_WR);

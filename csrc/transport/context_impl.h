@@ -27,10 +27,12 @@
 #include <string>
 #include <vector>
 
+#include "handshake.h"
 #include "net.h"
 #include "protocol.h"
 #include "ringpress/error.h"
 #include "ringpress/transport.h"
+#include "secure_channel.h"
 #include "shm_ring.h"
 
 namespace ringpress::transport_impl {
@@ -76,6 +78,11 @@ struct Pair {
   Fd fd;
   std::string endpoint;
   std::unique_ptr<shm::Link> link;
+  // TCP pairs: the record layer every byte of the stream goes through (secure_channel.h), made
+  // from the handshake's link keys once the pair is known to stay on TCP.
+  std::unique_ptr<SecureChannel> chan;
+  handshake::LinkKeys keys{};
+  bool connector = false;  // this rank connected (C in handshake.h)
   std::deque<SendOp> sends;
   std::uint64_t sends_done = 0;
   std::uint64_t sends_posted = 0;
@@ -146,6 +153,16 @@ class ContextImpl final : public Context {
   bool progress_ctl(Pair& p);
   std::size_t stream_write(Pair& p, const iovec* iov, int n);
   std::size_t stream_read(Pair& p, void* dst, std::size_t len);
+  // A TCP pair's plaintext stream, through its channel: net::send_some/recv_some's contract.
+  static long tcp_write(Pair& p, const iovec* iov, int n, int* err);
+  static long tcp_read(Pair& p, void* dst, std::size_t len, int* err);
+  // Blocking forms for the failure paths (TimeoutError / TransportError like net::read_all).
+  static void tcp_read_all(Pair& p, void* dst, std::size_t len, Deadline deadline,
+                           const char* what);
+  static bool tcp_write_all(Pair& p, const void* src, std::size_t len, Deadline deadline);
+  // Writes the rest of a half-written message (and of any sealed ahead of it): true when the
+  // stream is at a message boundary again by `deadline`.
+  bool finish_partial_sends(Pair& p, Deadline deadline);
   void doorbell(Pair& p);
   void accept_header(Pair& p, RecvOp& op);
   void sleep_until(Deadline deadline);
@@ -153,7 +170,13 @@ class ContextImpl final : public Context {
   // failure.cc
   void handle_hup(Pair& p);
   [[noreturn]] void drain_for_abort(Pair& p);
-  bool try_drain_for_abort(Pair& p);  // raises the peer's ABORT if one is readable
+  // Raises the peer's ABORT if one is readable (reads until `until`; default: 1 s from now).
+  bool try_drain_for_abort(Pair& p, Deadline until = Deadline{});
+  // Timeout attribution: the peer's ABORT, if it sends one before `until` (else nullptr).
+  std::exception_ptr listen_for_abort(Pair& p, Deadline until);
+  // A timeout (this rank's deadline, or a peer's abort) names the peer that failed to send.
+  void fail_timeout(const Error& err);
+  int waiting_on(int except) const;  // a peer this rank waits for (posted, not done), or -1
   [[noreturn]] void fail_pair(Pair& p, const std::string& what);
   void mark_failed(Pair& p, std::exception_ptr e) noexcept;
   [[noreturn]] void fail(std::exception_ptr e);
@@ -166,10 +189,15 @@ class ContextImpl final : public Context {
   std::exception_ptr error_;
   bool closed_ = false;
   bool driving_ = false;  // inside wait()/test(): posted buffers are still alive
+  // Since when wait() has slept without anything moving (unset: something moved since the last
+  // sleep). Tells a rank blocked on a silent peer from one that has only just arrived (failure.cc).
+  Clock::time_point idle_since_{};
   std::uint64_t bytes_sent_ = 0;
   std::uint64_t bytes_received_ = 0;
   int rejected_ = 0;
-  std::string job_;  // short id used in shm names
+  crypto::Key key_{};    // the job key (handshake.h), from the operator or the store
+  bool encrypt_ = true;  // TCP links encrypt (else authenticate only)
+  std::string job_;      // random id in shm names (reveals nothing of the key)
 };
 
 }  // namespace ringpress::transport_impl

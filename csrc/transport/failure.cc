@@ -32,7 +32,11 @@ void ContextImpl::fail(std::exception_ptr e) {
   try {
     std::rethrow_exception(e);
   } catch (const Error& err) {
-    abort(err);
+    if (err.kind() == ErrorKind::kTimeout && !broken_.load()) {
+      fail_timeout(err);
+    } else {
+      abort(err);
+    }
   } catch (const std::exception& ex) {
     abort(InternalError(ctx(-1), ex.what(), __FILE__, __LINE__));
   }
@@ -71,14 +75,20 @@ void ContextImpl::handle_hup(Pair& p) {
 
 // A TCP peer hung up. Read what it sent before (data we no longer need: the job is failing) to
 // find an ABORT explaining why; otherwise report the hang-up itself.
-bool ContextImpl::try_drain_for_abort(Pair& p) {
-  Deadline dl = Clock::now() + std::chrono::seconds(1);
+bool ContextImpl::try_drain_for_abort(Pair& p, Deadline until) {
+  const Deadline dl = until == Deadline{} ? Clock::now() + std::chrono::seconds(1)
+                                          : std::min(until, Clock::now() + std::chrono::seconds(1));
   std::vector<unsigned char> sink(1 << 16);
   auto read_exact = [&](void* dst, std::size_t len) {
     auto* d = static_cast<unsigned char*>(dst);
     while (len > 0) {
       int err = 0;
-      const long r = net::recv_some(p.fd.get(), d, len, &err);
+      long r = -1;
+      try {
+        r = tcp_read(p, d, len, &err);
+      } catch (const Error&) {
+        return false;  // a record that does not authenticate: nothing to learn from this peer
+      }
       if (r > 0) {
         d += r;
         len -= static_cast<std::size_t>(r);
@@ -150,6 +160,118 @@ void ContextImpl::fail_pair(Pair& p, const std::string& what) {
   RP_THROW_CTX(TransportError, ctx(p.peer), what);
 }
 
+// ------------------------------------------------------------------ timeout attribution
+//
+// A deadline names the peer this rank was waiting for, but that peer may itself be waiting for
+// another (a rank that stops calling leaves a chain of healthy ranks blocked behind it; 7 of 40
+// timeouts named a healthy rank before this). So:
+//   * the rank whose deadline passed aborts naming the peer it waited for, then listens for that
+//     peer's abort for a short grace time; a peer that answers with a timeout naming a third rank
+//     passes the blame on, and the rank listens to that one in turn, until a peer stays silent;
+//   * a rank that receives a timeout abort while it has been blocked for a while waiting for
+//     another peer names that peer (what it knows first hand; the abort may even name this rank,
+//     which is then not the silent one) and follows the chain the same way. A rank that has only
+//     just arrived (it moved bytes since it last slept) takes the abort's culprit: when that is
+//     itself, it is the one that stopped calling.
+// The error this rank raises is the end of the chain. Cost: a timeout error comes kTimeoutGrace
+// after the deadline (nothing on the data path).
+
+namespace {
+constexpr auto kTimeoutGrace = std::chrono::milliseconds(750);
+constexpr auto kBlockedMin = std::chrono::milliseconds(100);
+}  // namespace
+
+int ContextImpl::waiting_on(int except) const {
+  for (int pass = 0; pass < 2; ++pass) {  // receives first, then sends that cannot leave
+    for (const auto& pp : pairs_) {
+      if (!pp || pp->peer == except || pp->state != PairState::kReady) continue;
+      if (pass == 0 ? !pp->recvs.empty() : !pp->sends.empty()) return pp->peer;
+    }
+  }
+  return -1;
+}
+
+std::exception_ptr ContextImpl::listen_for_abort(Pair& p, Deadline until) {
+  while (Clock::now() < until && p.fd.valid()) {
+    pollfd pf{p.fd.get(), POLLIN | POLLRDHUP, 0};
+    if (::poll(&pf, 1, net::ms_until(until, 50)) <= 0) continue;
+    try {
+      if (p.kind == TransportKind::kShm) {
+        progress_ctl(p);  // raises on an 'A' control message
+        if (p.peer_hung_up) return nullptr;
+      } else {
+        try_drain_for_abort(p, until);  // raises the ABORT; returns at end of stream or `until`
+        return nullptr;
+      }
+    } catch (...) {
+      return std::current_exception();
+    }
+  }
+  return nullptr;
+}
+
+void ContextImpl::fail_timeout(const Error& err) {
+  const int me = opts_.rank;
+  ErrorContext ec{me, err.peer(), err.op()};
+  std::string detail = err.detail();
+  // A peer's abort failed the pair it came on (progress_pair); this rank's own deadline none.
+  int from = -1;
+  for (const auto& pp : pairs_) {
+    if (pp && pp->state == PairState::kFailed) from = pp->peer;
+  }
+  if (from >= 0) {
+    // A peer's timeout abort. If this rank has itself been blocked on another peer for a while,
+    // that peer is the one it knows to be silent (first hand); the abort's culprit is second hand
+    // (and wrong when it names this rank). A rank that has only just arrived takes the abort as
+    // it is: when it names this rank, this rank is the one that stopped calling.
+    const bool blocked =
+        idle_since_ != Clock::time_point{} && Clock::now() - idle_since_ >= kBlockedMin;
+    const int w = blocked ? waiting_on(from) : -1;
+    if (w >= 0 && w != ec.peer) {
+      const Pair& wp = *pairs_[static_cast<std::size_t>(w)];
+      ec.peer = w;
+      detail = detail::str_cat(
+          detail, "; this rank had been waiting for peer ", w, " (", transport_kind_name(wp.kind),
+          " ", wp.endpoint, ") for ",
+          std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - idle_since_).count(),
+          " ms");
+    }
+  }
+  TimeoutError first(ec, detail, err.file(), err.line());
+  abort(first);  // tells every peer now: the blamed one passes the blame on if it is not silent
+  // Follow the chain while each blamed peer answers with a timeout naming another rank.
+  std::exception_ptr best;
+  std::vector<bool> asked(pairs_.size(), false);
+  const Deadline until = Clock::now() + kTimeoutGrace;
+  int c = ec.peer;
+  while (c >= 0 && c != me && c < static_cast<int>(pairs_.size()) &&
+         !asked[static_cast<std::size_t>(c)] && pairs_[static_cast<std::size_t>(c)]) {
+    asked[static_cast<std::size_t>(c)] = true;
+    // The messenger's abort was read already: it is that peer's answer.
+    std::exception_ptr got = c == from
+                                 ? concrete_error(err)
+                                 : listen_for_abort(*pairs_[static_cast<std::size_t>(c)], until);
+    if (!got) break;  // silent: the chain ends here
+    try {
+      std::rethrow_exception(got);
+    } catch (const Error& e2) {
+      if (e2.kind() != ErrorKind::kTimeout) {
+        best = concrete_error(Error(e2.kind(), ErrorContext{me, e2.peer(), e2.op()}, e2.detail(),
+                                    e2.file(), e2.line()));
+        break;  // another failure (e.g. a death) explains the silence
+      }
+      if (e2.peer() < 0 || e2.peer() == c || e2.peer() == me) break;  // c confirmed
+      ec.peer = e2.peer();
+      detail = detail::str_cat(detail, "; peer ", c, " reports: ", e2.detail());
+      best = std::make_exception_ptr(TimeoutError(ec, detail, err.file(), err.line()));
+      c = e2.peer();
+    } catch (...) {
+      break;
+    }
+  }
+  if (best) error_ = best;
+}
+
 // ------------------------------------------------------------------ abort
 
 void ContextImpl::abort(const Error& err) noexcept {
@@ -190,29 +312,19 @@ void ContextImpl::abort(const Error& err) noexcept {
         send_abort(p, m, dl);
       } else {
         // An abort inside a half-written message would read as garbage: finish that message
-        // first (bounded: at most one segment, 200 ms), or give up and only hang up.
+        // (and any sealed ahead of it) first (bounded: 200 ms), or give up and only hang up.
         // Only while the collective is still on the stack (inside wait()): after it unwound, a
         // send may point into a scratch buffer that is gone.
-        if (driving_ && !p.sends.empty() && p.sends.front().off > 0) {
-          SendOp& op = p.sends.front();
+        bool boundary = p.sends.empty() ||
+                        (p.sends.front().off == 0 && !(p.chan && p.chan->plain_pending() > 0));
+        if (!boundary && driving_) {
           try {
-            const std::size_t end = op.end();
-            if (op.off < sizeof(MsgHeader)) {
-              net::write_all(p.fd.get(), reinterpret_cast<unsigned char*>(&op.h) + op.off,
-                             sizeof(MsgHeader) - op.off,
-                             Clock::now() + std::chrono::milliseconds(200), "abort");
-              op.off = sizeof(MsgHeader);
-            }
-            if (op.off < end) {
-              net::write_all(p.fd.get(), op.data + (op.off - sizeof(MsgHeader)), end - op.off,
-                             Clock::now() + std::chrono::milliseconds(200), "abort");
-            }
-            op.off = 0;  // the message is complete: a boundary again
-            p.sends.pop_front();
+            boundary = finish_partial_sends(p, Clock::now() + std::chrono::milliseconds(200));
           } catch (...) {
+            boundary = false;
           }
         }
-        if (!p.sends.empty() && p.sends.front().off > 0) {
+        if (!boundary) {
           ::shutdown(p.fd.get(), SHUT_WR);
           continue;
         }
@@ -222,7 +334,10 @@ void ContextImpl::abort(const Error& err) noexcept {
         Bytes m(reinterpret_cast<unsigned char*>(&h),
                 reinterpret_cast<unsigned char*>(&h) + sizeof h);
         m.insert(m.end(), payload.begin(), payload.end());
-        send_abort(p, m, dl);
+        try {
+          (void)tcp_write_all(p, m.data(), m.size(), dl);
+        } catch (...) {
+        }
       }
     }
     // Half-close: the peer reads our ABORT then end-of-stream; we keep reading (close()

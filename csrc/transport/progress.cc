@@ -9,9 +9,11 @@
 // Cost: one pass is O(pairs) plus one sendmsg/recv (or ring copy) per pair with work; sends to a
 // pair are batched into one write of up to 16 iovecs / 1 MiB. sleep_until() costs one
 // epoll_wait, and a doorbell syscall only when the shm peer announced that it sleeps.
-// Ownership: reads and writes go straight into/out of the caller's posted buffers (no copies
-// here). Driven by the context's one thread; no locks.
+// Ownership: shm and unprotected reads and writes go straight into/out of the caller's posted
+// buffers; a TCP pair's go through its SecureChannel, which seals into its own output buffer and
+// opens records straight into the caller's buffer. Driven by the context's one thread; no locks.
 #include <errno.h>
+#include <poll.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
@@ -28,6 +30,7 @@ using namespace protocol;
 // no fd: its reader/writer first announces that it sleeps (so the peer rings the doorbell on the
 // control socket), and wakes the announcement off again afterwards.
 void ContextImpl::sleep_until(Deadline deadline) {
+  if (idle_since_ == Clock::time_point{}) idle_since_ = Clock::now();  // timeout attribution
   // Announce sleep on every shm ring we wait for; if one turns out ready, do not sleep.
   bool must_stay = false;
   for (auto& pp : pairs_) {
@@ -59,6 +62,7 @@ bool ContextImpl::progress_all() {
   for (auto& pp : pairs_) {
     if (pp) any |= progress_pair(*pp);
   }
+  if (any) idle_since_ = Clock::time_point{};  // (failure.cc: fail_timeout)
   return any;
 }
 
@@ -68,7 +72,7 @@ bool ContextImpl::progress_pair(Pair& p) {
   try {
     bool any = false;
     if (p.ctl_readable) any |= progress_ctl(p);
-    if (!p.sends.empty()) any |= progress_send(p);
+    if (!p.sends.empty() || (p.chan && p.chan->output_pending())) any |= progress_send(p);
     if (!p.recvs.empty()) any |= progress_recv(p);
     if (p.peer_hung_up) handle_hup(p);
     return any;
@@ -93,7 +97,7 @@ std::size_t ContextImpl::stream_write(Pair& p, const iovec* iov, int n) {
     return w;
   }
   int err = 0;
-  const long w = net::send_some(p.fd.get(), iov, n, &err);
+  const long w = tcp_write(p, iov, n, &err);
   if (w >= 0) return static_cast<std::size_t>(w);
   fail_pair(p, detail::str_cat("send to peer ", p.peer, " (", p.endpoint, ") failed: ",
                                std::strerror(err), " (peer process died or closed?)"));
@@ -112,7 +116,7 @@ std::size_t ContextImpl::stream_read(Pair& p, void* dst, std::size_t len) {
     return r;
   }
   int err = 0;
-  const long r = net::recv_some(p.fd.get(), dst, len, &err);
+  const long r = tcp_read(p, dst, len, &err);
   if (r >= 0) return static_cast<std::size_t>(r);
   if (err == 0) {
     fail_pair(p, detail::str_cat("peer ", p.peer, " (", p.endpoint, ") closed the connection",
@@ -120,6 +124,85 @@ std::size_t ContextImpl::stream_read(Pair& p, void* dst, std::size_t len) {
   }
   fail_pair(p, detail::str_cat("receive from peer ", p.peer, " (", p.endpoint,
                                ") failed: ", std::strerror(err)));
+}
+
+long ContextImpl::tcp_write(Pair& p, const iovec* iov, int n, int* err) {
+  return p.chan ? p.chan->write(p.fd.get(), iov, n, err) : net::send_some(p.fd.get(), iov, n, err);
+}
+
+long ContextImpl::tcp_read(Pair& p, void* dst, std::size_t len, int* err) {
+  return p.chan ? p.chan->read(p.fd.get(), dst, len, err)
+                : net::recv_some(p.fd.get(), dst, len, err);
+}
+
+void ContextImpl::tcp_read_all(Pair& p, void* dst, std::size_t len, Deadline deadline,
+                               const char* what) {
+  auto* d = static_cast<unsigned char*>(dst);
+  while (len > 0) {
+    int err = 0;
+    const long r = tcp_read(p, d, len, &err);
+    if (r > 0) {
+      d += r;
+      len -= static_cast<std::size_t>(r);
+      continue;
+    }
+    if (r < 0) {
+      RP_THROW(TransportError, what, ": peer ", p.peer, " ",
+               err ? std::strerror(err) : "closed the connection");
+    }
+    if (net::wait_io(p.fd.get(), POLLIN, deadline, &err) == net::Io::kTimeout)
+      RP_THROW(TimeoutError, what, ": timed out");
+  }
+}
+
+bool ContextImpl::tcp_write_all(Pair& p, const void* src, std::size_t len, Deadline deadline) {
+  // The stream must be at a message boundary with nothing sealed ahead (callers make sure).
+  const auto* s = static_cast<const unsigned char*>(src);
+  std::size_t done = 0;
+  while (done < len || (p.chan && p.chan->output_pending())) {
+    iovec iov{const_cast<unsigned char*>(s) + done, len - done};
+    int err = 0;
+    const long w = tcp_write(p, &iov, done < len ? 1 : 0, &err);
+    if (w < 0) return false;
+    done += static_cast<std::size_t>(w);
+    if (w == 0 && net::wait_io(p.fd.get(), POLLOUT, deadline, &err) != net::Io::kOk) return false;
+  }
+  return true;
+}
+
+bool ContextImpl::finish_partial_sends(Pair& p, Deadline deadline) {
+  auto mid_message = [&] {
+    return !p.sends.empty() && (p.sends.front().off > 0 || (p.chan && p.chan->plain_pending() > 0));
+  };
+  while (mid_message()) {
+    SendOp& op = p.sends.front();
+    iovec iov[2];
+    int n = 0;
+    const std::size_t end = sizeof(MsgHeader) + op.h.len;  // a truncating fault is not finished
+    if (op.off < sizeof(MsgHeader))
+      iov[n++] = {reinterpret_cast<unsigned char*>(&op.h) + op.off, sizeof(MsgHeader) - op.off};
+    const std::size_t from = std::max(op.off, sizeof(MsgHeader));
+    if (from < end)
+      iov[n++] = {const_cast<unsigned char*>(op.data) + (from - sizeof(MsgHeader)), end - from};
+    int err = 0;
+    long w = tcp_write(p, iov, n, &err);
+    if (w < 0) return false;
+    // Bytes sealed ahead of this message (the next ones) complete them in turn.
+    while (w > 0 && !p.sends.empty()) {
+      SendOp& f = p.sends.front();
+      const std::size_t fend = sizeof(MsgHeader) + f.h.len;
+      const std::size_t take = std::min<std::size_t>(fend - f.off, static_cast<std::size_t>(w));
+      f.off += take;
+      w -= static_cast<long>(take);
+      if (f.off == fend) {
+        p.sends.pop_front();
+        ++p.sends_done;
+      }
+    }
+    if (mid_message() && net::wait_io(p.fd.get(), POLLOUT, deadline, &err) != net::Io::kOk)
+      return false;
+  }
+  return true;
 }
 
 void ContextImpl::doorbell(Pair& p) {
@@ -189,8 +272,7 @@ void ContextImpl::accept_header(Pair& p, RecvOp& op) {
     RP_ENFORCE(h.len <= kMaxAbortBytes, TransportError, "oversized abort message from peer ",
                p.peer);
     Bytes b(h.len);
-    net::read_all(p.fd.get(), b.data(), b.size(), Clock::now() + std::chrono::seconds(2),
-                  "abort message");
+    tcp_read_all(p, b.data(), b.size(), Clock::now() + std::chrono::seconds(2), "abort message");
     raise_remote_abort(b, opts_.rank, p.peer);
   }
   if (h.type != static_cast<std::uint8_t>(MsgType::kData)) {

@@ -1,6 +1,7 @@
 // Transport wire protocol: pure parsing/validation functions (see protocol.h).
 #include "protocol.h"
 
+#include <iomanip>
 #include <sstream>
 
 #include "ringpress/codec.h"
@@ -9,19 +10,19 @@
 
 namespace ringpress::protocol {
 
-bool secrets_equal(const char* a, const std::string& b) {
-  if (b.size() != kSecretChars) return false;
-  unsigned char diff = 0;
-  for (std::size_t i = 0; i < kSecretChars; ++i) diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  return diff == 0;
-}
-
 std::string describe(const MsgHeader& h) {
   std::ostringstream os;
-  os << coll_kind_name(static_cast<CollKind>(h.coll)) << " #" << h.seq;
+  const auto coll = static_cast<CollKind>(h.coll);
+  os << coll_kind_name(coll) << " #" << h.seq;
   if (h.dtype != 0 && dtype_valid(h.dtype)) os << " " << dtype_name(static_cast<DType>(h.dtype));
-  os << " x" << h.count;
-  if (static_cast<CollKind>(h.coll) == CollKind::kAllreduce ||
+  if (coll == CollKind::kAllreduceCoalesced) {
+    // count carries a digest of the tensor sizes (wire-format.md), not an element count
+    os << " split " << std::hex << std::setw(16) << std::setfill('0') << h.count << std::dec;
+  } else if (h.step < kAgreeStep || h.count != 0) {
+    os << " x" << h.count;
+  }
+  if (h.step >= kAgreeStep) os << " (agreement)";
+  if (coll == CollKind::kAllreduce || coll == CollKind::kAllreduceCoalesced ||
       static_cast<CollKind>(h.coll) == CollKind::kReduceScatter ||
       static_cast<CollKind>(h.coll) == CollKind::kReduce) {
     if (h.redop < kNumReduceOps) os << " " << reduce_op_name(static_cast<ReduceOp>(h.redop));
@@ -108,21 +109,6 @@ std::exception_ptr concrete_error(const Error& e) {
     case ErrorKind::kInternal: break;
   }
   return std::make_exception_ptr(InternalError(c, e.detail(), e.file(), e.line()));
-}
-
-std::string check_hello(const Hello& h, const std::string& secret, int me, int n) {
-  if (h.magic != kHelloMagic) return "not a ringpress handshake (bad magic)";
-  if (h.version != kProtocolVersion || h.reserved != 0) {
-    return "protocol version " + std::to_string(h.version) + " (reserved " +
-           std::to_string(h.reserved) + "), expected version " + std::to_string(kProtocolVersion) +
-           " with reserved 0";
-  }
-  if (!secrets_equal(h.secret, secret)) return "wrong job secret";
-  if (static_cast<std::int64_t>(h.to) != me || static_cast<std::int64_t>(h.from) <= me ||
-      static_cast<std::int64_t>(h.from) >= n) {
-    return "unexpected ranks (from " + std::to_string(h.from) + " to " + std::to_string(h.to) + ")";
-  }
-  return "";
 }
 
 void check_header(const MsgHeader& h, const Expect& e, int rank, int peer) {

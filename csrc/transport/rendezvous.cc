@@ -1,19 +1,21 @@
-// Transport rendezvous: address publication through the Store, the job secret, the mutually
-// authenticated connect/accept handshake, shm segment setup and epoll registration.
+// Transport rendezvous: address publication through the Store, the job key, the mutually
+// authenticated connect/accept handshake (handshake.h), shm segment setup, the TCP links' record
+// layer (secure_channel.h) and epoll registration.
 //
 // Contract: after ContextImpl's constructor every other rank has a Pair in kReady, connected by
-// one TCP socket (the higher rank connects; full mesh), authenticated by the job secret, and a
-// shm::Link for same-host peers when the transport allows it. Nothing secret goes into the store
-// except the job secret itself when the caller supplied none (rank 0 draws it).
-// Cost: per rank one store set + (P-1) gets, P-1 TCP connections, one 80-byte hello or an 8-byte
-// ack per connection, and for each shm peer one segment name + 1-byte ack. Bounded by
-// opts.timeout; a connection that never completes its hello is dropped after 10 s on its own.
+// one TCP socket (the higher rank connects; full mesh) whose far end proved the job key, and a
+// shm::Link for same-host peers when the transport allows it, else a SecureChannel. The job key
+// never goes into the store when the operator configured one; without one, rank 0 draws a key
+// and shares it through the store (the old, weaker mode; one warning per process).
+// Cost: per rank one store set + (P-1) gets, P-1 TCP connections, a 48 + 72 + 36-byte handshake
+// (three HMAC-SHA256 and two HKDF per connection), and for each shm peer one segment name +
+// 1-byte ack. Bounded by opts.timeout; a connection that does not complete its part of the
+// handshake is dropped after 10 s on its own, having cost at most 84 bytes of buffer.
 // Ownership: pairs are created here and handed to pairs_ (the ContextImpl owns them); the
 // listener lives only for the accept phase. Runs on the constructing thread; no locks.
 #include <errno.h>
 #include <poll.h>
 #include <sys/epoll.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -22,6 +24,8 @@
 #include <cstring>
 
 #include "context_impl.h"
+#include "crypto.h"
+#include "handshake.h"
 #include "ringpress/fault.h"
 
 namespace ringpress::transport_impl {
@@ -30,21 +34,15 @@ using namespace protocol;
 
 namespace {
 
-std::string random_secret() {
-  unsigned char raw[kSecretChars / 2];
-  std::size_t got = 0;
-  while (got < sizeof raw) {
-    ssize_t n = getrandom(raw + got, sizeof raw - got, 0);
-    RP_ENFORCE(n > 0 || errno == EINTR, InternalError, "getrandom: ", std::strerror(errno));
-    if (n > 0) got += static_cast<std::size_t>(n);
-  }
-  static const char* hex = "0123456789abcdef";
-  std::string s;
-  for (unsigned char c : raw) {
-    s += hex[c >> 4];
-    s += hex[c & 15];
-  }
-  return s;
+void warn_no_key() {
+  static bool warned = false;
+  if (warned) return;
+  warned = true;
+  std::fprintf(
+      stderr,
+      "ringpress: warning: no job key (set RINGPRESS_JOB_KEY or RINGPRESS_JOB_KEY_FILE, the "
+      "same on every rank): rank 0 shares a key through the rendezvous store, so any "
+      "process that can reach the store can join this job (docs/security.md)\n");
 }
 
 }  // namespace
@@ -76,19 +74,26 @@ void ContextImpl::rendezvous(Store& store) {
   store.set("addr/" + std::to_string(me), Bytes(info.begin(), info.end()));
   fault::hit("rendezvous");
 
-  std::string secret = opts_.secret;
-  if (secret.empty()) {
+  const crypto::JobKey jk = crypto::configured_job_key(opts_.secret);
+  if (jk.present) {
+    key_ = jk.key;
+  } else {
+    warn_no_key();
+    std::string material;
     if (me == 0) {
-      secret = random_secret();
-      store.set("secret", Bytes(secret.begin(), secret.end()));
+      material = crypto::random_hex(32);
+      store.set("secret", Bytes(material.begin(), material.end()));
     } else {
       Bytes b = store.get("secret", opts_.timeout);
-      secret.assign(b.begin(), b.end());
+      material.assign(b.begin(), b.end());
     }
+    RP_ENFORCE(material.size() == 64, TransportError,
+               "the job key rank 0 shared through the store "
+               "has ",
+               material.size(), " characters, not 64 (another job's store, or tampered?)");
+    key_ = crypto::job_key_from_material(material);
   }
-  RP_ENFORCE(secret.size() == kSecretChars, UsageError, "the job secret must be ", kSecretChars,
-             " hex characters, got ", secret.size());
-  job_ = secret.substr(0, 12);
+  job_ = crypto::random_hex(6);
 
   std::vector<std::string> hosts(static_cast<std::size_t>(n));
   std::vector<net::Endpoint> eps(static_cast<std::size_t>(n));
@@ -105,55 +110,84 @@ void ContextImpl::rendezvous(Store& store) {
   }
 
   // Phase 1: connect to every lower rank and say hello (does not wait for them).
+  std::vector<handshake::Hello> hellos(static_cast<std::size_t>(n));
   for (int q = 0; q < me; ++q) {
     ScopedErrorContext pc("connect", me, q);
     auto p = std::make_unique<Pair>();
     p->peer = q;
+    p->connector = true;
     p->fd = net::connect_tcp(eps[static_cast<std::size_t>(q)], deadline, opts_.tcp_buffer_bytes);
     p->endpoint = eps[static_cast<std::size_t>(q)].str();
-    Hello h{};
-    h.magic = kHelloMagic;
-    h.version = kProtocolVersion;
-    h.from = static_cast<std::uint32_t>(me);
-    h.to = static_cast<std::uint32_t>(q);
-    std::memcpy(h.secret, secret.data(), kSecretChars);
-    net::write_all(p->fd.get(), &h, sizeof h, deadline, "handshake");
+    hellos[static_cast<std::size_t>(q)] = handshake::make_hello(me, q, encrypt_);
+    net::write_all(p->fd.get(), &hellos[static_cast<std::size_t>(q)], sizeof(handshake::Hello),
+                   deadline, "handshake");
     pairs_[static_cast<std::size_t>(q)] = std::move(p);
   }
 
-  // Phase 2: accept every higher rank. Connections are handled concurrently so one that never
-  // speaks, or speaks garbage, delays nobody: it is dropped after its own short deadline.
+  // Phase 2: accept every higher rank, and finish the handshakes we started. Connections are
+  // handled concurrently so one that never speaks, or speaks garbage, delays nobody: it is
+  // dropped after its own short deadline. Each side answers as soon as the other's message is
+  // complete, so no rank waits for another rank's other connections.
+  // Per accepted connection: its Hello, then (after our Reply) its Proof; nothing else is read.
   struct Pending {
     Fd fd;
-    Hello h;
-    std::size_t have = 0;
+    handshake::Hello h{};
+    handshake::Reply r{};
+    handshake::Proof proof{};
+    bool replied = false;
+    std::size_t have = 0;  // bytes of the message being read (Hello, then Proof)
     Deadline until;
     std::string from;
   };
   std::vector<Pending> pending;
   int missing = n - 1 - me;
+  // Our connections to lower ranks: their Reply, then our Proof.
+  std::vector<handshake::Reply> replies(static_cast<std::size_t>(n));
+  std::vector<std::size_t> reply_have(static_cast<std::size_t>(n), 0);
+  int awaiting = me;
+  auto on_reply = [&](int q) {
+    ScopedErrorContext pc("connect", me, q);
+    Pair& p = *pairs_[static_cast<std::size_t>(q)];
+    const handshake::Hello& h = hellos[static_cast<std::size_t>(q)];
+    const handshake::Reply& r = replies[static_cast<std::size_t>(q)];
+    const std::string why = handshake::check_reply(key_, h, r);
+    RP_ENFORCE(why.empty(), TransportError, "refused rank ", q, " at ",
+               eps[static_cast<std::size_t>(q)].str(), ": ", why);
+    const handshake::Proof proof = handshake::make_proof(key_, h, r);
+    net::write_all(p.fd.get(), &proof, sizeof proof, deadline, "handshake proof");
+    p.keys = handshake::link_keys(key_, h, r);
+    --awaiting;
+  };
   auto reject = [&](Pending& pc, const std::string& why) {
     std::fprintf(stderr, "ringpress: rank %d rejected a connection from %s: %s\n", me,
                  pc.from.c_str(), why.c_str());
     ++rejected_;
     pc.fd.reset();
   };
-  while (missing > 0) {
+  while (missing > 0 || awaiting > 0) {
     if (Clock::now() >= deadline) {
       std::string who;
       int first = -1;
-      for (int q = me + 1; q < n; ++q) {
-        if (!pairs_[static_cast<std::size_t>(q)]) {
+      for (int q = 0; q < n; ++q) {
+        const bool open = q < me
+                              ? reply_have[static_cast<std::size_t>(q)] < sizeof(handshake::Reply)
+                              : q > me && !pairs_[static_cast<std::size_t>(q)];
+        if (open) {
           who += (who.empty() ? "" : ", ") + std::to_string(q);
           if (first < 0) first = q;
         }
       }
       RP_THROW_CTX(TimeoutError, (ErrorContext{me, first, "rendezvous"}), "ranks [", who,
-                   "] did not connect within ", opts_.timeout.count(), " ms");
+                   "] did not complete the connection handshake within ", opts_.timeout.count(),
+                   " ms");
     }
     std::vector<pollfd> pfds;
     pfds.push_back({listener.get(), POLLIN, 0});
     for (auto& pc : pending) pfds.push_back({pc.fd.get(), POLLIN, 0});
+    for (int q = 0; q < me; ++q) {
+      if (reply_have[static_cast<std::size_t>(q)] < sizeof(handshake::Reply))
+        pfds.push_back({pairs_[static_cast<std::size_t>(q)]->fd.get(), POLLIN, 0});
+    }
     int rc = ::poll(pfds.data(), pfds.size(), net::ms_until(deadline, 100));
     if (rc < 0 && errno != EINTR) RP_THROW(TransportError, "poll(): ", std::strerror(errno));
     if (pfds[0].revents & POLLIN) {
@@ -169,42 +203,75 @@ void ContextImpl::rendezvous(Store& store) {
         pending.push_back(std::move(pc));
       }
     }
+    for (int q = 0; q < me; ++q) {
+      std::size_t& have = reply_have[static_cast<std::size_t>(q)];
+      if (have >= sizeof(handshake::Reply)) continue;
+      int err = 0;
+      auto* dst = reinterpret_cast<unsigned char*>(&replies[static_cast<std::size_t>(q)]);
+      const long got = net::recv_some(pairs_[static_cast<std::size_t>(q)]->fd.get(), dst + have,
+                                      sizeof(handshake::Reply) - have, &err);
+      if (got < 0) {
+        RP_THROW_CTX(TransportError, (ErrorContext{me, q, "connect"}), "rank ", q, " at ",
+                     eps[static_cast<std::size_t>(q)].str(),
+                     " closed the connection during the handshake (it refused this rank: a "
+                     "different job key or RINGPRESS_ENCRYPT? its stderr says why)");
+      }
+      have += static_cast<std::size_t>(got);
+      if (have == sizeof(handshake::Reply)) on_reply(q);
+    }
     for (auto& pc : pending) {
       if (!pc.fd.valid()) continue;
-      auto* dst = reinterpret_cast<unsigned char*>(&pc.h) + pc.have;
+      auto* msg = pc.replied ? reinterpret_cast<unsigned char*>(&pc.proof)
+                             : reinterpret_cast<unsigned char*>(&pc.h);
+      const std::size_t want = pc.replied ? sizeof(handshake::Proof) : sizeof(handshake::Hello);
       int err = 0;
-      long got = net::recv_some(pc.fd.get(), dst, sizeof(Hello) - pc.have, &err);
+      long got = net::recv_some(pc.fd.get(), msg + pc.have, want - pc.have, &err);
       if (got < 0) {
         reject(pc, "closed before completing the handshake");
         continue;
       }
       if (got > 0) pc.have += static_cast<std::size_t>(got);
-      if (pc.have >= 4 && pc.h.magic != kHelloMagic) {
+      if (!pc.replied && pc.have >= 4 && pc.h.magic != handshake::kHelloMagic) {
         reject(pc, "not a ringpress handshake (bad magic)");
         continue;
       }
-      if (pc.have < sizeof(Hello)) {
+      if (pc.have < want) {
         if (Clock::now() >= pc.until) reject(pc, "handshake not completed in time");
         continue;
       }
-      const Hello& h = pc.h;
-      std::string why = check_hello(h, secret, me, n);
-      if (why.empty() && pairs_[h.from])
-        why = "rank " + std::to_string(h.from) + " is already connected";
+      pc.have = 0;
+      if (!pc.replied) {
+        std::string why = handshake::check_hello(pc.h, me, n, encrypt_);
+        if (!why.empty()) {
+          reject(pc, why);
+          continue;
+        }
+        pc.r = handshake::make_reply(key_, pc.h, me);
+        try {
+          net::write_all(pc.fd.get(), &pc.r, sizeof pc.r,
+                         std::min(pc.until, Clock::now() + std::chrono::seconds(2)), "handshake");
+        } catch (const Error&) {
+          reject(pc, "did not take the handshake reply");
+          continue;
+        }
+        pc.replied = true;
+        continue;
+      }
+      std::string why = handshake::check_proof(key_, pc.h, pc.r, pc.proof);
+      const int q = static_cast<int>(pc.h.from);
+      if (why.empty() && pairs_[static_cast<std::size_t>(q)])
+        why = "rank " + std::to_string(q) + " is already connected";
       if (!why.empty()) {
         reject(pc, why);
-      } else {
-        int q = static_cast<int>(h.from);
-        Ack ack{kAckMagic, static_cast<std::uint32_t>(me)};
-        ScopedErrorContext pcx("accept", me, q);
-        net::write_all(pc.fd.get(), &ack, sizeof ack, deadline, "handshake ack");
-        auto p = std::make_unique<Pair>();
-        p->peer = q;
-        p->fd = std::move(pc.fd);
-        p->endpoint = pc.from;
-        pairs_[static_cast<std::size_t>(q)] = std::move(p);
-        --missing;
+        continue;
       }
+      auto p = std::make_unique<Pair>();
+      p->peer = q;
+      p->fd = std::move(pc.fd);
+      p->endpoint = pc.from;
+      p->keys = handshake::link_keys(key_, pc.h, pc.r);
+      pairs_[static_cast<std::size_t>(q)] = std::move(p);
+      --missing;
     }
     pending.erase(std::remove_if(pending.begin(), pending.end(),
                                  [](const Pending& pc) { return !pc.fd.valid(); }),
@@ -212,15 +279,6 @@ void ContextImpl::rendezvous(Store& store) {
   }
   listener.reset();
 
-  // Phase 3: the lower ranks' acknowledgements.
-  for (int q = 0; q < me; ++q) {
-    ScopedErrorContext pc("connect", me, q);
-    Ack ack{};
-    net::read_all(pairs_[static_cast<std::size_t>(q)]->fd.get(), &ack, sizeof ack, deadline,
-                  "handshake ack");
-    RP_ENFORCE(ack.magic == kAckMagic && static_cast<int>(ack.from) == q, TransportError,
-               "bad handshake acknowledgement from ", eps[static_cast<std::size_t>(q)].str());
-  }
   for (auto& p : pairs_) {
     if (!p) continue;
     net::set_nonblocking(p->fd.get(), true);
@@ -237,6 +295,17 @@ void ContextImpl::rendezvous(Store& store) {
                " is on another host (", hosts[static_cast<std::size_t>(q)], ")");
   }
   setup_shm(same, deadline);
+  // TCP links: every byte from here on goes through the record layer.
+  for (auto& p : pairs_) {
+    if (!p || p->kind != TransportKind::kTcp) continue;
+    const auto& k = p->keys;
+    p->chan = p->connector
+                  ? std::make_unique<SecureChannel>(p->peer, k.c_to_a, 1, k.a_to_c, 2, encrypt_)
+                  : std::make_unique<SecureChannel>(p->peer, k.a_to_c, 2, k.c_to_a, 1, encrypt_);
+  }
+  for (auto& p : pairs_) {
+    if (p) p->keys = handshake::LinkKeys{};
+  }
 }
 
 void ContextImpl::setup_shm(const std::vector<bool>& same, Deadline deadline) {

@@ -16,7 +16,9 @@ Configuration: a keyword argument, else the ``RINGPRESS_*`` environment variable
 default (``RINGPRESS_TRANSPORT`` tcp|shm|auto, ``RINGPRESS_TIMEOUT`` seconds,
 ``RINGPRESS_TIMELINE`` path prefix for a Chrome trace per rank, ``RINGPRESS_SEGMENT_BYTES``,
 ``RINGPRESS_SMALL_BYTES``, ``RINGPRESS_SHM_RING_BYTES``, ``RINGPRESS_BIND_ADDR``,
-``RINGPRESS_COMPRESSION``). The variables are one table in the C++ core (``_core.env_table()``,
+``RINGPRESS_COMPRESSION``, ``RINGPRESS_JOB_KEY`` / ``RINGPRESS_JOB_KEY_FILE`` / ``job_key=``: the
+job key every connection proves without sending it, ``RINGPRESS_ENCRYPT`` / ``encrypt=``: TCP links
+encrypted (default) or authenticated only; docs/security.md). The variables are one table in the C++ core (``_core.env_table()``,
 docs/configuration.md), which reads them; this module never reads them itself.
 """
 
@@ -128,6 +130,12 @@ class _Buf:
         if not info:
             self._explain(x, what, writable)
         self.addr, self.count, self.dtype, self.shape = info
+        if self.dtype.startswith("byteorder:"):
+            raise UsageError(
+                f"{what}: non-native byte order (buffer format {self.dtype[10:]!r}); ringpress "
+                "reduces and sends numbers in this host's byte order: convert first, e.g. "
+                "x.astype(x.dtype.newbyteorder('='))"
+            )
         if self.dtype.startswith("format:"):
             raise UsageError(f"{what}: unsupported element type ({self.dtype})")
 
@@ -269,6 +277,8 @@ class Communicator:
         timeout: float | None = None,
         bind_addr: str | None = None,
         route_hint: str | None = None,
+        job_key: str | None = None,
+        encrypt: bool | None = None,
         secret: str | None = None,
         timeline: str | None = None,
         segment_bytes: int | None = None,
@@ -302,7 +312,8 @@ class Communicator:
             timeout=float(timeout or 0.0),
             bind_addr=bind_addr or "",
             route_hint=route_hint or "",
-            secret=secret or "",
+            secret=job_key or secret or "",
+            encrypt="" if encrypt is None else ("on" if encrypt else "off"),
             timeline=timeline or "",
             segment_bytes=int(segment_bytes or 0),
             small_bytes=int(small_bytes or 0),

@@ -131,20 +131,44 @@ class Compressor:
         lossless stage (``Pipeline``); the bytes never depend on it."""
         return self._encode(x, None, threads)
 
-    def decode(self, payload: Any, out: Any = None, threads: int = 1) -> Any:
-        """Reconstruct the float32 tensor; with ``out`` (float32 array/tensor) write into it."""
-        return decode(payload, out=out, threads=threads)
+    def decode(
+        self, payload: Any, out: Any = None, threads: int = 1, *, max_elements: int | None = None
+    ) -> Any:
+        """Reconstruct the float32 tensor; with ``out`` (float32 array/tensor) write into it.
+        ``max_elements`` caps what a container may claim when ``out`` is not given (see
+        :func:`decode`)."""
+        return decode(payload, out=out, threads=threads, max_elements=max_elements)
 
     def __repr__(self) -> str:
         fields = {k: v for k, v in vars(self).items() if not k.startswith("_")}
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
 
 
-def decode(payload: Any, out: Any = None, threads: int = 1) -> Any:
-    """Reconstruct the float32 tensor held by any compressor's container."""
+def decode(
+    payload: Any, out: Any = None, threads: int = 1, *, max_elements: int | None = None
+) -> Any:
+    """Reconstruct the float32 tensor held by any compressor's container.
+
+    The payload is hostile input: nothing is allocated for the element count it claims beyond
+    what it can justify (docs/wire-format.md, "What a decoder allocates"). With ``out`` the
+    container must hold exactly ``out``'s element count. Without it, a new array of the claimed
+    count is returned only if that count is at most ``max_elements`` (default:
+    ``max(2**24, 64 * len(payload))``, i.e. at most 64 MiB or 256 output bytes per payload byte);
+    a larger claim raises ``WireFormatError`` before anything is allocated. A receiver that knows
+    the expected size passes ``out`` or ``max_elements``.
+    """
+    if max_elements is not None:
+        if (
+            isinstance(max_elements, bool)
+            or not isinstance(max_elements, (int, np.integer))
+            or not 1 <= int(max_elements) <= 2**62
+        ):
+            raise UsageError(
+                f"max_elements must be an int in [1, 2**62], got {max_elements!r}", op="decompress"
+            )
     if out is None:
+        raw = _core.compressor_decode(payload, None, int(threads), int(max_elements or 0))
         info = _core.container_info(payload)
-        raw = _core.compressor_decode(payload, None, int(threads))
         return np.frombuffer(raw, dtype=np.float32).reshape(info["shape"])
     target = out
     if type(out).__module__.startswith("torch"):

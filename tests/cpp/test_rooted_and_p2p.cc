@@ -1,8 +1,10 @@
 // gather, scatter, alltoall(v) and point-to-point batches (collectives.h) on real transports,
 // ranks as threads, P = 2..6: every element checked; mismatched sizes and tags are UsageErrors
-// on the ranks that see them.
+// on the ranks that see them; a root (or coalesced split) that differs between ranks is a
+// UsageError at that very call on every rank (the agreement exchange, agree.cc).
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <numeric>
 #include <vector>
@@ -164,6 +166,80 @@ TEST(Rooted, GatherSizeMismatchNamesBothSides) {
   EXPECT_NE(seen[0].find("gather"), std::string::npos) << seen[0];
   EXPECT_NE(seen[0].find("x6"), std::string::npos) << seen[0];
   EXPECT_NE(seen[0].find("x4"), std::string::npos) << seen[0];
+}
+
+// Rank P-1 believes another rank is the root: every rank must raise the mismatch at this call
+// (none returns normally, none waits for its timeout), before any data moves.
+TEST(Rooted, RootMismatchRaisesAtThatCallOnEveryRank) {
+  for (int P = 2; P <= 5; ++P) {
+    for (int kind = 0; kind < 3; ++kind) {  // broadcast, gather, scatter
+      std::vector<std::string> seen(static_cast<std::size_t>(P));
+      std::vector<double> took(static_cast<std::size_t>(P), 0);
+      run_rank_threads(
+          P, [](rp::CommOptions& o) { o.op_timeout = std::chrono::seconds(20); },
+          [&](rp::Communicator& c) {
+            const int r = c.rank();
+            const int root = r == P - 1 ? 1 : 0;
+            std::vector<std::int32_t> buf(16, r), all(16 * static_cast<std::size_t>(P));
+            std::vector<std::pair<void*, std::size_t>> outs;
+            std::vector<std::pair<const void*, std::size_t>> ins;
+            if (r == root) {
+              for (int p = 0; p < P; ++p) {
+                outs.emplace_back(all.data() + 16 * p, 16);
+                ins.emplace_back(all.data() + 16 * p, 16);
+              }
+            }
+            const auto t0 = std::chrono::steady_clock::now();
+            try {
+              if (kind == 0) c.broadcast(buf.data(), 16, rp::DType::kI32, root, false);
+              if (kind == 1) c.gather(buf.data(), 16, outs, rp::DType::kI32, root, false);
+              if (kind == 2) c.scatter(ins, buf.data(), 16, rp::DType::kI32, root, false);
+              seen[r] = "returned normally";
+            } catch (const rp::UsageError& e) {
+              seen[r] = e.what();
+            } catch (const rp::Error& e) {
+              seen[r] = std::string("other: ") + e.what();
+            }
+            took[r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+          });
+      for (int r = 0; r < P; ++r) {
+        EXPECT_NE(seen[r].find("collective mismatch"), std::string::npos)
+            << "P=" << P << " kind " << kind << " rank " << r << ": " << seen[r];
+        EXPECT_NE(seen[r].find("root"), std::string::npos) << seen[r];
+        EXPECT_LT(took[r], 10.0) << "P=" << P << " kind " << kind << " rank " << r;
+      }
+    }
+  }
+}
+
+TEST(Coalesced, SplitMismatchIsAUsageErrorOnEveryRankAndAgreeingSplitsSum) {
+  for (int P : {2, 3}) {
+    std::vector<std::string> seen(static_cast<std::size_t>(P));
+    run_rank_threads(P, any, [&](rp::Communicator& c) {
+      const int r = c.rank();
+      std::vector<float> a(8, 1.0f);
+      // same total (8), rank 0 splits 3 + 5, the others 5 + 3
+      const std::size_t k = r == 0 ? 3 : 5;
+      try {
+        c.allreduce_coalesced({{a.data(), k}, {a.data() + k, 8 - k}}, rp::DType::kF32,
+                              rp::ReduceOp::kSum, false);
+        seen[r] = "returned normally";
+      } catch (const rp::UsageError& e) {
+        seen[r] = e.what();
+      }
+    });
+    for (int r = 0; r < P; ++r) {
+      EXPECT_NE(seen[r].find("split"), std::string::npos)
+          << "P=" << P << " rank " << r << ": " << seen[r];
+    }
+    run_rank_threads(P, any, [&](rp::Communicator& c) {
+      std::vector<float> a(3, 1.0f), b(5, 2.0f);
+      c.allreduce_coalesced({{a.data(), 3}, {b.data(), 5}}, rp::DType::kF32, rp::ReduceOp::kSum,
+                            false);
+      for (float v : a) EXPECT_EQ(v, static_cast<float>(P));
+      for (float v : b) EXPECT_EQ(v, 2.0f * static_cast<float>(P));
+    });
+  }
 }
 
 }  // namespace

@@ -15,10 +15,18 @@
 //   - round-trip oracle: the decoded bytes re-encoded with lossless_encode (1-D, the frame's dtype
 //     and codec) and decoded again must be bit-identical.
 //
-// Every input is tried twice: as is, and with its checksums recomputed ("fix-up"): the header
-// check and the per-block XXH3 checksums are hashes a mutator cannot get right, so without the
-// fix-up almost every mutation would stop at the checksum comparison and the codec paths behind
-// it would never be fuzzed. The fix-up is deterministic, so a saved crash input reproduces.
+// Every input is tried up to three times: as is, with its checksums recomputed ("fix-up"), and
+// with a size claim ("claim"): the frame's nbytes or the container's n (and shape) overwritten by
+// one of 2^28, 2^29, 2^32 - 1, 2^32, 2^62, 2^62 + 1, 2^63, 2^64 - 1 or a u64 taken from the input,
+// then fixed up. The header check and the per-block XXH3 checksums are hashes a mutator cannot get
+// right, so without the fix-up almost every mutation would stop at the checksum comparison and
+// the code behind it would never be fuzzed. Both are deterministic, so a saved input reproduces.
+//
+// Size claims (docs/wire-format.md, "What a decoder allocates"): an accepted frame's coded blocks
+// must each satisfy length <= max_expansion(codec) x stored size, and a container accepted by
+// parse_container_bounded() (the default cap) must claim n <= default_max_elements(size). The
+// decoders must never allocate for a claim: scripts/fuzz.sh runs with -malloc_limit_mb=512, so a
+// single allocation over 512 MiB is a finding (this harness itself allocates at most ~200 MiB).
 //
 // Allocations are capped: a frame may claim up to 2^62 decoded bytes; frames above kMaxDecode are
 // only parsed. The flag --expect-valid (used by scripts/fuzz.sh on tests/golden/*.rpz) also
@@ -160,6 +168,12 @@ bool try_frame(const std::uint8_t* data, std::size_t size, std::uint8_t variant)
     total += e.length;
   }
   if (off != size || total != info.nbytes) finding("block table does not cover the frame / nbytes");
+  for (const wire::BlockEntry& e : info.blocks) {
+    if (e.coding != wire::Coding::kRaw &&
+        std::uint64_t(e.length) > wire::max_expansion(info.codec) * e.stored_size) {
+      finding("parse_frame accepted a block claiming more than its stored bytes can decode to");
+    }
+  }
   try {
     if (wire::frame_size(data, size) != size) finding("frame_size() disagrees with parse_frame()");
   } catch (const Error& e) {
@@ -232,6 +246,19 @@ bool fix_container_checksums(std::vector<std::uint8_t>& b) {
 bool try_container(const std::uint8_t* data, std::size_t size) {
   try {
     const ContainerInfo info = parse_container(data, size);
+    ContainerInfo bounded;
+    try {
+      bounded = parse_container_bounded(data, size, 0);  // the default cap
+    } catch (const Error& e) {
+      if (e.kind() != ErrorKind::kWireFormat) throw;
+      if (info.n <= default_max_elements(size)) {
+        finding("parse_container_bounded refused a claim within the default cap:", e.what());
+      }
+      return true;  // refused before anything of n elements is allocated
+    }
+    if (bounded.n != info.n || info.n > default_max_elements(size)) {
+      finding("parse_container_bounded accepted a claim above the default cap");
+    }
     if (info.n > (std::uint64_t(1) << 24)) return true;
     std::vector<float> a(info.n, 1.0f), b(info.n, -7.0f);
     compressor_decode(data, size, a.data(), a.size());
@@ -256,6 +283,35 @@ bool try_container(const std::uint8_t* data, std::size_t size) {
   }
 }
 
+// The size claim of the third try: a fixed ladder up to 2^64 - 1, or 8 bytes of the input.
+std::uint64_t claim_of(const std::uint8_t* data, std::size_t size) {
+  static constexpr std::uint64_t kClaims[] = {1ull << 28, 1ull << 29, (1ull << 32) - 1,
+                                              1ull << 32, 1ull << 62, (1ull << 62) + 1,
+                                              1ull << 63, ~0ull};
+  const std::uint8_t pick = size >= 2 ? data[size - 2] : 0;
+  if (pick % 9 < 8) return kClaims[pick % 9];
+  std::uint64_t v = 0;
+  for (std::size_t i = 0; i < 8 && i + 3 <= size; ++i)
+    v |= std::uint64_t(data[size - 3 - i]) << (8 * i);
+  return v;
+}
+
+// Overwrites the claimed size (container: n and the first dimension; frame: nbytes and the first
+// dimension, in elements) and fixes the checksums. False when there is no header to patch.
+bool patch_claim(std::vector<std::uint8_t>& b, std::uint64_t claim, bool container) {
+  if (container) {
+    if (b.size() < kContainerHeader) return false;
+    st64(b.data() + 16, claim);
+    if (b[9] >= 1 && b.size() >= kContainerHeader + 8) st64(b.data() + kContainerHeader, claim);
+    return fix_container_checksums(b);
+  }
+  if (b.size() < wire::kHeaderSize + 8) return false;
+  st64(b.data() + 16, claim);
+  const std::uint64_t elem = b[11] ? b[11] : 1;
+  if (b[7] >= 1) st64(b.data() + wire::kHeaderSize, claim / elem);
+  return fix_checksums(b);
+}
+
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   const std::uint8_t variant = size ? data[size - 1] : 0;
   if (size >= 4 && std::memcmp(data, "RPZC", 4) == 0) {
@@ -267,6 +323,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         if (fix_container_checksums(fixed) && !std::equal(fixed.begin(), fixed.end(), data)) {
           try_container(fixed.data(), fixed.size());
         }
+      }
+      std::vector<std::uint8_t> claimed(data, data + size);
+      if (patch_claim(claimed, claim_of(data, size), true)) {
+        try_container(claimed.data(), claimed.size());
       }
     } catch (const std::exception& e) {
       finding("exception that is not a ringpress::Error:", e.what());
@@ -284,6 +344,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (fix_checksums(fixed) && !std::equal(fixed.begin(), fixed.end(), data)) {
         try_frame(fixed.data(), fixed.size(), variant);
       }
+    }
+    std::vector<std::uint8_t> claimed(data, data + size);
+    if (patch_claim(claimed, claim_of(data, size), false)) {
+      try_frame(claimed.data(), claimed.size(), variant);
     }
   } catch (const std::exception& e) {
     finding("exception that is not a ringpress::Error:", e.what());

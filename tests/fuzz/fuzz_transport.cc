@@ -1,7 +1,11 @@
 // libFuzzer target: the transport's parsers (csrc/transport/protocol.h) on hostile bytes.
 //
 // The first byte picks the parser, the rest is its input:
-//   0  check_hello       80-byte handshake; oracle: accepted exactly when every rule holds
+//   0  the handshake (handshake.h): check_hello on 48 hostile bytes (oracle: accepted exactly
+//      when every rule holds), check_reply / check_proof on hostile bytes (never accepted: a
+//      MAC under the key cannot be guessed), and a genuine exchange (always accepted)
+//   5  SecureChannel::read on hostile bytes from a socket: raises TransportError or returns
+//      bytes, never reads past a record's bound or crashes
 //   1  check_header      32-byte header + 32-byte expected header + flags; oracle: accepted only
 //                        when the fields match the rules of docs/wire-format.md
 //   2  raise_remote_abort an ABORT payload; must raise a ringpress::Error (never crash); plus a
@@ -9,34 +13,54 @@
 //   3  the top-k codec's decode (the sparse allreduce's payloads)
 //   4  Codec::decode of every registered wire codec (ringpress/codec.h), chosen by a byte;
 //      plus an encode -> decode round trip
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "../../csrc/transport/handshake.h"
 #include "../../csrc/transport/protocol.h"
+#include "../../csrc/transport/secure_channel.h"
 #include "ringpress/codec.h"
 
 namespace rp = ringpress;
 namespace pr = ringpress::protocol;
+namespace hs = ringpress::handshake;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 1) return 0;
-  const std::uint8_t sel = data[0] % 5;
+  const std::uint8_t sel = data[0] % 6;
   ++data;
   --size;
   if (sel == 0) {
-    pr::Hello h{};
+    static const ringpress::crypto::Key key =
+        ringpress::crypto::job_key_from_material("fuzzing key material, 32 characters or more");
+    hs::Hello h{};
     std::memcpy(&h, data, std::min(size, sizeof h));
-    const std::string secret(pr::kSecretChars, 'a');
     const int me = 1, n = 4;
-    const bool accepted = pr::check_hello(h, secret, me, n).empty();
-    const bool valid = h.magic == pr::kHelloMagic && h.version == pr::kProtocolVersion &&
-                       h.reserved == 0 &&
-                       std::memcmp(h.secret, secret.data(), secret.size()) == 0 && h.to == 1u &&
-                       h.from > 1u && h.from < 4u;
+    const bool enc = size > sizeof h && (data[sizeof h] & 1);
+    const bool accepted = hs::check_hello(h, me, n, enc).empty();
+    const bool valid = h.magic == hs::kHelloMagic && h.version == hs::kVersion &&
+                       (h.flags & ~hs::kFlagEncrypt) == 0 && h.to == 1u && h.from > 1u &&
+                       h.from < 4u && (((h.flags & hs::kFlagEncrypt) != 0) == enc);
     if (accepted != valid) std::abort();
+    // Hostile reply and proof: a MAC under the key is never guessed.
+    hs::Reply r{};
+    hs::Proof pf{};
+    if (size > sizeof h) std::memcpy(&r, data + sizeof h, std::min(size - sizeof h, sizeof r));
+    if (size > sizeof h + sizeof r)
+      std::memcpy(&pf, data + sizeof h + sizeof r, std::min(size - sizeof h - sizeof r, sizeof pf));
+    if (hs::check_reply(key, h, r).empty() || hs::check_proof(key, h, r, pf).empty()) std::abort();
+    // A genuine exchange goes through; the link keys of both ends agree.
+    const hs::Hello gh = hs::make_hello(2, 1, enc);
+    const hs::Reply gr = hs::make_reply(key, gh, 1);
+    if (!hs::check_hello(gh, 1, 4, enc).empty() || !hs::check_reply(key, gh, gr).empty() ||
+        !hs::check_proof(key, gh, gr, hs::make_proof(key, gh, gr)).empty())
+      std::abort();
     return 0;
   }
   if (sel == 1) {
@@ -110,6 +134,28 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const std::size_t len = codec->encode(x.data(), count, enc.data(), data[1]);
     if (len > enc.size()) std::abort();
     codec->decode(enc.data(), len, dst.data(), count, false);
+    return 0;
+  }
+  if (sel == 5) {
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM, 0, sv) != 0) return 0;
+    const std::size_t k = std::min<std::size_t>(size, 1 << 16);
+    (void)!::write(sv[0], data, k);
+    ::close(sv[0]);
+    ringpress::crypto::Key a{}, b{};
+    b[0] = 1;
+    ringpress::transport_impl::SecureChannel ch(1, a, 1, b, 2, (size & 1) != 0);
+    std::vector<std::uint8_t> dst(1 + (size % 300));
+    try {
+      for (int i = 0; i < 64; ++i) {
+        int err = 0;
+        const long r = ch.read(sv[1], dst.data(), dst.size(), &err);
+        if (r < 0) break;
+        if (static_cast<std::size_t>(r) > dst.size()) std::abort();
+      }
+    } catch (const rp::TransportError&) {
+    }
+    ::close(sv[1]);
     return 0;
   }
   rp::Bytes b(data, data + size);

@@ -4,9 +4,11 @@ collectives, hostile connections, timeouts, and resource stability over many ope
 from __future__ import annotations
 
 import glob
+import os
 import random
 import socket
 import struct
+import threading
 import time
 
 import pytest
@@ -133,8 +135,9 @@ except rp.RingpressError as e:
 
 
 def test_hostile_connections_are_rejected_and_job_unaffected():
-    """A rogue client connects to rank 0's listener during rendezvous: garbage bytes, a
-    handshake with the wrong secret, and a connection that never speaks."""
+    """A rogue client connects to rank 0's listener during rendezvous: garbage bytes, a hello
+    followed by a proof it cannot make without the job key, an older version, an older build's
+    hello, and a connection that never speaks."""
     body = r"""
 x = np.arange(1000, dtype=np.float32)
 comm.allreduce(x)
@@ -153,17 +156,35 @@ comm.close()
     s = socket.create_connection((host, int(p)))
     s.sendall(random.Random(1).randbytes(200))
     socks.append(s)
+    # A well-formed hello (it needs no key) from a client that cannot answer with the key's MAC.
+    # Rank 0 replies once it reaches its accept loop (after rank 1 published its address).
     s = socket.create_connection((host, int(p)))
-    hello = struct.pack("<IHHII", 0x53485052, 2, 0, 1, 0) + b"0" * 64  # protocol 2, wrong secret
-    s.sendall(hello)
+    s.sendall(struct.pack("<IHHII", 0x33485052, 3, 1, 1, 0) + os.urandom(32))
+    socks.append(s)
+    got_reply = []
+
+    def fake_proof(s=s):
+        s.settimeout(30)
+        reply = b""
+        while len(reply) < 72:
+            chunk = s.recv(72 - len(reply))
+            if not chunk:
+                return
+            reply += chunk
+        got_reply.append(reply)
+        s.sendall(struct.pack("<I", 0x33505052) + bytes(32))  # a proof with a made-up MAC
+
+    prover = threading.Thread(target=fake_proof, daemon=True)
+    prover.start()
+    s = socket.create_connection((host, int(p)))
+    s.sendall(struct.pack("<IHHII", 0x33485052, 2, 1, 1, 0) + bytes(32))  # an older version
     socks.append(s)
     s = socket.create_connection((host, int(p)))
-    s.sendall(struct.pack("<IHHII", 0x53485052, 1, 0, 1, 0) + b"0" * 64)  # an older build's hello
+    s.sendall(struct.pack("<IHHII", 0x53485052, 2, 0, 1, 0) + b"0" * 64)  # an older build's hello
     socks.append(s)
     silent = socket.create_connection((host, int(p)))
     time.sleep(0.5)
     # Now the real rank 1 joins.
-    import os
     import subprocess
     import sys
 
@@ -181,6 +202,8 @@ comm.close()
     )
     # collect() removes the script, so start rank 1 before collecting.
     res = collect([procs[0], p1], path, timeout=60)
+    prover.join(5)
+    assert got_reply and got_reply[0][:4] == struct.pack("<I", 0x33525052)
     silent.close()
     for s in socks:
         s.close()
@@ -189,8 +212,8 @@ comm.close()
         assert r.records[0]["ok"]
     log = res[0].stderr
     assert "bad magic" in log
-    assert "wrong job secret" in log
-    assert "expected version 2" in log
+    assert "wrong job key" in log
+    assert "handshake version 2" in log
 
 
 def test_peer_that_never_arrives_times_out():

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "builtin.h"
+#include "ringpress/checked.h"
 #include "ringpress/error.h"
 #include "ringpress/quantize.h"
 
@@ -25,8 +26,10 @@ class BlockwiseInt final : public Codec {
     p_.rounding = p.stochastic ? quant::Rounding::kStochastic : quant::Rounding::kNearest;
   }
   std::size_t bound(std::size_t count) const override {
-    return quant::num_blocks(count, p_.block) * sizeof(float) +
-           quant::blockwise_payload_bytes(count, p_.bits);
+    const std::size_t scales =
+        checked_mul<UsageError>(quant::num_blocks(count, p_.block), sizeof(float), "payload size");
+    return checked_add<UsageError>(scales, quant::blockwise_payload_bytes(count, p_.bits),
+                                   "payload size");
   }
   std::size_t min_payload(std::size_t count) const override { return bound(count); }
   std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t seed) override {
@@ -39,7 +42,8 @@ class BlockwiseInt final : public Codec {
     return bound(count);
   }
   void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) override {
-    RP_ENFORCE_EQ(len, bound(count), WireFormatError, "a quantized segment has the wrong length");
+    RP_ENFORCE_EQ(len, fixed_payload_len(*this, count), WireFormatError,
+                  "a quantized segment has the wrong length");
     const std::size_t nb = quant::num_blocks(count, p_.block);
     float* scales = checked_scales(in, nb, count, reduce);
     float* out = reduce ? scales + nb : static_cast<float*>(dst);

@@ -32,6 +32,11 @@ std::unique_ptr<Codec> make_threshold(const CodecParams& p, DType dtype,
 enum class Scratch { kDecode = 0, kFeedback = 1, kBytes = 2 };
 void* scratch(Scratch which, std::size_t bytes);
 
+// The payload length a fixed-size codec's decoder expects for `count` elements: c.bound(count),
+// except that a count whose payload size does not fit in size_t is a WireFormatError (no payload
+// can have that length; bound() raises UsageError, meant for a caller's argument).
+std::size_t fixed_payload_len(const Codec& c, std::size_t count);
+
 // The block-scaled codecs (int8/int4/int2, sign, ternary):
 // UsageError unless 1 <= p.block <= 2^20.
 void check_block(const CodecParams& p);

@@ -3,6 +3,7 @@
 // Cost: one pass each way at memory speed; decode+reduce one more pass. Lossy: relative error
 // <= 2^-8 (bf16) / 2^-11 (fp16) per value; fp16 overflows to +-Inf from |x| >= 65520.
 #include "builtin.h"
+#include "ringpress/checked.h"
 #include "ringpress/error.h"
 #include "ringpress/quantize.h"
 
@@ -12,8 +13,10 @@ namespace {
 class HalfFloat final : public Codec {
  public:
   explicit HalfFloat(bool bf16) : bf16_(bf16) {}
-  std::size_t bound(std::size_t count) const override { return count * 2; }
-  std::size_t min_payload(std::size_t count) const override { return count * 2; }
+  std::size_t bound(std::size_t count) const override {
+    return checked_mul<UsageError>(count, std::size_t{2}, "16-bit float payload size");
+  }
+  std::size_t min_payload(std::size_t count) const override { return bound(count); }
   std::size_t word() const override { return 2; }
   std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t) override {
     auto* h = static_cast<std::uint16_t*>(out);
@@ -25,7 +28,8 @@ class HalfFloat final : public Codec {
     return count * 2;
   }
   void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) override {
-    RP_ENFORCE_EQ(len, count * 2, WireFormatError, "a 16-bit float segment has the wrong length");
+    RP_ENFORCE_EQ(len, fixed_payload_len(*this, count), WireFormatError,
+                  "a 16-bit float segment has the wrong length");
     float* out = reduce ? static_cast<float*>(scratch(Scratch::kDecode, count * sizeof(float)))
                         : static_cast<float*>(dst);
     auto* h = static_cast<const std::uint16_t*>(in);

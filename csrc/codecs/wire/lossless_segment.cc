@@ -1,8 +1,11 @@
 // Wire codec "lossless" (id 1): each segment is one lossless frame (shuffle + zstd/lz4,
-// docs/wire-format.md "Frame"), so any reducible dtype and op, bit-exact.
+// docs/wire-format.md "Frame"), so any reducible dtype and op, bit-exact. Decode validates the
+// frame and requires it to decode to exactly count elements (WireFormatError otherwise, before
+// any scratch is sized).
 // Cost per segment of n bytes (one thread): zstd-1 with shuffle ~1-3 GB/s encode, decode faster;
 // decode+reduce one more pass.
 #include "builtin.h"
+#include "ringpress/checked.h"
 #include "ringpress/error.h"
 #include "ringpress/lossless.h"
 #include "ringpress/wire.h"
@@ -18,7 +21,7 @@ class LosslessSegment final : public Codec {
     opts_.threads = 1;
   }
   std::size_t bound(std::size_t count) const override {
-    return encode_bound(count * dtype_size(dtype_), 1, 0);
+    return encode_bound(checked_mul<UsageError>(count, dtype_size(dtype_), "segment size"), 1, 0);
   }
   std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t) override {
     std::uint64_t shape[1] = {count};
@@ -26,13 +29,18 @@ class LosslessSegment final : public Codec {
                            bound(count));
   }
   void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) override {
-    const std::size_t bytes = count * dtype_size(dtype_);
+    const std::size_t bytes =
+        checked_mul<WireFormatError>(count, dtype_size(dtype_), "lossless segment size");
+    // Validated (and its size compared) before any scratch is sized.
+    const wire::FrameInfo f = wire::parse_frame(in, len);
+    RP_ENFORCE_EQ(f.nbytes, std::uint64_t(bytes), WireFormatError,
+                  "a lossless segment's frame decodes to the wrong number of bytes");
     if (!reduce) {
-      lossless_decode(in, len, dst, bytes);  // validates the frame and its size
+      lossless_decode(f, in, dst, bytes, 1);
       return;
     }
     void* tmp = scratch(Scratch::kBytes, bytes);
-    lossless_decode(in, len, tmp, bytes);
+    lossless_decode(f, in, tmp, bytes, 1);
     reduce_into(dtype_, op_, dst, tmp, count);
   }
 

@@ -198,6 +198,15 @@ void* scratch(Scratch which, std::size_t bytes) {
   return b.data();
 }
 
+std::size_t fixed_payload_len(const Codec& c, std::size_t count) {
+  try {
+    return c.bound(count);
+  } catch (const Error& e) {
+    if (e.kind() != ErrorKind::kUsage) throw;
+    RP_THROW(WireFormatError, "no payload can hold ", count, " elements: ", e.detail());
+  }
+}
+
 void check_block(const CodecParams& p) {
   RP_ENFORCE(p.block >= 1 && p.block <= (1u << 20), UsageError,
              "quantization block must be in [1, 2^20], got ", p.block);

@@ -12,6 +12,7 @@
 // for large blocks). Ring schedule: each hop re-signs the partial sum (one more 1-bit rounding
 // per hop), which error feedback at every hop (ring_codec.cc) carries forward.
 #include "builtin.h"
+#include "ringpress/checked.h"
 #include "ringpress/error.h"
 #include "ringpress/quantize.h"
 
@@ -22,7 +23,9 @@ class SignCodec final : public Codec {
  public:
   explicit SignCodec(const CodecParams& p) { p_.block = p.block; }
   std::size_t bound(std::size_t count) const override {
-    return quant::num_blocks(count, p_.block) * sizeof(float) + quant::sign_payload_bytes(count);
+    const std::size_t scales =
+        checked_mul<UsageError>(quant::num_blocks(count, p_.block), sizeof(float), "payload size");
+    return checked_add<UsageError>(scales, quant::sign_payload_bytes(count), "payload size");
   }
   std::size_t min_payload(std::size_t count) const override { return bound(count); }
   std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t) override {
@@ -33,7 +36,8 @@ class SignCodec final : public Codec {
     return bound(count);
   }
   void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) override {
-    RP_ENFORCE_EQ(len, bound(count), WireFormatError, "a sign payload has the wrong length");
+    RP_ENFORCE_EQ(len, fixed_payload_len(*this, count), WireFormatError,
+                  "a sign payload has the wrong length");
     const std::size_t nb = quant::num_blocks(count, p_.block);
     float* scales = checked_scales(in, nb, count, reduce);
     float* out = reduce ? scales + nb : static_cast<float*>(dst);

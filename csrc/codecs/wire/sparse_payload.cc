@@ -66,6 +66,9 @@ void SparseCodec::decode(const void* in, std::size_t len, void* dst, std::size_t
   auto* dense = static_cast<float*>(dst);
   const auto* p = static_cast<const unsigned char*>(in);
   RP_ENFORCE(len >= 8, WireFormatError, "a sparse payload of ", len, " bytes");
+  // Indices are u32: no sparse payload stands for more elements (and count * 4 cannot wrap).
+  RP_ENFORCE_LE(count, kMaxElements, WireFormatError,
+                "a sparse payload cannot stand for more than 2^32 - 1 elements, asked for ", count);
   std::uint64_t ib = 0;
   std::memcpy(&ib, p, 8);
   RP_ENFORCE(ib <= len - 8, WireFormatError, "a sparse payload with an index block of ", ib,

@@ -5,10 +5,11 @@
 // Payload (docs/wire-format.md, "Wire codec payloads"): u64 I (bytes of the index stream) | I
 // bytes of strictly ascending indices, delta coded (topk.h, "Index coding": u32 count m, blocks of
 // <= 128 deltas with a u8 bit width) | m values, little-endian float32, or float16 (round to
-// nearest even) with the parameter values = "fp16". Decode requires I <= len - 8, m <= n, every
-// index < n, and len - 8 - I = m x (4 or 2) exactly; decode+reduce adds the values at their
-// indices (a scatter-add), plain decode writes them there (bit for bit, -0.0 included) and zeros
-// elsewhere.
+// nearest even) with the parameter values = "fp16". Decode requires n <= 2^32 - 1 (u32 indices),
+// I <= len - 8, m <= n, every index < n, and len - 8 - I = m x (4 or 2) exactly (so the m entries
+// it buffers are justified by the bytes present; else WireFormatError); decode+reduce adds the
+// values at their indices (a scatter-add), plain decode writes them there (bit for bit, -0.0
+// included) and zeros elsewhere.
 // Error feedback (override of the generic helper, no decode pass): r = x, except at the sent
 // entries, where r = x - x' (x' the value as sent: 0 for float32 values, which go bit-exact, and
 // wherever x' is x bit for bit, e.g. +-Inf), so r = x - decode(payload).

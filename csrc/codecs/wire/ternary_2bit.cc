@@ -11,6 +11,7 @@
 // Cost: one pass each way at memory speed; 2 bits per element + 4 bytes per block on the wire.
 // Ring schedule: every hop re-rounds the partial sum stochastically (still unbiased).
 #include "builtin.h"
+#include "ringpress/checked.h"
 #include "ringpress/error.h"
 #include "ringpress/quantize.h"
 
@@ -21,7 +22,9 @@ class TernaryCodec final : public Codec {
  public:
   explicit TernaryCodec(const CodecParams& p) { p_.block = p.block; }
   std::size_t bound(std::size_t count) const override {
-    return quant::num_blocks(count, p_.block) * sizeof(float) + quant::ternary_payload_bytes(count);
+    const std::size_t scales =
+        checked_mul<UsageError>(quant::num_blocks(count, p_.block), sizeof(float), "payload size");
+    return checked_add<UsageError>(scales, quant::ternary_payload_bytes(count), "payload size");
   }
   std::size_t min_payload(std::size_t count) const override { return bound(count); }
   std::size_t encode(const void* src, std::size_t count, void* out, std::uint64_t seed) override {
@@ -34,7 +37,8 @@ class TernaryCodec final : public Codec {
     return bound(count);
   }
   void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) override {
-    RP_ENFORCE_EQ(len, bound(count), WireFormatError, "a ternary payload has the wrong length");
+    RP_ENFORCE_EQ(len, fixed_payload_len(*this, count), WireFormatError,
+                  "a ternary payload has the wrong length");
     const std::size_t nb = quant::num_blocks(count, p_.block);
     float* scales = checked_scales(in, nb, count, reduce);
     float* out = reduce ? scales + nb : static_cast<float*>(dst);

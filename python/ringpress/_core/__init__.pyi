@@ -77,6 +77,7 @@ class Communicator:
         small_bytes: typing.SupportsInt | typing.SupportsIndex = 0,
         shm_ring_bytes: typing.SupportsInt | typing.SupportsIndex = 0,
         spin_us: typing.SupportsInt | typing.SupportsIndex = -1,
+        encrypt: str = "",
     ) -> None: ...
     def allgather(
         self,
@@ -206,7 +207,10 @@ def compress_bound(
     block_size: typing.SupportsInt | typing.SupportsIndex,
 ) -> int: ...
 def compressor_decode(
-    payload: typing.Any, out: typing.Any, threads: typing.SupportsInt | typing.SupportsIndex
+    payload: typing.Any,
+    out: typing.Any,
+    threads: typing.SupportsInt | typing.SupportsIndex,
+    max_elements: typing.SupportsInt | typing.SupportsIndex = 0,
 ) -> typing.Any: ...
 def compressor_encode(
     x: typing.Any,

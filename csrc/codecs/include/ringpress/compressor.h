@@ -82,8 +82,22 @@ ContainerInfo parse_container(const void* buf, std::size_t len);
 // The codec payload (the lossless stage undone), validated by parse_container, not decoded.
 std::vector<std::uint8_t> container_payload(const void* buf, std::size_t len, int threads = 1);
 
-// Reconstructs the dense tensor into out (out_n must equal the container's n).
+// Reconstructs the dense tensor into out (out_n must equal the container's n: the caller's
+// buffer is the bound on what is written; a mismatch is a UsageError before anything is decoded).
 void compressor_decode(const void* buf, std::size_t len, float* out, std::size_t out_n,
                        int threads = 1);
+
+// Bounding the output a caller allocates for a container it did not make (docs/wire-format.md,
+// "What a decoder allocates"). parse_container() already refuses an n the payload cannot hold for
+// the dense codecs, but a sparse payload of a few bytes may legitimately stand for up to 2^32 - 1
+// elements (and a lossless stage may expand up to 32768x), so a caller that allocates n floats
+// itself passes a cap:
+//   max_elements > 0: that cap;
+//   max_elements = 0: the default, max(kDefaultMaxElements, kDefaultElementsPerByte x len).
+// Returns the container's info; WireFormatError when n exceeds the cap.
+constexpr std::uint64_t kDefaultMaxElements = std::uint64_t(1) << 24;  // 64 MiB of float32
+constexpr std::uint64_t kDefaultElementsPerByte = 64;  // 256 output bytes per container byte
+std::uint64_t default_max_elements(std::size_t container_len) noexcept;
+ContainerInfo parse_container_bounded(const void* buf, std::size_t len, std::uint64_t max_elements);
 
 }  // namespace ringpress

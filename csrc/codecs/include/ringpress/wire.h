@@ -52,6 +52,10 @@ struct FrameInfo {
 };
 
 const char* codec_name(Codec c) noexcept;
+// The most a coded block (coding 1 or 2) of this codec can expand: decoded bytes <=
+// max_expansion x stored bytes (lz4 255, zstd 32768 by RFC 8878's 128 KiB block limit). The
+// parser refuses a block that claims more, so nbytes is bounded by the frame's own length.
+std::uint64_t max_expansion(Codec c) noexcept;
 
 // Size of the header + shape + block table.
 std::uint64_t table_end(int ndim, std::uint64_t nblocks) noexcept;

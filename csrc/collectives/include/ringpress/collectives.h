@@ -72,7 +72,13 @@ struct AllreduceOptions {
   // before compressing and replaced by what this call drops (ring kinds: the rounding of this
   // rank's own contribution only, ring_codec.cc). nullptr: none.
   float* residual = nullptr;
+  // Fused requests (the engine's allreduce_coalesced; plain, uncompressed): nonzero = a digest of
+  // the tensor sizes, carried in the header's count with CollKind::kAllreduceCoalesced, so ranks
+  // that split the same total differently raise a collective mismatch at the first message.
+  std::uint64_t split_digest = 0;
 };
+// The digest allreduce_coalesced carries: XXH3-64 of the sizes (u64 little-endian), never 0.
+std::uint64_t split_digest(const std::vector<std::size_t>& sizes);
 void allreduce(const OpContext& oc, const AllreduceOptions& o);
 // Ring allreduce with every segment compressed on the wire (ring_codec.cc): CodecSchedule::kRing.
 void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o);

@@ -3,14 +3,15 @@
 //
 // Contract
 //   * Context::create() rendezvouses through a Store: every rank publishes its listening address
-//   and
-//     host identity, rank 0 publishes (or the caller supplies) a per-job secret, and every pair of
-//     ranks connects once (full mesh; the higher rank connects, the lower accepts). A connection
-//     whose handshake lacks the secret, or that speaks anything else, is dropped and logged; the
-//     job is unaffected. Peers on the same host (same boot id and network namespace) get a
-//     shared-memory ring for data, keeping the TCP socket as their control channel (doorbells,
-//     aborts, liveness); RINGPRESS_TRANSPORT / ContextOptions::transport overrides (tcp | shm |
-//     auto).
+//     and host identity, and every pair of ranks connects once (full mesh; the higher rank
+//     connects, the lower accepts). Each connection runs a handshake in which both ends prove
+//     knowledge of the job key without sending it (handshake.h); one that fails, or that speaks
+//     anything else, is dropped and logged, and the job is unaffected. TCP links then carry
+//     every byte in authenticated records, encrypted unless RINGPRESS_ENCRYPT=off
+//     (secure_channel.h). Peers on the same host (same boot id and network namespace) get a
+//     shared-memory ring for data (owner-only, random name), keeping the TCP socket as their
+//     control channel (doorbells, aborts, liveness); RINGPRESS_TRANSPORT /
+//     ContextOptions::transport overrides (tcp | shm | auto).
 //   * Messages: a 32-byte MsgHeader + payload. post_send/post_recv queue operations per pair;
 //     each direction of a pair completes strictly in posting order (FIFO matching, no tags to
 //     search). The receiver states what it expects (Expect): a header from a different collective,
@@ -25,8 +26,8 @@
 //     the operation. The first error is kept: the Context is then broken, every later call rethrows
 //     it, and abort() tells all peers (so they fail fast instead of waiting for their timeout).
 //
-// Cost: TCP: one writev/readv per message piece, kernel copies; shm: one copy into the ring and one
-// out of it (no syscalls while both sides are awake).
+// Cost: TCP: one AES-256-GCM pass each way and one write/read per 1 MiB / 64 KiB record batch; shm:
+// one copy into the ring and one out of it (no syscalls while both sides are awake).
 #pragma once
 
 #include <chrono>
@@ -61,6 +62,7 @@ enum class CollKind : std::uint8_t {
   kGather = 9,
   kScatter = 10,
   kAlltoall = 11,
+  kAllreduceCoalesced = 12,  // fused allreduce: the header's count is a digest of the split
 };
 const char* coll_kind_name(CollKind kind) noexcept;
 
@@ -82,6 +84,10 @@ struct MsgHeader {
 };
 static_assert(sizeof(MsgHeader) == 32, "MsgHeader is 32 bytes on the wire");
 
+// Steps from here up belong to the agreement exchange that opens a rooted collective
+// (collectives/agree.cc; docs/wire-format.md): step = kAgreeStep + round.
+constexpr std::uint32_t kAgreeStep = 0xFFFFFF00u;
+
 enum class MsgType : std::uint8_t { kData = 1, kAbort = 2, kBye = 3 };
 
 // What a receive expects. len_exact=false accepts any length <= capacity (variable payloads).
@@ -101,7 +107,11 @@ struct ContextOptions {
       0};                  // rendezvous + default op timeout (RINGPRESS_TIMEOUT, 300 s)
   std::string bind_addr;   // listen on and publish (RINGPRESS_BIND_ADDR; "" = choose, see .cc)
   std::string route_hint;  // an address of rank 0 / the store host, to pick bind_addr
-  std::string secret;      // per-job secret; "" = rank 0 creates one in the store
+  // Job key material (32+ characters, the same on every rank; crypto.h); "" = RINGPRESS_JOB_KEY,
+  // else RINGPRESS_JOB_KEY_FILE, else none: rank 0 then draws a key and shares it through the
+  // store (anyone who can read the store can join; a warning says so once per process).
+  std::string secret;
+  std::string encrypt;  // on | off: TCP links encrypted or authenticated only (RINGPRESS_ENCRYPT)
   std::size_t shm_ring_bytes = 0;  // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 4 MiB)
   int tcp_buffer_bytes = 4 << 20;  // SO_SNDBUF/SO_RCVBUF
   int spin_us = 50;                // busy-poll time before sleeping in epoll
