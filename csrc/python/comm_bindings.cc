@@ -65,12 +65,12 @@ rp::DType dtype_of(const std::string& name) {
 }
 
 // The job key a store uses, from the Python key= argument: None = this process's configured key
-// (none yet), "" = none, else the key material.
+// (RINGPRESS_JOB_KEY / RINGPRESS_JOB_KEY_FILE; none when unset), "" = none, else key material.
 rp::Bytes store_key(const py::object& key) {
-  if (key.is_none()) return {};
-  std::string material =
+  if (key.is_none()) return rp::store_job_key("", /*use_configured=*/true);
+  const std::string material =
       py::isinstance<py::bytes>(key) ? std::string(key.cast<py::bytes>()) : key.cast<std::string>();
-  return rp::Bytes(material.begin(), material.end());
+  return rp::store_job_key(material, /*use_configured=*/false);
 }
 
 void* as_ptr(std::uintptr_t addr) {

@@ -103,6 +103,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "crypto.h"
 #include "net.h"
 #include "ringpress/error.h"
 #include "ringpress/store.h"
@@ -147,34 +148,37 @@ namespace {
 // The store's own key, derived from the job key (so a MAC made here is useless anywhere else).
 struct StoreKey {
   bool present = false;
-  std::array<std::uint8_t, 32> k{};
+  crypto::Key k{};
 };
 
 StoreKey derive_store_key(const Bytes& job_key) {
   StoreKey s;
   if (job_key.empty()) return s;
-  RP_ENFORCE(job_key.size() == 32, UsageError, "store job key must be 32 bytes, got ",
-             job_key.size());
-  RP_THROW(UsageError, "store authentication is not available in this build yet");
+  RP_ENFORCE(job_key.size() == crypto::kKeyBytes, UsageError, "a store's job key must be ",
+             crypto::kKeyBytes, " bytes (ringpress::crypto::Key), got ", job_key.size());
+  crypto::Key jk;
+  std::memcpy(jk.data(), job_key.data(), jk.size());
+  s.k = crypto::hkdf(jk, {}, "ringpress store v2 key", {});
+  s.present = true;
+  return s;
 }
 
 void make_nonce(std::uint8_t* out) {
-  std::memset(out, 0, kNonce);
+  static_assert(kNonce == crypto::kNonceBytes, "store nonces are crypto nonces");
+  crypto::random_bytes(out, kNonce);
 }
 
 void make_proof(const StoreKey& key, bool server_side, const std::uint8_t* nonce_c,
                 const std::uint8_t* nonce_s, std::uint8_t* out) {
-  (void)key;
-  (void)server_side;
-  (void)nonce_c;
-  (void)nonce_s;
-  std::memset(out, 0, kProof);
+  static_assert(kProof == crypto::kMacBytes, "store proofs are HMAC-SHA256");
+  const crypto::Mac m =
+      crypto::mac(key.k, server_side ? "ringpress store v2 server" : "ringpress store v2 client",
+                  {crypto::Part(nonce_c, kNonce), crypto::Part(nonce_s, kNonce)});
+  std::memcpy(out, m.data(), kProof);
 }
 
 bool proofs_equal(const std::uint8_t* a, const std::uint8_t* b) {
-  std::uint8_t d = 0;
-  for (std::size_t i = 0; i < kProof; ++i) d |= a[i] ^ b[i];
-  return d == 0;
+  return crypto::equal(a, b, kProof);
 }
 
 }  // namespace
@@ -1123,6 +1127,21 @@ bool TCPStore::delete_key(const std::string& key) {
   if (status != kOk || len != 8) impl_->raise_status(status, len, "DELETE");
   const Bytes body = impl_->read_body(len, deadline);
   return get_u64(body.data()) != 0;
+}
+
+Bytes store_job_key(const std::string& material, bool use_configured) {
+  ScopedErrorContext ctx("store.key");
+  crypto::Key k;
+  if (!material.empty()) {
+    k = crypto::job_key_from_material(material);
+  } else if (use_configured) {
+    const crypto::JobKey j = crypto::configured_job_key("");
+    if (!j.present) return {};
+    k = j.key;
+  } else {
+    return {};
+  }
+  return Bytes(k.begin(), k.end());
 }
 
 }  // namespace ringpress

@@ -238,6 +238,12 @@ class _TorchStoreAdapter:
         return bool(self._s.delete_key(key))
 
 
+def _store_key(kwargs: dict) -> str | None:
+    """The job key ringpress's own store uses: the communicator's (job_key=, else the legacy
+    secret=), else None = the configured one (RINGPRESS_JOB_KEY / RINGPRESS_JOB_KEY_FILE)."""
+    return kwargs.get("job_key") or kwargs.get("secret") or None
+
+
 def _forget_rendezvous(store: Any, prefix: str, rank: int) -> None:
     """Remove this rank's rendezvous records from ringpress's own store once the communicator is
     up. Safe without a barrier: a rank's rendezvous completes only after every other rank has read
@@ -365,9 +371,12 @@ class Communicator:
                     _core.env_string("RINGPRESS_BIND_ADDR"),
                 )
                 _env_servers[port] = _core.TCPStoreServer(
-                    "0.0.0.0" if wild else addr, port, max_connections=4 * size + 64
+                    "0.0.0.0" if wild else addr,
+                    port,
+                    key=_store_key(kwargs),
+                    max_connections=4 * size + 64,
                 )
-            store = _core.TCPStore(addr, port, int(timeout * 1000))
+            store = _core.TCPStore(addr, port, int(timeout * 1000), key=_store_key(kwargs))
         kwargs.setdefault("route_hint", addr)
         # Each from_env of a job rendezvouses under its own keys (every rank calls it the same
         # number of times, in the same order); the agent's store also outlives restarts.
@@ -401,11 +410,11 @@ class Communicator:
             else:
                 host = socket.gethostbyname(socket.gethostname())
             # Listen only where the other ranks are told to connect.
-            keep = _core.TCPStoreServer(host, 0)
+            keep = _core.TCPStoreServer(host, 0, key=_store_key(kwargs))
             addr = (host, keep.port)
         host, port = comm.bcast(addr, root=0)
         timeout = kwargs.get("timeout") or _core.env_seconds("RINGPRESS_TIMEOUT")
-        store = _core.TCPStore(host, port, int(timeout * 1000))
+        store = _core.TCPStore(host, port, int(timeout * 1000), key=_store_key(kwargs))
         kwargs.setdefault("route_hint", host)
         prefix = kwargs.pop("prefix", "ringpress/mpi")
         comm = cls(store, rank, size, _keep=keep, prefix=prefix, **kwargs)

@@ -894,3 +894,59 @@ TEST(Stores, DeleteKey) {
   EXPECT_TRUE(p.delete_key("b"));
   EXPECT_THROW(h->get("pre/b", 0ms), TimeoutError);
 }
+
+TEST(TCPStoreServer, JobKeyAuthentication) {
+  const Bytes key = store_job_key(std::string(40, 'k'), false);
+  const Bytes wrong = store_job_key(std::string(40, 'w'), false);
+  ASSERT_EQ(key.size(), 32u);
+  EXPECT_NE(key, wrong);
+  EXPECT_THROW(store_job_key("too short", false), UsageError);
+  StoreServerOptions o;
+  o.key = key;
+  TCPStoreServer server("127.0.0.1", 0, o);
+  testing::internal::CaptureStderr();
+  TCPStore good("127.0.0.1", server.port(), 2000ms, key);
+  good.set("k", B("v"));
+  EXPECT_EQ(S(good.get("k", 100ms)), "v");
+  auto refused = [&](const Bytes& k, const std::string& why) {
+    try {
+      TCPStore c("127.0.0.1", server.port(), 2000ms, k);
+      ADD_FAILURE() << "connected with the wrong key";
+    } catch (const TransportError& e) {
+      EXPECT_TRUE(contains(e.what(), why)) << e.what();
+    }
+  };
+  refused({}, "requires the job key");
+  refused(wrong, "could not prove");
+  {
+    RawSocket raw(server.port());
+    raw.send_bytes(hello_v2(0));
+    const auto answer = raw.recv_n(kServerHello, 2000ms);
+    ASSERT_EQ(answer.size(), kServerHello);
+    EXPECT_EQ(answer[8], 1);  // a key is required
+    EXPECT_TRUE(raw.closed_by_peer(2000ms));
+  }
+  {
+    RawSocket raw(server.port());  // claims a key, proves nothing
+    auto h = hello_v2(1);
+    h[20] = 7;
+    raw.send_bytes(h);
+    EXPECT_EQ(raw.recv_n(kServerHello, 2000ms).size(), kServerHello);
+    raw.send_bytes(Bytes(32, 0));
+    raw.send_bytes(cat({{2}, le32(1), B("k"), le64(8), le64(0)}));
+    EXPECT_TRUE(raw.recv_n(9, 500ms).empty()) << "an unauthenticated GET was answered";
+    EXPECT_TRUE(raw.closed_by_peer(2000ms));
+  }
+  EXPECT_EQ(S(good.get("k", 100ms)), "v");
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_TRUE(contains(log, "no job key")) << log;
+  EXPECT_TRUE(contains(log, "wrong job key")) << log;
+  // A client with a key refuses a server without one.
+  TCPStoreServer open("127.0.0.1", 0);
+  try {
+    TCPStore c("127.0.0.1", open.port(), 2000ms, key);
+    ADD_FAILURE() << "accepted a server that cannot prove the key";
+  } catch (const TransportError& e) {
+    EXPECT_TRUE(contains(e.what(), "does not authenticate")) << e.what();
+  }
+}

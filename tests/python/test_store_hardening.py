@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -377,3 +378,123 @@ comm.close()
     for r in collect(procs, path, timeout=120):
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.records == [{"reachable": False, "sum": 2.0}]
+
+
+# ------------------------------------------------------------------------------------ job key
+
+KEY = "k" * 16 + "0123456789abcdef0123456789abcdef"  # 48 characters of key material
+WRONG = "w" * 48
+
+
+def test_right_key_works_missing_or_wrong_key_is_refused(server_factory):
+    srv = server_factory(key=KEY)
+    good = rp.TCPStore("127.0.0.1", srv.port, 10_000, key=KEY)
+    good.set("secret-ish", b"value")
+    assert good.get("secret-ish", 1000) == b"value"
+    with pytest.raises(rp.TransportError, match="requires the job key"):
+        rp.TCPStore("127.0.0.1", srv.port, 10_000, key="")
+    with pytest.raises(rp.TransportError, match="could not prove"):
+        rp.TCPStore("127.0.0.1", srv.port, 10_000, key=WRONG)
+    # A raw client without a key learns nothing: its GET is never answered.
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(HELLO)
+    answer = recv_n(s, 80)
+    assert answer[:8] == b"RPSTORE2" and answer[8] == 1 and answer[16:] == bytes(64)
+    try:
+        s.sendall(b"\x02" + (10).to_bytes(4, "little") + b"secret-ish" + (8).to_bytes(8, "little"))
+        s.sendall(bytes(8))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    assert closed_by_peer(s, 10)
+    # A raw client that claims a key but sends a made-up proof: dropped, its GET unanswered.
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(b"RPSTORE2\x01" + bytes(7) + os.urandom(32))
+    answer = recv_n(s, 80)
+    assert answer[8] == 1 and answer[16:48] != bytes(32) and answer[48:] != bytes(32)
+    get = b"\x02" + (10).to_bytes(4, "little") + b"secret-ish" + (8).to_bytes(8, "little")
+    try:
+        s.sendall(os.urandom(32) + get + bytes(8))
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    s.settimeout(10)
+    got = b""
+    try:
+        while chunk := s.recv(4096):
+            got += chunk
+    except (ConnectionResetError, TimeoutError):
+        pass
+    assert b"value" not in got and got == b"", got
+    log = srv.log()
+    assert "no job key" in log and "wrong job key" in log, log
+    # The key material never crossed the wire in what the server said.
+    assert KEY.encode() not in answer
+    good.set("still", b"ok")  # the keyed client is unaffected
+    assert good.get("still", 1000) == b"ok"
+
+
+def test_client_with_a_key_refuses_a_server_without_one(server_factory):
+    srv = server_factory(key="")
+    with pytest.raises(rp.TransportError, match="does not authenticate"):
+        rp.TCPStore("127.0.0.1", srv.port, 10_000, key=KEY)
+    works(srv.port)  # and a keyless client still works there (the old behaviour)
+
+
+def test_replayed_handshake_is_refused(server_factory):
+    """A client proof recorded on one connection does not open another (fresh server nonce)."""
+    srv = server_factory(key=KEY)
+    # Record a genuine exchange through a relay that logs what the client sends.
+    relay = socket.socket()
+    relay.bind(("127.0.0.1", 0))
+    relay.listen(1)
+    sent = []
+
+    def pump():
+        c, _ = relay.accept()
+        up = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        hello = recv_n(c, 48)
+        up.sendall(hello)
+        c.sendall(recv_n(up, 80))
+        proof = recv_n(c, 32)
+        sent.append(hello + proof)
+        up.sendall(proof)
+        c.close()
+        up.close()
+
+    t = threading.Thread(target=pump)
+    t.start()
+    try:
+        rp.TCPStore("127.0.0.1", relay.getsockname()[1], 10_000, key=KEY)
+    except rp.Error:
+        pass  # the relay hangs up after the handshake
+    t.join(20)
+    relay.close()
+    assert sent, "the relay saw no handshake"
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    s.sendall(sent[0][:48])
+    recv_n(s, 80)
+    s.sendall(sent[0][48:])
+    assert closed_by_peer(s, 10), "a replayed client proof was accepted"
+    assert "wrong job key" in srv.log()
+
+
+def test_from_env_store_requires_the_job_key():
+    """With RINGPRESS_JOB_KEY on every rank, from_env's store admits the ranks and refuses a
+    client without the key (or with another)."""
+    body = f"""
+port = int(os.environ["MASTER_PORT"])
+refused = []
+for k in ("", {WRONG!r}):
+    try:
+        rp.TCPStore("127.0.0.1", port, 5_000, key=k)
+    except rp.TransportError:
+        refused.append(len(k))
+mine = rp.TCPStore("127.0.0.1", port, 5_000)  # the configured key
+mine.set("from-rank-%d" % rank, b"x")
+x = np.ones(4, np.float32); comm.allreduce(x)
+emit({{"refused": refused, "sum": float(x[0])}})
+comm.close()
+"""
+    procs, path, _ = start_ranks(2, body, env={"RINGPRESS_JOB_KEY": KEY})
+    for r in collect(procs, path, timeout=120):
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert r.records == [{"refused": [0, len(WRONG)], "sum": 2.0}]

@@ -76,8 +76,8 @@ struct StoreServerOptions {
   // within this time is closed (one log line). Idle connections between requests, and GETs
   // parked waiting for their key, are not affected.
   std::chrono::milliseconds request_timeout{30000};
-  // The job key (32 bytes, ringpress::crypto::Key) or empty: without a key any client may
-  // connect (protocol as in version 1); with one, every client must prove it knows the key.
+  // The job key (32 bytes, from store_job_key() below) or empty: without a key any client may
+  // connect; with one, every client must prove it knows the key before anything else is read.
   Bytes key;
 };
 
@@ -103,8 +103,9 @@ class TCPStoreServer {
 
 // Client. Connects (retrying until connect_timeout: the server may start later) and keeps one
 // connection; calls are serialised by a mutex. A lost server raises TransportError. key: the job
-// key (32 bytes) or empty; with a key the server must prove it knows the key (TransportError
-// otherwise) and the client proves it too; without one, a server that requires a key refuses.
+// key (32 bytes, store_job_key()) or empty; with a key the server must prove it knows the key
+// (TransportError otherwise) and the client proves it too; without one, a server that requires a
+// key refuses it (TransportError).
 class TCPStore final : public Store {
  public:
   TCPStore(const std::string& host, int port, std::chrono::milliseconds connect_timeout,
@@ -119,5 +120,11 @@ class TCPStore final : public Store {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The job key for a store server or client (StoreServerOptions::key, TCPStore's key): derived
+// from `material` (the operator's key text, 32+ characters; UsageError otherwise) when non-empty;
+// else, when use_configured, this process's configured key (RINGPRESS_JOB_KEY, or the file
+// RINGPRESS_JOB_KEY_FILE names), if any. Empty = no key.
+Bytes store_job_key(const std::string& material, bool use_configured);
 
 }  // namespace ringpress
