@@ -28,6 +28,7 @@ import atexit
 import collections
 import itertools
 import os
+import secrets
 import socket
 import weakref
 from collections.abc import Sequence
@@ -361,7 +362,9 @@ class Communicator:
     @classmethod
     def from_mpi(cls, comm: Any = None, **kwargs: Any) -> Communicator:
         """Rendezvous through an mpi4py communicator (default ``MPI.COMM_WORLD``): rank 0 hosts a
-        TCP store and broadcasts its address over MPI."""
+        TCP store and broadcasts its address over MPI, with a fresh job key when none is
+        configured (``job_key=``, ``RINGPRESS_JOB_KEY`` / ``_FILE``): MPI, not the store, carries
+        it, so the job's connections are authenticated without any set-up."""
         if comm is None:
             from mpi4py import MPI
 
@@ -369,15 +372,20 @@ class Communicator:
         rank, size = comm.Get_rank(), comm.Get_size()
         hosts = comm.allgather(socket.gethostname())
         keep = None
-        addr = None
+        msg = None
         if rank == 0:
             keep = _core.TCPStoreServer("0.0.0.0", 0)
             if len(set(hosts)) == 1:
                 host = "127.0.0.1"
             else:
                 host = socket.gethostbyname(socket.gethostname())
-            addr = (host, keep.port)
-        host, port = comm.bcast(addr, root=0)
+            configured = kwargs.get("job_key") or any(
+                _core.env_raw(v) for v in ("RINGPRESS_JOB_KEY", "RINGPRESS_JOB_KEY_FILE")
+            )
+            msg = (host, keep.port, None if configured else secrets.token_hex(32))
+        host, port, key = comm.bcast(msg, root=0)
+        if key:
+            kwargs["job_key"] = key
         timeout = kwargs.get("timeout") or _core.env_seconds("RINGPRESS_TIMEOUT")
         store = _core.TCPStore(host, port, int(timeout * 1000))
         kwargs.setdefault("route_hint", host)
