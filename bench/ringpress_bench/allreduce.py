@@ -108,7 +108,7 @@ from .runner import (
 )
 
 PROG = "ringpress bench allreduce"
-PEERS = ("ringpress", "gloo", "mpi")
+PEERS = ("ringpress", "ringpress-plain", "gloo", "mpi")
 DEFAULT_SIZES = "4K..256M"
 QUICK_SIZES = "4K,64K,1M"
 QUICK_REPEATS = 3
@@ -293,12 +293,13 @@ class Peer:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def make_ringpress(world: World) -> Peer | str:
+def make_ringpress(world: World, encrypt: bool | None = None) -> Peer | str:
     try:
         import ringpress
 
         cls = ringpress.Communicator
-        comm = cls.from_mpi() if world.launcher == "mpi" else cls.from_env()
+        kw = {} if encrypt is None else {"encrypt": encrypt}
+        comm = cls.from_mpi(**kw) if world.launcher == "mpi" else cls.from_env(**kw)
     except (ImportError, AttributeError) as e:
         return f"ringpress: skipped, no communicator ({type(e).__name__}: {e})"
 
@@ -317,7 +318,14 @@ def make_ringpress(world: World) -> Peer | str:
             f"ringpress communicator is rank {comm.rank} of {comm.size}, "
             f"launcher says {world.rank} of {world.size}"
         )
-    return Peer("ringpress", allreduce, comm.barrier, comm.close, info)
+    name = "ringpress" if encrypt is None else "ringpress-plain"
+    return Peer(name, allreduce, comm.barrier, comm.close, info)
+
+
+def make_ringpress_plain(world: World) -> Peer | str:
+    """ringpress with its TCP links authenticated but not encrypted (RINGPRESS_ENCRYPT=off):
+    beside the default peer it shows what encryption costs."""
+    return make_ringpress(world, encrypt=False)
 
 
 def make_gloo(world: World) -> Peer | str:
@@ -391,7 +399,12 @@ def make_mpi(world: World) -> Peer | str:
     return Peer("mpi", allreduce, comm.Barrier, comm.Free, info)
 
 
-MAKERS = {"ringpress": make_ringpress, "gloo": make_gloo, "mpi": make_mpi}
+MAKERS = {
+    "ringpress": make_ringpress,
+    "ringpress-plain": make_ringpress_plain,
+    "gloo": make_gloo,
+    "mpi": make_mpi,
+}
 
 
 # --------------------------------------------------------------------------- data
@@ -677,7 +690,10 @@ def build_parser(prog: str = PROG) -> ArgParser:
         f"default {DEFAULT_SIZES}, {QUICK_SIZES} with --quick",
     )
     ap.add_argument(
-        "--peers", default=",".join(PEERS), help="comma-separated subset of ringpress,gloo,mpi"
+        "--peers",
+        default="ringpress,gloo,mpi",
+        help="comma-separated subset of ringpress,ringpress-plain,gloo,mpi (ringpress-plain: "
+        "TCP links authenticated, not encrypted; next to ringpress it shows encryption's cost)",
     )
     add_alone_args(ap)
     ap.add_argument(

@@ -34,6 +34,7 @@ import codecs
 import contextlib
 import glob
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -58,6 +59,21 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(f"received {signal.Signals(signum).name}")
         self.signum = signum
+
+
+_JOB_KEY: str | None = None
+
+
+def job_key_env() -> dict[str, str]:
+    """A job key for the ranks this process launches (docs/security.md): none when the operator
+    set RINGPRESS_JOB_KEY / RINGPRESS_JOB_KEY_FILE (theirs is inherited), else one fresh random
+    key per launching process, so every connection of the job is authenticated and encrypted."""
+    global _JOB_KEY
+    if os.environ.get("RINGPRESS_JOB_KEY") or os.environ.get("RINGPRESS_JOB_KEY_FILE"):
+        return {}
+    if _JOB_KEY is None:
+        _JOB_KEY = secrets.token_hex(32)
+    return {"RINGPRESS_JOB_KEY": _JOB_KEY}
 
 
 def install_signal_handlers() -> dict[int, Any]:
@@ -381,6 +397,7 @@ class LocalRanks:
             "MASTER_ADDR": self.addr,
             "MASTER_PORT": str(master_port),
             "PYTHONUNBUFFERED": "1",
+            **job_key_env(),
         }
 
     def launch(

@@ -84,6 +84,7 @@ from .launch import (
     LaunchResult,
     connect_with_retry,
     install_signal_handlers,
+    job_key_env,
     python_argv,
     remove_shm_segments,
     restore_signal_handlers,
@@ -431,6 +432,7 @@ class Topology:
             "RINGPRESS_NETNS_RATE": self.rate,
             "RINGPRESS_NETNS_NRANKS": str(self.nranks),
             "PYTHONUNBUFFERED": "1",
+            **job_key_env(),
         }
 
     def next_port(self) -> int:

@@ -28,6 +28,7 @@ import atexit
 import collections
 import itertools
 import os
+import secrets
 import socket
 import weakref
 from collections.abc import Sequence
@@ -395,7 +396,9 @@ class Communicator:
     @classmethod
     def from_mpi(cls, comm: Any = None, **kwargs: Any) -> Communicator:
         """Rendezvous through an mpi4py communicator (default ``MPI.COMM_WORLD``): rank 0 hosts a
-        TCP store and broadcasts its address over MPI."""
+        TCP store and broadcasts its address over MPI, with a fresh job key when none is
+        configured (``job_key=``, ``RINGPRESS_JOB_KEY`` / ``_FILE``): MPI, not the store, carries
+        it, so the job's connections are authenticated without any set-up."""
         if comm is None:
             from mpi4py import MPI
 
@@ -403,16 +406,22 @@ class Communicator:
         rank, size = comm.Get_rank(), comm.Get_size()
         hosts = comm.allgather(socket.gethostname())
         keep = None
-        addr = None
+        msg = None
         if rank == 0:
             if len(set(hosts)) == 1:
                 host = "127.0.0.1"
             else:
                 host = socket.gethostbyname(socket.gethostname())
-            # Listen only where the other ranks are told to connect.
-            keep = _core.TCPStoreServer(host, 0, key=_store_key(kwargs))
-            addr = (host, keep.port)
-        host, port = comm.bcast(addr, root=0)
+            configured = kwargs.get("job_key") or any(
+                _core.env_raw(v) for v in ("RINGPRESS_JOB_KEY", "RINGPRESS_JOB_KEY_FILE")
+            )
+            fresh = None if configured else secrets.token_hex(32)
+            # Listen only where the other ranks are told to connect; with the job's key.
+            keep = _core.TCPStoreServer(host, 0, key=kwargs.get("job_key") or fresh)
+            msg = (host, keep.port, fresh)
+        host, port, key = comm.bcast(msg, root=0)
+        if key:
+            kwargs["job_key"] = key
         timeout = kwargs.get("timeout") or _core.env_seconds("RINGPRESS_TIMEOUT")
         store = _core.TCPStore(host, port, int(timeout * 1000), key=_store_key(kwargs))
         kwargs.setdefault("route_hint", host)

@@ -102,6 +102,8 @@ def test_from_mpi_under_mpirun(tmp_path):
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-2000:]
     recs = sorted(_records(p.stdout), key=lambda r: r["rank"])
     assert recs == [{"rank": r, "size": 3, "ok": True} for r in range(3)]
+    # Rank 0 made a job key and handed it over MPI: nobody fell back to a key in the store.
+    assert "no job key" not in p.stderr, p.stderr[-2000:]
 
 
 def _torchrun(script, nproc: int = 2) -> None:
