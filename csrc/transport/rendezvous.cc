@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <cstring>
 
@@ -35,9 +36,9 @@ using namespace protocol;
 namespace {
 
 void warn_no_key() {
-  static bool warned = false;
-  if (warned) return;
-  warned = true;
+  // Ranks may be threads of one process (tests, embedded use): the first one warns.
+  static std::atomic<bool> warned{false};
+  if (warned.exchange(true)) return;
   std::fprintf(
       stderr,
       "ringpress: warning: no job key (set RINGPRESS_JOB_KEY or RINGPRESS_JOB_KEY_FILE, the "

@@ -7,8 +7,10 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -17,6 +19,33 @@
 #include "ringpress/store.h"
 
 namespace rp_test {
+
+// A reusable barrier among the rank threads, outside ringpress. A rank may finish a collective
+// while a peer is still reading its last bytes; a test whose next call is meant to fail (a
+// mismatch, a fault) waits here first, so the failure cannot reach a peer still in the call
+// before, which would rightly fail too (an abort is job-wide).
+class ThreadBarrier {
+ public:
+  explicit ThreadBarrier(int n) : n_(n) {}
+  void wait() {
+    std::unique_lock<std::mutex> lock(mu_);
+    const long gen = gen_;
+    if (++arrived_ == n_) {
+      arrived_ = 0;
+      ++gen_;
+      cv_.notify_all();
+      return;
+    }
+    cv_.wait(lock, [&] { return gen_ != gen; });
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int n_;
+  int arrived_ = 0;
+  long gen_ = 0;
+};
 
 inline void run_rank_threads(int P, const std::function<void(ringpress::CommOptions&)>& configure,
                              const std::function<void(ringpress::Communicator&)>& body) {

@@ -127,7 +127,8 @@ TEST(CodecRegistry, BuiltinRowsAndNames) {
 }
 
 TEST(CodecRegistry, ToyCodecRunsThroughTheCompressedRing) {
-  run_threads(3, [](rp::Communicator& c) {
+  rp_test::ThreadBarrier all_done(3);
+  run_threads(3, [&](rp::Communicator& c) {
     const int P = c.size();
     rp::CompressionOptions co;
     co.kind = static_cast<rp::WireCompression>(kToyId);
@@ -140,6 +141,7 @@ TEST(CodecRegistry, ToyCodecRunsThroughTheCompressedRing) {
       }
     }
     // The codec id travels in the header: ranks disagreeing on the codec is a collective mismatch.
+    all_done.wait();
     std::vector<float> y(20000, 1.0f);
     rp::CompressionOptions mine = co;
     if (c.rank() == 1) mine.kind = rp::WireCompression::kLossless;
