@@ -19,6 +19,12 @@ const std::vector<Var>& table() {
        "auto: shared memory between ranks on one host, TCP otherwise"},
       {"RINGPRESS_BIND_ADDR", "string", "", "when a communicator is made",
        "address to listen on and publish (default: the interface toward MASTER_ADDR)"},
+      {"RINGPRESS_HOST_ID", "string", "", "when a communicator is made",
+       "ranks with equal values are one host (shared memory, hierarchical collectives); default: "
+       "the machine's identity (host name, boot id, network namespace)"},
+      {"RINGPRESS_TOPOLOGY", "auto/flat", "auto", "once per process",
+       "auto: allreduce is hierarchical when ranks share hosts (docs/algorithms.md); flat: one "
+       "ring in rank order"},
       {"RINGPRESS_SHM_RING_BYTES", "bytes", "4194304", "when a communicator is made",
        "shared-memory ring per direction and pair (a power of two)"},
       {"RINGPRESS_TIMELINE", "string", "", "when a communicator is made",
