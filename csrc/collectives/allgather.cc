@@ -4,6 +4,7 @@
 // blocks travel in segments, each forwarded as soon as it arrives.
 #include <cstring>
 
+#include "group.h"
 #include "ring.h"
 
 namespace ringpress {
@@ -30,7 +31,8 @@ void allgather(const OpContext& oc, const AllgatherOptions& o) {
   plan.segment_bytes = o.segment_bytes;
   plan.reduce_scatter = false;
   plan.allgather = true;
-  ring::run(oc, plan);
+  in_ring_order(oc, &plan.off, &plan.len,
+                [&](const OpContext& ordered) { ring::run(ordered, plan); });
 }
 
 }  // namespace ringpress

@@ -10,11 +10,8 @@
 // allreduce_sparse.cc, allreduce_hier.cc); avg adds one local pass and no communication. A fused
 // request (allreduce_coalesced) carries a digest of its split in the header (split_digest): same
 // cost, no extra message.
-#include <string>
-
 #include "group.h"
 #include "ring.h"
-#include "ringpress/env.h"
 #include "ringpress/hash.h"
 
 namespace ringpress {
@@ -40,16 +37,6 @@ std::uint64_t split_digest(const std::vector<std::size_t>& sizes) {
   return d ? d : 1;
 }
 
-bool topology_aware() {
-  static const bool v = [] {
-    const std::string m = env::string("RINGPRESS_TOPOLOGY");
-    RP_ENFORCE(m == "auto" || m == "flat", UsageError,
-               "RINGPRESS_TOPOLOGY must be auto or flat, got '", m, "'");
-    return m == "auto";
-  }();
-  return v;
-}
-
 void allreduce_flat(const OpContext& oc, const AllreduceOptions& o) {
   const std::size_t bytes = o.count * dtype_size(o.dtype);
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
@@ -61,22 +48,17 @@ void allreduce_flat(const OpContext& oc, const AllreduceOptions& o) {
     allreduce_recursive_doubling(oc, o);  // log2 P rounds: the order of ranks matters little
     return;
   }
-  // The ring schedules, in host order when ranks share hosts (the identity order otherwise).
-  const Topology& t = oc.ctx.topology();
-  std::vector<int> order = host_order(t);
-  bool identity = true;
-  for (std::size_t i = 0; i < order.size(); ++i) identity = identity && order[i] == int(i);
-  std::unique_ptr<GroupView> view;
-  if (!identity && topology_aware()) view = std::make_unique<GroupView>(oc.ctx, std::move(order));
-  const OpContext ordered{view ? *view : oc.ctx, oc.seq, oc.deadline, oc.timeline, oc.stages};
-  if (o.compression.kind == WireCompression::kNone) {
-    allreduce_ring(ordered, o);
-  } else if (find_codec(static_cast<int>(o.compression.kind))->schedule ==
-             CodecSchedule::kAllgather) {
-    allreduce_sparse(ordered, o);
-  } else {
-    allreduce_ring_compressed(ordered, o);
-  }
+  // The ring schedules, in host order when ranks share hosts (rank order otherwise).
+  in_ring_order(oc, nullptr, nullptr, [&](const OpContext& ordered) {
+    if (o.compression.kind == WireCompression::kNone) {
+      allreduce_ring(ordered, o);
+    } else if (find_codec(static_cast<int>(o.compression.kind))->schedule ==
+               CodecSchedule::kAllgather) {
+      allreduce_sparse(ordered, o);
+    } else {
+      allreduce_ring_compressed(ordered, o);
+    }
+  });
 }
 
 bool use_hierarchy(const Context& ctx, const AllreduceOptions& o) {

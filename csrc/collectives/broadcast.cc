@@ -5,7 +5,9 @@
 // Agreement: ceil(log2 P) alpha (zero-byte messages). Tree: ceil(log2 P) rounds, (alpha + n beta)
 // each. Chain (ranks in ring order from the root, the message cut into segments that flow down
 // the chain as they arrive): (P - 2 + n/s) (alpha + s beta) for segment size s: close to n beta
-// for large n, whatever P.
+// for large n, whatever P. Tree and chain follow ring order (group.h): the chain crosses between
+// hosts once per host.
+#include "group.h"
 #include "ring.h"
 #include "ringpress/fault.h"
 
@@ -23,7 +25,16 @@ void broadcast(const OpContext& oc, const BroadcastOptions& o) {
   const std::size_t es = dtype_size(o.dtype);
   const std::size_t bytes = o.count * es;
   auto* data = static_cast<unsigned char*>(o.data);
-  const int vr = (r - o.root + P) % P;  // rank relative to the root
+  // Positions in ring order (host order where ranks share hosts: group.h), relative to the root's;
+  // at(v) is the rank at relative position v. The tree's low levels and the chain's hops then stay
+  // inside a host where they can.
+  bool identity = true;
+  const std::vector<int> order = ring_order(ctx, &identity);
+  std::vector<int> pos(static_cast<std::size_t>(P));
+  for (int i = 0; i < P; ++i) pos[static_cast<std::size_t>(order[static_cast<std::size_t>(i)])] = i;
+  const int root_pos = pos[static_cast<std::size_t>(o.root)];
+  const int vr = (pos[static_cast<std::size_t>(r)] - root_pos + P) % P;
+  auto at = [&](int v) { return order[static_cast<std::size_t>((v + root_pos) % P)]; };
   auto hdr = [&](std::uint32_t step, std::size_t len) {
     MsgHeader h =
         ring::header(CollKind::kBroadcast, o.dtype, ReduceOp::kSum, oc.seq, step, o.count, len);
@@ -36,7 +47,7 @@ void broadcast(const OpContext& oc, const BroadcastOptions& o) {
     int mask = 1;
     while (mask < P) {
       if (vr & mask) {
-        int parent = ((vr - mask) + o.root) % P;
+        const int parent = at(vr - mask);
         ctx.wait(ctx.post_recv(parent, ring::expect(hdr(0, bytes)), data), oc.deadline);
         break;
       }
@@ -44,16 +55,15 @@ void broadcast(const OpContext& oc, const BroadcastOptions& o) {
     }
     std::vector<Ticket> sent;
     for (mask >>= 1; mask > 0; mask >>= 1) {
-      if (vr + mask < P)
-        sent.push_back(ctx.post_send((vr + mask + o.root) % P, hdr(0, bytes), data));
+      if (vr + mask < P) sent.push_back(ctx.post_send(at(vr + mask), hdr(0, bytes), data));
     }
     for (auto& t : sent) ctx.wait(t, oc.deadline);
     return;
   }
   const std::size_t seg_bytes = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
   const std::size_t seg = std::max<std::size_t>(es, seg_bytes / es * es);
-  const int next = (r + 1) % P;
-  const int prev = (r + P - 1) % P;
+  const int next = at(vr + 1);
+  const int prev = at(vr + P - 1);
   const bool last = vr == P - 1;
   std::vector<Ticket> sent;
   std::uint32_t step = 0;

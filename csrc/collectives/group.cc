@@ -2,6 +2,9 @@
 #include "group.h"
 
 #include <algorithm>
+#include <string>
+
+#include "ringpress/env.h"
 
 namespace ringpress {
 
@@ -26,6 +29,29 @@ int GroupView::global(int peer) const {
   RP_ENFORCE(peer >= 0 && peer < size(), InternalError, "peer ", peer, " outside a group of ",
              size());
   return members_[static_cast<std::size_t>(peer)];
+}
+
+bool topology_aware() {
+  static const bool v = [] {
+    const std::string m = env::string("RINGPRESS_TOPOLOGY");
+    RP_ENFORCE(m == "auto" || m == "flat", UsageError,
+               "RINGPRESS_TOPOLOGY must be auto or flat, got '", m, "'");
+    return m == "auto";
+  }();
+  return v;
+}
+
+std::vector<int> ring_order(const Context& ctx, bool* identity) {
+  std::vector<int> order;
+  if (topology_aware()) {
+    order = host_order(ctx.topology());
+  } else {
+    order.resize(static_cast<std::size_t>(ctx.size()));
+    for (std::size_t i = 0; i < order.size(); ++i) order[i] = static_cast<int>(i);
+  }
+  *identity = true;
+  for (std::size_t i = 0; i < order.size(); ++i) *identity = *identity && order[i] == int(i);
+  return order;
 }
 
 std::vector<int> host_order(const Topology& t) {

@@ -13,6 +13,7 @@
 
 #include <vector>
 
+#include "ringpress/collectives.h"
 #include "ringpress/transport.h"
 
 namespace ringpress {
@@ -57,5 +58,34 @@ class GroupView final : public Context {
 // The job's ranks ordered by host (host index, then rank): a ring in this order crosses between
 // hosts once per host instead of up to once per hop (cyclic placement, rank r on host r mod H).
 std::vector<int> host_order(const Topology& t);
+
+// RINGPRESS_TOPOLOGY (read once per process): true = auto (hierarchy and host order), false = flat.
+bool topology_aware();
+
+// The order in which rings and chains visit ranks: host order when topology_aware(), else rank
+// order. `identity` tells whether that is plain rank order (no GroupView needed).
+std::vector<int> ring_order(const Context& ctx, bool* identity);
+
+// Runs `fn` with an OpContext whose ranks follow ring_order(): `oc` itself when that is rank
+// order, else a GroupView over the same pairs. blocks_off/blocks_len (per-rank blocks, in rank
+// order) are permuted alike when given, so block i of the view is its rank i's block.
+template <typename Fn>
+void in_ring_order(const OpContext& oc, std::vector<std::size_t>* blocks_off,
+                   std::vector<std::size_t>* blocks_len, Fn&& fn) {
+  bool identity = true;
+  std::vector<int> order = ring_order(oc.ctx, &identity);
+  if (identity) {
+    fn(oc);
+    return;
+  }
+  for (std::vector<std::size_t>* v : {blocks_off, blocks_len}) {
+    if (v == nullptr) continue;
+    std::vector<std::size_t> p(v->size());
+    for (std::size_t i = 0; i < p.size(); ++i) p[i] = (*v)[static_cast<std::size_t>(order[i])];
+    *v = std::move(p);
+  }
+  GroupView view(oc.ctx, std::move(order));
+  fn(OpContext{view, oc.seq, oc.deadline, oc.timeline, oc.stages});
+}
 
 }  // namespace ringpress

@@ -4,6 +4,7 @@
 // Cost: (P-1) alpha + (P-1)/P n beta + (P-1)/P n gamma, plus one local copy of n bytes.
 #include <cstring>
 
+#include "group.h"
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
 
@@ -32,9 +33,11 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o) {
   plan.segment_bytes = o.segment_bytes;
   plan.reduce_scatter = true;
   plan.allgather = false;
-  ring::run(oc, plan);
-  if (plan.len[r] > 0) std::memcpy(o.out, work->data() + plan.off[r] * es, plan.len[r] * es);
-  if (o.op == ReduceOp::kAvg && P > 1) scale_avg(o.dtype, o.out, plan.len[r], P);
+  const std::size_t my_off = plan.off[r];
+  in_ring_order(oc, &plan.off, &plan.len,
+                [&](const OpContext& ordered) { ring::run(ordered, plan); });
+  if (o.counts[r] > 0) std::memcpy(o.out, work->data() + my_off * es, o.counts[r] * es);
+  if (o.op == ReduceOp::kAvg && P > 1) scale_avg(o.dtype, o.out, o.counts[r], P);
 }
 
 }  // namespace ringpress

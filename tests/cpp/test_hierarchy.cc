@@ -217,3 +217,74 @@ TEST(Hierarchy, CoalescedRequestsSplitTheSameWay) {
         EXPECT_EQ(d[70000], 8);
       });
 }
+
+// Rings and chains in host order (group.h): allgatherv, reduce_scatter with uneven counts and
+// broadcast from every root (tree and chain) on cyclic layouts, every element checked.
+TEST(Hierarchy, HostOrderedAllgatherReduceScatterAndBroadcast) {
+  for (const Layout lay : {Layout{6, 2, true}, Layout{6, 3, true}, Layout{5, 2, true}}) {
+    const int P = lay.P;
+    run_hosts(
+        P, [&](int r) { return lay.host(r); },
+        [&](rp::Communicator& c) {
+          const int r = c.rank();
+          std::vector<std::size_t> counts(static_cast<std::size_t>(P));
+          std::size_t total = 0;
+          for (int q = 0; q < P; ++q) total += counts[static_cast<std::size_t>(q)] = 1000 + 977 * q;
+          std::vector<std::int32_t> mine(counts[static_cast<std::size_t>(r)]), all(total);
+          for (std::size_t i = 0; i < mine.size(); ++i) mine[i] = r * 100000 + static_cast<int>(i);
+          c.allgather(mine.data(), all.data(), counts, rp::DType::kI32, false);
+          std::size_t off = 0;
+          for (int q = 0; q < P; ++q) {
+            for (std::size_t i = 0; i < counts[static_cast<std::size_t>(q)]; ++i) {
+              ASSERT_EQ(all[off + i], q * 100000 + static_cast<int>(i))
+                  << "allgather P=" << P << " rank " << r << " block " << q << " i=" << i;
+            }
+            off += counts[static_cast<std::size_t>(q)];
+          }
+          std::vector<std::int64_t> in(total), out(counts[static_cast<std::size_t>(r)]);
+          for (std::size_t i = 0; i < total; ++i) in[i] = static_cast<std::int64_t>(i) + r;
+          c.reduce_scatter(in.data(), out.data(), counts, rp::DType::kI64, rp::ReduceOp::kSum,
+                           false);
+          off = 0;
+          for (int q = 0; q < r; ++q) off += counts[static_cast<std::size_t>(q)];
+          for (std::size_t i = 0; i < out.size(); ++i) {
+            ASSERT_EQ(out[i], static_cast<std::int64_t>(off + i) * P + P * (P - 1) / 2)
+                << "reduce_scatter P=" << P << " rank " << r << " i=" << i;
+          }
+          for (int root = 0; root < P; ++root) {
+            for (std::size_t n : {std::size_t{100}, std::size_t{300000}}) {  // tree, chain
+              std::vector<std::int32_t> b(n, r == root ? root + 7 : -1);
+              if (r == root) b[n - 1] = 42;
+              c.broadcast(b.data(), n, rp::DType::kI32, root, false);
+              ASSERT_EQ(b[0], root + 7) << "broadcast P=" << P << " root " << root << " n=" << n;
+              ASSERT_EQ(b[n - 1], 42) << "broadcast P=" << P << " root " << root << " n=" << n;
+            }
+          }
+        });
+  }
+}
+
+// Host order at work: with 2 hosts x 2 ranks placed cyclically the ring is 0 2 1 3, so rank 0 and
+// rank 1 pass data on to a rank of their own host (shared memory, no TCP bytes), and ranks 2 and
+// 3 carry the traffic between hosts. In rank order every hop would cross the network.
+TEST(Hierarchy, HostOrderedRingsCrossBetweenHostsOncePerHost) {
+  std::mutex mu;
+  std::vector<std::uint64_t> tcp(4, 0);
+  run_hosts(
+      4, [](int r) { return r % 2; },
+      [&](rp::Communicator& c) {
+        const std::size_t n = 1u << 16;
+        std::vector<float> in(n, 1.0f), out(4 * n);
+        const std::uint64_t before = c.stats().tcp_bytes_sent;
+        c.allgather(in.data(), out.data(), std::vector<std::size_t>(4, n), rp::DType::kF32, false);
+        std::vector<float> b(n, 2.0f);
+        c.broadcast(b.data(), n, rp::DType::kF32, 0, false);  // chain 0 2 1 3: one crossing
+        std::lock_guard<std::mutex> lock(mu);
+        tcp[static_cast<std::size_t>(c.rank())] = c.stats().tcp_bytes_sent - before;
+      });
+  // Ranks 0 and 1 send only the broadcast's agreement messages over TCP (a few headers).
+  EXPECT_LT(tcp[0], 1024u);
+  EXPECT_LT(tcp[1], 1024u);
+  EXPECT_GT(tcp[2], 3 * (1u << 16) * sizeof(float));  // the allgather's 3 blocks, and more
+  EXPECT_GT(tcp[3], 3 * (1u << 16) * sizeof(float));
+}
