@@ -433,8 +433,12 @@ class Topology:
             [sys.executable, "-c", _REAPER_CODE, self.prefix],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,  # holds no pipe of ours open (a caller reading to EOF)
             start_new_session=True,  # a Ctrl-C at the terminal is ours to handle, not its
         )
+        # It forks and its first process exits: the watchdog is nobody's child here (our
+        # children are the ranks), and lives on after us.
+        self._reaper.wait(30)
 
     def _stop_reaper(self) -> None:
         if self._reaper is None:
@@ -442,8 +446,6 @@ class Topology:
         with contextlib.suppress(OSError):
             assert self._reaper.stdin is not None
             self._reaper.stdin.close()  # end of file: it checks (nothing left) and exits
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self._reaper.wait(10)
         self._reaper = None
 
     def _write_hosts(self, host: int, hostname: str) -> None:
@@ -683,6 +685,8 @@ def _reaper_main() -> None:
     prefix = sys.argv[1]
     if not _NAME_RE.match(prefix + "-0"):
         raise SystemExit(f"reaper: refusing prefix {prefix!r}")  # only ever our own names
+    if os.fork() != 0:
+        os._exit(0)  # the first process: Topology waits for it; the second watches
     with contextlib.suppress(OSError):
         while sys.stdin.buffer.read(4096):
             pass
