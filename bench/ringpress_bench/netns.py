@@ -1,21 +1,28 @@
-"""Network-namespace harness: P ranks on one machine, each in its own network namespace, joined by
-rate-limited links, so a benchmark sees a 1 or 10 Gbit/s network instead of loopback.
+"""Network-namespace harness: N hosts on one machine, each a network namespace holding L ranks,
+joined by rate-limited links, so a benchmark sees a 1 or 10 Gbit/s network between hosts instead
+of loopback (and shared memory within a host, as on a real cluster node).
 
 Topology (all interfaces live inside the namespaces; nothing is added to the host's namespace)
-    P == 2: one veth pair, ``<prefix>-0`` <-> ``<prefix>-1``.
-    P > 2:  a Linux bridge ``rpbr`` inside a hub namespace ``<prefix>-hub``, and one veth pair per
-            rank between the hub and ``<prefix>-<rank>``.
-    In every rank namespace the link is called ``rpveth`` and ``lo`` is up. Rank r has address
-    ``10.233.<k>.<r+1>/24``. Namespaces isolate addresses, so the subnet cannot clash with the
-    host's; ``k`` differs between runs anyway, so that addresses stay distinct if one ever leaks.
-    ``<prefix>`` is ``rpb<pid>_<n>`` (creating process, per-process counter), so concurrent runs
-    and tests never collide and ``cleanup_stale()`` can tell a dead run's leftovers.
+    P ranks, L per host (``--ranks-per-host``, default 1): N = ceil(P / L) hosts. Placement
+    ``block`` (default): rank r on host r // L (the last host may have fewer); ``cyclic``: rank r
+    on host r % N (common under SLURM's cyclic distribution; every ring neighbour is remote).
+    N == 2: one veth pair, ``<prefix>-0`` <-> ``<prefix>-1``.
+    N > 2:  a Linux bridge ``rpbr`` inside a hub namespace ``<prefix>-hub``, and one veth pair per
+            host between the hub (port ``p<h>``) and ``<prefix>-<h>``.
+    In every host namespace the link is called ``rpveth`` and ``lo`` is up. Host h has address
+    ``10.233.<k>.<h+1>/24`` (one host alone: 127.0.0.1, only ``lo``). Namespaces isolate
+    addresses, so the subnet cannot clash with the host's; ``k`` differs between runs anyway, so
+    that addresses stay distinct if one ever leaks. ``<prefix>`` is ``rpb<pid>_<n>`` (creating
+    process, per-process counter), so concurrent runs and tests never collide and
+    ``cleanup_stale()`` can tell a dead run's leftovers. With L == 1 a host is a rank: the
+    namespace of rank r is ``<prefix>-<r>``, as before hosts existed.
 
 Shaping
-    ``tc qdisc add dev rpveth root tbf rate R burst B latency L`` on every rank's egress (``--rate
-    1gbit``, ``10gbit``, any tc rate such as ``2.5gbit``, or ``none``). A rank's ingress is its
-    peers' egress, so with a bridge a rank receiving from several peers at once may take in more
-    than R (a ring receives from one peer only). B = max(128 KiB, 4 ms of R): tbf releases at
+    ``tc qdisc add dev rpveth root tbf rate R burst B latency L`` on every host's egress (``--rate
+    1gbit``, ``10gbit``, any tc rate such as ``2.5gbit``, or ``none``), and with a bridge the same
+    on the hub's port toward each host (the host's ingress), so a host's link carries at most R
+    each way however many peers send to it at once, like a full-duplex NIC; the L ranks of a host
+    share it. With two hosts each side's egress is the other's ingress. B = max(128 KiB, 4 ms of R): tbf releases at
     most B bytes per wake-up of its timer, and wake-ups come late when the CPUs are busy (as they
     are during a benchmark on 2 cores) or, without high-resolution timers, only at HZ (250 here).
     Measured at 10gbit with both cores busy: burst 0.1 ms of R -> 7.0 Gbit/s, 1 ms -> 8.8,
@@ -30,10 +37,13 @@ Shaping
 Processes
     ``Topology.launch(cmd)`` starts ``ip netns exec <ns> cmd`` for every rank (``ip netns exec``
     execs the command, so the pid is the command's), each in its own session, with RANK,
-    WORLD_SIZE, LOCAL_RANK=0, LOCAL_WORLD_SIZE=1, MASTER_ADDR (rank 0's address), MASTER_PORT,
-    RINGPRESS_TRANSPORT=tcp, GLOO_SOCKET_IFNAME=rpveth and RINGPRESS_NETNS_RATE / _NRANKS (so a
-    benchmark can record the network it ran on). Every namespace also gets an
-    ``/etc/netns/<ns>/hosts`` mapping this host's name to the rank's address (``ip netns exec``
+    WORLD_SIZE, LOCAL_RANK / LOCAL_WORLD_SIZE (index and count on its host), GROUP_RANK (the host),
+    MASTER_ADDR (rank 0's host's address), MASTER_PORT, RINGPRESS_TRANSPORT (tcp with one rank per
+    host, else auto: shared memory between ranks of a host, TCP across), RINGPRESS_SOCKET_IFNAME
+    and GLOO_SOCKET_IFNAME = rpveth, and RINGPRESS_NETNS_RATE / _NRANKS / _HOSTS /
+    _RANKS_PER_HOST / _PLACEMENT (so a benchmark can record the network it ran on). Every
+    namespace also gets an ``/etc/netns/<ns>/hosts`` mapping this host's name to the host's
+    address (and ``host<h>``, ``rank<r>`` to theirs) (``ip netns exec``
     bind-mounts it over /etc/hosts), so libraries that find their own address by resolving the
     host name pick the rank's link rather than 127.0.0.1. If one rank fails, or the timeout
     passes, the other ranks' process groups get SIGTERM, then SIGKILL after a grace period
@@ -45,8 +55,12 @@ Teardown
     exception while a Topology is live) and at interpreter exit: every launched process group is
     killed, any process still inside one of the namespaces is killed (``ip netns pids``), the
     namespaces are deleted (their veths and bridge go with them), the ``/etc/netns`` entries
-    removed, and any ringpress shared-memory segment a killed rank left is deleted. Only SIGKILL of the harness itself can leave anything behind; ``--cleanup`` removes
-    what runs whose process is gone left.
+    removed, and any ringpress shared-memory segment a killed rank left is deleted. SIGKILL of
+    the harness cannot be caught: for it each Topology starts a reaper first (a detached process
+    reading a pipe only the harness holds; end of file = the harness is gone), which then removes
+    the namespaces named ``<prefix>-*``, the processes in them, their /etc/netns entries and the
+    shared memory they left (``remove_topology``). ``--cleanup`` removes what dead runs left
+    should even the reaper have been killed.
 
 Needs root (CAP_NET_ADMIN / CAP_SYS_ADMIN) and iproute2 (``ip``, ``tc``); stdlib only.
 
@@ -54,7 +68,8 @@ Usage (``python -m ringpress_bench netns`` is the same command)
     ringpress bench allreduce --link 1gbit ...       # the usual way: namespaces made and removed
     ringpress bench netns --nranks 2 --rate 1gbit [--timeout S] -- CMD ...
     ringpress bench netns --hosts 2 --ranks-per-host 2 --rate 1gbit -- CMD ...
-    ringpress bench netns --check --rate 1gbit       # measured TCP throughput ns1 -> ns0
+    ringpress bench allreduce --hosts 4 --ranks-per-host 4 --link 1gbit [--placement cyclic]
+    ringpress bench netns --check --rate 1gbit       # measured TCP throughput host 1 -> host 0
     ringpress bench netns --cleanup                  # remove leftovers of dead runs
 A command word ``python`` / ``python3`` is replaced by this interpreter (``sys.executable``), so
 the ranks use the same virtual environment; the working directory is kept.

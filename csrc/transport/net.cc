@@ -17,8 +17,8 @@
 #include <cstring>
 #include <limits>
 #include <sstream>
-#include <vector>
 #include <thread>
+#include <vector>
 
 namespace ringpress::net {
 
@@ -175,9 +175,10 @@ std::string interface_addr(const std::string& spec) {
   for (const Iface& i : ifs) {
     have += (have.empty() ? "" : ", ") + i.name + " (" + i.addr + (i.up ? "" : ", down") + ")";
   }
-  RP_THROW(UsageError, "RINGPRESS_SOCKET_IFNAME='", spec, "': ",
-           exclude ? "every interface is excluded" : "no such interface that is up with an IPv4 address",
-           "; interfaces with IPv4 here: ", have.empty() ? "none" : have);
+  RP_THROW(
+      UsageError, "RINGPRESS_SOCKET_IFNAME='", spec, "': ",
+      exclude ? "every interface is excluded" : "no such interface that is up with an IPv4 address",
+      "; interfaces with IPv4 here: ", have.empty() ? "none" : have);
 }
 
 Endpoint endpoint_of(const sockaddr_in& sa) {
