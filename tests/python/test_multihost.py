@@ -220,3 +220,42 @@ def test_a_killed_run_leaves_nothing_behind(sig):
     while _gone(prefix, pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(prefix, pids) == []
+
+
+# --------------------------------------------------------------------------- bench allreduce
+
+
+def test_bench_allreduce_refuses_hosts_under_a_launcher(monkeypatch, capsys):
+    ar = pytest.importorskip("ringpress_bench.allreduce")
+    for k, v in (("RANK", "0"), ("WORLD_SIZE", "1"), ("MASTER_ADDR", "127.0.0.1")):
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("MASTER_PORT", "29999")
+    for opt in (["--hosts", "2"], ["--ranks-per-host", "2"], ["--placement", "cyclic"]):
+        with pytest.raises(SystemExit) as e:
+            ar.parse_args(["--quick", *opt])
+        assert e.value.code == 2
+        assert f"{opt[0]} is for alone mode" in capsys.readouterr().err
+
+
+@needs_netns
+def test_bench_allreduce_on_two_hosts_of_two_ranks(tmp_path):
+    import json
+
+    out = tmp_path / "allreduce.json"
+    cmd = [*BENCH, "allreduce", "--hosts", "2", "--ranks-per-host", "2", "--link", "1gbit"]
+    cmd += ["--quick", "--peers", "ringpress", "--json", str(out), "--no-plot", "--no-progress"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "4 ranks on 2 namespace hosts (block), link 1gbit" in res.stderr
+    assert "ringpress: transport shm/tcp (rank 0's view)" in res.stdout
+    rec = json.loads(out.read_text())
+    assert rec["config"]["world_size"] == 4
+    assert rec["config"]["network"] == {
+        "rate": "1gbit",
+        "harness": "ringpress_bench.netns",
+        "transport": "auto",
+        "hosts": 2,
+        "ranks_per_host": 2,
+        "placement": "block",
+    }
+    assert all(s["peers"]["ringpress"]["verified"] for s in rec["sizes"])
