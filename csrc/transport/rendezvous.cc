@@ -1,4 +1,6 @@
-// Transport rendezvous: address publication through the Store, the job key, the mutually
+// Transport rendezvous: address publication through the Store (the address: bind_addr, else
+// RINGPRESS_SOCKET_IFNAME's interface, else the route to the store host; the listener binds
+// exactly that address unless 0.0.0.0 is asked for), the job key, the mutually
 // authenticated connect/accept handshake (handshake.h), shm segment setup, the TCP links' record
 // layer (secure_channel.h) and epoll registration.
 //
