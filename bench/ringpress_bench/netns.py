@@ -453,7 +453,17 @@ class Topology:
         )
         # It forks and its first process exits: the watchdog is nobody's child here (our
         # children are the ranks), and lives on after us.
-        self._reaper.wait(30)
+        try:
+            rc = self._reaper.wait(60)
+        except subprocess.TimeoutExpired:
+            rc = 0  # still starting (a loaded machine): it forks when it gets there
+        if rc != 0:
+            print(
+                f"netns: warning: the reaper of {self.prefix} did not start: if this process is "
+                "killed with SIGKILL, 'ringpress bench netns --cleanup' removes what it leaves",
+                file=sys.stderr,
+            )
+            self._reaper = None
 
     def _stop_reaper(self) -> None:
         if self._reaper is None:
