@@ -1,9 +1,20 @@
-// allreduce(): picks the algorithm by size (recursive doubling at or below the small-message
-// threshold, the pipelined ring above it) and finishes avg with one division.
-// Cost: that of the algorithm chosen (allreduce_small.cc, allreduce_ring.cc); avg adds one local
-// pass and no communication. A fused request (allreduce_coalesced) carries a digest of its split
-// in the header (split_digest): same cost, no extra message.
+// allreduce(): picks the algorithm by topology and size, and finishes avg with one division.
+//   * several hosts, the same number of ranks on each, some host with two or more: hierarchical
+//     (allreduce_hier.cc): intra-host reduce-scatter, inter-host allreduce of each local rank's
+//     block, intra-host allgather; compression only on the inter-host step.
+//   * otherwise one flat group (allreduce_flat): recursive doubling at or below the small-message
+//     threshold, else the pipelined ring (or the request's codec schedule), over the ranks in
+//     host order (group.h), so a ring crosses between hosts once per host.
+// RINGPRESS_TOPOLOGY=flat keeps the rank-order ring of every size (no hierarchy, no reordering).
+// Cost: that of the algorithm chosen (allreduce_small.cc, allreduce_ring.cc, ring_codec.cc,
+// allreduce_sparse.cc, allreduce_hier.cc); avg adds one local pass and no communication. A fused
+// request (allreduce_coalesced) carries a digest of its split in the header (split_digest): same
+// cost, no extra message.
+#include <string>
+
+#include "group.h"
 #include "ring.h"
+#include "ringpress/env.h"
 #include "ringpress/hash.h"
 
 namespace ringpress {
@@ -29,33 +40,67 @@ std::uint64_t split_digest(const std::vector<std::size_t>& sizes) {
   return d ? d : 1;
 }
 
-void allreduce(const OpContext& oc, const AllreduceOptions& o) {
-  RP_ENFORCE(reduce_supported(o.dtype), UsageError, "allreduce does not support dtype ",
-             dtype_name(o.dtype));
-  RP_ENFORCE(o.data != nullptr || o.count == 0, UsageError, "allreduce of a null buffer");
+bool topology_aware() {
+  static const bool v = [] {
+    const std::string m = env::string("RINGPRESS_TOPOLOGY");
+    RP_ENFORCE(m == "auto" || m == "flat", UsageError,
+               "RINGPRESS_TOPOLOGY must be auto or flat, got '", m, "'");
+    return m == "auto";
+  }();
+  return v;
+}
+
+void allreduce_flat(const OpContext& oc, const AllreduceOptions& o) {
   const std::size_t bytes = o.count * dtype_size(o.dtype);
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
-  if (o.compression.kind != WireCompression::kNone) {
-    const CodecInfo* info = find_codec(static_cast<int>(o.compression.kind));
-    RP_ENFORCE(info != nullptr, UsageError, "allreduce: compression id ", int(o.compression.kind),
-               " is not a registered codec");
-    if (info->schedule == CodecSchedule::kAllgather) {
-      allreduce_sparse(oc, o);
-    } else {
-      allreduce_ring_compressed(oc, o);
-    }
-    if (o.op == ReduceOp::kAvg && oc.ctx.size() > 1)
-      scale_avg(o.dtype, o.data, o.count, oc.ctx.size());
-    return;
-  }
   AllreduceAlgo algo = o.algo;
   if (algo == AllreduceAlgo::kAuto) {
     algo = bytes <= small ? AllreduceAlgo::kRecursiveDoubling : AllreduceAlgo::kRing;
   }
-  if (algo == AllreduceAlgo::kRecursiveDoubling) {
-    allreduce_recursive_doubling(oc, o);
+  if (o.compression.kind == WireCompression::kNone && algo == AllreduceAlgo::kRecursiveDoubling) {
+    allreduce_recursive_doubling(oc, o);  // log2 P rounds: the order of ranks matters little
+    return;
+  }
+  // The ring schedules, in host order when ranks share hosts (the identity order otherwise).
+  const Topology& t = oc.ctx.topology();
+  std::vector<int> order = host_order(t);
+  bool identity = true;
+  for (std::size_t i = 0; i < order.size(); ++i) identity = identity && order[i] == int(i);
+  std::unique_ptr<GroupView> view;
+  if (!identity && topology_aware()) view = std::make_unique<GroupView>(oc.ctx, std::move(order));
+  const OpContext ordered{view ? *view : oc.ctx, oc.seq, oc.deadline, oc.timeline, oc.stages};
+  if (o.compression.kind == WireCompression::kNone) {
+    allreduce_ring(ordered, o);
+  } else if (find_codec(static_cast<int>(o.compression.kind))->schedule ==
+             CodecSchedule::kAllgather) {
+    allreduce_sparse(ordered, o);
   } else {
-    allreduce_ring(oc, o);
+    allreduce_ring_compressed(ordered, o);
+  }
+}
+
+bool use_hierarchy(const Context& ctx, const AllreduceOptions& o) {
+  if (o.algo == AllreduceAlgo::kRing || o.algo == AllreduceAlgo::kRecursiveDoubling) return false;
+  const Topology& t = ctx.topology();
+  if (t.hosts < 2 || t.hosts == ctx.size() || !t.uniform() || !topology_aware()) return false;
+  // Small plain messages: recursive doubling's log2 P rounds beat three phases.
+  const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
+  return o.compression.kind != WireCompression::kNone || o.count * dtype_size(o.dtype) > small;
+}
+
+void allreduce(const OpContext& oc, const AllreduceOptions& o) {
+  RP_ENFORCE(reduce_supported(o.dtype), UsageError, "allreduce does not support dtype ",
+             dtype_name(o.dtype));
+  RP_ENFORCE(o.data != nullptr || o.count == 0, UsageError, "allreduce of a null buffer");
+  if (o.compression.kind != WireCompression::kNone) {
+    const CodecInfo* info = find_codec(static_cast<int>(o.compression.kind));
+    RP_ENFORCE(info != nullptr, UsageError, "allreduce: compression id ", int(o.compression.kind),
+               " is not a registered codec");
+  }
+  if (use_hierarchy(oc.ctx, o)) {
+    allreduce_hierarchical(oc, o);
+  } else {
+    allreduce_flat(oc, o);
   }
   if (o.op == ReduceOp::kAvg && oc.ctx.size() > 1)
     scale_avg(o.dtype, o.data, o.count, oc.ctx.size());

@@ -24,6 +24,12 @@ const std::vector<Var>& table() {
       {"RINGPRESS_SOCKET_IFNAME", "string", "", "when a communicator is made",
        "interface whose IPv4 address ranks publish and listen on: a name, a comma list tried "
        "in order (ib0,eth0), or ^lo,docker0 to exclude names"},
+      {"RINGPRESS_HOST_ID", "string", "", "when a communicator is made",
+       "ranks with equal values are one host (shared memory, hierarchical collectives); default: "
+       "the machine's identity (host name, boot id, network namespace)"},
+      {"RINGPRESS_TOPOLOGY", "auto/flat", "auto", "once per process",
+       "auto: allreduce is hierarchical when ranks share hosts (docs/algorithms.md); flat: one "
+       "ring in rank order"},
       {"RINGPRESS_SHM_RING_BYTES", "bytes", "4194304", "when a communicator is made",
        "shared-memory ring per direction and pair (a power of two)"},
       {"RINGPRESS_TIMELINE", "string", "", "when a communicator is made",

@@ -79,6 +79,12 @@ std::string Communicator::transport(int peer) const {
   return transport_kind_name(ctx_->kind(peer));
 }
 
+std::vector<int> Communicator::hosts() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
+  return ctx_->topology().host;
+}
+
 std::uint32_t Communicator::sequence() const {
   std::lock_guard<std::mutex> lock(mu_);
   return next_seq_;
@@ -99,6 +105,7 @@ CommStats Communicator::stats() const {
   if (ctx_) {  // (a forked child's close() let go of it)
     s.bytes_sent = ctx_->bytes_sent();
     s.bytes_received = ctx_->bytes_received();
+    s.tcp_bytes_sent = ctx_->tcp_bytes_sent();
   }
   for (int i = 0; i < static_cast<int>(Stage::kCount); ++i) {
     s.stage_s[static_cast<std::size_t>(i)] =

@@ -275,6 +275,7 @@ void bind_comm(py::module_& m) {
       .def_property_readonly("rank", &rp::Communicator::rank)
       .def_property_readonly("size", &rp::Communicator::size)
       .def("transport", &rp::Communicator::transport)
+      .def("hosts", &rp::Communicator::hosts)
       .def(
           "set_timeout",
           [](rp::Communicator& c, double timeout_s) {

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -53,6 +54,27 @@ std::string host_identity() {
   char host[256] = {0};
   gethostname(host, sizeof host - 1);
   return std::string(host) + "|" + boot + "|" + netns;
+}
+
+std::vector<int> Topology::ranks_on(int h) const {
+  std::vector<int> out;
+  for (std::size_t r = 0; r < host.size(); ++r) {
+    if (host[r] == h) out.push_back(static_cast<int>(r));
+  }
+  return out;
+}
+
+bool Topology::uniform() const {
+  std::vector<int> per(static_cast<std::size_t>(hosts), 0);
+  for (int h : host) ++per[static_cast<std::size_t>(h)];
+  return std::all_of(per.begin(), per.end(), [&](int c) { return c == per[0]; });
+}
+
+Topology Topology::single(int n) {
+  Topology t;
+  t.host.assign(static_cast<std::size_t>(n), 0);
+  t.hosts = 1;
+  return t;
 }
 
 namespace transport_impl {
@@ -105,11 +127,13 @@ ContextImpl::ContextImpl(std::shared_ptr<Store> store, const ContextOptions& opt
   opts_.shm_ring_bytes = env::pick(std::uint64_t{opts_.shm_ring_bytes}, "RINGPRESS_SHM_RING_BYTES");
   RP_ENFORCE(opts_.transport == "auto" || opts_.transport == "tcp" || opts_.transport == "shm",
              UsageError, "transport must be auto, tcp or shm, got '", opts_.transport, "'");
+  opts_.host_id = env::pick(opts_.host_id, "RINGPRESS_HOST_ID");
   opts_.encrypt = env::pick(opts_.encrypt, "RINGPRESS_ENCRYPT");
   RP_ENFORCE(opts_.encrypt == "on" || opts_.encrypt == "off", UsageError,
              "encrypt (RINGPRESS_ENCRYPT) must be on or off, got '", opts_.encrypt, "'");
   encrypt_ = opts_.encrypt == "on";
   pairs_.resize(static_cast<std::size_t>(opts_.size));
+  topo_ = Topology::single(opts_.size);
   if (opts_.size == 1) return;
   ScopedErrorContext ec("rendezvous", opts_.rank);
   rendezvous(*store);

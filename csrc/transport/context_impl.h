@@ -107,6 +107,7 @@ class ContextImpl final : public Context {
   int rank() const noexcept override { return opts_.rank; }
   int size() const noexcept override { return opts_.size; }
   const ContextOptions& options() const noexcept override { return opts_; }
+  const Topology& topology() const noexcept override { return topo_; }
   TransportKind kind(int peer) const override {
     RP_ENFORCE(peer >= 0 && peer < opts_.size && peer != opts_.rank, UsageError,
                "no pair for peer ", peer);
@@ -126,6 +127,7 @@ class ContextImpl final : public Context {
   void close() noexcept override;
   std::uint64_t bytes_sent() const noexcept override { return bytes_sent_; }
   std::uint64_t bytes_received() const noexcept override { return bytes_received_; }
+  std::uint64_t tcp_bytes_sent() const noexcept override { return tcp_bytes_sent_; }
   int rejected_connections() const noexcept override { return rejected_; }
 
  private:
@@ -194,7 +196,9 @@ class ContextImpl final : public Context {
   Clock::time_point idle_since_{};
   std::uint64_t bytes_sent_ = 0;
   std::uint64_t bytes_received_ = 0;
+  std::uint64_t tcp_bytes_sent_ = 0;  // the part of bytes_sent_ that went over TCP links
   int rejected_ = 0;
+  Topology topo_;        // from the host identities read at rendezvous (single host for size 1)
   crypto::Key key_{};    // the job key (handshake.h), from the operator or the store
   bool encrypt_ = true;  // TCP links encrypt (else authenticate only)
   std::string job_;      // random id in shm names (reveals nothing of the key)

@@ -239,6 +239,7 @@ bool ContextImpl::progress_send(Pair& p) {
     if (w == 0) break;
     any = true;
     bytes_sent_ += w;
+    if (p.kind == TransportKind::kTcp) tcp_bytes_sent_ += w;
     while (w > 0) {
       SendOp& op = p.sends.front();
       std::size_t take = std::min(op.end() - op.off, w);

@@ -92,7 +92,7 @@ void ContextImpl::rendezvous(Store& store) {
   }
   net::set_nonblocking(listener.get(), true);
   const int port = net::local_endpoint(listener.get()).port;
-  const std::string me_host = host_identity();
+  const std::string me_host = opts_.host_id.empty() ? host_identity() : "id:" + opts_.host_id;
   std::string info = publish + ":" + std::to_string(port) + "\n" + me_host;
   store.set("addr/" + std::to_string(me), Bytes(info.begin(), info.end()));
   fault::hit("rendezvous");
@@ -306,6 +306,19 @@ void ContextImpl::rendezvous(Store& store) {
     if (!p) continue;
     net::set_nonblocking(p->fd.get(), true);
     net::set_nodelay(p->fd.get());
+  }
+
+  // The topology: host indices in the order of each host's lowest rank (the same on every rank).
+  hosts[static_cast<std::size_t>(me)] = me_host;
+  topo_.host.assign(static_cast<std::size_t>(n), -1);
+  topo_.hosts = 0;
+  for (int q = 0; q < n; ++q) {
+    if (topo_.host[static_cast<std::size_t>(q)] >= 0) continue;
+    for (int s = q; s < n; ++s) {
+      if (hosts[static_cast<std::size_t>(s)] == hosts[static_cast<std::size_t>(q)])
+        topo_.host[static_cast<std::size_t>(s)] = topo_.hosts;
+    }
+    ++topo_.hosts;
   }
 
   std::vector<bool> same(static_cast<std::size_t>(n), false);

@@ -637,8 +637,16 @@ class Communicator:
         """How this rank reaches ``peer``: "shm", "tcp", or "self"."""
         return self._c.transport(peer)
 
+    @property
+    def hosts(self) -> list[int]:
+        """Per rank, the index of its host: ranks that share a host (the same host identity, or
+        ``RINGPRESS_HOST_ID``) have equal indices, numbered in the order of their lowest rank.
+        Hierarchical collectives group ranks by it (docs/algorithms.md)."""
+        return list(self._c.hosts())
+
     def stats(self) -> dict:
-        """Counters: ops, bytes_sent/bytes_received on the wire (headers included), payload_bytes
+        """Counters: ops, bytes_sent/bytes_received on the wire (headers included; tcp_bytes_sent:
+        the part sent over TCP, i.e. the network when ranks are on several hosts), payload_bytes
         (user bytes, before compression; effective busbw counts these), ``stages`` (seconds and
         bytes spent waiting for data and in reduce / encode / decode / select / scatter_add,
         summed over requests), and ``auto`` (choices of the auto mode, the last request's

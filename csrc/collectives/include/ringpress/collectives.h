@@ -38,6 +38,7 @@ struct OpContext {
   StageTimes* stages = nullptr;  // per-stage time and byte counters (engine.h), or nullptr
 };
 
+// kAuto: by topology and size (allreduce.cc); kRing and kRecursiveDoubling: that flat algorithm.
 enum class AllreduceAlgo : std::uint8_t { kAuto = 0, kRing = 1, kRecursiveDoubling = 2 };
 
 // Compression on the wire for allreduce: one of the registered wire codecs (ringpress/codec.h),
@@ -85,9 +86,13 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o);
 // Allgather of each rank's whole payload, decoded and summed in rank order (allreduce_sparse.cc):
 // CodecSchedule::kAllgather (top-k).
 void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o);
-// The two algorithms (allreduce_ring.cc, allreduce_small.cc); allreduce() picks by size.
+// The two flat algorithms (allreduce_ring.cc, allreduce_small.cc), the hierarchical one
+// (allreduce_hier.cc: several ranks on each of several hosts), and allreduce_flat: one group,
+// algorithm by size and codec, no avg division (allreduce.cc). allreduce() picks among them.
 void allreduce_ring(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o);
+void allreduce_hierarchical(const OpContext& oc, const AllreduceOptions& o);
+void allreduce_flat(const OpContext& oc, const AllreduceOptions& o);
 
 struct BroadcastOptions {
   void* data = nullptr;

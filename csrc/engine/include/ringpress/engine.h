@@ -134,7 +134,8 @@ struct CommStats {
   std::uint64_t ops = 0;
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
-  std::uint64_t payload_bytes = 0;  // user bytes passed to collectives
+  std::uint64_t tcp_bytes_sent = 0;  // the part of bytes_sent that went over TCP (the network)
+  std::uint64_t payload_bytes = 0;   // user bytes passed to collectives
   // Auto mode (compression="auto"): how often each kind was picked, and the last request's
   // choice with the model's predicted time of every allowed kind (< 0: not allowed) and the
   // time it actually took.
@@ -159,6 +160,8 @@ class Communicator {
   // Collective requests submitted so far (the next one's sequence number), the same on every rank.
   std::uint32_t sequence() const;
   std::string transport(int peer) const;  // "tcp" | "shm" | "self"
+  // Per rank, the index of its host (ranks that share a host; transport.h Topology).
+  std::vector<int> hosts() const;
   // Deadline of each request from now on (requests already running keep theirs). Thread-safe.
   void set_timeout(std::chrono::milliseconds timeout);
   std::chrono::milliseconds timeout() const noexcept { return op_timeout(); }

@@ -115,6 +115,24 @@ struct ContextOptions {
   std::size_t shm_ring_bytes = 0;  // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 4 MiB)
   int tcp_buffer_bytes = 4 << 20;  // SO_SNDBUF/SO_RCVBUF
   int spin_us = 50;                // busy-poll time before sleeping in epoll
+  // Which host this rank is on, as the topology sees it (RINGPRESS_HOST_ID): "" = this machine's
+  // identity (host_identity()). Ranks with equal ids are one host: shared memory joins them
+  // (transport auto) and hierarchical collectives group them. For tests that play several hosts
+  // on one machine, and for containers that share a host under different boot ids.
+  std::string host_id;
+};
+
+// Which ranks share a host, the same on every rank (every rank reads every rank's host identity
+// from the store at rendezvous). Hosts are numbered in the order of their lowest rank.
+struct Topology {
+  std::vector<int> host;  // per rank: its host index
+  int hosts = 1;          // number of hosts
+  // Ranks of host h in rank order.
+  std::vector<int> ranks_on(int h) const;
+  // Every host holds the same number of ranks (hierarchical allreduce's condition).
+  bool uniform() const;
+  // A single-host topology of n ranks.
+  static Topology single(int n);
 };
 
 // A ticket names a posted operation: (peer, direction, index in that direction's FIFO).
@@ -134,6 +152,7 @@ class Context {
   virtual int size() const noexcept = 0;
   virtual TransportKind kind(int peer) const = 0;
   virtual const ContextOptions& options() const noexcept = 0;
+  virtual const Topology& topology() const noexcept = 0;
 
   // Queue a send of h.len payload bytes from `data` (valid until the ticket completes).
   virtual Ticket post_send(int peer, const MsgHeader& h, const void* data) = 0;
@@ -157,12 +176,14 @@ class Context {
   // Counters (bytes of payload + headers), for stats and tests.
   virtual std::uint64_t bytes_sent() const noexcept = 0;
   virtual std::uint64_t bytes_received() const noexcept = 0;
+  // The part of bytes_sent() that went over TCP links (the network, when hosts differ).
+  virtual std::uint64_t tcp_bytes_sent() const noexcept = 0;
   // Connections dropped during rendezvous because of a bad handshake (tests, logs).
   virtual int rejected_connections() const noexcept = 0;
 };
 
-// Identity of this host as transports see it (boot id + network namespace): equal ids mean a
-// shared-memory ring can join the two ranks.
+// Identity of this host as transports see it (host name + boot id + network namespace): equal ids
+// mean a shared-memory ring can join the two ranks. ContextOptions::host_id overrides it.
 std::string host_identity();
 
 }  // namespace ringpress

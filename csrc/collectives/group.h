@@ -1,0 +1,61 @@
+// GroupView: a subset of the job's ranks seen as a Context of its own (internal header), so every
+// algorithm written against Context (the rings, recursive doubling, the compressed and sparse
+// allreduce) runs unchanged on a host's ranks, on the ranks of one local index across hosts, or
+// on all ranks in host order.
+//
+// Contract: members[i] is the global rank that is rank i of the view; the calling rank must be a
+// member, every member must build the view with the same list, and members are distinct. Sends
+// and receives go to the parent's pairs (peer i of the view = peer members[i] of the parent), so
+// errors name global ranks and a pair's FIFO order is shared with whatever else the collective
+// sends on it (phases that use the same pair run one after the other). Failure, abort and close
+// are the parent's. Cost: one indirection per post; no copies, no messages.
+#pragma once
+
+#include <vector>
+
+#include "ringpress/transport.h"
+
+namespace ringpress {
+
+class GroupView final : public Context {
+ public:
+  GroupView(Context& parent, std::vector<int> members);
+
+  int rank() const noexcept override { return me_; }
+  int size() const noexcept override { return static_cast<int>(members_.size()); }
+  TransportKind kind(int peer) const override { return parent_.kind(global(peer)); }
+  const ContextOptions& options() const noexcept override { return parent_.options(); }
+  const Topology& topology() const noexcept override { return topo_; }
+
+  Ticket post_send(int peer, const MsgHeader& h, const void* data) override {
+    return parent_.post_send(global(peer), h, data);
+  }
+  Ticket post_recv(int peer, const Expect& e, void* data) override {
+    return parent_.post_recv(global(peer), e, data);
+  }
+  void wait(const Ticket& t, Deadline deadline) override { parent_.wait(t, deadline); }
+  bool test(const Ticket& t) override { return parent_.test(t); }
+  void abort(const Error& err) noexcept override { parent_.abort(err); }
+  void check() const override { parent_.check(); }
+  bool broken() const noexcept override { return parent_.broken(); }
+  void begin_close() noexcept override {}  // the parent's connections: not the view's to close
+  void close() noexcept override {}
+  std::uint64_t bytes_sent() const noexcept override { return parent_.bytes_sent(); }
+  std::uint64_t bytes_received() const noexcept override { return parent_.bytes_received(); }
+  std::uint64_t tcp_bytes_sent() const noexcept override { return parent_.tcp_bytes_sent(); }
+  int rejected_connections() const noexcept override { return parent_.rejected_connections(); }
+
+  int global(int peer) const;
+
+ private:
+  Context& parent_;
+  std::vector<int> members_;
+  int me_ = -1;
+  Topology topo_;  // the parent's host indices restricted to the members (renumbered)
+};
+
+// The job's ranks ordered by host (host index, then rank): a ring in this order crosses between
+// hosts once per host instead of up to once per hop (cyclic placement, rank r on host r mod H).
+std::vector<int> host_order(const Topology& t);
+
+}  // namespace ringpress

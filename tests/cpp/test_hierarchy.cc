@@ -1,0 +1,219 @@
+// Topology and hierarchical allreduce (allreduce_hier.cc, group.h), ranks as threads over the real
+// transports. Several hosts are played on one machine with ContextOptions::host_id: ranks with
+// equal ids share memory, the others talk TCP, as on separate hosts.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "rank_threads.h"
+#include "ringpress/codec.h"
+#include "ringpress/engine.h"
+
+namespace rp = ringpress;
+
+namespace {
+
+// host_of(rank) gives the host each rank plays; small segments so every phase pipelines, and a
+// small-message threshold of 1 byte so even tiny buffers take the hierarchical path.
+void run_hosts(int P, const std::function<int(int)>& host_of,
+               const std::function<void(rp::Communicator&)>& body) {
+  rp_test::run_rank_threads(
+      P,
+      [&](rp::CommOptions& o) {
+        o.context.host_id = "host" + std::to_string(host_of(o.context.rank));
+        o.context.timeout = std::chrono::seconds(60);
+        o.context.shm_ring_bytes = 1u << 16;
+        o.segment_bytes = 4096;
+        o.small_bytes = 1;
+      },
+      body);
+}
+
+float input(int r, std::size_t i) {
+  return static_cast<float>(static_cast<int>((i * 7 + static_cast<std::size_t>(r) * 13) % 23) -
+                            11) *
+         0.25f;
+}
+
+struct Layout {
+  int P, H;
+  bool cyclic;  // rank r on host r mod H; else blocks of P/H consecutive ranks
+  int host(int r) const { return cyclic ? r % H : r / (P / H); }
+};
+
+}  // namespace
+
+TEST(Topology, HostIdsGroupRanksAndPickTheTransport) {
+  const Layout lay{6, 2, true};
+  run_hosts(
+      lay.P, [&](int r) { return lay.host(r); },
+      [&](rp::Communicator& c) {
+        const std::vector<int> want = {0, 1, 0, 1, 0, 1};
+        EXPECT_EQ(c.hosts(), want) << "rank " << c.rank();
+        for (int q = 0; q < c.size(); ++q) {
+          if (q == c.rank()) continue;
+          EXPECT_EQ(c.transport(q), lay.host(q) == lay.host(c.rank()) ? "shm" : "tcp")
+              << "rank " << c.rank() << " peer " << q;
+        }
+      });
+}
+
+// Every layout with several ranks on several hosts, exact integer sums and float32 results that
+// are bit-identical on every rank; max and avg too.
+TEST(Hierarchy, AllreduceMatchesTheReferenceOnEveryLayout) {
+  for (const Layout lay : {Layout{4, 2, true}, Layout{6, 2, false}, Layout{6, 3, true},
+                           Layout{8, 2, true}, Layout{4, 3, false}}) {
+    // {4, 3, blocks}: hosts of 1, 1 and 2 ranks: not uniform, the host-ordered flat ring.
+    const int P = lay.P;
+    const std::vector<std::size_t> sizes = {0, 1, 7, 1023, 70001};
+    std::mutex mu;
+    std::vector<std::vector<std::vector<float>>> outs(sizes.size(),
+                                                      std::vector<std::vector<float>>(P));
+    run_hosts(
+        P, [&](int r) { return lay.host(r); },
+        [&](rp::Communicator& c) {
+          const int r = c.rank();
+          for (std::size_t s = 0; s < sizes.size(); ++s) {
+            const std::size_t n = sizes[s];
+            std::vector<std::int64_t> a(n);
+            for (std::size_t i = 0; i < n; ++i) a[i] = static_cast<std::int64_t>(i) * (r + 1) - r;
+            c.allreduce(a.data(), n, rp::DType::kI64, rp::ReduceOp::kSum, false);
+            for (std::size_t i = 0; i < n; ++i) {
+              const std::int64_t want =
+                  static_cast<std::int64_t>(i) * P * (P + 1) / 2 - P * (P - 1) / 2;
+              ASSERT_EQ(a[i], want) << "P=" << P << " H=" << lay.H << " n=" << n << " i=" << i;
+            }
+            std::vector<float> x(n), m(n);
+            for (std::size_t i = 0; i < n; ++i) x[i] = m[i] = input(r, i) * 1.37f;
+            c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kAvg, false);
+            c.allreduce(m.data(), n, rp::DType::kF32, rp::ReduceOp::kMax, false);
+            for (std::size_t i = 0; i < n; ++i) {
+              double want = 0;
+              float mx = -1e30f;
+              for (int q = 0; q < P; ++q) {
+                want += input(q, i) * 1.37f;
+                mx = std::max(mx, input(q, i) * 1.37f);
+              }
+              ASSERT_NEAR(x[i], want / P, 1e-5) << "P=" << P << " n=" << n << " i=" << i;
+              ASSERT_EQ(m[i], mx) << "P=" << P << " n=" << n << " i=" << i;
+            }
+            std::lock_guard<std::mutex> lock(mu);
+            outs[s][static_cast<std::size_t>(r)] = x;
+          }
+        });
+    if (HasFailure()) return;
+    for (std::size_t s = 0; s < sizes.size(); ++s) {
+      for (int q = 1; q < P && sizes[s] > 0; ++q) {
+        ASSERT_EQ(0, std::memcmp(outs[s][0].data(), outs[s][static_cast<std::size_t>(q)].data(),
+                                 sizes[s] * sizeof(float)))
+            << "P=" << P << " H=" << lay.H << " n=" << sizes[s] << ": rank " << q
+            << " differs from rank 0";
+      }
+    }
+  }
+}
+
+// The point of the hierarchy: with 2 hosts x 2 ranks placed cyclically, each rank sends n/2 bytes
+// over the network (2 (H-1)/H n / L). The host-ordered flat ring would send 1.5 n from two ranks
+// and nothing from the others, the rank-order ring 1.5 n from every rank. Control: 4 hosts of
+// one rank (flat, everything over TCP).
+TEST(Hierarchy, EachRankSendsItsShareOfTheNetworkTraffic) {
+  const std::size_t n = 1u << 18;  // float32: 1 MiB
+  const double mib = static_cast<double>(n * sizeof(float));
+  for (const int H : {2, 4}) {
+    std::mutex mu;
+    std::vector<double> tcp(4, 0);
+    run_hosts(
+        4, [&](int r) { return r % H; },
+        [&](rp::Communicator& c) {
+          std::vector<float> x(n, 1.0f);
+          const std::uint64_t before = c.stats().tcp_bytes_sent;
+          c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false);
+          const std::uint64_t sent = c.stats().tcp_bytes_sent - before;
+          ASSERT_EQ(x[0], 4.0f);
+          ASSERT_EQ(x[n - 1], 4.0f);
+          std::lock_guard<std::mutex> lock(mu);
+          tcp[static_cast<std::size_t>(c.rank())] = static_cast<double>(sent) / mib;
+        });
+    for (int r = 0; r < 4; ++r) {
+      const double want = H == 2 ? 0.5 : 1.5;  // fractions of n (record and header overhead ~1%)
+      EXPECT_GT(tcp[static_cast<std::size_t>(r)], want * 0.99) << "H=" << H << " rank " << r;
+      EXPECT_LT(tcp[static_cast<std::size_t>(r)], want * 1.05) << "H=" << H << " rank " << r;
+    }
+  }
+}
+
+// Compression only on the inter-host step: a lossy codec rounds once per inter-host hop, so 8
+// ranks on 2 hosts lose about what 2 ranks do, far less than 8 ranks on 8 hosts; with error
+// feedback the outputs plus every rank's residual still equal the inputs, and every rank holds
+// the same bits. Also top-k (the allgather schedule) and a fused request.
+TEST(Hierarchy, LossyCodecsRoundPerHostAndKeepTheInvariant) {
+  const std::size_t n = 40000;
+  auto grad = [](int r, std::size_t i) {
+    return std::sin(0.001f * static_cast<float>(i) * static_cast<float>(r + 3)) +
+           0.01f * static_cast<float>((i * 31 + static_cast<std::size_t>(r)) % 17);
+  };
+  auto rel_error = [&](int P, int H, const char* codec) {
+    std::mutex mu;
+    std::vector<std::vector<float>> outs(P), res(P);
+    run_hosts(
+        P, [&](int r) { return r % H; },
+        [&](rp::Communicator& c) {
+          rp::CompressionOptions co;
+          co.kind = static_cast<rp::WireCompression>(rp::codec_by_name(codec).id);
+          co.ratio = 0.05;
+          std::vector<float> x(n), res_r(n, 0.0f);
+          for (std::size_t i = 0; i < n; ++i) x[i] = grad(c.rank(), i);
+          c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false, co, res_r.data());
+          std::lock_guard<std::mutex> lock(mu);
+          outs[static_cast<std::size_t>(c.rank())] = x;
+          res[static_cast<std::size_t>(c.rank())] = res_r;
+        });
+    double num = 0, den = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+      double want = 0, got = outs[0][i];
+      for (int q = 0; q < P; ++q) {
+        want += grad(q, i);
+        got += res[static_cast<std::size_t>(q)][i];
+      }
+      EXPECT_LE(std::fabs(got - want), 1e-4 * (1.0 + std::fabs(want)) * P)
+          << codec << " P=" << P << " H=" << H << " i=" << i;
+      num += (outs[0][i] - want) * (outs[0][i] - want);
+      den += want * want;
+    }
+    for (int q = 1; q < P; ++q) {
+      EXPECT_EQ(0, std::memcmp(outs[0].data(), outs[static_cast<std::size_t>(q)].data(),
+                               n * sizeof(float)))
+          << codec << " P=" << P << " H=" << H << ": rank " << q << " differs";
+    }
+    return std::sqrt(num / den);
+  };
+  const double hier = rel_error(8, 2, "int4");   // 2 hosts x 4 ranks
+  const double flat8 = rel_error(8, 8, "int4");  // 8 hosts x 1 rank: the flat compressed ring
+  const double flat2 = rel_error(2, 2, "int4");  // 2 hosts x 1 rank
+  std::printf("int4 relative error: 2 hosts x 4 ranks %.4f, 8 x 1 %.4f, 2 x 1 %.4f\n", hier, flat8,
+              flat2);
+  EXPECT_LT(hier, 0.8 * flat8) << "hierarchical " << hier << " flat P=8 " << flat8;
+  EXPECT_LT(hier, 1.5 * flat2) << "hierarchical " << hier << " flat P=2 " << flat2;
+  (void)rel_error(4, 2, "topk");  // the sparse schedule inside the hierarchy: invariant, same bits
+  (void)rel_error(6, 3, "int8");
+}
+
+TEST(Hierarchy, CoalescedRequestsSplitTheSameWay) {
+  run_hosts(
+      4, [](int r) { return r % 2; },
+      [](rp::Communicator& c) {
+        std::vector<std::int32_t> a(1000, c.rank()), b(3, 1), d(70001, 2);
+        c.allreduce_coalesced({{a.data(), a.size()}, {b.data(), b.size()}, {d.data(), d.size()}},
+                              rp::DType::kI32, rp::ReduceOp::kSum, false);
+        EXPECT_EQ(a[999], 6);
+        EXPECT_EQ(b[2], 4);
+        EXPECT_EQ(d[70000], 8);
+      });
+}
