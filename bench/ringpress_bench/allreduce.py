@@ -4,6 +4,9 @@ Launch (``ringpress bench allreduce`` = ``python -m ringpress_bench allreduce``)
     ringpress bench allreduce [--nranks 2]        alone: spawns its own ranks on this host
     ringpress bench allreduce --link 1gbit        alone, each rank in a network namespace, joined
                                                   by a veth shaped to 1 Gbit/s (root; see netns)
+    ringpress bench allreduce --hosts 4 --ranks-per-host 4 --link 1gbit [--placement cyclic]
+                                                  alone, 16 ranks on 4 namespace hosts: shared
+                                                  memory within a host, 1 Gbit/s links between
     mpirun -n P [--allow-run-as-root --oversubscribe] ringpress bench allreduce [options]
     torchrun --nproc-per-node P -m ringpress_bench allreduce [options]
 The launcher is detected from the environment (Open MPI / PMIx variables, else RANK / WORLD_SIZE /
@@ -56,7 +59,7 @@ configuration and every sample of every rank, plus a busbw plot next to it (``.p
 prints and writes; it also shows a progress bar on stderr when that is a terminal.
 
 Usage: ``ringpress bench allreduce [--quick] [--sizes 4K..256M] [--peers ringpress,gloo,mpi]
-[--nranks 2] [--link 1gbit|10gbit|none] [--repeats N] [--warmup 3] [--budget 0.5]
+[--nranks 2] [--link 1gbit|10gbit|none] [--hosts N --ranks-per-host L [--placement cyclic]] [--repeats N] [--warmup 3] [--budget 0.5]
 [--order blocks|interleaved] [--json PATH] [--plot PATH] [--no-plot] [--no-progress]``.
 """
 
@@ -763,6 +766,9 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
         ap.error("--repeats, --warmup and --budget must be positive")
     if args.nranks is not None and not 1 <= args.nranks <= 250:
         ap.error("--nranks must be between 1 and 250")
+    for opt, value in (("--hosts", args.hosts), ("--ranks-per-host", args.ranks_per_host)):
+        if value is not None and not 1 <= value <= 250:
+            ap.error(f"{opt} must be between 1 and 250")
     if args.timeout is not None and args.timeout <= 0:
         ap.error("--timeout must be positive")
     launcher = detect_launcher(args.launcher)
@@ -772,7 +778,13 @@ def parse_args(argv: list[str] | None, prog: str = PROG) -> argparse.Namespace:
         ap.error(f"the mpi peer needs mpirun: mpirun -n 2 {PROG} --peers mpi")
     if not args.alone:
         where = {"mpi": "mpirun", "env": "a launcher", "single": "--launcher single"}[launcher]
-        for opt, value in (("--nranks", args.nranks), ("--link", args.link)):
+        for opt, value in (
+            ("--nranks", args.nranks),
+            ("--link", args.link),
+            ("--hosts", args.hosts),
+            ("--ranks-per-host", args.ranks_per_host),
+            ("--placement", args.placement),
+        ):
             if value is not None:
                 ap.error(
                     f"{opt} is for alone mode (no launcher): under {where} the launcher "
@@ -808,6 +820,9 @@ def _command(args: argparse.Namespace, world: World, mode: str) -> str:
 def _default_json(mode: str, size: int, quick: bool) -> Path:
     rate = os.environ.get("RINGPRESS_NETNS_RATE")
     name = f"allreduce_{'netns' if rate else mode}_np{size}" + (f"_{rate}" if rate else "")
+    hosts = os.environ.get("RINGPRESS_NETNS_HOSTS")
+    if rate and hosts and hosts != str(size):  # several ranks per host
+        name += f"_{hosts}hosts_{os.environ.get('RINGPRESS_NETNS_PLACEMENT', 'block')}"
     return results_dir() / f"{name}{'_quick' if quick else ''}.json"
 
 
@@ -852,6 +867,9 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
                 "rate": os.environ["RINGPRESS_NETNS_RATE"],
                 "harness": "ringpress_bench.netns",
                 "transport": os.environ.get("RINGPRESS_TRANSPORT"),
+                "hosts": int(os.environ.get("RINGPRESS_NETNS_HOSTS", world.size)),
+                "ranks_per_host": int(os.environ.get("RINGPRESS_NETNS_RANKS_PER_HOST", 1)),
+                "placement": os.environ.get("RINGPRESS_NETNS_PLACEMENT", "block"),
             }
         results: dict[str, Any] = {
             "benchmark": "bench.allreduce",

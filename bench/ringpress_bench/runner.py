@@ -177,10 +177,13 @@ def spawn_alone(
     link: str | None,
     timeout: float | None,
     prog: str,
+    ranks_per_host: int = 1,
+    placement: str = "block",
 ) -> int:
     """Alone mode of a benchmark (``prog argv``): start ``nranks`` copies of ``subcommand
     rank_argv`` on this host (or each in a network namespace joined by a link shaped to ``link``),
-    rank 0 on our terminal; stop them all on failure, timeout or a signal (namespaces removed). The
+    rank 0 on our terminal; stop them all on failure, timeout or a signal (namespaces removed);
+    ``ranks_per_host`` ranks share a namespace host (``placement``: netns.Topology). The
     ranks get MODE_ENV = "alone", COMMAND_ENV = the command line, PARENT_ENV = our pid. Returns the
     exit code to use."""
     cmd = [*self_command(subcommand), *rank_argv]
@@ -195,8 +198,14 @@ def spawn_alone(
         except netns.NetnsError as e:
             print(f"{prog}: error: --link {link}: {e}", file=sys.stderr)
             return 2
-        harness: Any = netns.Topology(nranks, link)
-        where = f"each in a network namespace, link {harness.rate}"
+        harness: Any = netns.Topology(
+            nranks, link, ranks_per_host=ranks_per_host, placement=placement
+        )
+        where = (
+            f"each in a network namespace, link {harness.rate}"
+            if ranks_per_host == 1
+            else f"on {harness.nhosts} namespace hosts ({placement}), link {harness.rate}"
+        )
     else:
         harness = launch.LocalRanks(nranks)
         where = "on this host"
@@ -233,8 +242,18 @@ def spawn_or_run(
     start ``args.nranks`` ranks running ``subcommand rank_argv()`` and wait for them; otherwise
     this process is one rank: ``run_rank(args)``."""
     if args.alone:
-        n = args.nranks or DEFAULT_NRANKS
-        return spawn_alone(subcommand, rank_argv(), argv, n, args.link, args.timeout, prog)
+        hosts, rph = getattr(args, "hosts", None), getattr(args, "ranks_per_host", None)
+        try:
+            n, per_host = netns.layout(args.nranks, hosts, rph, DEFAULT_NRANKS)
+        except ValueError as e:
+            raise UsageExit(str(e)) from None
+        link = args.link
+        if link is None and (hosts is not None or rph is not None):
+            link = "none"  # hosts are namespaces: unshaped links unless --link says
+        placement = getattr(args, "placement", None) or "block"
+        return spawn_alone(
+            subcommand, rank_argv(), argv, n, link, args.timeout, prog, per_host, placement
+        )
     die_with_parent()
     run_rank(args)
     return 0
@@ -283,6 +302,27 @@ def add_alone_args(ap: argparse.ArgumentParser, what: str = "rank processes") ->
         help="alone mode, root only: run every rank in its own network namespace, joined by a "
         "veth link shaped to RATE (1gbit, 10gbit, none = unshaped veth, or any tc rate such "
         "as 2.5gbit); ringpress then uses TCP",
+    )
+    ap.add_argument(
+        "--hosts",
+        type=int,
+        default=None,
+        help="alone mode, root only: run the ranks on this many network-namespace hosts "
+        "(links shaped to --link, unshaped without it); default: one per rank with --link",
+    )
+    ap.add_argument(
+        "--ranks-per-host",
+        type=int,
+        default=None,
+        help="alone mode, root only: ranks sharing each namespace host (shared memory among "
+        "them, TCP between hosts); --nranks defaults to hosts x ranks-per-host",
+    )
+    ap.add_argument(
+        "--placement",
+        choices=("block", "cyclic"),
+        default=None,
+        help="with --hosts / --ranks-per-host: block (default, rank r on host r // L) or "
+        "cyclic (rank r on host r %% hosts)",
     )
     ap.add_argument(
         "--timeout",

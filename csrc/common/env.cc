@@ -18,7 +18,12 @@ const std::vector<Var>& table() {
       {"RINGPRESS_TRANSPORT", "auto/tcp/shm", "auto", "when a communicator is made",
        "auto: shared memory between ranks on one host, TCP otherwise"},
       {"RINGPRESS_BIND_ADDR", "string", "", "when a communicator is made",
-       "address to listen on and publish (default: the interface toward MASTER_ADDR)"},
+       "address ranks listen on and publish (0.0.0.0: listen on every interface, publish the "
+       "default; default: RINGPRESS_SOCKET_IFNAME's address, else the one routing to "
+       "MASTER_ADDR)"},
+      {"RINGPRESS_SOCKET_IFNAME", "string", "", "when a communicator is made",
+       "interface whose IPv4 address ranks publish and listen on: a name, a comma list tried "
+       "in order (ib0,eth0), or ^lo,docker0 to exclude names"},
       {"RINGPRESS_HOST_ID", "string", "", "when a communicator is made",
        "ranks with equal values are one host (shared memory, hierarchical collectives); default: "
        "the machine's identity (host name, boot id, network namespace)"},

@@ -6,6 +6,8 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -14,7 +16,9 @@
 #include <algorithm>
 #include <cstring>
 #include <limits>
+#include <sstream>
 #include <thread>
+#include <vector>
 
 namespace ringpress::net {
 
@@ -101,6 +105,80 @@ std::string local_addr_toward(const std::string& remote) {
   char buf[INET_ADDRSTRLEN];
   inet_ntop(AF_INET, &me.sin_addr, buf, sizeof buf);
   return buf;
+}
+
+namespace {
+
+struct Iface {
+  std::string name;
+  std::string addr;  // first IPv4 address, dotted quad
+  bool up = false;
+  bool loopback = false;
+};
+
+std::vector<Iface> ipv4_interfaces() {
+  ifaddrs* list = nullptr;
+  RP_ENFORCE(::getifaddrs(&list) == 0, TransportError, "getifaddrs(): ", std::strerror(errno));
+  std::vector<Iface> out;
+  for (ifaddrs* a = list; a != nullptr; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET || a->ifa_name == nullptr)
+      continue;
+    const std::string name = a->ifa_name;
+    if (std::any_of(out.begin(), out.end(), [&](const Iface& i) { return i.name == name; }))
+      continue;  // the first address of an interface
+    char buf[INET_ADDRSTRLEN] = "?";
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(a->ifa_addr)->sin_addr, buf,
+              sizeof buf);
+    out.push_back({name, buf, (a->ifa_flags & IFF_UP) != 0, (a->ifa_flags & IFF_LOOPBACK) != 0});
+  }
+  ::freeifaddrs(list);
+  return out;
+}
+
+std::vector<std::string> split_names(const std::string& s) {
+  std::vector<std::string> names;
+  std::stringstream in(s);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    const auto b = item.find_first_not_of(" \t");
+    const auto e = item.find_last_not_of(" \t");
+    if (b != std::string::npos) names.push_back(item.substr(b, e - b + 1));
+  }
+  return names;
+}
+
+}  // namespace
+
+std::string interface_addr(const std::string& spec) {
+  const bool exclude = !spec.empty() && spec[0] == '^';
+  const std::vector<std::string> names = split_names(exclude ? spec.substr(1) : spec);
+  RP_ENFORCE(exclude || !names.empty(), UsageError, "RINGPRESS_SOCKET_IFNAME='", spec,
+             "' names no interface");
+  const std::vector<Iface> ifs = ipv4_interfaces();
+  auto listed = [&](const std::string& n) {
+    return std::find(names.begin(), names.end(), n) != names.end();
+  };
+  if (exclude) {
+    for (bool loopback : {false, true}) {
+      for (const Iface& i : ifs) {
+        if (i.up && i.loopback == loopback && !listed(i.name)) return i.addr;
+      }
+    }
+  } else {
+    for (const std::string& n : names) {
+      for (const Iface& i : ifs) {
+        if (i.name == n && i.up) return i.addr;
+      }
+    }
+  }
+  std::string have;
+  for (const Iface& i : ifs) {
+    have += (have.empty() ? "" : ", ") + i.name + " (" + i.addr + (i.up ? "" : ", down") + ")";
+  }
+  RP_THROW(
+      UsageError, "RINGPRESS_SOCKET_IFNAME='", spec, "': ",
+      exclude ? "every interface is excluded" : "no such interface that is up with an IPv4 address",
+      "; interfaces with IPv4 here: ", have.empty() ? "none" : have);
 }
 
 Endpoint endpoint_of(const sockaddr_in& sa) {

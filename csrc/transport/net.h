@@ -68,6 +68,11 @@ Endpoint parse_endpoint(const std::string& s);      // "1.2.3.4:5678"
 std::string resolve_ipv4(const std::string& host);  // hostname or literal -> dotted quad
 // The local address the kernel would use to reach `remote` (UDP connect, no packet sent).
 std::string local_addr_toward(const std::string& remote);
+// The IPv4 address of the interface `spec` picks (RINGPRESS_SOCKET_IFNAME syntax): a name
+// ("eth0"), a comma list tried in order ("ib0,eth0"), or "^lo,docker0" for the first interface
+// that is up, has an IPv4 address and is not listed (non-loopback ones first). Names match
+// exactly. UsageError naming `spec` and listing the interfaces that exist when none matches.
+std::string interface_addr(const std::string& spec);
 Endpoint endpoint_of(const sockaddr_in& sa);
 Endpoint local_endpoint(int fd);  // raises TransportError if getsockname fails
 Endpoint peer_endpoint(int fd);   // {"?", 0} if getpeername fails

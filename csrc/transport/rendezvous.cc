@@ -1,4 +1,6 @@
-// Transport rendezvous: address publication through the Store, the job key, the mutually
+// Transport rendezvous: address publication through the Store (the address: bind_addr, else
+// RINGPRESS_SOCKET_IFNAME's interface, else the route to the store host; the listener binds
+// exactly that address unless 0.0.0.0 is asked for), the job key, the mutually
 // authenticated connect/accept handshake (handshake.h), shm segment setup, the TCP links' record
 // layer (secure_channel.h) and epoll registration.
 //
@@ -27,6 +29,7 @@
 #include "context_impl.h"
 #include "crypto.h"
 #include "handshake.h"
+#include "ringpress/env.h"
 #include "ringpress/fault.h"
 
 namespace ringpress::transport_impl {
@@ -52,10 +55,19 @@ void ContextImpl::rendezvous(Store& store) {
   const Deadline deadline = Clock::now() + opts_.timeout;
   const int me = opts_.rank;
   const int n = opts_.size;
+  // The address others connect to (published) and the one the listener binds: the bind address
+  // if one is given (argument or RINGPRESS_BIND_ADDR), else the address of the interface
+  // RINGPRESS_SOCKET_IFNAME names, else the one that routes toward the store's host, else the
+  // host name's. The listener binds exactly what is published, so a process that can reach
+  // this host on another address cannot even open a connection; 0.0.0.0 (every interface)
+  // only when asked for.
   const std::string bind = opts_.bind_addr;
   std::string publish = bind;
   if (publish.empty() || publish == "0.0.0.0") {
-    if (!opts_.route_hint.empty()) {
+    const std::string ifname = env::string("RINGPRESS_SOCKET_IFNAME");
+    if (!ifname.empty()) {
+      publish = net::interface_addr(ifname);
+    } else if (!opts_.route_hint.empty()) {
       publish = net::local_addr_toward(opts_.route_hint);
     } else {
       char host[256] = {0};
@@ -67,7 +79,17 @@ void ContextImpl::rendezvous(Store& store) {
       }
     }
   }
-  Fd listener = net::listen_tcp(bind.empty() ? "0.0.0.0" : bind, 0, n + 64, opts_.tcp_buffer_bytes);
+  const std::string listen_on = bind.empty() ? publish : bind;
+  net::Fd listener;
+  try {
+    listener = net::listen_tcp(listen_on, 0, n + 64, opts_.tcp_buffer_bytes);
+  } catch (const TransportError& e) {
+    RP_THROW(UsageError, "cannot listen on ", listen_on,
+             bind.empty() ? " (the address this rank publishes)" : " (the bind address)", ": ",
+             e.what(),
+             "; choose the address with RINGPRESS_SOCKET_IFNAME or RINGPRESS_BIND_ADDR "
+             "(docs/configuration.md)");
+  }
   net::set_nonblocking(listener.get(), true);
   const int port = net::local_endpoint(listener.get()).port;
   const std::string me_host = opts_.host_id.empty() ? host_identity() : "id:" + opts_.host_id;

@@ -3,7 +3,9 @@
 A :class:`Communicator` is one rank's membership in a job. It is created from a rendezvous:
 
 * :meth:`Communicator.from_env` -- ``torchrun`` or plain scripts (``RANK``/``WORLD_SIZE``/
-  ``MASTER_ADDR``/``MASTER_PORT``, or the same names prefixed ``RINGPRESS_``);
+  ``MASTER_ADDR``/``MASTER_PORT``, or the same names prefixed ``RINGPRESS_``), mpirun's
+  variables, or SLURM's (``srun``: ``SLURM_PROCID``/``SLURM_NTASKS``/``SLURM_LOCALID``, the
+  first host of ``SLURM_JOB_NODELIST``); :func:`launch_env` says what it reads, in which order;
 * :meth:`Communicator.from_mpi` -- an mpi4py communicator (``mpirun -n P python ...``);
 * :meth:`Communicator.from_store` -- an existing key-value store (torch's c10d stores, a
   :class:`TCPStore`, or any object with ``set``/``get``/``add``).
@@ -15,7 +17,8 @@ buffer must stay untouched until then (the Work keeps it alive).
 Configuration: a keyword argument, else the ``RINGPRESS_*`` environment variable, else the
 default (``RINGPRESS_TRANSPORT`` tcp|shm|auto, ``RINGPRESS_TIMEOUT`` seconds,
 ``RINGPRESS_TIMELINE`` path prefix for a Chrome trace per rank, ``RINGPRESS_SEGMENT_BYTES``,
-``RINGPRESS_SMALL_BYTES``, ``RINGPRESS_SHM_RING_BYTES``, ``RINGPRESS_BIND_ADDR``,
+``RINGPRESS_SMALL_BYTES``, ``RINGPRESS_SHM_RING_BYTES``, ``RINGPRESS_BIND_ADDR`` /
+``RINGPRESS_SOCKET_IFNAME``: the address ranks publish and listen on,
 ``RINGPRESS_COMPRESSION``, ``RINGPRESS_JOB_KEY`` / ``RINGPRESS_JOB_KEY_FILE`` / ``job_key=``: the
 job key every connection proves without sending it, ``RINGPRESS_ENCRYPT`` / ``encrypt=``: TCP links
 encrypted (default) or authenticated only; docs/security.md). The variables are one table in the C++ core (``_core.env_table()``,
@@ -41,7 +44,16 @@ from . import _core
 from .errors import TimeoutError as _RpTimeoutError
 from .errors import UsageError
 
-__all__ = ["Communicator", "HashStore", "TCPStore", "TCPStoreServer", "Work"]
+__all__ = [
+    "Communicator",
+    "HashStore",
+    "LaunchEnv",
+    "TCPStore",
+    "TCPStoreServer",
+    "Work",
+    "expand_hostlist",
+    "launch_env",
+]
 
 TCPStore = _core.TCPStore
 TCPStoreServer = _core.TCPStoreServer
@@ -100,6 +112,178 @@ def _int_env(names: Sequence[str]) -> int | None:
             except ValueError:
                 raise UsageError(f"environment variable {n}={v!r} is not an integer") from None
     return None
+
+
+# ------------------------------------------------------------------ launchers (from_env)
+
+SLURM_PORT_BASE = (
+    20000  # under SLURM without MASTER_PORT: SLURM_PORT_BASE + job id % SLURM_PORT_SPAN
+)
+SLURM_PORT_SPAN = 10000
+_HOSTLIST_MAX = 1 << 20  # hosts an expanded Slurm host list may have (a typo like [1-99999999])
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
+
+
+def _parse_hostlist(text: str) -> list[list[Any]]:
+    """Slurm's compressed host list -> one entry per host pattern: a list of literal strings and
+    bracket groups, each group a list of (low, high, width) ranges. Raises UsageError."""
+
+    def bad(why: str) -> UsageError:
+        return UsageError(f"bad Slurm host list {text!r}: {why}")
+
+    if not isinstance(text, str) or not text.strip():
+        raise bad("empty")
+    entries: list[list[Any]] = []
+    parts: list[Any] = []
+    literal = ""
+    i, n = 0, len(text)
+    while i <= n:
+        c = text[i] if i < n else ","
+        if c == ",":
+            if literal:
+                parts.append(literal)
+            if not parts:
+                raise bad("an empty host name")
+            entries.append(parts)
+            parts, literal = [], ""
+        elif c == "[":
+            close = text.find("]", i)
+            if close < 0:
+                raise bad("'[' without ']'")
+            body = text[i + 1 : close]
+            if "[" in body:
+                raise bad("nested '['")
+            if literal:
+                parts.append(literal)
+                literal = ""
+            elif not parts:
+                raise bad("a host name must not start with '['")
+            ranges = []
+            for item in body.split(","):
+                lo_s, dash, hi_s = item.partition("-")
+                hi_s = hi_s if dash else lo_s
+                if not (lo_s.isdigit() and hi_s.isdigit() and lo_s.isascii() and hi_s.isascii()):
+                    raise bad(f"'{item}' in [{body}] is not a number or a range a-b")
+                lo, hi = int(lo_s), int(hi_s)
+                if hi < lo:
+                    raise bad(f"range {item} runs backwards")
+                ranges.append((lo, hi, len(lo_s)))
+            parts.append(ranges)
+            i = close
+        elif c == "]":
+            raise bad("']' without '['")
+        elif c in _HOST_CHARS:
+            literal += c
+        else:
+            raise bad(f"character {c!r} at {i}")
+        i += 1
+    return entries
+
+
+def expand_hostlist(text: str) -> list[str]:
+    """Expand Slurm's compressed host list (``SLURM_JOB_NODELIST``): ``node[01-03,07],gpu5`` ->
+    node01, node02, node03, node07, gpu5. Commas separate hosts outside brackets and ranges inside;
+    a range keeps the zero padding of its low bound; several bracket groups in one name expand as
+    a product (``r[1-2]n[1-2]`` -> r1n1, r1n2, r2n1, r2n2). Malformed text (unbalanced or nested
+    brackets, empty names or ranges, backwards ranges, characters a host name cannot have) or more
+    than a million hosts raises UsageError."""
+    hosts: list[str] = []
+    for entry in _parse_hostlist(text):
+        count = 1
+        for part in entry:
+            if not isinstance(part, str):
+                count *= sum(hi - lo + 1 for lo, hi, _ in part)
+        if len(hosts) + count > _HOSTLIST_MAX:
+            raise UsageError(f"Slurm host list {text!r} names more than {_HOSTLIST_MAX} hosts")
+        names = [""]
+        for part in entry:
+            if isinstance(part, str):
+                names = [x + part for x in names]
+            else:
+                names = [
+                    x + str(v).zfill(width)
+                    for x in names
+                    for lo, hi, width in part
+                    for v in range(lo, hi + 1)
+                ]
+        hosts += names
+    return hosts
+
+
+def first_host(text: str) -> str:
+    """The first host of a Slurm host list (the whole list is checked, not expanded)."""
+    entry = _parse_hostlist(text)[0]
+    return "".join(p if isinstance(p, str) else str(p[0][0]).zfill(p[0][2]) for p in entry)
+
+
+class LaunchEnv(
+    collections.namedtuple("LaunchEnv", "launcher rank size local_rank master_addr master_port")
+):
+    """What :meth:`Communicator.from_env` reads from the environment (:func:`launch_env`).
+    ``launcher``: "env" (RINGPRESS_*/torchrun's RANK/WORLD_SIZE, Open MPI's or PMI's variables)
+    or "slurm"; ``local_rank``: the rank's index on its host, or None where the launcher does not
+    say (LOCAL_RANK, OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID)."""
+
+
+def launch_env() -> LaunchEnv:
+    """Rank, size, local rank and the rendezvous address from the launcher's variables.
+
+    Order, first found wins (docs/configuration.md, "Launchers"):
+
+    1. rank from RINGPRESS_RANK, RANK (torchrun), OMPI_COMM_WORLD_RANK (mpirun), PMI_RANK; size
+       from RINGPRESS_WORLD_SIZE, WORLD_SIZE, OMPI_COMM_WORLD_SIZE, PMI_SIZE;
+    2. only when none of those rank variables is set: SLURM (srun): SLURM_PROCID, SLURM_NTASKS
+       (else SLURM_NPROCS), SLURM_LOCALID.
+
+    The store's host: RINGPRESS_MASTER_ADDR, MASTER_ADDR, under SLURM the first host of
+    SLURM_JOB_NODELIST (else SLURM_NODELIST; Slurm starts task 0 there under block and cyclic
+    distribution: set MASTER_ADDR otherwise), else 127.0.0.1. Its port: RINGPRESS_MASTER_PORT,
+    MASTER_PORT, under SLURM ``SLURM_PORT_BASE + SLURM_JOB_ID % SLURM_PORT_SPAN`` (20000-29999,
+    below Linux's ephemeral ports; two jobs sharing a node and a job id modulo 10000 collide: set
+    MASTER_PORT then). Raises UsageError naming what is missing or malformed.
+    """
+    rank = _int_env(["RINGPRESS_RANK", "RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"])
+    launcher = "env"
+    if rank is not None:
+        size = _int_env(["RINGPRESS_WORLD_SIZE", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])
+        local = _int_env(["LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK"])
+    elif _launcher_var("SLURM_PROCID") is not None:
+        launcher = "slurm"
+        rank = _int_env(["SLURM_PROCID"])
+        size = _int_env(["SLURM_NTASKS", "SLURM_NPROCS"])
+        local = _int_env(["SLURM_LOCALID"])
+        if size is None:
+            raise UsageError("from_env under SLURM needs SLURM_NTASKS (srun sets it)")
+    else:
+        size = None
+    if rank is None or size is None:
+        raise UsageError(
+            "from_env needs RANK and WORLD_SIZE (or RINGPRESS_RANK/RINGPRESS_WORLD_SIZE, "
+            "mpirun's or srun's variables) in the environment"
+        )
+    if size < 1 or not 0 <= rank < size:
+        raise UsageError(f"from_env: need 0 <= rank < world size, got rank {rank} of {size}")
+    addr = _launcher_var("RINGPRESS_MASTER_ADDR") or _launcher_var("MASTER_ADDR")
+    port = _int_env(["RINGPRESS_MASTER_PORT", "MASTER_PORT"])
+    if launcher == "slurm":
+        if addr is None:
+            nodes = _launcher_var("SLURM_JOB_NODELIST") or _launcher_var("SLURM_NODELIST")
+            if nodes is None:
+                raise UsageError(
+                    "from_env under SLURM needs SLURM_JOB_NODELIST (or MASTER_ADDR) for the "
+                    "store's host"
+                )
+            addr = first_host(nodes)
+        if port is None:
+            job = _int_env(["SLURM_JOB_ID", "SLURM_JOBID"])
+            if job is None or job < 0:
+                raise UsageError("from_env under SLURM needs SLURM_JOB_ID or MASTER_PORT")
+            port = SLURM_PORT_BASE + job % SLURM_PORT_SPAN
+    if port is None:
+        raise UsageError("from_env needs MASTER_PORT (or RINGPRESS_MASTER_PORT) in the environment")
+    if not 0 < port < 65536:
+        raise UsageError(f"from_env: master port {port} is not a TCP port")
+    return LaunchEnv(launcher, rank, size, local, addr or "127.0.0.1", port)
 
 
 _TORCH_DTYPES: dict = {}
@@ -274,6 +458,8 @@ class Communicator:
     returns a :class:`Work`.
     """
 
+    launch: LaunchEnv | None = None  # from_env: what the launcher's variables said
+
     def __init__(
         self,
         store: Any,
@@ -334,24 +520,19 @@ class Communicator:
     # ------------------------------------------------------------------ constructors
     @classmethod
     def from_env(cls, **kwargs: Any) -> Communicator:
-        """Rendezvous through environment variables (torchrun's, or ``RINGPRESS_``-prefixed).
+        """Rendezvous through environment variables: torchrun's, ``RINGPRESS_``-prefixed ones,
+        mpirun's, or SLURM's (srun) when none of the others is set; :func:`launch_env` gives the
+        order and the defaults (docs/configuration.md, "Launchers").
 
-        ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` (default 127.0.0.1) and ``MASTER_PORT``. Rank 0
-        hosts a ringpress TCP store on MASTER_PORT, unless torchrun's agent already hosts torch's
-        store there (``TORCHELASTIC_USE_AGENT_STORE=True``), which is then used.
+        ``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` (default 127.0.0.1; under SLURM the first host
+        of ``SLURM_JOB_NODELIST``) and ``MASTER_PORT`` (under SLURM derived from
+        ``SLURM_JOB_ID`` when unset). Rank 0 hosts a ringpress TCP store on MASTER_PORT, unless
+        torchrun's agent already hosts torch's store there (``TORCHELASTIC_USE_AGENT_STORE=True``),
+        which is then used. The communicator's ``launch`` attribute keeps what was read
+        (a :class:`LaunchEnv`, with the local rank).
         """
-        rank = _int_env(["RINGPRESS_RANK", "RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK"])
-        size = _int_env(["RINGPRESS_WORLD_SIZE", "WORLD_SIZE", "OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])
-        if rank is None or size is None:
-            raise UsageError(
-                "from_env needs RANK and WORLD_SIZE (or RINGPRESS_RANK/RINGPRESS_WORLD_SIZE) in the environment"
-            )
-        addr = _launcher_var("RINGPRESS_MASTER_ADDR") or _launcher_var("MASTER_ADDR") or "127.0.0.1"
-        port = _int_env(["RINGPRESS_MASTER_PORT", "MASTER_PORT"])
-        if port is None:
-            raise UsageError(
-                "from_env needs MASTER_PORT (or RINGPRESS_MASTER_PORT) in the environment"
-            )
+        launch = launch_env()
+        rank, size, addr, port = launch.rank, launch.size, launch.master_addr, launch.master_port
         timeout = kwargs.get("timeout") or _core.env_seconds("RINGPRESS_TIMEOUT")
         agent_store = (_launcher_var("TORCHELASTIC_USE_AGENT_STORE") or "").lower() == "true"
         store: Any
@@ -384,6 +565,7 @@ class Communicator:
         restart = _launcher_var("TORCHELASTIC_RESTART_COUNT") or "0"
         prefix = kwargs.pop("prefix", f"ringpress/env/{restart}/{next(_env_generation)}")
         comm = cls(store, rank, size, prefix=prefix, **kwargs)
+        comm.launch = launch
         if isinstance(store, _core.TCPStore):
             _forget_rendezvous(store, prefix, rank)
         return comm
