@@ -277,7 +277,6 @@ def _():
     q = hvd.allreduce(xs[rank], op=hvd.Sum, compression=hvd.Compression.int8)
     st1 = _state.S.comm.stats()["bytes_sent"]
     assert (q - S).abs().max() <= 0.05 * S.abs().max(), (q - S).abs().max()
-    assert not torch.equal(q, S) or True
     # integers under a lossy kind: the exact codec instead
     xi = inp(rank, torch.int64, shape=(1000,))
     assert torch.equal(hvd.allreduce(xi, op=hvd.Sum, compression=hvd.Compression.int8),

@@ -407,7 +407,7 @@ def DistributedOptimizer(
     op_ = resolve_op(op, None, "DistributedOptimizer")
     comm()
     base = optimizer.__class__
-    cls = type(base.__name__, (_Distributed, base), {"__module__": base.__module__})
+    cls: Any = type(base.__name__, (_Distributed, base), {"__module__": base.__module__})
     dist = cls.__new__(cls)
     dist.__dict__.update(optimizer.__dict__)
     dist._rp_setup(

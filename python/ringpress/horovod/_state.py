@@ -119,11 +119,21 @@ def _topology(c: Communicator) -> None:
                 ) from None
             break
     rows = allgather_object_on(c, (_core.host_identity(), env_local))
+    for q, row in enumerate(rows):  # what a peer sent: check its shape before use
+        ok = isinstance(row, tuple) and len(row) == 2 and isinstance(row[0], str)
+        ev = row[1] if ok else None
+        if not ok or not (
+            ev is None
+            or (isinstance(ev, tuple) and len(ev) == 2 and all(type(v) is int for v in ev))
+        ):
+            raise UsageError(
+                f"hvd.init(): malformed host record from rank {q}", rank=c.rank, peer=q
+            )
     hosts = [h for h, _ in rows]
-    local = []
-    for r, (h, ev) in enumerate(rows):
-        same = [q for q in range(len(rows)) if hosts[q] == h]
-        local.append(ev if ev is not None else (same.index(r), len(same)))
+    local: list[tuple[int, int]] = []
+    for q, (h, ev) in enumerate(rows):
+        same = [k for k in range(len(rows)) if hosts[k] == h]
+        local.append(ev if ev is not None else (same.index(q), len(same)))
     me = c.rank
     S.local_rank, S.local_size = local[me]
     peers = [q for q in range(len(rows)) if local[q][0] == local[me][0]]
