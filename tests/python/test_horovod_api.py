@@ -545,7 +545,7 @@ def test_horovod_mnist_example_under_mpirun_matches_one_process():
     # A Horovod script but for its import line.
     uses = [ln for ln in src.splitlines() if "import ringpress" in ln or "ringpress." in ln]
     assert uses == ["import ringpress.horovod.torch as hvd  # was: import horovod.torch as hvd"]
-    args = ["--epochs", "2", "--train-samples", "1536", "--test-samples", "512"]
+    args = ["--epochs", "3", "--train-samples", "2048", "--test-samples", "512"]
     env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
     for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "RINGPRESS_TRANSPORT"):
         env.pop(k, None)
