@@ -327,11 +327,19 @@ hvd.shutdown()
 def _():
     assert not hvd.is_initialized()
     raises(hvd.NotInitializedError, lambda: hvd.allreduce(torch.ones(1)), "hvd.init()")
+    import json, tempfile
+    d = tempfile.mkdtemp()
+    os.environ["HOROVOD_TIMELINE"] = os.path.join(d, "tl.json")  # Horovod's variable, read by init
     hvd.init(timeout=20)
     hvd.init()  # idempotent
     assert hvd.allreduce(torch.ones(2), op=hvd.Sum).tolist() == [float(P)] * 2
+    hvd.shutdown()  # writes the timeline
     hvd.shutdown()
-    hvd.shutdown()
+    del os.environ["HOROVOD_TIMELINE"]
+    name = "tl.json" if rank == 0 else f"tl.{rank}.json"
+    with open(os.path.join(d, name)) as f:
+        events = json.load(f)["traceEvents"]
+    assert any(e.get("name") == "allreduce" for e in events), events[:5]
 """
 )
 
