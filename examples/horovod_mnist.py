@@ -82,10 +82,6 @@ model = Net(args.hidden)
 # The learning rate grows with the number of ranks (the global batch grows with it).
 optimizer = torch.optim.SGD(model.parameters(), lr=args.lr * hvd.size(), momentum=args.momentum)
 
-# Start every rank from rank 0's parameters and optimizer state.
-hvd.broadcast_parameters(model.state_dict(), root_rank=0)
-hvd.broadcast_optimizer_state(optimizer, root_rank=0)
-
 compression = hvd.Compression.fp16 if args.fp16_allreduce else hvd.Compression.none
 optimizer = hvd.DistributedOptimizer(
     optimizer,
@@ -95,6 +91,10 @@ optimizer = hvd.DistributedOptimizer(
     op=hvd.Average,
     gradient_predivide_factor=args.gradient_predivide_factor,
 )
+
+# Start every rank from rank 0's parameters and optimizer state.
+hvd.broadcast_parameters(model.state_dict(), root_rank=0)
+hvd.broadcast_optimizer_state(optimizer, root_rank=0)
 
 step_times = []
 

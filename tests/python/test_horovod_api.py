@@ -244,6 +244,12 @@ def _():
         assert sd["param_groups"] == sds[0]["param_groups"]
         for i, s in sd["state"].items():
             assert torch.equal(s["momentum_buffer"], sds[0]["state"][i]["momentum_buffer"])
+    # the root's state holds a class: refused by the receivers, the same error on every rank
+    import fractions
+    opt3 = torch.optim.SGD(m.parameters(), lr=0.1)
+    if rank == 0:
+        opt3.param_groups[0]["note"] = fractions.Fraction(1, 3)
+    raises(ringpress.UsageError, lambda: hvd.broadcast_optimizer_state(opt3, 0), "refused to unpickle fractions")
     # different parameter lists: the same clear error on every rank, the job goes on
     bad = model(0) if rank == 0 else torch.nn.Linear(4, 3)
     raises(ringpress.UsageError, lambda: hvd.broadcast_parameters(bad.state_dict(), 0), "differ across ranks")

@@ -1066,14 +1066,17 @@ def broadcast_optimizer_state(optimizer: Any, root_rank: int, process_set: Any =
     tensors: list[torch.Tensor] = []
     sd = optimizer.state_dict()
     skeleton = _split_state(sd, tensors) if c.rank == root else None
-    skeleton = broadcast_object_on(c, skeleton, root, safe=True)
-    refs = sorted(_refs(skeleton, []), key=lambda r: r.index)
-    # Every rank checks that root's groups fit its optimizer before any tensor moves.
+    # Every rank checks what it received (and that root's groups fit its optimizer) and all
+    # agree on the outcome before any tensor moves, so a refusal is the same error everywhere.
     err = None
-    mine = [len(g["params"]) for g in sd["param_groups"]]
-    theirs = [len(g["params"]) for g in skeleton["param_groups"]]
-    if mine != theirs:
-        err = f"rank {c.rank} has param groups of sizes {mine}, root {theirs}"
+    try:
+        skeleton = broadcast_object_on(c, skeleton, root, safe=True)
+        mine = [len(g["params"]) for g in sd["param_groups"]]
+        theirs = [len(g["params"]) for g in skeleton["param_groups"]]
+        if mine != theirs:
+            err = f"rank {c.rank} has param groups of sizes {mine}, root {theirs}"
+    except (UsageError, KeyError, TypeError, pickle.UnpicklingError) as e:
+        err = f"rank {c.rank} cannot use root's state: {e}"
     errs = [e for e in allgather_object_on(c, err) if e]
     if errs:
         raise UsageError(
@@ -1081,6 +1084,7 @@ def broadcast_optimizer_state(optimizer: Any, root_rank: int, process_set: Any =
             rank=c.rank,
             op="hvd.broadcast_optimizer_state",
         )
+    refs = sorted(_refs(skeleton, []), key=lambda r: r.index)
     if c.rank != root:
         tensors = [torch.empty(r.shape, dtype=getattr(torch, r.dtype)) for r in refs]
     host = [_host(t, copy=False) for t in tensors]
