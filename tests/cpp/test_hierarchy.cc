@@ -201,6 +201,12 @@ TEST(Hierarchy, LossyCodecsRoundPerHostAndKeepTheInvariant) {
               flat2);
   EXPECT_LT(hier, 0.8 * flat8) << "hierarchical " << hier << " flat P=8 " << flat8;
   EXPECT_LT(hier, 1.5 * flat2) << "hierarchical " << hier << " flat P=2 " << flat2;
+  // The bound: 4 hosts x 4 ranks within 1.2x of 4 hosts x 1 rank (int8 and int4).
+  for (const char* codec : {"int8", "int4"}) {
+    const double h16 = rel_error(16, 4, codec), f4 = rel_error(4, 4, codec);
+    std::printf("%s relative error: 4 hosts x 4 ranks %.4f, 4 x 1 %.4f\n", codec, h16, f4);
+    EXPECT_LE(h16, 1.2 * f4) << codec;
+  }
   (void)rel_error(4, 2, "topk");  // the sparse schedule inside the hierarchy: invariant, same bits
   (void)rel_error(6, 3, "int8");
 }
