@@ -357,6 +357,15 @@ void bind_comm(py::module_& m) {
              py::gil_scoped_release nogil;
              return c.reduce_scatter(as_ptr(in), as_ptr(out), std::move(counts), d, o, async);
            })
+      .def("alltoall",
+           [](rp::Communicator& c, std::uintptr_t in, std::uintptr_t out,
+              std::vector<std::size_t> send_counts, std::vector<std::size_t> recv_counts,
+              const std::string& dt, bool async) {
+             rp::DType d = dtype_of(dt);
+             py::gil_scoped_release nogil;
+             return c.alltoall(as_ptr(in), as_ptr(out), std::move(send_counts),
+                               std::move(recv_counts), d, async);
+           })
       .def("barrier",
            [](rp::Communicator& c, bool async) {
              py::gil_scoped_release nogil;

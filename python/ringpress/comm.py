@@ -824,6 +824,44 @@ class Communicator:
         w = self._c.allgather(b.addr, o.addr, counts, b.dtype, async_op)
         return self._finish(w, (b, o), out, async_op)
 
+    def alltoall(
+        self,
+        x: Any,
+        send_counts: Sequence[int] | None = None,
+        recv_counts: Sequence[int] | None = None,
+        out: Any = None,
+        async_op: bool = False,
+    ) -> Any:
+        """All-to-all: ``send_counts[p]`` elements of ``x`` (blocks in rank order, 1-D view) go to
+        rank p; ``recv_counts[p]`` elements from rank p land in ``out`` (1-D, blocks in rank
+        order). Without counts, ``x`` is split into ``size`` equal blocks and so is ``out``. A
+        sender's count and its receiver's must agree (else ``UsageError`` on every rank, naming
+        both). Every exchange is posted at once (docs/algorithms.md)."""
+        b = _Buf(x, "alltoall", False)
+        if send_counts is None:
+            if b.count % self.size:
+                raise UsageError(
+                    f"alltoall: {b.count} elements do not split into {self.size} equal blocks"
+                )
+            send_counts = [b.count // self.size] * self.size
+        sc = [int(c) for c in send_counts]
+        rc = [int(c) for c in (recv_counts if recv_counts is not None else sc)]
+        if len(sc) != self.size or len(rc) != self.size or min(sc + rc) < 0:
+            raise UsageError(
+                f"alltoall: send_counts and recv_counts need {self.size} non-negative entries"
+            )
+        if sum(sc) != b.count:
+            raise UsageError(f"alltoall: send_counts sum to {sum(sc)}, x holds {b.count}")
+        if out is None:
+            out = _empty_like(x, (sum(rc),))
+        o = _Buf(out, "alltoall out", True)
+        if o.count != sum(rc) or o.dtype != b.dtype:
+            raise UsageError(
+                f"alltoall: out must hold {sum(rc)} {b.dtype}, got {o.count} {o.dtype}"
+            )
+        w = self._c.alltoall(b.addr, o.addr, sc, rc, b.dtype, async_op)
+        return self._finish(w, (b, o), out, async_op)
+
     def reduce_scatter(
         self, x: Any, out: Any = None, op: str = "sum", async_op: bool = False
     ) -> Any:

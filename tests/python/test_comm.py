@@ -314,3 +314,27 @@ def test_work_callbacks_may_block_and_dropped_works_keep_their_buffers(transport
     # Rank 0 registered its callback while w1 waited for rank 1: it ran on a callback thread.
     assert rec0["callback"][2], rec0
     assert rec0["alive_in_flight"] and rec0["gathered"], rec0
+
+
+def test_alltoall_uneven_counts_and_a_count_mismatch():
+    body = r"""
+import torch
+# rank r sends (r + p + 1) elements valued 100 r + p to rank p
+sc = [rank + p + 1 for p in range(size)]
+rc = [q + rank + 1 for q in range(size)]
+x = np.concatenate([np.full(c, 100 * rank + p, np.int32) for p, c in enumerate(sc)])
+y = comm.alltoall(x, sc, rc)
+want = np.concatenate([np.full(c, 100 * q + rank, np.int32) for q, c in enumerate(rc)])
+t = comm.alltoall(torch.arange(size * 4, dtype=torch.float64) + 1000 * rank)
+tw = torch.cat([torch.arange(4, dtype=torch.float64) + 4 * rank + 1000 * q for q in range(size)])
+try:
+    comm.alltoall(np.zeros(sum(sc), np.int32), sc, [c + (rank == 1) for c in rc])
+    err = None
+except rp.UsageError as e:
+    err = str(e)
+emit({"ok": bool(np.array_equal(y, want)), "torch": bool(torch.equal(t, tw)), "err": err})
+"""
+    for r in run_ranks(3, body, timeout=90, check=False, comm_kwargs={"timeout": 20}):
+        rec = r.records[0]
+        assert rec["ok"] and rec["torch"], rec
+        assert rec["err"] and "alltoall" in rec["err"], rec

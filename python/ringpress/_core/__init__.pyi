@@ -126,6 +126,15 @@ class Communicator:
         arg3: str,
         arg4: bool,
     ) -> typing.Any: ...
+    def alltoall(
+        self,
+        arg0: typing.SupportsInt | typing.SupportsIndex,
+        arg1: typing.SupportsInt | typing.SupportsIndex,
+        arg2: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex],
+        arg3: collections.abc.Sequence[typing.SupportsInt | typing.SupportsIndex],
+        arg4: str,
+        arg5: bool,
+    ) -> Work: ...
     def barrier(self, arg0: bool) -> Work: ...
     def broadcast(
         self,

@@ -801,27 +801,23 @@ def _alltoall_start(tensor: torch.Tensor, splits: Any, name: str | None) -> _Pen
                 f"({n0}), got {sp}"
             )
     agree(c, "alltoall", 0, tensor, name, free_first_dim=True)
-    # Every rank's splits (row = sender), then every rank's whole tensor: ringpress's Python
-    # communicator has no alltoall yet, so this is an allgatherv (docs/integrations.md: cost).
+    # Every rank's splits (row = sender), so each rank knows what it receives; then one
+    # alltoall of the rows as bytes (each pair exchanges only its block).
     S = c.allgather(np.asarray(sp, np.int64)).reshape(P, P)
     x = _host(tensor, copy=False)
     row_bytes = int(np.prod(x.shape[1:], dtype=np.int64)) * x.element_size()
-    firsts = [int(S[r].sum()) for r in range(P)]
-    everything = torch.empty((sum(firsts), *x.shape[1:]), dtype=x.dtype)
-    w = c.allgatherv(
-        _bytes(x), [f * row_bytes for f in firsts], out=_bytes(everything), async_op=True
-    )
     me = c.rank
     recv = [int(S[r, me]) for r in range(P)]
+    out = torch.empty((sum(recv), *x.shape[1:]), dtype=x.dtype)
+    w = c.alltoall(
+        _bytes(x),
+        [v * row_bytes for v in sp],
+        [v * row_bytes for v in recv],
+        out=_bytes(out),
+        async_op=True,
+    )
 
     def finish() -> tuple[torch.Tensor, torch.Tensor]:
-        parts = []
-        base = 0
-        for r in range(P):
-            start = base + int(S[r, :me].sum())
-            parts.append(everything.narrow(0, start, recv[r]))
-            base += firsts[r]
-        out = torch.cat(parts) if parts else everything[:0]
         return _to_device(out, tensor), torch.tensor(recv, dtype=torch.int32)
 
     return _Pending([w], finish, name)
