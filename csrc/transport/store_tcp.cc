@@ -40,15 +40,17 @@
 //                 key s->c = HKDF-SHA256(K, salt nonce_c | nonce_s, "ringpress store v3 server
 //                            to client"), direction id 2
 //               the record number counts that direction's records from 0; the length is the
-//               additional data. A record that was altered, replayed (from this or another
-//               connection), reordered, dropped or injected fails its tag. The server answers
-//               a request record that does not authenticate (or claims a length outside
-//               1..65536) with REFUSED and closes the connection; the client raises
-//               TransportError naming the call whose reply does not authenticate. Records are
-//               cut anywhere in the stream (a request may span several; the client seals one
-//               request per record or more, the server one reply piece per record). A keyless
-//               connection (auth = 0 on either side, only where no job key is configured) sends
-//               the requests and replies in clear, as in version 2.
+//               additional data. The server's first record confirms the handshake: an OK reply
+//               of length 0 (the client counts the connection as open only once it arrives, so
+//               one the server closed while still pending is retried, not a lost request). A record
+//               that was altered, replayed (from this or another connection), reordered, dropped or
+//               injected fails its tag. The server answers a request record that does not
+//               authenticate (or claims a length outside 1..65536) with REFUSED and closes the
+//               connection; the client raises TransportError naming the call whose reply does not
+//               authenticate. Records are cut anywhere in the stream (a request may span several;
+//               the client seals one request per record or more, the server one reply piece per
+//               record). A keyless connection (auth = 0 on either side, only where no job key is
+//               configured) sends the requests and replies in clear, as in version 2.
 //   request     u8  command      1 = SET, 2 = GET, 3 = ADD, 4 = DELETE (else: connection dropped)
 //               u32 key_length   <= 4096 (kMaxKey)
 //               key_length bytes of key (opaque bytes)
@@ -797,8 +799,11 @@ void TCPStoreServer::Impl::read_hello(std::uint64_t id, Conn& c) {
     c.deadline = Clock::time_point::max();
     c.hello = {};
     pending.erase(id);
-    // From here on every request and reply travels in records under this connection's keys.
+    // From here on every request and reply travels in records under this connection's keys. The
+    // first is the confirmation (an OK reply of length 0): until it arrives the client does not
+    // count the connection as open, so one closed while pending (max_pending) is retried.
     c.sec = std::make_unique<Sealer>(key, c.nonce_c.data(), c.nonce_s.data(), /*server=*/true);
+    reply(c, kOk, nullptr, 0);
     return;
   }
   const std::uint8_t auth = c.hello[8];  // checked by check_client_hello
@@ -1158,11 +1163,25 @@ void TCPStore::Impl::connect() {
       std::uint8_t both[2 * kNonce];  // nonce_c || nonce_s of a keyed handshake
       const std::uint8_t* nonces = both;
       const Io io = handshake(s.get(), hs_deadline, &err, &nonces);
-      if (io == Io::kOk) {
+      if (io == Io::kOk && nonces == nullptr) {
         fd = std::move(s);
-        if (nonces != nullptr)
-          sec = std::make_unique<Sealer>(key, nonces, nonces + kNonce, /*server=*/false);
         return;
+      }
+      if (io == Io::kOk) {
+        // Keyed: the server's first record confirms the handshake (an OK reply of length 0).
+        fd = std::move(s);
+        sec = std::make_unique<Sealer>(key, nonces, nonces + kNonce, /*server=*/false);
+        std::uint8_t h[kReplyHeader];
+        const Io cio = recv_plain(h, sizeof(h), hs_deadline, &err);
+        if (cio == Io::kOk) {
+          if (h[0] != kOk || get_u64(h + 1) != 0)
+            fail(detail::str_cat("store ", where, " did not confirm the handshake"));
+          return;
+        }
+        disconnect();
+        last = cio == Io::kTimeout ? "handshake timed out"
+                                   : "connection closed before the server confirmed the handshake";
+        continue;
       }
       // Closed before its answer: e.g. the server is at its connection limit; retried.
       last = io == Io::kTimeout ? "handshake timed out" : "connection closed during handshake";
