@@ -137,7 +137,7 @@ def _ringpress_config(
         except Exception:  # API variant without out= for compress
             use_out = False
         # decompress(buf) without out= must restore dtype and shape.
-        res = rp.decompress(first)
+        res = rp.decompress(first, max_bytes=x.nbytes)
         if res.dtype != x.dtype or res.shape != x.shape:
             raise AssertionError(
                 f"ringpress.decompress returned {res.dtype}{res.shape}, expected {x.dtype}{x.shape}"

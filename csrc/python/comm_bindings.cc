@@ -182,25 +182,30 @@ void bind_comm(py::module_& m) {
            py::arg("host"), py::arg("port"), py::arg("timeout_ms") = 300000, py::kw_only(),
            py::arg("key") = py::none());
   py::class_<rp::TCPStoreServer, std::shared_ptr<rp::TCPStoreServer>>(m, "TCPStoreServer")
-      .def(py::init([](const std::string& host, int port, py::object key, int max_connections,
-                       std::uint64_t max_value_bytes, std::uint64_t max_total_bytes,
-                       double request_timeout) {
-             rp::StoreServerOptions o;
-             o.key = store_key(key);
-             o.max_connections = max_connections;
-             o.max_value_bytes = max_value_bytes;
-             o.max_total_bytes = max_total_bytes;
-             o.request_timeout = std::chrono::milliseconds(
-                 request_timeout > 0
-                     ? std::max<long long>(1, static_cast<long long>(request_timeout * 1000))
-                     : 0);
-             py::gil_scoped_release nogil;
-             return std::make_shared<rp::TCPStoreServer>(host, port, std::move(o));
-           }),
-           py::arg("host") = "127.0.0.1", py::arg("port") = 0, py::kw_only(),
-           py::arg("key") = py::none(), py::arg("max_connections") = 1024,
-           py::arg("max_value_bytes") = 64ull << 20, py::arg("max_total_bytes") = 256ull << 20,
-           py::arg("request_timeout") = 30.0)
+      .def(
+          py::init([](const std::string& host, int port, py::object key, int max_connections,
+                      std::uint64_t max_value_bytes, std::uint64_t max_total_bytes,
+                      double request_timeout, double handshake_timeout, int max_pending) {
+            auto ms = [](double seconds) {
+              return std::chrono::milliseconds(
+                  seconds > 0 ? std::max<long long>(1, static_cast<long long>(seconds * 1000)) : 0);
+            };
+            rp::StoreServerOptions o;
+            o.key = store_key(key);
+            o.max_connections = max_connections;
+            o.max_value_bytes = max_value_bytes;
+            o.max_total_bytes = max_total_bytes;
+            o.request_timeout = ms(request_timeout);
+            o.handshake_timeout = ms(handshake_timeout);
+            o.max_pending = max_pending;
+            py::gil_scoped_release nogil;
+            return std::make_shared<rp::TCPStoreServer>(host, port, std::move(o));
+          }),
+          py::arg("host") = "127.0.0.1", py::arg("port") = 0, py::kw_only(),
+          py::arg("key") = py::none(), py::arg("max_connections") = 1024,
+          py::arg("max_value_bytes") = 64ull << 20, py::arg("max_total_bytes") = 256ull << 20,
+          py::arg("request_timeout") = 30.0, py::arg("handshake_timeout") = 5.0,
+          py::arg("max_pending") = 64)
       .def_property_readonly("port", &rp::TCPStoreServer::port)
       .def_property_readonly("held_bytes", &rp::TCPStoreServer::held_bytes)
       .def_property_readonly("connections", &rp::TCPStoreServer::connections);
@@ -209,6 +214,8 @@ void bind_comm(py::module_& m) {
           return std::make_shared<rp::PrefixStore>(prefix, as_store(std::move(base)));
         });
   m.def("host_identity", &rp::host_identity);
+  m.def("rendezvous_records", &rp::rendezvous_records, py::arg("rank"),
+        "The store keys a communicator's rendezvous writes for rank (relative to its prefix).");
   m.def("buffer_info", &buffer_info, py::arg("obj"), py::arg("writable"),
         "(address, count, dtype, shape) of a C-contiguous buffer, or () if it is not one");
 

@@ -172,4 +172,11 @@ bool PrefixStore::delete_key(const std::string& key) {
   return base_->delete_key(prefix_ + key);
 }
 
+std::vector<std::string> rendezvous_records(int rank) {
+  RP_ENFORCE(rank >= 0, UsageError, "rendezvous_records: rank must be >= 0, got ", rank);
+  std::vector<std::string> keys{"addr/" + std::to_string(rank)};
+  if (rank == 0) keys.emplace_back("secret");
+  return keys;
+}
+
 }  // namespace ringpress

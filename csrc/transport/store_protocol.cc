@@ -192,4 +192,42 @@ void RequestParser::reset() {
   error_.clear();
 }
 
+std::size_t RecordReader::feed(const std::uint8_t* data, std::size_t n) {
+  std::size_t pos = 0;
+  while (pos < n && !ready_ && error_.empty()) {
+    if (buf_.size() < kRecordHeader) {
+      const std::size_t k = std::min(n - pos, kRecordHeader - buf_.size());
+      buf_.insert(buf_.end(), data + pos, data + pos + k);
+      pos += k;
+      if (buf_.size() < kRecordHeader) break;
+      length_ = get_u32(buf_.data());
+      if (length_ == 0 || length_ > kMaxRecord) {
+        error_ = "record of " + std::to_string(length_) + " bytes (allowed 1.." +
+                 std::to_string(kMaxRecord) + ")";
+        return pos;
+      }
+      continue;
+    }
+    const std::size_t want = kRecordHeader + length_ + kRecordTag;
+    const std::size_t k = std::min(n - pos, want - buf_.size());
+    // Grows with the bytes received: doubling, at least 4 KiB, never past the record's end.
+    if (buf_.capacity() < buf_.size() + k)
+      buf_.reserve(std::min(want, std::max({buf_.size() + k, 2 * buf_.size(), std::size_t(4096)})));
+    buf_.insert(buf_.end(), data + pos, data + pos + k);
+    pos += k;
+    if (buf_.size() == want) ready_ = true;
+  }
+  return pos;
+}
+
+void RecordReader::next() {
+  if (buf_.capacity() > 4096) {
+    std::vector<std::uint8_t>().swap(buf_);
+  } else {
+    buf_.clear();
+  }
+  length_ = 0;
+  ready_ = false;
+}
+
 }  // namespace ringpress::store_protocol

@@ -1,18 +1,19 @@
 // TCPStoreServer and TCPStore: the rendezvous store over TCP (IPv4).
 //
-// Protocol, version 2 (version 1 had no authentication, no DELETE and no server limits). All
-// integers little-endian. One request in flight per connection: a client sends a request and reads
-// its reply before sending the next (the server enforces this by not reading a connection's next
-// request until the previous reply has been written).
+// Protocol, version 3 (version 2 authenticated only the connection's start; version 1 had no
+// authentication, no DELETE and no server limits). All integers little-endian. One request in
+// flight per connection: a client sends a request and reads its reply before sending the next
+// (the server enforces this by not reading a connection's next request until the previous reply
+// has been written).
 //
-//   handshake   client -> server  48 bytes  "RPSTORE2", u8 auth, 7 zero bytes, 32-byte nonce_c
-//               server -> client  80 bytes  "RPSTORE2", u8 auth, 7 zero bytes, 32-byte nonce_s,
+//   handshake   client -> server  48 bytes  "RPSTORE3", u8 auth, 7 zero bytes, 32-byte nonce_c
+//               server -> client  80 bytes  "RPSTORE3", u8 auth, 7 zero bytes, 32-byte nonce_s,
 //                                           32-byte server proof
 //               client -> server  32 bytes  client proof (only when both sides said auth = 1)
 //               auth = 1: the side holds the job key; 0: it has none (its nonce and proof are
-//               zero). With K = HKDF-SHA256(job key, label "ringpress store v2 key"):
-//                 server proof = HMAC-SHA256(K, "ringpress store v2 server" | nonce_c | nonce_s)
-//                 client proof = HMAC-SHA256(K, "ringpress store v2 client" | nonce_c | nonce_s)
+//               zero). With K = HKDF-SHA256(job key, label "ringpress store v3 key"):
+//                 server proof = HMAC-SHA256(K, "ringpress store v3 server" | nonce_c | nonce_s)
+//                 client proof = HMAC-SHA256(K, "ringpress store v3 client" | nonce_c | nonce_s)
 //               (crypto.h: each part length-prefixed). Nonces are 32 fresh random bytes per
 //               connection, so a recorded handshake is worth nothing on another connection; the key
 //               never travels. Until the handshake is complete the server reads only these fixed
@@ -22,13 +23,34 @@
 //               0/1 or reserved bytes not zero, that says auth = 0 to a server with a key (it still
 //               gets the server's hello, auth = 1 and zero proof, so its TransportError can say
 //               that a key is required), whose proof is wrong (compared in constant time), or
-//               that does not complete the handshake within request_timeout; one log line each.
+//               that does not complete the handshake within handshake_timeout (5 s by default)
+//               of being accepted; one log line each. At most max_pending connections (64) may
+//               be in their handshake at once: one more closes the one that has waited longest.
 //               The client raises TransportError when the answer is not a ringpress store of this
 //               version, when a server without a key answers a client with one (it cannot prove
 //               the key: refused), when the server requires a key the client lacks, or when the
 //               server's proof is wrong (different key, or not the job's store).
-//               Authentication covers the connection's start only: the requests that follow are
-//               neither encrypted nor MAC'd (docs/security.md, "Rendezvous store").
+//   records     After a keyed handshake (both said auth = 1) every byte of every request and
+//               reply below travels in records, each direction its own:
+//                 u32 length (1..65536, kMaxRecord) || length bytes of AES-256-GCM ciphertext
+//                 || 16-byte tag
+//               sealed with the direction's key and nonce (direction id, record number):
+//                 key c->s = HKDF-SHA256(K, salt nonce_c | nonce_s, "ringpress store v3 client
+//                            to server"), direction id 1
+//                 key s->c = HKDF-SHA256(K, salt nonce_c | nonce_s, "ringpress store v3 server
+//                            to client"), direction id 2
+//               the record number counts that direction's records from 0; the length is the
+//               additional data. The server's first record confirms the handshake: an OK reply
+//               of length 0 (the client counts the connection as open only once it arrives, so
+//               one the server closed while still pending is retried, not a lost request). A record
+//               that was altered, replayed (from this or another connection), reordered, dropped or
+//               injected fails its tag. The server answers a request record that does not
+//               authenticate (or claims a length outside 1..65536) with REFUSED and closes the
+//               connection; the client raises TransportError naming the call whose reply does not
+//               authenticate. Records are cut anywhere in the stream (a request may span several;
+//               the client seals one request per record or more, the server one reply piece per
+//               record). A keyless connection (auth = 0 on either side, only where no job key is
+//               configured) sends the requests and replies in clear, as in version 2.
 //   request     u8  command      1 = SET, 2 = GET, 3 = ADD, 4 = DELETE (else: connection dropped)
 //               u32 key_length   <= 4096 (kMaxKey)
 //               key_length bytes of key (opaque bytes)
@@ -38,11 +60,11 @@
 //                 GET  u64 timeout in ms: the server holds the request until the key exists
 //                      (reply OK + value) or the timeout passes (reply TIMEOUT); 0 = just check
 //                 ADD  i64 delta: the key's decimal-ASCII value (0 when unset) += delta
-//   reply       u8  status       0 = OK, 1 = USAGE_ERROR, 2 = TIMEOUT
+//   reply       u8  status       0 = OK, 1 = USAGE_ERROR, 2 = TIMEOUT, 3 = REFUSED (keyed only)
 //               u64 length       OK: SET 0, GET value size (<= kMaxValue), ADD 8, DELETE 8;
-//                                USAGE_ERROR: message size (<= 4096); TIMEOUT: 0
+//                                USAGE_ERROR, REFUSED: message size (<= 4096); TIMEOUT: 0
 //               length bytes     OK: GET the value, ADD the new i64, DELETE u64 1 if the key
-//                                existed else 0; USAGE_ERROR: UTF-8 message
+//                                existed else 0; USAGE_ERROR, REFUSED: UTF-8 message
 // A request that breaks these rules (unknown command, a length over its cap or not the fixed
 // size) closes that connection only; the server logs one line per dropped connection to stderr (at
 // most kMaxLogLines per server) and keeps serving everyone else. USAGE_ERROR (add() on a
@@ -57,9 +79,12 @@
 // max_value_bytes or cannot fit beside what is stored, or whose bytes stop fitting while they
 // arrive, is refused (USAGE_ERROR, its bytes read and dropped). A bare claim books nothing, so
 // half-sent headers cost the server a connection record each and cannot crowd out real SETs. A
-// connection that does not finish a handshake, a request it began or reading its reply within
-// request_timeout is closed. A closed connection's buffers and bookings are released at once and
-// freed memory is handed back to the system (malloc_trim) when it was large.
+// connection that does not finish a request it began (or a record) or reading its reply within
+// request_timeout is closed; one that does not finish its handshake, within handshake_timeout.
+// A keyed connection holds at most one record being received and one being sent besides (64 KiB
+// each, not booked: only clients that proved the key get there). A closed connection's buffers and
+// bookings are released at once and freed memory is handed back to the system (malloc_trim) when it
+// was large.
 //
 // Server: one background thread polls the listening socket, an eventfd (destructor wake-up) and
 // every client socket (all non-blocking). A GET on a missing key parks the connection in
@@ -158,7 +183,7 @@ StoreKey derive_store_key(const Bytes& job_key) {
              crypto::kKeyBytes, " bytes (ringpress::crypto::Key), got ", job_key.size());
   crypto::Key jk;
   std::memcpy(jk.data(), job_key.data(), jk.size());
-  s.k = crypto::hkdf(jk, {}, "ringpress store v2 key", {});
+  s.k = crypto::hkdf(jk, {}, "ringpress store v3 key", {});
   s.present = true;
   return s;
 }
@@ -172,7 +197,7 @@ void make_proof(const StoreKey& key, bool server_side, const std::uint8_t* nonce
                 const std::uint8_t* nonce_s, std::uint8_t* out) {
   static_assert(kProof == crypto::kMacBytes, "store proofs are HMAC-SHA256");
   const crypto::Mac m =
-      crypto::mac(key.k, server_side ? "ringpress store v2 server" : "ringpress store v2 client",
+      crypto::mac(key.k, server_side ? "ringpress store v3 server" : "ringpress store v3 client",
                   {crypto::Part(nonce_c, kNonce), crypto::Part(nonce_s, kNonce)});
   std::memcpy(out, m.data(), kProof);
 }
@@ -180,6 +205,62 @@ void make_proof(const StoreKey& key, bool server_side, const std::uint8_t* nonce
 bool proofs_equal(const std::uint8_t* a, const std::uint8_t* b) {
   return crypto::equal(a, b, kProof);
 }
+
+// One side of a keyed connection's records: a key, AES-256-GCM direction and record number per
+// direction. The keys come from the store key and both handshake nonces, so they are fresh for
+// every connection and a record recorded on one connection opens on no other.
+constexpr std::uint32_t kDirClientToServer = 1, kDirServerToClient = 2;
+
+struct Sealer {
+  crypto::Aead tx, rx;
+  std::uint64_t tx_seq = 0, rx_seq = 0;
+  RecordReader in;  // the server's incoming records (the client reads with recv_all)
+
+  static crypto::Key conn_key(const StoreKey& key, const std::uint8_t* nonce_c,
+                              const std::uint8_t* nonce_s, bool to_server) {
+    return crypto::hkdf(
+        key.k, {crypto::Part(nonce_c, kNonce), crypto::Part(nonce_s, kNonce)},
+        to_server ? "ringpress store v3 client to server" : "ringpress store v3 server to client",
+        {});
+  }
+  Sealer(const StoreKey& key, const std::uint8_t* nonce_c, const std::uint8_t* nonce_s, bool server)
+      : tx(conn_key(key, nonce_c, nonce_s, !server),
+           server ? kDirServerToClient : kDirClientToServer, /*encrypt=*/true),
+        rx(conn_key(key, nonce_c, nonce_s, server),
+           server ? kDirClientToServer : kDirServerToClient, /*encrypt=*/true) {}
+
+  // Appends one record holding `len` (1..kMaxRecord) plaintext bytes, starting `from` bytes into
+  // the concatenation of iov[0..n).
+  void seal(const iovec* iov, int n, std::size_t from, std::size_t len,
+            std::vector<std::uint8_t>* out) {
+    const std::size_t at = out->size();
+    out->resize(at + kRecordOverhead + len);
+    std::uint8_t* rec = out->data() + at;
+    put_u32(rec, static_cast<std::uint32_t>(len));
+    tx.seal_begin(tx_seq++, rec, kRecordHeader);
+    std::uint8_t* dst = rec + kRecordHeader;
+    for (int i = 0; i < n && len > 0; ++i) {
+      if (from >= iov[i].iov_len) {
+        from -= iov[i].iov_len;
+        continue;
+      }
+      const std::size_t k = std::min(len, iov[i].iov_len - from);
+      tx.seal_update(static_cast<const std::uint8_t*>(iov[i].iov_base) + from, dst, k);
+      dst += k;
+      len -= k;
+      from = 0;
+    }
+    tx.seal_finish(dst);
+  }
+  // Opens the record `header` (kRecordHeader bytes) || ct (len bytes) || tag in place; false
+  // when it does not authenticate as this direction's next record.
+  bool open(const std::uint8_t* header, std::uint8_t* ct, std::uint32_t len,
+            const std::uint8_t* tag) {
+    if (!rx.open(rx_seq, header, kRecordHeader, ct, ct, len, tag)) return false;
+    ++rx_seq;
+    return true;
+  }
+};
 
 }  // namespace
 
@@ -198,15 +279,19 @@ struct TCPStoreServer::Impl {
     std::uint64_t booked = 0;  // bytes of max_total_bytes held for the SET being received
     std::string refusal;       // USAGE_ERROR text for a SET whose value is being skipped
     Bytes pending;             // bytes read beyond the last complete request (one read at most)
-    std::vector<std::uint8_t> out;  // reply header (or whole small reply), from out_pos ...
-    Value body;                     // ... then a stored value (GET), shared with the map
-    std::size_t out_pos = 0;
+    std::vector<std::uint8_t> out;   // reply header (or whole small reply), from out_pos ...
+    Value body;                      // ... then a stored value (GET), shared with the map
+    std::size_t out_pos = 0;         // bytes of out + body sent (keyed: sealed into `wire`)
+    std::unique_ptr<Sealer> sec;     // keyed connections, once the handshake is complete
+    std::vector<std::uint8_t> wire;  // keyed: the sealed record being sent, from wire_pos
+    std::size_t wire_pos = 0;
     bool close_after_reply = false;
     bool waiting = false;  // a GET is parked in waiters[wait_key]
     std::string wait_key;
     Clock::time_point wait_deadline;
     // Handshake, request begun, or reply unsent: the connection must progress by then.
     Clock::time_point deadline = Clock::time_point::max();
+    Clock::time_point handshake_deadline;  // accept + handshake_timeout (never extended)
     const char* busy_with = "handshake";
     bool dead = false;  // to be closed at the end of this loop iteration
   };
@@ -228,6 +313,7 @@ struct TCPStoreServer::Impl {
   std::uint64_t freed_since_trim = 0;
   std::uint64_t next_id = 1;
   std::unordered_map<std::uint64_t, Conn> conns;
+  std::set<std::uint64_t> pending;  // connections still in their handshake, oldest first
   std::unordered_map<std::string, Value> values;
   std::unordered_map<std::string, std::vector<std::uint64_t>> waiters;  // key -> parked GETs
   std::set<std::pair<Clock::time_point, std::uint64_t>> deadlines;      // of parked GETs
@@ -245,9 +331,12 @@ struct TCPStoreServer::Impl {
   void run();
   void accept_all();
   void on_event(std::uint64_t id, Conn& c, short revents);
-  void read_hello(Conn& c);
+  void read_hello(std::uint64_t id, Conn& c);
   void process(std::uint64_t id, Conn& c);
   void consume(std::uint64_t id, Conn& c, const std::uint8_t* data, std::size_t n);
+  void consume_records(std::uint64_t id, Conn& c, const std::uint8_t* data, std::size_t n);
+  void refuse(Conn& c, const std::string& why);
+  bool evict_oldest_pending(const std::string& why);
   void decide(Conn& c);
   void handle(std::uint64_t id, Conn& c, Request req);
   Value make_value(Bytes bytes);
@@ -295,7 +384,8 @@ void TCPStoreServer::Impl::drop(Conn& c, const std::string& why) {
 void TCPStoreServer::Impl::release(Conn& c) {
   booked -= c.booked;
   c.booked = 0;
-  freed_since_trim += c.parser.request().value.capacity() + c.pending.capacity() + c.out.capacity();
+  freed_since_trim += c.parser.request().value.capacity() + c.pending.capacity() +
+                      c.out.capacity() + c.wire.capacity() + (c.sec ? c.sec->in.capacity() : 0);
   c.parser.reset();
   c.body.reset();  // may free a value (its deleter counts it)
 }
@@ -347,7 +437,30 @@ void TCPStoreServer::Impl::usage_error(Conn& c, const std::string& why) {
 void TCPStoreServer::Impl::flush(Conn& c) {
   const std::size_t body_n = c.body ? c.body->size() : 0;
   const std::size_t total = c.out.size() + body_n;
-  while (!c.dead && c.out_pos < total) {
+  // Keyed: one record at a time is sealed (from the header and the shared value) and sent.
+  while (c.sec && !c.dead) {
+    if (c.wire_pos < c.wire.size()) {
+      iovec v{c.wire.data() + c.wire_pos, c.wire.size() - c.wire_pos};
+      int err = 0;
+      const long w = net::send_some(c.fd.get(), &v, 1, &err);
+      if (w > 0) {
+        c.wire_pos += static_cast<std::size_t>(w);
+        continue;
+      }
+      if (w == 0) return;  // POLLOUT continues it
+      drop(c, "");         // client went away
+      return;
+    }
+    c.wire.clear();
+    c.wire_pos = 0;
+    if (c.out_pos == total) break;
+    const iovec parts[2] = {{c.out.data(), c.out.size()},
+                            {body_n ? const_cast<std::uint8_t*>(c.body->data()) : nullptr, body_n}};
+    const std::size_t len = std::min(kMaxRecord, total - c.out_pos);
+    c.sec->seal(parts, 2, c.out_pos, len, &c.wire);
+    c.out_pos += len;
+  }
+  while (!c.sec && !c.dead && c.out_pos < total) {
     iovec iov[2];
     int n = 0;
     if (c.out_pos < c.out.size()) iov[n++] = {c.out.data() + c.out_pos, c.out.size() - c.out_pos};
@@ -372,13 +485,14 @@ void TCPStoreServer::Impl::flush(Conn& c) {
   } else {
     c.out.clear();
   }
+  if (c.wire.capacity() > 8192) std::vector<std::uint8_t>().swap(c.wire);
   c.out_pos = 0;
   if (c.close_after_reply) {
     drop(c, "");
     return;
   }
   c.deadline = Clock::time_point::max();
-  if (c.phase != Conn::Phase::kReady) c.deadline = Clock::now() + opts.request_timeout;
+  if (c.phase != Conn::Phase::kReady) c.deadline = c.handshake_deadline;
 }
 
 void TCPStoreServer::Impl::unpark(std::uint64_t id, Conn& c) {
@@ -579,6 +693,70 @@ void TCPStoreServer::Impl::consume(std::uint64_t id, Conn& c, const std::uint8_t
   if (pos < n && !c.dead) c.pending.insert(c.pending.end(), data + pos, data + n);
 }
 
+// Keyed connections: cuts the bytes into records, opens each (it must be this direction's next
+// record under this connection's key) and feeds its plaintext to consume(). The first record that
+// does not authenticate ends the connection (refuse()); nothing of it reaches the parser.
+void TCPStoreServer::Impl::consume_records(std::uint64_t id, Conn& c, const std::uint8_t* data,
+                                           std::size_t n) {
+  Sealer& s = *c.sec;
+  std::size_t pos = 0;
+  while (pos < n && !c.dead && !c.close_after_reply) {
+    pos += s.in.feed(data + pos, n - pos);
+    if (s.in.failed()) {
+      refuse(c, detail::str_cat("request record ", s.rx_seq, ": ", s.in.error()));
+      return;
+    }
+    if (!s.in.ready()) {
+      if (s.in.in_progress() && c.deadline == Clock::time_point::max()) {
+        c.deadline = Clock::now() + opts.request_timeout;  // a record begun must finish in time
+        c.busy_with = "sending its request";
+      }
+      break;
+    }
+    if (!s.open(s.in.header(), s.in.ciphertext(), s.in.length(), s.in.tag())) {
+      refuse(c, detail::str_cat("request record ", s.rx_seq,
+                                " failed authentication (altered, replayed, reordered or injected "
+                                "on the way, or not sealed with this connection's key)"));
+      return;
+    }
+    consume(id, c, s.in.ciphertext(), s.in.length());  // now plaintext
+    s.in.next();
+  }
+}
+
+// A keyed connection whose bytes do not authenticate: answered REFUSED (sealed: the reply
+// direction is intact) and closed, so the client can say which request was refused.
+void TCPStoreServer::Impl::refuse(Conn& c, const std::string& why) {
+  if (c.dead) return;
+  log("refusing client " + c.peer + ": " + why + "; closing the connection");
+  if (c.waiting || !c.out.empty()) {  // mid-reply or parked: no room for an answer
+    drop(c, "");
+    return;
+  }
+  booked -= c.booked;
+  c.booked = 0;
+  c.parser.reset();
+  Bytes().swap(c.pending);
+  c.refusal.clear();
+  c.close_after_reply = true;
+  const std::string msg = "the store refused this connection's request: " + why;
+  reply(c, kRefused, reinterpret_cast<const std::uint8_t*>(msg.data()),
+        std::min<std::size_t>(msg.size(), kMaxMessage));
+}
+
+// Closes the connection that has waited longest in its handshake (a new one needs its slot).
+bool TCPStoreServer::Impl::evict_oldest_pending(const std::string& why) {
+  if (pending.empty()) return false;
+  const std::uint64_t id = *pending.begin();
+  pending.erase(pending.begin());
+  auto it = conns.find(id);
+  if (it == conns.end()) return true;
+  log("closing client " + it->second.peer + " (handshake not finished): " + why);
+  release(it->second);
+  conns.erase(it);  // closes the socket
+  return true;
+}
+
 // Serves the bytes a connection sent while it was busy (at most one read's worth).
 void TCPStoreServer::Impl::process(std::uint64_t id, Conn& c) {
   if (c.pending.empty() || c.dead || c.waiting || !c.out.empty()) return;
@@ -588,7 +766,7 @@ void TCPStoreServer::Impl::process(std::uint64_t id, Conn& c) {
 }
 
 // Reads the fixed-size handshake pieces, never more than the piece still missing.
-void TCPStoreServer::Impl::read_hello(Conn& c) {
+void TCPStoreServer::Impl::read_hello(std::uint64_t id, Conn& c) {
   const bool proof = c.phase == Conn::Phase::kProof;
   const std::size_t want = proof ? kProof : kClientHello;
   while (!c.dead && c.hello_have < want) {
@@ -620,6 +798,12 @@ void TCPStoreServer::Impl::read_hello(Conn& c) {
     c.phase = Conn::Phase::kReady;
     c.deadline = Clock::time_point::max();
     c.hello = {};
+    pending.erase(id);
+    // From here on every request and reply travels in records under this connection's keys. The
+    // first is the confirmation (an OK reply of length 0): until it arrives the client does not
+    // count the connection as open, so one closed while pending (max_pending) is retried.
+    c.sec = std::make_unique<Sealer>(key, c.nonce_c.data(), c.nonce_s.data(), /*server=*/true);
+    reply(c, kOk, nullptr, 0);
     return;
   }
   const std::uint8_t auth = c.hello[8];  // checked by check_client_hello
@@ -639,6 +823,7 @@ void TCPStoreServer::Impl::read_hello(Conn& c) {
     c.close_after_reply = true;
   } else {
     c.phase = Conn::Phase::kReady;  // a client with a key refuses this answer itself
+    pending.erase(id);
   }
   c.out.assign(answer, answer + sizeof(answer));
   c.out_pos = 0;
@@ -656,7 +841,7 @@ void TCPStoreServer::Impl::on_event(std::uint64_t id, Conn& c, short revents) {
   }
   if (!(revents & (POLLIN | POLLRDHUP | POLLHUP | POLLERR)) && !(revents & POLLOUT)) return;
   if (c.phase != Conn::Phase::kReady) {
-    read_hello(c);
+    read_hello(id, c);
     return;
   }
   process(id, c);
@@ -668,7 +853,11 @@ void TCPStoreServer::Impl::on_event(std::uint64_t id, Conn& c, short revents) {
     const long r = net::recv_some(c.fd.get(), scratch.data(), chunk, &err);
     if (r > 0) {
       budget -= static_cast<std::size_t>(r);
-      consume(id, c, scratch.data(), static_cast<std::size_t>(r));
+      if (c.sec) {
+        consume_records(id, c, scratch.data(), static_cast<std::size_t>(r));
+      } else {
+        consume(id, c, scratch.data(), static_cast<std::size_t>(r));
+      }
       if (static_cast<std::size_t>(r) < chunk) break;
       continue;
     }
@@ -690,7 +879,17 @@ void TCPStoreServer::Impl::accept_all() {
       accept_paused_until = Clock::now() + milliseconds(100);
       return;
     }
-    if (conns.size() >= static_cast<std::size_t>(opts.max_connections)) {
+    // Connections still in their handshake have their own small cap: when it is reached (or the
+    // total is), the one that has waited longest goes, so strangers that connect and stay silent
+    // cannot keep the slots that ranks completing a handshake in a round trip need.
+    if (pending.size() >= static_cast<std::size_t>(opts.max_pending)) {
+      evict_oldest_pending(detail::str_cat(pending.size(),
+                                           " connections in their handshake (limit ",
+                                           opts.max_pending, "), a new one arrived"));
+    }
+    if (conns.size() >= static_cast<std::size_t>(opts.max_connections) &&
+        !evict_oldest_pending(detail::str_cat(conns.size(), " connections open (limit ",
+                                              opts.max_connections, "), a new one arrived"))) {
       log("refusing connection from " + from.str() + ": " + std::to_string(conns.size()) +
           " connections open (limit " + std::to_string(opts.max_connections) + ")");
       continue;  // closed here
@@ -699,7 +898,9 @@ void TCPStoreServer::Impl::accept_all() {
     Conn c;
     c.fd = std::move(fd);
     c.peer = from.str();
-    c.deadline = Clock::now() + opts.request_timeout;
+    c.handshake_deadline = Clock::now() + std::min(opts.handshake_timeout, opts.request_timeout);
+    c.deadline = c.handshake_deadline;
+    pending.insert(next_id);
     conns.emplace(next_id++, std::move(c));
   }
 }
@@ -741,6 +942,7 @@ void TCPStoreServer::Impl::run() {
       const short rev = fds[i + 2].revents;
       if (!rev) continue;
       auto it = conns.find(ids[i]);
+      if (it == conns.end()) continue;  // evicted by accept_all() above
       Conn& c = it->second;
       try {
         on_event(it->first, c, rev);
@@ -767,10 +969,15 @@ void TCPStoreServer::Impl::run() {
     for (auto it = conns.begin(); it != conns.end();) {
       Conn& c = it->second;
       if (!c.dead && c.deadline <= now) {
+        const bool hs = c.phase != Conn::Phase::kReady;
         drop(c, detail::str_cat("did not finish ", c.busy_with, " within ",
-                                opts.request_timeout.count(), " ms"));
+                                (hs ? std::min(opts.handshake_timeout, opts.request_timeout)
+                                    : opts.request_timeout)
+                                    .count(),
+                                " ms"));
       }
       if (c.dead) {
+        pending.erase(it->first);
         unpark(it->first, c);
         release(c);
         it = conns.erase(it);  // closes the socket
@@ -796,6 +1003,10 @@ TCPStoreServer::TCPStoreServer(const std::string& host, int port, StoreServerOpt
              ": max_value_bytes above the protocol's ", kMaxValue);
   RP_ENFORCE(options.request_timeout.count() > 0, UsageError, "store server ", where,
              ": request_timeout must be positive");
+  RP_ENFORCE(options.handshake_timeout.count() > 0, UsageError, "store server ", where,
+             ": handshake_timeout must be positive");
+  RP_ENFORCE(options.max_pending >= 1, UsageError, "store server ", where,
+             ": max_pending must be at least 1, got ", options.max_pending);
   impl_->key = derive_store_key(options.key);
   impl_->opts = std::move(options);
   impl_->opts.key.clear();
@@ -860,10 +1071,25 @@ struct TCPStore::Impl {
   std::mutex mutex;    // serialises calls; guards everything below
   Fd fd;               // empty: connect on the next call
   std::string broken;  // non-empty: the connection was lost; every call raises this
+  std::string op;      // the call in progress, for errors: "SET of key 'k'"
+  // Keyed connections: the records' keys and numbers, and a reply record's plaintext not yet read.
+  std::unique_ptr<Sealer> sec;
+  Bytes plain;
+  std::size_t plain_off = 0;
+  std::vector<std::uint8_t> record;  // one record being received / sent
 
   milliseconds io_timeout() const { return std::max(connect_timeout, kMinIoTimeout); }
+  void disconnect() {
+    fd.reset();
+    sec.reset();
+    Bytes().swap(plain);
+    plain_off = 0;
+  }
   void connect();
-  Io handshake(int s, Clock::time_point deadline, int* err);
+  Io handshake(int s, Clock::time_point deadline, int* err, const std::uint8_t** nonces);
+  // Reads n bytes of the reply stream (keyed: opening records; one that does not authenticate
+  // raises TransportError naming the call).
+  Io recv_plain(std::uint8_t* dst, std::size_t n, Clock::time_point deadline, int* err);
   void ensure_usable();
   [[noreturn]] void fail(const std::string& detail);
   [[noreturn]] void fail_io(Io io, int err, const char* during);
@@ -877,23 +1103,23 @@ struct TCPStore::Impl {
 
 // Transport failure: sticky (see the header comment).
 void TCPStore::Impl::fail(const std::string& detail) {
-  fd.reset();
+  disconnect();
   broken = detail;
   RP_THROW(TransportError, detail);
 }
 
 void TCPStore::Impl::fail_io(Io io, int err, const char* during) {
   if (io == Io::kTimeout) {
-    fd.reset();  // reply state unknown: reconnect on the next call
+    disconnect();  // reply state unknown: reconnect on the next call
     RP_THROW(TimeoutError, "store ", where, " did not answer within ", io_timeout().count(),
-             " ms (", during, "); will reconnect on the next call");
+             " ms (", during, ", ", op, "); will reconnect on the next call");
   }
   if (io == Io::kClosed) {
-    fail(detail::str_cat("connection to store ", where, " lost while ", during,
+    fail(detail::str_cat("connection to store ", where, " lost while ", during, " (", op, ")",
                          err ? " (" + errno_text(err) + ")" : std::string(" (server closed it)")));
   }
-  fail(detail::str_cat("socket error on store connection ", where, " while ", during, ": ",
-                       errno_text(err)));
+  fail(detail::str_cat("socket error on store connection ", where, " while ", during, " (", op,
+                       "): ", errno_text(err)));
 }
 
 void TCPStore::Impl::ensure_usable() {
@@ -934,10 +1160,28 @@ void TCPStore::Impl::connect() {
       // The handshake gets at least 1 s even when connect_timeout is tiny: the TCP connection is
       // up, so the server is there.
       const auto hs_deadline = std::max(deadline, Clock::now() + milliseconds(1000));
-      const Io io = handshake(s.get(), hs_deadline, &err);
-      if (io == Io::kOk) {
+      std::uint8_t both[2 * kNonce];  // nonce_c || nonce_s of a keyed handshake
+      const std::uint8_t* nonces = both;
+      const Io io = handshake(s.get(), hs_deadline, &err, &nonces);
+      if (io == Io::kOk && nonces == nullptr) {
         fd = std::move(s);
         return;
+      }
+      if (io == Io::kOk) {
+        // Keyed: the server's first record confirms the handshake (an OK reply of length 0).
+        fd = std::move(s);
+        sec = std::make_unique<Sealer>(key, nonces, nonces + kNonce, /*server=*/false);
+        std::uint8_t h[kReplyHeader];
+        const Io cio = recv_plain(h, sizeof(h), hs_deadline, &err);
+        if (cio == Io::kOk) {
+          if (h[0] != kOk || get_u64(h + 1) != 0)
+            fail(detail::str_cat("store ", where, " did not confirm the handshake"));
+          return;
+        }
+        disconnect();
+        last = cio == Io::kTimeout ? "handshake timed out"
+                                   : "connection closed before the server confirmed the handshake";
+        continue;
       }
       // Closed before its answer: e.g. the server is at its connection limit; retried.
       last = io == Io::kTimeout ? "handshake timed out" : "connection closed during handshake";
@@ -953,7 +1197,12 @@ void TCPStore::Impl::connect() {
 
 // The client's side of the handshake (header comment). Io::kOk when the server is accepted; a
 // server that is not a store, cannot prove the key or requires one raises TransportError.
-Io TCPStore::Impl::handshake(int s, Clock::time_point deadline, int* err) {
+// *nonces points to 2 * kNonce bytes: filled with nonce_c || nonce_s when the connection is keyed,
+// else set to nullptr.
+Io TCPStore::Impl::handshake(int s, Clock::time_point deadline, int* err,
+                             const std::uint8_t** nonces) {
+  auto* both = const_cast<std::uint8_t*>(*nonces);
+  *nonces = nullptr;
   std::uint8_t hello[kClientHello] = {};
   std::memcpy(hello, kMagic, sizeof(kMagic));
   hello[8] = key.present ? kAuthKey : kAuthNone;
@@ -989,7 +1238,50 @@ Io TCPStore::Impl::handshake(int s, Clock::time_point deadline, int* err) {
   std::uint8_t proof[kProof];
   make_proof(key, /*server_side=*/false, hello + 16, answer + 16, proof);
   iovec piov{proof, sizeof(proof)};
-  return net::send_all(s, &piov, 1, deadline, err);
+  io = net::send_all(s, &piov, 1, deadline, err);
+  if (io == Io::kOk) {
+    std::memcpy(both, hello + 16, kNonce);
+    std::memcpy(both + kNonce, answer + 16, kNonce);
+    *nonces = both;
+  }
+  return io;
+}
+
+Io TCPStore::Impl::recv_plain(std::uint8_t* dst, std::size_t n, Clock::time_point deadline,
+                              int* err) {
+  if (!sec) return net::recv_all(fd.get(), dst, n, deadline, err);
+  while (n > 0) {
+    if (plain_off < plain.size()) {
+      const std::size_t k = std::min(n, plain.size() - plain_off);
+      std::memcpy(dst, plain.data() + plain_off, k);
+      plain_off += k;
+      dst += k;
+      n -= k;
+      continue;
+    }
+    std::uint8_t head[kRecordHeader];
+    Io io = net::recv_all(fd.get(), head, sizeof(head), deadline, err);
+    if (io != Io::kOk) return io;
+    const std::uint32_t len = get_u32(head);
+    if (len == 0 || len > kMaxRecord) {
+      fail(detail::str_cat("store ", where, " sent a reply record of ", len, " bytes (allowed 1..",
+                           kMaxRecord, ") to ", op,
+                           ": altered on the way, or not the job's store"));
+    }
+    record.resize(len + kRecordTag);
+    io = net::recv_all(fd.get(), record.data(), record.size(), deadline, err);
+    if (io != Io::kOk) return io;
+    if (!sec->open(head, record.data(), len, record.data() + len)) {
+      fail(detail::str_cat("reply record ", sec->rx_seq, " from store ", where, " to ", op,
+                           " failed authentication (altered, replayed, reordered or injected on "
+                           "the way)"));
+    }
+    plain.assign(record.begin(), record.begin() + len);
+    plain_off = 0;
+  }
+  if (plain_off == plain.size() && plain.capacity() > 8192) Bytes().swap(plain);
+  if (record.capacity() > 8192) std::vector<std::uint8_t>().swap(record);
+  return Io::kOk;
 }
 
 void TCPStore::Impl::send_request(std::uint8_t cmd, const std::string& key,
@@ -1005,17 +1297,32 @@ void TCPStore::Impl::send_request(std::uint8_t cmd, const std::string& key,
                   {vlen, sizeof(vlen)},
                   {const_cast<std::uint8_t*>(value), n}};
   int err = 0;
-  const Io io = net::send_all(fd.get(), iov, 4, deadline, &err);
-  if (io != Io::kOk) fail_io(io, err, "sending a request");
+  if (!sec) {
+    const Io io = net::send_all(fd.get(), iov, 4, deadline, &err);
+    if (io != Io::kOk) fail_io(io, err, "sending a request");
+    return;
+  }
+  // Keyed: the same bytes, sealed in records of at most kMaxRecord.
+  const std::size_t total = sizeof(head) + key.size() + sizeof(vlen) + n;
+  for (std::size_t at = 0; at < total;) {
+    const std::size_t len = std::min(kMaxRecord, total - at);
+    record.clear();
+    sec->seal(iov, 4, at, len, &record);
+    at += len;
+    iovec r{record.data(), record.size()};
+    const Io io = net::send_all(fd.get(), &r, 1, deadline, &err);
+    if (io != Io::kOk) fail_io(io, err, "sending a request");
+  }
+  if (record.capacity() > 8192) std::vector<std::uint8_t>().swap(record);
 }
 
 bool TCPStore::Impl::read_header(Clock::time_point deadline, std::uint8_t* status,
                                  std::uint64_t* len) {
   std::uint8_t h[kReplyHeader];
   int err = 0;
-  const Io io = net::recv_all(fd.get(), h, sizeof(h), deadline, &err);
+  const Io io = recv_plain(h, sizeof(h), deadline, &err);
   if (io == Io::kTimeout) {
-    fd.reset();
+    disconnect();
     return false;
   }
   if (io != Io::kOk) fail_io(io, err, "waiting for a reply");
@@ -1027,7 +1334,7 @@ bool TCPStore::Impl::read_header(Clock::time_point deadline, std::uint8_t* statu
 Bytes TCPStore::Impl::read_body(std::uint64_t len, Clock::time_point deadline) {
   Bytes body(static_cast<std::size_t>(len));
   int err = 0;
-  const Io io = net::recv_all(fd.get(), body.data(), body.size(), deadline, &err);
+  const Io io = recv_plain(body.data(), body.size(), deadline, &err);
   if (io != Io::kOk) fail_io(io, err, "reading a reply");
   return body;
 }
@@ -1038,8 +1345,14 @@ void TCPStore::Impl::raise_status(std::uint8_t status, std::uint64_t len, const 
     const Bytes msg = read_body(len, Clock::now() + io_timeout());
     RP_THROW(UsageError, std::string(msg.begin(), msg.end()), " (store ", where, ")");
   }
+  if (status == kRefused && len <= kMaxMessage && sec) {  // only a keyed server says this
+    const Bytes msg = read_body(len, Clock::now() + io_timeout());
+    fail(detail::str_cat("store ", where, " refused ", this->op, " and closed the connection (",
+                         std::string(msg.begin(), msg.end()),
+                         "): the request was altered or replayed on the way"));
+  }
   fail(detail::str_cat("protocol violation from store ", where, ": reply status ", int(status),
-                       " length ", len, " to ", op));
+                       " length ", len, " to ", op, " (", this->op, ")"));
 }
 
 TCPStore::TCPStore(const std::string& host, int port, std::chrono::milliseconds connect_timeout,
@@ -1062,6 +1375,7 @@ void TCPStore::set(const std::string& key, const Bytes& value) {
   RP_ENFORCE_LE(key.size(), kMaxKey, UsageError, "store key too long");
   RP_ENFORCE_LE(value.size(), kMaxValue, UsageError, "value for store key '", key, "' too large");
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->op = "SET of key '" + key + "'";
   impl_->ensure_usable();
   const auto deadline = Clock::now() + impl_->io_timeout();
   impl_->send_request(kCmdSet, key, value.data(), value.size(), deadline);
@@ -1075,6 +1389,7 @@ Bytes TCPStore::get(const std::string& key, std::chrono::milliseconds timeout) {
   ScopedErrorContext ctx("store.get");
   RP_ENFORCE_LE(key.size(), kMaxKey, UsageError, "store key too long");
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->op = "GET of key '" + key + "'";
   impl_->ensure_usable();
   const std::int64_t ms = std::max<std::int64_t>(timeout.count(), 0);
   std::uint8_t arg[8];
@@ -1101,6 +1416,7 @@ std::int64_t TCPStore::add(const std::string& key, std::int64_t delta) {
   ScopedErrorContext ctx("store.add");
   RP_ENFORCE_LE(key.size(), kMaxKey, UsageError, "store key too long");
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->op = "ADD to key '" + key + "'";
   impl_->ensure_usable();
   std::uint8_t arg[8];
   put_u64(arg, static_cast<std::uint64_t>(delta));
@@ -1118,6 +1434,7 @@ bool TCPStore::delete_key(const std::string& key) {
   ScopedErrorContext ctx("store.delete_key");
   RP_ENFORCE_LE(key.size(), kMaxKey, UsageError, "store key too long");
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->op = "DELETE of key '" + key + "'";
   impl_->ensure_usable();
   const auto deadline = Clock::now() + impl_->io_timeout();
   impl_->send_request(kCmdDelete, key, nullptr, 0, deadline);

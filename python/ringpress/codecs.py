@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from . import _core
-from .errors import UsageError
+from .errors import UsageError, WireFormatError
 
 __all__ = ["compress", "compress_bound", "decompress", "frame_info"]
 
@@ -170,17 +170,50 @@ def frame_info(buf: Any) -> dict:
     return _core.frame_info(buf)
 
 
-def decompress(buf: Any, out: Any = None, threads: int = 1):
+# decompress() without out= or max_bytes=: at most this much, or _DEFAULT_RATIO output bytes per
+# frame byte, whichever is larger (docs/wire-format.md, "What a decoder allocates").
+_DEFAULT_MAX_BYTES = 64 << 20
+_DEFAULT_RATIO = 256
+
+
+def decompress(buf: Any, out: Any = None, threads: int = 1, *, max_bytes: int | None = None):
     """Decode a frame made by :func:`compress`.
 
     Returns a numpy array with the original dtype and shape (bfloat16 data comes back as its
     uint16 bit patterns; pass a ``torch.bfloat16`` tensor as ``out`` to get it typed). With
     ``out`` (a C-contiguous writable numpy array or torch CPU tensor of the same number of
     bytes and a compatible dtype) the data is written in place and ``out`` is returned.
+
+    The frame is hostile input. Without ``out``, the array it claims is allocated only if its
+    size is at most ``max_bytes`` (default: ``max(64 MiB, 256 * len(buf))``, i.e. 64 MiB or 256
+    output bytes per frame byte); a larger claim raises ``WireFormatError`` before anything is
+    allocated. A caller expecting larger data passes ``max_bytes`` (or ``out``, which bounds the
+    output by its own size). The format's own rule (at most 32768 output bytes per stored byte
+    of a zstd block) still applies whatever ``max_bytes`` says.
     """
+    if max_bytes is not None and (
+        isinstance(max_bytes, bool)
+        or not isinstance(max_bytes, (int, np.integer))
+        or not 0 <= int(max_bytes) <= 2**62
+    ):
+        raise UsageError(
+            f"max_bytes must be an int in [0, 2**62], got {max_bytes!r}", op="decompress"
+        )
     info = _core.frame_header(buf)
     wire = info["dtype"]
     if out is None:
+        if max_bytes is None:
+            cap = max(_DEFAULT_MAX_BYTES, _DEFAULT_RATIO * memoryview(buf).nbytes)
+            how = "the default cap max(64 MiB, 256 x the frame's bytes)"
+        else:
+            cap = int(max_bytes)
+            how = "max_bytes"
+        if info["nbytes"] > cap:
+            raise WireFormatError(
+                f"frame claims {info['nbytes']} bytes of output, more than {how} = {cap} "
+                "(pass max_bytes= or out= to accept a larger frame)",
+                op="decompress",
+            )
         raw = _core.lossless_decompress(buf, None, int(threads))
         arr = np.frombuffer(raw, dtype=_WIRE_TO_NP[wire])
         return arr if wire == "bytes" else arr.reshape(info["shape"])

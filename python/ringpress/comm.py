@@ -433,10 +433,10 @@ def _forget_rendezvous(store: Any, prefix: str, rank: int) -> None:
     """Remove this rank's rendezvous records from ringpress's own store once the communicator is
     up. Safe without a barrier: a rank's rendezvous completes only after every other rank has read
     its ``addr/<rank>`` (each reads all records before it connects or acks), and rank 0's only
-    after every rank has read ``secret`` (their hellos carry it); see rendezvous.cc."""
-    store.delete_key(f"{prefix}/addr/{rank}")
-    if rank == 0:
-        store.delete_key(f"{prefix}/secret")
+    after every rank has read ``secret`` (their hellos carry it); see rendezvous.cc. The names
+    come from the core (``_core.rendezvous_records``), the one list of what a rendezvous writes."""
+    for name in _core.rendezvous_records(rank):
+        store.delete_key(f"{prefix}/{name}")
 
 
 def _as_store(store: Any) -> Any:

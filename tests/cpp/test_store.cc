@@ -144,20 +144,20 @@ std::function<void()> checked(std::function<void()> fn) {
   };
 }
 
-// The client hello of protocol version 2 without a key (48 bytes), and the server's answer's size.
-std::vector<std::uint8_t> hello_v2(std::uint8_t auth = 0) {
+// The client hello of protocol version 3 without a key (48 bytes), and the server's answer's size.
+std::vector<std::uint8_t> hello_v3(std::uint8_t auth = 0) {
   std::vector<std::uint8_t> h(48, 0);
-  std::memcpy(h.data(), "RPSTORE2", 8);
+  std::memcpy(h.data(), "RPSTORE3", 8);
   h[8] = auth;
   return h;
 }
 constexpr std::size_t kServerHello = 80;
 
 void handshake(RawSocket& s) {
-  s.send_bytes(hello_v2());
+  s.send_bytes(hello_v3());
   const auto answer = s.recv_n(kServerHello, 2000ms);
   ASSERT_EQ(answer.size(), kServerHello);
-  EXPECT_EQ(S(std::vector<std::uint8_t>(answer.begin(), answer.begin() + 8)), "RPSTORE2");
+  EXPECT_EQ(S(std::vector<std::uint8_t>(answer.begin(), answer.begin() + 8)), "RPSTORE3");
   EXPECT_EQ(answer[8], 0) << "server without a key answers auth = 0";
 }
 
@@ -419,8 +419,8 @@ TEST(TCPStore, HungServerTimesOutAndClientReconnects) {
       }
       return b;
     };
-    std::vector<std::uint8_t> answer(kServerHello, 0);  // protocol v2, no key
-    std::memcpy(answer.data(), "RPSTORE2", 8);
+    std::vector<std::uint8_t> answer(kServerHello, 0);  // protocol v3, no key
+    std::memcpy(answer.data(), "RPSTORE3", 8);
     // Connection 1: handshake, then never answer.
     const int c1 = ::accept(lfd, nullptr, nullptr);
     if (c1 < 0) return;
@@ -647,7 +647,7 @@ TEST(TCPStore, NoFdLeakAfterServerAndClientsAreDestroyed) {
   EXPECT_EQ(count_open_fds(), before);
 }
 
-// ------------------------------------------------------------------ server limits (protocol v2)
+// ------------------------------------------------------------------ server limits (protocol v3)
 
 namespace {
 
@@ -920,7 +920,7 @@ TEST(TCPStoreServer, JobKeyAuthentication) {
   refused(wrong, "could not prove");
   {
     RawSocket raw(server.port());
-    raw.send_bytes(hello_v2(0));
+    raw.send_bytes(hello_v3(0));
     const auto answer = raw.recv_n(kServerHello, 2000ms);
     ASSERT_EQ(answer.size(), kServerHello);
     EXPECT_EQ(answer[8], 1);  // a key is required
@@ -928,7 +928,7 @@ TEST(TCPStoreServer, JobKeyAuthentication) {
   }
   {
     RawSocket raw(server.port());  // claims a key, proves nothing
-    auto h = hello_v2(1);
+    auto h = hello_v3(1);
     h[20] = 7;
     raw.send_bytes(h);
     EXPECT_EQ(raw.recv_n(kServerHello, 2000ms).size(), kServerHello);

@@ -13,6 +13,13 @@
 //   1  the handshake checks: check_client_hello on every prefix agrees with the rules (magic,
 //      auth 0/1, zero reserved bytes) and never accepts a prefix of a refused hello;
 //      check_server_hello likewise.
+//   2  RecordReader (keyed connections' records, protocol version 3): the bytes are a stream of
+//      records fed in chunks whose sizes come from the input. Oracles: every record handed out
+//      has a length in 1..kMaxRecord and is exactly the stream's bytes at its place; a length
+//      outside that range is an error as soon as its 4 bytes are in (and only then); the buffer
+//      never holds more than one record (capacity <= kRecordOverhead + kMaxRecord) nor more
+//      than max(4 KiB, twice the bytes received of the record); feeding the stream in one piece
+//      gives the same records and the same error.
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -101,7 +108,7 @@ Outcome run(const std::uint8_t* stream, std::size_t n, const std::uint8_t* sizes
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   if (size < 2) return 0;
-  const std::uint8_t sel = data[0] % 2;
+  const std::uint8_t sel = data[0] % 3;
   ++data;
   --size;
   if (sel == 0) {
@@ -129,6 +136,47 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           std::abort();
       }
     }
+    return 0;
+  }
+  if (sel == 2) {
+    // Layout: u8 nsizes, nsizes chunk sizes (x 257, so records up to 64 KiB get cut), the stream.
+    const std::size_t ns = std::min<std::size_t>(data[0], size - 1);
+    const std::uint8_t* sizes = data + 1;
+    const std::uint8_t* stream = data + 1 + ns;
+    const std::size_t n = size - 1 - ns;
+    auto cut = [&](bool chunked, std::string* error) {
+      std::vector<std::vector<std::uint8_t>> records;
+      sp::RecordReader r;
+      std::size_t pos = 0, step = 0, start = 0;
+      while (pos < n) {
+        std::size_t chunk = chunked && ns ? std::size_t(sizes[step++ % ns]) * 257 : 0;
+        if (chunk == 0 || chunk > n - pos) chunk = n - pos;
+        const std::size_t used = r.feed(stream + pos, chunk);
+        if (used > chunk || (used == 0 && !r.failed() && !r.ready())) std::abort();
+        pos += used;
+        if (r.capacity() > sp::kRecordOverhead + sp::kMaxRecord) std::abort();
+        if (r.capacity() > std::max<std::size_t>(4096, 2 * (pos - start))) std::abort();
+        if (r.failed()) {
+          // Only a complete length field outside 1..kMaxRecord is an error.
+          if (pos - start != sp::kRecordHeader) std::abort();
+          const std::uint32_t len = sp::get_u32(stream + start);
+          if (len != 0 && len <= sp::kMaxRecord) std::abort();
+          *error = r.error();
+          return records;
+        }
+        if (r.ready()) {
+          const std::size_t total = sp::kRecordOverhead + r.length();
+          if (r.length() == 0 || r.length() > sp::kMaxRecord || pos - start != total) std::abort();
+          if (std::memcmp(r.header(), stream + start, total) != 0) std::abort();
+          records.emplace_back(stream + start, stream + pos);
+          r.next();
+          start = pos;
+        }
+      }
+      return records;
+    };
+    std::string e1, e2;
+    if (cut(true, &e1) != cut(false, &e2) || e1 != e2) std::abort();
     return 0;
   }
   // sel == 1: handshake checks.

@@ -412,6 +412,76 @@ def test_container_payload_of_hostile_container_is_typed():
             container_payload(p)
 
 
+def rle_zstd(nbytes: int) -> bytes:
+    """A valid zstd frame (RFC 8878) of `nbytes` zero bytes made of 128 KiB RLE blocks: 4 bytes
+    per block, so 1 GiB takes 32 KiB, just inside the format's 32768x expansion rule."""
+    block = 1 << 17
+    assert nbytes % block == 0
+    # magic, descriptor (8-byte content size, single segment), content size, then the blocks:
+    # 3-byte header (last flag, type 1 = RLE, size) and the repeated byte.
+    out = bytearray(struct.pack("<IB", 0xFD2FB528, 0xE0) + struct.pack("<Q", nbytes))
+    n = nbytes // block
+    for i in range(n):
+        header = (block << 3) | (1 << 1) | (1 if i == n - 1 else 0)
+        out += header.to_bytes(3, "little") + b"\x00"
+    return bytes(out)
+
+
+def rle_bomb(blocks: int) -> bytes:
+    """A frame of `blocks` blocks of 1 GiB (the largest block size), each a valid zstd frame of
+    zeros (rle_zstd): 64 KiB for blocks=2 that really decodes to 2 GiB. Every checksum is
+    re-signed. Before decompress() had a cap it allocated and filled all of it."""
+    f = zero_frame(1 << 16)
+    ndim = f[7]
+    entry = F_HEADER + 8 * ndim
+    data = rle_zstd(1 << 30)
+    e = bytearray(f[entry : entry + 16])
+    put32(e, 0, len(data))
+    head = bytearray(f[:entry])
+    put32(head, F_BLOCK, 1 << 30)
+    put64(head, F_NBYTES, blocks << 30)
+    put64(head, F_HEADER, (blocks << 30) // 4)
+    put32(head, F_NBLOCKS, blocks)
+    out = head + bytes(e) * blocks + data * blocks
+    resign_frame_blocks(out)
+    return bytes(out)
+
+
+def test_decompress_caps_what_a_small_frame_may_claim(tmp_path):
+    """A 64 KiB frame that really decodes to 2 GiB (within the format's expansion rule);
+    decompress() refuses it with a WireFormatError naming max_bytes before allocating (the
+    child's RSS does not grow), both with the default cap and with a caller's max_bytes below
+    the claim."""
+    bomb = rle_bomb(2)
+    assert len(bomb) < 70_000
+    assert ringpress.frame_info(bomb)["nbytes"] == 1 << 31  # within the format's own rules
+    with pytest.raises(ringpress.WireFormatError, match="max_bytes"):
+        ringpress.decompress(bomb)
+    with pytest.raises(ringpress.WireFormatError, match="more than max_bytes = 1048576"):
+        ringpress.decompress(bomb, max_bytes=1 << 20)
+    with pytest.raises(ringpress.UsageError):
+        ringpress.decompress(bomb, max_bytes=-1)
+    warmup = [("decompress", bytes(zero_frame(4096)), None)]
+    out = run_hostile(tmp_path, warmup, [("padded bomb 2^31", "decompress", bomb, None)])
+    assert_refused_and_bounded(out)
+    assert out["results"][0]["growth"] < 16 * MiB, out
+
+
+def test_decompress_of_large_frames_within_the_callers_cap():
+    """A legitimate frame above the default cap (80 MiB of zeros in a few KiB) decodes when the
+    caller allows it (max_bytes or out=), and is refused by the default cap otherwise."""
+    x = np.zeros(80 * MiB, np.uint8)
+    f = ringpress.compress(x, codec="zstd")
+    assert len(bytes(f)) * 256 < 64 * MiB  # so the default cap is 64 MiB
+    with pytest.raises(ringpress.WireFormatError, match="default cap"):
+        ringpress.decompress(f)
+    np.testing.assert_array_equal(ringpress.decompress(f, max_bytes=x.nbytes), x)
+    out = np.ones_like(x)
+    assert ringpress.decompress(f, out=out) is out and not out.any()
+    small = np.arange(1 << 20, dtype=np.float32)  # under the default cap: unchanged
+    np.testing.assert_array_equal(ringpress.decompress(ringpress.compress(small)), small)
+
+
 # ------------------------------------------------------------------ memory released on failure
 def resign_frame_blocks(frame: bytearray) -> None:
     """Recomputes every block checksum of a frame, then its header check."""

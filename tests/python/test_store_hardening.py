@@ -2,7 +2,7 @@
 connections, request timeout, size limits, delete, and (with a job key) authentication.
 
 The server runs in its own process (its RSS is read from /proc/<pid>/status); attackers are raw
-sockets speaking the store protocol (store_tcp.cc, version 2) or random bytes.
+sockets speaking the store protocol (store_tcp.cc, version 3) or random bytes.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ for line in sys.stdin:
         print(json.dumps({"held": s.held_bytes, "conns": s.connections}), flush=True)
 """
 
-HELLO = b"RPSTORE2" + bytes(40)  # protocol v2, no key (auth = 0)
+HELLO = b"RPSTORE3" + bytes(40)  # protocol v3, no key (auth = 0)
 MiB = 1 << 20
 
 
@@ -110,7 +110,7 @@ def raw(port: int, host: str = "127.0.0.1", handshake: bool = True) -> socket.so
     if handshake:
         s.sendall(HELLO)
         answer = recv_n(s, 80)
-        assert answer[:8] == b"RPSTORE2" and answer[8] == 0, answer[:16]
+        assert answer[:8] == b"RPSTORE3" and answer[8] == 0, answer[:16]
     return s
 
 
@@ -154,8 +154,9 @@ def works(port: int, host: str = "127.0.0.1", tag: str = "probe") -> None:
 def test_idle_and_half_sent_connections_keep_rss_bounded(server_factory):
     """200 connections that never handshake, 100 handshaken idle ones and 200 that send a SET
     header claiming 64 MiB (plus 1000 bytes of it): the old server grew ~2.5 MiB per claim (500
-    MiB here); now the server's RSS grows by a few MiB and a real client is served meanwhile."""
-    srv = server_factory()
+    MiB here); now the server's RSS grows by a few MiB and a real client is served meanwhile.
+    (max_pending is raised so that all 200 silent ones are kept.)"""
+    srv = server_factory(max_pending=256)
     works(srv.port, tag="warm")
     base = srv.rss()
     socks = [raw(srv.port, handshake=False) for _ in range(200)]
@@ -306,6 +307,55 @@ comm.close()
         assert r.records == [{"left": [], "sum": 2.0}]
 
 
+def test_rendezvous_records_are_exactly_what_a_rendezvous_writes():
+    """The names _forget_rendezvous deletes come from the core (rendezvous_records); a store that
+    records every key two real ranks write during rendezvous checks that list against what
+    rendezvous.cc actually writes, so the two cannot drift apart."""
+    body = """
+port = int(os.environ["MASTER_PORT"])
+if rank == 0:
+    srv = rp._core.TCPStoreServer("127.0.0.1", port, key="")
+base = rp._core.TCPStore("127.0.0.1", port, 20_000, key="")
+
+class Recording:
+    def __init__(self, b):
+        self.b, self.keys = b, []
+    def set(self, k, v):
+        self.keys.append(k)
+        self.b.set(k, v)
+    def get(self, k, t):
+        return self.b.get(k, t)
+    def add(self, k, d):
+        self.keys.append(k)
+        return self.b.add(k, d)
+
+rec = Recording(base)
+comm = rp.Communicator.from_store(rec, rank, size, prefix="job", transport="tcp", timeout=20)
+named = rp._core.rendezvous_records(rank)
+rp.comm._forget_rendezvous(base, "job", rank)
+comm.barrier()
+left = []
+for k in rec.keys:
+    try:
+        base.get(k, 0)
+        left.append(k)
+    except rp.TimeoutError:
+        pass
+emit({"written": sorted(set(rec.keys)), "named": sorted("job/" + n for n in named), "left": left})
+comm.barrier()
+comm.close()
+"""
+    procs, path, _ = start_ranks(
+        2, body, env={"RP_TEST_NO_COMM": "1", "RINGPRESS_JOB_KEY": "", "RINGPRESS_JOB_KEY_FILE": ""}
+    )
+    for r in collect(procs, path, timeout=120):
+        assert r.returncode == 0, r.stderr[-2000:]
+        (rec,) = r.records
+        assert rec["written"] == rec["named"], rec
+        assert rec["left"] == [], rec
+    assert rec["named"] == ["job/addr/1"]
+
+
 # ------------------------------------------------------------------------------------ binding
 
 
@@ -399,7 +449,7 @@ def test_right_key_works_missing_or_wrong_key_is_refused(server_factory):
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
     s.sendall(HELLO)
     answer = recv_n(s, 80)
-    assert answer[:8] == b"RPSTORE2" and answer[8] == 1 and answer[16:] == bytes(64)
+    assert answer[:8] == b"RPSTORE3" and answer[8] == 1 and answer[16:] == bytes(64)
     try:
         s.sendall(b"\x02" + (10).to_bytes(4, "little") + b"secret-ish" + (8).to_bytes(8, "little"))
         s.sendall(bytes(8))
@@ -408,7 +458,7 @@ def test_right_key_works_missing_or_wrong_key_is_refused(server_factory):
     assert closed_by_peer(s, 10)
     # A raw client that claims a key but sends a made-up proof: dropped, its GET unanswered.
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
-    s.sendall(b"RPSTORE2\x01" + bytes(7) + os.urandom(32))
+    s.sendall(b"RPSTORE3\x01" + bytes(7) + os.urandom(32))
     answer = recv_n(s, 80)
     assert answer[8] == 1 and answer[16:48] != bytes(32) and answer[48:] != bytes(32)
     get = b"\x02" + (10).to_bytes(4, "little") + b"secret-ish" + (8).to_bytes(8, "little")
@@ -463,9 +513,9 @@ def test_replayed_handshake_is_refused(server_factory):
     t = threading.Thread(target=pump)
     t.start()
     try:
-        rp.TCPStore("127.0.0.1", relay.getsockname()[1], 10_000, key=KEY)
-    except rp.Error:
-        pass  # the relay hangs up after the handshake
+        rp.TCPStore("127.0.0.1", relay.getsockname()[1], 1_000, key=KEY)
+    except rp.RingpressError:
+        pass  # the relay hangs up before the server's confirmation
     t.join(20)
     relay.close()
     assert sent, "the relay saw no handshake"
@@ -498,3 +548,202 @@ comm.close()
     for r in collect(procs, path, timeout=120):
         assert r.returncode == 0, r.stderr[-2000:]
         assert r.records == [{"refused": [0, len(WRONG)], "sum": 2.0}]
+
+
+# ------------------------------------------------------------------------------------ records
+
+
+class RecordRelay:
+    """One connection relayed between a store client and server, record by record (protocol v3:
+    after the 80-byte handshake prefix of either direction, u32 length + ciphertext + 16-byte
+    tag). `up(i, record)` / `down(i, record)` return the bytes to forward for the i-th record of
+    the client-to-server / server-to-client stream; every byte relayed is kept in .seen."""
+
+    def __init__(self, port: int, up=None, down=None):
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(1)
+        self.port = self.lsock.getsockname()[1]
+        self.seen = bytearray()
+        self.hooks = (up or (lambda i, r: r), down or (lambda i, r: r))
+        self.target = port
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        c, _ = self.lsock.accept()
+        s = socket.create_connection(("127.0.0.1", self.target), timeout=30)
+        c.settimeout(30)
+        # Handshake pieces: the client's hello, then its proof; the server's hello (with proof).
+        up = (c, s, self.hooks[0], (48, 32))
+        threading.Thread(target=self._pump, args=up, daemon=True).start()
+        threading.Thread(target=self._pump, args=(s, c, self.hooks[1], (80,)), daemon=True).start()
+
+    def _pump(self, src, dst, hook, pieces):
+        try:
+            for n in pieces:
+                dst.sendall(recv_n(src, n))
+            i = 0
+            while True:
+                head = recv_n(src, 4)
+                if len(head) < 4:
+                    break
+                record = head + recv_n(src, int.from_bytes(head, "little") + 16)
+                self.seen += record
+                dst.sendall(hook(i, record))
+                i += 1
+        except OSError:
+            pass
+        for sock in (dst, src):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def close(self):
+        self.lsock.close()
+
+
+def flip(record: bytes) -> bytes:
+    b = bytearray(record)
+    b[4 + 2] ^= 0x01  # a bit of the ciphertext
+    return bytes(b)
+
+
+def keyed_works(port: int, tag: str) -> None:
+    c = rp.TCPStore("127.0.0.1", port, 10_000, key=KEY)
+    c.set(tag, b"v-" + tag.encode())
+    assert c.get(tag, 1000) == b"v-" + tag.encode()
+
+
+def test_a_request_altered_on_the_way_is_refused(server_factory):
+    srv = server_factory(key=KEY)
+    relay = RecordRelay(srv.port, up=lambda i, r: flip(r) if i == 1 else r)
+    c = rp.TCPStore("127.0.0.1", relay.port, 10_000, key=KEY)
+    c.set("first", b"1")  # record 0 passes
+    with pytest.raises(rp.TransportError, match="refused SET of key 'second'") as e:
+        c.set("second", b"2")
+    assert "request record 1 failed authentication" in str(e.value)
+    with pytest.raises(rp.TransportError, match="unusable after an earlier failure"):
+        c.get("first", 0)  # sticky: the server closed the connection
+    direct = rp.TCPStore("127.0.0.1", srv.port, 10_000, key=KEY)
+    with pytest.raises(rp.TimeoutError):
+        direct.get("second", 0)  # the altered request was not executed
+    assert direct.get("first", 0) == b"1"
+    assert "request record 1 failed authentication" in srv.log(), srv.log()
+    keyed_works(srv.port, "after-flip")  # the server is up for honest clients
+    relay.close()
+
+
+def test_a_reply_altered_on_the_way_is_refused(server_factory):
+    srv = server_factory(key=KEY)
+    # Server records: 0 confirms the handshake, 1 answers the SET, 2 the GET.
+    relay = RecordRelay(srv.port, down=lambda i, r: flip(r) if i == 2 else r)
+    c = rp.TCPStore("127.0.0.1", relay.port, 10_000, key=KEY)
+    c.set("k", b"value")
+    with pytest.raises(rp.TransportError, match=r"reply record 2 .* to GET of key 'k' failed auth"):
+        c.get("k", 1000)
+    keyed_works(srv.port, "after-reply-flip")
+    relay.close()
+
+
+def test_a_replayed_request_is_refused_and_not_executed(server_factory):
+    """The relay sends the first request (an add) again in place of the second: without
+    per-record numbers the server would add twice. The traffic carries no key or value in clear."""
+    srv = server_factory(key=KEY)
+    first = []
+
+    def up(i, record):
+        if i == 0:
+            first.append(record)
+            return record
+        return first[0] if i == 1 else record
+
+    relay = RecordRelay(srv.port, up=up)
+    c = rp.TCPStore("127.0.0.1", relay.port, 10_000, key=KEY)
+    assert c.add("counter-plaintext-marker", 1) == 1
+    with pytest.raises(rp.TransportError, match="refused GET of key 'counter-plaintext-marker'"):
+        c.get("counter-plaintext-marker", 0)
+    direct = rp.TCPStore("127.0.0.1", srv.port, 10_000, key=KEY)
+    assert direct.get("counter-plaintext-marker", 0) == b"1"  # added once
+    assert b"plaintext-marker" not in relay.seen and len(relay.seen) > 0
+    assert "request record 1 failed authentication" in srv.log(), srv.log()
+    keyed_works(srv.port, "after-replay")
+    relay.close()
+
+
+# ------------------------------------------------------------------------------------ handshakes
+
+HONEST = r"""
+import sys, time
+import ringpress as rp
+port, i, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+t0 = time.monotonic()
+c = rp.TCPStore("127.0.0.1", port, 20_000, key=key)
+c.set("honest-%d" % i, b"x")
+print(c.add("joined", 1), round(time.monotonic() - t0, 3), flush=True)
+"""
+
+
+def test_silent_strangers_are_closed_after_the_handshake_timeout(server_factory):
+    """handshake_timeout (not request_timeout) bounds a connection's handshake from its accept,
+    also after the server sent its hello."""
+    srv = server_factory(key=KEY, handshake_timeout=0.5)  # request_timeout stays 30 s
+    t0 = time.monotonic()
+    silent = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    stalled = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    stalled.sendall(b"RPSTORE3\x01" + bytes(7) + os.urandom(32))  # claims a key ...
+    assert len(recv_n(stalled, 80)) == 80  # ... gets the server's hello, never proves anything
+    assert closed_by_peer(silent, 10) and closed_by_peer(stalled, 10)
+    took = time.monotonic() - t0
+    assert 0.3 <= took < 10, took
+    assert srv.log().count("did not finish handshake within 500 ms") == 2, srv.log()
+    keyed_works(srv.port, "after-silent")
+
+
+def test_honest_clients_connect_while_strangers_fill_the_pending_slots(server_factory):
+    """Silent strangers hold every pending slot (and reconnect when closed) and would hold them
+    for 60 s; honest clients in their own processes still connect, because a new connection
+    closes the one that has waited longest in its handshake."""
+    srv = server_factory(key=KEY, max_pending=4, handshake_timeout=60.0, request_timeout=60.0)
+    stop = threading.Event()
+    strangers = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(4)]
+    wait_until(lambda: srv.stats()["conns"] == 4, 10, "the strangers to be accepted")
+
+    def refill():
+        while not stop.wait(0.1):
+            for j, s in enumerate(strangers):
+                s.setblocking(False)
+                try:
+                    gone = s.recv(1) == b""
+                except BlockingIOError:
+                    gone = False
+                except OSError:
+                    gone = True
+                if gone:
+                    s.close()
+                    strangers[j] = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+
+    t = threading.Thread(target=refill, daemon=True)
+    t.start()
+    try:
+        procs = [
+            subprocess.Popen(
+                [sys.executable, "-c", HONEST, str(srv.port), str(i), KEY],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(3)
+        ]
+        outs = [p.communicate(timeout=60) for p in procs]
+    finally:
+        stop.set()
+        t.join(5)
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-2000:]
+    assert sorted(int(o.split()[0]) for o, _ in outs) == [1, 2, 3]
+    assert "handshake not finished" in srv.log(), srv.log()
+    # The strangers still hold the pending slots: nothing timed them out.
+    assert "did not finish handshake" not in srv.log()
+    for s in strangers:
+        s.close()

@@ -44,6 +44,8 @@ class TCPStoreServer:
         max_value_bytes: typing.SupportsInt | typing.SupportsIndex = 67108864,
         max_total_bytes: typing.SupportsInt | typing.SupportsIndex = 268435456,
         request_timeout: typing.SupportsFloat | typing.SupportsIndex = 30.0,
+        handshake_timeout: typing.SupportsFloat | typing.SupportsIndex = 5.0,
+        max_pending: typing.SupportsInt | typing.SupportsIndex = 64,
     ) -> None: ...
     @property
     def connections(self) -> int: ...
@@ -316,6 +318,11 @@ def lossless_decompress(
     buf: typing.Any, out: typing.Any, threads: typing.SupportsInt | typing.SupportsIndex
 ) -> typing.Any: ...
 def prefix_store(arg0: str, arg1: typing.Any) -> Store: ...
+def rendezvous_records(rank: typing.SupportsInt | typing.SupportsIndex) -> list[str]:
+    """
+    The store keys a communicator's rendezvous writes for rank (relative to its prefix).
+    """
+
 def simd_levels_supported() -> list: ...
 def wire_decode(
     name: str,

@@ -76,6 +76,13 @@ struct StoreServerOptions {
   // within this time is closed (one log line). Idle connections between requests, and GETs
   // parked waiting for their key, are not affected.
   std::chrono::milliseconds request_timeout{30000};
+  // Connections that have not finished the handshake (strangers included): each is closed
+  // handshake_timeout after it was accepted (or request_timeout, if shorter), and at most
+  // max_pending are kept: when one more arrives, the one that has waited longest is closed. A
+  // rank completes its handshake in one round trip, so silent strangers cannot hold the slots
+  // ranks need.
+  std::chrono::milliseconds handshake_timeout{5000};
+  int max_pending = 64;
   // The job key (32 bytes, from store_job_key() below) or empty: without a key any client may
   // connect; with one, every client must prove it knows the key before anything else is read.
   Bytes key;
@@ -126,5 +133,12 @@ class TCPStore final : public Store {
 // else, when use_configured, this process's configured key (RINGPRESS_JOB_KEY, or the file
 // RINGPRESS_JOB_KEY_FILE names), if any. Empty = no key.
 Bytes store_job_key(const std::string& material, bool use_configured);
+
+// The keys a communicator's rendezvous (csrc/transport/rendezvous.cc) writes for `rank` into the
+// store it was given (relative to it, e.g. under a PrefixStore): "addr/<rank>", and for rank 0
+// "secret" (written only when no job key is configured). Whoever removes a job's rendezvous
+// records (ringpress.comm) takes the names from here; tests/python/test_store_hardening.py
+// checks that they are exactly what a rendezvous writes.
+std::vector<std::string> rendezvous_records(int rank);
 
 }  // namespace ringpress
