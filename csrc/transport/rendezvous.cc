@@ -300,6 +300,9 @@ void ContextImpl::rendezvous(Store& store) {
                                  [](const Pending& pc) { return !pc.fd.valid(); }),
                   pending.end());
   }
+  // Every rank has joined: connections still mid-handshake cannot be one of ours. Say so, as for
+  // any refused connection, instead of dropping them without a trace.
+  for (auto& pc : pending) reject(pc, "still mid-handshake when every rank had joined");
   listener.reset();
 
   for (auto& p : pairs_) {

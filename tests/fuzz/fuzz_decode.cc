@@ -263,7 +263,7 @@ bool try_container(const std::uint8_t* data, std::size_t size) {
     std::vector<float> a(info.n, 1.0f), b(info.n, -7.0f);
     compressor_decode(data, size, a.data(), a.size());
     compressor_decode(data, size, b.data(), b.size());
-    if (std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) != 0) {
+    if (!a.empty() && std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) != 0) {
       finding("container decode left output elements unwritten or is non-deterministic");
     }
     const std::vector<std::uint8_t> raw = container_payload(data, size);
@@ -273,7 +273,7 @@ bool try_container(const std::uint8_t* data, std::size_t size) {
     std::vector<float> c(info.n, 3.0f);
     make_codec(info.codec, info.params, DType::kF32, ReduceOp::kSum)
         ->decode(aligned.data(), raw.size(), c.data(), c.size(), false);
-    if (std::memcmp(a.data(), c.data(), a.size() * sizeof(float)) != 0) {
+    if (!a.empty() && std::memcmp(a.data(), c.data(), a.size() * sizeof(float)) != 0) {
       finding("the container decodes differently from its codec payload");
     }
     return true;

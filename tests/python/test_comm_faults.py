@@ -157,13 +157,17 @@ comm.close()
     s.sendall(random.Random(1).randbytes(200))
     socks.append(s)
     # A well-formed hello (it needs no key) from a client that cannot answer with the key's MAC.
-    # Rank 0 replies once it reaches its accept loop (after rank 1 published its address).
+    # Rank 0 replies once it reaches its accept loop (after rank 1 published its address). The
+    # made-up proof goes with the hello (it does not depend on the reply), so rank 0 reads it in
+    # the loop's next round, before the real rank 1 can finish its own handshake; sent after the
+    # reply, it could arrive when rank 0 had already finished (seen once on a loaded CI machine).
     s = socket.create_connection((host, int(p)))
-    s.sendall(struct.pack("<IHHII", 0x33485052, 3, 1, 1, 0) + os.urandom(32))
+    hello = struct.pack("<IHHII", 0x33485052, 3, 1, 1, 0) + os.urandom(32)
+    s.sendall(hello + struct.pack("<I", 0x33505052) + bytes(32))
     socks.append(s)
     got_reply = []
 
-    def fake_proof(s=s):
+    def read_reply(s=s):
         s.settimeout(30)
         reply = b""
         while len(reply) < 72:
@@ -172,9 +176,8 @@ comm.close()
                 return
             reply += chunk
         got_reply.append(reply)
-        s.sendall(struct.pack("<I", 0x33505052) + bytes(32))  # a proof with a made-up MAC
 
-    prover = threading.Thread(target=fake_proof, daemon=True)
+    prover = threading.Thread(target=read_reply, daemon=True)
     prover.start()
     s = socket.create_connection((host, int(p)))
     s.sendall(struct.pack("<IHHII", 0x33485052, 2, 1, 1, 0) + bytes(32))  # an older version
