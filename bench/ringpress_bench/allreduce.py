@@ -45,7 +45,9 @@ Timing (nccl-tests style, every rank agrees)
     polling behaviour leak into the next one's timings (on a loaded 2-core VM, Open MPI calls
     took 12-16 ms instead of 2 us right after a batch of another library's calls). The
     buffer is refilled before every sample (untimed) and ``inner`` is capped so that repeated
-    sums stay finite.
+    sums stay finite. ``--isolated``: ``inner`` is 1, so a sample is the barrier and one call (up
+    to 400 samples in the budget): the latency a lone call in a training loop sees, including
+    the ranks' skew as they leave the barrier.
     algbw = size / time; busbw = algbw * 2(P-1)/P (the nccl-tests definition: the bandwidth each
     rank's link carries in a ring allreduce). GB = 1e9 bytes. Speedups: peer time / ringpress time.
 
@@ -60,7 +62,7 @@ prints and writes; it also shows a progress bar on stderr when that is a termina
 
 Usage: ``ringpress bench allreduce [--quick] [--sizes 4K..256M] [--peers ringpress,gloo,mpi]
 [--nranks 2] [--link 1gbit|10gbit|none] [--hosts N --ranks-per-host L [--placement cyclic]] [--repeats N] [--warmup 3] [--budget 0.5]
-[--order blocks|interleaved] [--json PATH] [--plot PATH] [--no-plot] [--no-progress]``.
+[--order blocks|interleaved] [--isolated] [--json PATH] [--plot PATH] [--no-plot] [--no-progress]``.
 """
 
 from __future__ import annotations
@@ -118,6 +120,7 @@ QUICK_REPEATS = 3
 DEFAULT_WARMUP = 3
 DEFAULT_BUDGET_S = 0.5
 MIN_SAMPLES, MAX_SAMPLES = 5, 50
+ISOLATED_MAX_SAMPLES = 400  # --isolated: one call per sample, so more samples in the budget
 TARGET_SAMPLE_S = 0.02
 PATTERN_LEN = 1024  # the fill pattern repeats every 1024 elements
 PATTERN_MOD = 13  # rank r contributes (i % 1024) % 13 + 1 + r: small integers, exact sums
@@ -520,9 +523,12 @@ def _plan(
         est.append(_time_batch(peer, buf, 1))
     t = max(world.control.allgather(min(est[-3:])))
     inner = max(1, min(max_inner(world.size), math.ceil(TARGET_SAMPLE_S / max(t, 1e-9))))
+    most = MAX_SAMPLES
+    if args.isolated:  # one call right after the barrier: what a lone loss/flag allreduce sees
+        inner, most = 1, ISOLATED_MAX_SAMPLES
     if args.repeats is not None:
         return inner, args.repeats
-    return inner, max(MIN_SAMPLES, min(MAX_SAMPLES, math.ceil(args.budget / (t * inner))))
+    return inner, max(MIN_SAMPLES, min(most, math.ceil(args.budget / (t * inner))))
 
 
 def measure_size(
@@ -719,6 +725,13 @@ def build_parser(prog: str = PROG) -> ArgParser:
         help="seconds of timed samples per peer per size when --repeats is not given (default 0.5)",
     )
     ap.add_argument(
+        "--isolated",
+        action="store_true",
+        help="time single calls: each sample is the peer's barrier, then one allreduce (what a "
+        "training loop's lone loss or flag allreduce costs); default: back-to-back batches of "
+        f"about {TARGET_SAMPLE_S * 1e3:.0f} ms per sample",
+    )
+    ap.add_argument(
         "--order",
         choices=("blocks", "interleaved"),
         default="blocks",
@@ -817,12 +830,14 @@ def _command(args: argparse.Namespace, world: World, mode: str) -> str:
     return cmd
 
 
-def _default_json(mode: str, size: int, quick: bool) -> Path:
+def _default_json(mode: str, size: int, quick: bool, isolated: bool = False) -> Path:
     rate = os.environ.get("RINGPRESS_NETNS_RATE")
     name = f"allreduce_{'netns' if rate else mode}_np{size}" + (f"_{rate}" if rate else "")
     hosts = os.environ.get("RINGPRESS_NETNS_HOSTS")
     if rate and hosts and hosts != str(size):  # several ranks per host
         name += f"_{hosts}hosts_{os.environ.get('RINGPRESS_NETNS_PLACEMENT', 'block')}"
+    if isolated:
+        name += "_isolated"
     return results_dir() / f"{name}{'_quick' if quick else ''}.json"
 
 
@@ -894,6 +909,8 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
                 "target_sample_s": TARGET_SAMPLE_S,
                 "quick": args.quick,
                 "order": args.order,
+                "isolated": args.isolated,
+                "max_samples_isolated": ISOLATED_MAX_SAMPLES,
                 "dtype": "float32",
                 "op": "sum",
                 "GB": 1e9,
@@ -905,6 +922,8 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
             "sizes": [],
         }
         how = "median of the slowest rank per sample"
+        if args.isolated:
+            how = "one call after a barrier per sample; " + how
         say(
             f"allreduce float32 SUM, {world.size} ranks ({mode}"
             + (f", netns {network['rate']}" if network else "")
@@ -938,7 +957,7 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
     if "mpi" in results["peers"]:
         extra["mpi_library"] = results["peers"]["mpi"].get("library")
     results["versions"] = versions(extra, ("ringpress", "torch", "mpi4py", "matplotlib"))
-    json_path = args.json or _default_json(mode, world.size, args.quick)
+    json_path = args.json or _default_json(mode, world.size, args.quick, args.isolated)
     write_json(results, json_path)
     if not args.no_plot:
         save_plot(plot, results, args.png or json_path.with_suffix(".png"))
@@ -974,6 +993,8 @@ def _rank_argv(args: argparse.Namespace) -> list[str]:
         out.append("--no-plot")
     if args.quick:
         out.append("--quick")
+    if args.isolated:
+        out.append("--isolated")
     if args.progress is not None:
         out.append("--progress" if args.progress else "--no-progress")
     return out

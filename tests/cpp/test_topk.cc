@@ -1,7 +1,7 @@
 // Top-k sparsification (ringpress/topk.h): exact top-k against a std::sort reference (ties, NaN,
 // edge sizes), the sampled selector's size tolerance and ordering guarantee over many seeds and
-// distributions, random-k, fixed threshold, the index codec (round trip + hostile streams) and
-// scatter-add.
+// distributions, random-k, fixed threshold, the index codec (round trip + hostile streams),
+// scatter-add, and the threshold compaction of every SIMD level against the generic kernel.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -12,8 +12,11 @@
 #include <numeric>
 #include <random>
 #include <set>
+#include <string>
 #include <vector>
 
+#include "../../csrc/codecs/topk/topk_internal.h"
+#include "ringpress/cpu.h"
 #include "ringpress/cuda.h"
 #include "ringpress/error.h"
 #include "ringpress/topk.h"
@@ -374,6 +377,81 @@ TEST(TopK, ScatterAdd) {
   scatter_add(s.indices.data(), s.values.data(), s.size(), z.data(), z.size());
   for (auto i : s.indices) EXPECT_EQ(z[i], x[i]);
 }
+
+// Every SIMD level's compaction writes the generic kernel's entries, bit for bit: odd sizes and
+// offsets (vector tails, unaligned starts), thresholds 0, -0's bits, denormal, 1, the largest
+// finite and +Inf, inputs with NaN payloads, +-Inf, -0 and denormals, dense and sparse hits.
+// Each call also starts at a nonzero count c and its room is exactly (end - begin) + 1 past c:
+// entries before c and after the room stay untouched.
+class CompactLevel : public ::testing::TestWithParam<SimdLevel> {};
+
+TEST_P(CompactLevel, SameEntriesAsGeneric) {
+  const SimdLevel level = GetParam();
+  if (!simd_level_supported(level)) GTEST_SKIP() << simd_level_name(level) << " not supported";
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                            -std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            -0.0f,
+                            0.0f,
+                            std::numeric_limits<float>::denorm_min(),
+                            -std::numeric_limits<float>::max()};
+  const std::uint32_t thresholds[] = {
+      0u, 1u, mag(1.0f), mag(2.5f), mag(std::numeric_limits<float>::max()), 0x7F800000u};
+  std::uint32_t nan_payload = 0x7FC01234u;
+  float odd_nan;
+  std::memcpy(&odd_nan, &nan_payload, 4);
+  int cases = 0;
+  for (std::size_t n : {0u, 1u, 7u, 15u, 16u, 17u, 31u, 32u, 33u, 63u, 100u, 1000u, 4099u}) {
+    for (int density : {0, 1, 2}) {  // specials: none, some, half of the elements
+      std::vector<float> x(n + 3);
+      for (auto& v : x) v = normal(rng);
+      if (density > 0) {
+        std::uniform_int_distribution<std::size_t> pos(0, x.size() - 1);
+        const std::size_t m = density == 1 ? x.size() / 10 + 1 : x.size() / 2;
+        for (std::size_t j = 0; j < m; ++j) x[pos(rng)] = specials[j % 8];
+        x[pos(rng)] = odd_nan;
+      }
+      for (std::size_t begin : {std::size_t{0}, std::size_t{1}, std::size_t{3}}) {
+        const std::size_t end = begin + n <= x.size() ? begin + n : x.size();
+        for (std::uint32_t t : thresholds) {
+          const std::size_t c0 = 5, room = (end - begin) + 1, guard = 8;
+          std::vector<std::uint32_t> ig(c0 + room + guard, 0xA5A5A5A5u), il = ig;
+          std::vector<float> vg(c0 + room + guard, 3.0f), vl = vg;
+          const std::size_t cg = internal::compact_range_at(SimdLevel::kGeneric, x.data(), begin,
+                                                            end, t, ig.data(), vg.data(), c0);
+          const std::size_t cl =
+              internal::compact_range_at(level, x.data(), begin, end, t, il.data(), vl.data(), c0);
+          ASSERT_EQ(cg, cl) << "n=" << n << " begin=" << begin << " t=" << t;
+          ASSERT_EQ(0, std::memcmp(ig.data(), il.data(), cg * 4)) << "n=" << n << " t=" << t;
+          ASSERT_EQ(0, std::memcmp(vg.data(), vl.data(), cg * 4)) << "n=" << n << " t=" << t;
+          for (std::size_t j = c0 + room; j < ig.size(); ++j) {
+            ASSERT_EQ(il[j], 0xA5A5A5A5u) << "wrote past its room at " << j;
+            ASSERT_EQ(vl[j], 3.0f) << "wrote past its room at " << j;
+          }
+          // The generic result is the definition: every hit, ascending.
+          std::size_t want = c0;
+          for (std::size_t i = begin; i < end; ++i) {
+            if (mag(x[i]) < t) continue;
+            ASSERT_EQ(ig[want], i);
+            ++want;
+          }
+          ASSERT_EQ(want, cg);
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_GT(cases, 600);
+}
+
+INSTANTIATE_TEST_SUITE_P(Levels, CompactLevel,
+                         ::testing::Values(SimdLevel::kSSE2, SimdLevel::kAVX2, SimdLevel::kAVX512),
+                         [](const ::testing::TestParamInfo<SimdLevel>& info) {
+                           return std::string(simd_level_name(info.param));
+                         });
 
 TEST(TopK, CudaThresholdMatchesCpu) {
   if (!cuda::built() || cuda::device_count() == 0) GTEST_SKIP() << "no CUDA device";

@@ -115,6 +115,7 @@ def test_alone_mode_spawns_two_ranks_and_records_everything(tmp_path):
     assert any(n.startswith("mpi: skipped") for n in rec["notes"])
     assert rec["peers"]["ringpress"]["transport"] == ["shm"]
     _check_record(rec, 2, QUICK_SIZES, 3)
+    assert rec["sizes"][0]["peers"]["ringpress"]["inner"] > 1  # back-to-back unless --isolated
     if _have("matplotlib"):
         assert out.with_suffix(".png").stat().st_size > 0
     if _have("torch"):
@@ -220,6 +221,23 @@ def test_missing_torch_and_mpi_skip_their_peers(tmp_path):
     assert rec["versions"]["torch"] is None and rec["versions"]["mpi4py"] is None
     assert len(rec["notes"]) == 2
     _check_record(rec, 2, [4096], 3)
+
+
+def test_isolated_times_one_call_per_sample(tmp_path):
+    """--isolated: every sample is the barrier and one call (inner 1), in its own JSON file."""
+    res = _bench(
+        "allreduce", "--isolated", "--quick", "--sizes", "4K,64K", "--peers", "ringpress",
+        "--no-plot", cwd=tmp_path,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stdout + res.stderr
+    _no_traceback(res)
+    assert "one call after a barrier per sample" in res.stdout
+    rec = json.loads(
+        (tmp_path / "ringpress-results" / "allreduce_alone_np2_isolated_quick.json").read_text()
+    )
+    assert rec["config"]["isolated"] is True
+    assert all(s["peers"]["ringpress"]["inner"] == 1 for s in rec["sizes"])
+    _check_record(rec, 2, [4096, 65536], 3)
 
 
 # --------------------------------------------------------------------------- usage

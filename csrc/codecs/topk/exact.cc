@@ -150,11 +150,13 @@ void topk_exact(const float* x, std::size_t n, std::size_t k, SparseVector* out)
   }
   // Pass 2: collect the cum elements with |x| bits >= bucket << kShift.
   const std::uint32_t tbits = static_cast<std::uint32_t>(bucket) << kShift;
-  if (I.size() < cum + 1) I.resize(cum + 1);
-  if (V.size() < cum + 1) V.resize(cum + 1);
+  // The SIMD compaction writes whole vectors at the next free slot: at most 32 past the last hit.
+  const std::size_t room = std::min(cum + 33, n + 1);
+  if (I.size() < room) I.resize(room);
+  if (V.size() < room) V.resize(room);
   std::uint32_t* ip = I.data();
   float* vp = V.data();
-  const std::size_t c = compact_range(x, 0, n, tbits, ip, vp, 0);
+  const std::size_t c = compact_range_best(x, 0, n, tbits, ip, vp, 0);
   RP_ENFORCE_EQ(c, cum, InternalError, "pass 2 disagrees with the histogram");
   I.resize(c);
   V.resize(c);

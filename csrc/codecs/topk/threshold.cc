@@ -4,8 +4,8 @@
 // floats), so no rounding is involved; t must be >= 0 (or -0) and not NaN. NaN in x raises
 // UsageError: NaN bit patterns exceed every allowed threshold, so every NaN lands in the collected
 // set and one check over the (small) output finds it.
-// Cost: 1 read of x (blocks of 16 whose max |x| is below t are skipped after a vectorised max;
-// others are compacted branch-free); writes 8 bytes per selected element.
+// Cost: 1 read of x (compact_isa.cc: vectors with no hit are skipped after one compare, the
+// others compacted by a permute or compress); writes 8 bytes per selected element.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -34,7 +34,7 @@ void collect_at_least(const float* x, std::size_t n, std::uint32_t tbits, std::s
       I.resize(cap);
       V.resize(cap);
     }
-    c = compact_range(x, base, end, tbits, I.data(), V.data(), c);
+    c = compact_range_best(x, base, end, tbits, I.data(), V.data(), c);
   }
   I.resize(c);
   V.resize(c);

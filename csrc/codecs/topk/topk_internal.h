@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "ringpress/cpu.h"
 #include "ringpress/topk.h"
 
 namespace ringpress::topk::internal {
@@ -76,6 +77,14 @@ void compact_topk(SparseVector* v, std::size_t k);
 // expected is a capacity hint. threshold.cc.
 void collect_at_least(const float* x, std::size_t n, std::uint32_t tbits, std::size_t expected,
                       SparseVector* out);
+
+// compact_range compiled for a SIMD level (compact_isa.cc): the same output bit for bit, the same
+// room needed in ip/vp. _at runs the given level's kernel (the generic one where that level is
+// not supported here; tests compare levels), _best the one simd_level() picks.
+std::size_t compact_range_at(SimdLevel level, const float* x, std::size_t begin, std::size_t end,
+                             std::uint32_t tbits, std::uint32_t* ip, float* vp, std::size_t c);
+std::size_t compact_range_best(const float* x, std::size_t begin, std::size_t end,
+                               std::uint32_t tbits, std::uint32_t* ip, float* vp, std::size_t c);
 
 // UsageError if any collected value is NaN. threshold.cc.
 void check_no_nan(const SparseVector& v);
