@@ -31,7 +31,8 @@ const std::vector<Var>& table() {
        "auto: allreduce is hierarchical when ranks share hosts (docs/algorithms.md); flat: one "
        "ring in rank order"},
       {"RINGPRESS_SHM_RING_BYTES", "bytes", "4194304", "when a communicator is made",
-       "shared-memory ring per direction and pair (a power of two)"},
+       "shared-memory ring per direction and pair (a power of two); each pair of ranks on a "
+       "host backs 2 rings in /dev/shm at setup"},
       {"RINGPRESS_TIMELINE", "string", "", "when a communicator is made",
        "path prefix: each rank writes a Chrome trace to <prefix>.<rank>.json at close"},
       {"RINGPRESS_COMPRESSION", "string", "none", "when a communicator is made",

@@ -12,7 +12,10 @@
 //   * Sleeping: a side that finds nothing to do sets its *_sleeping flag, re-checks, then sleeps in
 //     epoll on the pair's socket; the other side, after moving bytes, clears the flag with an
 //     exchange and sends one doorbell byte if it was set (Dekker-style with seq_cst fences).
-// Cost: one memcpy into the ring and one out of it; no syscalls while both sides are busy.
+//   * Both sides populate the whole segment when they map it (MADV_POPULATE_WRITE): no page
+//     faults on the data path, and a /dev/shm too small for it raises TransportError at setup.
+// Cost: one memcpy into the ring and one out of it; no syscalls while both sides are busy. Setup:
+// 2 x ring bytes of shared memory per pair of local ranks, backed at once.
 #pragma once
 
 #include <sys/uio.h>

@@ -4,15 +4,17 @@ collectives, hostile connections, timeouts, and resource stability over many ope
 from __future__ import annotations
 
 import glob
+import json
 import os
 import random
+import shutil
 import socket
 import struct
 import threading
 import time
 
 import pytest
-from ranks import collect, run_ranks, start_ranks
+from ranks import collect, free_port, run_ranks, start_ranks
 
 
 def test_killed_rank_raises_transport_error_naming_it_on_every_rank():
@@ -336,3 +338,59 @@ except rp.RingpressError as e:
         assert rec["error"] == "TimeoutError", rec
         # The deadline, not the transfer, ends the call (generous bound: a loaded machine).
         assert rec["after"] < 0.02 + 5 and rec["broken"], rec
+
+
+SHM_FULL = r"""
+import json, os, sys, time
+import numpy as np
+import ringpress as rp
+t0 = time.monotonic()
+try:
+    comm = rp.Communicator.from_env(timeout=10)
+    x = np.ones(1 << 20, np.float32)  # 4 MiB: more than /dev/shm holds
+    comm.allreduce(x)
+    out = {"error": None}
+except rp.RingpressError as e:
+    out = {"error": type(e).__name__, "msg": str(e), "s": time.monotonic() - t0}
+print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare(1)"
+)
+def test_a_dev_shm_too_small_for_the_rings_is_a_typed_error_at_setup(tmp_path):
+    """Rings are backed when mapped: a /dev/shm smaller than a pair's segment (here a private
+    2 MiB tmpfs in a mount namespace; containers default to 64 MiB) raises TransportError on
+    both ranks at setup, naming /dev/shm on the rank that met it. Faulted lazily, the first
+    write past 2 MiB killed the rank with SIGBUS in the middle of a collective."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "shm_full.py"
+    script.write_text(SHM_FULL)
+    port = free_port()
+    ranks = " & ".join(
+        f"RANK={r} WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT={port} "
+        f"RINGPRESS_TRANSPORT=auto {sys.executable} {script} > {tmp_path}/out{r} 2>&1"
+        for r in range(2)
+    )
+    shell = f"mount -t tmpfs -o size=2m tmpfs /dev/shm && {{ {ranks} & wait; }}"
+    env = dict(os.environ, RINGPRESS_JOB_KEY="k" * 64)
+    env.pop("RINGPRESS_SHM_RING_BYTES", None)
+    r = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", shell],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    if r.returncode != 0 and "mount" in r.stderr:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+    outs = []
+    for rank in range(2):
+        text = (tmp_path / f"out{rank}").read_text()
+        lines = [ln for ln in text.splitlines() if ln.startswith("{")]
+        assert lines, text
+        outs.append(json.loads(lines[-1]))
+    for o in outs:
+        assert o["error"] == "TransportError", outs
+        assert o["s"] < 10, outs
+    assert any("/dev/shm" in o["msg"] and "could not be backed" in o["msg"] for o in outs), outs
