@@ -2,7 +2,8 @@
 // randomk, threshold; nothing here knows which): every rank sends its whole encoded payload once.
 //
 //   1. residual += x (error feedback: what this rank dropped last time), if a residual is given,
-//      and the codec encodes that;
+//      and the codec encodes that (Codec::encode_feedback_add; sampled top-k folds the add into
+//      its selection pass);
 //   2. payload = codec.encode(x) (top-k: k = ceil(ratio * n) entries, sampled threshold within
 //      +tolerance or exact; random-k: k positions from the request's seed, the same on every
 //      rank; threshold: every |x| >= t); with feedback, codec.encode_feedback leaves in the
@@ -37,12 +38,10 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   {
     StageScope ts(oc, Stage::kSelect, "select", n * 4);
     if (o.residual) {
-      // x' = x + r accumulated in the residual itself (one pass), encoded from there, and the
-      // residual becomes x' - decode(payload) in place (top-k: the sent entries zeroed, no
-      // further pass); x is then free to receive the sum.
-      float* res = o.residual;
-      for (std::size_t i = 0; i < n; ++i) res[i] += x[i];
-      mine_len = codec->encode_feedback(res, res, n, mine->data(), oc.seq, false);
+      // x' = x + r accumulated in the residual itself, encoded from there, and the residual
+      // becomes x' - decode(payload) in place (top-k: the sent entries zeroed, no further pass);
+      // x is then free to receive the sum. Sampled top-k does the add in its collecting pass.
+      mine_len = codec->encode_feedback_add(x, o.residual, n, mine->data(), oc.seq);
     } else {
       mine_len = codec->encode(x, n, mine->data(), oc.seq);
     }

@@ -202,6 +202,47 @@ TEST(CodecRegistry, EncodeFeedbackEqualsTheGenericHelper) {
   }
 }
 
+// Error feedback with the add folded in: encode_feedback_add(g, r) must give the payload and the
+// residual of `r += g; encode_feedback(r, r)` bit for bit, for every lossy codec. n is above
+// 4 x the sampled top-k's sample size, so its folded path (the add inside the collecting pass)
+// runs; the residual starts nonzero so the add matters.
+TEST(CodecRegistry, EncodeFeedbackAddEqualsAddThenEncodeFeedback) {
+  const std::size_t n = 300007;
+  std::vector<float> g(n), r0(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    g[i] = std::sin(0.37f * static_cast<float>(i)) * (i % 97 == 0 ? 50.0f : 1.0f);
+    r0[i] = std::cos(0.11f * static_cast<float>(i)) * 0.3f;
+  }
+  int checked = 0;
+  for (const rp::CodecInfo& info : rp::codecs()) {
+    if (info.make == nullptr || info.exact) continue;
+    for (bool alt : {false, true}) {
+      rp::CodecParams p;
+      p.block = 16;
+      p.ratio = 0.01;
+      p.threshold = 0.9;
+      if (alt) p.values = "fp16";
+      for (bool sampled : {true, false}) {
+        p.sampled = sampled;
+        auto codec = rp::make_codec(static_cast<rp::WireCompression>(info.id), p, rp::DType::kF32,
+                                    rp::ReduceOp::kSum);
+        std::vector<float> ra = r0, rb = r0;
+        std::vector<unsigned char> oa(codec->bound(n)), ob(codec->bound(n));
+        const std::size_t la = codec->encode_feedback_add(g.data(), ra.data(), n, oa.data(), 11);
+        for (std::size_t i = 0; i < n; ++i) rb[i] += g[i];
+        const std::size_t lb =
+            codec->encode_feedback(rb.data(), rb.data(), n, ob.data(), 11, false);
+        ASSERT_EQ(la, lb) << info.name;
+        EXPECT_EQ(0, std::memcmp(oa.data(), ob.data(), la)) << info.name;
+        EXPECT_EQ(0, std::memcmp(ra.data(), rb.data(), n * sizeof(float)))
+            << info.name << (alt ? " fp16" : "") << (sampled ? " sampled" : "");
+        ++checked;
+      }
+    }
+  }
+  EXPECT_GE(checked, 8);
+}
+
 // The sweep: every registered codec, P in 2..8, sizes around the segment and block boundaries.
 class CodecSweep : public ::testing::TestWithParam<std::tuple<int, std::string, bool>> {};
 

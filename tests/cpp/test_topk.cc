@@ -447,6 +447,95 @@ TEST_P(CompactLevel, SameEntriesAsGeneric) {
   EXPECT_GT(cases, 600);
 }
 
+// The accumulating kernel: r = r + g for every element and the compaction of those sums, the
+// generic kernel's r and entries bit for bit at every level (specials in g and in r: Inf + -Inf
+// makes NaN, which is collected like any NaN).
+TEST_P(CompactLevel, AccumulateSameAsGeneric) {
+  const SimdLevel level = GetParam();
+  if (!simd_level_supported(level)) GTEST_SKIP() << simd_level_name(level) << " not supported";
+  std::mt19937 rng(11);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(),
+                            -0.0f,
+                            0.0f,
+                            std::numeric_limits<float>::denorm_min()};
+  int cases = 0;
+  for (std::size_t n : {0u, 1u, 15u, 16u, 31u, 32u, 33u, 100u, 4099u}) {
+    for (int density : {0, 1}) {
+      std::vector<float> g(n + 3), r(n + 3);
+      for (auto& v : g) v = normal(rng);
+      for (auto& v : r) v = 0.5f * normal(rng);
+      if (density) {
+        std::uniform_int_distribution<std::size_t> pos(0, g.size() - 1);
+        for (std::size_t j = 0; j < g.size() / 5 + 1; ++j) {
+          g[pos(rng)] = specials[j % 6];
+          r[pos(rng)] = specials[(j + 2) % 6];
+        }
+      }
+      for (std::size_t begin : {std::size_t{0}, std::size_t{3}}) {
+        const std::size_t end = std::min(begin + n, g.size());
+        for (std::uint32_t t : {0u, mag(1.0f), mag(2.5f), 0x7F800000u}) {
+          const std::size_t c0 = 2, room = (end - begin) + 1;
+          std::vector<std::uint32_t> ig(c0 + room + 8, 7u), il = ig;
+          std::vector<float> vg(c0 + room + 8, 3.0f), vl = vg;
+          std::vector<float> rg = r, rl = r;
+          const std::size_t cg = internal::accumulate_range_at(
+              SimdLevel::kGeneric, g.data(), rg.data(), begin, end, t, ig.data(), vg.data(), c0);
+          const std::size_t cl = internal::accumulate_range_at(level, g.data(), rl.data(), begin,
+                                                               end, t, il.data(), vl.data(), c0);
+          ASSERT_EQ(cg, cl) << "n=" << n << " t=" << t;
+          ASSERT_EQ(0, std::memcmp(rg.data(), rl.data(), rg.size() * 4)) << "n=" << n;
+          ASSERT_EQ(0, std::memcmp(ig.data(), il.data(), cg * 4)) << "n=" << n << " t=" << t;
+          ASSERT_EQ(0, std::memcmp(vg.data(), vl.data(), cg * 4)) << "n=" << n << " t=" << t;
+          for (std::size_t j = c0 + room; j < il.size(); ++j) ASSERT_EQ(il[j], 7u);
+          // The generic kernel is the definition: the sums in place, elements outside untouched.
+          for (std::size_t i = 0; i < r.size(); ++i) {
+            const float want = i >= begin && i < end ? r[i] + g[i] : r[i];
+            ASSERT_EQ(0, std::memcmp(&rg[i], &want, 4)) << i;
+          }
+          ++cases;
+        }
+      }
+    }
+  }
+  EXPECT_GT(cases, 100);
+}
+
+// topk_sampled_accumulate is the add followed by topk_sampled: the same entries and the same r,
+// on the sampled path (n > 4 x sample size) and the direct exact path, and with NaN the same
+// error after the same r.
+TEST(TopK, SampledAccumulateEqualsAddThenSampled) {
+  for (Dist d : {Dist::kNormal, Dist::kStudentT, Dist::kManyZeros, Dist::kFewValues}) {
+    for (std::size_t n : {std::size_t{1000}, std::size_t{300001}}) {
+      std::vector<float> g = make(d, n, 5), r0 = make(Dist::kNormal, n, 6);
+      for (auto& v : r0) v *= 0.25f;
+      SampledOptions so;
+      so.seed = 3;
+      for (std::size_t k : {std::size_t{1}, n / 100, n / 10}) {
+        std::vector<float> ra = r0, rb = r0;
+        SparseVector a, b;
+        topk_sampled_accumulate(g.data(), ra.data(), n, k, so, &a);
+        for (std::size_t i = 0; i < n; ++i) rb[i] += g[i];
+        topk_sampled(rb.data(), n, k, so, &b);
+        ASSERT_EQ(a.indices, b.indices) << "n=" << n << " k=" << k;
+        ASSERT_EQ(0, std::memcmp(a.values.data(), b.values.data(), a.size() * 4));
+        ASSERT_EQ(0, std::memcmp(ra.data(), rb.data(), n * 4));
+      }
+    }
+  }
+  const std::size_t n = 300001;
+  std::vector<float> g(n, 1.0f), r(n, 0.5f);
+  g[n / 2] = std::numeric_limits<float>::quiet_NaN();
+  SparseVector out;
+  EXPECT_THROW(topk_sampled_accumulate(g.data(), r.data(), n, n / 100, SampledOptions{}, &out),
+               UsageError);
+  EXPECT_EQ(r[0], 1.5f);
+  EXPECT_EQ(r[n - 1], 1.5f);
+  EXPECT_TRUE(std::isnan(r[n / 2]));
+}
+
 INSTANTIATE_TEST_SUITE_P(Levels, CompactLevel,
                          ::testing::Values(SimdLevel::kSSE2, SimdLevel::kAVX2, SimdLevel::kAVX512),
                          [](const ::testing::TestParamInfo<SimdLevel>& info) {

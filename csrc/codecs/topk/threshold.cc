@@ -16,8 +16,12 @@
 namespace ringpress::topk {
 namespace internal {
 
-void collect_at_least(const float* x, std::size_t n, std::uint32_t tbits, std::size_t expected,
-                      SparseVector* out) {
+namespace {
+
+// Runs pass(begin, end, ip, vp, c) over chunks of [0, n), growing out so that each chunk has the
+// room the compaction kernels need ((end - begin) + 1 past c).
+template <class Pass>
+void collect_chunks(std::size_t n, std::size_t expected, SparseVector* out, Pass pass) {
   constexpr std::size_t kChunk = 4096;  // capacity is checked once per chunk
   auto& I = out->indices;
   auto& V = out->values;
@@ -34,10 +38,28 @@ void collect_at_least(const float* x, std::size_t n, std::uint32_t tbits, std::s
       I.resize(cap);
       V.resize(cap);
     }
-    c = compact_range_best(x, base, end, tbits, I.data(), V.data(), c);
+    c = pass(base, end, I.data(), V.data(), c);
   }
   I.resize(c);
   V.resize(c);
+}
+
+}  // namespace
+
+void collect_at_least(const float* x, std::size_t n, std::uint32_t tbits, std::size_t expected,
+                      SparseVector* out) {
+  collect_chunks(n, expected, out,
+                 [&](std::size_t b, std::size_t e, std::uint32_t* ip, float* vp, std::size_t c) {
+                   return compact_range_best(x, b, e, tbits, ip, vp, c);
+                 });
+}
+
+void collect_at_least_accumulate(const float* g, float* r, std::size_t n, std::uint32_t tbits,
+                                 std::size_t expected, SparseVector* out) {
+  collect_chunks(n, expected, out,
+                 [&](std::size_t b, std::size_t e, std::uint32_t* ip, float* vp, std::size_t c) {
+                   return accumulate_range_best(g, r, b, e, tbits, ip, vp, c);
+                 });
 }
 
 void check_no_nan(const SparseVector& v) {

@@ -86,6 +86,19 @@ std::size_t compact_range_at(SimdLevel level, const float* x, std::size_t begin,
 std::size_t compact_range_best(const float* x, std::size_t begin, std::size_t end,
                                std::uint32_t tbits, std::uint32_t* ip, float* vp, std::size_t c);
 
+// The accumulating compaction (compact_isa.cc): r[i] = r[i] + g[i] for every i in [begin, end),
+// and every i whose new |r[i]| bits are >= tbits appended with that sum, as compact_range would
+// after the add; the same room in ip/vp. _at: one level's kernel (tests), _best: simd_level()'s.
+std::size_t accumulate_range_at(SimdLevel level, const float* g, float* r, std::size_t begin,
+                                std::size_t end, std::uint32_t tbits, std::uint32_t* ip, float* vp,
+                                std::size_t c);
+std::size_t accumulate_range_best(const float* g, float* r, std::size_t begin, std::size_t end,
+                                  std::uint32_t tbits, std::uint32_t* ip, float* vp, std::size_t c);
+
+// collect_at_least over x = r + g, storing the sums into r on the way (threshold.cc).
+void collect_at_least_accumulate(const float* g, float* r, std::size_t n, std::uint32_t tbits,
+                                 std::size_t expected, SparseVector* out);
+
 // UsageError if any collected value is NaN. threshold.cc.
 void check_no_nan(const SparseVector& v);
 

@@ -188,6 +188,12 @@ std::size_t Codec::encode_feedback(float* x, float* r, std::size_t count, void* 
   return bytes;
 }
 
+std::size_t Codec::encode_feedback_add(const float* g, float* r, std::size_t count, void* out,
+                                       std::uint64_t seed) {
+  for (std::size_t i = 0; i < count; ++i) r[i] += g[i];
+  return encode_feedback(r, r, count, out, seed, false);
+}
+
 namespace wire_codecs {
 
 void* scratch(Scratch which, std::size_t bytes) {

@@ -37,10 +37,20 @@ void SparseCodec::checked_select(const float* x, std::size_t n, std::uint64_t se
   RP_ENFORCE_LE(n, kMaxElements, UsageError, "sparse codecs handle at most 2^32 - 1 elements, got ",
                 n);
   select(x, n, seed, &sv_);
+  half_values();
+}
+
+void SparseCodec::half_values() {
   if (half_) {
     if (h_.size() < sv_.size()) h_.resize(sv_.size());
     quant::fp32_to_fp16(sv_.values.data(), sv_.size(), h_.data());
   }
+}
+
+void SparseCodec::select_accumulate(const float* g, float* r, std::size_t n, std::uint64_t seed,
+                                    topk::SparseVector* sv) {
+  for (std::size_t i = 0; i < n; ++i) r[i] += g[i];
+  select(r, n, seed, sv);
 }
 
 std::size_t SparseCodec::write(std::size_t n, void* out) {
@@ -104,24 +114,41 @@ std::size_t SparseCodec::encode_feedback(float* x, float* r, std::size_t count, 
   checked_select(x, count, seed);
   const std::size_t bytes = write(count, out);
   const std::size_t k = sv_.size();
+  if (r != x && count) std::memcpy(r, x, count * sizeof(float));
+  fix_residual(r);
+  const float* sent = half_ && k > 0 ? val_.data() : sv_.values.data();
+  if (keep) {
+    if (count) std::memset(x, 0, count * sizeof(float));
+    for (std::size_t j = 0; j < k; ++j) x[sv_.indices[j]] = sent[j];
+  }
+  return bytes;
+}
+
+std::size_t SparseCodec::encode_feedback_add(const float* g, float* r, std::size_t count, void* out,
+                                             std::uint64_t seed) {
+  RP_ENFORCE_LE(count, kMaxElements, UsageError,
+                "sparse codecs handle at most 2^32 - 1 elements, got ", count);
+  select_accumulate(g, r, count, seed, &sv_);  // r = x' = r + g from here on
+  half_values();
+  const std::size_t bytes = write(count, out);
+  fix_residual(r);
+  return bytes;
+}
+
+void SparseCodec::fix_residual(float* r) {
   // r = x - decode(out): x where nothing was sent; at a sent entry x - x' (x' = the value as
   // sent; 0 where x' is x bit for bit). sv_.values holds the original x there (r may alias x).
+  const std::size_t k = sv_.size();
   const float* sent = sv_.values.data();
   if (half_ && k > 0) {
     val_.resize(k);
     quant::fp16_to_fp32(h_.data(), k, val_.data());
     sent = val_.data();
   }
-  if (r != x && count) std::memcpy(r, x, count * sizeof(float));
   for (std::size_t j = 0; j < k; ++j) {
     const float v = sv_.values[j], d = sent[j];
     r[sv_.indices[j]] = std::memcmp(&v, &d, sizeof(float)) == 0 ? 0.0f : v - d;
   }
-  if (keep) {
-    if (count) std::memset(x, 0, count * sizeof(float));
-    for (std::size_t j = 0; j < k; ++j) x[sv_.indices[j]] = sent[j];
-  }
-  return bytes;
 }
 
 }  // namespace ringpress::wire_codecs

@@ -37,6 +37,8 @@ class SparseCodec : public Codec {
   void decode(const void* in, std::size_t len, void* dst, std::size_t count, bool reduce) override;
   std::size_t encode_feedback(float* x, float* r, std::size_t count, void* out, std::uint64_t seed,
                               bool keep) override;
+  std::size_t encode_feedback_add(const float* g, float* r, std::size_t count, void* out,
+                                  std::uint64_t seed) override;
 
   // k = min(n, ceil(ratio * n)): the entries topk and randomk send.
   static std::size_t k_of(double ratio, std::size_t n);
@@ -47,11 +49,18 @@ class SparseCodec : public Codec {
   // Fills sv with the entries to send (ascending indices, values = x at them).
   virtual void select(const float* x, std::size_t n, std::uint64_t seed,
                       topk::SparseVector* sv) = 0;
+  // select() over x = r + g, leaving r = r + g (every element). Default: the add, then select(r).
+  // A codec whose selection reads all of x anyway folds the add into that pass (topk sampled).
+  virtual void select_accumulate(const float* g, float* r, std::size_t n, std::uint64_t seed,
+                                 topk::SparseVector* sv);
   // The most entries select() returns for n elements.
   virtual std::size_t max_selected(std::size_t n) const = 0;
 
  private:
   void checked_select(const float* x, std::size_t n, std::uint64_t seed);
+  void half_values();  // h_ = fp16 of sv_.values, with values = "fp16"
+  // r = x - decode(payload) given r == x before the call (the sent entries fixed up only).
+  void fix_residual(float* r);
   std::size_t write(std::size_t n, void* out);  // the payload of sv_ (and h_ for fp16 values)
 
   bool half_;

@@ -38,6 +38,14 @@ class TopKSparse final : public SparseCodec {
       topk::topk_exact(x, n, k, sv);
     }
   }
+  void select_accumulate(const float* g, float* r, std::size_t n, std::uint64_t seed,
+                         topk::SparseVector* sv) override {
+    if (!sampled_) return SparseCodec::select_accumulate(g, r, n, seed, sv);
+    topk::SampledOptions so;
+    so.tolerance = tolerance_;
+    so.seed = seed;
+    topk::topk_sampled_accumulate(g, r, n, k_of(ratio_, n), so, sv);
+  }
 
  private:
   double ratio_;

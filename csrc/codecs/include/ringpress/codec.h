@@ -24,6 +24,11 @@
 //                       be x itself (then keep must be false). A codec may override it with a
 //                       faster equivalent (the sparse codecs: r = x with the sent entries
 //                       replaced by what rounding their values dropped).
+//   encode_feedback_add(g, r, count, out, seed)
+//                       the step with the caller's add folded in: r += g (every element, one
+//                       float add each), then encode_feedback(r, r, ...). The default does exactly
+//                       that; a codec may fold the add into its own pass over r (sampled top-k:
+//                       one read of memory less), with the same payload and the same r.
 //   min_payload(count)  the smallest payload decode() can accept for `count` elements (default 0;
 //                       fixed-size codecs: bound(count)). A reader of a hostile length field
 //                       (the container) checks min_payload(n) <= len <= bound(n) before it
@@ -109,6 +114,8 @@ class Codec {
                       bool reduce) = 0;
   virtual std::size_t encode_feedback(float* x, float* r, std::size_t count, void* out,
                                       std::uint64_t seed, bool keep);
+  virtual std::size_t encode_feedback_add(const float* g, float* r, std::size_t count, void* out,
+                                          std::uint64_t seed);
   virtual std::size_t min_payload(std::size_t /*count*/) const { return 0; }
   virtual std::size_t word() const { return 1; }
 };

@@ -63,6 +63,14 @@ struct SampledOptions {
 void topk_sampled(const float* x, std::size_t n, std::size_t k, const SampledOptions& options,
                   SparseVector* out);
 
+// topk_sampled of x = r + g that also leaves r = r + g (every element, one float add each, as
+// `r[i] += g[i]`): the same entries and the same r as that add followed by topk_sampled(r, ...),
+// but the add happens in the pass that collects the candidates, so memory is read once less
+// (error feedback: r is the residual, g the new gradient). NaN raises UsageError after r is
+// updated.
+void topk_sampled_accumulate(const float* g, float* r, std::size_t n, std::size_t k,
+                             const SampledOptions& options, SparseVector* out);
+
 // Random-k (csrc/codecs/topk/randomk.cc): k distinct indices drawn uniformly without replacement
 // (Floyd's algorithm on an n-bit bitmap with a counter-based splitmix PRNG), sorted, and their
 // values. Deterministic per (seed, n, k). Does not inspect values (NaN is copied).
