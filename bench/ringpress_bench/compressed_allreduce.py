@@ -59,13 +59,11 @@ def main(argv=None, prog="ringpress bench compressed") -> int:
 
     rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     n = args.nbytes // 4
+    # The gradient cache first: if it is missing, one rank trains the model while the others
+    # sleep on the cache's lock (gradients.py). Waiting in a barrier instead, with 4 ranks on 2
+    # cores spinning, outlasted the communicator's timeout.
+    g = fp32_gradients(verbose=True)  # only the rank that trains prints
     comm = ringpress.Communicator.from_env()
-    # Rank 0 builds the gradient cache if it is missing (training the model); the others wait.
-    if rank == 0:
-        g = fp32_gradients(verbose=True)
-    comm.barrier()
-    if rank != 0:
-        g = fp32_gradients(verbose=False)
     base = np.resize(np.roll(g, 7919 * rank), n).astype(np.float32)
     exact = base.astype(np.float64)
     comm.allreduce(exact)  # the exact sum (float64)

@@ -23,6 +23,7 @@ Run ``ringpress bench gradients`` to build the cache and print sizes and the los
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -164,18 +165,33 @@ def _train_and_collect(min_elems: int, verbose: bool = True) -> tuple[np.ndarray
     return grads, meta
 
 
-def _load_or_build(min_elems: int, verbose: bool) -> np.ndarray:
-    npy, meta_path = _cache_paths()
+def _load(npy: Path, min_elems: int) -> np.ndarray | None:
     if npy.exists():
         arr = np.load(npy, mmap_mode="r")
         if arr.size >= min_elems:
             return np.asarray(arr[:], dtype=np.float32)
-    grads, meta = _train_and_collect(min_elems, verbose=verbose)
+    return None
+
+
+def _load_or_build(min_elems: int, verbose: bool) -> np.ndarray:
+    npy, meta_path = _cache_paths()
+    got = _load(npy, min_elems)
+    if got is not None:
+        return got
+    # Several processes (the ranks of one benchmark) may miss the cache at once: one trains, the
+    # others sleep on the lock (not in a collective, whose timeout the training could outlast)
+    # and then load what it wrote.
     npy.parent.mkdir(parents=True, exist_ok=True)
-    tmp = npy.with_suffix(".tmp.npy")
-    np.save(tmp, grads)
-    os.replace(tmp, npy)
-    meta_path.write_text(json.dumps(meta, indent=1))
+    with open(npy.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        got = _load(npy, min_elems)
+        if got is not None:
+            return got
+        grads, meta = _train_and_collect(min_elems, verbose=verbose)
+        tmp = npy.with_suffix(".tmp.npy")
+        np.save(tmp, grads)
+        os.replace(tmp, npy)
+        meta_path.write_text(json.dumps(meta, indent=1))
     return grads
 
 

@@ -79,3 +79,43 @@ def test_compressed_bench_needs_a_job():
         timeout=60,
     )
     assert p.returncode == 2 and "RANK" in p.stderr and "Traceback" not in p.stderr
+
+
+LOCK_SCRIPT = r"""
+import sys, time, numpy as np
+from ringpress_bench import gradients
+
+def fake_train(min_elems, verbose=True):  # stands in for the model training (seconds)
+    with open(sys.argv[1], "a") as f:
+        f.write("trained\n")
+    time.sleep(1.0)
+    return np.arange(min_elems, dtype=np.float32), {"fake": True}
+
+gradients._train_and_collect = fake_train
+g = gradients.fp32_gradients(1000, verbose=False)
+print(g.size, float(g[999]))
+"""
+
+
+def test_gradient_cache_is_built_once_when_ranks_miss_it_together(tmp_path):
+    """Ranks that all miss the gradient cache: one trains, the others wait on its lock (not in a
+    collective whose timeout training could outlast) and load what it wrote."""
+    script = tmp_path / "lock.py"
+    script.write_text(LOCK_SCRIPT)
+    log = tmp_path / "trained.log"
+    env = dict(os.environ, RINGPRESS_CACHE_DIR=str(tmp_path / "cache"))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), str(log)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outs = [p.communicate(timeout=120) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err
+        assert out.split() == ["1000", "999.0"], out
+    assert log.read_text().count("trained") == 1
