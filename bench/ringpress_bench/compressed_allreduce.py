@@ -17,14 +17,14 @@ plain, relative L2 error against the exact sum, wire bytes per rank, and what au
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
-from ._common import fmt_bytes, machine_info, parse_size, results_dir
+from ._common import fmt_bytes, machine_info, parse_size, results_dir, write_json
 from .runner import ArgParser
 
 MODES = ("gloo", "plain", "lossless", "bf16", "int8", "topk", "auto", "auto+topk")
@@ -164,10 +164,7 @@ def main(argv=None, prog="ringpress bench compressed") -> int:
             "rows": rows,
             "auto_stats": comm.stats()["auto"],
         }
-        path = args.json or str(results_dir() / f"compressed_np{size}_{rate}.json")
-        with open(path, "w") as f:
-            json.dump(rec, f, indent=1)
-        print(f"wrote {path}")
+        write_json(rec, Path(args.json or results_dir() / f"compressed_np{size}_{rate}.json"))
     comm.close()
     if gloo is not None:
         gloo[1].destroy_process_group()
