@@ -323,6 +323,10 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupRingpress::split(
   ScopedErrorContext ec("split_group", rank_);
   const auto me = std::find(ranks.begin(), ranks.end(), rank_);
   if (me == ranks.end()) return nullptr;
+  // The same split for the group's next device type (process_group.h): one backend serves both.
+  if (store.get() == split_store_ && ranks == split_ranks_) {
+    if (auto made = split_made_.lock()) return made;
+  }
   std::string name = "split";
   for (int r : ranks) {
     RP_ENFORCE(r >= 0 && r < size_, UsageError, "split_group: rank ", r, " is not a rank of ",
@@ -330,9 +334,14 @@ c10::intrusive_ptr<c10d::Backend> ProcessGroupRingpress::split(
     name += "_" + std::to_string(r);
   }
   const auto timeout = opts ? opts->timeout : comm_->timeout();
-  return c10::make_intrusive<ProcessGroupRingpress>(
+  auto made = c10::make_intrusive<ProcessGroupRingpress>(
       c10::make_intrusive<c10d::PrefixStore>(name, store), static_cast<int>(me - ranks.begin()),
       static_cast<int>(ranks.size()), timeout);
+  split_store_ = store.get();
+  split_ranks_ = ranks;
+  split_made_ = c10::weak_intrusive_ptr<c10d::Backend>(
+      c10::static_intrusive_pointer_cast<c10d::Backend>(made));
+  return made;
 }
 
 void ProcessGroupRingpress::setTimeout(std::chrono::milliseconds timeout) {

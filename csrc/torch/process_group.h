@@ -52,7 +52,10 @@ class ProcessGroupRingpress : public c10d::Backend {
   bool supportsCoalescing() const override { return true; }
   // dist.split_group: a new communicator over `ranks` (this group's ranks, sorted the same on
   // every member), rendezvousing through `store` under a prefix naming them; nullptr on ranks
-  // that are not members.
+  // that are not members. torch calls split() once per device type the group serves (cpu and
+  // cuda, both ringpress here) with the same store: the second call returns the first's backend,
+  // as the parent serves both devices with one. (Two rendezvous under the same keys raced: the
+  // second could read the first's finished addresses and key, a 30 s TimeoutError under load.)
   bool supportsSplitting() const override { return true; }
   c10::intrusive_ptr<c10d::Backend> split(const c10::intrusive_ptr<c10d::Store>& store,
                                           const std::vector<int>& ranks,
@@ -119,6 +122,11 @@ class ProcessGroupRingpress : public c10d::Backend {
 
   std::shared_ptr<Communicator> comm_;  // shared with the registry close_all() reads
   std::chrono::milliseconds timeout_;
+  // The last split(): its store and ranks, and what it made (see split()). Not owned: while the
+  // backend it made lives, so does that store (the backend's prefix store holds it).
+  const c10d::Store* split_store_ = nullptr;
+  std::vector<int> split_ranks_;
+  c10::weak_intrusive_ptr<c10d::Backend> split_made_{c10::intrusive_ptr<c10d::Backend>()};
   std::unique_ptr<Batch> batch_;  // non-null between startCoalescing and endCoalescing
 };
 

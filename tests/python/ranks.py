@@ -9,6 +9,7 @@ a hanging collective fails the test instead of hanging it.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import socket
@@ -42,6 +43,25 @@ class RankResult:
     stderr: str
     records: list = field(default_factory=list)
     elapsed: float = 0.0
+    pid: int = 0
+
+
+def leftover_shm(pids) -> list[str]:
+    """Shared-memory segments still in /dev/shm that processes `pids` created (a segment's name
+    carries its creator's pid: ringpress-<job>-<pid>-<lo>-<hi>), so segments of another job on the
+    same machine, such as a concurrent test run, do not count."""
+    pids = {int(p) for p in pids}
+    left = []
+    for path in glob.glob("/dev/shm/ringpress-*"):
+        parts = os.path.basename(path).split("-")
+        if (
+            len(parts) == 5
+            and parts[2].isdigit()
+            and int(parts[2]) in pids
+            and os.path.exists(path)
+        ):
+            left.append(path)
+    return left
 
 
 def free_port() -> int:
@@ -110,7 +130,7 @@ def collect(procs, path: str, timeout: float) -> list[RankResult]:
                     q.kill()
                 so, se = p.communicate()
                 se += f"\n[test harness: rank {r} killed after {timeout} s]"
-            res = RankResult(r, p.returncode, so, se, elapsed=time.monotonic() - t0)
+            res = RankResult(r, p.returncode, so, se, elapsed=time.monotonic() - t0, pid=p.pid)
             res.records = [
                 json.loads(line[2:]) for line in so.splitlines() if line.startswith("@@")
             ]

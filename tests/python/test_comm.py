@@ -8,11 +8,8 @@ reference, and all ranks must agree bit for bit (checked through a digest gather
 
 from __future__ import annotations
 
-import glob
-import os
-
 import pytest
-from ranks import run_ranks
+from ranks import leftover_shm, run_ranks
 
 MATRIX_BODY = r"""
 import hashlib
@@ -175,7 +172,7 @@ def test_collectives_match_numpy(nranks, transport):
         )
     # Every rank holds the same bits.
     assert len({rec["digest"] for rec in recs}) == 1
-    assert not glob.glob("/dev/shm/ringpress-*")
+    assert not leftover_shm(r.pid for r in res)
 
 
 def test_bad_arguments_raise_usage_error_and_leave_communicator_usable():
@@ -232,8 +229,8 @@ comm.close()
 
 def test_no_shm_segments_left_behind():
     body = "comm.allreduce(np.ones(10, np.float32)); comm.close()"
-    run_ranks(3, body, timeout=60, env={"RINGPRESS_TRANSPORT": "shm"})
-    assert not [p for p in glob.glob("/dev/shm/ringpress-*") if os.path.exists(p)]
+    res = run_ranks(3, body, timeout=60, env={"RINGPRESS_TRANSPORT": "shm"})
+    assert not leftover_shm(r.pid for r in res)
 
 
 WORK_LIFETIME_BODY = r"""

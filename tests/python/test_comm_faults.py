@@ -3,7 +3,6 @@ collectives, hostile connections, timeouts, and resource stability over many ope
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import random
@@ -14,7 +13,7 @@ import threading
 import time
 
 import pytest
-from ranks import collect, free_port, run_ranks, start_ranks
+from ranks import collect, free_port, leftover_shm, run_ranks, start_ranks
 
 
 def test_killed_rank_raises_transport_error_naming_it_on_every_rank():
@@ -51,7 +50,7 @@ except Exception as e:
         assert rec["peer"] == 2, rec
         assert "2" in rec["msg"]
         assert rec["after"] < timeout + 2
-    assert not glob.glob("/dev/shm/ringpress-*")
+    assert not leftover_shm(r.pid for r in res)
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])

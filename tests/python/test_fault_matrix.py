@@ -10,12 +10,11 @@ Repeat every case N times with ``RP_FAULT_REPEAT=N pytest tests/python/test_faul
 
 from __future__ import annotations
 
-import glob
 import os
 import time
 
 import pytest
-from ranks import collect, start_ranks
+from ranks import collect, leftover_shm, start_ranks
 
 TIMEOUT = 3.0
 REPEAT = int(os.environ.get("RP_FAULT_REPEAT", "1"))
@@ -131,4 +130,4 @@ def _run_case(point, action, kinds, transport):
         assert v.returncode == 0 and v.records and v.records[0]["error"] is not None, v.stderr[
             -800:
         ]
-    assert not glob.glob("/dev/shm/ringpress-*")
+    assert not leftover_shm(p.pid for p in procs)
