@@ -5,7 +5,6 @@
 #include <cstring>
 #include <string>
 
-#include "ringpress/buffer_pool.h"
 #include "ringpress/env.h"
 #include "ringpress/fault.h"
 #include "ringpress/trace.h"
@@ -109,8 +108,6 @@ void run(const OpContext& oc, const Plan& plan) {
   const int r = ctx.rank();
   if (P == 1) return;
   const std::size_t es = dtype_size(plan.dtype);
-  const std::size_t seg_bytes = plan.segment_bytes ? plan.segment_bytes : default_segment_bytes();
-  const std::size_t seg = std::max<std::size_t>(1, seg_bytes / es);
   const int right = (r + 1) % P;
   const int left = (r + P - 1) % P;
   // Send and receive sequences (see ring.h): send group g+1 carries what receive group g produced.
@@ -126,8 +123,6 @@ void run(const OpContext& oc, const Plan& plan) {
   };
 
   constexpr std::size_t kWindow = 4;
-  std::shared_ptr<Buffer> scratch =
-      plan.reduce_scatter ? Buffer::acquire(kWindow * seg * es) : nullptr;
   std::vector<Ticket> send_tickets(sends.size());
   std::vector<Ticket> recv_tickets(recvs.size());
   // Index of the reduce-scatter send of each allgather receive target (same block and segment):
@@ -148,7 +143,11 @@ void run(const OpContext& oc, const Plan& plan) {
     const Item& it = recvs[i];
     MsgHeader h = make_header(i, it);
     if (it.rs) {
-      recv_tickets[i] = ctx.post_recv(left, expect(h), scratch->data() + (i % kWindow) * seg * es);
+      // Reduced into the working buffer as it arrives (straight out of a shm ring). Safe to post
+      // early: this segment's own send comes one step later, after this receive completed.
+      Expect e = expect(h);
+      e.reduce = true;
+      recv_tickets[i] = ctx.post_recv(left, e, plan.data + it.elem * es);
       return true;
     }
     // Allgather receive i overwrites the region of reduce-scatter send j = i - rs_recvs (same
@@ -172,14 +171,13 @@ void run(const OpContext& oc, const Plan& plan) {
                recvs.size());
     const Item& it = recvs[i];
     fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
-    {
+    if (it.rs) {
+      // The transport reduces while it receives, so this stage is the wait and the reduce.
+      StageScope ts(oc, Stage::kReduce, "reduce", it.count * es);
+      ctx.wait(recv_tickets[i], oc.deadline);
+    } else {
       StageScope ts(oc, Stage::kWait, "wait", it.count * es);
       ctx.wait(recv_tickets[i], oc.deadline);
-    }
-    if (it.rs) {
-      StageScope ts(oc, Stage::kReduce, "reduce", it.count * es);
-      reduce_into(plan.dtype, plan.op, plan.data + it.elem * es,
-                  scratch->data() + (i % kWindow) * seg * es, it.count);
     }
     if (i + first_group < sends.size()) post_send(i + first_group);
     fill_window(i + 1);

@@ -3,8 +3,10 @@
 //
 // The working buffer is split into P blocks (block b = elements [off[b], off[b]+len[b])).
 //   reduce-scatter, step s = 0..P-2: send block (r-s-1) to the right, receive block (r-s-2) from
-//     the left into a scratch slot and reduce it into the working buffer. After P-1 steps rank r
-//     holds block r fully reduced (every element combined in the same chain order on every rank).
+//     the left and reduce it into the working buffer as it arrives (the transport reduces out of
+//     the shm ring, or out of a small staging buffer over TCP: Expect::reduce). After P-1 steps
+//     rank r holds block r fully reduced (every element combined in the same chain order on
+//     every rank).
 //   allgather, step s = 0..P-2: send block (r-s) to the right, receive block (r-s-1) from the left
 //     straight into the working buffer.
 // Each block is cut into segments of segment_bytes. A segment moves on as soon as it is ready: the

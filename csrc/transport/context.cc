@@ -18,6 +18,7 @@
 #include "context_impl.h"
 #include "ringpress/env.h"
 #include "ringpress/fault.h"
+#include "ringpress/reduce.h"
 
 namespace ringpress {
 
@@ -173,6 +174,16 @@ Ticket ContextImpl::post_send(int peer, const MsgHeader& h, const void* data) {
 
 Ticket ContextImpl::post_recv(int peer, const Expect& e, void* data) {
   check();
+  if (e.reduce) {
+    const bool ok_dtype = dtype_valid(e.h.dtype);
+    const std::size_t es = ok_dtype ? dtype_size(static_cast<DType>(e.h.dtype)) : 0;
+    RP_ENFORCE(ok_dtype && reduce_supported(static_cast<DType>(e.h.dtype)) && e.len_exact &&
+                   e.capacity == e.h.len && es <= sizeof(RecvOp::partial) && e.h.len % es == 0 &&
+                   e.h.redop < kNumReduceOps,
+               InternalError, "a reducing receive needs a reducible dtype and an exact length ",
+               "of whole elements (dtype code ", static_cast<unsigned>(e.h.dtype), ", ", e.h.len,
+               " bytes)");
+  }
   Pair& p = pair(peer);
   RecvOp op;
   op.e = e;

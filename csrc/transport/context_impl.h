@@ -53,6 +53,10 @@ struct RecvOp {
   std::size_t off = 0;  // payload bytes already read (after the header was accepted)
   bool have_header = false;
   MsgHeader h;
+  // A reducing receive (Expect::reduce): the bytes of an element split across two reads wait
+  // here until the element is whole (off counts them as read).
+  alignas(16) unsigned char partial[16];
+  std::size_t partial_len = 0;
 };
 
 // The life of a pair, as this rank sees it. Allowed transitions (set_state() enforces them; any
@@ -97,6 +101,9 @@ struct Pair {
   bool peer_said_bye = false;  // the peer announced an orderly close before hanging up
   // Progress bookkeeping (edge-triggered epoll): shm control bytes may be waiting on the socket.
   bool ctl_readable = false;
+  // TCP pairs: where a reducing receive's bytes land before they are reduced (allocated on the
+  // first one, kReduceStagingBytes).
+  std::vector<unsigned char> staging;
 };
 
 class ContextImpl final : public Context {
@@ -155,6 +162,8 @@ class ContextImpl final : public Context {
   bool progress_ctl(Pair& p);
   std::size_t stream_write(Pair& p, const iovec* iov, int n);
   std::size_t stream_read(Pair& p, void* dst, std::size_t len);
+  // A reducing receive's next bytes, reduced into op.data (Expect::reduce); returns bytes read.
+  std::size_t stream_reduce(Pair& p, RecvOp& op);
   // A TCP pair's plaintext stream, through its channel: net::send_some/recv_some's contract.
   static long tcp_write(Pair& p, const iovec* iov, int n, int* err);
   static long tcp_read(Pair& p, void* dst, std::size_t len, int* err);

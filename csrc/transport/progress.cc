@@ -21,10 +21,62 @@
 #include <cstring>
 
 #include "context_impl.h"
+#include "ringpress/reduce.h"
 
 namespace ringpress::transport_impl {
 
 using namespace protocol;
+
+namespace {
+
+// A TCP pair's staging buffer for reducing receives: big enough for one read to carry many
+// records, small enough to stay in cache while it is reduced.
+constexpr std::size_t kReduceStagingBytes = std::size_t{256} << 10;
+
+// dst[i] = dst[i] op src[i] for n elements; src may sit at any byte offset (a ring position after
+// an odd-length message): then it is copied to an aligned buffer first, a piece at a time.
+void reduce_unaligned(DType dt, ReduceOp op, unsigned char* dst, const unsigned char* src,
+                      std::size_t n, std::size_t es) {
+  if (reinterpret_cast<std::uintptr_t>(src) % es == 0) return reduce_into(dt, op, dst, src, n);
+  alignas(64) unsigned char buf[4096];
+  const std::size_t per = sizeof buf / es;
+  while (n > 0) {
+    const std::size_t m = std::min(per, n);
+    std::memcpy(buf, src, m * es);
+    reduce_into(dt, op, dst, buf, m);
+    dst += m * es;
+    src += m * es;
+    n -= m;
+  }
+}
+
+// A reducing receive's sink: the next n payload bytes of op, reduced into op.data. An element cut
+// by the end of a read waits in op.partial for the rest of its bytes. Advances op.off.
+void reduce_feed(void* ctx, const unsigned char* src, std::size_t n) {
+  RecvOp& op = *static_cast<RecvOp*>(ctx);
+  const auto dt = static_cast<DType>(op.e.h.dtype);
+  const auto rop = static_cast<ReduceOp>(op.e.h.redop);
+  const std::size_t es = dtype_size(dt);
+  unsigned char* dst = op.data + (op.off - op.partial_len);  // the first element not reduced yet
+  op.off += n;
+  if (op.partial_len > 0) {
+    const std::size_t take = std::min(es - op.partial_len, n);
+    std::memcpy(op.partial + op.partial_len, src, take);
+    op.partial_len += take;
+    src += take;
+    n -= take;
+    if (op.partial_len < es) return;
+    reduce_into(dt, rop, dst, op.partial, 1);
+    dst += es;
+    op.partial_len = 0;
+  }
+  const std::size_t whole = n / es;
+  if (whole > 0) reduce_unaligned(dt, rop, dst, src, whole, es);
+  op.partial_len = n - whole * es;
+  if (op.partial_len > 0) std::memcpy(op.partial, src + whole * es, op.partial_len);
+}
+
+}  // namespace
 
 // Sleeps in epoll_wait until a socket has news, the deadline, or at most 200 ms. A shm ring has
 // no fd: its reader/writer first announces that it sleeps (so the peer rings the doorbell on the
@@ -124,6 +176,25 @@ std::size_t ContextImpl::stream_read(Pair& p, void* dst, std::size_t len) {
   }
   fail_pair(p, detail::str_cat("receive from peer ", p.peer, " (", p.endpoint,
                                ") failed: ", std::strerror(err)));
+}
+
+std::size_t ContextImpl::stream_reduce(Pair& p, RecvOp& op) {
+  const std::size_t want = op.h.len - op.off;
+  if (p.link) {
+    bool wake = false;
+    const std::size_t r = p.link->consume_some(want, reduce_feed, &op, &wake);
+    if (r == shm::Link::kCorrupt) {
+      fail_pair(p, detail::str_cat("the shared-memory ring from peer ", p.peer,
+                                   " is corrupt (its write position ",
+                                   "is not within the ring): the peer wrote over it"));
+    }
+    if (wake) doorbell(p);
+    return r;
+  }
+  if (p.staging.empty()) p.staging.resize(kReduceStagingBytes);
+  const std::size_t r = stream_read(p, p.staging.data(), std::min(want, p.staging.size()));
+  if (r > 0) reduce_feed(&op, p.staging.data(), r);
+  return r;
 }
 
 long ContextImpl::tcp_write(Pair& p, const iovec* iov, int n, int* err) {
@@ -299,11 +370,13 @@ bool ContextImpl::progress_recv(Pair& p) {
       accept_header(p, op);
     }
     if (op.off < op.h.len) {
-      std::size_t r = stream_read(p, op.data + op.off, op.h.len - op.off);
+      // (a reducing receive's sink advances op.off itself, over one or two pieces of the ring)
+      const std::size_t r =
+          op.e.reduce ? stream_reduce(p, op) : stream_read(p, op.data + op.off, op.h.len - op.off);
       if (r == 0) break;
       any = true;
       bytes_received_ += r;
-      op.off += r;
+      if (!op.e.reduce) op.off += r;
       if (op.off < op.h.len) continue;
     }
     if (op.e.received) *op.e.received = op.h.len;

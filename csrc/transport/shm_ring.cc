@@ -154,6 +154,23 @@ std::size_t Link::read_some(void* dst, std::size_t len, bool* wake_peer) {
   return n;
 }
 
+std::size_t Link::consume_some(std::size_t len, Sink sink, void* ctx, bool* wake_peer) {
+  const std::uint64_t tail = rx_->tail.load(std::memory_order_relaxed);
+  const std::uint64_t head = rx_->head.load(std::memory_order_acquire);
+  if (head - tail > cap_) return kCorrupt;
+  std::size_t n = std::min(len, static_cast<std::size_t>(head - tail));
+  if (n == 0) return 0;
+  std::size_t pos = static_cast<std::size_t>(tail & (cap_ - 1));
+  std::size_t first = std::min(n, cap_ - pos);
+  sink(ctx, rx_data_ + pos, first);
+  if (n > first) sink(ctx, rx_data_, n - first);
+  rx_->tail.store(tail + n, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  *wake_peer = rx_->writer_sleeping.load(std::memory_order_relaxed) != 0 &&
+               rx_->writer_sleeping.exchange(0, std::memory_order_acq_rel) != 0;
+  return n;
+}
+
 bool Link::sleep_as_reader() {
   rx_->reader_sleeping.store(1, std::memory_order_seq_cst);
   std::atomic_thread_fence(std::memory_order_seq_cst);

@@ -14,7 +14,8 @@
 //     exchange and sends one doorbell byte if it was set (Dekker-style with seq_cst fences).
 //   * Both sides populate the whole segment when they map it (MADV_POPULATE_WRITE): no page
 //     faults on the data path, and a /dev/shm too small for it raises TransportError at setup.
-// Cost: one memcpy into the ring and one out of it; no syscalls while both sides are busy. Setup:
+// Cost: one memcpy into the ring and one out of it (consume_some: the consumer's own pass over the
+// bytes in place of the copy out); no syscalls while both sides are busy. Setup:
 // 2 x ring bytes of shared memory per pair of local ranks, backed at once.
 #pragma once
 
@@ -58,6 +59,12 @@ class Link {
   std::size_t write_some(const iovec* iov, int iovcnt, bool* wake_peer);
   // Consumer side: copy up to len bytes; returns bytes read. *wake_peer as above (producer slept).
   std::size_t read_some(void* dst, std::size_t len, bool* wake_peer);
+  // Consumer side without the copy: hands up to len readable bytes to sink where they lie in the
+  // ring (two calls when they wrap around its end), then releases them to the producer; returns
+  // the bytes consumed. The peer can still write to those bytes (it should not): sink must treat
+  // them as untrusted numbers. If sink throws, nothing is released.
+  using Sink = void (*)(void* ctx, const unsigned char* src, std::size_t n);
+  std::size_t consume_some(std::size_t len, Sink sink, void* ctx, bool* wake_peer);
   std::size_t readable() const noexcept;
   std::size_t writable() const noexcept;
 

@@ -649,7 +649,8 @@ class Communicator:
         the part sent over TCP, i.e. the network when ranks are on several hosts), payload_bytes
         (user bytes, before compression; effective busbw counts these), ``stages`` (seconds and
         bytes spent waiting for data and in reduce / encode / decode / select / scatter_add,
-        summed over requests), and ``auto`` (choices of the auto mode, the last request's
+        summed over requests; the plain ring reduces while it receives, so its ``reduce`` holds
+        that wait too), and ``auto`` (choices of the auto mode, the last request's
         predicted time per allowed kind and its actual time, calibrations)."""
         return self._c.stats()
 

@@ -112,6 +112,52 @@ TEST_P(CommThreads, CallbackMayWaitForALaterRequestAndRunACollective) {
   });
 }
 
+// The ring's reduce-scatter reduces straight out of the transport (Expect::reduce). A broadcast
+// of 1..8 bytes before each allreduce leaves the byte stream at every offset, so elements arrive
+// misaligned in a shm ring, cut in two by its wrap-around (a 4 KiB ring), or split across TCP
+// reads; every result must still be exact. Sizes are above the small-message switch (64 KiB), so
+// the ring runs, in 1000-byte segments.
+TEST_P(CommThreads, ReducingReceivesAtEveryStreamOffset) {
+  const int P = std::get<0>(GetParam());
+  const std::string transport = std::get<1>(GetParam());
+  run_threads(
+      P, transport,
+      [P](rp::Communicator& c) {
+        const int r = c.rank();
+        const int tri = P * (P - 1) / 2;  // sum of the ranks
+        for (std::size_t shift = 0; shift < 8; ++shift) {
+          std::vector<std::uint8_t> pad(shift + 1, static_cast<std::uint8_t>(r + 1));
+          c.broadcast(pad.data(), pad.size(), rp::DType::kU8, 0, false);
+          for (auto v : pad) ASSERT_EQ(v, 1);
+          const std::size_t n8 = 70000 / 8 + shift;
+          std::vector<double> d(n8);
+          for (std::size_t i = 0; i < n8; ++i) d[i] = static_cast<double>(i % 7) + 0.5 * r;
+          c.allreduce(d.data(), n8, rp::DType::kF64, rp::ReduceOp::kSum, false);
+          for (std::size_t i = 0; i < n8; ++i) {
+            ASSERT_EQ(d[i], static_cast<double>(P * (i % 7)) + 0.5 * tri)
+                << "shift=" << shift << " i=" << i;
+          }
+          const std::size_t n2 = 70000 / 2 + shift;
+          std::vector<std::int16_t> s(n2);
+          for (std::size_t i = 0; i < n2; ++i)
+            s[i] = static_cast<std::int16_t>(static_cast<int>(i % 11) - r);
+          c.allreduce(s.data(), n2, rp::DType::kI16, rp::ReduceOp::kSum, false);
+          for (std::size_t i = 0; i < n2; ++i) {
+            ASSERT_EQ(s[i], static_cast<std::int16_t>(P * static_cast<int>(i % 11) - tri))
+                << "shift=" << shift << " i=" << i;
+          }
+          const std::size_t n4 = 70000 / 4 + shift;
+          std::vector<float> f(n4);
+          for (std::size_t i = 0; i < n4; ++i) f[i] = static_cast<float>((i % 13) * (r + 1));
+          c.allreduce(f.data(), n4, rp::DType::kF32, rp::ReduceOp::kMax, false);
+          for (std::size_t i = 0; i < n4; ++i) {
+            ASSERT_EQ(f[i], static_cast<float>((i % 13) * P)) << "shift=" << shift << " i=" << i;
+          }
+        }
+      },
+      /*segment_bytes=*/1000, /*ring_bytes=*/4096);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, CommThreads,
                          ::testing::Combine(::testing::Values(2, 3),
                                             ::testing::Values("tcp", "shm")),

@@ -27,7 +27,8 @@
 //     it, and abort() tells all peers (so they fail fast instead of waiting for their timeout).
 //
 // Cost: TCP: one AES-256-GCM pass each way and one write/read per 1 MiB / 64 KiB record batch; shm:
-// one copy into the ring and one out of it (no syscalls while both sides are awake).
+// one copy into the ring and one out of it (no syscalls while both sides are awake); a reducing
+// receive (Expect::reduce) reduces out of the ring in place of the copy out.
 #pragma once
 
 #include <chrono>
@@ -96,6 +97,12 @@ struct Expect {
   std::size_t capacity = 0;
   bool len_exact = true;
   std::size_t* received = nullptr;  // if set, receives the payload length at completion
+  // Reduce instead of store: the payload is combined into the receive's buffer as it arrives,
+  // data[i] = data[i] (h.redop) payload[i] for h.dtype elements (ringpress/reduce.h), read
+  // straight out of the shared-memory ring, or out of a small per-pair staging buffer over TCP,
+  // instead of landing in a scratch buffer that the caller reduces afterwards (one copy fewer).
+  // Needs len_exact and a length that is a whole number of elements (post_recv checks).
+  bool reduce = false;
 };
 
 struct ContextOptions {
