@@ -164,6 +164,8 @@ class ContextImpl final : public Context {
   std::size_t stream_read(Pair& p, void* dst, std::size_t len);
   // A reducing receive's next bytes, reduced into op.data (Expect::reduce); returns bytes read.
   std::size_t stream_reduce(Pair& p, RecvOp& op);
+  // The incoming shm ring's positions make no sense (the peer wrote over them): fail the pair.
+  [[noreturn]] void fail_corrupt_rx(Pair& p);
   // A TCP pair's plaintext stream, through its channel: net::send_some/recv_some's contract.
   static long tcp_write(Pair& p, const iovec* iov, int n, int* err);
   static long tcp_read(Pair& p, void* dst, std::size_t len, int* err);

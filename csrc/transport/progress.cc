@@ -155,15 +155,17 @@ std::size_t ContextImpl::stream_write(Pair& p, const iovec* iov, int n) {
                                std::strerror(err), " (peer process died or closed?)"));
 }
 
+void ContextImpl::fail_corrupt_rx(Pair& p) {
+  fail_pair(p, detail::str_cat("the shared-memory ring from peer ", p.peer,
+                               " is corrupt (its write position ",
+                               "is not within the ring): the peer wrote over it"));
+}
+
 std::size_t ContextImpl::stream_read(Pair& p, void* dst, std::size_t len) {
   if (p.link) {
     bool wake = false;
     std::size_t r = p.link->read_some(dst, len, &wake);
-    if (r == shm::Link::kCorrupt) {
-      fail_pair(p, detail::str_cat("the shared-memory ring from peer ", p.peer,
-                                   " is corrupt (its write position ",
-                                   "is not within the ring): the peer wrote over it"));
-    }
+    if (r == shm::Link::kCorrupt) fail_corrupt_rx(p);
     if (wake) doorbell(p);
     return r;
   }
@@ -183,11 +185,7 @@ std::size_t ContextImpl::stream_reduce(Pair& p, RecvOp& op) {
   if (p.link) {
     bool wake = false;
     const std::size_t r = p.link->consume_some(want, reduce_feed, &op, &wake);
-    if (r == shm::Link::kCorrupt) {
-      fail_pair(p, detail::str_cat("the shared-memory ring from peer ", p.peer,
-                                   " is corrupt (its write position ",
-                                   "is not within the ring): the peer wrote over it"));
-    }
+    if (r == shm::Link::kCorrupt) fail_corrupt_rx(p);
     if (wake) doorbell(p);
     return r;
   }
