@@ -2,7 +2,7 @@
 # Fuzz the frame decoder for a bounded time (libFuzzer + ASan/UBSan); part of scripts/test.sh.
 #
 #   scripts/fuzz.sh                       build build/fuzz, replay the regression corpus, fuzz the
-#                                         decoder 60 s and the transport parsers 20 s
+#                                         decoder 40 s and the transport parsers 20 s (CI budget: 25 min in all)
 #   RP_FUZZ_TRANSPORT_SECONDS=120 ...     fuzz the transport parsers longer
 #   RP_FUZZ_STORE_SECONDS=120 ...         fuzz the store's request parser and handshake longer (15 s)
 #   RP_FUZZ_SECONDS=300 scripts/fuzz.sh   fuzz longer
@@ -21,7 +21,7 @@ cd "$(dirname "$0")/.."
 VENV="${RP_VENV:-.venv}"
 [[ -d "$VENV/bin" ]] && export PATH="$PWD/$VENV/bin:$PATH"   # its cmake and ninja come first
 
-SECONDS_BUDGET="${RP_FUZZ_SECONDS:-60}"
+SECONDS_BUDGET="${RP_FUZZ_SECONDS:-40}"
 BUILD=build/fuzz
 REGRESS=tests/fuzz/corpus
 SCRATCH="$BUILD/corpus"
