@@ -40,7 +40,8 @@ echo "sanitize: ASan + UBSan (Python: hostile frames and payloads, collectives, 
 # The interpreter is not instrumented, so the runtime is preloaded, with libstdc++ (ASan's
 # __cxa_throw interceptor must find it at start); leak checks off: CPython and torch keep memory
 # until exit by design. Rank processes inherit the environment. Left out: the fd/RSS growth test
-# (ASan's quarantine holds freed memory by design).
+# (ASan's quarantine holds freed memory by design), and the 5-rank collective matrix (2 to 4 ranks
+# cover the same code under ASan; the plain pytest step runs 5; CI's 25-minute budget).
 pkg=build/asan/pypkg
 rm -rf "$pkg" && mkdir -p "$pkg" && cp -r python/ringpress "$pkg/" && cp build/asan/_core*.so "$pkg/ringpress/"
 CXX_BIN="${CXX:-c++}"
@@ -50,7 +51,7 @@ asan_env=(env PYTHONPATH="$PWD/$pkg"
 "${asan_env[@]}" "$PY" -c "import ringpress; assert '/pypkg/' in ringpress.__file__, ringpress.__file__"
 quiet build/asan.pytest.log "${asan_env[@]}" "$PY" -m pytest -q -rfE -p no:cacheprovider -x \
   tests/python/test_wire_format.py tests/python/test_comm_compressed.py tests/python/test_comm_faults.py \
-  "tests/python/test_comm.py::test_collectives_match_numpy" -k "not many_mixed_ops"
+  "tests/python/test_comm.py::test_collectives_match_numpy" -k "not many_mixed_ops and not 5-tcp and not 5-shm"
 
 echo "sanitize: TSan (worker pool, multi-threaded codecs, store, engine and transports)"
 build build/tsan "thread"
