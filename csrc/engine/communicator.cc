@@ -32,28 +32,124 @@ unsigned fork_generation() {
 
 }  // namespace
 
-Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts)
-    : opts_(opts), auto_(std::make_shared<autosel::AutoState>()) {
-  // Argument > environment > default (env.h); one timeout variable for the rendezvous and ops.
+namespace {
+// Argument > environment > default (env.h); one timeout variable for the rendezvous and ops.
+CommOptions normalized(CommOptions o) {
   env::check_retired();
-  opts_.context.timeout = env::pick(opts_.context.timeout, "RINGPRESS_TIMEOUT");
-  if (opts_.op_timeout.count() <= 0) opts_.op_timeout = opts_.context.timeout;
-  op_timeout_ms_.store(opts_.op_timeout.count(), std::memory_order_relaxed);
-  if (opts_.timeline_path.empty()) {
+  o.context.timeout = env::pick(o.context.timeout, "RINGPRESS_TIMEOUT");
+  if (o.op_timeout.count() <= 0) o.op_timeout = o.context.timeout;
+  if (o.timeline_path.empty()) {
     if (const auto t = env::raw("RINGPRESS_TIMELINE")) {
-      opts_.timeline_path = *t + "." + std::to_string(opts_.context.rank) + ".json";
+      o.timeline_path = *t + "." + std::to_string(o.context.rank) + ".json";
     }
   }
+  return o;
+}
+}  // namespace
+
+Communicator::Communicator(std::shared_ptr<Store> store, const CommOptions& opts)
+    : opts_(normalized(opts)), auto_(std::make_shared<autosel::AutoState>()) {
+  store_ = store;
+  start(Context::create(std::move(store), opts_.context));
+}
+
+Communicator::Communicator(std::unique_ptr<Context> ctx, std::shared_ptr<Store> store,
+                           const CommOptions& opts)
+    : opts_(opts), auto_(std::make_shared<autosel::AutoState>()) {
+  store_ = std::move(store);
+  start(std::move(ctx));
+}
+
+void Communicator::start(std::unique_ptr<Context> ctx) {
+  op_timeout_ms_.store(opts_.op_timeout.count(), std::memory_order_relaxed);
   timeline_.enable(!opts_.timeline_path.empty());
-  ctx_ = Context::create(std::move(store), opts_.context);
+  ctx_ = std::move(ctx);
   rank_ = ctx_->rank();
   size_ = ctx_->size();
+  opts_.context.rank = rank_;
+  opts_.context.size = size_;
   p2p_sent_.assign(static_cast<std::size_t>(size_), 0);
   p2p_received_.assign(static_cast<std::size_t>(size_), 0);
   worker_ = std::thread([this] { worker_loop(); });
   runner_->comm = this;
   creator_pid_ = getpid();
   fork_generation_ = fork_generation();
+}
+
+std::unique_ptr<Communicator> Communicator::join(std::shared_ptr<Store> store,
+                                                 const CommOptions& opts) {
+  CommOptions o = normalized(opts);
+  std::unique_ptr<Context> ctx = Context::join(store, o.context);
+  return std::unique_ptr<Communicator>(new Communicator(std::move(ctx), std::move(store), o));
+}
+
+std::uint64_t Communicator::epoch() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ctx_ ? ctx_->epoch() : 0;
+}
+
+std::unique_ptr<Communicator> Communicator::reform(
+    const char* what, const std::function<std::unique_ptr<Context>(Context&)>& fn) {
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    RP_ENFORCE(!closed_, UsageError, what, "() on a closed communicator");
+    RP_ENFORCE(getpid() == creator_pid_, UsageError, what, "() in a forked child");
+    // Requests already queued run first (on a broken context they fail at once).
+    idle_cv_.wait(lock, [&] { return queue_.empty() && !busy_; });
+    busy_ = true;
+  }
+  auto release = [&] {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      busy_ = false;
+    }
+    idle_cv_.notify_all();
+    cv_.notify_all();
+  };
+  std::unique_ptr<Context> next;
+  try {
+    ScopedErrorContext ec(what, rank_);
+    next = fn(*ctx_);
+  } catch (...) {
+    release();
+    throw;
+  }
+  if (!next) {
+    release();
+    return nullptr;
+  }
+  // The old context is retired (its connections dropped): this communicator is done, without
+  // the closing barrier (its members are in the new one).
+  {
+    std::lock_guard<std::mutex> g(runner_->mu);
+    runner_->comm = nullptr;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    busy_ = false;
+    closed_ = true;
+    stop_ = true;
+    broken_error_ =
+        std::make_exception_ptr(UsageError(ErrorContext{rank_, -1, what},
+                                           std::string("this communicator was re-formed by ") +
+                                               what + "(): use the communicator it returned",
+                                           __FILE__, __LINE__));
+  }
+  cv_.notify_all();
+  idle_cv_.notify_all();
+  if (worker_.joinable()) worker_.join();
+  return std::unique_ptr<Communicator>(new Communicator(std::move(next), store_, opts_));
+}
+
+std::unique_ptr<Communicator> Communicator::shrink(std::vector<int>* left_out) {
+  const auto timeout = op_timeout();
+  return reform("shrink", [&](Context& c) { return c.shrink(timeout, left_out); });
+}
+
+std::unique_ptr<Communicator> Communicator::grow(std::vector<int>* left_out) {
+  RP_ENFORCE(store_ != nullptr, UsageError, "grow() needs the store the job rendezvoused through");
+  const auto timeout = op_timeout();
+  return reform("grow", [&](Context& c) { return c.grow(*store_, timeout, left_out); });
 }
 
 Communicator::~Communicator() {

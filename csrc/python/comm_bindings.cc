@@ -383,6 +383,49 @@ void bind_comm(py::module_& m) {
              py::gil_scoped_release nogil;
              c.close();
            })
+      // Recovery: (new communicator or None, old ranks left out).
+      .def("shrink",
+           [](rp::Communicator& c) {
+             std::vector<int> left;
+             std::shared_ptr<rp::Communicator> next;
+             {
+               py::gil_scoped_release nogil;
+               next = c.shrink(&left);
+             }
+             return py::make_tuple(next, left);
+           })
+      .def("grow",
+           [](rp::Communicator& c) {
+             std::vector<int> left;
+             std::shared_ptr<rp::Communicator> next;
+             {
+               py::gil_scoped_release nogil;
+               next = c.grow(&left);
+             }
+             return py::make_tuple(next, left);
+           })
+      .def_static(
+          "join",
+          [](py::object store, const std::string& transport, double timeout_s,
+             const std::string& bind_addr, const std::string& route_hint, const std::string& secret,
+             const std::string& encrypt) {
+            rp::CommOptions o;
+            o.context.transport = transport;
+            o.context.timeout = std::chrono::milliseconds(
+                timeout_s > 0 ? std::max<long long>(1, static_cast<long long>(timeout_s * 1000))
+                              : 0);
+            o.context.bind_addr = bind_addr;
+            o.context.route_hint = route_hint;
+            o.context.secret = secret;
+            o.context.encrypt = encrypt;
+            auto st = as_store(std::move(store));
+            py::gil_scoped_release nogil;
+            return std::shared_ptr<rp::Communicator>(rp::Communicator::join(st, o));
+          },
+          py::arg("store"), py::arg("transport") = "", py::arg("timeout") = 0.0,
+          py::arg("bind_addr") = "", py::arg("route_hint") = "", py::arg("secret") = "",
+          py::arg("encrypt") = "")
+      .def_property_readonly("epoch", &rp::Communicator::epoch)
       .def_property_readonly("closed", &rp::Communicator::closed)
       .def_property_readonly("broken", &rp::Communicator::broken)
       .def("stats", [](rp::Communicator& c) { return rp::python::stats_dict(c.stats()); })

@@ -117,21 +117,38 @@ void ContextImpl::set_state(Pair& p, PairState to) {
 
 // ------------------------------------------------------------------ construction
 
-ContextImpl::ContextImpl(std::shared_ptr<Store> store, const ContextOptions& opts) : opts_(opts) {
+namespace {
+// Argument > environment > default (env.h), checked.
+ContextOptions normalized(ContextOptions o) {
+  o.transport = env::pick(o.transport, "RINGPRESS_TRANSPORT");
+  o.bind_addr = env::pick(o.bind_addr, "RINGPRESS_BIND_ADDR");
+  o.timeout = env::pick(o.timeout, "RINGPRESS_TIMEOUT");
+  o.shm_ring_bytes = env::pick(std::uint64_t{o.shm_ring_bytes}, "RINGPRESS_SHM_RING_BYTES");
+  RP_ENFORCE(o.transport == "auto" || o.transport == "tcp" || o.transport == "shm", UsageError,
+             "transport must be auto, tcp or shm, got '", o.transport, "'");
+  o.host_id = env::pick(o.host_id, "RINGPRESS_HOST_ID");
+  o.encrypt = env::pick(o.encrypt, "RINGPRESS_ENCRYPT");
+  RP_ENFORCE(o.encrypt == "on" || o.encrypt == "off", UsageError,
+             "encrypt (RINGPRESS_ENCRYPT) must be on or off, got '", o.encrypt, "'");
+  return o;
+}
+}  // namespace
+
+ContextOptions ContextImpl::normalize(const ContextOptions& opts) {
+  return normalized(opts);
+}
+
+ContextImpl::ContextImpl(const ContextOptions& opts, bool encrypt)
+    : opts_(opts), encrypt_(encrypt) {
+  pairs_.resize(static_cast<std::size_t>(opts_.size));
+  topo_ = Topology::single(opts_.size);
+}
+
+ContextImpl::ContextImpl(std::shared_ptr<Store> store, const ContextOptions& opts)
+    : opts_(normalized(opts)) {
   RP_ENFORCE(opts_.size >= 1, UsageError, "world size must be >= 1, got ", opts_.size);
   RP_ENFORCE(opts_.rank >= 0 && opts_.rank < opts_.size, UsageError, "rank ", opts_.rank,
              " is outside [0, ", opts_.size, ")");
-  // Argument > environment > default (env.h).
-  opts_.transport = env::pick(opts_.transport, "RINGPRESS_TRANSPORT");
-  opts_.bind_addr = env::pick(opts_.bind_addr, "RINGPRESS_BIND_ADDR");
-  opts_.timeout = env::pick(opts_.timeout, "RINGPRESS_TIMEOUT");
-  opts_.shm_ring_bytes = env::pick(std::uint64_t{opts_.shm_ring_bytes}, "RINGPRESS_SHM_RING_BYTES");
-  RP_ENFORCE(opts_.transport == "auto" || opts_.transport == "tcp" || opts_.transport == "shm",
-             UsageError, "transport must be auto, tcp or shm, got '", opts_.transport, "'");
-  opts_.host_id = env::pick(opts_.host_id, "RINGPRESS_HOST_ID");
-  opts_.encrypt = env::pick(opts_.encrypt, "RINGPRESS_ENCRYPT");
-  RP_ENFORCE(opts_.encrypt == "on" || opts_.encrypt == "off", UsageError,
-             "encrypt (RINGPRESS_ENCRYPT) must be on or off, got '", opts_.encrypt, "'");
   encrypt_ = opts_.encrypt == "on";
   pairs_.resize(static_cast<std::size_t>(opts_.size));
   topo_ = Topology::single(opts_.size);

@@ -106,9 +106,35 @@ struct Pair {
   std::vector<unsigned char> staging;
 };
 
+// Who is in the job: per rank, the listener endpoint and the host identity (from the rendezvous,
+// or from the shrink/grow that made this context). Shrink and grow re-form the job from it.
+struct Roster {
+  std::vector<net::Endpoint> eps;
+  std::vector<std::string> hosts;
+  int size() const { return static_cast<int>(eps.size()); }
+};
+
+// What mesh() connects (mesh.cc): ranks are the plan's numbering (0 .. n-1).
+struct MeshPlan {
+  int me = 0;
+  int n = 1;
+  crypto::Key key{};               // handshake key (the job key, or an epoch's key derived from it)
+  std::vector<net::Endpoint> eps;  // per rank: its listener
+  std::vector<bool> want;          // per rank: take part (false: known gone)
+  Deadline deadline;
+  bool tolerant = false;              // a peer that fails is marked dead instead of throwing
+  std::vector<int> old_fd;            // tolerant: per rank, the old context's socket (-1: none)
+  std::vector<bool>* dead = nullptr;  // out: peers given up (tolerant)
+  const char* what = "connect";       // the operation named in errors and logs
+};
+
 class ContextImpl final : public Context {
  public:
   ContextImpl(std::shared_ptr<Store> store, const ContextOptions& opts);
+  // Options with the environment and defaults filled in, checked.
+  static ContextOptions normalize(const ContextOptions& opts);
+  // An empty context of `opts.size` ranks, filled in by recovery.cc (re-forming a job).
+  ContextImpl(const ContextOptions& opts, bool encrypt);
   ~ContextImpl() override { close(); }
 
   int rank() const noexcept override { return opts_.rank; }
@@ -136,6 +162,13 @@ class ContextImpl final : public Context {
   std::uint64_t bytes_received() const noexcept override { return bytes_received_; }
   std::uint64_t tcp_bytes_sent() const noexcept override { return tcp_bytes_sent_; }
   int rejected_connections() const noexcept override { return rejected_; }
+  std::uint64_t epoch() const noexcept override { return epoch_; }
+  std::unique_ptr<Context> shrink(std::chrono::milliseconds timeout,
+                                  std::vector<int>* left_out) override;  // recovery.cc
+  std::unique_ptr<Context> grow(Store& store, std::chrono::milliseconds timeout,
+                                std::vector<int>* left_out) override;  // recovery.cc
+  // The joining side of grow (Context::join).
+  static std::unique_ptr<Context> join(Store& store, const ContextOptions& opts);
 
  private:
   // context.cc
@@ -151,8 +184,34 @@ class ContextImpl final : public Context {
 
   // rendezvous.cc
   void rendezvous(Store& store);
+  // The listener address this rank publishes (and binds unless bind_addr says otherwise).
+  std::string publish_addr() const;
+  // The job key: configured (ContextOptions::secret, RINGPRESS_JOB_KEY[_FILE]), else the one
+  // shared through the store (the creator draws it; the weak mode, warned about once).
+  static crypto::Key load_job_key(const ContextOptions& opts, Store& store, bool creator);
+  void finish_links(Deadline deadline);
   void setup_shm(const std::vector<bool>& same_host, Deadline deadline);
   void register_epoll();
+
+  // mesh.cc
+  std::vector<std::unique_ptr<Pair>> mesh(const MeshPlan& plan);
+
+  // recovery.cc
+  // Re-forms the job from `roster` (this rank is rank `me` there) under epoch `epoch`: a tolerant
+  // mesh, the agreement on who is gone, and a new context over the rest (ranks renumbered in
+  // roster order). `old_fd`: this context's sockets, by roster rank (shrink), else empty.
+  static std::unique_ptr<Context> reform(const ContextOptions& opts, bool encrypt,
+                                         const crypto::Key& job_key, const std::string& job,
+                                         net::Fd listener, const Roster& roster, int me,
+                                         std::uint64_t epoch, const std::vector<int>& old_fd,
+                                         Deadline deadline, std::vector<int>* left_out,
+                                         const char* what);
+  // A one-rank context never rendezvoused: opens its listener (and, given the store, loads the
+  // job key as rank 0 would) so it can be re-formed.
+  void ensure_listener(Store* store);
+  // Hands the listener over and drops every pair at once (no BYE, no drain): the context the
+  // job was re-formed from.
+  net::Fd retire();
 
   // progress.cc
   bool progress_all();
@@ -209,10 +268,13 @@ class ContextImpl final : public Context {
   std::uint64_t bytes_received_ = 0;
   std::uint64_t tcp_bytes_sent_ = 0;  // the part of bytes_sent_ that went over TCP links
   int rejected_ = 0;
-  Topology topo_;        // from the host identities read at rendezvous (single host for size 1)
-  crypto::Key key_{};    // the job key (handshake.h), from the operator or the store
-  bool encrypt_ = true;  // TCP links encrypt (else authenticate only)
-  std::string job_;      // random id in shm names (reveals nothing of the key)
+  Topology topo_;            // from the host identities read at rendezvous (single host for size 1)
+  crypto::Key key_{};        // the job key (handshake.h), from the operator or the store
+  bool encrypt_ = true;      // TCP links encrypt (else authenticate only)
+  std::string job_;          // random id in shm names (reveals nothing of the key)
+  Fd listener_;              // kept open: shrink and grow reconnect through it
+  Roster roster_;            // every rank's listener and host (rendezvous, shrink or grow)
+  std::uint64_t epoch_ = 0;  // 0 from the rendezvous, +1 per shrink or grow
 };
 
 }  // namespace ringpress::transport_impl

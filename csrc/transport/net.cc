@@ -316,6 +316,24 @@ Fd connect_tcp(const Endpoint& ep, Deadline deadline, int buffer_bytes) {
   }
 }
 
+Fd connect_tcp_once(const Endpoint& ep, Deadline deadline, int buffer_bytes) {
+  sockaddr_in sa{};
+  sa.sin_family = AF_INET;
+  sa.sin_port = htons(static_cast<uint16_t>(ep.port));
+  const std::string ip = resolve_ipv4(ep.host);
+  inet_pton(AF_INET, ip.c_str(), &sa.sin_addr);
+  int err = 0;
+  Fd s = try_connect(reinterpret_cast<sockaddr*>(&sa), sizeof sa, deadline, buffer_bytes, &err);
+  if (s.valid()) {
+    set_nonblocking(s.get(), false);
+    return s;
+  }
+  if (err == ETIMEDOUT) {
+    RP_THROW(TimeoutError, "could not connect to ", ep.str(), " before the deadline");
+  }
+  RP_THROW(TransportError, "could not connect to ", ep.str(), ": ", std::strerror(err));
+}
+
 bool connected_to_itself(int fd) {
   sockaddr_in self{}, peer{};
   socklen_t sl = sizeof(self), pl = sizeof(peer);

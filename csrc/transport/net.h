@@ -104,6 +104,9 @@ Fd try_connect(const sockaddr* addr, socklen_t len, Deadline deadline, int buffe
 // Connect with retry until the deadline (the listener may not exist yet); returns a blocking
 // socket. Each attempt waits at most 5 s, so an address that never answers is retried.
 Fd connect_tcp(const Endpoint& ep, Deadline deadline, int buffer_bytes);
+// One attempt, for a listener known to exist (recovery): TransportError when refused (nothing
+// listens: the process is gone), TimeoutError when nothing answers by the deadline.
+Fd connect_tcp_once(const Endpoint& ep, Deadline deadline, int buffer_bytes);
 // A client connecting to a free port of its own host can be given that port as its source and
 // "connect" to itself (TCP simultaneous open).
 bool connected_to_itself(int fd);

@@ -51,18 +51,33 @@ void warn_no_key() {
 
 }  // namespace
 
-void ContextImpl::rendezvous(Store& store) {
-  const Deadline deadline = Clock::now() + opts_.timeout;
-  const int me = opts_.rank;
-  const int n = opts_.size;
+crypto::Key ContextImpl::load_job_key(const ContextOptions& opts, Store& store, bool creator) {
+  const crypto::JobKey jk = crypto::configured_job_key(opts.secret);
+  if (jk.present) return jk.key;
+  warn_no_key();
+  std::string material;
+  if (creator) {
+    material = crypto::random_hex(32);
+    store.set("secret", Bytes(material.begin(), material.end()));
+  } else {
+    Bytes b = store.get("secret", opts.timeout);
+    material.assign(b.begin(), b.end());
+  }
+  RP_ENFORCE(material.size() == 64, TransportError,
+             "the job key rank 0 shared through the store "
+             "has ",
+             material.size(), " characters, not 64 (another job's store, or tampered?)");
+  return crypto::job_key_from_material(material);
+}
+
+std::string ContextImpl::publish_addr() const {
   // The address others connect to (published) and the one the listener binds: the bind address
   // if one is given (argument or RINGPRESS_BIND_ADDR), else the address of the interface
   // RINGPRESS_SOCKET_IFNAME names, else the one that routes toward the store's host, else the
   // host name's. The listener binds exactly what is published, so a process that can reach
   // this host on another address cannot even open a connection; 0.0.0.0 (every interface)
   // only when asked for.
-  const std::string bind = opts_.bind_addr;
-  std::string publish = bind;
+  std::string publish = opts_.bind_addr;
   if (publish.empty() || publish == "0.0.0.0") {
     const std::string ifname = env::string("RINGPRESS_SOCKET_IFNAME");
     if (!ifname.empty()) {
@@ -79,10 +94,19 @@ void ContextImpl::rendezvous(Store& store) {
       }
     }
   }
+  return publish;
+}
+
+void ContextImpl::rendezvous(Store& store) {
+  const Deadline deadline = Clock::now() + opts_.timeout;
+  const int me = opts_.rank;
+  const int n = opts_.size;
+  const std::string bind = opts_.bind_addr;
+  const std::string publish = publish_addr();
   const std::string listen_on = bind.empty() ? publish : bind;
-  net::Fd listener;
   try {
-    listener = net::listen_tcp(listen_on, 0, n + 64, opts_.tcp_buffer_bytes);
+    // The listener stays open for the context's life: shrink and grow reconnect through it.
+    listener_ = net::listen_tcp(listen_on, 0, std::max(n + 64, 1024), opts_.tcp_buffer_bytes);
   } catch (const TransportError& e) {
     RP_THROW(UsageError, "cannot listen on ", listen_on,
              bind.empty() ? " (the address this rank publishes)" : " (the bind address)", ": ",
@@ -90,32 +114,14 @@ void ContextImpl::rendezvous(Store& store) {
              "; choose the address with RINGPRESS_SOCKET_IFNAME or RINGPRESS_BIND_ADDR "
              "(docs/configuration.md)");
   }
-  net::set_nonblocking(listener.get(), true);
-  const int port = net::local_endpoint(listener.get()).port;
+  net::set_nonblocking(listener_.get(), true);
+  const int port = net::local_endpoint(listener_.get()).port;
   const std::string me_host = opts_.host_id.empty() ? host_identity() : "id:" + opts_.host_id;
   std::string info = publish + ":" + std::to_string(port) + "\n" + me_host;
   store.set("addr/" + std::to_string(me), Bytes(info.begin(), info.end()));
   fault::hit("rendezvous");
 
-  const crypto::JobKey jk = crypto::configured_job_key(opts_.secret);
-  if (jk.present) {
-    key_ = jk.key;
-  } else {
-    warn_no_key();
-    std::string material;
-    if (me == 0) {
-      material = crypto::random_hex(32);
-      store.set("secret", Bytes(material.begin(), material.end()));
-    } else {
-      Bytes b = store.get("secret", opts_.timeout);
-      material.assign(b.begin(), b.end());
-    }
-    RP_ENFORCE(material.size() == 64, TransportError,
-               "the job key rank 0 shared through the store "
-               "has ",
-               material.size(), " characters, not 64 (another job's store, or tampered?)");
-    key_ = crypto::job_key_from_material(material);
-  }
+  key_ = load_job_key(opts_, store, me == 0);
   job_ = crypto::random_hex(6);
 
   std::vector<std::string> hosts(static_cast<std::size_t>(n));
@@ -132,178 +138,31 @@ void ContextImpl::rendezvous(Store& store) {
     hosts[static_cast<std::size_t>(q)] = s.substr(nl + 1);
   }
 
-  // Phase 1: connect to every lower rank and say hello (does not wait for them).
-  std::vector<handshake::Hello> hellos(static_cast<std::size_t>(n));
-  for (int q = 0; q < me; ++q) {
-    ScopedErrorContext pc("connect", me, q);
-    auto p = std::make_unique<Pair>();
-    p->peer = q;
-    p->connector = true;
-    p->fd = net::connect_tcp(eps[static_cast<std::size_t>(q)], deadline, opts_.tcp_buffer_bytes);
-    p->endpoint = eps[static_cast<std::size_t>(q)].str();
-    hellos[static_cast<std::size_t>(q)] = handshake::make_hello(me, q, encrypt_);
-    net::write_all(p->fd.get(), &hellos[static_cast<std::size_t>(q)], sizeof(handshake::Hello),
-                   deadline, "handshake");
-    pairs_[static_cast<std::size_t>(q)] = std::move(p);
-  }
+  roster_.eps = eps;
+  roster_.hosts = hosts;
+  roster_.hosts[static_cast<std::size_t>(me)] = me_host;
+  roster_.eps[static_cast<std::size_t>(me)] = net::Endpoint{publish, port};
+  MeshPlan plan;
+  plan.me = me;
+  plan.n = n;
+  plan.key = key_;
+  plan.eps = eps;
+  plan.want.assign(static_cast<std::size_t>(n), true);
+  plan.deadline = deadline;
+  std::vector<bool> dead;
+  plan.dead = &dead;
+  plan.what = "connect";
+  pairs_ = mesh(plan);
+  finish_links(deadline);
+}
 
-  // Phase 2: accept every higher rank, and finish the handshakes we started. Connections are
-  // handled concurrently so one that never speaks, or speaks garbage, delays nobody: it is
-  // dropped after its own short deadline. Each side answers as soon as the other's message is
-  // complete, so no rank waits for another rank's other connections.
-  // Per accepted connection: its Hello, then (after our Reply) its Proof; nothing else is read.
-  struct Pending {
-    Fd fd;
-    handshake::Hello h{};
-    handshake::Reply r{};
-    handshake::Proof proof{};
-    bool replied = false;
-    std::size_t have = 0;  // bytes of the message being read (Hello, then Proof)
-    Deadline until;
-    std::string from;
-  };
-  std::vector<Pending> pending;
-  int missing = n - 1 - me;
-  // Our connections to lower ranks: their Reply, then our Proof.
-  std::vector<handshake::Reply> replies(static_cast<std::size_t>(n));
-  std::vector<std::size_t> reply_have(static_cast<std::size_t>(n), 0);
-  int awaiting = me;
-  auto on_reply = [&](int q) {
-    ScopedErrorContext pc("connect", me, q);
-    Pair& p = *pairs_[static_cast<std::size_t>(q)];
-    const handshake::Hello& h = hellos[static_cast<std::size_t>(q)];
-    const handshake::Reply& r = replies[static_cast<std::size_t>(q)];
-    const std::string why = handshake::check_reply(key_, h, r);
-    RP_ENFORCE(why.empty(), TransportError, "refused rank ", q, " at ",
-               eps[static_cast<std::size_t>(q)].str(), ": ", why);
-    const handshake::Proof proof = handshake::make_proof(key_, h, r);
-    net::write_all(p.fd.get(), &proof, sizeof proof, deadline, "handshake proof");
-    p.keys = handshake::link_keys(key_, h, r);
-    --awaiting;
-  };
-  auto reject = [&](Pending& pc, const std::string& why) {
-    std::fprintf(stderr, "ringpress: rank %d rejected a connection from %s: %s\n", me,
-                 pc.from.c_str(), why.c_str());
-    ++rejected_;
-    pc.fd.reset();
-  };
-  while (missing > 0 || awaiting > 0) {
-    if (Clock::now() >= deadline) {
-      std::string who;
-      int first = -1;
-      for (int q = 0; q < n; ++q) {
-        const bool open = q < me
-                              ? reply_have[static_cast<std::size_t>(q)] < sizeof(handshake::Reply)
-                              : q > me && !pairs_[static_cast<std::size_t>(q)];
-        if (open) {
-          who += (who.empty() ? "" : ", ") + std::to_string(q);
-          if (first < 0) first = q;
-        }
-      }
-      RP_THROW_CTX(TimeoutError, (ErrorContext{me, first, "rendezvous"}), "ranks [", who,
-                   "] did not complete the connection handshake within ", opts_.timeout.count(),
-                   " ms");
-    }
-    std::vector<pollfd> pfds;
-    pfds.push_back({listener.get(), POLLIN, 0});
-    for (auto& pc : pending) pfds.push_back({pc.fd.get(), POLLIN, 0});
-    for (int q = 0; q < me; ++q) {
-      if (reply_have[static_cast<std::size_t>(q)] < sizeof(handshake::Reply))
-        pfds.push_back({pairs_[static_cast<std::size_t>(q)]->fd.get(), POLLIN, 0});
-    }
-    int rc = ::poll(pfds.data(), pfds.size(), net::ms_until(deadline, 100));
-    if (rc < 0 && errno != EINTR) RP_THROW(TransportError, "poll(): ", std::strerror(errno));
-    if (pfds[0].revents & POLLIN) {
-      for (;;) {
-        int err = 0;
-        net::Endpoint from;
-        Fd c = net::accept_one(listener.get(), &from, &err);
-        if (!c.valid()) break;  // none left (or out of fds: the next poll retries)
-        Pending pc;
-        pc.fd = std::move(c);
-        pc.until = std::min(deadline, Clock::now() + std::chrono::seconds(10));
-        pc.from = from.str();
-        pending.push_back(std::move(pc));
-      }
-    }
-    for (int q = 0; q < me; ++q) {
-      std::size_t& have = reply_have[static_cast<std::size_t>(q)];
-      if (have >= sizeof(handshake::Reply)) continue;
-      int err = 0;
-      auto* dst = reinterpret_cast<unsigned char*>(&replies[static_cast<std::size_t>(q)]);
-      const long got = net::recv_some(pairs_[static_cast<std::size_t>(q)]->fd.get(), dst + have,
-                                      sizeof(handshake::Reply) - have, &err);
-      if (got < 0) {
-        RP_THROW_CTX(TransportError, (ErrorContext{me, q, "connect"}), "rank ", q, " at ",
-                     eps[static_cast<std::size_t>(q)].str(),
-                     " closed the connection during the handshake (it refused this rank: a "
-                     "different job key or RINGPRESS_ENCRYPT? its stderr says why)");
-      }
-      have += static_cast<std::size_t>(got);
-      if (have == sizeof(handshake::Reply)) on_reply(q);
-    }
-    for (auto& pc : pending) {
-      if (!pc.fd.valid()) continue;
-      auto* msg = pc.replied ? reinterpret_cast<unsigned char*>(&pc.proof)
-                             : reinterpret_cast<unsigned char*>(&pc.h);
-      const std::size_t want = pc.replied ? sizeof(handshake::Proof) : sizeof(handshake::Hello);
-      int err = 0;
-      long got = net::recv_some(pc.fd.get(), msg + pc.have, want - pc.have, &err);
-      if (got < 0) {
-        reject(pc, "closed before completing the handshake");
-        continue;
-      }
-      if (got > 0) pc.have += static_cast<std::size_t>(got);
-      if (!pc.replied && pc.have >= 4 && pc.h.magic != handshake::kHelloMagic) {
-        reject(pc, "not a ringpress handshake (bad magic)");
-        continue;
-      }
-      if (pc.have < want) {
-        if (Clock::now() >= pc.until) reject(pc, "handshake not completed in time");
-        continue;
-      }
-      pc.have = 0;
-      if (!pc.replied) {
-        std::string why = handshake::check_hello(pc.h, me, n, encrypt_);
-        if (!why.empty()) {
-          reject(pc, why);
-          continue;
-        }
-        pc.r = handshake::make_reply(key_, pc.h, me);
-        try {
-          net::write_all(pc.fd.get(), &pc.r, sizeof pc.r,
-                         std::min(pc.until, Clock::now() + std::chrono::seconds(2)), "handshake");
-        } catch (const Error&) {
-          reject(pc, "did not take the handshake reply");
-          continue;
-        }
-        pc.replied = true;
-        continue;
-      }
-      std::string why = handshake::check_proof(key_, pc.h, pc.r, pc.proof);
-      const int q = static_cast<int>(pc.h.from);
-      if (why.empty() && pairs_[static_cast<std::size_t>(q)])
-        why = "rank " + std::to_string(q) + " is already connected";
-      if (!why.empty()) {
-        reject(pc, why);
-        continue;
-      }
-      auto p = std::make_unique<Pair>();
-      p->peer = q;
-      p->fd = std::move(pc.fd);
-      p->endpoint = pc.from;
-      p->keys = handshake::link_keys(key_, pc.h, pc.r);
-      pairs_[static_cast<std::size_t>(q)] = std::move(p);
-      --missing;
-    }
-    pending.erase(std::remove_if(pending.begin(), pending.end(),
-                                 [](const Pending& pc) { return !pc.fd.valid(); }),
-                  pending.end());
-  }
-  // Every rank has joined: connections still mid-handshake cannot be one of ours. Say so, as for
-  // any refused connection, instead of dropping them without a trace.
-  for (auto& pc : pending) reject(pc, "still mid-handshake when every rank had joined");
-  listener.reset();
+// From connected, authenticated sockets (pairs_, roster_.hosts) to a working context: the
+// topology, shared-memory rings for same-host peers, the TCP links' record layer.
+void ContextImpl::finish_links(Deadline deadline) {
+  const int me = opts_.rank;
+  const int n = opts_.size;
+  const std::vector<std::string>& hosts = roster_.hosts;
+  const std::string& me_host = hosts[static_cast<std::size_t>(me)];
 
   for (auto& p : pairs_) {
     if (!p) continue;
@@ -312,7 +171,6 @@ void ContextImpl::rendezvous(Store& store) {
   }
 
   // The topology: host indices in the order of each host's lowest rank (the same on every rank).
-  hosts[static_cast<std::size_t>(me)] = me_host;
   topo_.host.assign(static_cast<std::size_t>(n), -1);
   topo_.hosts = 0;
   for (int q = 0; q < n; ++q) {

@@ -513,9 +513,95 @@ class Communicator:
             shm_ring_bytes=int(shm_ring_bytes or 0),
         )
         self._store = base
+        self._prefix = prefix
+        self.left_out: list[int] = []
         # Read once (an environment lookup per call would cost a fifth of a small allreduce).
         self._compression = _core.env_string("RINGPRESS_COMPRESSION")
         _live.add(self)
+
+    @classmethod
+    def _from_core(cls, core: Any, store: Any, prefix: str, keep: Any) -> Communicator:
+        self = cls.__new__(cls)
+        self._keep = keep
+        self._inflight = collections.deque()
+        self._c = core
+        self._store = store
+        self._prefix = prefix
+        self.left_out = []
+        self._compression = _core.env_string("RINGPRESS_COMPRESSION")
+        _live.add(self)
+        return self
+
+    # ------------------------------------------------------------------ recovery
+    def shrink(self) -> Communicator:
+        """After a failure (a :class:`TransportError` or :class:`TimeoutError` from a call), the
+        survivors call this together: they agree on who is gone and get a new communicator over
+        the rest, ranks renumbered in the old order, with no store and no new rendezvous. Its
+        ``left_out`` lists the old ranks that are not in it. This communicator is then closed.
+        The call that failed can be retried on the new one. If another member fails while the
+        new one is being formed, the new one's first call raises: shrink again.
+        docs/errors.md ("Recovery") says what is guaranteed and what it costs."""
+        core, left = self._c.shrink()  # queued requests run (or fail) first
+        self._inflight.clear()
+        nxt = Communicator._from_core(core, self._store, self._prefix, self._keep)
+        nxt.left_out = list(left)
+        if getattr(self, "launch", None) is not None:
+            nxt.launch = self.launch
+        _live.discard(self)
+        return nxt
+
+    def grow(self) -> Communicator:
+        """Collective of the members at a point they choose (a step boundary): admits the
+        processes waiting in :meth:`join` on this job's store. Returns the grown communicator
+        (the joiners take the next ranks; this one is closed), or ``self`` when nobody waits.
+        The store must outlive any rank (a store hosted by a launcher or a separate process)."""
+        core, left = self._c.grow()
+        if core is None:
+            return self
+        self._inflight.clear()
+        nxt = Communicator._from_core(core, self._store, self._prefix, self._keep)
+        nxt.left_out = list(left)
+        _live.discard(self)
+        return nxt
+
+    @classmethod
+    def join(
+        cls,
+        store: Any,
+        *,
+        prefix: str,
+        timeout: float | None = None,
+        transport: str | None = None,
+        job_key: str | None = None,
+        encrypt: bool | None = None,
+        bind_addr: str | None = None,
+        route_hint: str | None = None,
+    ) -> Communicator:
+        """Join a running job (a restarted or new process): waits until the members call
+        :meth:`grow`, then returns this process's communicator (its rank is the next free one).
+        ``store`` and ``prefix`` are the job's (see :attr:`prefix`); the job key must be the
+        job's too (``job_key=`` or ``RINGPRESS_JOB_KEY`` / ``_FILE``)."""
+        base = _as_store(store)
+        core = _core.Communicator.join(
+            _core.prefix_store(prefix, base),
+            transport=transport or "",
+            timeout=float(timeout or 0.0),
+            bind_addr=bind_addr or "",
+            route_hint=route_hint or "",
+            secret=job_key or "",
+            encrypt="" if encrypt is None else ("on" if encrypt else "off"),
+        )
+        return cls._from_core(core, base, prefix, None)
+
+    @property
+    def epoch(self) -> int:
+        """Which membership this is: 0 after the rendezvous, +1 per shrink or grow."""
+        return self._c.epoch
+
+    @property
+    def prefix(self) -> str:
+        """The store namespace of this job (what :meth:`join` needs)."""
+        return self._prefix
 
     # ------------------------------------------------------------------ constructors
     @classmethod

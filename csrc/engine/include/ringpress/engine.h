@@ -196,6 +196,22 @@ class Communicator {
   // direction of a pair numbers its messages; `seq` of the messages is filled in here.
   WorkPtr point_to_point(std::vector<PeerMessage> msgs, bool async);
 
+  // Recovery (docs/errors.md "Recovery"; transport.h has the transport's side).
+  // shrink(): collective of the survivors after a failure (or at any time): they agree on who is
+  // gone and get a new communicator over the rest, ranks renumbered in the old order, without a
+  // store. Requests already queued run (or fail) first. `left_out` receives the old ranks that
+  // are not in it. This communicator is then closed: its calls raise UsageError.
+  std::unique_ptr<Communicator> shrink(std::vector<int>* left_out = nullptr);
+  // grow(): collective of the members at a point they choose (a step boundary): admits the
+  // processes waiting in join() on the store this communicator rendezvoused through. Returns
+  // nullptr when none waits (this communicator goes on), else the grown communicator (joiners
+  // take the next ranks) and closes this one.
+  std::unique_ptr<Communicator> grow(std::vector<int>* left_out = nullptr);
+  // The joining side: blocks until the members call grow() (up to the timeout).
+  static std::unique_ptr<Communicator> join(std::shared_ptr<Store> store, const CommOptions& opts);
+  // Which membership this is: 0 after the rendezvous, +1 per shrink or grow.
+  std::uint64_t epoch() const;
+
   // Orderly shutdown (waits for queued work, runs a barrier, closes connections, writes the
   // timeline). Idempotent; the destructor calls it.
   void close();
@@ -209,6 +225,10 @@ class Communicator {
   std::size_t write_timeline(const std::string& path) const { return timeline_.write(path, rank_); }
 
  private:
+  Communicator(std::unique_ptr<Context> ctx, std::shared_ptr<Store> store, const CommOptions& opts);
+  void start(std::unique_ptr<Context> ctx);
+  std::unique_ptr<Communicator> reform(const char* what,
+                                       const std::function<std::unique_ptr<Context>(Context&)>& fn);
   using Fn = std::function<void(const OpContext&)>;
   // collective = false: a p2p request (no collective sequence number; Work::seq() is 0).
   WorkPtr submit(const char* name, std::uint64_t bytes, Fn fn, bool async, bool collective = true);
@@ -235,6 +255,7 @@ class Communicator {
   CommOptions opts_;
   std::atomic<long long> op_timeout_ms_{0};  // opts_.op_timeout, changeable by set_timeout()
   std::unique_ptr<Context> ctx_;
+  std::shared_ptr<Store> store_;  // the rendezvous store (grow reads who waits to join)
   Timeline timeline_;
   StageTimes stages_;
 

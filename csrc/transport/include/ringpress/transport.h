@@ -187,6 +187,28 @@ class Context {
   virtual std::uint64_t tcp_bytes_sent() const noexcept = 0;
   // Connections dropped during rendezvous because of a bad handshake (tests, logs).
   virtual int rejected_connections() const noexcept = 0;
+
+  // Recovery (recovery.cc, docs/errors.md "Recovery"). Which membership this context is: 0 from
+  // the rendezvous, +1 for each shrink or grow (the same on every member).
+  virtual std::uint64_t epoch() const noexcept { return 0; }
+  // Collective of the survivors, callable after a failure (or any time): every member that can
+  // still reach the others agrees on who is gone and gets a new context over the rest, ranks
+  // renumbered in the old order, epoch + 1; no store is involved. `left_out` receives the old
+  // ranks that are not in it. This context is retired (closed at once). Raises TransportError if
+  // the others left this rank out. The new context may already be broken when another member
+  // failed while it was being formed: shrink it again.
+  virtual std::unique_ptr<Context> shrink(std::chrono::milliseconds timeout,
+                                          std::vector<int>* left_out);
+  // Collective of the members, at a point they choose: admits the processes waiting in join()
+  // on `store` (the store this context rendezvoused through). Returns nullptr when none waits
+  // (this context stays as it is), else the new context (joiners take the next ranks; epoch + 1)
+  // and retires this one. Members or joiners that fail meanwhile are left out (`left_out`, in the
+  // new numbering of the grown roster).
+  virtual std::unique_ptr<Context> grow(Store& store, std::chrono::milliseconds timeout,
+                                        std::vector<int>* left_out);
+  // The joining side: waits (up to opts.timeout) until the members call grow(), then connects.
+  // opts.rank and opts.size are ignored (they come from the members).
+  static std::unique_ptr<Context> join(std::shared_ptr<Store> store, const ContextOptions& opts);
 };
 
 // Identity of this host as transports see it (host name + boot id + network namespace): equal ids
