@@ -28,7 +28,9 @@ const char* const kPoints[] = {"rendezvous",     "ring.reduce_scatter",
                                "ring.allgather", "recursive_doubling",
                                "broadcast",      "barrier",
                                "send",           "ring.encode",
-                               "ring.decode",    "sparse.encode"};
+                               "ring.decode",    "sparse.encode",
+                               "recovery.mesh",  "recovery.agree",
+                               "recovery.round"};
 
 Spec& spec() {
   static Spec* s = [] {

@@ -149,7 +149,18 @@ std::unique_ptr<Communicator> Communicator::shrink(std::vector<int>* left_out) {
 std::unique_ptr<Communicator> Communicator::grow(std::vector<int>* left_out) {
   RP_ENFORCE(store_ != nullptr, UsageError, "grow() needs the store the job rendezvoused through");
   const auto timeout = op_timeout();
-  return reform("grow", [&](Context& c) { return c.grow(*store_, timeout, left_out); });
+  // Rank 0 asks the store who waits and hands the list to the others (a broadcast of its length,
+  // then of the list when there is one): the common case costs one store round trip on rank 0
+  // and one 8-byte broadcast.
+  std::string joiners;
+  if (rank_ == 0) joiners = Context::waiting_joiners(*store_);
+  std::uint64_t len = joiners.size();
+  if (auto w = broadcast(&len, 1, DType::kU64, 0, false)) w->wait();
+  if (len == 0) return nullptr;
+  RP_ENFORCE(len <= (64u << 20), TransportError, "a list of joiners of ", len, " bytes");
+  joiners.resize(len);
+  if (auto w = broadcast(joiners.data(), len, DType::kU8, 0, false)) w->wait();
+  return reform("grow", [&](Context& c) { return c.grow(*store_, joiners, timeout, left_out); });
 }
 
 Communicator::~Communicator() {

@@ -165,7 +165,8 @@ class ContextImpl final : public Context {
   std::uint64_t epoch() const noexcept override { return epoch_; }
   std::unique_ptr<Context> shrink(std::chrono::milliseconds timeout,
                                   std::vector<int>* left_out) override;  // recovery.cc
-  std::unique_ptr<Context> grow(Store& store, std::chrono::milliseconds timeout,
+  std::unique_ptr<Context> grow(Store& store, const std::string& joiners,
+                                std::chrono::milliseconds timeout,
                                 std::vector<int>* left_out) override;  // recovery.cc
   // The joining side of grow (Context::join).
   static std::unique_ptr<Context> join(Store& store, const ContextOptions& opts);

@@ -49,7 +49,8 @@ std::unique_ptr<Context> Context::shrink(std::chrono::milliseconds, std::vector<
   RP_THROW(UsageError, "shrink() needs a transport context of its own, not a view of one");
 }
 
-std::unique_ptr<Context> Context::grow(Store&, std::chrono::milliseconds, std::vector<int>*) {
+std::unique_ptr<Context> Context::grow(Store&, const std::string&, std::chrono::milliseconds,
+                                       std::vector<int>*) {
   RP_THROW(UsageError, "grow() needs a transport context of its own, not a view of one");
 }
 
@@ -156,6 +157,7 @@ void agree(std::vector<std::unique_ptr<Pair>>& pairs, int me, std::vector<bool>&
   std::vector<std::vector<unsigned char>> in(idx(n), std::vector<unsigned char>(msg_len));
   std::vector<std::size_t> have(idx(n), 0);
   for (std::uint32_t round = 1; round <= static_cast<std::uint32_t>(n); ++round) {
+    fault::hit("recovery.round");
     header(out.data(), round);
     std::fill(out.begin() + kAgreeHeader, out.end(), 0);
     for (int q = 0; q < n; ++q) {
@@ -378,53 +380,67 @@ void ContextImpl::ensure_listener(Store* store) {
   if (job_.empty()) job_ = crypto::random_hex(6);
 }
 
-std::unique_ptr<Context> ContextImpl::grow(Store& store, std::chrono::milliseconds timeout,
+}  // namespace transport_impl
+
+std::string Context::waiting_joiners(Store& store) {
+  using namespace transport_impl;
+  const std::string pre = kPrefix;
+  // Who waits: tickets [next, last) taken by join(); each posts its record after its ticket.
+  const std::int64_t last = store.add(pre + "join/tickets", 0);
+  if (last == 0) return "";
+  const std::int64_t next = store.add(pre + "join/next", 0);
+  RP_ENFORCE(next >= 0 && last >= next && last - next <= kMaxRoster, TransportError,
+             "join counters in the store make no sense (", next, ", ", last, ")");
+  if (next == last) return "";
+  std::string tickets;
+  Roster joiners;
+  for (std::int64_t t = next; t < last; ++t) {
+    const std::string key = pre + "join/" + std::to_string(t);
+    try {
+      const std::string rec = bytes_str(store.get(key, std::chrono::milliseconds(2000)));
+      Roster one = decode_roster(rec, 1);
+      joiners.eps.push_back(one.eps[0]);
+      joiners.hosts.push_back(one.hosts[0]);
+      tickets += (tickets.empty() ? "" : ",") + std::to_string(t);
+    } catch (const Error&) {
+      store.set(pre + "admit/" + std::to_string(t), str_bytes("retry"));
+    }
+    try {
+      (void)store.delete_key(key);  // read once; stores that cannot delete keep it
+    } catch (const UsageError&) {
+    }
+  }
+  store.add(pre + "join/next", last - next);
+  if (joiners.size() == 0) return "";
+  return tickets + "\n" + encode_roster(joiners);
+}
+
+namespace transport_impl {
+
+std::unique_ptr<Context> ContextImpl::grow(Store& store, const std::string& blob,
+                                           std::chrono::milliseconds timeout,
                                            std::vector<int>* left_out) {
   RP_ENFORCE(!closed_, UsageError, "grow() on a closed transport context");
   check();  // a broken context shrinks first
+  if (blob.empty()) return nullptr;
   ScopedErrorContext ec("grow", opts_.rank);
   const Deadline deadline = Clock::now() + timeout;
   ensure_listener(&store);
   const std::string pre = kPrefix;
-  const std::string round_key = pre + "grow/" + std::to_string(epoch_);
-  std::string blob;
-  if (opts_.rank == 0) {
-    // Who waits: tickets [next, last) taken by join(); each posts its record after its ticket.
-    const std::int64_t next = store.add(pre + "join/next", 0);
-    const std::int64_t last = store.add(pre + "join/tickets", 0);
-    RP_ENFORCE(next >= 0 && last >= next && last - next <= kMaxRoster, TransportError,
-               "join counters in the store make no sense (", next, ", ", last, ")");
-    std::string tickets;
-    Roster joiners;
-    for (std::int64_t t = next; t < last; ++t) {
-      const std::string key = pre + "join/" + std::to_string(t);
-      try {
-        const std::string rec = bytes_str(store.get(key, std::chrono::milliseconds(2000)));
-        Roster one = decode_roster(rec, 1);
-        joiners.eps.push_back(one.eps[0]);
-        joiners.hosts.push_back(one.hosts[0]);
-        tickets += (tickets.empty() ? "" : ",") + std::to_string(t);
-      } catch (const Error&) {
-        store.set(pre + "admit/" + std::to_string(t), str_bytes("retry"));
-      }
-    }
-    if (last > next) store.add(pre + "join/next", last - next);
-    blob = tickets + "\n" + encode_roster(joiners);
-    if (joiners.size() == 0) blob = "\n";
-    store.set(round_key, str_bytes(blob));
-  } else {
-    blob = bytes_str(store.get(round_key, timeout));
-  }
   const std::size_t nl = blob.find('\n');
-  RP_ENFORCE(nl != std::string::npos, TransportError, "malformed grow record in the store");
+  RP_ENFORCE(nl != std::string::npos, TransportError, "malformed list of joiners");
   std::vector<std::int64_t> tickets;
   for (std::size_t at = 0; at < nl;) {
     std::size_t end = blob.find(',', at);
     if (end == std::string::npos || end > nl) end = nl;
-    tickets.push_back(std::stoll(blob.substr(at, end - at)));
+    try {
+      tickets.push_back(std::stoll(blob.substr(at, end - at)));
+    } catch (const std::exception&) {
+      RP_THROW(TransportError, "malformed list of joiners");
+    }
     at = end + 1;
   }
-  if (tickets.empty()) return nullptr;
+  RP_ENFORCE(!tickets.empty(), TransportError, "malformed list of joiners");
   const Roster joiners = decode_roster(blob.substr(nl + 1), static_cast<int>(tickets.size()));
   Roster roster = roster_;
   for (int i = 0; i < joiners.size(); ++i) {

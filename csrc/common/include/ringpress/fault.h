@@ -6,7 +6,9 @@
 //   points   rendezvous, ring.reduce_scatter, ring.allgather, recursive_doubling, broadcast,
 //            barrier, send, and the compression stages: ring.encode (a compressed ring segment
 //            was just encoded), ring.decode (a received one is about to be decoded),
-//            sparse.encode (a top-k payload was just encoded)
+//            sparse.encode (a top-k payload was just encoded), and recovery's steps:
+//            recovery.mesh (a shrink/grow/join starts connecting), recovery.agree (connected,
+//            the agreement starts), recovery.round (each round of the agreement: :n = round n)
 //   actions  kill     SIGKILL itself (a crashed rank)
 //            stop     SIGSTOP itself (a hung rank: alive, silent)
 //            exit     _exit(3) (a rank that leaves without closing)

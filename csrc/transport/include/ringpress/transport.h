@@ -199,12 +199,17 @@ class Context {
   // failed while it was being formed: shrink it again.
   virtual std::unique_ptr<Context> shrink(std::chrono::milliseconds timeout,
                                           std::vector<int>* left_out);
-  // Collective of the members, at a point they choose: admits the processes waiting in join()
-  // on `store` (the store this context rendezvoused through). Returns nullptr when none waits
-  // (this context stays as it is), else the new context (joiners take the next ranks; epoch + 1)
-  // and retires this one. Members or joiners that fail meanwhile are left out (`left_out`, in the
-  // new numbering of the grown roster).
-  virtual std::unique_ptr<Context> grow(Store& store, std::chrono::milliseconds timeout,
+  // Who waits in join() on `store` (the store the job rendezvoused through), as a list to pass
+  // to grow(), "" when nobody does; read by one member, which hands the list to the others.
+  // Cost: one store round trip when nobody has ever joined, two otherwise.
+  static std::string waiting_joiners(Store& store);
+  // Collective of the members, at a point they choose, with the same list on every member:
+  // admits those joiners. Returns nullptr for an empty list (this context stays as it is), else
+  // the new context (joiners take the next ranks; epoch + 1) and retires this one. Members or
+  // joiners that fail meanwhile are left out (`left_out`: indices in the grown roster, members
+  // first).
+  virtual std::unique_ptr<Context> grow(Store& store, const std::string& joiners,
+                                        std::chrono::milliseconds timeout,
                                         std::vector<int>* left_out);
   // The joining side: waits (up to opts.timeout) until the members call grow(), then connects.
   // opts.rank and opts.size are ignored (they come from the members).
