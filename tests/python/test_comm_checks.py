@@ -329,6 +329,7 @@ import time
 silent = int(os.environ["RP_SILENT"])
 reps = int(os.environ["RP_REPS"])
 T = float(os.environ["RP_T"])
+gaveup = os.environ["RP_GAVEUP_DIR"]
 store = comm._store  # the job's store (rank 0 hosts it); one new communicator per repetition
 sizes = [10, 1 << 18]   # recursive doubling (small) and the ring
 for i in range(reps):
@@ -338,8 +339,13 @@ for i in range(reps):
     c.allreduce(x)           # every rank healthy first
     rec = {"i": i, "n": n}
     if rank == silent:
-        # Alive but silent: not in any collective until the others have given up.
-        time.sleep(T + 3.0)
+        # Alive but silent: not in any collective (and not on the network) until the others
+        # have given up. Each of them leaves a file once its allreduce has returned or raised;
+        # T + 3 s at most, the fixed wait this used to be.
+        deadline = time.monotonic() + T + 3.0
+        marks = [os.path.join(gaveup, f"{i}.{q}") for q in range(size) if q != silent]
+        while not all(map(os.path.exists, marks)) and time.monotonic() < deadline:
+            time.sleep(0.02)
         rec["silent"] = True
     else:
         t0 = time.monotonic()
@@ -349,6 +355,7 @@ for i in range(reps):
         except rp.RingpressError as e:
             rec.update(error=type(e).__name__, peer=e.peer, msg=str(e)[:400])
         rec["after"] = time.monotonic() - t0
+        open(os.path.join(gaveup, f"{i}.{rank}"), "w").close()
     emit(rec)
     try:
         c.close()
@@ -361,14 +368,14 @@ for i in range(reps):
 
 
 @pytest.mark.parametrize("size,silent", [(3, 2), (4, 1), (4, 3)])
-def test_timeout_names_the_rank_that_stopped_calling(size, silent):
-    reps, T = 5, 1.5  # 15 silent-rank rounds over the three cases (4.5 s each)
+def test_timeout_names_the_rank_that_stopped_calling(size, silent, tmp_path):
+    reps, T = 5, 1.5  # 15 silent-rank rounds over the three cases
     res = run_ranks(
         size,
         SILENT,
         timeout=reps * (T + 8) + 60,
         check=False,
-        env={"RP_SILENT": silent, "RP_REPS": reps, "RP_T": T},
+        env={"RP_SILENT": silent, "RP_REPS": reps, "RP_T": T, "RP_GAVEUP_DIR": tmp_path},
     )
     recs = _records(res)
     wrong = []
