@@ -5,8 +5,15 @@
 #               and drive the transports and engine with real rank processes
 #   build/tsan  ThreadSanitizer, the tests that run the worker pool (threads > 1)
 # Findings fail the run (UBSan does not recover; ASan/TSan abort on the first report).
+#
+#   scripts/sanitize.sh         build both trees, then run the tests
+#   scripts/sanitize.sh build   only build them (scripts/test.sh builds them in the background
+#                               while pytest runs, at idle CPU priority)
+#   scripts/sanitize.sh test    only run the tests (the trees must be built)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+what="${1:-all}"
+[[ "$what" =~ ^(all|build|test)$ ]] || { echo "usage: $0 [build|test]" >&2; exit 2; }
 VENV="${RP_VENV:-.venv}"
 CMAKE="$VENV/bin/cmake"; [[ -x "$CMAKE" ]] || CMAKE=cmake
 GEN=(); [[ -x "$VENV/bin/ninja" ]] && GEN=(-G Ninja -DCMAKE_MAKE_PROGRAM="$PWD/$VENV/bin/ninja")
@@ -28,10 +35,25 @@ build() {  # dir sanitize [more cmake arguments]
   "$CMAKE" --build "$dir" -j2 >"$dir.build.log" 2>&1 || { tail -40 "$dir.build.log"; exit 1; }
 }
 
-echo "sanitize: ASan + UBSan (all C++ tests)"
 PY="$PWD/$VENV/bin/python"
-build build/asan "address,undefined" -DRINGPRESS_PYTHON=ON -DRINGPRESS_TORCH=OFF -DPython_EXECUTABLE="$PY" \
-  -Dpybind11_DIR="$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')"
+# The TSan tree runs the tests whose names match this; it builds only the test files that define
+# them (the other files' compile time saved; checked below against the ASan tree, which builds all).
+TSAN_TESTS="ThreadPool|Lossless|Quantize|Store|Comm"
+tsan_files() {  # the tests/cpp files with a suite or test whose name matches TSAN_TESTS
+  grep -lE "^(TEST(_F|_P)?|INSTANTIATE_TEST_SUITE_P|TYPED_TEST(_P)?)\(.*($TSAN_TESTS)" tests/cpp/test_*.cc |
+    xargs -n1 basename | sed 's/\.cc$//' | paste -sd';'
+}
+
+if [[ "$what" != test ]]; then
+  echo "sanitize: building build/asan (ASan + UBSan, every C++ test and the extension)"
+  build build/asan "address,undefined" -DRINGPRESS_PYTHON=ON -DRINGPRESS_TORCH=OFF -DPython_EXECUTABLE="$PY" \
+    -Dpybind11_DIR="$("$PY" -c 'import pybind11; print(pybind11.get_cmake_dir())')"
+  echo "sanitize: building build/tsan (TSan, the test files of $TSAN_TESTS)"
+  build build/tsan "thread" -DRP_CPP_TEST_FILES="$(tsan_files)"
+fi
+[[ "$what" == build ]] && exit 0
+
+echo "sanitize: ASan + UBSan (all C++ tests)"
 quiet build/asan.ctest.log env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 ctest --test-dir build/asan --output-on-failure -j2
 
@@ -54,6 +76,12 @@ quiet build/asan.pytest.log "${asan_env[@]}" "$PY" -m pytest -q -rfE -p no:cache
   "tests/python/test_comm.py::test_collectives_match_numpy" -k "not many_mixed_ops and not 5-tcp and not 5-shm"
 
 echo "sanitize: TSan (worker pool, multi-threaded codecs, store, engine and transports)"
-build build/tsan "thread"
+# The TSan tree must hold every test of the ASan tree (all files) that TSAN_TESTS selects.
+names() { ctest --test-dir "$1" -N -R "$TSAN_TESTS" | sed -nE 's/^ *Test +#[0-9]+: //p' | sort; }
+if ! diff <(names build/asan) <(names build/tsan) >build/tsan.names.diff; then
+  cat build/tsan.names.diff
+  echo "sanitize: FAILED: build/tsan lacks tests that match $TSAN_TESTS (< above; its files: $(tsan_files))"
+  exit 1
+fi
 quiet build/tsan.ctest.log env TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
-  ctest --test-dir build/tsan --output-on-failure -j2 -R "ThreadPool|Lossless|Quantize|Store|Comm"
+  ctest --test-dir build/tsan --output-on-failure -j2 -R "$TSAN_TESTS"
