@@ -25,15 +25,53 @@ python -m mypy --ignore-missing-imports --follow-imports=silent --python-version
 step "C++ tests (ctest)"
 ctest --test-dir build/py --output-on-failure -j2
 
-step "C++ tests under ASan+UBSan and TSan"
-bash scripts/sanitize.sh
-
-step "fuzz (decoder, bounded)"
-bash scripts/fuzz.sh
+# The sanitizer trees and the fuzzers build in the background while pytest runs, at idle CPU
+# priority (SCHED_IDLE: they get a core only when no other process wants it). pytest's rank
+# processes wait on each other and leave about one core of two idle; the builds take that time,
+# not the tests' (whose timing assertions hold even beside two busy loops at normal priority:
+# docs/building.md). Each build's log: build/background/*.log.
+BG=build/background
+rm -rf "$BG" && mkdir -p "$BG"
+idle=(nice -n 19)
+chrt --idle 0 true 2>/dev/null && idle=(chrt --idle 0)
+bg_stage() {  # name command...: run it, its output in $BG/name.log, its exit status in $BG/name.rc
+  local name=$1 rc=0
+  shift
+  "$@" >"$BG/$name.log" 2>&1 || rc=$?
+  echo "$rc" >"$BG/$name.rc"
+}
+bg_wait() {  # name: wait for a background stage; its log's tail, or all of it when it failed
+  local name=$1 t=$SECONDS
+  while [[ ! -f "$BG/$name.rc" ]] && kill -0 "$bg_pid" 2>/dev/null; do sleep 1; done
+  [[ -f "$BG/$name.rc" ]] && [[ "$(cat "$BG/$name.rc")" == 0 ]] || {
+    cat "$BG/$name.log"
+    echo "test: FAILED: the background build '$name' (log $BG/$name.log)"
+    exit 1
+  }
+  tail -2 "$BG/$name.log"
+  echo "(waited $((SECONDS - t)) s for it)"
+}
+step "sanitizer and fuzz builds start (background, idle priority)"
+set -m  # the background job in a process group of its own, so that an early exit can end it all
+(
+  bg_stage sanitize "${idle[@]}" bash scripts/sanitize.sh build
+  bg_stage fuzz env RP_FUZZ_BUILD_ONLY=1 "${idle[@]}" bash scripts/fuzz.sh
+) </dev/null &
+bg_pid=$!
+set +m
+trap 'kill -- "-$bg_pid" 2>/dev/null || true' EXIT
 
 step "Python tests (pytest)"
 # Run from the tests directory so the installed package, not the source tree, is imported.
 python -m pytest -q -m "not slow" --durations=15 "$@"
+
+step "C++ tests under ASan+UBSan and TSan"
+bg_wait sanitize
+bash scripts/sanitize.sh test
+
+step "fuzz (decoder, bounded)"
+bg_wait fuzz
+bash scripts/fuzz.sh
 
 step "soak (4 ranks, random collectives + codecs, bounded)"
 bash scripts/soak.sh
