@@ -13,6 +13,8 @@ Subcommands
     train                          DDP training step time, bytes sent and held-out loss per
                                    communication mode (gloo, fp16, PowerSGD, ringpress + hook);
                                    alone, under torchrun, or under 'ringpress bench netns'
+    elastic                        training with a rank killed (SIGKILL) every N steps and
+                                   restarted vs the same run undisturbed (ElasticDataParallel)
     netns                          the namespace harness itself (--check, --cleanup, -- CMD)
     kernels                        shuffle kernel speed per SIMD level vs numpy (also
                                    'ringpress kernels')
@@ -77,6 +79,7 @@ SUBCOMMANDS = {  # name: (module, one line of help)
         "compressed allreduce modes vs gloo on real gradients (run as ranks)",
     ),
     "train": ("train", "DDP step time, bytes and held-out loss per compression mode"),
+    "elastic": ("elastic_train", "training with ranks killed and restarted vs undisturbed"),
     "netns": ("netns", "namespace harness: --check, --cleanup, or -- CMD"),
     "kernels": ("shuffle_kernels", "shuffle kernel speed per SIMD level vs numpy"),
     "gradients": ("gradients", "build the real-gradient cache, print its statistics"),
