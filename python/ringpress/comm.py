@@ -23,12 +23,18 @@ default (``RINGPRESS_TRANSPORT`` tcp|shm|auto, ``RINGPRESS_TIMEOUT`` seconds,
 job key every connection proves without sending it, ``RINGPRESS_ENCRYPT`` / ``encrypt=``: TCP links
 encrypted (default) or authenticated only; docs/security.md). The variables are one table in the C++ core (``_core.env_table()``,
 docs/configuration.md), which reads them; this module never reads them itself.
+
+Recovery (docs/errors.md, "Recovery"): after a peer dies or goes silent, the survivors call
+:meth:`Communicator.shrink` and go on with the ranks that are left; :meth:`Communicator.grow` and
+:meth:`Communicator.join` let replacements in. ``recovery="shrink"`` does the shrink in place,
+inside the call that failed (its error then carries ``recovered=True``; retry the call).
 """
 
 from __future__ import annotations
 
 import atexit
 import collections
+import functools
 import itertools
 import os
 import secrets
@@ -42,7 +48,7 @@ import numpy as np
 
 from . import _core
 from .errors import TimeoutError as _RpTimeoutError
-from .errors import UsageError
+from .errors import TransportError, UsageError
 
 __all__ = [
     "Communicator",
@@ -352,15 +358,36 @@ def _check_reducible(b: _Buf, what: str) -> None:
         )
 
 
+_FAILURES = (TransportError, _RpTimeoutError)
+
+
+def _recovering(fn):
+    """recovery="shrink": a collective that fails because a peer died or went silent shrinks
+    the communicator in place before the error propagates (the call can then be retried)."""
+
+    @functools.wraps(fn)
+    def call(self, *args, **kwargs):
+        core = self._c
+        try:
+            return fn(self, *args, **kwargs)
+        except _FAILURES as e:
+            self._recover_in_place(e, core)
+            raise
+
+    return call
+
+
 class Work:
     """Handle of an asynchronous collective. Keeps its buffers alive until complete."""
 
-    __slots__ = ("_keep", "_result", "_w")
+    __slots__ = ("_comm", "_core", "_keep", "_result", "_w")
 
-    def __init__(self, w: Any, keep: Any, result: Any):
+    def __init__(self, w: Any, keep: Any, result: Any, comm: Any = None):
         self._w = w
         self._keep = keep
         self._result = result
+        self._comm = comm  # recovery="shrink": the communicator to shrink when this fails
+        self._core = comm._c if comm is not None else None
 
     def is_completed(self) -> bool:
         """True once the request finished (successfully or not). Never blocks."""
@@ -369,7 +396,12 @@ class Work:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until complete; raise its error. With ``timeout`` (seconds), return False if it
         is still running then (the request keeps its own deadline)."""
-        ok = self._w.wait(-1.0 if timeout is None else float(timeout))
+        try:
+            ok = self._w.wait(-1.0 if timeout is None else float(timeout))
+        except _FAILURES as e:
+            if self._comm is not None:
+                self._comm._recover_in_place(e, self._core)
+            raise
         if ok:
             self._keep = None
         return ok
@@ -478,6 +510,7 @@ class Communicator:
         small_bytes: int | None = None,
         shm_ring_bytes: int | None = None,
         prefix: str | None = None,
+        recovery: str | None = None,
         _keep: Any = None,
     ):
         if (
@@ -514,6 +547,9 @@ class Communicator:
         )
         self._store = base
         self._prefix = prefix
+        if recovery not in (None, "off", "shrink"):
+            raise UsageError(f"recovery must be off or shrink, got {recovery!r}")
+        self._recovery = recovery or "off"
         self.left_out: list[int] = []
         # Read once (an environment lookup per call would cost a fifth of a small allreduce).
         self._compression = _core.env_string("RINGPRESS_COMPRESSION")
@@ -527,12 +563,40 @@ class Communicator:
         self._c = core
         self._store = store
         self._prefix = prefix
+        self._recovery = "off"
         self.left_out = []
         self._compression = _core.env_string("RINGPRESS_COMPRESSION")
         _live.add(self)
         return self
 
     # ------------------------------------------------------------------ recovery
+    def _recover_in_place(self, err: BaseException, core: Any) -> None:
+        """recovery="shrink": after ``err`` on ``core``, shrink this object in place (once per
+        failure: requests that fail later on the same core find it replaced already) and say so
+        on the error: ``err.recovered`` (True), ``err.left_out``, ``err.epoch``."""
+        if self._recovery != "shrink":
+            return
+        if self._c is core:
+            while True:
+                try:
+                    nxt, left = self._c.shrink()
+                    break
+                except _FAILURES as e2:
+                    if "left this rank out" in str(e2):
+                        raise
+                    # another failure during the shrink: the same core shrinks again
+            self._c = nxt
+            self.left_out = list(left)
+            self._inflight.clear()
+        err.recovered = True  # type: ignore[attr-defined]
+        err.left_out = list(self.left_out)  # type: ignore[attr-defined]
+        err.epoch = self.epoch  # type: ignore[attr-defined]
+        if hasattr(err, "add_note"):
+            err.add_note(
+                f"ringpress: recovered: this communicator now has {self.size} ranks "
+                f"(epoch {self.epoch}, left out {self.left_out}); retry the call"
+            )
+
     def shrink(self) -> Communicator:
         """After a failure (a :class:`TransportError` or :class:`TimeoutError` from a call), the
         survivors call this together: they agree on who is gone and get a new communicator over
@@ -545,6 +609,7 @@ class Communicator:
         self._inflight.clear()
         nxt = Communicator._from_core(core, self._store, self._prefix, self._keep)
         nxt.left_out = list(left)
+        nxt._recovery = self._recovery
         if getattr(self, "launch", None) is not None:
             nxt.launch = self.launch
         _live.discard(self)
@@ -561,6 +626,7 @@ class Communicator:
         self._inflight.clear()
         nxt = Communicator._from_core(core, self._store, self._prefix, self._keep)
         nxt.left_out = list(left)
+        nxt._recovery = self._recovery
         _live.discard(self)
         return nxt
 
@@ -762,9 +828,10 @@ class Communicator:
             except IndexError:  # another thread emptied it meanwhile
                 pass
             inflight.append((w, keep, result))
-            return Work(w, keep, result)
+            return Work(w, keep, result, self if self._recovery == "shrink" else None)
         return result
 
+    @_recovering
     def allreduce(
         self,
         x: Any,
@@ -856,6 +923,7 @@ class Communicator:
             )
         return self._finish(w, keep, x, async_op)
 
+    @_recovering
     def allreduce_coalesced(
         self, xs: Sequence[Any], op: str = "sum", async_op: bool = False
     ) -> Any:
@@ -872,12 +940,14 @@ class Communicator:
         )
         return self._finish(w, bufs, list(xs), async_op)
 
+    @_recovering
     def broadcast(self, x: Any, root: int = 0, async_op: bool = False) -> Any:
         """Copy ``x`` of rank ``root`` into ``x`` on every rank; returns ``x``."""
         b = _Buf(x, "broadcast", True)
         w = self._c.broadcast(b.addr, b.count, b.dtype, int(root), async_op)
         return self._finish(w, b, x, async_op)
 
+    @_recovering
     def allgather(self, x: Any, out: Any = None, async_op: bool = False) -> Any:
         """Gather equal-sized ``x`` from every rank; returns ``out`` with shape (size, *x.shape)."""
         b = _Buf(x, "allgather", False)
@@ -891,6 +961,7 @@ class Communicator:
         w = self._c.allgather(b.addr, o.addr, [b.count] * self.size, b.dtype, async_op)
         return self._finish(w, (b, o), out, async_op)
 
+    @_recovering
     def allgatherv(
         self, x: Any, counts: Sequence[int], out: Any = None, async_op: bool = False
     ) -> Any:
@@ -911,6 +982,7 @@ class Communicator:
         w = self._c.allgather(b.addr, o.addr, counts, b.dtype, async_op)
         return self._finish(w, (b, o), out, async_op)
 
+    @_recovering
     def alltoall(
         self,
         x: Any,
@@ -949,6 +1021,7 @@ class Communicator:
         w = self._c.alltoall(b.addr, o.addr, sc, rc, b.dtype, async_op)
         return self._finish(w, (b, o), out, async_op)
 
+    @_recovering
     def reduce_scatter(
         self, x: Any, out: Any = None, op: str = "sum", async_op: bool = False
     ) -> Any:
@@ -972,6 +1045,7 @@ class Communicator:
         )
         return self._finish(w, (b, o), out, async_op)
 
+    @_recovering
     def barrier(self, async_op: bool = False) -> Any:
         """Return once every rank has entered the barrier."""
         w = self._c.barrier(async_op)

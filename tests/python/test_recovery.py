@@ -292,3 +292,51 @@ def test_killed_inside_the_agreement(job_factory):
     check_same_communicator(recs, {0, 3})
     wait_full(job, 0, [job.join_new(), job.join_new()])
     check_done(job)
+
+
+AUTO_BODY = """
+import numpy as np
+recovered = []
+it = 0
+while it < 40:
+    if rank == 2 and it == 10 and comm.size == size:
+        os._exit(9)  # dies between calls: the others fail inside their next allreduce
+    x = np.full(1 << 16, float(rank + 1), np.float32)
+    try:
+        if it % 2:
+            w = comm.allreduce(x, async_op=True)
+            w.wait()
+        else:
+            comm.allreduce(x)
+    except (rp.TransportError, rp.TimeoutError) as e:
+        assert e.recovered and e.left_out == [2], (e, getattr(e, "left_out", None))
+        recovered.append((e.epoch, comm.size, comm.rank))
+        continue  # retry the same iteration on the shrunk communicator
+    alive = [r for r in range(size) if r != 2] if comm.epoch else list(range(size))
+    assert np.all(x == sum(r + 1 for r in alive)), (it, x[0])
+    it += 1
+emit({"recovered": recovered, "size": comm.size, "epoch": comm.epoch})
+"""
+
+
+@pytest.mark.parametrize("transport", ["tcp", "shm"])
+def test_automatic_mode_shrinks_inside_the_failed_call(transport):
+    # recovery="shrink": no explicit shrink() in the loop; the failed call (sync or async)
+    # shrinks the communicator in place and says so on its error; the retry is correct.
+    from ranks import run_ranks
+
+    res = run_ranks(
+        4,
+        AUTO_BODY,
+        timeout=90,
+        env={"RINGPRESS_TRANSPORT": transport},
+        comm_kwargs={"recovery": "shrink", "timeout": 20},
+        check=False,
+    )
+    by_rank = {r.rank: r for r in res}
+    assert by_rank[2].returncode == 9
+    for r in (0, 1, 3):
+        assert by_rank[r].returncode == 0, by_rank[r].stderr[-3000:]
+        rec = by_rank[r].records[0]
+        assert rec["size"] == 3 and rec["epoch"] == 1
+        assert [e[:2] for e in rec["recovered"]] == [[1, 3]]
