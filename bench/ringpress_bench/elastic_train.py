@@ -117,12 +117,9 @@ def worker(args: Any) -> int:
         ft.sync_and_step()
         if ft.rank == 0:
             say(event="step", step=ft.step, t=time.time(), size=ft.size)
-        ft.admit()
-        waited = time.time()
-        while args.wait_for_replacements and ft.size < args.nranks and ft.step < args.steps:
-            if time.time() - waited > args.timeout:
-                raise RuntimeError(f"no replacement joined within {args.timeout} s")
-            time.sleep(0.01)
+        if args.wait_for_replacements and ft.step < args.steps:
+            ft.admit(wait_for=args.nranks, timeout=args.timeout)
+        else:
             ft.admit()
         for e in ft.events[seen:]:
             say(**e)

@@ -87,6 +87,7 @@ class ElasticDataParallel:
         self._residual = torch.zeros(n, dtype=torch.float32) if compression else None
         self.events: list[dict] = []  # recoveries and admissions, for logs and benchmarks
         self._count_contributors = False  # set by a recovery until the next gradient allreduce
+        self._hold_admit = False  # the same: admit() does nothing until that allreduce
 
     # ------------------------------------------------------------------ membership
     @property
@@ -122,30 +123,45 @@ class ElasticDataParallel:
             self._recover_and_align()
         return self
 
-    def admit(self) -> bool:
+    def admit(self, wait_for: int | None = None, timeout: float = 300.0) -> bool:
         """Call at a step boundary on every member: admits waiting replacements (they get the
-        state from rank 0). True when the membership grew. A failure meanwhile is recovered
-        from like one during a step."""
+        state from rank 0). True when the membership grew. ``wait_for``: keep admitting until
+        the job has that many ranks again (or ``timeout`` seconds pass: TimeoutError).
+
+        After a recovery (here or during a step) the next collective of every rank must be the
+        next step's gradient allreduce, wherever in the loop the failure found it: until that
+        step is done this returns False at once."""
+        if self._hold_admit:
+            return False
+        grew = False
+        deadline = time.monotonic() + timeout
         while True:
             try:
                 grown = self.comm.grow()
-                if grown is self.comm:
-                    return False
-                t0 = time.perf_counter()
-                self.comm = grown
-                self._share_state(root=0)
-                self.events.append(
-                    {
-                        "event": "admitted",
-                        "step": self.step,
-                        "size": self.size,
-                        "seconds": time.perf_counter() - t0,
-                    }
-                )
-                return True
+                if grown is not self.comm:
+                    t0 = time.perf_counter()
+                    self.comm = grown
+                    self._share_state(root=0)
+                    grew = True
+                    self.events.append(
+                        {
+                            "event": "admitted",
+                            "step": self.step,
+                            "size": self.size,
+                            "seconds": time.perf_counter() - t0,
+                        }
+                    )
             except _FAILURES:
                 self._recover_and_align()
-                return False
+                return grew
+            # comm.size is the same on every member: they all loop, or all stop.
+            if wait_for is None or self.size >= wait_for:
+                return grew
+            if time.monotonic() > deadline:
+                raise RpTimeoutError(
+                    f"admit: the job has {self.size} ranks, {wait_for} wanted, after {timeout} s"
+                )
+            time.sleep(0.01)
 
     # ------------------------------------------------------------------ the step
     def sync_and_step(self) -> None:
@@ -188,6 +204,7 @@ class ElasticDataParallel:
                     flat.zero_()
                     contributing = 0.0
         self._count_contributors = False
+        self._hold_admit = False
         buf /= max(total, 1.0)
         offsets = 0
         for p in self.params:
@@ -209,6 +226,7 @@ class ElasticDataParallel:
         """Shrink, then align the survivors' state; True when this rank took another's state.
         The next gradient allreduce then counts the ranks that contribute."""
         self._count_contributors = True
+        self._hold_admit = True
         while True:
             try:
                 self._recover()
