@@ -20,7 +20,8 @@ step "types (the _core stub against the built module; the modules that call it)"
 python -m mypy --ignore-missing-imports --follow-imports=silent --python-version 3.10 \
   python/ringpress/__init__.py python/ringpress/comm.py python/ringpress/codecs.py \
   python/ringpress/compressors.py python/ringpress/errors.py python/ringpress/torch/__init__.py \
-  python/ringpress/torch/native.py python/ringpress/torch/hooks.py python/ringpress/horovod/*.py
+  python/ringpress/torch/native.py python/ringpress/torch/hooks.py python/ringpress/torch/elastic.py \
+  python/ringpress/horovod/*.py
 
 step "C++ tests (ctest)"
 ctest --test-dir build/py --output-on-failure -j2
