@@ -85,7 +85,9 @@ std::vector<std::unique_ptr<Pair>> ContextImpl::mesh(const MeshPlan& plan) {
     if (plan.tolerant) {
       // The peer's listener exists since its rendezvous: a refusal means the process is gone.
       try {
-        p->fd = net::connect_tcp_once(ep, deadline, opts_.tcp_buffer_bytes);
+        // A host that does not answer for 5 s is gone too (connects are made one by one).
+        p->fd = net::connect_tcp_once(
+            ep, std::min(deadline, Clock::now() + std::chrono::seconds(5)), opts_.tcp_buffer_bytes);
       } catch (const Error& e) {
         give_up(q, e.what());
         continue;

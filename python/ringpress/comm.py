@@ -372,6 +372,11 @@ def _recovering(fn):
             return fn(self, *args, **kwargs)
         except _FAILURES as e:
             self._recover_in_place(e, core)
+            if not getattr(e, "recovered", False) and hasattr(e, "add_note"):
+                e.add_note(
+                    "ringpress: the survivors can go on without the lost rank: comm.shrink() on "
+                    "each of them, then retry the call (docs/errors.md, Recovery)"
+                )
             raise
 
     return call
