@@ -862,9 +862,15 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
     notes: list[str] = []
     mode = _mode(world)
     try:
-        for name in args.peer_list:
+        # gloo first: its store takes MASTER_PORT + 1, which a ringpress rank's listener (an
+        # ephemeral port, kept for the communicator's life) could otherwise have taken.
+        made_by_name: dict[str, Peer | str] = {}
+        for name in sorted(args.peer_list, key=lambda n: n != "gloo"):
             made = MAKERS[name](world)
             world.agree(isinstance(made, Peer), f"whether {name} is available")
+            made_by_name[name] = made
+        for name in args.peer_list:
+            made = made_by_name[name]
             if isinstance(made, Peer):
                 peers.append(made)
             else:

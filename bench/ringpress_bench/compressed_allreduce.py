@@ -63,10 +63,8 @@ def main(argv=None, prog="ringpress bench compressed") -> int:
     # sleep on the cache's lock (gradients.py). Waiting in a barrier instead, with 4 ranks on 2
     # cores spinning, outlasted the communicator's timeout.
     g = fp32_gradients(verbose=True)  # only the rank that trains prints
-    comm = ringpress.Communicator.from_env()
-    base = np.resize(np.roll(g, 7919 * rank), n).astype(np.float32)
-    exact = base.astype(np.float64)
-    comm.allreduce(exact)  # the exact sum (float64)
+    # gloo before ringpress: its store takes MASTER_PORT + 1, which a ringpress rank's listener
+    # (an ephemeral port, kept for the communicator's life) could otherwise have taken.
     gloo = None
     if "gloo" in args.mode_list:
         try:
@@ -85,6 +83,10 @@ def main(argv=None, prog="ringpress bench compressed") -> int:
         except Exception as e:
             if rank == 0:
                 print(f"gloo: skipped ({type(e).__name__}: {e})", file=sys.stderr)
+    comm = ringpress.Communicator.from_env()
+    base = np.resize(np.roll(g, 7919 * rank), n).astype(np.float32)
+    exact = base.astype(np.float64)
+    comm.allreduce(exact)  # the exact sum (float64)
     rows = []
     residual = np.zeros(n, np.float32)
     for mode in args.mode_list:

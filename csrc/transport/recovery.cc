@@ -88,15 +88,20 @@ Bytes str_bytes(const std::string& s) {
   return Bytes(s.begin(), s.end());
 }
 
-// Roster records: "addr:port\nhost identity", joined with '\x1e' (host identities have no such
-// byte: host_identity() is printable, RINGPRESS_HOST_ID is checked below).
+// Roster records: "addr:port\nhost identity", joined with '\x1e' (host_identity() is printable;
+// a RINGPRESS_HOST_ID holding that byte or a newline is refused here).
 constexpr char kSep = '\x1e';
 
 std::string encode_roster(const Roster& r) {
   std::string s;
   for (int q = 0; q < r.size(); ++q) {
     if (q) s += kSep;
-    s += r.eps[idx(q)].str() + "\n" + r.hosts[idx(q)];
+    const std::string& h = r.hosts[idx(q)];
+    RP_ENFORCE(h.find(kSep) == std::string::npos && h.find('\n') == std::string::npos &&
+                   h.size() <= 1024,
+               UsageError, "host identity of rank ", q,
+               " is not printable (RINGPRESS_HOST_ID: at most 1024 bytes, no control bytes)");
+    s += r.eps[idx(q)].str() + "\n" + h;
   }
   return s;
 }

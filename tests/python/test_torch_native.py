@@ -379,6 +379,7 @@ def test_callbacks_running_at_exit_finish_before_the_interpreter_finalizes(tmp_p
         with open(f"{mark}.{r.rank}") as f:
             assert float(f.read()) == 8.0, r.stderr[-2000:]  # 1 * 2 * 2 * 2: three sums in order
     ctrl = str(tmp_path / "ctrl")
-    env = {**NO_COMM, "RP_TEST_MARK": ctrl, "RP_TEST_SLEEP": "5", "RP_TEST_NO_EXIT_CLOSE": "1"}
+    # (30 s: far beyond a finalization even on a loaded machine; nothing waits for it)
+    env = {**NO_COMM, "RP_TEST_MARK": ctrl, "RP_TEST_SLEEP": "30", "RP_TEST_NO_EXIT_CLOSE": "1"}
     for r in run_ranks(2, PRELUDE + EXIT_WITH_CALLBACKS, env=env, check=False):
         assert not os.path.exists(f"{ctrl}.{r.rank}"), "the control run's callback finished"
