@@ -99,6 +99,7 @@ std::vector<std::unique_ptr<Pair>> ContextImpl::mesh(const MeshPlan& plan) {
     try {
       net::write_all(p->fd.get(), &hellos[idx(q)], sizeof(handshake::Hello), deadline, "handshake");
     } catch (const Error& e) {
+      if (!plan.tolerant) throw;  // strict: the error as it was (TimeoutError stays one)
       give_up(q, e.what());
       continue;
     }
@@ -145,6 +146,7 @@ std::vector<std::unique_ptr<Pair>> ContextImpl::mesh(const MeshPlan& plan) {
     try {
       net::write_all(p.fd.get(), &proof, sizeof proof, deadline, "handshake proof");
     } catch (const Error& e) {
+      if (!plan.tolerant) throw;
       give_up(q, e.what());
       return;
     }

@@ -97,10 +97,10 @@ std::string encode_roster(const Roster& r) {
   for (int q = 0; q < r.size(); ++q) {
     if (q) s += kSep;
     const std::string& h = r.hosts[idx(q)];
-    RP_ENFORCE(h.find(kSep) == std::string::npos && h.find('\n') == std::string::npos &&
-                   h.size() <= 1024,
-               UsageError, "host identity of rank ", q,
-               " is not printable (RINGPRESS_HOST_ID: at most 1024 bytes, no control bytes)");
+    RP_ENFORCE(
+        h.find(kSep) == std::string::npos && h.find('\n') == std::string::npos && h.size() <= 1024,
+        UsageError, "host identity of rank ", q,
+        " is not printable (RINGPRESS_HOST_ID: at most 1024 bytes, no control bytes)");
     s += r.eps[idx(q)].str() + "\n" + h;
   }
   return s;
