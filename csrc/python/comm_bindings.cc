@@ -136,6 +136,19 @@ py::tuple buffer_info(py::handle obj, bool writable) {
   return out;
 }
 
+// shrink() / grow() for Python: (the new communicator or None, the ranks left out), the GIL
+// released while the survivors agree.
+py::tuple reformed(rp::Communicator& c,
+                   std::unique_ptr<rp::Communicator> (rp::Communicator::*fn)(std::vector<int>*)) {
+  std::vector<int> left;
+  std::shared_ptr<rp::Communicator> next;
+  {
+    py::gil_scoped_release nogil;
+    next = (c.*fn)(&left);
+  }
+  return py::make_tuple(next, left);
+}
+
 }  // namespace
 
 void bind_comm(py::module_& m) {
@@ -384,26 +397,8 @@ void bind_comm(py::module_& m) {
              c.close();
            })
       // Recovery: (new communicator or None, old ranks left out).
-      .def("shrink",
-           [](rp::Communicator& c) {
-             std::vector<int> left;
-             std::shared_ptr<rp::Communicator> next;
-             {
-               py::gil_scoped_release nogil;
-               next = c.shrink(&left);
-             }
-             return py::make_tuple(next, left);
-           })
-      .def("grow",
-           [](rp::Communicator& c) {
-             std::vector<int> left;
-             std::shared_ptr<rp::Communicator> next;
-             {
-               py::gil_scoped_release nogil;
-               next = c.grow(&left);
-             }
-             return py::make_tuple(next, left);
-           })
+      .def("shrink", [](rp::Communicator& c) { return reformed(c, &rp::Communicator::shrink); })
+      .def("grow", [](rp::Communicator& c) { return reformed(c, &rp::Communicator::grow); })
       .def_static(
           "join",
           [](py::object store, const std::string& transport, double timeout_s,

@@ -611,14 +611,7 @@ class Communicator:
         new one is being formed, the new one's first call raises: shrink again.
         docs/errors.md ("Recovery") says what is guaranteed and what it costs."""
         core, left = self._c.shrink()  # queued requests run (or fail) first
-        self._inflight.clear()
-        nxt = Communicator._from_core(core, self._store, self._prefix, self._keep)
-        nxt.left_out = list(left)
-        nxt._recovery = self._recovery
-        if getattr(self, "launch", None) is not None:
-            nxt.launch = self.launch
-        _live.discard(self)
-        return nxt
+        return self._succeeded_by(core, left)
 
     def grow(self) -> Communicator:
         """Collective of the members at a point they choose (a step boundary): admits the
@@ -626,12 +619,16 @@ class Communicator:
         (the joiners take the next ranks; this one is closed), or ``self`` when nobody waits.
         The store must outlive any rank (a store hosted by a launcher or a separate process)."""
         core, left = self._c.grow()
-        if core is None:
-            return self
+        return self if core is None else self._succeeded_by(core, left)
+
+    def _succeeded_by(self, core: Any, left: Sequence[int]) -> Communicator:
+        """The Python object for the communicator a shrink or grow made of this one."""
         self._inflight.clear()
         nxt = Communicator._from_core(core, self._store, self._prefix, self._keep)
         nxt.left_out = list(left)
         nxt._recovery = self._recovery
+        if getattr(self, "launch", None) is not None:
+            nxt.launch = self.launch
         _live.discard(self)
         return nxt
 
