@@ -30,7 +30,7 @@ const char* const kPoints[] = {"rendezvous",     "ring.reduce_scatter",
                                "send",           "ring.encode",
                                "ring.decode",    "sparse.encode",
                                "recovery.mesh",  "recovery.agree",
-                               "recovery.round"};
+                               "recovery.round", "grow.list"};
 
 Spec& spec() {
   static Spec* s = [] {

@@ -13,6 +13,7 @@
 #include "ringpress/buffer_pool.h"
 #include "ringpress/engine.h"
 #include "ringpress/env.h"
+#include "ringpress/fault.h"
 
 namespace ringpress {
 
@@ -88,6 +89,11 @@ std::uint64_t Communicator::epoch() const {
   return ctx_ ? ctx_->epoch() : 0;
 }
 
+std::vector<int> Communicator::joined() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return ctx_ ? ctx_->joined() : std::vector<int>{};
+}
+
 std::unique_ptr<Communicator> Communicator::reform(
     const char* what, const std::function<std::unique_ptr<Context>(Context&)>& fn) {
   {
@@ -149,14 +155,17 @@ std::unique_ptr<Communicator> Communicator::shrink(std::vector<int>* left_out) {
 std::unique_ptr<Communicator> Communicator::grow(std::vector<int>* left_out) {
   RP_ENFORCE(store_ != nullptr, UsageError, "grow() needs the store the job rendezvoused through");
   const auto timeout = op_timeout();
-  // Rank 0 asks the store who waits and hands the list to the others (a broadcast of its length,
-  // then of the list when there is one): the common case costs one store round trip on rank 0
-  // and one 8-byte broadcast.
+  // Rank 0 asks the store who waits, admits them, and hands the list to the others (a broadcast
+  // of its length, then of the list when there is one): the common case costs one store round
+  // trip on rank 0 and one 8-byte broadcast. If a member is lost during the broadcasts, some
+  // members raise and shrink while others grow: both re-form the same way, and the list reaches
+  // everyone in the agreement (recovery.cc).
   std::string joiners;
-  if (rank_ == 0) joiners = Context::waiting_joiners(*store_);
+  if (rank_ == 0) joiners = ctx_->admit_joiners(*store_);
   std::uint64_t len = joiners.size();
   if (auto w = broadcast(&len, 1, DType::kU64, 0, false)) w->wait();
   if (len == 0) return nullptr;
+  fault::hit("grow.list");
   RP_ENFORCE(len <= (64u << 20), TransportError, "a list of joiners of ", len, " bytes");
   joiners.resize(len);
   if (auto w = broadcast(joiners.data(), len, DType::kU8, 0, false)) w->wait();

@@ -149,6 +149,22 @@ py::tuple reformed(rp::Communicator& c,
   return py::make_tuple(next, left);
 }
 
+// The options the Communicator constructor and join() share. timeout_s <= 0: unset, so
+// RINGPRESS_TIMEOUT (else 300 s) applies (env.h).
+rp::CommOptions comm_options(const std::string& transport, double timeout_s,
+                             const std::string& bind_addr, const std::string& route_hint,
+                             const std::string& secret, const std::string& encrypt) {
+  rp::CommOptions o;
+  o.context.transport = transport;
+  o.context.timeout = std::chrono::milliseconds(
+      timeout_s > 0 ? std::max<long long>(1, static_cast<long long>(timeout_s * 1000)) : 0);
+  o.context.bind_addr = bind_addr;
+  o.context.route_hint = route_hint;
+  o.context.secret = secret;
+  o.context.encrypt = encrypt;
+  return o;
+}
+
 }  // namespace
 
 void bind_comm(py::module_& m) {
@@ -266,18 +282,10 @@ void bind_comm(py::module_& m) {
                       const std::string& secret, const std::string& timeline,
                       std::size_t segment_bytes, std::size_t small_bytes,
                       std::size_t shm_ring_bytes, int spin_us, const std::string& encrypt) {
-            rp::CommOptions o;
+            rp::CommOptions o =
+                comm_options(transport, timeout_s, bind_addr, route_hint, secret, encrypt);
             o.context.rank = rank;
             o.context.size = size;
-            o.context.transport = transport;
-            // <= 0: unset, so RINGPRESS_TIMEOUT (else 300 s) applies (env.h).
-            o.context.timeout = std::chrono::milliseconds(
-                timeout_s > 0 ? std::max<long long>(1, static_cast<long long>(timeout_s * 1000))
-                              : 0);
-            o.context.bind_addr = bind_addr;
-            o.context.route_hint = route_hint;
-            o.context.secret = secret;
-            o.context.encrypt = encrypt;
             if (shm_ring_bytes) o.context.shm_ring_bytes = shm_ring_bytes;
             if (spin_us >= 0) o.context.spin_us = spin_us;
             o.timeline_path = timeline;
@@ -404,15 +412,8 @@ void bind_comm(py::module_& m) {
           [](py::object store, const std::string& transport, double timeout_s,
              const std::string& bind_addr, const std::string& route_hint, const std::string& secret,
              const std::string& encrypt) {
-            rp::CommOptions o;
-            o.context.transport = transport;
-            o.context.timeout = std::chrono::milliseconds(
-                timeout_s > 0 ? std::max<long long>(1, static_cast<long long>(timeout_s * 1000))
-                              : 0);
-            o.context.bind_addr = bind_addr;
-            o.context.route_hint = route_hint;
-            o.context.secret = secret;
-            o.context.encrypt = encrypt;
+            const rp::CommOptions o =
+                comm_options(transport, timeout_s, bind_addr, route_hint, secret, encrypt);
             auto st = as_store(std::move(store));
             py::gil_scoped_release nogil;
             return std::shared_ptr<rp::Communicator>(rp::Communicator::join(st, o));
@@ -421,6 +422,7 @@ void bind_comm(py::module_& m) {
           py::arg("bind_addr") = "", py::arg("route_hint") = "", py::arg("secret") = "",
           py::arg("encrypt") = "")
       .def_property_readonly("epoch", &rp::Communicator::epoch)
+      .def_property_readonly("joined", &rp::Communicator::joined)
       .def_property_readonly("closed", &rp::Communicator::closed)
       .def_property_readonly("broken", &rp::Communicator::broken)
       .def("stats", [](rp::Communicator& c) { return rp::python::stats_dict(c.stats()); })

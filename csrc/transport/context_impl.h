@@ -125,6 +125,7 @@ struct MeshPlan {
   bool tolerant = false;              // a peer that fails is marked dead instead of throwing
   std::vector<int> old_fd;            // tolerant: per rank, the old context's socket (-1: none)
   std::vector<bool>* dead = nullptr;  // out: peers given up (tolerant)
+  int first_joiner = 1 << 30;         // grow: members (below) dial joiners (handshake::dials)
   const char* what = "connect";       // the operation named in errors and logs
 };
 
@@ -163,11 +164,13 @@ class ContextImpl final : public Context {
   std::uint64_t tcp_bytes_sent() const noexcept override { return tcp_bytes_sent_; }
   int rejected_connections() const noexcept override { return rejected_; }
   std::uint64_t epoch() const noexcept override { return epoch_; }
+  std::vector<int> joined() const override { return joined_; }
   std::unique_ptr<Context> shrink(std::chrono::milliseconds timeout,
                                   std::vector<int>* left_out) override;  // recovery.cc
   std::unique_ptr<Context> grow(Store& store, const std::string& joiners,
                                 std::chrono::milliseconds timeout,
                                 std::vector<int>* left_out) override;  // recovery.cc
+  std::string admit_joiners(Store& store) override;                    // recovery.cc
   // The joining side of grow (Context::join).
   static std::unique_ptr<Context> join(Store& store, const ContextOptions& opts);
 
@@ -200,13 +203,17 @@ class ContextImpl final : public Context {
   // recovery.cc
   // Re-forms the job from `roster` (this rank is rank `me` there) under epoch `epoch`: a tolerant
   // mesh, the agreement on who is gone, and a new context over the rest (ranks renumbered in
-  // roster order). `old_fd`: this context's sockets, by roster rank (shrink), else empty.
+  // roster order). Members (first_joiner < 0): phase 1 among `roster`, whose agreement also
+  // settles `joiners` (the list this rank knows of, or ""); if there is a list, phase 2 adds
+  // the joiners. A joiner (first_joiner = the members' count; `roster` = members + joiners): phase
+  // 2 only. `old_fd`: this context's sockets, by roster rank, else empty.
   static std::unique_ptr<Context> reform(const ContextOptions& opts, bool encrypt,
                                          const crypto::Key& job_key, const std::string& job,
                                          net::Fd listener, const Roster& roster, int me,
                                          std::uint64_t epoch, const std::vector<int>& old_fd,
                                          Deadline deadline, std::vector<int>* left_out,
-                                         const char* what);
+                                         const char* what, std::string joiners,
+                                         int first_joiner = -1);
   // A one-rank context never rendezvoused: opens its listener (and, given the store, loads the
   // job key as rank 0 would) so it can be re-formed.
   void ensure_listener(Store* store);
@@ -276,6 +283,8 @@ class ContextImpl final : public Context {
   Fd listener_;              // kept open: shrink and grow reconnect through it
   Roster roster_;            // every rank's listener and host (rendezvous, shrink or grow)
   std::uint64_t epoch_ = 0;  // 0 from the rendezvous, +1 per shrink or grow
+  std::string joiners_;      // the list of a grow this member took part in (admit_joiners, grow)
+  std::vector<int> joined_;  // ranks that joined when this context was formed
 };
 
 }  // namespace ringpress::transport_impl

@@ -26,7 +26,7 @@ Hello make_hello(int from, int to, bool encrypt) {
   return h;
 }
 
-std::string check_hello(const Hello& h, int me, int n, bool encrypt) {
+std::string check_hello(const Hello& h, int me, int n, bool encrypt, int first_joiner) {
   if (h.magic != kHelloMagic) return "not a ringpress handshake (bad magic)";
   if (h.version != kVersion) {
     return "handshake version " + std::to_string(h.version) + ", this rank speaks " +
@@ -35,7 +35,8 @@ std::string check_hello(const Hello& h, int me, int n, bool encrypt) {
   if ((h.flags & ~kFlagEncrypt) != 0) return "unknown handshake flags";
   if (h.to != static_cast<std::uint32_t>(me))
     return "addressed to rank " + std::to_string(h.to) + ", not this one";
-  if (h.from <= static_cast<std::uint32_t>(me) || h.from >= static_cast<std::uint32_t>(n))
+  if (h.from >= static_cast<std::uint32_t>(n) || h.from == static_cast<std::uint32_t>(me) ||
+      !dials(static_cast<int>(h.from), me, first_joiner))
     return "claims to be rank " + std::to_string(h.from) + ", which does not connect here";
   if (((h.flags & kFlagEncrypt) != 0) != encrypt) {
     return std::string("rank ") + std::to_string(h.from) + " has link encryption " +

@@ -50,9 +50,17 @@ struct Proof {
 #pragma pack(pop)
 static_assert(sizeof(Hello) == 48 && sizeof(Reply) == 72 && sizeof(Proof) == 36, "layouts");
 
+// Which side of the pair (a, b) opens the connection: the higher rank, except in a grow, where
+// the members (ranks below `first_joiner`) dial the joiners, so a joiner never reaches a member's
+// listener before that member is ready for it (recovery.cc). Without joiners first_joiner = n.
+inline bool dials(int a, int b, int first_joiner) {
+  const bool a_joins = a >= first_joiner, b_joins = b >= first_joiner;
+  return a_joins != b_joins ? b_joins : a > b;
+}
+
 Hello make_hello(int from, int to, bool encrypt);
 // Why A (rank `me` of `n`, encrypt setting `encrypt`) must refuse this hello ("" = go on).
-std::string check_hello(const Hello& h, int me, int n, bool encrypt);
+std::string check_hello(const Hello& h, int me, int n, bool encrypt, int first_joiner);
 Reply make_reply(const crypto::Key& k, const Hello& h, int me);
 // Why C must refuse A's reply ("" = A proved the key).
 std::string check_reply(const crypto::Key& k, const Hello& h, const Reply& r);

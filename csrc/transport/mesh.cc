@@ -4,7 +4,8 @@
 // members and the ranks joining them).
 //
 // Contract: the rank connects to every wanted lower rank and accepts every wanted higher rank on
-// its listener (one TCP socket per pair, full mesh). Strict plans throw on the first failure
+// its listener (one TCP socket per pair, full mesh; in a grow, members dial joiners instead:
+// handshake::dials). Strict plans throw on the first failure
 // (TimeoutError naming the ranks that did not complete by the deadline; TransportError naming a
 // rank that refused us). Tolerant plans (recovery) never throw for a peer: a peer that refuses the
 // connection, hangs up during the handshake or has not completed it by the deadline is marked
@@ -64,6 +65,7 @@ std::vector<std::unique_ptr<Pair>> ContextImpl::mesh(const MeshPlan& plan) {
   std::vector<bool>& dead = *plan.dead;
   dead.resize(idx(n), false);
   auto wanted = [&](int q) { return q != me && plan.want[idx(q)] && !dead[idx(q)]; };
+  auto dials = [&](int q) { return handshake::dials(me, q, plan.first_joiner); };
   auto give_up = [&](int q, const std::string& why) {
     if (!plan.tolerant) {
       RP_THROW_CTX(TransportError, (ErrorContext{opts_.rank, q, plan.what}), why);
@@ -72,10 +74,10 @@ std::vector<std::unique_ptr<Pair>> ContextImpl::mesh(const MeshPlan& plan) {
     pairs[idx(q)].reset();
   };
 
-  // Phase 1: connect to every wanted lower rank and say hello (does not wait for them).
+  // Phase 1: connect to every wanted rank we dial (lower ranks) and say hello (does not wait).
   std::vector<handshake::Hello> hellos(idx(n));
-  for (int q = 0; q < me; ++q) {
-    if (!wanted(q)) continue;
+  for (int q = 0; q < n; ++q) {
+    if (!wanted(q) || !dials(q)) continue;
     ScopedErrorContext pc(plan.what, opts_.rank, q);
     auto p = std::make_unique<Pair>();
     p->peer = q;
@@ -127,10 +129,10 @@ std::vector<std::unique_ptr<Pair>> ContextImpl::mesh(const MeshPlan& plan) {
   // Tolerant plans: when each silent higher rank's listener may be probed next (backing off).
   std::vector<Deadline> probe_at(idx(n), Clock::now());
   std::vector<int> probe_gap_ms(idx(n), 20);
-  auto connecting = [&](int q) {  // our connection to lower rank q still waits for its Reply
-    return q < me && wanted(q) && pairs[idx(q)] && reply_have[idx(q)] < sizeof(handshake::Reply);
+  auto connecting = [&](int q) {  // our connection to rank q still waits for its Reply
+    return dials(q) && wanted(q) && pairs[idx(q)] && reply_have[idx(q)] < sizeof(handshake::Reply);
   };
-  auto accepting = [&](int q) { return q > me && wanted(q) && !pairs[idx(q)]; };
+  auto accepting = [&](int q) { return !dials(q) && wanted(q) && !pairs[idx(q)]; };
   auto on_reply = [&](int q) {
     ScopedErrorContext pc(plan.what, opts_.rank, q);
     Pair& p = *pairs[idx(q)];
@@ -182,15 +184,15 @@ std::vector<std::unique_ptr<Pair>> ContextImpl::mesh(const MeshPlan& plan) {
     std::vector<pollfd> pfds;
     pfds.push_back({listener_.get(), POLLIN, 0});
     for (auto& pc : pending) pfds.push_back({pc.fd.get(), POLLIN, 0});
-    for (int q = 0; q < me; ++q) {
+    for (int q = 0; q < n; ++q) {
       if (connecting(q)) pfds.push_back({pairs[idx(q)]->fd.get(), POLLIN, 0});
     }
-    // Tolerant: the old sockets of silent higher ranks (their hang-up starts the probes; -2:
-    // no old socket, probe on the back-off schedule alone).
+    // Tolerant: the old sockets of silent ranks that dial us (their hang-up starts the probes;
+    // -2: no old socket, probe on the back-off schedule alone).
     std::vector<int> watched;
     std::vector<int> unwatched;
     if (plan.tolerant) {
-      for (int q = me + 1; q < n; ++q) {
+      for (int q = 0; q < n; ++q) {
         if (!accepting(q) || idx(q) >= plan.old_fd.size()) continue;
         if (plan.old_fd[idx(q)] >= 0) {
           pfds.push_back({plan.old_fd[idx(q)], POLLRDHUP, 0});
@@ -230,7 +232,7 @@ std::vector<std::unique_ptr<Pair>> ContextImpl::mesh(const MeshPlan& plan) {
       if (pfds[first_watched + i].revents & (POLLRDHUP | POLLHUP | POLLERR)) probe(watched[i]);
     }
     for (int q : unwatched) probe(q);
-    for (int q = 0; q < me; ++q) {
+    for (int q = 0; q < n; ++q) {
       if (!connecting(q)) continue;
       std::size_t& have = reply_have[idx(q)];
       int err = 0;
@@ -268,7 +270,7 @@ std::vector<std::unique_ptr<Pair>> ContextImpl::mesh(const MeshPlan& plan) {
       }
       pc.have = 0;
       if (!pc.replied) {
-        std::string why = handshake::check_hello(pc.h, me, n, encrypt_);
+        std::string why = handshake::check_hello(pc.h, me, n, encrypt_, plan.first_joiner);
         if (!why.empty()) {
           pc.have = 1;  // spoke: worth a line
           reject(pc, why);

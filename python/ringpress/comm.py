@@ -596,6 +596,7 @@ class Communicator:
         err.recovered = True  # type: ignore[attr-defined]
         err.left_out = list(self.left_out)  # type: ignore[attr-defined]
         err.epoch = self.epoch  # type: ignore[attr-defined]
+        err.joined = self.joined  # type: ignore[attr-defined]
         if hasattr(err, "add_note"):
             err.add_note(
                 f"ringpress: recovered: this communicator now has {self.size} ranks "
@@ -608,7 +609,9 @@ class Communicator:
         the rest, ranks renumbered in the old order, with no store and no new rendezvous. Its
         ``left_out`` lists the old ranks that are not in it. This communicator is then closed.
         The call that failed can be retried on the new one. If another member fails while the
-        new one is being formed, the new one's first call raises: shrink again.
+        new one is being formed, the new one's first call raises: shrink again. If the failure
+        came during a :meth:`grow`, the shrink admits that grow's joiners too (see
+        :attr:`joined`).
         docs/errors.md ("Recovery") says what is guaranteed and what it costs."""
         core, left = self._c.shrink()  # queued requests run (or fail) first
         return self._succeeded_by(core, left)
@@ -665,6 +668,15 @@ class Communicator:
     def epoch(self) -> int:
         """Which membership this is: 0 after the rendezvous, +1 per shrink or grow."""
         return self._c.epoch
+
+    @property
+    def joined(self) -> list[int]:
+        """The ranks that joined when this communicator was formed: by :meth:`grow`, or by a
+        :meth:`shrink` after a grow that failed on its way (a member lost while rank 0 handed
+        the list of joiners round: the survivors that missed it shrink, the others grow, and all
+        end in the same communicator, joiners included). Empty otherwise. Ranks that see it
+        non-empty owe the joiners whatever a grow owes them (the state they need)."""
+        return list(self._c.joined)
 
     @property
     def prefix(self) -> str:

@@ -1,7 +1,8 @@
 // Recovery in one process (ranks as threads over the real transports; the sanitizer builds run
 // these too): shrink on a healthy job keeps every member, renumbered alike and at epoch 1; grow
-// admits a thread that joins; collectives are correct after each step. Kills of real processes
-// are tested in tests/python/test_recovery.py.
+// admits a thread that joins; collectives are correct after each step; a grow whose list of
+// joiners reached only some members (the others shrink) still admits the joiner everywhere. Kills
+// of real processes are tested in tests/python/test_recovery.py.
 #include <gtest/gtest.h>
 
 #include <atomic>
@@ -14,6 +15,7 @@
 #include "rank_threads.h"
 #include "ringpress/engine.h"
 #include "ringpress/store.h"
+#include "ringpress/transport.h"
 
 namespace {
 
@@ -94,6 +96,81 @@ TEST_P(Recovery, ShrinkKeepsEveryLiveMemberAndGrowAdmitsAJoiner) {
   for (auto& t : threads) t.join();
   EXPECT_TRUE(joined.load());
   for (int r = 0; r <= P; ++r) EXPECT_EQ(errors[static_cast<std::size_t>(r)], "") << "thread " << r;
+}
+
+// A grow that reached only some members (a member lost while rank 0 handed the list round):
+// those that got the list grow, the others shrink, and all of them, with the joiner, end in the
+// same context, because the list travels in the agreement. `got` says which members got it
+// (rank 0 always has it: it made it).
+void grow_reaching_only(const char* transport, std::vector<bool> got) {
+  const int P = static_cast<int>(got.size());
+  auto store = std::make_shared<ringpress::HashStore>();
+  auto options = [&](int r) {
+    ringpress::ContextOptions o;
+    o.rank = r;
+    o.size = P;
+    o.timeout = std::chrono::seconds(30);
+    o.bind_addr = "127.0.0.1";
+    o.transport = transport;
+    o.secret = std::string(40, 'k');
+    return o;
+  };
+  std::string list;
+  rp_test::ThreadBarrier listed(P);
+  std::vector<std::string> errors(static_cast<std::size_t>(P) + 1);
+  auto expect_grown = [&](ringpress::Context& c, int rank) {
+    EXPECT_EQ(c.size(), P + 1);
+    EXPECT_EQ(c.rank(), rank);
+    EXPECT_EQ(c.epoch(), 1u);
+    EXPECT_EQ(c.joined(), std::vector<int>{P});
+    EXPECT_FALSE(c.broken());
+  };
+  std::vector<std::thread> threads;
+  for (int r = 0; r < P; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        auto c = ringpress::Context::create(store, options(r));
+        if (r == 0) {
+          for (int i = 0; i < 5000 && list.empty(); ++i) {
+            list = c->admit_joiners(*store);
+            if (list.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          }
+        }
+        listed.wait();
+        ASSERT_FALSE(list.empty());
+        std::vector<int> left;
+        std::unique_ptr<ringpress::Context> n =
+            got[static_cast<std::size_t>(r)]
+                ? c->grow(*store, list, std::chrono::seconds(30), &left)
+                : c->shrink(std::chrono::seconds(30), &left);
+        ASSERT_TRUE(n != nullptr);
+        EXPECT_TRUE(left.empty());
+        expect_grown(*n, r);
+        n->close();
+      } catch (const std::exception& e) {
+        errors[static_cast<std::size_t>(r)] = e.what();
+      }
+    });
+  }
+  threads.emplace_back([&] {
+    try {
+      auto j = ringpress::Context::join(store, options(0));
+      expect_grown(*j, P);
+      j->close();
+    } catch (const std::exception& e) {
+      errors[static_cast<std::size_t>(P)] = e.what();
+    }
+  });
+  for (auto& t : threads) t.join();
+  for (int r = 0; r <= P; ++r) EXPECT_EQ(errors[static_cast<std::size_t>(r)], "") << "thread " << r;
+}
+
+TEST_P(Recovery, AGrowThatReachedSomeMembersAdmitsTheJoinerEverywhere) {
+  grow_reaching_only(GetParam(), {true, true, false});
+}
+
+TEST_P(Recovery, AGrowOnlyRankZeroKnewOfStillAdmitsTheJoiner) {
+  grow_reaching_only(GetParam(), {true, false, false});
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, Recovery, ::testing::Values("tcp", "shm"));

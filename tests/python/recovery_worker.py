@@ -5,7 +5,9 @@ A loop of collectives whose inputs depend only on the iteration and on each memb
 bound). When a call raises TransportError/TimeoutError the survivors shrink, agree on the
 iteration to resume from (the lowest any of them had not finished), and go on. Every iteration
 the members call grow(), which admits a replacement the test has started (JOIN=1: this process is
-one; it receives the iteration to start from). Prints one JSON record per line ("@@{...}").
+one; it learns the iteration to start from). A shrink may admit replacements too (a member lost
+during a grow: comm.joined); after every re-formation all ranks run the same two collectives
+(who the members are, where to resume). Prints one JSON record per line ("@@{...}").
 
 The loop runs until the test sets the counter "stop" in its store (read at every GATE-th
 iteration). Environment: ORIG (identity), RANK, SIZE (members only), PORT (the test's store),
@@ -93,7 +95,7 @@ def main() -> int:
         comm = rp.Communicator.join(
             store, prefix=PREFIX, timeout=20, transport=transport, job_key=KEY
         )
-        it = -1  # told by the members right after the grow
+        it = 1 << 62  # the members' resume point wins (a min allreduce right after joining)
     else:
         comm = rp.Communicator(
             store,
@@ -114,9 +116,7 @@ def main() -> int:
             if just_grown:
                 # Members and joiners: the new membership, then where to go on from.
                 members = members_of(comm)
-                x = np.array([it], np.int64)
-                comm.broadcast(x, root=0)
-                it = int(x[0])
+                it = resume_point(comm, it)
                 emit(
                     event="grown",
                     orig=ORIG,
@@ -174,9 +174,19 @@ def main() -> int:
                 it=it,
                 failed_at=failed_at,
                 left_out=comm.left_out,
+                joined=comm.joined,
                 seconds=round(time.time() - t_fail, 4),
                 error=error,
             )
+            if comm.joined:  # the shrink admitted the joiners of a grow that failed on its way
+                emit(
+                    event="grown",
+                    orig=ORIG,
+                    epoch=comm.epoch,
+                    members=members,
+                    it=it,
+                    t=round(time.time() - t0, 3),
+                )
     # Every rank ends with the same bytes: a final allreduce's digest.
     x = ((np.arange(1 << 16) * (ORIG + 3)) % 1013).astype(np.float32)
     comm.allreduce(x)

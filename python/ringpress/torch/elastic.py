@@ -7,7 +7,7 @@ survivors :meth:`~ringpress.Communicator.shrink` (agreeing on who is left, with 
 restart) and finish that same step with the gradients they have, averaged over the ranks that
 contributed; the optimizer step count is not disturbed. At step boundaries :meth:`admit` lets
 replacements in: a process started with :meth:`ElasticDataParallel.join` waits until the members
-call it, then receives the model, the optimizer state and the step counter from rank 0 (one
+call it, then receives the model, the optimizer state and the step counter from a member (one
 broadcast at link speed) and trains on from there.
 
 Typical loop (``step`` is the number of optimizer steps taken; every rank agrees on it)::
@@ -29,10 +29,13 @@ What is guaranteed (docs/errors.md, "Recovery"):
     survivors shrink until a communicator of live ranks forms).
   * A rank that was only slow (silent longer than the communicator's timeout) is left out; it
     gets a TransportError and may join again.
+  * A member lost while replacements are being admitted: the survivors and the replacements
+    still end in one communicator (the shrink admits them too), and the replacements get the
+    state as after an admission.
 Not covered: a failure inside ``optimizer.step()`` itself on every rank at once (a bug, not a
 fault), lost data-loader state (the batch is chosen from ``step``, ``rank`` and ``size``),
-buffers that are not parameters (batch-norm statistics are taken from rank 0 only when a
-replacement joins), the store's own host (rank 0 of a ``from_env`` job hosts it: a job that must
+buffers that are not parameters (batch-norm statistics travel only with the state a joining or
+lagging rank receives), the store's own host (rank 0 of a ``from_env`` job hosts it: a job that must
 admit replacements needs a store that outlives every rank, e.g. torchrun's agent store or
 ``ringpress.TCPStoreServer`` in a supervisor).
 Cost per step: copying the gradients into one buffer and back, one allreduce; :meth:`admit`
@@ -111,12 +114,12 @@ class ElasticDataParallel:
         **kwargs: Any,
     ) -> ElasticDataParallel:
         """Join a running job as a replacement: waits until its members call :meth:`admit`,
-        then takes the model, optimizer state and step counter from rank 0."""
+        then takes the model, optimizer state and step counter from a member."""
         comm = Communicator.join(store, prefix=prefix, timeout=timeout, job_key=job_key)
         self = cls(model, optimizer, comm, **kwargs)
         self.step = -1  # no state yet: behind every member
         try:
-            self._share_state(root=0)
+            self._reformed()
         except _FAILURES:
             # A member failed while this process was being admitted: it is a member too now,
             # so it recovers with them and takes the state of one that has it.
@@ -125,8 +128,10 @@ class ElasticDataParallel:
 
     def admit(self, wait_for: int | None = None, timeout: float = 300.0) -> bool:
         """Call at a step boundary on every member: admits waiting replacements (they get the
-        state from rank 0). True when the membership grew. ``wait_for``: keep admitting until
-        the job has that many ranks again (or ``timeout`` seconds pass: TimeoutError).
+        state from a member). True when the membership grew. ``wait_for``: wait until some
+        replacement is admitted while the job has fewer ranks than that (or ``timeout`` seconds
+        pass: TimeoutError); it returns after each admission, since the replacements go on from
+        the next step: call it again at the next step boundary if the job is still short.
 
         After a recovery (here or during a step) the next collective of every rank must be the
         next step's gradient allreduce, wherever in the loop the failure found it: until that
@@ -141,8 +146,7 @@ class ElasticDataParallel:
                 if grown is not self.comm:
                     t0 = time.perf_counter()
                     self.comm = grown
-                    self._share_state(root=0)
-                    grew = True
+                    self._reformed()
                     self.events.append(
                         {
                             "event": "admitted",
@@ -151,9 +155,10 @@ class ElasticDataParallel:
                             "seconds": time.perf_counter() - t0,
                         }
                     )
+                    return True
             except _FAILURES:
                 self._recover_and_align()
-                return grew
+                return bool(self.comm.joined)
             # comm.size is the same on every member: they all loop, or all stop.
             if wait_for is None or self.size >= wait_for:
                 return grew
@@ -225,15 +230,22 @@ class ElasticDataParallel:
     def _recover_and_align(self) -> bool:
         """Shrink, then align the survivors' state; True when this rank took another's state.
         The next gradient allreduce then counts the ranks that contribute."""
-        self._count_contributors = True
-        self._hold_admit = True
         while True:
             try:
                 self._recover()
-                return self._align()
+                return self._reformed()
             except _FAILURES as e:
                 if "left this rank out" in str(e):
                     raise
+
+    def _reformed(self) -> bool:
+        """After any re-formation (a shrink, a grow, a shrink that admitted joiners, or this
+        rank's join), on every rank of the new communicator alike: align the state, and let the
+        next gradient allreduce count the contributors before admit() runs again (so the
+        sequence of collectives is the same on all). True when this rank took another's state."""
+        self._count_contributors = True
+        self._hold_admit = True
+        return self._align()
 
     def _recover(self) -> None:
         """Shrink until a communicator of live ranks forms (a failure during the shrink, or a
@@ -264,8 +276,9 @@ class ElasticDataParallel:
         )
 
     def _align(self) -> bool:
-        """After a shrink: ranks that had not finished the last step take the state of one that
-        had (the lowest rank at the highest step). True when this rank took it."""
+        """Ranks that had not finished the last step (after a failure), or that have just joined
+        (step -1), take the state of one that had (the lowest rank at the highest step). True
+        when this rank took it."""
         steps = self.comm.allgather(np.array([self.step], np.int64)).reshape(-1)
         ahead = int(steps.max())
         if int(steps.min()) == ahead:

@@ -8,7 +8,8 @@
 //            was just encoded), ring.decode (a received one is about to be decoded),
 //            sparse.encode (a top-k payload was just encoded), and recovery's steps:
 //            recovery.mesh (a shrink/grow/join starts connecting), recovery.agree (connected,
-//            the agreement starts), recovery.round (each round of the agreement: :n = round n)
+//            the agreement starts), recovery.round (each round of the agreement: :n = round n),
+//            grow.list (grow() heard that joiners wait, before the list is handed round)
 //   actions  kill     SIGKILL itself (a crashed rank)
 //            stop     SIGSTOP itself (a hung rank: alive, silent)
 //            exit     _exit(3) (a rank that leaves without closing)

@@ -211,6 +211,9 @@ class Communicator {
   static std::unique_ptr<Communicator> join(std::shared_ptr<Store> store, const CommOptions& opts);
   // Which membership this is: 0 after the rendezvous, +1 per shrink or grow.
   std::uint64_t epoch() const;
+  // The ranks of this communicator that joined when it was formed (a grow, or a shrink that
+  // admitted the joiners of a grow that failed on its way); empty otherwise.
+  std::vector<int> joined() const;
 
   // Orderly shutdown (waits for queued work, runs a barrier, closes connections, writes the
   // timeline). Idempotent; the destructor calls it.

@@ -191,6 +191,9 @@ class Context {
   // Recovery (recovery.cc, docs/errors.md "Recovery"). Which membership this context is: 0 from
   // the rendezvous, +1 for each shrink or grow (the same on every member).
   virtual std::uint64_t epoch() const noexcept { return 0; }
+  // The ranks of this context that joined when it was formed (grow, or a shrink that admitted a
+  // failed grow's joiners); empty otherwise.
+  virtual std::vector<int> joined() const { return {}; }
   // Collective of the survivors, callable after a failure (or any time): every member that can
   // still reach the others agrees on who is gone and gets a new context over the rest, ranks
   // renumbered in the old order, epoch + 1; no store is involved. `left_out` receives the old
@@ -199,15 +202,18 @@ class Context {
   // failed while it was being formed: shrink it again.
   virtual std::unique_ptr<Context> shrink(std::chrono::milliseconds timeout,
                                           std::vector<int>* left_out);
-  // Who waits in join() on `store` (the store the job rendezvoused through), as a list to pass
-  // to grow(), "" when nobody does; read by one member, which hands the list to the others.
+  // Rank 0 only: who waits in join() on `store` (the store the job rendezvoused through), as a
+  // list to hand to the other members for grow(), "" when nobody does. Writes each joiner its
+  // admission record, and remembers the list: if the grow then fails on its way (a member lost
+  // while the list is handed round), the shrink that follows admits them all the same.
   // Cost: one store round trip when nobody has ever joined, two otherwise.
-  static std::string waiting_joiners(Store& store);
-  // Collective of the members, at a point they choose, with the same list on every member:
-  // admits those joiners. Returns nullptr for an empty list (this context stays as it is), else
-  // the new context (joiners take the next ranks; epoch + 1) and retires this one. Members or
-  // joiners that fail meanwhile are left out (`left_out`: indices in the grown roster, members
-  // first).
+  virtual std::string admit_joiners(Store& store);
+  // Collective of the members, at a point they choose, with the list rank 0 made: admits those
+  // joiners. Returns nullptr for an empty list (this context stays as it is), else the new
+  // context (joiners take the next ranks; epoch + 1) and retires this one. Members or joiners
+  // that fail meanwhile are left out (`left_out`: indices in the grown roster, members first).
+  // Every member ends with the same membership even if some never received the list (they
+  // shrink instead: the list travels in the agreement).
   virtual std::unique_ptr<Context> grow(Store& store, const std::string& joiners,
                                         std::chrono::milliseconds timeout,
                                         std::vector<int>* left_out);
