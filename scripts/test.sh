@@ -21,7 +21,7 @@ python -m mypy --ignore-missing-imports --follow-imports=silent --python-version
   python/ringpress/__init__.py python/ringpress/comm.py python/ringpress/codecs.py \
   python/ringpress/compressors.py python/ringpress/errors.py python/ringpress/torch/__init__.py \
   python/ringpress/torch/native.py python/ringpress/torch/hooks.py python/ringpress/torch/elastic.py \
-  python/ringpress/horovod/*.py
+  python/ringpress/horovod/*.py python/ringpress/ray.py
 
 step "C++ tests (ctest)"
 ctest --test-dir build/py --output-on-failure -j2
@@ -61,6 +61,9 @@ set -m  # the background job in a process group of its own, so that an early exi
 bg_pid=$!
 set +m
 trap 'kill -- "-$bg_pid" 2>/dev/null || true' EXIT
+
+step "integration packages (Ray Train, PySpark, Java; test-only, skipped when unchanged)"
+bash scripts/setup_integrations.sh
 
 step "Python tests (pytest)"
 # Run from the tests directory so the installed package, not the source tree, is imported.

@@ -15,6 +15,10 @@ Subcommands
                                    alone, under torchrun, or under 'ringpress bench netns'
     elastic                        training with a rank killed (SIGKILL) every N steps and
                                    restarted vs the same run undisturbed (ElasticDataParallel)
+    horovod                        examples/horovod_mnist.py (ringpress.horovod.torch) vs the
+                                   same training on DDP + gloo, step time; run as ranks, e.g.
+                                   under 'ringpress bench netns --rate 1gbit -- python -m
+                                   ringpress_bench horovod'
     netns                          the namespace harness itself (--check, --cleanup, -- CMD)
     kernels                        shuffle kernel speed per SIMD level vs numpy (also
                                    'ringpress kernels')
@@ -80,6 +84,10 @@ SUBCOMMANDS = {  # name: (module, one line of help)
     ),
     "train": ("train", "DDP step time, bytes and held-out loss per compression mode"),
     "elastic": ("elastic_train", "training with ranks killed and restarted vs undisturbed"),
+    "horovod": (
+        "horovod_mnist",
+        "the Horovod-style MNIST script on ringpress vs DDP + gloo (run as ranks)",
+    ),
     "netns": ("netns", "namespace harness: --check, --cleanup, or -- CMD"),
     "kernels": ("shuffle_kernels", "shuffle kernel speed per SIMD level vs numpy"),
     "gradients": ("gradients", "build the real-gradient cache, print its statistics"),

@@ -41,12 +41,18 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         ringpress::crypto::job_key_from_material("fuzzing key material, 32 characters or more");
     hs::Hello h{};
     std::memcpy(&h, data, std::min(size, sizeof h));
-    const int me = 1, n = 4;
+    const int n = 4;
     const bool enc = size > sizeof h && (data[sizeof h] & 1);
-    const bool accepted = hs::check_hello(h, me, n, enc).empty();
+    // A member (rank 1, no joiners: higher ranks dial it) or a joiner of a grow (rank 2, joiners
+    // from rank 2 on: every member and the higher joiner dial it).
+    const bool joiner = size > sizeof h && (data[sizeof h] & 2);
+    const int me = joiner ? 2 : 1, first_joiner = joiner ? 2 : n;
+    const bool accepted = hs::check_hello(h, me, n, enc, first_joiner).empty();
+    const bool from_ok = joiner ? (h.from < 4u && h.from != 2u) : (h.from > 1u && h.from < 4u);
     const bool valid = h.magic == hs::kHelloMagic && h.version == hs::kVersion &&
-                       (h.flags & ~hs::kFlagEncrypt) == 0 && h.to == 1u && h.from > 1u &&
-                       h.from < 4u && (((h.flags & hs::kFlagEncrypt) != 0) == enc);
+                       (h.flags & ~hs::kFlagEncrypt) == 0 &&
+                       h.to == static_cast<std::uint32_t>(me) && from_ok &&
+                       (((h.flags & hs::kFlagEncrypt) != 0) == enc);
     if (accepted != valid) std::abort();
     // Hostile reply and proof: a MAC under the key is never guessed.
     hs::Reply r{};
@@ -58,7 +64,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     // A genuine exchange goes through; the link keys of both ends agree.
     const hs::Hello gh = hs::make_hello(2, 1, enc);
     const hs::Reply gr = hs::make_reply(key, gh, 1);
-    if (!hs::check_hello(gh, 1, 4, enc).empty() || !hs::check_reply(key, gh, gr).empty() ||
+    if (!hs::check_hello(gh, 1, 4, enc, 4).empty() || !hs::check_reply(key, gh, gr).empty() ||
         !hs::check_proof(key, gh, gr, hs::make_proof(key, gh, gr)).empty())
       std::abort();
     return 0;
