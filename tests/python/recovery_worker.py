@@ -111,20 +111,24 @@ def main() -> int:
     just_grown = os.environ.get("JOIN") == "1"
     members: list[int] = []
     recoveries = 0
+
+    def emit_grown(comm, members, it):
+        emit(
+            event="grown",
+            orig=ORIG,
+            epoch=comm.epoch,
+            members=members,
+            it=it,
+            t=round(time.time() - t0, 3),
+        )
+
     while True:
         try:
             if just_grown:
                 # Members and joiners: the new membership, then where to go on from.
                 members = members_of(comm)
                 it = resume_point(comm, it)
-                emit(
-                    event="grown",
-                    orig=ORIG,
-                    epoch=comm.epoch,
-                    members=members,
-                    it=it,
-                    t=round(time.time() - t0, 3),
-                )
+                emit_grown(comm, members, it)
                 just_grown = False
             if not members:
                 members = members_of(comm)
@@ -179,14 +183,7 @@ def main() -> int:
                 error=error,
             )
             if comm.joined:  # the shrink admitted the joiners of a grow that failed on its way
-                emit(
-                    event="grown",
-                    orig=ORIG,
-                    epoch=comm.epoch,
-                    members=members,
-                    it=it,
-                    t=round(time.time() - t0, 3),
-                )
+                emit_grown(comm, members, it)
     # Every rank ends with the same bytes: a final allreduce's digest.
     x = ((np.arange(1 << 16) * (ORIG + 3)) % 1013).astype(np.float32)
     comm.allreduce(x)
