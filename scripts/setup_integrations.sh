@@ -16,6 +16,7 @@ if ! command -v java >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
   SUDO=""
   [[ $(id -u) -ne 0 ]] && SUDO="sudo -n"
   echo "setup_integrations: installing default-jre-headless (Java for Spark)"
+  $SUDO apt-get update -qq >/dev/null 2>&1 || true
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     default-jre-headless >/dev/null 2>&1 ||
     echo "setup_integrations: could not install default-jre-headless: the Spark test will skip" >&2
