@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "ringpress/engine.h"
+#include "ringpress/reduce.h"
 #include "ringpress/store.h"
 #include "shared.h"
 
@@ -329,6 +330,40 @@ void bind_comm(py::module_& m) {
              }
              if (!async) return py::none();
              return py::cast(std::move(w));
+           })
+      // The fast path of a synchronous, uncompressed allreduce of a numpy array: the buffer, its
+      // dtype and the op are read here instead of in Python (about 2.5 us of a 6 us 4 KiB call).
+      // Returns False, having done nothing, for anything it does not take (not a writable
+      // C-contiguous buffer, a foreign byte order, a dtype that cannot be reduced, an unknown
+      // op): the Python path then raises the precise UsageError.
+      .def("allreduce_buffer",
+           [](rp::Communicator& c, py::handle obj, const std::string& op) -> bool {
+             rp::ReduceOp o{};
+             try {
+               o = rp::reduce_op_from_name(op);
+             } catch (const rp::UsageError&) {
+               return false;
+             }
+             Py_buffer view;
+             if (PyObject_GetBuffer(obj.ptr(), &view,
+                                    PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_WRITABLE) != 0) {
+               PyErr_Clear();
+               return false;
+             }
+             struct Release {
+               Py_buffer* v;
+               ~Release() { PyBuffer_Release(v); }
+             } release{&view};
+             const char* dt = foreign_byte_order(view.format, view.itemsize)
+                                  ? nullptr
+                                  : dtype_of_format(view.format, view.itemsize);
+             if (dt == nullptr || view.itemsize <= 0) return false;
+             const rp::DType d = rp::dtype_from_name(dt);
+             if (!rp::reduce_supported(d)) return false;
+             const auto n = static_cast<std::size_t>(view.len / view.itemsize);
+             py::gil_scoped_release nogil;  // the view keeps the memory alive meanwhile
+             c.allreduce(view.buf, n, d, o, false);
+             return true;
            })
       .def(
           "allreduce",

@@ -94,6 +94,9 @@ def start_ranks(
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
                 "PYTHONUNBUFFERED": "1",
+                # A rank that aborts or crashes prints every thread's Python stack (diagnosis of
+                # rare failures in CI logs).
+                "PYTHONFAULTHANDLER": "1",
             }
         )
         e.pop("RINGPRESS_TRANSPORT", None)

@@ -54,7 +54,8 @@ def test_train_bench_two_ranks(tmp_path):
     res = _train(
         *TINY,
         "--modes",
-        "compute,gloo,ringpress,ringpress-int8,ringpress-topk,gloo-powersgd,ringpress-powersgd",
+        "compute,gloo,gloo-bf16,ringpress,ringpress-int8,ringpress-topk,gloo-powersgd,"
+        "ringpress-powersgd",
         "--json",
         str(out),
     )
@@ -70,6 +71,7 @@ def test_train_bench_two_ranks(tmp_path):
     assert list(rows) == [
         "compute",
         "gloo",
+        "gloo-bf16",
         "ringpress",
         "ringpress-int8",
         "ringpress-topk",
@@ -82,6 +84,7 @@ def test_train_bench_two_ranks(tmp_path):
         assert all(t > 0 for s in r["samples_s"] for t in s) and r["median_s"] > 0
         assert abs(r["vs_compute"] - r["median_s"] / rows["compute"]["median_s"]) < 1e-9
         assert abs(r["speedup_vs_gloo"] - rows["gloo"]["median_s"] / r["median_s"]) < 1e-9
+        assert abs(r["time_vs_bf16"] - r["median_s"] / rows["gloo-bf16"]["median_s"]) < 1e-9
         assert 0 < r["heldout_loss"] < 10 and len(r["train_loss"]) == 5
         if r["mode"] != "compute":  # synchronised: every rank holds the same parameters
             assert r["heldout_loss_spread"] < 1e-6
@@ -96,6 +99,10 @@ def test_train_bench_two_ranks(tmp_path):
     assert rows["gloo"]["bytes_source"].startswith("estimate")
     assert rows["ringpress"]["bytes_source"].startswith("measured")
     assert 0.8 < plain / rows["gloo"]["bytes_sent_per_step"] < 1.3
+    # torch's bf16 hook: half of gloo's bytes, and it trains (bf16 rounding, a small loss change)
+    half = rows["gloo-bf16"]["bytes_sent_per_step"] / rows["gloo"]["bytes_sent_per_step"]
+    assert abs(half - 0.5) < 1e-3, half
+    assert abs(rows["gloo-bf16"]["loss_rel_vs_uncompressed"]) < 0.05
     assert 0 < rows["ringpress-int8"]["bytes_sent_per_step"] < 0.4 * plain
     assert 0 < rows["ringpress-topk"]["bytes_sent_per_step"] < 0.4 * plain
     assert abs(rows["ringpress-int8"]["loss_rel_vs_uncompressed"]) < 0.05

@@ -109,6 +109,7 @@ class Communicator:
         threshold: typing.SupportsFloat | typing.SupportsIndex = 0.0,
         values: str = "fp32",
     ) -> Work: ...
+    def allreduce_buffer(self, arg0: typing.Any, arg1: str) -> bool: ...
     def allreduce_coalesced(
         self,
         arg0: collections.abc.Sequence[
