@@ -900,6 +900,7 @@ class Communicator:
         """
         if (
             type(x) is np.ndarray
+            and type(op) is str
             and compression is None
             and residual is None
             and not async_op

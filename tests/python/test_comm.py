@@ -189,6 +189,7 @@ def expect(fn, needle):
         errors.append(f"no UsageError for {needle}")
 expect(lambda: comm.allreduce(np.zeros(4, np.bool_)), "bool")
 expect(lambda: comm.allreduce(np.zeros(4, np.float32), op="mean"), "mean")
+expect(lambda: comm.allreduce(np.zeros(4, np.float32), op=None), "None")
 expect(lambda: comm.allreduce(np.zeros((4, 4), np.float32)[:, 1]), "contiguous")
 ro = np.zeros(4, np.float32); ro.flags.writeable = False
 expect(lambda: comm.allreduce(ro), "read-only")
