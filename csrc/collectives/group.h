@@ -44,6 +44,7 @@ class GroupView final : public Context {
   std::uint64_t bytes_sent() const noexcept override { return parent_.bytes_sent(); }
   std::uint64_t bytes_received() const noexcept override { return parent_.bytes_received(); }
   std::uint64_t tcp_bytes_sent() const noexcept override { return parent_.tcp_bytes_sent(); }
+  std::uint64_t single_copy_bytes() const noexcept override { return parent_.single_copy_bytes(); }
   int rejected_connections() const noexcept override { return parent_.rejected_connections(); }
 
   int global(int peer) const;

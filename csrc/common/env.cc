@@ -33,6 +33,10 @@ const std::vector<Var>& table() {
       {"RINGPRESS_SHM_RING_BYTES", "bytes", "4194304", "when a communicator is made",
        "shared-memory ring per direction and pair (a power of two); each pair of ranks on a "
        "host backs 2 rings in /dev/shm at setup"},
+      {"RINGPRESS_SHM_SINGLE_COPY", "on/off", "on", "when a communicator is made",
+       "on: shared-memory messages of 64 KiB or more are read straight from the sender's buffer "
+       "(process_vm_readv) where a probe at setup shows the ranks may read each other; off: "
+       "always copied through the ring"},
       {"RINGPRESS_TIMELINE", "string", "", "when a communicator is made",
        "path prefix: each rank writes a Chrome trace to <prefix>.<rank>.json at close"},
       {"RINGPRESS_COMPRESSION", "string", "none", "when a communicator is made",

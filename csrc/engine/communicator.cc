@@ -222,6 +222,7 @@ CommStats Communicator::stats() const {
     s.bytes_sent = ctx_->bytes_sent();
     s.bytes_received = ctx_->bytes_received();
     s.tcp_bytes_sent = ctx_->tcp_bytes_sent();
+    s.single_copy_bytes = ctx_->single_copy_bytes();
   }
   for (int i = 0; i < static_cast<int>(Stage::kCount); ++i) {
     s.stage_s[static_cast<std::size_t>(i)] =

@@ -79,6 +79,7 @@ inline pybind11::dict stats_dict(const CommStats& s) {
   d["bytes_sent"] = s.bytes_sent;
   d["bytes_received"] = s.bytes_received;
   d["tcp_bytes_sent"] = s.tcp_bytes_sent;
+  d["single_copy_bytes"] = s.single_copy_bytes;
   d["payload_bytes"] = s.payload_bytes;
   py::dict a;
   py::dict counts;

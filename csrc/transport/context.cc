@@ -127,6 +127,9 @@ ContextOptions normalized(ContextOptions o) {
   RP_ENFORCE(o.transport == "auto" || o.transport == "tcp" || o.transport == "shm", UsageError,
              "transport must be auto, tcp or shm, got '", o.transport, "'");
   o.host_id = env::pick(o.host_id, "RINGPRESS_HOST_ID");
+  o.shm_single_copy = env::pick(o.shm_single_copy, "RINGPRESS_SHM_SINGLE_COPY");
+  RP_ENFORCE(o.shm_single_copy == "on" || o.shm_single_copy == "off", UsageError,
+             "RINGPRESS_SHM_SINGLE_COPY must be on or off, got '", o.shm_single_copy, "'");
   o.encrypt = env::pick(o.encrypt, "RINGPRESS_ENCRYPT");
   RP_ENFORCE(o.encrypt == "on" || o.encrypt == "off", UsageError,
              "encrypt (RINGPRESS_ENCRYPT) must be on or off, got '", o.encrypt, "'");

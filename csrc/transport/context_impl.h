@@ -39,12 +39,27 @@ namespace ringpress::transport_impl {
 
 using net::Fd;
 
+// A shm message sent by reference (single copy): the ring carries the header and this
+// descriptor; the reader copies the payload straight from the writer's buffer.
+struct RefDesc {
+  std::uint64_t addr = 0;    // the payload in the writer's address space
+  std::uint64_t number = 0;  // 1, 2, ... per ring: the reader finishes them in order
+};
+static_assert(sizeof(RefDesc) == 16, "RefDesc is 16 bytes on the wire");
+
 struct SendOp {
   MsgHeader h;
   const unsigned char* data = nullptr;
-  std::size_t off = 0;          // bytes of (header + payload) already written
+  std::size_t off = 0;          // bytes of (header + payload, or header + RefDesc) already written
   std::size_t truncate_at = 0;  // fault injection: stop here and exit (0 = never)
-  std::size_t end() const { return truncate_at ? truncate_at : sizeof(MsgHeader) + h.len; }
+  bool by_ref = false;  // complete when the reader has finished ref.number, not when written
+  RefDesc ref;
+  std::size_t end() const {
+    return truncate_at ? truncate_at : sizeof(MsgHeader) + (by_ref ? sizeof(RefDesc) : h.len);
+  }
+  const unsigned char* body() const {  // what follows the header in the stream
+    return by_ref ? reinterpret_cast<const unsigned char*>(&ref) : data;
+  }
 };
 
 struct RecvOp {
@@ -57,6 +72,9 @@ struct RecvOp {
   // here until the element is whole (off counts them as read).
   alignas(16) unsigned char partial[16];
   std::size_t partial_len = 0;
+  bool by_ref = false;  // the header said kDataRef: a RefDesc follows, then single-copy reads
+  RefDesc ref;
+  std::size_t ref_have = 0;  // bytes of ref read from the ring
 };
 
 // The life of a pair, as this rank sees it. Allowed transitions (set_state() enforces them; any
@@ -101,9 +119,12 @@ struct Pair {
   bool peer_said_bye = false;  // the peer announced an orderly close before hanging up
   // Progress bookkeeping (edge-triggered epoll): shm control bytes may be waiting on the socket.
   bool ctl_readable = false;
-  // TCP pairs: where a reducing receive's bytes land before they are reduced (allocated on the
-  // first one, kReduceStagingBytes).
+  // TCP pairs, and shm pairs reading by reference: where a reducing receive's bytes land before
+  // they are reduced (allocated on the first one, kReduceStagingBytes).
   std::vector<unsigned char> staging;
+  // Shm single copy: references this side wrote, and references it finished reading.
+  std::uint64_t refs_sent = 0;
+  std::uint64_t refs_read = 0;
 };
 
 // Who is in the job: per rank, the listener endpoint and the host identity (from the rendezvous,
@@ -162,6 +183,7 @@ class ContextImpl final : public Context {
   std::uint64_t bytes_sent() const noexcept override { return bytes_sent_; }
   std::uint64_t bytes_received() const noexcept override { return bytes_received_; }
   std::uint64_t tcp_bytes_sent() const noexcept override { return tcp_bytes_sent_; }
+  std::uint64_t single_copy_bytes() const noexcept override { return single_copy_bytes_; }
   int rejected_connections() const noexcept override { return rejected_; }
   std::uint64_t epoch() const noexcept override { return epoch_; }
   std::vector<int> joined() const override { return joined_; }
@@ -227,6 +249,7 @@ class ContextImpl final : public Context {
   bool progress_send(Pair& p);
   bool progress_recv(Pair& p);
   bool progress_ctl(Pair& p);
+  bool recv_by_ref(Pair& p, RecvOp& op);
   std::size_t stream_write(Pair& p, const iovec* iov, int n);
   std::size_t stream_read(Pair& p, void* dst, std::size_t len);
   // A reducing receive's next bytes, reduced into op.data (Expect::reduce); returns bytes read.
@@ -274,7 +297,8 @@ class ContextImpl final : public Context {
   Clock::time_point idle_since_{};
   std::uint64_t bytes_sent_ = 0;
   std::uint64_t bytes_received_ = 0;
-  std::uint64_t tcp_bytes_sent_ = 0;  // the part of bytes_sent_ that went over TCP links
+  std::uint64_t tcp_bytes_sent_ = 0;     // the part of bytes_sent_ that went over TCP links
+  std::uint64_t single_copy_bytes_ = 0;  // the part of bytes_received_ read by reference
   int rejected_ = 0;
   Topology topo_;            // from the host identities read at rendezvous (single host for size 1)
   crypto::Key key_{};        // the job key (handshake.h), from the operator or the store

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -16,7 +17,11 @@ namespace ringpress::shm {
 
 namespace {
 constexpr std::size_t kCtlBytes = sizeof(RingCtl);
-}
+static_assert(sizeof(RingCtl) == 256, "the control block's layout is part of the wire format");
+// What probe_single_copy expects to read in the peer's memory (every ringpress process has it).
+alignas(16) const unsigned char kProbe[16] = {'r', 'i', 'n', 'g', 'p', 'r', 'e', 's',
+                                              's', '-', 'c', 'm', 'a', '-', 'o', 'k'};
+}  // namespace
 
 Link::Link(const std::string& name, std::size_t ring_bytes, bool create, bool lower)
     : name_(name), owner_(create) {
@@ -169,6 +174,70 @@ std::size_t Link::consume_some(std::size_t len, Sink sink, void* ctx, bool* wake
   *wake_peer = rx_->writer_sleeping.load(std::memory_order_relaxed) != 0 &&
                rx_->writer_sleeping.exchange(0, std::memory_order_acq_rel) != 0;
   return n;
+}
+
+void Link::publish_single_copy() {
+  tx_->producer_pid.store(static_cast<std::uint64_t>(getpid()), std::memory_order_relaxed);
+  tx_->probe_addr.store(reinterpret_cast<std::uintptr_t>(kProbe), std::memory_order_release);
+}
+
+bool Link::probe_single_copy() {
+  const std::uint64_t addr = rx_->probe_addr.load(std::memory_order_acquire);
+  const std::uint64_t pid = rx_->producer_pid.load(std::memory_order_relaxed);
+  if (addr == 0 || pid == 0 || pid > std::uint64_t(1) << 30) return false;
+  peer_pid_ = static_cast<long>(pid);
+  unsigned char got[sizeof kProbe] = {};
+  if (read_peer(got, addr, sizeof got) != long(sizeof got) ||
+      std::memcmp(got, kProbe, sizeof got) != 0) {
+    peer_pid_ = 0;
+    return false;
+  }
+  rx_->single_copy_ok.store(1, std::memory_order_release);
+  return true;
+}
+
+bool Link::peer_reads_by_ref() const noexcept {
+  return tx_->single_copy_ok.load(std::memory_order_acquire) != 0;
+}
+
+bool Link::reads_by_ref() const noexcept {
+  return peer_pid_ != 0;
+}
+
+std::uint64_t Link::refs_done() const noexcept {
+  return tx_->refs_done.load(std::memory_order_acquire);
+}
+
+void Link::finish_ref(std::uint64_t n, bool* wake_peer) {
+  rx_->refs_done.store(n, std::memory_order_release);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  *wake_peer = rx_->writer_sleeping.load(std::memory_order_relaxed) != 0 &&
+               rx_->writer_sleeping.exchange(0, std::memory_order_acq_rel) != 0;
+}
+
+long Link::read_peer(void* dst, std::uint64_t addr, std::size_t n) const {
+  if (peer_pid_ == 0) {
+    errno = EPERM;
+    return -1;
+  }
+  iovec local{dst, n};
+  iovec remote{reinterpret_cast<void*>(static_cast<std::uintptr_t>(addr)), n};
+  long r;
+  do {
+    r = static_cast<long>(
+        process_vm_readv(static_cast<pid_t>(peer_pid_), &local, 1, &remote, 1, 0));
+  } while (r < 0 && errno == EINTR);
+  return r;
+}
+
+bool Link::sleep_as_writer_for_ref(std::uint64_t ref) {
+  tx_->writer_sleeping.store(1, std::memory_order_seq_cst);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (refs_done() >= ref) {
+    tx_->writer_sleeping.store(0, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
 }
 
 bool Link::sleep_as_reader() {

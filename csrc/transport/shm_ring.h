@@ -15,7 +15,8 @@
 //   * Both sides populate the whole segment when they map it (MADV_POPULATE_WRITE): no page
 //     faults on the data path, and a /dev/shm too small for it raises TransportError at setup.
 // Cost: one memcpy into the ring and one out of it (consume_some: the consumer's own pass over the
-// bytes in place of the copy out); no syscalls while both sides are busy. Setup:
+// bytes in place of the copy out); no syscalls while both sides are busy. Single copy (messages by
+// reference, progress.cc): one process_vm_readv per 1 MiB (or per 256 KiB reduced) instead. Setup:
 // 2 x ring bytes of shared memory per pair of local ranks, backed at once.
 #pragma once
 
@@ -28,11 +29,21 @@
 
 namespace ringpress::shm {
 
+// 256 bytes, one 64-byte line per side's fields (docs/wire-format.md). The single-copy fields
+// sit in what was padding (zero in a segment made by an older build: no single copy then).
 struct alignas(64) RingCtl {
   std::atomic<std::uint64_t> head;  // bytes ever written (producer)
-  char pad0[56];
+  // Single copy (Link::probe_single_copy), producer-owned: its pid and the address of a probe
+  // word in its memory.
+  std::atomic<std::uint64_t> producer_pid;
+  std::atomic<std::uint64_t> probe_addr;
+  char pad0[40];
   std::atomic<std::uint64_t> tail;  // bytes ever read (consumer)
-  char pad1[56];
+  // Consumer-owned: the by-reference messages it has finished reading, and 1 once it has read
+  // the producer's probe word through the kernel.
+  std::atomic<std::uint64_t> refs_done;
+  std::atomic<std::uint32_t> single_copy_ok;
+  char pad1[44];
   std::atomic<std::uint32_t> reader_sleeping;
   char pad2[60];
   std::atomic<std::uint32_t> writer_sleeping;
@@ -68,9 +79,25 @@ class Link {
   std::size_t readable() const noexcept;
   std::size_t writable() const noexcept;
 
+  // Single copy. Each side publishes its pid and a probe address in the ring it writes
+  // (publish_single_copy, before the peer maps or acknowledges); the reader of a ring then reads
+  // the probe through process_vm_readv and, if that works (same user, ptrace allowed, no seccomp
+  // filter), tells the writer so (probe_single_copy). From then on the writer may send a message
+  // by reference: a descriptor in the ring, the payload read by the reader straight from the
+  // writer's buffer (read_peer), released when the reader counts it done (finish_ref).
+  void publish_single_copy();
+  bool probe_single_copy();
+  bool peer_reads_by_ref() const noexcept;   // writer: may this ring carry references?
+  bool reads_by_ref() const noexcept;        // reader: did this side agree to read references?
+  std::uint64_t refs_done() const noexcept;  // writer: references the reader has finished
+  void finish_ref(std::uint64_t n, bool* wake_peer);
+  // Reads n bytes at the writer's address addr into dst; returns bytes read or -1 (errno set).
+  long read_peer(void* dst, std::uint64_t addr, std::size_t n) const;
+
   // Announce sleeping (returns false if there is work after all: caller must not sleep).
   bool sleep_as_reader();
   bool sleep_as_writer();
+  bool sleep_as_writer_for_ref(std::uint64_t ref);  // waiting for the reader to finish `ref`
   void wake_as_reader();
   void wake_as_writer();
 
@@ -85,6 +112,7 @@ class Link {
   RingCtl* rx_ = nullptr;
   unsigned char* tx_data_ = nullptr;
   unsigned char* rx_data_ = nullptr;
+  long peer_pid_ = 0;  // the ring's writer, once probe_single_copy succeeded
 };
 
 }  // namespace ringpress::shm

@@ -812,7 +812,9 @@ class Communicator:
 
     def stats(self) -> dict:
         """Counters: ops, bytes_sent/bytes_received on the wire (headers included; tcp_bytes_sent:
-        the part sent over TCP, i.e. the network when ranks are on several hosts), payload_bytes
+        the part sent over TCP, i.e. the network when ranks are on several hosts;
+        single_copy_bytes: the part received by reading a shared-memory peer's buffer directly,
+        ``RINGPRESS_SHM_SINGLE_COPY``), payload_bytes
         (user bytes, before compression; effective busbw counts these), ``stages`` (seconds and
         bytes spent waiting for data and in reduce / encode / decode / select / scatter_add,
         summed over requests; the plain ring reduces while it receives, so its ``reduce`` holds

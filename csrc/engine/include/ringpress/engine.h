@@ -134,8 +134,9 @@ struct CommStats {
   std::uint64_t ops = 0;
   std::uint64_t bytes_sent = 0;
   std::uint64_t bytes_received = 0;
-  std::uint64_t tcp_bytes_sent = 0;  // the part of bytes_sent that went over TCP (the network)
-  std::uint64_t payload_bytes = 0;   // user bytes passed to collectives
+  std::uint64_t tcp_bytes_sent = 0;     // the part of bytes_sent that went over TCP (the network)
+  std::uint64_t single_copy_bytes = 0;  // the part of bytes_received read from shm peers' buffers
+  std::uint64_t payload_bytes = 0;      // user bytes passed to collectives
   // Auto mode (compression="auto"): how often each kind was picked, and the last request's
   // choice with the model's predicted time of every allowed kind (< 0: not allowed) and the
   // time it actually took.

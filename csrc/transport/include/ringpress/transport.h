@@ -89,7 +89,9 @@ static_assert(sizeof(MsgHeader) == 32, "MsgHeader is 32 bytes on the wire");
 // (collectives/agree.cc; docs/wire-format.md): step = kAgreeStep + round.
 constexpr std::uint32_t kAgreeStep = 0xFFFFFF00u;
 
-enum class MsgType : std::uint8_t { kData = 1, kAbort = 2, kBye = 3 };
+// kDataRef: shm only, a data message whose payload the reader copies from the writer's memory
+// (a 16-byte descriptor follows the header in the ring; docs/wire-format.md).
+enum class MsgType : std::uint8_t { kData = 1, kAbort = 2, kBye = 3, kDataRef = 4 };
 
 // What a receive expects. len_exact=false accepts any length <= capacity (variable payloads).
 struct Expect {
@@ -122,6 +124,10 @@ struct ContextOptions {
   std::size_t shm_ring_bytes = 0;  // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 4 MiB)
   int tcp_buffer_bytes = 4 << 20;  // SO_SNDBUF/SO_RCVBUF
   int spin_us = 50;                // busy-poll time before sleeping in epoll
+  // "on": large shm messages go by reference (single copy, process_vm_readv) where the reader
+  // could read this process at setup; "off": always through the ring. "" =
+  // RINGPRESS_SHM_SINGLE_COPY.
+  std::string shm_single_copy;
   // Which host this rank is on, as the topology sees it (RINGPRESS_HOST_ID): "" = this machine's
   // identity (host_identity()). Ranks with equal ids are one host: shared memory joins them
   // (transport auto) and hierarchical collectives group them. For tests that play several hosts
@@ -185,6 +191,8 @@ class Context {
   virtual std::uint64_t bytes_received() const noexcept = 0;
   // The part of bytes_sent() that went over TCP links (the network, when hosts differ).
   virtual std::uint64_t tcp_bytes_sent() const noexcept = 0;
+  // The part of bytes_received() this rank read straight from shm peers' buffers (single copy).
+  virtual std::uint64_t single_copy_bytes() const noexcept = 0;
   // Connections dropped during rendezvous because of a bad handshake (tests, logs).
   virtual int rejected_connections() const noexcept = 0;
 
