@@ -318,7 +318,7 @@ bool ContextImpl::progress_send(Pair& p) {
       // Written: complete once the reader has copied the payload out of our buffer. Nothing
       // behind it is written meanwhile (completions stay in order, the reader stays in step).
       if (p.link->refs_done() < front.ref.number) break;
-      bytes_sent_ += sizeof(MsgHeader) + front.h.len;
+      bytes_sent_ += front.h.len;  // its payload, read by the peer (the ring bytes are counted)
       p.sends.pop_front();
       ++p.sends_done;
       any = true;
@@ -358,7 +358,7 @@ bool ContextImpl::progress_send(Pair& p) {
       std::size_t take = std::min(op.end() - op.off, w);
       op.off += take;
       w -= take;
-      if (!op.by_ref) bytes_sent_ += take;  // a reference counts its payload when it completes
+      bytes_sent_ += take;
       if (op.off == op.end()) {
         if (op.truncate_at) exit_after_truncate(p);
         if (op.by_ref) break;  // completes above, when the reader has it
