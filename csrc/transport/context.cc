@@ -3,7 +3,8 @@
 // abort handling in failure.cc; context_impl.h declares what they share.
 //
 // Contract: ringpress/transport.h. Cost: posting is O(1) (a deque push, no syscall); wait() spins
-// for opts.spin_us after the last progress, then sleeps in epoll_wait (sleep_until, progress.cc);
+// for spin_us() after the last progress (opts.spin_us, or 200 us / 50 us by whether this host's
+// ranks have a CPU each), then sleeps in epoll_wait (sleep_until, progress.cc);
 // close() waits at most 200 ms (500 ms after an abort) draining what peers still send.
 // Ownership and threading: see context_impl.h (one driving thread, no locks; pairs owned here).
 #include <poll.h>
@@ -223,6 +224,18 @@ bool ContextImpl::test(const Ticket& t) {
   return done(t);
 }
 
+int ContextImpl::spin_us() {
+  if (spin_us_ >= 0) return spin_us_;
+  if (opts_.spin_us >= 0) return spin_us_ = opts_.spin_us;
+  int local = 0;  // ranks on this host, this one included
+  const std::size_t me = static_cast<std::size_t>(opts_.rank);
+  for (int h : topo_.host) local += (me < topo_.host.size() && h == topo_.host[me]) ? 1 : 0;
+  // The machine's CPUs, not this process's affinity mask: a launcher that binds each rank to a
+  // core of its own (mpirun does) leaves a mask of one CPU per rank.
+  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  return spin_us_ = (local <= cpus ? 200 : 50);
+}
+
 void ContextImpl::wait(const Ticket& t, Deadline deadline) {
   check();
   if (done(t)) return;
@@ -232,7 +245,8 @@ void ContextImpl::wait(const Ticket& t, Deadline deadline) {
     ~Driving() { flag = false; }
   } driving(driving_);
   try {
-    auto spin_until = Clock::now() + std::chrono::microseconds(opts_.spin_us);
+    const auto spin = std::chrono::microseconds(spin_us());
+    auto spin_until = Clock::now() + spin;
     int idle = 0;
     for (;;) {
       // The deadline is checked before every round, also while bytes keep moving: a transfer
@@ -249,7 +263,7 @@ void ContextImpl::wait(const Ticket& t, Deadline deadline) {
       if (done(t)) break;
       if (moved) {
         idle = 0;
-        spin_until = now + std::chrono::microseconds(opts_.spin_us);
+        spin_until = now + spin;
         continue;
       }
       if (now < spin_until) {

@@ -280,6 +280,7 @@ class ContextImpl final : public Context {
   // A timeout (this rank's deadline, or a peer's abort) names the peer that failed to send.
   void fail_timeout(const Error& err);
   int waiting_on(int except) const;  // a peer this rank waits for (posted, not done), or -1
+  int spin_us();                     // wait()'s busy-poll time, resolved once (transport.h)
   [[noreturn]] void fail_pair(Pair& p, const std::string& what);
   void mark_failed(Pair& p, std::exception_ptr e) noexcept;
   [[noreturn]] void fail(std::exception_ptr e);
@@ -292,6 +293,7 @@ class ContextImpl final : public Context {
   std::exception_ptr error_;
   bool closed_ = false;
   bool driving_ = false;  // inside wait()/test(): posted buffers are still alive
+  int spin_us_ = -1;      // spin_us() once resolved
   // Since when wait() has slept without anything moving (unset: something moved since the last
   // sleep). Tells a rank blocked on a silent peer from one that has only just arrived (failure.cc).
   Clock::time_point idle_since_{};

@@ -123,7 +123,12 @@ struct ContextOptions {
   std::string encrypt;  // on | off: TCP links encrypted or authenticated only (RINGPRESS_ENCRYPT)
   std::size_t shm_ring_bytes = 0;  // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 4 MiB)
   int tcp_buffer_bytes = 4 << 20;  // SO_SNDBUF/SO_RCVBUF
-  int spin_us = 50;                // busy-poll time before sleeping in epoll
+  // Busy-poll time after the last progress before sleeping in epoll; -1 = automatic: 200 us
+  // where this host's ranks have a CPU each (a peer a little behind, e.g. the other rank of a
+  // 2 MiB allreduce still copying its last segment, is then met awake instead of after a
+  // doorbell and a wake-up), 50 us where they share CPUs (spinning would take the CPU from the
+  // peer it waits for).
+  int spin_us = -1;
   // "on": large shm messages go by reference (single copy, process_vm_readv) where the reader
   // could read this process at setup; "off": always through the ring. "" =
   // RINGPRESS_SHM_SINGLE_COPY.
