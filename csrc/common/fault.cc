@@ -30,7 +30,8 @@ const char* const kPoints[] = {"rendezvous",     "ring.reduce_scatter",
                                "send",           "ring.encode",
                                "ring.decode",    "sparse.encode",
                                "recovery.mesh",  "recovery.agree",
-                               "recovery.round", "grow.list"};
+                               "recovery.round", "grow.list",
+                               "send.ref"};
 
 Spec& spec() {
   static Spec* s = [] {
@@ -64,11 +65,15 @@ Spec& spec() {
     else
       RP_THROW(UsageError, "RINGPRESS_FAULT: unknown action '", action, "'");
     const bool on_send = sp->point == "send";
+    const bool on_ref = sp->point == "send.ref";
     const bool on_encode = sp->point == "ring.encode" || sp->point == "sparse.encode";
-    RP_ENFORCE((sp->action != Action::kGarbage && sp->action != Action::kTruncate) || on_send,
-               UsageError, "RINGPRESS_FAULT: '", action, "' needs the point 'send'");
-    RP_ENFORCE(sp->action != Action::kCorrupt || on_encode, UsageError,
-               "RINGPRESS_FAULT: 'corrupt' needs the point 'ring.encode' or 'sparse.encode'");
+    RP_ENFORCE(sp->action != Action::kGarbage || on_send || on_ref, UsageError,
+               "RINGPRESS_FAULT: 'garbage' needs the point 'send' or 'send.ref'");
+    RP_ENFORCE(sp->action != Action::kTruncate || on_send, UsageError,
+               "RINGPRESS_FAULT: 'truncate' needs the point 'send'");
+    RP_ENFORCE(sp->action != Action::kCorrupt || on_encode || on_ref, UsageError,
+               "RINGPRESS_FAULT: 'corrupt' needs the point 'ring.encode', 'sparse.encode' or "
+               "'send.ref'");
     RP_ENFORCE(sp->when >= 1, UsageError, "RINGPRESS_FAULT: hit count must be >= 1");
     sp->on = true;
     return sp;

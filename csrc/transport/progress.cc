@@ -23,6 +23,7 @@
 #include <cstring>
 
 #include "context_impl.h"
+#include "ringpress/fault.h"
 #include "ringpress/reduce.h"
 
 namespace ringpress::transport_impl {
@@ -311,7 +312,9 @@ void ContextImpl::doorbell(Pair& p) {
 
 bool ContextImpl::progress_send(Pair& p) {
   bool any = false;
-  const bool by_ref_ok = p.link && opts_.shm_single_copy == "on" && p.link->peer_reads_by_ref();
+  // (A side with single copy off neither publishes its probe word nor probes the peer's, so the
+  // pair never agreed to it: setup_shm, rendezvous.cc.)
+  const bool by_ref_ok = p.link && p.link->peer_reads_by_ref();
   while (!p.sends.empty()) {
     SendOp& front = p.sends.front();
     if (front.by_ref && front.off == front.end()) {
@@ -336,6 +339,11 @@ bool ContextImpl::progress_send(Pair& p) {
         op.h.type = static_cast<std::uint8_t>(MsgType::kDataRef);
         op.ref.addr = reinterpret_cast<std::uintptr_t>(op.data);
         op.ref.number = ++p.refs_sent;
+        switch (fault::hit("send.ref")) {  // a hostile descriptor, for the fault tests
+          case fault::Action::kGarbage: ++op.ref.number; break;
+          case fault::Action::kCorrupt: op.ref.addr = 0; break;  // page zero is never mapped
+          default: break;
+        }
       }
       const std::size_t end = op.end();
       std::size_t off = op.off;

@@ -131,3 +131,53 @@ def _run_case(point, action, kinds, transport):
             -800:
         ]
     assert not leftover_shm(p.pid for p in procs)
+
+
+REF_BODY = r"""
+timeout = float(os.environ["RP_T"])
+t0 = time.monotonic()
+comm = None
+try:
+    comm = rp.Communicator.from_env(timeout=timeout, transport="shm")
+    x = np.ones((6 << 20) // 4, np.float32)  # a 6 MiB collective: its 256 KiB segments go by reference
+    for i in range(8):
+        comm.allreduce(x)
+    emit({"error": None, "sc": comm.stats()["single_copy_bytes"]})
+    comm.close()
+except rp.RingpressError as e:
+    emit({"error": type(e).__name__, "peer": e.peer, "msg": str(e), "after": time.monotonic() - t0})
+"""
+
+
+@pytest.mark.parametrize("action", ["garbage", "corrupt"], ids=["wrong-number", "bad-address"])
+def test_hostile_single_copy_descriptor(action):
+    """A shm message by reference carries a descriptor (the writer's address and a sequence
+    number; docs/wire-format.md "Single copy"). One that is out of sequence, or names memory the
+    writer has not mapped, is a TransportError naming the writer on the rank that reads it, then
+    on every rank through the abort: within the timeout, nobody crashes, nothing is left in
+    /dev/shm."""
+    victim = 1  # ring order is rank order on one host: rank 2 reads rank 1's references
+    env = {"RP_TEST_NO_COMM": "1", "RP_T": str(TIMEOUT)}
+    procs, path, _ = start_ranks(
+        3, REF_BODY, env=env, rank_env={victim: {"RINGPRESS_FAULT": f"send.ref:{action}:2"}}
+    )
+    out = collect(procs, path, timeout=TIMEOUT + 25)
+    for r, o in enumerate(out):
+        assert o.returncode == 0, (
+            f"rank {r} crashed or hung (rc {o.returncode}): {o.stderr[-1500:]}"
+        )
+        assert o.records, o.stderr[-1500:]
+    recs = [o.records[0] for o in out]
+    if all(rec["error"] is None for rec in recs):
+        # Nothing went by reference: these processes cannot process_vm_readv each other (a
+        # ptrace policy), so the fault point was never reached. Say so rather than pass.
+        assert all(rec["sc"] == 0 for rec in recs), recs
+        pytest.skip("no single copy between these processes (process_vm_readv refused)")
+    reader = recs[2]
+    assert reader["error"] == "TransportError" and reader["peer"] == victim, reader
+    want = "sent reference" if action == "garbage" else "single-copy read"
+    assert want in reader["msg"], reader
+    for rec in recs:
+        assert rec["error"] in ("TransportError", "TimeoutError"), rec
+        assert rec["after"] < TIMEOUT + 3.0, rec
+    assert not leftover_shm(p.pid for p in procs)

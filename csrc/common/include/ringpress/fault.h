@@ -9,15 +9,18 @@
 //            sparse.encode (a top-k payload was just encoded), and recovery's steps:
 //            recovery.mesh (a shrink/grow/join starts connecting), recovery.agree (connected,
 //            the agreement starts), recovery.round (each round of the agreement: :n = round n),
-//            grow.list (grow() heard that joiners wait, before the list is handed round)
+//            grow.list (grow() heard that joiners wait, before the list is handed round),
+//            send.ref (a shm message is about to go by reference: single copy, wire-format.md)
 //   actions  kill     SIGKILL itself (a crashed rank)
 //            stop     SIGSTOP itself (a hung rank: alive, silent)
 //            exit     _exit(3) (a rank that leaves without closing)
-//            garbage  (send) the next message goes out with a corrupt header
+//            garbage  (send) the next message goes out with a corrupt header;
+//                     (send.ref) this reference goes out with the wrong sequence number
 //            truncate (send) the next message stops half way, then the process exits
 //            corrupt  (ring.encode, sparse.encode) the payload just encoded has its first 8
 //                     bytes inverted, behind a valid header: the receivers' decoders must
-//                     reject it (a checksum, a magic, a scale or a length no longer adds up)
+//                     reject it (a checksum, a magic, a scale or a length no longer adds up);
+//                     (send.ref) this reference names an address the writer has not mapped
 // An unknown point or action, or an action the point cannot carry out, raises UsageError when
 // the variable is first read.
 #pragma once
