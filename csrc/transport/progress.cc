@@ -38,11 +38,12 @@ constexpr std::size_t kReduceStagingBytes = std::size_t{256} << 10;
 // Shm messages go by reference where the pair agreed at setup (single copy) when the message is
 // at least kSingleCopyMinBytes and its collective moves at least kSingleCopyMinTotal. Measured
 // (2 ranks, 256 KiB segments, docs/benchmarks.md): a collective that fits the caches is faster
-// through the ring (1 MiB allreduce 178 us against 303 us by reference: the system call, page
-// pinning and the wait for the reader cost more than an in-cache copy); from 4 MiB on the copy
-// the reference saves wins (16 MiB 2.01 against 2.88 ms).
+// through the ring (1 MiB allreduce 172 us by reference against 128 us through the ring: the
+// system call, page pinning and the wait for the reader cost more than an in-cache copy; 2 MiB
+// 305 against 286 us); from 2.5 MiB on the copy the reference saves wins (3 MiB 372 against
+// 433 us, 16 MiB 2.01 against 2.88 ms).
 constexpr std::size_t kSingleCopyMinBytes = std::size_t{64} << 10;
-constexpr std::uint64_t kSingleCopyMinTotal = std::uint64_t{4} << 20;
+constexpr std::uint64_t kSingleCopyMinTotal = std::uint64_t{5} << 19;  // 2.5 MiB
 // One process_vm_readv moves at most this much of a plain (non-reducing) reference.
 constexpr std::size_t kSingleCopyChunkBytes = std::size_t{1} << 20;
 
