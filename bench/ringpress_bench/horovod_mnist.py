@@ -25,6 +25,7 @@ and the test accuracy each run reached. JSON in bench/results/horovod_mnist_<lin
 from __future__ import annotations
 
 import datetime
+import gc
 import os
 import runpy
 import sys
@@ -193,5 +194,9 @@ def main(argv: list[str] | None = None, prog: str = "ringpress bench horovod") -
             "rows": rows,
         }
         write_json(rec, Path(args.json or results_dir() / f"horovod_mnist_{link}.json"))
+    # The DDP models of the gloo runs (reference cycles) hold the gloo group: collect them first,
+    # so destroying the group ends gloo's worker threads now, not while the interpreter
+    # finalizes (a thread that frees a tensor then aborts the process; pytorch/pytorch#179291).
+    gc.collect()
     dist.destroy_process_group()
     return 0

@@ -28,6 +28,29 @@ import ringpress as rp
 def emit(x):
     print("@@" + json.dumps(x), flush=True)
 
+import atexit, gc
+
+@atexit.register
+def _release_torch_groups():
+    # torch's gloo backend lets go of a finished work on its worker thread a moment after the
+    # caller's wait() returned. If that happens while the interpreter finalizes, and the work
+    # held the last reference to a tensor whose Python object is gone, that thread needs the
+    # GIL and the process aborts ("terminate called without an active exception", seen twice in
+    # CI at a rank's exit; torch's side: pytorch/pytorch#179291). So drop this script's groups
+    # while Python still runs: their destructors join gloo's threads here.
+    dist = sys.modules.get("torch.distributed")
+    if dist is None:
+        return
+    g = globals()
+    for k in [k for k, v in list(g.items()) if isinstance(v, dist.ProcessGroup)]:
+        del g[k]
+    try:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    except Exception:  # a test that broke its own group: nothing to release here
+        pass
+    gc.collect()
+
 rank = int(os.environ["RANK"])
 size = int(os.environ["WORLD_SIZE"])
 if os.environ.get("RP_TEST_NO_COMM") != "1":
