@@ -37,6 +37,9 @@ const std::vector<Var>& table() {
        "on: shared-memory messages of 64 KiB or more are read straight from the sender's buffer "
        "(process_vm_readv) where a probe at setup shows the ranks may read each other; off: "
        "always copied through the ring"},
+      {"RINGPRESS_SPIN_US", "auto/microseconds", "auto", "when a communicator is made",
+       "busy-poll time after the last progress before a waiting rank sleeps (0: sleep at "
+       "once); auto: 200 where this host's ranks have a CPU each, 50 where they share CPUs"},
       {"RINGPRESS_TIMELINE", "string", "", "when a communicator is made",
        "path prefix: each rank writes a Chrome trace to <prefix>.<rank>.json at close"},
       {"RINGPRESS_COMPRESSION", "string", "none", "when a communicator is made",

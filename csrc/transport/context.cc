@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <fstream>
 #include <thread>
@@ -131,6 +132,17 @@ ContextOptions normalized(ContextOptions o) {
   o.shm_single_copy = env::pick(o.shm_single_copy, "RINGPRESS_SHM_SINGLE_COPY");
   RP_ENFORCE(o.shm_single_copy == "on" || o.shm_single_copy == "off", UsageError,
              "RINGPRESS_SHM_SINGLE_COPY must be on or off, got '", o.shm_single_copy, "'");
+  if (o.spin_us < 0) {  // unset: RINGPRESS_SPIN_US, whose "auto" spin_us() resolves
+    const std::string s = env::pick(std::string(), "RINGPRESS_SPIN_US");
+    if (s != "auto") {
+      char* end = nullptr;
+      errno = 0;
+      const long v = std::strtol(s.c_str(), &end, 10);
+      RP_ENFORCE(!s.empty() && *end == '\0' && errno == 0 && v >= 0 && v <= 1000000, UsageError,
+                 "RINGPRESS_SPIN_US must be auto or 0..1000000 (microseconds), got '", s, "'");
+      o.spin_us = static_cast<int>(v);
+    }
+  }
   o.encrypt = env::pick(o.encrypt, "RINGPRESS_ENCRYPT");
   RP_ENFORCE(o.encrypt == "on" || o.encrypt == "off", UsageError,
              "encrypt (RINGPRESS_ENCRYPT) must be on or off, got '", o.encrypt, "'");

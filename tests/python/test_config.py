@@ -83,6 +83,9 @@ def test_transport_argument_beats_environment(monkeypatch):
         ("RINGPRESS_TIMEOUT", "soon"),
         ("RINGPRESS_TIMEOUT", "-1"),
         ("RINGPRESS_SHM_RING_BYTES", "0x10"),
+        ("RINGPRESS_SPIN_US", "fast"),
+        ("RINGPRESS_SPIN_US", "-5"),
+        ("RINGPRESS_SPIN_US", "50us"),
     ],
 )
 def test_a_malformed_value_names_the_variable(monkeypatch, name, value):

@@ -127,7 +127,7 @@ struct ContextOptions {
   // where this host's ranks have a CPU each (a peer a little behind, e.g. the other rank of a
   // 2 MiB allreduce still copying its last segment, is then met awake instead of after a
   // doorbell and a wake-up), 50 us where they share CPUs (spinning would take the CPU from the
-  // peer it waits for).
+  // peer it waits for). RINGPRESS_SPIN_US sets it when the option is left at -1.
   int spin_us = -1;
   // "on": large shm messages go by reference (single copy, process_vm_readv) where the reader
   // could read this process at setup; "off": always through the ring. "" =
