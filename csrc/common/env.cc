@@ -39,7 +39,9 @@ const std::vector<Var>& table() {
        "always copied through the ring"},
       {"RINGPRESS_SPIN_US", "auto/microseconds", "auto", "when a communicator is made",
        "busy-poll time after the last progress before a waiting rank sleeps (0: sleep at "
-       "once); auto: 200 where this host's ranks have a CPU each, 50 where they share CPUs"},
+       "once); auto: 200 where this host's ranks have a CPU each and the caller is blocked in "
+       "the request (a synchronous call), else 50 (ranks sharing CPUs; an async request beside "
+       "a computing caller, such as a DDP bucket's)"},
       {"RINGPRESS_TIMELINE", "string", "", "when a communicator is made",
        "path prefix: each rank writes a Chrome trace to <prefix>.<rank>.json at close"},
       {"RINGPRESS_COMPRESSION", "string", "none", "when a communicator is made",

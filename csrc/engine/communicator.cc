@@ -247,6 +247,7 @@ void Communicator::execute(const char* name, std::uint32_t seq, std::uint64_t by
       TimelineScope scope(&timeline_, name, "op", tid, seq, bytes);
       OpContext oc{*ctx_, seq, start + op_timeout(), timeline_.enabled() ? &timeline_ : nullptr,
                    &stages_};
+      ctx_->set_caller_waits(tid == 0);  // the caller's thread runs it (inline or run_until)
       fn(oc);
     } catch (const Error& e) {
       ctx_->abort(e);  // no-op if the transport already aborted (and kept the first error)

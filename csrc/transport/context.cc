@@ -4,7 +4,8 @@
 //
 // Contract: ringpress/transport.h. Cost: posting is O(1) (a deque push, no syscall); wait() spins
 // for spin_us() after the last progress (opts.spin_us, or 200 us / 50 us by whether this host's
-// ranks have a CPU each), then sleeps in epoll_wait (sleep_until, progress.cc);
+// ranks have a CPU each and the caller is blocked in the request), then sleeps in epoll_wait
+// (sleep_until, progress.cc);
 // close() waits at most 200 ms (500 ms after an abort) draining what peers still send.
 // Ownership and threading: see context_impl.h (one driving thread, no locks; pairs owned here).
 #include <poll.h>
@@ -237,15 +238,16 @@ bool ContextImpl::test(const Ticket& t) {
 }
 
 int ContextImpl::spin_us() {
-  if (spin_us_ >= 0) return spin_us_;
-  if (opts_.spin_us >= 0) return spin_us_ = opts_.spin_us;
-  int local = 0;  // ranks on this host, this one included
-  const std::size_t me = static_cast<std::size_t>(opts_.rank);
-  for (int h : topo_.host) local += (me < topo_.host.size() && h == topo_.host[me]) ? 1 : 0;
-  // The machine's CPUs, not this process's affinity mask: a launcher that binds each rank to a
-  // core of its own (mpirun does) leaves a mask of one CPU per rank.
-  const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  return spin_us_ = (local <= cpus ? 200 : 50);
+  if (opts_.spin_us >= 0) return opts_.spin_us;
+  if (spin_cpus_ok_ < 0) {
+    int local = 0;  // ranks on this host, this one included
+    const std::size_t me = static_cast<std::size_t>(opts_.rank);
+    for (int h : topo_.host) local += (me < topo_.host.size() && h == topo_.host[me]) ? 1 : 0;
+    // The machine's CPUs, not this process's affinity mask: a launcher that binds each rank to
+    // a core of its own (mpirun does) leaves a mask of one CPU per rank.
+    spin_cpus_ok_ = local <= sysconf(_SC_NPROCESSORS_ONLN) ? 1 : 0;
+  }
+  return spin_cpus_ok_ && caller_waits_ ? 200 : 50;
 }
 
 void ContextImpl::wait(const Ticket& t, Deadline deadline) {

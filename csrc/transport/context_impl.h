@@ -160,6 +160,7 @@ class ContextImpl final : public Context {
   ~ContextImpl() override { close(); }
 
   int rank() const noexcept override { return opts_.rank; }
+  void set_caller_waits(bool caller_waits) noexcept override { caller_waits_ = caller_waits; }
   int size() const noexcept override { return opts_.size; }
   const ContextOptions& options() const noexcept override { return opts_; }
   const Topology& topology() const noexcept override { return topo_; }
@@ -280,7 +281,7 @@ class ContextImpl final : public Context {
   // A timeout (this rank's deadline, or a peer's abort) names the peer that failed to send.
   void fail_timeout(const Error& err);
   int waiting_on(int except) const;  // a peer this rank waits for (posted, not done), or -1
-  int spin_us();                     // wait()'s busy-poll time, resolved once (transport.h)
+  int spin_us();                     // wait()'s busy-poll time (transport.h)
   [[noreturn]] void fail_pair(Pair& p, const std::string& what);
   void mark_failed(Pair& p, std::exception_ptr e) noexcept;
   [[noreturn]] void fail(std::exception_ptr e);
@@ -292,8 +293,9 @@ class ContextImpl final : public Context {
   std::atomic<bool> broken_{false};
   std::exception_ptr error_;
   bool closed_ = false;
-  bool driving_ = false;  // inside wait()/test(): posted buffers are still alive
-  int spin_us_ = -1;      // spin_us() once resolved
+  bool driving_ = false;       // inside wait()/test(): posted buffers are still alive
+  int spin_cpus_ok_ = -1;      // spin_us(): this host's ranks have a CPU each (-1: not known)
+  bool caller_waits_ = false;  // set_caller_waits()
   // Since when wait() has slept without anything moving (unset: something moved since the last
   // sleep). Tells a rank blocked on a silent peer from one that has only just arrived (failure.cc).
   Clock::time_point idle_since_{};

@@ -124,10 +124,11 @@ struct ContextOptions {
   std::size_t shm_ring_bytes = 0;  // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 4 MiB)
   int tcp_buffer_bytes = 4 << 20;  // SO_SNDBUF/SO_RCVBUF
   // Busy-poll time after the last progress before sleeping in epoll; -1 = automatic: 200 us
-  // where this host's ranks have a CPU each (a peer a little behind, e.g. the other rank of a
-  // 2 MiB allreduce still copying its last segment, is then met awake instead of after a
-  // doorbell and a wake-up), 50 us where they share CPUs (spinning would take the CPU from the
-  // peer it waits for). RINGPRESS_SPIN_US sets it when the option is left at -1.
+  // where this host's ranks have a CPU each and the request's caller is blocked in it (a peer a
+  // little behind, e.g. the other rank of a 2 MiB allreduce still copying its last segment, is
+  // then met awake instead of after a doorbell and a wake-up), else 50 us (spinning would take
+  // the CPU from the peer it waits for, or from this process's own computing caller: an async
+  // request such as a DDP bucket's). RINGPRESS_SPIN_US sets it when the option is left at -1.
   int spin_us = -1;
   // "on": large shm messages go by reference (single copy, process_vm_readv) where the reader
   // could read this process at setup; "off": always through the ring. "" =
@@ -179,6 +180,10 @@ class Context {
   // Drive progress until the ticket completes (raises on error or when the deadline passes).
   virtual void wait(const Ticket& t, Deadline deadline) = 0;
   virtual bool test(const Ticket& t) = 0;  // non-blocking: one progress pass, then done?
+  // Whose thread drives the waits that follow: the caller's own, blocked in this request (a
+  // long busy-poll steals from nobody in this process), or the engine's, beside a caller that
+  // may be computing (a short one). Only the automatic spin_us reads it (ContextOptions).
+  virtual void set_caller_waits(bool caller_waits) noexcept { (void)caller_waits; }
 
   // Fail the job: remember `err`, tell every peer (ABORT with the message), shut connections.
   virtual void abort(const Error& err) noexcept = 0;
