@@ -804,8 +804,13 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
     finally:
         bar.close()
     extra = _ratios(rows)
+    # The DDP models (reference cycles) hold the groups: collect them first, so that the groups
+    # and gloo's worker threads end here, not while the interpreter finalizes (a gloo thread that
+    # frees a tensor then aborts the process; pytorch/pytorch#179291).
+    gc.collect()
     if gloo is not None:
         dist.destroy_process_group(gloo)
+        gloo = None
     dist.destroy_process_group()
     if not rank0:
         return None
