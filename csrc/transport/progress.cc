@@ -11,7 +11,8 @@
 // epoll_wait, and a doorbell syscall only when the shm peer announced that it sleeps.
 // Ownership: shm and unprotected reads and writes go straight into/out of the caller's posted
 // buffers (a shm message by reference is read from the writer's posted buffer, which its send
-// keeps until the reader has counted it done: recv_by_ref); a TCP pair's go through its
+// keeps until the reader has counted it done: recv_by_ref; up to kRefWindow references are out
+// per ring, and what is written behind them completes after them); a TCP pair's go through its
 // SecureChannel, which seals into its own output buffer and opens records straight into the
 // caller's buffer. Driven by the context's one thread; no locks.
 #include <errno.h>
@@ -44,6 +45,11 @@ constexpr std::size_t kReduceStagingBytes = std::size_t{256} << 10;
 // 433 us, 16 MiB 2.01 against 2.88 ms).
 constexpr std::size_t kSingleCopyMinBytes = std::size_t{64} << 10;
 constexpr std::uint64_t kSingleCopyMinTotal = std::uint64_t{5} << 19;  // 2.5 MiB
+// References a writer may have out at once on a ring (each holds its send until the reader has
+// counted it done). Measured against one at a time (2 ranks, alternating builds): 8 MiB
+// allreduce 811-848 against 890-962 us, 16 MiB 1.44-1.54 against 1.59-1.63 ms; 16 and 4 were
+// within noise of each other (docs/benchmarks.md).
+constexpr std::uint64_t kRefWindow = 16;
 // One process_vm_readv moves at most this much of a plain (non-reducing) reference.
 constexpr std::size_t kSingleCopyChunkBytes = std::size_t{1} << 20;
 
@@ -318,22 +324,26 @@ bool ContextImpl::progress_send(Pair& p) {
   const bool by_ref_ok = p.link && p.link->peer_reads_by_ref();
   while (!p.sends.empty()) {
     SendOp& front = p.sends.front();
-    if (front.by_ref && front.off == front.end()) {
-      // Written: complete once the reader has copied the payload out of our buffer. Nothing
-      // behind it is written meanwhile (completions stay in order, the reader stays in step).
-      if (p.link->refs_done() < front.ref.number) break;
-      bytes_sent_ += front.h.len;  // its payload, read by the peer (the ring bytes are counted)
+    // Written. A message by reference completes once the reader has copied the payload out of
+    // our buffer; messages written behind it wait for it (completions stay in order).
+    if (front.off == front.end() && (!front.by_ref || p.link->refs_done() >= front.ref.number)) {
+      if (front.by_ref) bytes_sent_ += front.h.len;  // its payload, read by the peer
       p.sends.pop_front();
       ++p.sends_done;
       any = true;
       continue;
     }
+    // The first message not fully written (those before it are references the reader has not
+    // finished, and messages written behind them). At most kRefWindow references are out.
+    auto first = p.sends.begin();
+    while (first != p.sends.end() && first->off == first->end()) ++first;
+    if (first == p.sends.end()) break;
+    if (p.link && p.refs_sent - p.link->refs_done() >= kRefWindow) break;
     iovec iov[16];
     int n = 0;
     // Batch several small messages into one write; a message by reference ends the batch.
     std::size_t batch = 0;
-    for (auto it = p.sends.begin(); it != p.sends.end() && n + 2 <= 16 && batch < (1u << 20);
-         ++it) {
+    for (auto it = first; it != p.sends.end() && n + 2 <= 16 && batch < (1u << 20); ++it) {
       SendOp& op = *it;
       if (!op.by_ref && op.off == 0 && by_ref_ok && !op.truncate_at && worth_single_copy(op.h)) {
         op.by_ref = true;
@@ -362,18 +372,13 @@ bool ContextImpl::progress_send(Pair& p) {
     if (w == 0) break;
     any = true;
     if (p.kind == TransportKind::kTcp) tcp_bytes_sent_ += w;
-    while (w > 0) {
-      SendOp& op = p.sends.front();
+    for (auto it = first; w > 0; ++it) {
+      SendOp& op = *it;
       std::size_t take = std::min(op.end() - op.off, w);
       op.off += take;
       w -= take;
       bytes_sent_ += take;
-      if (op.off == op.end()) {
-        if (op.truncate_at) exit_after_truncate(p);
-        if (op.by_ref) break;  // completes above, when the reader has it
-        p.sends.pop_front();
-        ++p.sends_done;
-      }
+      if (op.off == op.end() && op.truncate_at) exit_after_truncate(p);
     }
   }
   return any;
