@@ -160,10 +160,10 @@ class ContextImpl final : public Context {
   ~ContextImpl() override { close(); }
 
   int rank() const noexcept override { return opts_.rank; }
-  void set_caller_waits(bool caller_waits) noexcept override { caller_waits_ = caller_waits; }
   int size() const noexcept override { return opts_.size; }
   const ContextOptions& options() const noexcept override { return opts_; }
   const Topology& topology() const noexcept override { return topo_; }
+  void set_caller_waits(bool caller_waits) noexcept override { caller_waits_ = caller_waits; }
   TransportKind kind(int peer) const override {
     RP_ENFORCE(peer >= 0 && peer < opts_.size && peer != opts_.rank, UsageError,
                "no pair for peer ", peer);

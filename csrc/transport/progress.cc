@@ -338,7 +338,10 @@ bool ContextImpl::progress_send(Pair& p) {
     auto first = p.sends.begin();
     while (first != p.sends.end() && first->off == first->end()) ++first;
     if (first == p.sends.end()) break;
-    if (p.link && p.refs_sent - p.link->refs_done() >= kRefWindow) break;
+    if (p.link) {  // (refs_done lives in shared memory: a count past ours is not trusted)
+      const std::uint64_t done = p.link->refs_done();
+      if (done < p.refs_sent && p.refs_sent - done >= kRefWindow) break;
+    }
     iovec iov[16];
     int n = 0;
     // Batch several small messages into one write; a message by reference ends the batch.

@@ -235,8 +235,10 @@ void ContextImpl::setup_shm(const std::vector<bool>& same, Deadline deadline) {
     RP_ENFORCE(name.rfind("/ringpress-", 0) == 0 && name.find('/', 1) == std::string::npos,
                TransportError, "bad shm segment name '", name, "'");
     p.link = std::make_unique<shm::Link>(name, opts_.shm_ring_bytes, false, false);
-    if (opts_.shm_single_copy == "on") p.link->publish_single_copy();
-    if (opts_.shm_single_copy == "on") (void)p.link->probe_single_copy();
+    if (opts_.shm_single_copy == "on") {
+      p.link->publish_single_copy();
+      (void)p.link->probe_single_copy();
+    }
     unsigned char ok = 'K';
     net::write_all(p.fd.get(), &ok, 1, deadline, "shm setup");
     p.kind = TransportKind::kShm;
