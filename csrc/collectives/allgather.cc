@@ -1,7 +1,8 @@
 // Allgather (equal or variable block sizes): the allgather half of the pipelined ring (ring.h).
 //
 // Cost: (P-1) alpha + (N - n_r) beta where N is the total size and n_r this rank's block; the
-// blocks travel in segments, each forwarded as soon as it arrives.
+// blocks travel in segments, each forwarded as soon as it arrives. The caller's overlap work
+// (AllgatherOptions::overlap) runs in the waits and adds no messages.
 #include <cstring>
 
 #include "group.h"
@@ -31,6 +32,7 @@ void allgather(const OpContext& oc, const AllgatherOptions& o) {
   plan.segment_bytes = o.segment_bytes;
   plan.reduce_scatter = false;
   plan.allgather = true;
+  plan.overlap = o.overlap ? &o.overlap : nullptr;
   in_ring_order(oc, &plan.off, &plan.len,
                 [&](const OpContext& ordered) { ring::run(ordered, plan); });
 }

@@ -137,6 +137,12 @@ void run(const OpContext& oc, const Plan& plan) {
     send_tickets[j] = ctx.post_send(right, make_header(j, it), plan.data + it.elem * es);
     sends_posted = j + 1;
   };
+  // Waits for t; while it is not done, the plan's overlap work runs a slice per progress pass.
+  bool overlap_left = plan.overlap != nullptr && *plan.overlap;
+  auto wait = [&](const Ticket& t) {
+    while (overlap_left && !ctx.test(t)) overlap_left = (*plan.overlap)();
+    ctx.wait(t, oc.deadline);
+  };
   std::size_t posted = 0;
   // Post receive i; false if it must wait (its target region has not been sent yet).
   auto post_recv = [&](std::size_t i) {
@@ -155,7 +161,7 @@ void run(const OpContext& oc, const Plan& plan) {
     const std::size_t j = i - rs_recvs;
     if (j < rs_sends) {
       if (j >= sends_posted) return false;
-      ctx.wait(send_tickets[j], oc.deadline);
+      wait(send_tickets[j]);
     }
     recv_tickets[i] = ctx.post_recv(left, expect(h), plan.data + it.elem * es);
     return true;
@@ -174,15 +180,15 @@ void run(const OpContext& oc, const Plan& plan) {
     if (it.rs) {
       // The transport reduces while it receives, so this stage is the wait and the reduce.
       StageScope ts(oc, Stage::kReduce, "reduce", it.count * es);
-      ctx.wait(recv_tickets[i], oc.deadline);
+      wait(recv_tickets[i]);
     } else {
       StageScope ts(oc, Stage::kWait, "wait", it.count * es);
-      ctx.wait(recv_tickets[i], oc.deadline);
+      wait(recv_tickets[i]);
     }
     if (i + first_group < sends.size()) post_send(i + first_group);
     fill_window(i + 1);
   }
-  if (!sends.empty()) ctx.wait(send_tickets.back(), oc.deadline);
+  if (!sends.empty()) wait(send_tickets.back());
 }
 
 }  // namespace ring

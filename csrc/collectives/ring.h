@@ -18,6 +18,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <vector>
 
 #include "ringpress/collectives.h"
@@ -35,6 +36,8 @@ struct Plan {
   std::size_t segment_bytes = 0;
   bool reduce_scatter = true;
   bool allgather = true;
+  // Local work run in slices while this rank waits (AllgatherOptions::overlap), or nullptr.
+  const std::function<bool()>* overlap = nullptr;
 };
 
 void run(const OpContext& oc, const Plan& plan);

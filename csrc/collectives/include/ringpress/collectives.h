@@ -16,6 +16,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -111,6 +112,10 @@ struct AllgatherOptions {
   std::vector<std::size_t> counts;  // elements per rank (size P)
   DType dtype = DType::kU8;
   std::size_t segment_bytes = 0;
+  // Optional local work overlapped with the transfer: called between progress passes while this
+  // rank waits on the ring, one slice (tens of microseconds) per call, until it returns false
+  // (and on every later call). allgather does not finish it: what is left is the caller's.
+  std::function<bool()> overlap;
 };
 void allgather(const OpContext& oc, const AllgatherOptions& o);
 
