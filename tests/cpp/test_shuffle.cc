@@ -3,6 +3,7 @@
 // (bit-exact), with unaligned pointers, remainders, guard bytes and round trips.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstddef>
 #include <cstdint>
@@ -173,6 +174,34 @@ TEST_P(ShuffleLevel, MatchesGenericAndRoundTrips) {
     }
 }
 
+// The streaming unshuffle (non-temporal stores from the first aligned output vector on): the
+// generic kernel's bytes at every output alignment within 64 bytes, nothing written outside.
+TEST_P(ShuffleLevel, StreamingUnshuffleMatchesGeneric) {
+  const ShuffleKernels* k = shuffle_kernels_for(GetParam());
+  if (k == nullptr) GTEST_SKIP() << simd_level_name(GetParam()) << " not built or not supported";
+  ASSERT_NE(k->byte_unshuffle_stream, nullptr);
+  for (std::size_t s : kElemSizes)
+    for (std::size_t nbytes : kSizes) {
+      const auto in = random_bytes(nbytes, static_cast<std::uint32_t>(s * 17 + nbytes));
+      std::vector<std::uint8_t> ref(nbytes);
+      byte_unshuffle(generic(), in.data(), ref.data(), nbytes, s);
+      std::vector<std::uint8_t> buf(nbytes + 3 * kGuard);
+      const std::size_t to64 = (64 - reinterpret_cast<std::uintptr_t>(buf.data()) % 64) % 64;
+      for (std::size_t off : {0, 1, 2, 4, 8, 16, 24, 32, 40, 48, 56}) {
+        if (nbytes > 8192 && off % 8 != 0) continue;
+        std::fill(buf.begin(), buf.end(), kFill);
+        std::uint8_t* dst = buf.data() + to64 + off;
+        byte_unshuffle_stream(*k, in.data(), dst, nbytes, s);
+        SCOPED_TRACE("s=" + std::to_string(s) + " nbytes=" + std::to_string(nbytes) +
+                     " dst%64=" + std::to_string(off));
+        ASSERT_EQ(0, nbytes ? std::memcmp(dst, ref.data(), nbytes) : 0);
+        for (std::uint8_t* p = buf.data(); p < dst; ++p) ASSERT_EQ(*p, kFill) << "before";
+        for (std::uint8_t* p = dst + nbytes; p < buf.data() + buf.size(); ++p)
+          ASSERT_EQ(*p, kFill) << "after";
+      }
+    }
+}
+
 // Bit planes of a single set bit per element position: catches plane/bit-order mix-ups that
 // random data might hide behind a compensating error in the inverse.
 TEST_P(ShuffleLevel, BitShuffleSingleBits) {
@@ -209,6 +238,7 @@ TEST(ShuffleDispatch, ChosenTableMatchesSimdLevel) {
   EXPECT_NE(k.byte_unshuffle, nullptr);
   EXPECT_NE(k.bit_shuffle, nullptr);
   EXPECT_NE(k.bit_unshuffle, nullptr);
+  EXPECT_NE(k.byte_unshuffle_stream, nullptr);
 }
 
 TEST(ShuffleDispatch, DefaultEntryPointsMatchGeneric) {
@@ -221,6 +251,9 @@ TEST(ShuffleDispatch, DefaultEntryPointsMatchGeneric) {
     EXPECT_TRUE(got == ref) << "byte s=" << s;
     byte_unshuffle(got.data(), back.data(), nbytes, s);
     EXPECT_TRUE(back == in) << "byte s=" << s;
+    std::fill(back.begin(), back.end(), 0);
+    byte_unshuffle_stream(got.data(), back.data(), nbytes, s);
+    EXPECT_TRUE(back == in) << "byte stream s=" << s;
     bit_shuffle(generic(), in.data(), ref.data(), nbytes, s);
     bit_shuffle(in.data(), got.data(), nbytes, s);
     EXPECT_TRUE(got == ref) << "bit s=" << s;

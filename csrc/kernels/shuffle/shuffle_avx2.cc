@@ -31,6 +31,7 @@
 //   memcpy 135 / 22.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -47,6 +48,15 @@ inline __m256i ld(const u8* p) {
 }
 inline void st(u8* p, __m256i v) {
   _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+}
+// A store of the output stream: cache-bypassing (non-temporal) with NT, for outputs far larger
+// than the caches; p is then 32-byte aligned.
+template <bool NT>
+inline void stw(u8* p, __m256i v) {
+  if constexpr (NT)
+    _mm256_stream_si256(reinterpret_cast<__m256i*>(p), v);
+  else
+    st(p, v);
 }
 // 128-bit halves from two addresses: lane 0 from lo, lane 1 from hi.
 inline __m256i ld2(const u8* lo, const u8* hi) {
@@ -126,25 +136,28 @@ inline void planes8(const u8* p, __m256i* P) {
 }
 
 // Byte planes P[b] of 32 elements -> the 32 elements at out.
+template <bool NT = false>
 inline void unplanes2(const __m256i* P, u8* out) {
   const __m256i lo = _mm256_unpacklo_epi8(P[0], P[1]);  // lane L: elements 16L+0..7
   const __m256i hi = _mm256_unpackhi_epi8(P[0], P[1]);  // lane L: elements 16L+8..15
-  st(out, _mm256_permute2x128_si256(lo, hi, 0x20));
-  st(out + 32, _mm256_permute2x128_si256(lo, hi, 0x31));
+  stw<NT>(out, _mm256_permute2x128_si256(lo, hi, 0x20));
+  stw<NT>(out + 32, _mm256_permute2x128_si256(lo, hi, 0x31));
 }
 
+template <bool NT = false>
 inline void unplanes4(const __m256i* P, u8* out) {
   const __m256i x01l = _mm256_unpacklo_epi8(P[0], P[1]), x01h = _mm256_unpackhi_epi8(P[0], P[1]);
   const __m256i x23l = _mm256_unpacklo_epi8(P[2], P[3]), x23h = _mm256_unpackhi_epi8(P[2], P[3]);
   // y[m] lane L: elements 16L+4m..16L+4m+3
   const __m256i y0 = _mm256_unpacklo_epi16(x01l, x23l), y1 = _mm256_unpackhi_epi16(x01l, x23l);
   const __m256i y2 = _mm256_unpacklo_epi16(x01h, x23h), y3 = _mm256_unpackhi_epi16(x01h, x23h);
-  st(out, _mm256_permute2x128_si256(y0, y1, 0x20));
-  st(out + 32, _mm256_permute2x128_si256(y2, y3, 0x20));
-  st(out + 64, _mm256_permute2x128_si256(y0, y1, 0x31));
-  st(out + 96, _mm256_permute2x128_si256(y2, y3, 0x31));
+  stw<NT>(out, _mm256_permute2x128_si256(y0, y1, 0x20));
+  stw<NT>(out + 32, _mm256_permute2x128_si256(y2, y3, 0x20));
+  stw<NT>(out + 64, _mm256_permute2x128_si256(y0, y1, 0x31));
+  stw<NT>(out + 96, _mm256_permute2x128_si256(y2, y3, 0x31));
 }
 
+template <bool NT = false>
 inline void unplanes8(const __m256i* P, u8* out) {
   __m256i xl[4], xh[4];  // lane L: elements 16L+0..7 / 16L+8..15, bytes 2q, 2q+1
   for (int q = 0; q < 4; ++q) {
@@ -162,8 +175,8 @@ inline void unplanes8(const __m256i* P, u8* out) {
     // z0 lane L: elements 16L+4m, +1; z1: 16L+4m+2, +3
     const __m256i z0 = _mm256_unpacklo_epi32(y[0][m], y[1][m]);
     const __m256i z1 = _mm256_unpackhi_epi32(y[0][m], y[1][m]);
-    st(out + 32 * m, _mm256_permute2x128_si256(z0, z1, 0x20));
-    st(out + 128 + 32 * m, _mm256_permute2x128_si256(z0, z1, 0x31));
+    stw<NT>(out + 32 * m, _mm256_permute2x128_si256(z0, z1, 0x20));
+    stw<NT>(out + 128 + 32 * m, _mm256_permute2x128_si256(z0, z1, 0x31));
   }
 }
 
@@ -178,15 +191,16 @@ inline void load_planes(const u8* p, usize s, __m256i* P) {
     planes8(p, P);
 }
 
+template <bool NT = false>
 inline void store_unplanes(const __m256i* P, usize s, u8* out) {
   if (s == 1)
-    st(out, P[0]);
+    stw<NT>(out, P[0]);
   else if (s == 2)
-    unplanes2(P, out);
+    unplanes2<NT>(P, out);
   else if (s == 4)
-    unplanes4(P, out);
+    unplanes4<NT>(P, out);
   else
-    unplanes8(P, out);
+    unplanes8<NT>(P, out);
 }
 
 // ---------------------------------------------------------------- byte shuffle
@@ -209,6 +223,31 @@ void byte_unshuffle_s(const u8* src, u8* dst, usize n) {
     for (int b = 0; b < S; ++b) P[b] = ld(src + b * n + i);
     store_unplanes(P, S, dst + i * S);
   }
+}
+
+// The same bytes with non-temporal stores, which need 32-byte aligned addresses: the elements
+// before the first aligned output vector and after the last whole step go through scalar
+// copies (the regular kernel's overlapping last step would not be aligned). The caller checks
+// that dst % 32 is a multiple of S.
+inline void unshuffle_scalar(const u8* src, u8* dst, usize n, usize s, usize from, usize to) {
+  for (usize i = from; i < to; ++i)
+    for (usize b = 0; b < s; ++b) dst[i * s + b] = src[b * n + i];
+}
+
+template <int S>
+void byte_unshuffle_stream_s(const u8* src, u8* dst, usize n) {
+  const usize B = 32;
+  const usize mis = reinterpret_cast<std::uintptr_t>(dst) % 32;
+  const usize head = std::min<usize>(n, mis ? (32 - mis) / S : 0);
+  const usize end = head + (n - head) / B * B;
+  unshuffle_scalar(src, dst, n, S, 0, head);
+  for (usize i = head; i < end; i += B) {
+    __m256i P[S];
+    for (int b = 0; b < S; ++b) P[b] = ld(src + b * n + i);
+    store_unplanes<true>(P, S, dst + i * S);
+  }
+  _mm_sfence();
+  unshuffle_scalar(src, dst, n, S, end, n);
 }
 
 // ---------------------------------------------------------------- bit shuffle
@@ -382,6 +421,17 @@ void byte_unshuffle_avx2(const u8* src, u8* dst, usize n, usize s) {
   }
 }
 
+void byte_unshuffle_stream_avx2(const u8* src, u8* dst, usize n, usize s) {
+  if (n < 2 * 32 || reinterpret_cast<std::uintptr_t>(dst) % 32 % s != 0)
+    return byte_unshuffle_avx2(src, dst, n, s);
+  switch (s) {
+    case 2: return byte_unshuffle_stream_s<2>(src, dst, n);
+    case 4: return byte_unshuffle_stream_s<4>(src, dst, n);
+    case 8: return byte_unshuffle_stream_s<8>(src, dst, n);
+    default: return byte_unshuffle_generic(src, dst, n, s);
+  }
+}
+
 void bit_shuffle_avx2(const u8* src, u8* dst, usize n, usize s) {
   if (n < 32) return bit_shuffle_generic(src, dst, n, s);
   switch (s) {
@@ -406,7 +456,7 @@ void bit_unshuffle_avx2(const u8* src, u8* dst, usize n, usize s) {
 
 }  // namespace
 
-const ShuffleKernels kAVX2 = {"avx2", byte_shuffle_avx2, byte_unshuffle_avx2, bit_shuffle_avx2,
-                              bit_unshuffle_avx2};
+const ShuffleKernels kAVX2 = {"avx2",           byte_shuffle_avx2,  byte_unshuffle_avx2,
+                              bit_shuffle_avx2, bit_unshuffle_avx2, byte_unshuffle_stream_avx2};
 
 }  // namespace ringpress::shuffle_isa

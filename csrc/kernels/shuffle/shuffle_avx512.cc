@@ -28,6 +28,7 @@
 //   memcpy 135 / 22.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 
@@ -60,6 +61,15 @@ inline __m512i ld(const u8* p) {
 }
 inline void st(u8* p, __m512i v) {
   _mm512_storeu_si512(p, v);
+}
+// A store of the output stream: cache-bypassing (non-temporal) with NT, for outputs far larger
+// than the caches; p is then 64-byte aligned.
+template <bool NT>
+inline void stw(u8* p, __m512i v) {
+  if constexpr (NT)
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(p), v);
+  else
+    st(p, v);
 }
 inline __m512i ldidx(const void* p) {
   return _mm512_load_si512(p);
@@ -179,14 +189,16 @@ inline void planes8(const u8* p, __m512i* P) {
 }
 
 // Byte planes P[b] of 64 elements -> the 64 elements at out.
+template <bool NT = false>
 inline void unplanes2(const __m512i* P, u8* out) {
   const __m512i m = mask2inv();
   const __m512i i0 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
   const __m512i i1 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
-  st(out, _mm512_shuffle_epi8(_mm512_permutex2var_epi64(P[0], i0, P[1]), m));
-  st(out + 64, _mm512_shuffle_epi8(_mm512_permutex2var_epi64(P[0], i1, P[1]), m));
+  stw<NT>(out, _mm512_shuffle_epi8(_mm512_permutex2var_epi64(P[0], i0, P[1]), m));
+  stw<NT>(out + 64, _mm512_shuffle_epi8(_mm512_permutex2var_epi64(P[0], i1, P[1]), m));
 }
 
+template <bool NT = false>
 inline void unplanes4(const __m512i* P, u8* out) {
   const __m512i m = mask4();
   const __m512i i0 = ldidx(kIdx4Inv[0]), i1 = ldidx(kIdx4Inv[1]);
@@ -200,11 +212,12 @@ inline void unplanes4(const __m512i* P, u8* out) {
       w0 = RP_SHUF128(P[0], P[1], 0xEE);
       w1 = RP_SHUF128(P[2], P[3], 0xEE);
     }
-    st(out + 128 * r, _mm512_shuffle_epi8(_mm512_permutex2var_epi32(w0, i0, w1), m));
-    st(out + 128 * r + 64, _mm512_shuffle_epi8(_mm512_permutex2var_epi32(w0, i1, w1), m));
+    stw<NT>(out + 128 * r, _mm512_shuffle_epi8(_mm512_permutex2var_epi32(w0, i0, w1), m));
+    stw<NT>(out + 128 * r + 64, _mm512_shuffle_epi8(_mm512_permutex2var_epi32(w0, i1, w1), m));
   }
 }
 
+template <bool NT = false>
 inline void unplanes8(const __m512i* P, u8* out) {
   const __m512i m = mask8inv();
   const __m512i i0 = ldidx(kIdx8[0]), i1 = ldidx(kIdx8[1]);
@@ -225,8 +238,8 @@ inline void unplanes8(const __m512i* P, u8* out) {
     }
     for (int q = 0; q < 2; ++q) {
       u8* o = out + 128 * (2 * r + q);
-      st(o, _mm512_shuffle_epi8(_mm512_permutex2var_epi16(w[q][0], i0, w[q][1]), m));
-      st(o + 64, _mm512_shuffle_epi8(_mm512_permutex2var_epi16(w[q][0], i1, w[q][1]), m));
+      stw<NT>(o, _mm512_shuffle_epi8(_mm512_permutex2var_epi16(w[q][0], i0, w[q][1]), m));
+      stw<NT>(o + 64, _mm512_shuffle_epi8(_mm512_permutex2var_epi16(w[q][0], i1, w[q][1]), m));
     }
   }
 }
@@ -242,15 +255,16 @@ inline void load_planes(const u8* p, usize s, __m512i* P) {
     planes8(p, P);
 }
 
+template <bool NT = false>
 inline void store_unplanes(const __m512i* P, usize s, u8* out) {
   if (s == 1)
-    st(out, P[0]);
+    stw<NT>(out, P[0]);
   else if (s == 2)
-    unplanes2(P, out);
+    unplanes2<NT>(P, out);
   else if (s == 4)
-    unplanes4(P, out);
+    unplanes4<NT>(P, out);
   else
-    unplanes8(P, out);
+    unplanes8<NT>(P, out);
 }
 
 // ---------------------------------------------------------------- byte shuffle
@@ -273,6 +287,31 @@ void byte_unshuffle_s(const u8* src, u8* dst, usize n) {
     for (int b = 0; b < S; ++b) P[b] = ld(src + b * n + i);
     store_unplanes(P, S, dst + i * S);
   }
+}
+
+// The same bytes with non-temporal stores, which need 64-byte aligned addresses: the elements
+// before the first aligned output vector and after the last whole step go through scalar
+// copies (the regular kernel's overlapping last step would not be aligned). The caller checks
+// that dst % 64 is a multiple of S.
+inline void unshuffle_scalar(const u8* src, u8* dst, usize n, usize s, usize from, usize to) {
+  for (usize i = from; i < to; ++i)
+    for (usize b = 0; b < s; ++b) dst[i * s + b] = src[b * n + i];
+}
+
+template <int S>
+void byte_unshuffle_stream_s(const u8* src, u8* dst, usize n) {
+  const usize B = 64;
+  const usize mis = reinterpret_cast<std::uintptr_t>(dst) % 64;
+  const usize head = std::min<usize>(n, mis ? (64 - mis) / S : 0);
+  const usize end = head + (n - head) / B * B;
+  unshuffle_scalar(src, dst, n, S, 0, head);
+  for (usize i = head; i < end; i += B) {
+    __m512i P[S];
+    for (int b = 0; b < S; ++b) P[b] = ld(src + b * n + i);
+    store_unplanes<true>(P, S, dst + i * S);
+  }
+  _mm_sfence();
+  unshuffle_scalar(src, dst, n, S, end, n);
 }
 
 // ---------------------------------------------------------------- bit shuffle
@@ -373,6 +412,17 @@ void byte_unshuffle_avx512(const u8* src, u8* dst, usize n, usize s) {
   }
 }
 
+void byte_unshuffle_stream_avx512(const u8* src, u8* dst, usize n, usize s) {
+  if (n < 2 * 64 || reinterpret_cast<std::uintptr_t>(dst) % 64 % s != 0)
+    return byte_unshuffle_avx512(src, dst, n, s);
+  switch (s) {
+    case 2: return byte_unshuffle_stream_s<2>(src, dst, n);
+    case 4: return byte_unshuffle_stream_s<4>(src, dst, n);
+    case 8: return byte_unshuffle_stream_s<8>(src, dst, n);
+    default: return byte_unshuffle_generic(src, dst, n, s);
+  }
+}
+
 void bit_shuffle_avx512(const u8* src, u8* dst, usize n, usize s) {
   if (n < 64) return bit_shuffle_generic(src, dst, n, s);
   switch (s) {
@@ -399,7 +449,8 @@ void bit_unshuffle_avx512(const u8* src, u8* dst, usize n, usize s) {
 
 #undef RP_SHUF128
 
-const ShuffleKernels kAVX512 = {"avx512", byte_shuffle_avx512, byte_unshuffle_avx512,
-                                bit_shuffle_avx512, bit_unshuffle_avx512};
+const ShuffleKernels kAVX512 = {
+    "avx512",           byte_shuffle_avx512,  byte_unshuffle_avx512,
+    bit_shuffle_avx512, bit_unshuffle_avx512, byte_unshuffle_stream_avx512};
 
 }  // namespace ringpress::shuffle_isa

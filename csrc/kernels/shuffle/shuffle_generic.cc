@@ -83,7 +83,8 @@ void bit_unshuffle_generic(const std::uint8_t* src, std::uint8_t* dst, std::size
   }
 }
 
-const ShuffleKernels kGeneric = {"generic", byte_shuffle_generic, byte_unshuffle_generic,
-                                 bit_shuffle_generic, bit_unshuffle_generic};
+const ShuffleKernels kGeneric = {
+    "generic",           byte_shuffle_generic,  byte_unshuffle_generic,
+    bit_shuffle_generic, bit_unshuffle_generic, byte_unshuffle_generic};
 
 }  // namespace ringpress::shuffle_isa

@@ -31,6 +31,11 @@ struct ShuffleKernels {
   ShuffleFn byte_unshuffle;
   ShuffleFn bit_shuffle;
   ShuffleFn bit_unshuffle;
+  // byte_unshuffle's bytes with non-temporal stores where the level has them (AVX2, AVX-512) and
+  // dst is aligned to the vector: for outputs far larger than the caches that are not read again
+  // at once, it saves the reads for ownership of every output line. The other levels: the plain
+  // kernel.
+  ShuffleFn byte_unshuffle_stream;
 };
 
 // The table for one level, or nullptr when that level is not built or not supported here.
@@ -42,6 +47,8 @@ const ShuffleKernels& shuffle_kernels();
 // elemsize 0 or > 255.
 void byte_shuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
 void byte_unshuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
+// byte_unshuffle through ShuffleKernels::byte_unshuffle_stream (the same bytes).
+void byte_unshuffle_stream(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
 void bit_shuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
 void bit_unshuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
 // The same with an explicit table (tests compare levels through these).
@@ -49,6 +56,8 @@ void byte_shuffle(const ShuffleKernels& k, const void* src, void* dst, std::size
                   std::size_t elemsize);
 void byte_unshuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
                     std::size_t elemsize);
+void byte_unshuffle_stream(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
+                           std::size_t elemsize);
 void bit_shuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
                  std::size_t elemsize);
 void bit_unshuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
