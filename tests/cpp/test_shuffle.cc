@@ -174,31 +174,42 @@ TEST_P(ShuffleLevel, MatchesGenericAndRoundTrips) {
     }
 }
 
-// The streaming unshuffle (non-temporal stores from the first aligned output vector on): the
-// generic kernel's bytes at every output alignment within 64 bytes, nothing written outside.
-TEST_P(ShuffleLevel, StreamingUnshuffleMatchesGeneric) {
+// The unshuffle from separate planes, each in its own allocation (as the lossless decoder gives
+// it: raw planes in the frame, decoded ones in scratch), plain and streaming (non-temporal stores
+// from the first aligned output vector on): the generic kernel's bytes at every output
+// alignment within 64 bytes, nothing written outside.
+TEST_P(ShuffleLevel, UnshuffleFromSeparatePlanesMatchesGeneric) {
   const ShuffleKernels* k = shuffle_kernels_for(GetParam());
   if (k == nullptr) GTEST_SKIP() << simd_level_name(GetParam()) << " not built or not supported";
-  ASSERT_NE(k->byte_unshuffle_stream, nullptr);
+  ASSERT_NE(k->byte_unshuffle_planes, nullptr);
   for (std::size_t s : kElemSizes)
     for (std::size_t nbytes : kSizes) {
-      const auto in = random_bytes(nbytes, static_cast<std::uint32_t>(s * 17 + nbytes));
-      std::vector<std::uint8_t> ref(nbytes);
-      byte_unshuffle(generic(), in.data(), ref.data(), nbytes, s);
-      std::vector<std::uint8_t> buf(nbytes + 3 * kGuard);
-      const std::size_t to64 = (64 - reinterpret_cast<std::uintptr_t>(buf.data()) % 64) % 64;
-      for (std::size_t off : {0, 1, 2, 4, 8, 16, 24, 32, 40, 48, 56}) {
-        if (nbytes > 8192 && off % 8 != 0) continue;
-        std::fill(buf.begin(), buf.end(), kFill);
-        std::uint8_t* dst = buf.data() + to64 + off;
-        byte_unshuffle_stream(*k, in.data(), dst, nbytes, s);
-        SCOPED_TRACE("s=" + std::to_string(s) + " nbytes=" + std::to_string(nbytes) +
-                     " dst%64=" + std::to_string(off));
-        ASSERT_EQ(0, nbytes ? std::memcmp(dst, ref.data(), nbytes) : 0);
-        for (std::uint8_t* p = buf.data(); p < dst; ++p) ASSERT_EQ(*p, kFill) << "before";
-        for (std::uint8_t* p = dst + nbytes; p < buf.data() + buf.size(); ++p)
-          ASSERT_EQ(*p, kFill) << "after";
+      const std::size_t n = nbytes / s;
+      const auto in = random_bytes(n * s, static_cast<std::uint32_t>(s * 17 + nbytes));
+      std::vector<std::uint8_t> ref(n * s);
+      byte_unshuffle(generic(), in.data(), ref.data(), n * s, s);
+      std::vector<std::vector<std::uint8_t>> copies(s);
+      std::vector<const std::uint8_t*> planes(s);
+      for (std::size_t b = 0; b < s; ++b) {
+        copies[b].assign(in.begin() + static_cast<long>(b * n),
+                         in.begin() + static_cast<long>((b + 1) * n));
+        planes[b] = copies[b].data();
       }
+      std::vector<std::uint8_t> buf(n * s + 3 * kGuard);
+      const std::size_t to64 = (64 - reinterpret_cast<std::uintptr_t>(buf.data()) % 64) % 64;
+      for (bool stream : {false, true})
+        for (std::size_t off : {0, 1, 2, 4, 8, 16, 24, 32, 40, 48, 56}) {
+          if (nbytes > 8192 && off % 8 != 0) continue;
+          std::fill(buf.begin(), buf.end(), kFill);
+          std::uint8_t* dst = buf.data() + to64 + off;
+          byte_unshuffle_planes(*k, planes.data(), dst, n, s, stream);
+          SCOPED_TRACE("s=" + std::to_string(s) + " n=" + std::to_string(n) +
+                       " dst%64=" + std::to_string(off) + " stream=" + std::to_string(stream));
+          ASSERT_EQ(0, n ? std::memcmp(dst, ref.data(), n * s) : 0);
+          for (std::uint8_t* p = buf.data(); p < dst; ++p) ASSERT_EQ(*p, kFill) << "before";
+          for (std::uint8_t* p = dst + n * s; p < buf.data() + buf.size(); ++p)
+            ASSERT_EQ(*p, kFill) << "after";
+        }
     }
 }
 
@@ -238,7 +249,7 @@ TEST(ShuffleDispatch, ChosenTableMatchesSimdLevel) {
   EXPECT_NE(k.byte_unshuffle, nullptr);
   EXPECT_NE(k.bit_shuffle, nullptr);
   EXPECT_NE(k.bit_unshuffle, nullptr);
-  EXPECT_NE(k.byte_unshuffle_stream, nullptr);
+  EXPECT_NE(k.byte_unshuffle_planes, nullptr);
 }
 
 TEST(ShuffleDispatch, DefaultEntryPointsMatchGeneric) {
@@ -252,8 +263,11 @@ TEST(ShuffleDispatch, DefaultEntryPointsMatchGeneric) {
     byte_unshuffle(got.data(), back.data(), nbytes, s);
     EXPECT_TRUE(back == in) << "byte s=" << s;
     std::fill(back.begin(), back.end(), 0);
-    byte_unshuffle_stream(got.data(), back.data(), nbytes, s);
-    EXPECT_TRUE(back == in) << "byte stream s=" << s;
+    const std::size_t n = nbytes / s;
+    std::vector<const std::uint8_t*> planes(s);
+    for (std::size_t b = 0; b < s; ++b) planes[b] = got.data() + b * n;
+    byte_unshuffle_planes(planes.data(), back.data(), n, s, true);
+    EXPECT_EQ(0, std::memcmp(back.data(), in.data(), n * s)) << "byte planes s=" << s;
     bit_shuffle(generic(), in.data(), ref.data(), nbytes, s);
     bit_shuffle(in.data(), got.data(), nbytes, s);
     EXPECT_TRUE(got == ref) << "bit s=" << s;

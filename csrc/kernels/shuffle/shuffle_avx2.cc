@@ -216,11 +216,11 @@ void byte_shuffle_s(const u8* src, u8* dst, usize n) {
 }
 
 template <int S>
-void byte_unshuffle_s(const u8* src, u8* dst, usize n) {
+void byte_unshuffle_s(const u8* const* pl, u8* dst, usize n) {
   const usize B = 32;
   for (usize i = 0; i < n; i = next_block(i, n, B)) {
     __m256i P[S];
-    for (int b = 0; b < S; ++b) P[b] = ld(src + b * n + i);
+    for (int b = 0; b < S; ++b) P[b] = ld(pl[b] + i);
     store_unplanes(P, S, dst + i * S);
   }
 }
@@ -229,25 +229,25 @@ void byte_unshuffle_s(const u8* src, u8* dst, usize n) {
 // before the first aligned output vector and after the last whole step go through scalar
 // copies (the regular kernel's overlapping last step would not be aligned). The caller checks
 // that dst % 32 is a multiple of S.
-inline void unshuffle_scalar(const u8* src, u8* dst, usize n, usize s, usize from, usize to) {
+inline void unshuffle_scalar(const u8* const* pl, u8* dst, usize s, usize from, usize to) {
   for (usize i = from; i < to; ++i)
-    for (usize b = 0; b < s; ++b) dst[i * s + b] = src[b * n + i];
+    for (usize b = 0; b < s; ++b) dst[i * s + b] = pl[b][i];
 }
 
 template <int S>
-void byte_unshuffle_stream_s(const u8* src, u8* dst, usize n) {
+void byte_unshuffle_stream_s(const u8* const* pl, u8* dst, usize n) {
   const usize B = 32;
   const usize mis = reinterpret_cast<std::uintptr_t>(dst) % 32;
   const usize head = std::min<usize>(n, mis ? (32 - mis) / S : 0);
   const usize end = head + (n - head) / B * B;
-  unshuffle_scalar(src, dst, n, S, 0, head);
+  unshuffle_scalar(pl, dst, S, 0, head);
   for (usize i = head; i < end; i += B) {
     __m256i P[S];
-    for (int b = 0; b < S; ++b) P[b] = ld(src + b * n + i);
+    for (int b = 0; b < S; ++b) P[b] = ld(pl[b] + i);
     store_unplanes<true>(P, S, dst + i * S);
   }
   _mm_sfence();
-  unshuffle_scalar(src, dst, n, S, end, n);
+  unshuffle_scalar(pl, dst, S, end, n);
 }
 
 // ---------------------------------------------------------------- bit shuffle
@@ -411,25 +411,29 @@ void byte_shuffle_avx2(const u8* src, u8* dst, usize n, usize s) {
   }
 }
 
-void byte_unshuffle_avx2(const u8* src, u8* dst, usize n, usize s) {
-  if (n < 32) return byte_unshuffle_generic(src, dst, n, s);
+void byte_unshuffle_planes_avx2(const u8* const* pl, u8* dst, usize n, usize s, bool stream) {
+  if (n < 32) return byte_unshuffle_planes_generic(pl, dst, n, s, false);
+  if (stream && n >= 2 * 32 && reinterpret_cast<std::uintptr_t>(dst) % 32 % s == 0) {
+    switch (s) {
+      case 2: return byte_unshuffle_stream_s<2>(pl, dst, n);
+      case 4: return byte_unshuffle_stream_s<4>(pl, dst, n);
+      case 8: return byte_unshuffle_stream_s<8>(pl, dst, n);
+      default: break;
+    }
+  }
   switch (s) {
-    case 2: return byte_unshuffle_s<2>(src, dst, n);
-    case 4: return byte_unshuffle_s<4>(src, dst, n);
-    case 8: return byte_unshuffle_s<8>(src, dst, n);
-    default: return byte_unshuffle_generic(src, dst, n, s);
+    case 2: return byte_unshuffle_s<2>(pl, dst, n);
+    case 4: return byte_unshuffle_s<4>(pl, dst, n);
+    case 8: return byte_unshuffle_s<8>(pl, dst, n);
+    default: return byte_unshuffle_planes_generic(pl, dst, n, s, false);
   }
 }
 
-void byte_unshuffle_stream_avx2(const u8* src, u8* dst, usize n, usize s) {
-  if (n < 2 * 32 || reinterpret_cast<std::uintptr_t>(dst) % 32 % s != 0)
-    return byte_unshuffle_avx2(src, dst, n, s);
-  switch (s) {
-    case 2: return byte_unshuffle_stream_s<2>(src, dst, n);
-    case 4: return byte_unshuffle_stream_s<4>(src, dst, n);
-    case 8: return byte_unshuffle_stream_s<8>(src, dst, n);
-    default: return byte_unshuffle_generic(src, dst, n, s);
-  }
+void byte_unshuffle_avx2(const u8* src, u8* dst, usize n, usize s) {
+  if (s != 2 && s != 4 && s != 8) return byte_unshuffle_generic(src, dst, n, s);
+  const u8* pl[8];
+  for (usize b = 0; b < s; ++b) pl[b] = src + b * n;
+  byte_unshuffle_planes_avx2(pl, dst, n, s, false);
 }
 
 void bit_shuffle_avx2(const u8* src, u8* dst, usize n, usize s) {
@@ -457,6 +461,6 @@ void bit_unshuffle_avx2(const u8* src, u8* dst, usize n, usize s) {
 }  // namespace
 
 const ShuffleKernels kAVX2 = {"avx2",           byte_shuffle_avx2,  byte_unshuffle_avx2,
-                              bit_shuffle_avx2, bit_unshuffle_avx2, byte_unshuffle_stream_avx2};
+                              bit_shuffle_avx2, bit_unshuffle_avx2, byte_unshuffle_planes_avx2};
 
 }  // namespace ringpress::shuffle_isa

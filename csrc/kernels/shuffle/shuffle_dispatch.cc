@@ -62,14 +62,10 @@ void byte_unshuffle(const ShuffleKernels& k, const void* src, void* dst, std::si
   if (nbytes > n * s) std::memcpy(out + n * s, in + n * s, nbytes - n * s);
 }
 
-void byte_unshuffle_stream(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
-                           std::size_t s) {
+void byte_unshuffle_planes(const ShuffleKernels& k, const std::uint8_t* const* planes, void* dst,
+                           std::size_t n, std::size_t s, bool stream) {
   check_elemsize(s, "byte_unshuffle");
-  auto in = static_cast<const std::uint8_t*>(src);
-  auto out = static_cast<std::uint8_t*>(dst);
-  const std::size_t n = nbytes / s;
-  if (n) k.byte_unshuffle_stream(in, out, n, s);
-  if (nbytes > n * s) std::memcpy(out + n * s, in + n * s, nbytes - n * s);
+  if (n) k.byte_unshuffle_planes(planes, static_cast<std::uint8_t*>(dst), n, s, stream);
 }
 
 void bit_shuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
@@ -98,8 +94,9 @@ void byte_shuffle(const void* src, void* dst, std::size_t nbytes, std::size_t s)
 void byte_unshuffle(const void* src, void* dst, std::size_t nbytes, std::size_t s) {
   byte_unshuffle(shuffle_kernels(), src, dst, nbytes, s);
 }
-void byte_unshuffle_stream(const void* src, void* dst, std::size_t nbytes, std::size_t s) {
-  byte_unshuffle_stream(shuffle_kernels(), src, dst, nbytes, s);
+void byte_unshuffle_planes(const std::uint8_t* const* planes, void* dst, std::size_t n,
+                           std::size_t s, bool stream) {
+  byte_unshuffle_planes(shuffle_kernels(), planes, dst, n, s, stream);
 }
 void bit_shuffle(const void* src, void* dst, std::size_t nbytes, std::size_t s) {
   bit_shuffle(shuffle_kernels(), src, dst, nbytes, s);

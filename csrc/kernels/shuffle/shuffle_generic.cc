@@ -56,6 +56,15 @@ void byte_unshuffle_generic(const std::uint8_t* src, std::uint8_t* dst, std::siz
   }
 }
 
+void byte_unshuffle_planes_generic(const std::uint8_t* const* planes, std::uint8_t* dst,
+                                   std::size_t n, std::size_t s, bool) {
+  for (std::size_t b = 0; b < s; ++b) {
+    const std::uint8_t* plane = planes[b];
+    std::uint8_t* out = dst + b;
+    for (std::size_t i = 0; i < n; ++i) out[i * s] = plane[i];
+  }
+}
+
 void bit_shuffle_generic(const std::uint8_t* src, std::uint8_t* dst, std::size_t n, std::size_t s) {
   const std::size_t plane_bytes = n / 8;
   for (std::size_t g = 0; g < plane_bytes; ++g) {  // group of 8 elements
@@ -85,6 +94,6 @@ void bit_unshuffle_generic(const std::uint8_t* src, std::uint8_t* dst, std::size
 
 const ShuffleKernels kGeneric = {
     "generic",           byte_shuffle_generic,  byte_unshuffle_generic,
-    bit_shuffle_generic, bit_unshuffle_generic, byte_unshuffle_generic};
+    bit_shuffle_generic, bit_unshuffle_generic, byte_unshuffle_planes_generic};
 
 }  // namespace ringpress::shuffle_isa

@@ -170,11 +170,11 @@ void byte_shuffle_s(const u8* src, u8* dst, usize n) {
 }
 
 template <int S>
-void byte_unshuffle_s(const u8* src, u8* dst, usize n) {
+void byte_unshuffle_s(const u8* const* pl, u8* dst, usize n) {
   const usize B = 16;
   for (usize i = 0; i < n; i = next_block(i, n, B)) {
     __m128i P[S];
-    for (int b = 0; b < S; ++b) P[b] = ld(src + b * n + i);
+    for (int b = 0; b < S; ++b) P[b] = ld(pl[b] + i);
     store_unplanes(P, S, dst + i * S);
   }
 }
@@ -313,14 +313,21 @@ void byte_shuffle_sse2(const u8* src, u8* dst, usize n, usize s) {
   }
 }
 
-void byte_unshuffle_sse2(const u8* src, u8* dst, usize n, usize s) {
-  if (n < 16) return byte_unshuffle_generic(src, dst, n, s);
+void byte_unshuffle_planes_sse2(const u8* const* pl, u8* dst, usize n, usize s, bool) {
+  if (n < 16) return byte_unshuffle_planes_generic(pl, dst, n, s, false);
   switch (s) {
-    case 2: return byte_unshuffle_s<2>(src, dst, n);
-    case 4: return byte_unshuffle_s<4>(src, dst, n);
-    case 8: return byte_unshuffle_s<8>(src, dst, n);
-    default: return byte_unshuffle_generic(src, dst, n, s);
+    case 2: return byte_unshuffle_s<2>(pl, dst, n);
+    case 4: return byte_unshuffle_s<4>(pl, dst, n);
+    case 8: return byte_unshuffle_s<8>(pl, dst, n);
+    default: return byte_unshuffle_planes_generic(pl, dst, n, s, false);
   }
+}
+
+void byte_unshuffle_sse2(const u8* src, u8* dst, usize n, usize s) {
+  if (s != 2 && s != 4 && s != 8) return byte_unshuffle_generic(src, dst, n, s);
+  const u8* pl[8];
+  for (usize b = 0; b < s; ++b) pl[b] = src + b * n;
+  byte_unshuffle_planes_sse2(pl, dst, n, s, false);
 }
 
 void bit_shuffle_sse2(const u8* src, u8* dst, usize n, usize s) {
@@ -348,6 +355,6 @@ void bit_unshuffle_sse2(const u8* src, u8* dst, usize n, usize s) {
 }  // namespace
 
 const ShuffleKernels kSSE2 = {"sse2",           byte_shuffle_sse2,  byte_unshuffle_sse2,
-                              bit_shuffle_sse2, bit_unshuffle_sse2, byte_unshuffle_sse2};
+                              bit_shuffle_sse2, bit_unshuffle_sse2, byte_unshuffle_planes_sse2};
 
 }  // namespace ringpress::shuffle_isa

@@ -25,17 +25,21 @@ namespace ringpress {
 using ShuffleFn = void (*)(const std::uint8_t* src, std::uint8_t* dst, std::size_t n,
                            std::size_t elemsize);
 
+// Byte unshuffle from planes that need not be contiguous: plane b (n bytes) at planes[b] for
+// b < elemsize, n elements into dst; the bytes of byte_unshuffle of the planes laid end to end.
+// With stream, the output goes out with non-temporal stores where the level has them (AVX2,
+// AVX-512), from the first vector-aligned output address on: for outputs far larger than the
+// caches that are not read again at once, it saves the read for ownership of every output line.
+using UnshufflePlanesFn = void (*)(const std::uint8_t* const* planes, std::uint8_t* dst,
+                                   std::size_t n, std::size_t elemsize, bool stream);
+
 struct ShuffleKernels {
   const char* isa;  // "generic", "sse2", "avx2", "avx512"
   ShuffleFn byte_shuffle;
   ShuffleFn byte_unshuffle;
   ShuffleFn bit_shuffle;
   ShuffleFn bit_unshuffle;
-  // byte_unshuffle's bytes with non-temporal stores where the level has them (AVX2, AVX-512) and
-  // dst is aligned to the vector: for outputs far larger than the caches that are not read again
-  // at once, it saves the reads for ownership of every output line. The other levels: the plain
-  // kernel.
-  ShuffleFn byte_unshuffle_stream;
+  UnshufflePlanesFn byte_unshuffle_planes;
 };
 
 // The table for one level, or nullptr when that level is not built or not supported here.
@@ -47,8 +51,9 @@ const ShuffleKernels& shuffle_kernels();
 // elemsize 0 or > 255.
 void byte_shuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
 void byte_unshuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
-// byte_unshuffle through ShuffleKernels::byte_unshuffle_stream (the same bytes).
-void byte_unshuffle_stream(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
+// n elements from elemsize separate planes (ShuffleKernels::byte_unshuffle_planes).
+void byte_unshuffle_planes(const std::uint8_t* const* planes, void* dst, std::size_t n,
+                           std::size_t elemsize, bool stream);
 void bit_shuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
 void bit_unshuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
 // The same with an explicit table (tests compare levels through these).
@@ -56,8 +61,8 @@ void byte_shuffle(const ShuffleKernels& k, const void* src, void* dst, std::size
                   std::size_t elemsize);
 void byte_unshuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
                     std::size_t elemsize);
-void byte_unshuffle_stream(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
-                           std::size_t elemsize);
+void byte_unshuffle_planes(const ShuffleKernels& k, const std::uint8_t* const* planes, void* dst,
+                           std::size_t n, std::size_t elemsize, bool stream);
 void bit_shuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
                  std::size_t elemsize);
 void bit_unshuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
@@ -72,6 +77,8 @@ extern const ShuffleKernels kAVX512;
 // Generic kernels, callable from ISA files for element sizes they do not specialise.
 void byte_shuffle_generic(const std::uint8_t*, std::uint8_t*, std::size_t, std::size_t);
 void byte_unshuffle_generic(const std::uint8_t*, std::uint8_t*, std::size_t, std::size_t);
+void byte_unshuffle_planes_generic(const std::uint8_t* const*, std::uint8_t*, std::size_t,
+                                   std::size_t, bool);
 void bit_shuffle_generic(const std::uint8_t*, std::uint8_t*, std::size_t, std::size_t);
 void bit_unshuffle_generic(const std::uint8_t*, std::uint8_t*, std::size_t, std::size_t);
 }  // namespace shuffle_isa
