@@ -375,7 +375,12 @@ void decode_block(const wire::FrameInfo& info, const std::uint8_t* frame, std::s
           byte_unshuffle(from, out, len, s);
         }
         break;
-      case Filter::kBitShuffle: bit_unshuffle(from, out, len, s); break;
+      case Filter::kBitShuffle:
+        if (stream)
+          bit_unshuffle_stream(from, out, len, s);
+        else
+          bit_unshuffle(from, out, len, s);
+        break;
     }
   };
 

@@ -213,6 +213,37 @@ TEST_P(ShuffleLevel, UnshuffleFromSeparatePlanesMatchesGeneric) {
     }
 }
 
+// The streaming bit unshuffle (non-temporal stores for the whole blocks after a head that
+// aligns the output): the generic kernel's bytes at every output alignment within 64 bytes,
+// nothing written outside.
+TEST_P(ShuffleLevel, StreamingBitUnshuffleMatchesGeneric) {
+  const ShuffleKernels* k = shuffle_kernels_for(GetParam());
+  if (k == nullptr) GTEST_SKIP() << simd_level_name(GetParam()) << " not built or not supported";
+  ASSERT_NE(k->bit_unshuffle_stream, nullptr);
+  std::vector<std::size_t> sizes(std::begin(kSizes), std::end(kSizes));
+  sizes.push_back(3 * 16384 + 24 * 8 + 8);  // whole blocks after every head, and a tail
+  for (std::size_t s : kElemSizes)
+    for (std::size_t nbytes : sizes) {
+      const auto in = random_bytes(nbytes, static_cast<std::uint32_t>(s * 19 + nbytes));
+      std::vector<std::uint8_t> ref(nbytes);
+      bit_unshuffle(generic(), in.data(), ref.data(), nbytes, s);
+      std::vector<std::uint8_t> buf(nbytes + 3 * kGuard);
+      const std::size_t to64 = (64 - reinterpret_cast<std::uintptr_t>(buf.data()) % 64) % 64;
+      for (std::size_t off : {0, 1, 2, 4, 8, 16, 24, 32, 48}) {
+        if (nbytes > 8192 && off % 8 != 0 && off != 1) continue;
+        std::fill(buf.begin(), buf.end(), kFill);
+        std::uint8_t* dst = buf.data() + to64 + off;
+        bit_unshuffle_stream(*k, in.data(), dst, nbytes, s);
+        SCOPED_TRACE("s=" + std::to_string(s) + " nbytes=" + std::to_string(nbytes) +
+                     " dst%64=" + std::to_string(off));
+        ASSERT_EQ(0, nbytes ? std::memcmp(dst, ref.data(), nbytes) : 0);
+        for (std::uint8_t* p = buf.data(); p < dst; ++p) ASSERT_EQ(*p, kFill) << "before";
+        for (std::uint8_t* p = dst + nbytes; p < buf.data() + buf.size(); ++p)
+          ASSERT_EQ(*p, kFill) << "after";
+      }
+    }
+}
+
 // Bit planes of a single set bit per element position: catches plane/bit-order mix-ups that
 // random data might hide behind a compensating error in the inverse.
 TEST_P(ShuffleLevel, BitShuffleSingleBits) {
@@ -250,6 +281,7 @@ TEST(ShuffleDispatch, ChosenTableMatchesSimdLevel) {
   EXPECT_NE(k.bit_shuffle, nullptr);
   EXPECT_NE(k.bit_unshuffle, nullptr);
   EXPECT_NE(k.byte_unshuffle_planes, nullptr);
+  EXPECT_NE(k.bit_unshuffle_stream, nullptr);
 }
 
 TEST(ShuffleDispatch, DefaultEntryPointsMatchGeneric) {

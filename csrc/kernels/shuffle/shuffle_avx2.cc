@@ -339,7 +339,7 @@ inline void bits_to_bytes256(const u8* in, usize pb, __m256i* R) {
   }
 }
 
-template <int S>
+template <int S, bool NT = false>
 void bit_unshuffle_run(const u8* src, u8* dst, usize n, usize pb) {  // n >= 256
   const usize B = 256;
   alignas(32) u8 tmp[S > 1 ? S * 256 : 1];
@@ -347,13 +347,18 @@ void bit_unshuffle_run(const u8* src, u8* dst, usize n, usize pb) {  // n >= 256
     for (int b = 0; b < S; ++b) {
       __m256i R[8];
       bits_to_bytes256(src + 8 * b * pb + i / 8, pb, R);
-      for (int q = 0; q < 8; ++q) st(S == 1 ? dst + i + 32 * q : tmp + b * 256 + 32 * q, R[q]);
+      for (int q = 0; q < 8; ++q) {
+        if (S == 1)
+          stw<NT>(dst + i + 32 * q, R[q]);
+        else
+          st(tmp + b * 256 + 32 * q, R[q]);
+      }
     }
     if (S > 1) {
       for (int q = 0; q < 8; ++q) {
         __m256i P[S];
         for (int b = 0; b < S; ++b) P[b] = ld(tmp + b * 256 + 32 * q);
-        store_unplanes(P, S, dst + (i + 32 * q) * S);
+        store_unplanes<NT>(P, S, dst + (i + 32 * q) * S);
       }
     }
   }
@@ -398,6 +403,47 @@ void bit_unshuffle_s(const u8* src, u8* dst, usize n) {
 
     bit_unshuffle_run<S>(tmp, dst + i * S, kBlock, span);
   }
+}
+
+// Elements [from, to) (multiples of 8) of a bit unshuffle whose planes lie pb bytes apart.
+inline void bit_unshuffle_scalar(const u8* src, u8* dst, usize s, usize pb, usize from, usize to) {
+  for (usize i = from; i < to; ++i)
+    for (usize b = 0; b < s; ++b) {
+      unsigned v = 0;
+      for (usize k = 0; k < 8; ++k) v |= ((src[(8 * b + k) * pb + i / 8] >> (i % 8)) & 1u) << k;
+      dst[i * s + b] = static_cast<u8>(v);
+    }
+}
+template <int S>
+void bit_unshuffle_range(const u8* src, u8* dst, usize pb, usize from, usize to) {
+  const usize c = to - from;
+  if (c >= 256)
+    bit_unshuffle_run<S>(src + from / 8, dst + from * S, c, pb);
+  else if (c >= 32)
+    bit_unshuffle_small<S>(src + from / 8, dst + from * S, c, pb);
+  else
+    bit_unshuffle_scalar(src, dst, S, pb, from, to);
+}
+
+// The same bytes as bit_unshuffle_s with non-temporal stores, which need 32-byte aligned
+// addresses: the first `head` elements (a multiple of 8 that aligns dst + head * S) and the tail
+// after the last whole block go through the regular kernels, the whole blocks between stream.
+template <int S>
+void bit_unshuffle_stream_s(const u8* src, u8* dst, usize n, usize head) {
+  const usize kBlock = kBlockBytes / S, pb = n / 8, span = kBlock / 8;
+  bit_unshuffle_range<S>(src, dst, pb, 0, head);
+  alignas(64) u8 tmp[kBlockBytes];
+  usize i = head;
+  for (; i + kBlock <= n; i += kBlock) {
+    for (usize p = 0; p < 8 * S; ++p) {
+      const u8* in = src + p * pb + i / 8;
+      prefetch_span(in + span, span);
+      copy_span(tmp + p * span, in, span);
+    }
+    bit_unshuffle_run<S, true>(tmp, dst + i * S, kBlock, span);
+  }
+  _mm_sfence();
+  bit_unshuffle_range<S>(src, dst, pb, i, n);
 }
 
 // ---------------------------------------------------------------- entry points
@@ -458,9 +504,32 @@ void bit_unshuffle_avx2(const u8* src, u8* dst, usize n, usize s) {
   }
 }
 
+// Streams whole blocks when some head of 8k elements aligns the output (see bit_unshuffle_stream_s)
+// and at least two blocks follow it; otherwise the regular kernel.
+void bit_unshuffle_stream_avx2(const u8* src, u8* dst, usize n, usize s) {
+  if (s == 1 || s == 2 || s == 4 || s == 8) {
+    const usize block = kBlockBytes / s;
+    for (usize head = 0; head < 32 && head + 2 * block <= n; head += 8) {
+      if (reinterpret_cast<std::uintptr_t>(dst + head * s) % 32 != 0) continue;
+      switch (s) {
+        case 1: return bit_unshuffle_stream_s<1>(src, dst, n, head);
+        case 2: return bit_unshuffle_stream_s<2>(src, dst, n, head);
+        case 4: return bit_unshuffle_stream_s<4>(src, dst, n, head);
+        default: return bit_unshuffle_stream_s<8>(src, dst, n, head);
+      }
+    }
+  }
+  bit_unshuffle_avx2(src, dst, n, s);
+}
+
 }  // namespace
 
-const ShuffleKernels kAVX2 = {"avx2",           byte_shuffle_avx2,  byte_unshuffle_avx2,
-                              bit_shuffle_avx2, bit_unshuffle_avx2, byte_unshuffle_planes_avx2};
+const ShuffleKernels kAVX2 = {"avx2",
+                              byte_shuffle_avx2,
+                              byte_unshuffle_avx2,
+                              bit_shuffle_avx2,
+                              bit_unshuffle_avx2,
+                              byte_unshuffle_planes_avx2,
+                              bit_unshuffle_stream_avx2};
 
 }  // namespace ringpress::shuffle_isa

@@ -88,6 +88,16 @@ void bit_unshuffle(const ShuffleKernels& k, const void* src, void* dst, std::siz
   if (nbytes > n8 * s) std::memcpy(out + n8 * s, in + n8 * s, nbytes - n8 * s);
 }
 
+void bit_unshuffle_stream(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
+                          std::size_t s) {
+  check_elemsize(s, "bit_unshuffle");
+  auto in = static_cast<const std::uint8_t*>(src);
+  auto out = static_cast<std::uint8_t*>(dst);
+  const std::size_t n8 = (nbytes / s) / 8 * 8;
+  if (n8) k.bit_unshuffle_stream(in, out, n8, s);
+  if (nbytes > n8 * s) std::memcpy(out + n8 * s, in + n8 * s, nbytes - n8 * s);
+}
+
 void byte_shuffle(const void* src, void* dst, std::size_t nbytes, std::size_t s) {
   byte_shuffle(shuffle_kernels(), src, dst, nbytes, s);
 }
@@ -103,6 +113,10 @@ void bit_shuffle(const void* src, void* dst, std::size_t nbytes, std::size_t s) 
 }
 void bit_unshuffle(const void* src, void* dst, std::size_t nbytes, std::size_t s) {
   bit_unshuffle(shuffle_kernels(), src, dst, nbytes, s);
+}
+
+void bit_unshuffle_stream(const void* src, void* dst, std::size_t nbytes, std::size_t s) {
+  bit_unshuffle_stream(shuffle_kernels(), src, dst, nbytes, s);
 }
 
 }  // namespace ringpress

@@ -92,8 +92,12 @@ void bit_unshuffle_generic(const std::uint8_t* src, std::uint8_t* dst, std::size
   }
 }
 
-const ShuffleKernels kGeneric = {
-    "generic",           byte_shuffle_generic,  byte_unshuffle_generic,
-    bit_shuffle_generic, bit_unshuffle_generic, byte_unshuffle_planes_generic};
+const ShuffleKernels kGeneric = {"generic",
+                                 byte_shuffle_generic,
+                                 byte_unshuffle_generic,
+                                 bit_shuffle_generic,
+                                 bit_unshuffle_generic,
+                                 byte_unshuffle_planes_generic,
+                                 bit_unshuffle_generic};
 
 }  // namespace ringpress::shuffle_isa

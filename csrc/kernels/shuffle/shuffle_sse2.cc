@@ -354,7 +354,12 @@ void bit_unshuffle_sse2(const u8* src, u8* dst, usize n, usize s) {
 
 }  // namespace
 
-const ShuffleKernels kSSE2 = {"sse2",           byte_shuffle_sse2,  byte_unshuffle_sse2,
-                              bit_shuffle_sse2, bit_unshuffle_sse2, byte_unshuffle_planes_sse2};
+const ShuffleKernels kSSE2 = {"sse2",
+                              byte_shuffle_sse2,
+                              byte_unshuffle_sse2,
+                              bit_shuffle_sse2,
+                              bit_unshuffle_sse2,
+                              byte_unshuffle_planes_sse2,
+                              bit_unshuffle_sse2};
 
 }  // namespace ringpress::shuffle_isa

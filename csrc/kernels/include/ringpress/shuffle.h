@@ -40,6 +40,9 @@ struct ShuffleKernels {
   ShuffleFn bit_shuffle;
   ShuffleFn bit_unshuffle;
   UnshufflePlanesFn byte_unshuffle_planes;
+  // bit_unshuffle's bytes with non-temporal stores where the level has them (AVX2, AVX-512) and a
+  // head of 8k elements aligns the output; else the plain kernel. For large outputs, as above.
+  ShuffleFn bit_unshuffle_stream;
 };
 
 // The table for one level, or nullptr when that level is not built or not supported here.
@@ -56,6 +59,8 @@ void byte_unshuffle_planes(const std::uint8_t* const* planes, void* dst, std::si
                            std::size_t elemsize, bool stream);
 void bit_shuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
 void bit_unshuffle(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
+// bit_unshuffle through ShuffleKernels::bit_unshuffle_stream (the same bytes).
+void bit_unshuffle_stream(const void* src, void* dst, std::size_t nbytes, std::size_t elemsize);
 // The same with an explicit table (tests compare levels through these).
 void byte_shuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
                   std::size_t elemsize);
@@ -67,6 +72,8 @@ void bit_shuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_
                  std::size_t elemsize);
 void bit_unshuffle(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
                    std::size_t elemsize);
+void bit_unshuffle_stream(const ShuffleKernels& k, const void* src, void* dst, std::size_t nbytes,
+                          std::size_t elemsize);
 
 namespace shuffle_isa {
 // Defined in csrc/codecs/shuffle/shuffle_<isa>.cc; only referenced when that ISA is built.
