@@ -155,7 +155,11 @@ void scatter_add(const std::uint32_t* idx, const float* val, std::size_t count, 
   std::uint32_t mx = 0;
   for (std::size_t i = 0; i < count; ++i) mx = std::max(mx, idx[i]);
   RP_ENFORCE_LT(std::size_t{mx}, n, UsageError, "scatter index out of range");
-  for (std::size_t i = 0; i < count; ++i) dense[idx[i]] += val[i];
+  constexpr std::size_t kAhead = 32;  // scattered lines of a large dense: misses in flight
+  for (std::size_t i = 0; i < count; ++i) {
+    if (i + kAhead < count) __builtin_prefetch(dense + idx[i + kAhead], 1);
+    dense[idx[i]] += val[i];
+  }
 }
 
 }  // namespace ringpress::topk

@@ -145,7 +145,9 @@ void SparseCodec::fix_residual(float* r) {
     quant::fp16_to_fp32(h_.data(), k, val_.data());
     sent = val_.data();
   }
+  constexpr std::size_t kAhead = 32;  // scattered lines of a large r: several misses in flight
   for (std::size_t j = 0; j < k; ++j) {
+    if (j + kAhead < k) __builtin_prefetch(r + sv_.indices[j + kAhead], 1);
     const float v = sv_.values[j], d = sent[j];
     r[sv_.indices[j]] = std::memcmp(&v, &d, sizeof(float)) == 0 ? 0.0f : v - d;
   }
