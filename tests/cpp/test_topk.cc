@@ -302,6 +302,43 @@ TEST(TopK, IndexCodecRoundTrip) {
   EXPECT_EQ(back, idx);
 }
 
+// decode_indices_add is decode_indices then scatter_add of the values (read at any alignment),
+// bit for bit, across block boundaries; a bad stream raises WireFormatError, and an index past
+// the universe is caught before its block touches dense.
+TEST(TopK, DecodeIndicesAddEqualsDecodeThenScatterAdd) {
+  std::mt19937 rng(5);
+  const std::size_t universe = 300001;
+  for (double density : {0.0, 0.0005, 0.01, 0.4}) {
+    std::vector<std::uint32_t> idx;
+    for (std::size_t i = 0; i < universe; ++i)
+      if (std::uniform_real_distribution<double>(0, 1)(rng) < density)
+        idx.push_back(static_cast<std::uint32_t>(i));
+    std::vector<float> val(idx.size());
+    for (auto& v : val) v = std::normal_distribution<float>(0, 1)(rng);
+    std::vector<std::uint8_t> buf(indices_max_encoded_size(idx.size()));
+    buf.resize(encode_indices(idx.data(), idx.size(), universe, buf.data(), buf.size()));
+    std::vector<unsigned char> vals(val.size() * 4 + 1);  // values at an odd address
+    if (!val.empty()) std::memcpy(vals.data() + 1, val.data(), val.size() * 4);
+    std::vector<float> base(universe);
+    for (auto& v : base) v = std::normal_distribution<float>(0, 1)(rng);
+    std::vector<float> want = base, got = base;
+    scatter_add(idx.data(), val.data(), idx.size(), want.data(), universe);
+    ASSERT_EQ(decode_indices_add(buf.data(), buf.size(), universe, vals.data() + 1, got.data()),
+              idx.size());
+    ASSERT_EQ(0, std::memcmp(want.data(), got.data(), universe * 4)) << density;
+    if (idx.size() > 200) {
+      std::vector<float> d = base;  // the universe one short of the last index: caught first
+      EXPECT_THROW(
+          decode_indices_add(buf.data(), buf.size(), idx.back(), vals.data() + 1, d.data()),
+          WireFormatError);
+      auto cut = buf;
+      cut.pop_back();
+      EXPECT_THROW(decode_indices_add(cut.data(), cut.size(), universe, vals.data() + 1, d.data()),
+                   WireFormatError);
+    }
+  }
+}
+
 TEST(TopK, IndexCodecRejectsBadInput) {
   std::vector<std::uint8_t> buf(64);
   const std::vector<std::uint32_t> bad_order = {1, 1};

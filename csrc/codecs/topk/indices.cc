@@ -9,8 +9,10 @@
 // 32-bit wrap-around; increase is structural), or bytes left after the last block; UsageError
 // when count > out_capacity. On error, out[] may have been partly written.
 // Cost: encode and decode are one pass over the indices (a 64-bit bit accumulator).
-// scatter_add validates every index (< n) before touching dense, then adds.
+// scatter_add validates every index (< n) before touching dense, then adds. decode_indices_add
+// decodes and adds in the same pass, a checked block of 128 at a time (no index array).
 #include <algorithm>
+#include <cstring>
 #include <limits>
 
 #include "ringpress/error.h"
@@ -105,17 +107,24 @@ std::size_t indices_decoded_count(const void* in, std::size_t len) {
          std::size_t{p[3]} << 24;
 }
 
-std::size_t decode_indices(const void* in, std::size_t len, std::size_t universe,
-                           std::uint32_t* out, std::size_t out_capacity) {
+namespace {
+
+// Decodes the stream block by block (up to kBlock indices into idx, all checked < universe) and
+// hands each block to on_block(idx, first, m) before decoding the next. WireFormatError on any
+// malformation, UsageError if the count exceeds capacity; the blocks already handed over stay
+// handed over. Returns the count.
+template <class OnBlock>
+std::size_t decode_blocks(const void* in, std::size_t len, std::size_t universe,
+                          std::size_t capacity, OnBlock&& on_block) {
   const std::size_t count = indices_decoded_count(in, len);
   ScopedErrorContext ctx("topk.decode_indices");
   RP_ENFORCE_LE(std::uint64_t{universe}, kMaxUniverse, UsageError, "indices are uint32");
   RP_ENFORCE_LE(count, universe, WireFormatError, "index count exceeds the universe");
-  RP_ENFORCE_LE(count, out_capacity, UsageError, "output too small for the decoded indices");
-  RP_ENFORCE(count == 0 || out != nullptr, UsageError, "out is null");
+  RP_ENFORCE_LE(count, capacity, UsageError, "output too small for the decoded indices");
   const auto* p = static_cast<const std::uint8_t*>(in);
   std::size_t pos = 4;
   std::uint64_t next = 0;  // smallest value the next index may take (prev + 1)
+  std::uint32_t idx[kBlock];
   for (std::size_t b = 0; b < count; b += kBlock) {
     const std::size_t m = std::min(count - b, kBlock);
     RP_ENFORCE_LT(pos, len, WireFormatError, "index stream truncated (block width)");
@@ -135,16 +144,43 @@ std::size_t decode_indices(const void* in, std::size_t len, std::size_t universe
       const std::uint64_t v = next + (acc & mask);
       acc >>= w;
       bits -= w;
-      out[b + i] = static_cast<std::uint32_t>(v);
+      idx[i] = static_cast<std::uint32_t>(v);
       next = v + 1;
     }
     // Values increase within the block, so checking the last one bounds them all.
     RP_ENFORCE_LE(next, std::uint64_t{universe}, WireFormatError, "index out of range (universe ",
                   universe, ")");
+    on_block(idx, b, m);
     pos += nb;
   }
   RP_ENFORCE_EQ(pos, len, WireFormatError, "trailing bytes after the index stream");
   return count;
+}
+
+}  // namespace
+
+std::size_t decode_indices(const void* in, std::size_t len, std::size_t universe,
+                           std::uint32_t* out, std::size_t out_capacity) {
+  RP_ENFORCE(out != nullptr || out_capacity == 0, UsageError, "out is null");
+  return decode_blocks(in, len, universe, out_capacity,
+                       [&](const std::uint32_t* idx, std::size_t b, std::size_t m) {
+                         std::memcpy(out + b, idx, m * sizeof(std::uint32_t));
+                       });
+}
+
+std::size_t decode_indices_add(const void* in, std::size_t len, std::size_t universe,
+                               const void* values, float* dense) {
+  const auto* v = static_cast<const unsigned char*>(values);
+  return decode_blocks(in, len, universe, universe,
+                       [&](const std::uint32_t* idx, std::size_t b, std::size_t m) {
+                         for (std::size_t i = 0; i < m; ++i) {
+                           // scattered lines of a large dense: several misses in flight
+                           if (i + 16 < m) __builtin_prefetch(dense + idx[i + 16], 1);
+                           float x;
+                           std::memcpy(&x, v + (b + i) * sizeof(float), sizeof(float));
+                           dense[idx[i]] += x;
+                         }
+                       });
 }
 
 void scatter_add(const std::uint32_t* idx, const float* val, std::size_t count, float* dense,

@@ -88,6 +88,10 @@ void SparseCodec::decode(const void* in, std::size_t len, void* dst, std::size_t
   RP_ENFORCE(k <= count && (len - 8 - ib) == k * vsize, WireFormatError, "a sparse payload with ",
              k, " indices but ", len - 8 - ib, " value bytes (", vsize, " per value, ", count,
              " elements)");
+  if (reduce && !half_) {  // one pass: each block of indices decoded, checked, then added
+    if (k > 0) topk::decode_indices_add(p + 8, ib, count, p + 8 + ib, dense);
+    return;
+  }
   if (k > 0) {
     idx_.resize(k);
     val_.resize(k);

@@ -103,6 +103,12 @@ std::size_t indices_decoded_count(const void* in, std::size_t len);
 // any malformation (see above); UsageError if count > out_capacity.
 std::size_t decode_indices(const void* in, std::size_t len, std::size_t universe,
                            std::uint32_t* out, std::size_t out_capacity);
+// Decodes the stream as decode_indices does and adds float32 value j (little-endian, read from
+// values + 4 j, any alignment; the caller guarantees count of them) at index j: dense[idx_j] +=
+// value_j, one block of 128 at a time, each block's indices checked (< universe) before it is
+// added. On WireFormatError the blocks before the bad one have been added. Returns the count.
+std::size_t decode_indices_add(const void* in, std::size_t len, std::size_t universe,
+                               const void* values, float* dense);
 
 // dense[idx[i]] += val[i] for i < count (csrc/codecs/topk/indices.cc). Duplicate indices add up.
 // All indices are validated (< n) before dense is touched: UsageError leaves dense unchanged.
