@@ -8,8 +8,9 @@
 // nearest even) with the parameter values = "fp16". Decode requires n <= 2^32 - 1 (u32 indices),
 // I <= len - 8, m <= n, every index < n, and len - 8 - I = m x (4 or 2) exactly (so the m entries
 // it buffers are justified by the bytes present; else WireFormatError); decode+reduce adds the
-// values at their indices (a scatter-add), plain decode writes them there (bit for bit, -0.0
-// included) and zeros elsewhere.
+// values at their indices (a scatter-add; float32 values: decoded and added in one pass, a
+// checked block of 128 indices at a time, so a stream that fails later has added its earlier
+// blocks), plain decode writes them there (bit for bit, -0.0 included) and zeros elsewhere.
 // Error feedback (override of the generic helper, no decode pass): r = x, except at the sent
 // entries, where r = x - x' (x' the value as sent: 0 for float32 values, which go bit-exact, and
 // wherever x' is x bit for bit, e.g. +-Inf), so r = x - decode(payload).
