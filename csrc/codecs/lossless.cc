@@ -50,13 +50,16 @@ constexpr int kPlaneProfileMaxLevel = 3;
 constexpr int kPlaneHashLog = 9;
 constexpr int kPlaneMinMatch = 7;
 
-// Decoded frames of at least this size are written with non-temporal stores by the byte
-// unshuffle (ShuffleKernels::byte_unshuffle_planes): they exceed the caches, so ordinary stores
-// would first read every output line from memory. Measured on 64 MiB of fp32 gradients (one
-// thread, Intel Xeon at AVX2): decode 3.29-3.46 GB/s against 2.66-2.84 GB/s. (The encoder's
-// output is read again by the block checksum, so it keeps ordinary stores: shuffling into a
-// scratch and streaming the raw planes out was slower, 1.6 against 1.8 GB/s.)
-constexpr std::size_t kStreamOutputBytes = std::size_t{16} << 20;
+// Decoded frames of at least this size are written with non-temporal stores by the unshuffle
+// (ShuffleKernels::byte_unshuffle_planes, bit_unshuffle_stream): they exceed the caches, so
+// ordinary stores would first read every output line from memory. Measured on fp32 gradients
+// (one thread, Intel Xeon at AVX2, decoding into the same buffer again and again), streaming
+// against ordinary stores: 64 MiB 3.13-3.48 against 2.61-2.72 GB/s, 32 MiB 3.63-3.95 against
+// 3.00-3.43, 24 MiB 4.14-4.24 against 3.40-4.16, 16 MiB 4.36-4.44 against 4.43-4.49 (there the
+// output still partly stays in cache). (The encoder's output is read again by the block
+// checksum, so it keeps ordinary stores: shuffling into a scratch and streaming the raw planes
+// out was slower, 1.6 against 1.8 GB/s.)
+constexpr std::size_t kStreamOutputBytes = std::size_t{24} << 20;
 
 enum class Profile { kDefault, kPlane };
 

@@ -55,24 +55,27 @@ TEST(Lossless, RoundTripEveryMode) {
   }
 }
 
-// A frame of 16 MiB and more is decoded with non-temporal stores (byte shuffled blocks, from
-// the first aligned output vector on): the same bytes at any output alignment, and nothing past
-// the end, with one and two threads.
+// A frame of 24 MiB and more (kStreamOutputBytes) is decoded with non-temporal stores (byte and
+// bit shuffled blocks, from the first aligned output vector on): the same bytes at any output
+// alignment, and nothing past the end, with one and two threads.
 TEST(Lossless, LargeFramesDecodeTheSameAtAnyAlignment) {
-  const std::size_t n = (std::size_t{16} << 20) / 4 + 5;
+  const std::size_t n = (std::size_t{24} << 20) / 4 + 5;
   const auto x = gradient_like(n, 2);
-  LosslessOptions o;
-  o.shuffle = ShuffleMode::kByte;
-  const auto frame = encode(x, o);
-  for (std::size_t off : {0, 4, 8, 16, 20, 36}) {
-    for (int threads : {1, 2}) {
-      std::vector<std::uint8_t> buf(n * 4 + 128, 0xA5);
-      std::uint8_t* dst =
-          buf.data() + (64 - reinterpret_cast<std::uintptr_t>(buf.data()) % 64) % 64 + off;
-      lossless_decode(frame.data(), frame.size(), dst, n * 4, threads);
-      ASSERT_EQ(std::memcmp(x.data(), dst, n * 4), 0) << "offset " << off << " threads " << threads;
-      for (std::uint8_t* p = dst + n * 4; p < buf.data() + buf.size(); ++p) ASSERT_EQ(*p, 0xA5);
-      for (std::uint8_t* p = buf.data(); p < dst; ++p) ASSERT_EQ(*p, 0xA5);
+  for (ShuffleMode mode : {ShuffleMode::kByte, ShuffleMode::kBit, ShuffleMode::kAuto}) {
+    LosslessOptions o;
+    o.shuffle = mode;
+    const auto frame = encode(x, o);
+    for (std::size_t off : {0, 4, 8, 16, 20, 36}) {
+      for (int threads : {1, 2}) {
+        std::vector<std::uint8_t> buf(n * 4 + 128, 0xA5);
+        std::uint8_t* dst =
+            buf.data() + (64 - reinterpret_cast<std::uintptr_t>(buf.data()) % 64) % 64 + off;
+        lossless_decode(frame.data(), frame.size(), dst, n * 4, threads);
+        ASSERT_EQ(std::memcmp(x.data(), dst, n * 4), 0)
+            << "shuffle " << int(mode) << " offset " << off << " threads " << threads;
+        for (std::uint8_t* p = dst + n * 4; p < buf.data() + buf.size(); ++p) ASSERT_EQ(*p, 0xA5);
+        for (std::uint8_t* p = buf.data(); p < dst; ++p) ASSERT_EQ(*p, 0xA5);
+      }
     }
   }
 }
