@@ -388,21 +388,27 @@ void bit_shuffle_s(const u8* src, u8* dst, usize n) {
   }
 }
 
+// One block of kBlockBytes / S elements starting at element i: the planes' spans of it into
+// the L1-resident buffer tmp (prefetching the next block's), then unshuffled from there.
+template <int S, bool NT = false>
+inline void bit_unshuffle_block(const u8* src, u8* dst, usize i, usize pb, u8* tmp) {
+  const usize span = kBlockBytes / S / 8;
+  for (usize p = 0; p < 8 * S; ++p) {
+    const u8* in = src + p * pb + i / 8;
+    prefetch_span(in + span, span);
+    copy_span(tmp + p * span, in, span);
+  }
+  bit_unshuffle_run<S, NT>(tmp, dst + i * S, kBlockBytes / S, span);
+}
+
 template <int S>
 void bit_unshuffle_s(const u8* src, u8* dst, usize n) {
-  const usize kBlock = kBlockBytes / S, pb = n / 8, span = kBlock / 8;
+  const usize kBlock = kBlockBytes / S, pb = n / 8;
   if (n < 256) return bit_unshuffle_small<S>(src, dst, n, pb);
   if (n <= kBlock) return bit_unshuffle_run<S>(src, dst, n, pb);
   alignas(64) u8 tmp[kBlockBytes];
-  for (usize i = 0; i < n; i = next_block(i, n, kBlock)) {
-    for (usize p = 0; p < 8 * S; ++p) {
-      const u8* in = src + p * pb + i / 8;
-      prefetch_span(in + span, span);
-      copy_span(tmp + p * span, in, span);
-    }
-
-    bit_unshuffle_run<S>(tmp, dst + i * S, kBlock, span);
-  }
+  for (usize i = 0; i < n; i = next_block(i, n, kBlock))
+    bit_unshuffle_block<S>(src, dst, i, pb, tmp);
 }
 
 // Elements [from, to) (multiples of 8) of a bit unshuffle whose planes lie pb bytes apart.
@@ -430,18 +436,11 @@ void bit_unshuffle_range(const u8* src, u8* dst, usize pb, usize from, usize to)
 // after the last whole block go through the regular kernels, the whole blocks between stream.
 template <int S>
 void bit_unshuffle_stream_s(const u8* src, u8* dst, usize n, usize head) {
-  const usize kBlock = kBlockBytes / S, pb = n / 8, span = kBlock / 8;
+  const usize kBlock = kBlockBytes / S, pb = n / 8;
   bit_unshuffle_range<S>(src, dst, pb, 0, head);
   alignas(64) u8 tmp[kBlockBytes];
   usize i = head;
-  for (; i + kBlock <= n; i += kBlock) {
-    for (usize p = 0; p < 8 * S; ++p) {
-      const u8* in = src + p * pb + i / 8;
-      prefetch_span(in + span, span);
-      copy_span(tmp + p * span, in, span);
-    }
-    bit_unshuffle_run<S, true>(tmp, dst + i * S, kBlock, span);
-  }
+  for (; i + kBlock <= n; i += kBlock) bit_unshuffle_block<S, true>(src, dst, i, pb, tmp);
   _mm_sfence();
   bit_unshuffle_range<S>(src, dst, pb, i, n);
 }
