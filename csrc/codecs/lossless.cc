@@ -166,12 +166,41 @@ void decode_payload(Codec c, const std::uint8_t* src, std::size_t n, std::uint8_
                 ": zstd payload decoded to the wrong size");
 }
 
-// Shannon entropy (bits/byte) of up to ~4 KiB sampled evenly from p[0, n).
-double sampled_entropy(const std::uint8_t* p, std::size_t n, double* zero_fraction = nullptr) {
+// The sample the block predictors look at: kSampleChunks chunks of kSampleChunk bytes spread
+// evenly over p[0, n) (all of it when n is at most kSampleBytes). fn(chunk, bytes) per chunk.
+constexpr std::size_t kSampleChunks = 32, kSampleChunk = 128;
+constexpr std::size_t kSampleBytes = kSampleChunks * kSampleChunk;
+
+template <typename Fn>
+void for_each_sample_chunk(const std::uint8_t* p, std::size_t n, Fn&& fn) {
+  if (n <= kSampleBytes) {
+    fn(p, n);
+    return;
+  }
+  const std::size_t stride = (n - kSampleChunk) / (kSampleChunks - 1);
+  // All chunks' lines requested first: a block not yet in cache then costs about one memory
+  // latency instead of one per chunk.
+  for (std::size_t c = 0; c < kSampleChunks; ++c)
+    for (std::size_t j = 0; j < kSampleChunk; j += 64) __builtin_prefetch(p + c * stride + j);
+  for (std::size_t c = 0; c < kSampleChunks; ++c) fn(p + c * stride, kSampleChunk);
+}
+
+// c * log2(c) for every count a sample can hold, so the entropy needs no log per symbol.
+const double* count_log_table() {
+  static const std::vector<double> table = [] {
+    std::vector<double> t(kSampleBytes + 1, 0.0);
+    for (std::size_t c = 2; c <= kSampleBytes; ++c) t[c] = double(c) * std::log2(double(c));
+    return t;
+  }();
+  return table.data();
+}
+
+// Shannon entropy (bits/byte) of the sample of p[0, n):
+// log2(N) - sum(c * log2 c) / N over the byte counts c of the N sampled bytes.
+double sampled_entropy(const std::uint8_t* p, std::size_t n) {
   std::uint32_t hist[4][256] = {};
-  constexpr std::size_t kChunks = 32, kChunk = 128;
   std::size_t total = 0;
-  auto add = [&](const std::uint8_t* q, std::size_t m) {
+  for_each_sample_chunk(p, n, [&](const std::uint8_t* q, std::size_t m) {
     std::size_t j = 0;
     for (; j + 4 <= m; j += 4) {
       ++hist[0][q[j]];
@@ -181,31 +210,22 @@ double sampled_entropy(const std::uint8_t* p, std::size_t n, double* zero_fracti
     }
     for (; j < m; ++j) ++hist[0][q[j]];
     total += m;
-  };
-  if (n <= kChunks * kChunk) {
-    add(p, n);
-  } else {
-    const std::size_t stride = (n - kChunk) / (kChunks - 1);
-    // All chunks' lines requested first: a block not yet in cache then costs about one memory
-    // latency instead of one per chunk.
-    for (std::size_t c = 0; c < kChunks; ++c)
-      for (std::size_t j = 0; j < kChunk; j += 64) __builtin_prefetch(p + c * stride + j);
-    for (std::size_t c = 0; c < kChunks; ++c) add(p + c * stride, kChunk);
-  }
+  });
   if (total == 0) return 0.0;
-  double h = 0.0;
-  const double inv = 1.0 / double(total);
-  for (int v = 0; v < 256; ++v) {
-    const std::uint32_t cnt = hist[0][v] + hist[1][v] + hist[2][v] + hist[3][v];
-    if (cnt) {
-      const double q = cnt * inv;
-      h -= q * std::log2(q);
-    }
-  }
-  if (zero_fraction) {
-    *zero_fraction = double(hist[0][0] + hist[1][0] + hist[2][0] + hist[3][0]) * inv;
-  }
-  return h;
+  const double* clog = count_log_table();
+  double sum = 0.0;
+  for (int v = 0; v < 256; ++v) sum += clog[hist[0][v] + hist[1][v] + hist[2][v] + hist[3][v]];
+  return std::log2(double(total)) - sum / double(total);
+}
+
+// The fraction of zero bytes in the sample of p[0, n).
+double sampled_zero_fraction(const std::uint8_t* p, std::size_t n) {
+  std::size_t zeros = 0, total = 0;
+  for_each_sample_chunk(p, n, [&](const std::uint8_t* q, std::size_t m) {
+    for (std::size_t j = 0; j < m; ++j) zeros += q[j] == 0;
+    total += m;
+  });
+  return total ? double(zeros) / double(total) : 0.0;
 }
 
 // Does coding this plane with zstd pay? Its sampled byte entropy predicts zstd's entropy stage.
@@ -271,9 +291,7 @@ std::size_t encode_block(const EncodeJob& J, std::size_t i, std::uint8_t* out, B
       set_raw();
     }
   } else {  // auto, elemsize > 1
-    double zeros = 0.0;
-    sampled_entropy(blk, len, &zeros);
-    if (zeros >= kSparseZeroFraction || len % J.s != 0) {
+    if (sampled_zero_fraction(blk, len) >= kSparseZeroFraction || len % J.s != 0) {
       // Sparse (e.g. top-k output): unshuffled or byte-shuffled? Decide by a trial on a sample
       // of the block, then code the whole block once with the winner.
       Filter f = Filter::kNone;
