@@ -3,8 +3,10 @@
 //     (allreduce_hier.cc): intra-host reduce-scatter, inter-host allreduce of each local rank's
 //     block, intra-host allgather; compression only on the inter-host step.
 //   * otherwise one flat group (allreduce_flat): recursive doubling at or below the small-message
-//     threshold, else the pipelined ring (or the request's codec schedule), over the ranks in
-//     host order (group.h), so a ring crosses between hosts once per host.
+//     threshold; above it, in a power-of-two group of 4+ ranks, recursive halving up to the
+//     halving threshold (allreduce_halving.cc); else the pipelined ring (or the request's codec
+//     schedule); the last two over the ranks in host order (group.h), so a ring crosses between
+//     hosts once per host.
 // RINGPRESS_TOPOLOGY=flat keeps the rank-order ring of every size (no hierarchy, no reordering).
 // Cost: that of the algorithm chosen (allreduce_small.cc, allreduce_ring.cc, ring_codec.cc,
 // allreduce_sparse.cc, allreduce_hier.cc); avg adds one local pass and no communication. A fused
@@ -40,20 +42,37 @@ std::uint64_t split_digest(const std::vector<std::size_t>& sizes) {
 void allreduce_flat(const OpContext& oc, const AllreduceOptions& o) {
   const std::size_t bytes = o.count * dtype_size(o.dtype);
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
-  AllreduceAlgo algo = o.algo;
+  const std::size_t halving = o.halving_bytes ? o.halving_bytes : default_halving_bytes();
+  const int P = oc.ctx.size();
+  const bool pow2 = P >= 4 && (P & (P - 1)) == 0;
+  const bool plain = o.compression.kind == WireCompression::kNone;
+  const CodecInfo* codec = plain ? nullptr : find_codec(static_cast<int>(o.compression.kind));
+  // Plain requests and exact codecs (lossless) share the choice below, so lossless gives plain's
+  // bits at every size; a lossy codec always runs its codec's schedule (the ring or allgather).
+  const bool exact = plain || codec->exact;
+  AllreduceAlgo algo = exact ? o.algo : AllreduceAlgo::kRing;
   if (algo == AllreduceAlgo::kAuto) {
-    algo = bytes <= small ? AllreduceAlgo::kRecursiveDoubling : AllreduceAlgo::kRing;
+    algo = bytes <= small             ? AllreduceAlgo::kRecursiveDoubling
+           : pow2 && bytes <= halving ? AllreduceAlgo::kHalving
+                                      : AllreduceAlgo::kRing;
   }
-  if (o.compression.kind == WireCompression::kNone && algo == AllreduceAlgo::kRecursiveDoubling) {
-    allreduce_recursive_doubling(oc, o);  // log2 P rounds: the order of ranks matters little
+  RP_ENFORCE(algo != AllreduceAlgo::kHalving || pow2, UsageError,
+             "recursive halving needs a power-of-two group of 4 or more ranks, this one has ", P);
+  if (algo == AllreduceAlgo::kRecursiveDoubling) {
+    // log2 P rounds: the order of ranks matters little. Uncompressed also under lossless: a
+    // small message gains nothing from a codec.
+    allreduce_recursive_doubling(oc, o);
     return;
   }
-  // The ring schedules, in host order when ranks share hosts (rank order otherwise).
+  // The ring schedules and recursive halving, in host order when ranks share hosts (rank order
+  // otherwise): the ring crosses between hosts once per host, and halving's largest exchange
+  // (with r XOR 1) stays on a host.
   in_ring_order(oc, nullptr, nullptr, [&](const OpContext& ordered) {
-    if (o.compression.kind == WireCompression::kNone) {
+    if (algo == AllreduceAlgo::kHalving) {
+      allreduce_halving(ordered, o);  // with the exact codec, if any, on every message
+    } else if (plain) {
       allreduce_ring(ordered, o);
-    } else if (find_codec(static_cast<int>(o.compression.kind))->schedule ==
-               CodecSchedule::kAllgather) {
+    } else if (codec->schedule == CodecSchedule::kAllgather) {
       allreduce_sparse(ordered, o);
     } else {
       allreduce_ring_compressed(ordered, o);
@@ -65,9 +84,12 @@ bool use_hierarchy(const Context& ctx, const AllreduceOptions& o) {
   if (o.algo == AllreduceAlgo::kRing || o.algo == AllreduceAlgo::kRecursiveDoubling) return false;
   const Topology& t = ctx.topology();
   if (t.hosts < 2 || t.hosts == ctx.size() || !t.uniform() || !topology_aware()) return false;
-  // Small plain messages: recursive doubling's log2 P rounds beat three phases.
+  // Small plain messages: recursive doubling's log2 P rounds beat three phases. Exact codecs
+  // (lossless) choose as plain does, so their bits stay plain's.
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
-  return o.compression.kind != WireCompression::kNone || o.count * dtype_size(o.dtype) > small;
+  const bool lossy = o.compression.kind != WireCompression::kNone &&
+                     !find_codec(static_cast<int>(o.compression.kind))->exact;
+  return lossy || o.count * dtype_size(o.dtype) > small;
 }
 
 void allreduce(const OpContext& oc, const AllreduceOptions& o) {

@@ -22,6 +22,11 @@ std::size_t default_small_bytes() {
   return v;
 }
 
+std::size_t default_halving_bytes() {
+  static const std::size_t v = env::positive("RINGPRESS_HALVING_BYTES");
+  return v;
+}
+
 namespace ring {
 
 void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off,

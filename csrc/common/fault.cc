@@ -24,14 +24,24 @@ struct Spec {
   std::atomic<long> hits{0};
 };
 
-const char* const kPoints[] = {"rendezvous",     "ring.reduce_scatter",
-                               "ring.allgather", "recursive_doubling",
-                               "broadcast",      "barrier",
-                               "send",           "ring.encode",
-                               "ring.decode",    "sparse.encode",
-                               "recovery.mesh",  "recovery.agree",
-                               "recovery.round", "grow.list",
-                               "send.ref"};
+const char* const kPoints[] = {"rendezvous",
+                               "ring.reduce_scatter",
+                               "ring.allgather",
+                               "recursive_doubling",
+                               "broadcast",
+                               "barrier",
+                               "send",
+                               "ring.encode",
+                               "ring.decode",
+                               "sparse.encode",
+                               "recovery.mesh",
+                               "recovery.agree",
+                               "recovery.round",
+                               "grow.list",
+                               "send.ref",
+                               "halving.reduce_scatter",
+                               "halving.allgather",
+                               "halving.encode"};
 
 Spec& spec() {
   static Spec* s = [] {
@@ -66,7 +76,8 @@ Spec& spec() {
       RP_THROW(UsageError, "RINGPRESS_FAULT: unknown action '", action, "'");
     const bool on_send = sp->point == "send";
     const bool on_ref = sp->point == "send.ref";
-    const bool on_encode = sp->point == "ring.encode" || sp->point == "sparse.encode";
+    const bool on_encode =
+        sp->point == "ring.encode" || sp->point == "sparse.encode" || sp->point == "halving.encode";
     RP_ENFORCE(sp->action != Action::kGarbage || on_send || on_ref, UsageError,
                "RINGPRESS_FAULT: 'garbage' needs the point 'send' or 'send.ref'");
     RP_ENFORCE(sp->action != Action::kTruncate || on_send, UsageError,

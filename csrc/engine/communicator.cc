@@ -370,6 +370,7 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
   o.op = op;
   o.segment_bytes = opts_.segment_bytes;
   o.small_bytes = opts_.small_bytes;
+  o.halving_bytes = opts_.halving_bytes;
   o.compression = compression;
   o.residual = residual;
   // Argument errors surface here, before anything is queued or sent. Error feedback: the sparse
@@ -431,6 +432,7 @@ Communicator::WorkPtr Communicator::allreduce_coalesced(
   o.op = op;
   o.segment_bytes = opts_.segment_bytes;
   o.small_bytes = opts_.small_bytes;
+  o.halving_bytes = opts_.halving_bytes;
   const std::size_t es = dtype_size(dtype);
   return submit(
       "allreduce_coalesced", total * es,

@@ -277,30 +277,31 @@ void bind_comm(py::module_& m) {
       .def_property_readonly("name", &rp::Work::name);
 
   py::class_<rp::Communicator, std::shared_ptr<rp::Communicator>>(m, "Communicator")
-      .def(
-          py::init([](py::object store, int rank, int size, const std::string& transport,
-                      double timeout_s, const std::string& bind_addr, const std::string& route_hint,
-                      const std::string& secret, const std::string& timeline,
-                      std::size_t segment_bytes, std::size_t small_bytes,
-                      std::size_t shm_ring_bytes, int spin_us, const std::string& encrypt) {
-            rp::CommOptions o =
-                comm_options(transport, timeout_s, bind_addr, route_hint, secret, encrypt);
-            o.context.rank = rank;
-            o.context.size = size;
-            if (shm_ring_bytes) o.context.shm_ring_bytes = shm_ring_bytes;
-            if (spin_us >= 0) o.context.spin_us = spin_us;
-            o.timeline_path = timeline;
-            o.segment_bytes = segment_bytes;
-            o.small_bytes = small_bytes;
-            auto st = as_store(std::move(store));
-            py::gil_scoped_release nogil;
-            return std::make_shared<rp::Communicator>(st, o);
-          }),
-          py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("transport") = "",
-          py::arg("timeout") = 0.0, py::arg("bind_addr") = "", py::arg("route_hint") = "",
-          py::arg("secret") = "", py::arg("timeline") = "", py::arg("segment_bytes") = 0,
-          py::arg("small_bytes") = 0, py::arg("shm_ring_bytes") = 0, py::arg("spin_us") = -1,
-          py::arg("encrypt") = "")
+      .def(py::init([](py::object store, int rank, int size, const std::string& transport,
+                       double timeout_s, const std::string& bind_addr,
+                       const std::string& route_hint, const std::string& secret,
+                       const std::string& timeline, std::size_t segment_bytes,
+                       std::size_t small_bytes, std::size_t shm_ring_bytes, int spin_us,
+                       const std::string& encrypt, std::size_t halving_bytes) {
+             rp::CommOptions o =
+                 comm_options(transport, timeout_s, bind_addr, route_hint, secret, encrypt);
+             o.context.rank = rank;
+             o.context.size = size;
+             if (shm_ring_bytes) o.context.shm_ring_bytes = shm_ring_bytes;
+             if (spin_us >= 0) o.context.spin_us = spin_us;
+             o.timeline_path = timeline;
+             o.segment_bytes = segment_bytes;
+             o.small_bytes = small_bytes;
+             o.halving_bytes = halving_bytes;
+             auto st = as_store(std::move(store));
+             py::gil_scoped_release nogil;
+             return std::make_shared<rp::Communicator>(st, o);
+           }),
+           py::arg("store"), py::arg("rank"), py::arg("size"), py::arg("transport") = "",
+           py::arg("timeout") = 0.0, py::arg("bind_addr") = "", py::arg("route_hint") = "",
+           py::arg("secret") = "", py::arg("timeline") = "", py::arg("segment_bytes") = 0,
+           py::arg("small_bytes") = 0, py::arg("shm_ring_bytes") = 0, py::arg("spin_us") = -1,
+           py::arg("encrypt") = "", py::arg("halving_bytes") = 0)
       .def_property_readonly("rank", &rp::Communicator::rank)
       .def_property_readonly("size", &rp::Communicator::size)
       .def("transport", &rp::Communicator::transport)

@@ -513,6 +513,7 @@ class Communicator:
         timeline: str | None = None,
         segment_bytes: int | None = None,
         small_bytes: int | None = None,
+        halving_bytes: int | None = None,
         shm_ring_bytes: int | None = None,
         prefix: str | None = None,
         recovery: str | None = None,
@@ -548,6 +549,7 @@ class Communicator:
             timeline=timeline or "",
             segment_bytes=int(segment_bytes or 0),
             small_bytes=int(small_bytes or 0),
+            halving_bytes=int(halving_bytes or 0),
             shm_ring_bytes=int(shm_ring_bytes or 0),
         )
         self._store = base

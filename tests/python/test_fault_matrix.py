@@ -66,6 +66,12 @@ CASES += [("sparse.encode", "kill", "topk")]
 # int8 segment's scales, the top-k payload's index length must each catch it.
 CASES += [("ring.encode", "corrupt", k) for k in ("lossless", "int8")]
 CASES += [("sparse.encode", "corrupt", "topk")]
+# Recursive halving (allreduce_halving.cc) runs in power-of-two groups of 4+: these cases run 4
+# ranks, where the 4 MiB `big` buffer and the lossless `grad` take it.
+HALVING_CASES = [
+    (p, a, KINDS) for p in ("halving.reduce_scatter", "halving.allgather") for a in ("kill", "stop")
+]
+HALVING_CASES += [("halving.encode", "corrupt", "lossless")]
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
@@ -79,8 +85,20 @@ def test_fault(point, action, kinds, transport):
         _run_case(point, action, kinds, transport)
 
 
-def _run_case(point, action, kinds, transport):
+@pytest.mark.parametrize("transport", ["shm", "tcp"])
+@pytest.mark.parametrize(
+    "point,action,kinds",
+    HALVING_CASES,
+    ids=[f"{p}-{a}" + ("" if k == KINDS else f"-{k}") for p, a, k in HALVING_CASES],
+)
+def test_fault_in_halving(point, action, kinds, transport):
+    for _ in range(REPEAT):
+        _run_case(point, action, kinds, transport, nranks=4)
+
+
+def _run_case(point, action, kinds, transport, nranks=3):
     victim = 1
+    survivors = [r for r in range(nranks) if r != victim]
     env = {
         "RP_TEST_NO_COMM": "1",
         "RP_T": str(TIMEOUT),
@@ -89,14 +107,22 @@ def _run_case(point, action, kinds, transport):
     }
     spec = f"{point}:{action}" if point == "rendezvous" else f"{point}:{action}:2"
     t0 = time.monotonic()
-    procs, path, _ = start_ranks(3, BODY, env=env, rank_env={victim: {"RINGPRESS_FAULT": spec}})
+    procs, path, _ = start_ranks(
+        nranks, BODY, env=env, rank_env={victim: {"RINGPRESS_FAULT": spec}}
+    )
     # Survivors first; a stopped victim is then killed (SIGKILL works on a stopped process).
-    out = dict(zip([0, 2], collect([procs[0], procs[2]], path, timeout=TIMEOUT + 25), strict=False))
+    out = dict(
+        zip(
+            survivors,
+            collect([procs[r] for r in survivors], path, timeout=TIMEOUT + 25),
+            strict=False,
+        )
+    )
     elapsed = time.monotonic() - t0
     if action == "stop":
         procs[victim].kill()
     out[victim] = collect([procs[victim]], path, timeout=10)[0]
-    for r in (0, 2):
+    for r in survivors:
         o = out[r]
         assert o.returncode == 0, (
             f"rank {r} crashed or hung (rc {o.returncode}): {o.stderr[-1500:]}"

@@ -39,8 +39,14 @@ struct OpContext {
   StageTimes* stages = nullptr;  // per-stage time and byte counters (engine.h), or nullptr
 };
 
-// kAuto: by topology and size (allreduce.cc); kRing and kRecursiveDoubling: that flat algorithm.
-enum class AllreduceAlgo : std::uint8_t { kAuto = 0, kRing = 1, kRecursiveDoubling = 2 };
+// kAuto: by topology and size (allreduce.cc); kRing, kRecursiveDoubling, kHalving: that flat
+// algorithm (kHalving: plain and exact codecs only).
+enum class AllreduceAlgo : std::uint8_t {
+  kAuto = 0,
+  kRing = 1,
+  kRecursiveDoubling = 2,
+  kHalving = 3,  // recursive halving + doubling (Rabenseifner); power-of-two groups
+};
 
 // Compression on the wire for allreduce: one of the registered wire codecs (ringpress/codec.h),
 // carried by the schedule its row names: the compressed ring (ring_codec.cc: every segment
@@ -56,9 +62,11 @@ struct CompressionOptions : CodecParams {
 // Raises UsageError when `c` cannot apply to dtype/op (lossy kinds: float32 with sum or avg).
 void check_compression(const CompressionOptions& c, DType dtype, ReduceOp op);
 
-// Default tuning (overridable per call; env RINGPRESS_SEGMENT_BYTES, RINGPRESS_SMALL_BYTES).
+// Default tuning (overridable per call; env RINGPRESS_SEGMENT_BYTES, RINGPRESS_SMALL_BYTES,
+// RINGPRESS_HALVING_BYTES).
 std::size_t default_segment_bytes();
 std::size_t default_small_bytes();
+std::size_t default_halving_bytes();
 
 struct AllreduceOptions {
   void* data = nullptr;  // in place
@@ -66,8 +74,11 @@ struct AllreduceOptions {
   DType dtype = DType::kF32;
   ReduceOp op = ReduceOp::kSum;
   AllreduceAlgo algo = AllreduceAlgo::kAuto;
-  std::size_t segment_bytes = 0;   // 0 = default
-  std::size_t small_bytes = 0;     // auto: recursive doubling at or below this size; 0 = default
+  std::size_t segment_bytes = 0;  // 0 = default
+  std::size_t small_bytes = 0;    // auto: recursive doubling at or below this size; 0 = default
+  // auto: recursive halving above small_bytes and up to this size where the group is a power of
+  // two of 4 or more ranks; 0 = default
+  std::size_t halving_bytes = 0;
   CompressionOptions compression;  // kNone: plain
   // Error feedback (the sparse codecs and the lossy ring kinds; none and lossless leave it
   // unchanged): `count` float32 values this rank failed to send last time; added to the input
@@ -87,11 +98,13 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o);
 // Allgather of each rank's whole payload, decoded and summed in rank order (allreduce_sparse.cc):
 // CodecSchedule::kAllgather (top-k).
 void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o);
-// The two flat algorithms (allreduce_ring.cc, allreduce_small.cc), the hierarchical one
-// (allreduce_hier.cc: several ranks on each of several hosts), and allreduce_flat: one group,
-// algorithm by size and codec, no avg division (allreduce.cc). allreduce() picks among them.
+// The three flat algorithms (allreduce_ring.cc, allreduce_small.cc, allreduce_halving.cc), the
+// hierarchical one (allreduce_hier.cc: several ranks on each of several hosts), and
+// allreduce_flat: one group, algorithm by size and codec, no avg division (allreduce.cc).
+// allreduce() picks among them.
 void allreduce_ring(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o);
+void allreduce_halving(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_hierarchical(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_flat(const OpContext& oc, const AllreduceOptions& o);
 

@@ -128,6 +128,7 @@ struct CommOptions {
   std::string timeline_path;  // non-empty: record and write here at close (else RINGPRESS_TIMELINE)
   std::size_t segment_bytes = 0;  // 0: default_segment_bytes()
   std::size_t small_bytes = 0;    // 0: default_small_bytes()
+  std::size_t halving_bytes = 0;  // 0: default_halving_bytes()
 };
 
 struct CommStats {
