@@ -97,8 +97,8 @@ void allreduce_halving(const OpContext& oc, const AllreduceOptions& o) {
     }
     {
       StageScope ts(oc, Stage::kDecode, reduce ? "decode+reduce" : "decode", nr * es);
-      ScopedErrorContext from_peer("", -1,
-                                   peer);  // a payload that does not decode names its sender
+      // A payload that does not decode names its sender (by its rank in the job).
+      ScopedErrorContext from_peer("", -1, ctx.global_rank(peer));
       codec->decode(rbuf->data(), received, at(rlo), nr, reduce);
     }
     ctx.wait(st, oc.deadline);  // sbuf is reused by the next round

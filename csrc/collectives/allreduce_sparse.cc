@@ -114,7 +114,8 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
   for (int q = 0; q < P; ++q) {
     const std::size_t c = counts[static_cast<std::size_t>(q)];
     if (q != me || !own_added) {
-      ScopedErrorContext from_q("", -1, q);  // a payload that does not decode names its sender
+      ScopedErrorContext from_q(
+          "", -1, ctx.global_rank(q));  // a payload that does not decode names its sender
       codec->decode(all->data() + off, c, x, n, true);
     }
     off += c;

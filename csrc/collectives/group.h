@@ -24,6 +24,7 @@ class GroupView final : public Context {
 
   int rank() const noexcept override { return me_; }
   int size() const noexcept override { return static_cast<int>(members_.size()); }
+  int global_rank(int peer) const override { return parent_.global_rank(global(peer)); }
   TransportKind kind(int peer) const override { return parent_.kind(global(peer)); }
   const ContextOptions& options() const noexcept override { return parent_.options(); }
   const Topology& topology() const noexcept override { return topo_; }

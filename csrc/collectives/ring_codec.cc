@@ -161,8 +161,8 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
     {
       fault::hit("ring.decode");
       StageScope ts(oc, Stage::kDecode, it.rs ? "decode+reduce" : "decode", it.count * es);
-      ScopedErrorContext from_left("", -1,
-                                   left);  // a payload that does not decode names its sender
+      // A payload that does not decode names its sender (by its rank in the job).
+      ScopedErrorContext from_left("", -1, ctx.global_rank(left));
       codec->decode(in, received[i], data + it.elem * es, it.count, it.rs);
     }
     const std::size_t j = i + first_group;

@@ -207,3 +207,32 @@ def test_hostile_single_copy_descriptor(action):
         assert rec["error"] in ("TransportError", "TimeoutError"), rec
         assert rec["after"] < TIMEOUT + 3.0, rec
     assert not leftover_shm(p.pid for p in procs)
+
+
+VIEW_BODY = r"""
+try:
+    comm = rp.Communicator.from_env(timeout=float(os.environ["RP_T"]))
+    x = np.random.default_rng(rank).standard_normal(1 << 18).astype(np.float32)
+    comm.allreduce(x, compression="lossless")
+    emit({"error": None})
+except rp.RingpressError as e:
+    emit({"error": type(e).__name__, "peer": e.peer, "msg": str(e)})
+"""
+
+
+def test_a_corrupt_payload_names_its_sender_by_job_rank_inside_a_host_view():
+    # 2 hosts x 2 ranks placed cyclically (rank r on host r % 2): lossless runs its codec only
+    # between hosts, among the ranks of each local index (a view: ranks 2 and 3 are its peers 0
+    # and 1). Rank 3's payload is corrupt: rank 2 decodes it and must name rank 3, not its index
+    # 1 in the view; the others learn it through the abort.
+    victim = 3
+    env = {"RP_TEST_NO_COMM": "1", "RP_T": str(TIMEOUT), "RINGPRESS_TRANSPORT": "auto"}
+    rank_env = {r: {"RINGPRESS_HOST_ID": f"host{r % 2}"} for r in range(4)}
+    rank_env[victim]["RINGPRESS_FAULT"] = "ring.encode:corrupt:1"
+    procs, path, _ = start_ranks(4, VIEW_BODY, env=env, rank_env=rank_env)
+    out = collect(procs, path, timeout=TIMEOUT + 25)
+    for r, o in enumerate(out):
+        assert o.returncode == 0 and o.records, (r, o.stderr[-1500:])
+        rec = o.records[0]
+        assert rec["error"] == "WireFormatError" and rec["peer"] == victim, (r, rec)
+    assert not leftover_shm(p.pid for p in procs)

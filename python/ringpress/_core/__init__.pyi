@@ -64,6 +64,16 @@ class Work:
     def seq(self) -> int: ...
 
 class Communicator:
+    @staticmethod
+    def join(
+        store: typing.Any,
+        transport: str = "",
+        timeout: typing.SupportsFloat | typing.SupportsIndex = 0.0,
+        bind_addr: str = "",
+        route_hint: str = "",
+        secret: str = "",
+        encrypt: str = "",
+    ) -> Communicator: ...
     def __init__(
         self,
         store: typing.Any,
@@ -80,6 +90,7 @@ class Communicator:
         shm_ring_bytes: typing.SupportsInt | typing.SupportsIndex = 0,
         spin_us: typing.SupportsInt | typing.SupportsIndex = -1,
         encrypt: str = "",
+        halving_bytes: typing.SupportsInt | typing.SupportsIndex = 0,
     ) -> None: ...
     def allgather(
         self,
@@ -151,16 +162,6 @@ class Communicator:
     def enable_timeline(self, arg0: bool) -> None: ...
     def grow(self) -> tuple: ...
     def hosts(self) -> list[int]: ...
-    @staticmethod
-    def join(
-        store: typing.Any,
-        transport: str = "",
-        timeout: typing.SupportsFloat | typing.SupportsIndex = 0.0,
-        bind_addr: str = "",
-        route_hint: str = "",
-        secret: str = "",
-        encrypt: str = "",
-    ) -> Communicator: ...
     def reduce_scatter(
         self,
         arg0: typing.SupportsInt | typing.SupportsIndex,

@@ -169,6 +169,9 @@ class Context {
 
   virtual int rank() const noexcept = 0;
   virtual int size() const noexcept = 0;
+  // The job-wide rank of `peer`, for error messages: a view of a subset of the ranks
+  // (collectives/group.h) numbers its peers 0..size()-1.
+  virtual int global_rank(int peer) const { return peer; }
   virtual TransportKind kind(int peer) const = 0;
   virtual const ContextOptions& options() const noexcept = 0;
   virtual const Topology& topology() const noexcept = 0;
