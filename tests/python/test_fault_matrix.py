@@ -74,23 +74,24 @@ HALVING_CASES = [
 HALVING_CASES += [("halving.encode", "corrupt", "lossless")]
 
 
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
-@pytest.mark.parametrize(
-    "point,action,kinds",
-    CASES,
-    ids=[f"{p}-{a}" + ("" if k == KINDS else f"-{k}") for p, a, k in CASES],
-)
+def matrix(cases):
+    """Every (point, action, kinds) case over shm and tcp, named by its point and action."""
+
+    def mark(fn):
+        ids = [f"{p}-{a}" + ("" if k == KINDS else f"-{k}") for p, a, k in cases]
+        fn = pytest.mark.parametrize("point,action,kinds", cases, ids=ids)(fn)
+        return pytest.mark.parametrize("transport", ["shm", "tcp"])(fn)
+
+    return mark
+
+
+@matrix(CASES)
 def test_fault(point, action, kinds, transport):
     for _ in range(REPEAT):
         _run_case(point, action, kinds, transport)
 
 
-@pytest.mark.parametrize("transport", ["shm", "tcp"])
-@pytest.mark.parametrize(
-    "point,action,kinds",
-    HALVING_CASES,
-    ids=[f"{p}-{a}" + ("" if k == KINDS else f"-{k}") for p, a, k in HALVING_CASES],
-)
+@matrix(HALVING_CASES)
 def test_fault_in_halving(point, action, kinds, transport):
     for _ in range(REPEAT):
         _run_case(point, action, kinds, transport, nranks=4)
