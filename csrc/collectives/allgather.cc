@@ -1,8 +1,11 @@
-// Allgather (equal or variable block sizes): the allgather half of the pipelined ring (ring.h).
+// Allgather (equal or variable block sizes): the allgather half of the pipelined ring (ring.h),
+// or recursive doubling (allgather_doubling.cc) in a power-of-two group of 4+ ranks when the total
+// is at most the halving threshold (RINGPRESS_HALVING_BYTES).
 //
 // Cost: (P-1) alpha + (N - n_r) beta where N is the total size and n_r this rank's block; the
-// blocks travel in segments, each forwarded as soon as it arrives. The caller's overlap work
-// (AllgatherOptions::overlap) runs in the waits and adds no messages.
+// blocks travel in segments, each forwarded as soon as it arrives. Recursive doubling: the same
+// bytes in log2 P steps. The caller's overlap work (AllgatherOptions::overlap) runs in the waits
+// and adds no messages.
 #include <cstring>
 
 #include "group.h"
@@ -25,9 +28,22 @@ void allgather(const OpContext& oc, const AllgatherOptions& o) {
   }
   bool equal = true;
   for (auto c : o.counts) equal = equal && c == o.counts[0];
+  const CollKind coll = equal ? CollKind::kAllgather : CollKind::kAllgatherv;
+  const std::size_t halving = o.halving_bytes ? o.halving_bytes : default_halving_bytes();
+  // In rank order, so only where that is host order too (one host, or hosts holding consecutive
+  // ranks); otherwise the ring in host order crosses between hosts once per host.
+  bool host_ordered = true;
+  (void)ring_order(oc.ctx, &host_ordered);
+  if (P >= 4 && (P & (P - 1)) == 0 && total * es <= halving && host_ordered) {
+    // log2 P exchanges in rank order (allgather_doubling.cc); blocks stay in rank order.
+    std::vector<std::size_t> off = plan.off;
+    off.push_back(total);
+    allgather_doubling(oc, o, off, coll, total);
+    return;
+  }
   plan.data = out;
   plan.dtype = o.dtype;
-  plan.coll = equal ? CollKind::kAllgather : CollKind::kAllgatherv;
+  plan.coll = coll;
   plan.total = total;
   plan.segment_bytes = o.segment_bytes;
   plan.reduce_scatter = false;

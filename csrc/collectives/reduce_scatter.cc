@@ -1,7 +1,10 @@
-// Reduce-scatter: the reduce-scatter half of the pipelined ring (ring.h), on a copy of the input
-// (the input is left unchanged).
+// Reduce-scatter: the reduce-scatter half of the pipelined ring (ring.h), or recursive halving
+// (reduce_scatter_halving.cc) in a power-of-two group of 4+ ranks when the total is at most the
+// halving threshold (RINGPRESS_HALVING_BYTES); either on a copy of the input (the input is left
+// unchanged).
 //
-// Cost: (P-1) alpha + (P-1)/P n beta + (P-1)/P n gamma, plus one local copy of n bytes.
+// Cost: (P-1) alpha + (P-1)/P n beta + (P-1)/P n gamma, plus one local copy of n bytes; recursive
+// halving: the same bytes in log2 P steps.
 #include <cstring>
 
 #include "group.h"
@@ -23,19 +26,31 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o) {
   // out may be null where this rank's block is empty
   RP_ENFORCE((o.in != nullptr && (o.out != nullptr || o.counts[r] == 0)) || total == 0, UsageError,
              "reduce_scatter with a null buffer");
+  const std::size_t my_off = plan.off[r];  // in_ring_order permutes plan.off
   std::shared_ptr<Buffer> work = Buffer::acquire(total * es);
   if (total > 0) std::memcpy(work->data(), o.in, total * es);
-  plan.data = work->data();
-  plan.dtype = o.dtype;
-  plan.op = o.op;
-  plan.coll = CollKind::kReduceScatter;
-  plan.total = total;
-  plan.segment_bytes = o.segment_bytes;
-  plan.reduce_scatter = true;
-  plan.allgather = false;
-  const std::size_t my_off = plan.off[r];
-  in_ring_order(oc, &plan.off, &plan.len,
-                [&](const OpContext& ordered) { ring::run(ordered, plan); });
+  const std::size_t halving = o.halving_bytes ? o.halving_bytes : default_halving_bytes();
+  // In rank order, so only where that is host order too (one host, or hosts holding consecutive
+  // ranks); otherwise the ring in host order crosses between hosts once per host.
+  bool host_ordered = true;
+  (void)ring_order(oc.ctx, &host_ordered);
+  if (P >= 4 && (P & (P - 1)) == 0 && total * es <= halving && host_ordered) {
+    // log2 P exchanges in rank order (reduce_scatter_halving.cc): block r ends on rank r.
+    std::vector<std::size_t> off = plan.off;
+    off.push_back(total);
+    reduce_scatter_halving(oc, work->data(), off, o.dtype, o.op, total);
+  } else {
+    plan.data = work->data();
+    plan.dtype = o.dtype;
+    plan.op = o.op;
+    plan.coll = CollKind::kReduceScatter;
+    plan.total = total;
+    plan.segment_bytes = o.segment_bytes;
+    plan.reduce_scatter = true;
+    plan.allgather = false;
+    in_ring_order(oc, &plan.off, &plan.len,
+                  [&](const OpContext& ordered) { ring::run(ordered, plan); });
+  }
   if (o.counts[r] > 0) std::memcpy(o.out, work->data() + my_off * es, o.counts[r] * es);
   if (o.op == ReduceOp::kAvg && P > 1) scale_avg(o.dtype, o.out, o.counts[r], P);
 }

@@ -59,8 +59,9 @@ const std::vector<Var>& table() {
       {"RINGPRESS_SMALL_BYTES", "bytes", "65536", "once per process",
        "allreduce uses recursive doubling at or below this size"},
       {"RINGPRESS_HALVING_BYTES", "bytes", "4194304", "once per process",
-       "allreduce of a power-of-two group of 4+ ranks uses recursive halving + doubling above "
-       "RINGPRESS_SMALL_BYTES and up to this size, the pipelined ring above it"},
+       "in a power-of-two group of 4+ ranks: allreduce uses recursive halving + doubling above "
+       "RINGPRESS_SMALL_BYTES and up to this size, allgather recursive doubling and "
+       "reduce_scatter recursive halving up to this total; the pipelined ring above it"},
       {"RINGPRESS_SIMD", "generic/sse2/avx2/avx512", "", "once per process",
        "cap on the SIMD level the kernels dispatch to (default: the best the CPU supports)"},
       {"RINGPRESS_RANK", "int", "", "by Communicator.from_env",

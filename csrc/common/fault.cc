@@ -41,7 +41,8 @@ const char* const kPoints[] = {"rendezvous",
                                "send.ref",
                                "halving.reduce_scatter",
                                "halving.allgather",
-                               "halving.encode"};
+                               "halving.encode",
+                               "doubling.allgather"};
 
 Spec& spec() {
   static Spec* s = [] {

@@ -487,6 +487,7 @@ Communicator::WorkPtr Communicator::allgather(const void* in, void* out,
   o.counts = std::move(counts);
   o.dtype = dtype;
   o.segment_bytes = opts_.segment_bytes;
+  o.halving_bytes = opts_.halving_bytes;
   return submit(
       "allgather", total * dtype_size(dtype),
       [o](const OpContext& oc) { ringpress::allgather(oc, o); }, async);
@@ -512,6 +513,7 @@ Communicator::WorkPtr Communicator::reduce_scatter(const void* in, void* out,
   o.dtype = dtype;
   o.op = op;
   o.segment_bytes = opts_.segment_bytes;
+  o.halving_bytes = opts_.halving_bytes;
   return submit(
       "reduce_scatter", total * dtype_size(dtype),
       [o](const OpContext& oc) { ringpress::reduce_scatter(oc, o); }, async);

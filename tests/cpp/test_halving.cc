@@ -4,6 +4,7 @@
 // bits on every rank), and a mismatched count raising on every rank.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -158,6 +159,89 @@ TEST_P(CommHalving, CoalescedRequestsReduceEveryTensor) {
     for (auto v : ts[0]) ASSERT_EQ(v, sum);
     for (auto v : ts[1]) ASSERT_EQ(v, 2 * sum);
     for (auto v : ts[2]) ASSERT_EQ(v, 7 * P);
+  });
+}
+
+// Allgather by recursive doubling: equal and variable blocks (empty ones included), from a
+// separate input and in place.
+TEST_P(CommHalving, AllgatherGathersEveryBlockInRankOrder) {
+  const int P = std::get<0>(GetParam());
+  run_halving(P, std::get<1>(GetParam()), [&](rp::Communicator& c) {
+    const int r = c.rank();
+    for (int variant = 0; variant < 3; ++variant) {
+      std::vector<std::size_t> counts(static_cast<std::size_t>(P));
+      for (int q = 0; q < P; ++q)
+        counts[static_cast<std::size_t>(q)] = variant == 0   ? 20011
+                                              : variant == 1 ? static_cast<std::size_t>(q) * 3001
+                                                             : (q % 3 == 1 ? 0 : 17);
+      std::vector<std::size_t> off(counts.size() + 1, 0);
+      for (std::size_t q = 0; q < counts.size(); ++q) off[q + 1] = off[q] + counts[q];
+      std::vector<std::int32_t> out(off.back(), -1);
+      const std::size_t me = static_cast<std::size_t>(r);
+      std::vector<std::int32_t> in(counts[me]);
+      for (std::size_t i = 0; i < in.size(); ++i) in[i] = static_cast<std::int32_t>(r * 100000 + i);
+      const bool in_place = variant == 1;
+      if (in_place) std::copy(in.begin(), in.end(), out.begin() + static_cast<long>(off[me]));
+      c.allgather(in_place ? out.data() + off[me] : in.data(), out.data(), counts, rp::DType::kI32,
+                  false);
+      for (int q = 0; q < P; ++q)
+        for (std::size_t i = 0; i < counts[static_cast<std::size_t>(q)]; ++i)
+          ASSERT_EQ(out[off[static_cast<std::size_t>(q)] + i],
+                    static_cast<std::int32_t>(q * 100000 + i))
+              << "variant " << variant << " block " << q << " i=" << i;
+    }
+  });
+}
+
+// Reduce-scatter by recursive halving: rank r gets block r reduced, equal and variable blocks.
+TEST_P(CommHalving, ReduceScatterReducesEveryRanksBlock) {
+  const int P = std::get<0>(GetParam());
+  run_halving(P, std::get<1>(GetParam()), [&](rp::Communicator& c) {
+    const int r = c.rank();
+    for (int variant = 0; variant < 2; ++variant) {
+      std::vector<std::size_t> counts(static_cast<std::size_t>(P));
+      for (int q = 0; q < P; ++q)
+        counts[static_cast<std::size_t>(q)] =
+            variant == 0 ? 10007 : static_cast<std::size_t>((q * 7919) % 5 == 0 ? 0 : q * 2003);
+      std::size_t total = 0;
+      for (auto n : counts) total += n;
+      std::vector<std::int64_t> in(total);
+      for (std::size_t i = 0; i < total; ++i) in[i] = static_cast<std::int64_t>(i) + r;
+      const std::vector<std::int64_t> copy = in;
+      const std::size_t me = static_cast<std::size_t>(r);
+      std::size_t my_off = 0;
+      for (std::size_t q = 0; q < me; ++q) my_off += counts[q];
+      std::vector<std::int64_t> out(counts[me] + 1, -7);  // one guard element
+      c.reduce_scatter(in.data(), out.data(), counts, rp::DType::kI64, rp::ReduceOp::kSum, false);
+      for (std::size_t i = 0; i < counts[me]; ++i)
+        ASSERT_EQ(out[i], static_cast<std::int64_t>(P) * static_cast<std::int64_t>(my_off + i) +
+                              P * (P - 1) / 2)
+            << "variant " << variant << " i=" << i;
+      ASSERT_EQ(out[counts[me]], -7) << "wrote past the block";
+      ASSERT_EQ(in, copy) << "the input changed";
+      std::vector<float> f(total, static_cast<float>(r));
+      std::vector<float> fo(counts[me] + 1, -1.0f);
+      c.reduce_scatter(f.data(), fo.data(), counts, rp::DType::kF32, rp::ReduceOp::kMax, false);
+      for (std::size_t i = 0; i < counts[me]; ++i) ASSERT_EQ(fo[i], static_cast<float>(P - 1));
+    }
+  });
+}
+
+// Top-k's allreduce allgathers the payload sizes and then the payloads, with its own zeroing
+// overlapped in the waits (AllgatherOptions::overlap): with ratio 1 every entry is sent, so the
+// result is the exact sum (small integers), on every rank.
+TEST_P(CommHalving, SparseAllreduceOverDoublingAllgathers) {
+  const int P = std::get<0>(GetParam());
+  run_halving(P, std::get<1>(GetParam()), [&](rp::Communicator& c) {
+    const std::size_t n = 30011;
+    std::vector<float> x(n);
+    for (std::size_t i = 0; i < n; ++i) x[i] = static_cast<float>((i % 11) + c.rank());
+    rp::CompressionOptions co;
+    co.kind = rp::WireCompression::kTopK;
+    co.ratio = 1.0;
+    c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false, co);
+    for (std::size_t i = 0; i < n; ++i)
+      ASSERT_EQ(x[i], static_cast<float>(P * (i % 11) + P * (P - 1) / 2)) << "i=" << i;
   });
 }
 

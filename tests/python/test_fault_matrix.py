@@ -66,12 +66,15 @@ CASES += [("sparse.encode", "kill", "topk")]
 # int8 segment's scales, the top-k payload's index length must each catch it.
 CASES += [("ring.encode", "corrupt", k) for k in ("lossless", "int8")]
 CASES += [("sparse.encode", "corrupt", "topk")]
-# Recursive halving (allreduce_halving.cc) runs in power-of-two groups of 4+: these cases run 4
-# ranks, where the 4 MiB `big` buffer and the lossless `grad` take it.
+# Recursive halving and doubling (allreduce_halving.cc, allgather_doubling.cc) run in
+# power-of-two groups of 4+: these cases run 4 ranks, where the 4 MiB `big` buffer and the
+# lossless `grad` take halving, and top-k's allgathers doubling.
 HALVING_CASES = [
     (p, a, KINDS) for p in ("halving.reduce_scatter", "halving.allgather") for a in ("kill", "stop")
 ]
 HALVING_CASES += [("halving.encode", "corrupt", "lossless")]
+# Top-k's allgathers (sizes, then payloads) take recursive doubling at 4 ranks.
+HALVING_CASES += [("doubling.allgather", a, KINDS) for a in ("kill", "stop")]
 
 
 def matrix(cases):

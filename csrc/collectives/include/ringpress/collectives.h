@@ -129,8 +129,15 @@ struct AllgatherOptions {
   // rank waits on the ring, one slice (tens of microseconds) per call, until it returns false
   // (and on every later call). allgather does not finish it: what is left is the caller's.
   std::function<bool()> overlap;
+  // Recursive doubling where the group is a power of two of 4 or more ranks and the total is at
+  // most this many bytes; 0 = default_halving_bytes().
+  std::size_t halving_bytes = 0;
 };
+// The ring (allgather.cc) or, by size and group (above), recursive doubling.
 void allgather(const OpContext& oc, const AllgatherOptions& o);
+// Recursive doubling over blocks laid out at off[0..P] (allgather_doubling.cc); P a power of two.
+void allgather_doubling(const OpContext& oc, const AllgatherOptions& o,
+                        const std::vector<std::size_t>& off, CollKind coll, std::size_t total);
 
 // Reduce-scatter: in holds sum(counts) elements; rank r receives the reduction of block r
 // (offset sum(counts[0:r])) in out (counts[r] elements). in is not modified.
@@ -141,8 +148,17 @@ struct ReduceScatterOptions {
   DType dtype = DType::kF32;
   ReduceOp op = ReduceOp::kSum;
   std::size_t segment_bytes = 0;
+  // Recursive halving where the group is a power of two of 4 or more ranks and the total is at
+  // most this many bytes; 0 = default_halving_bytes().
+  std::size_t halving_bytes = 0;
 };
+// The ring (reduce_scatter.cc) or, by size and group (above), recursive halving.
 void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o);
+// Recursive halving on a working copy `work` of blocks laid out at off[0..P]
+// (reduce_scatter_halving.cc); P a power of two. Rank r's block ends reduced in place.
+void reduce_scatter_halving(const OpContext& oc, unsigned char* work,
+                            const std::vector<std::size_t>& off, DType dtype, ReduceOp op,
+                            std::size_t total);
 
 void barrier(const OpContext& oc);
 
