@@ -223,6 +223,10 @@ TEST_P(CommHalving, ReduceScatterReducesEveryRanksBlock) {
       std::vector<float> fo(counts[me] + 1, -1.0f);
       c.reduce_scatter(f.data(), fo.data(), counts, rp::DType::kF32, rp::ReduceOp::kMax, false);
       for (std::size_t i = 0; i < counts[me]; ++i) ASSERT_EQ(fo[i], static_cast<float>(P - 1));
+      // avg: the sum, divided once by P (a power of two: exact here).
+      c.reduce_scatter(f.data(), fo.data(), counts, rp::DType::kF32, rp::ReduceOp::kAvg, false);
+      for (std::size_t i = 0; i < counts[me]; ++i)
+        ASSERT_EQ(fo[i], static_cast<float>(P - 1) / 2.0f) << "avg, i=" << i;
     }
   });
 }
@@ -269,6 +273,55 @@ TEST(CommHalvingDefaults, LosslessMatchesPlainAtEverySize) {
               << "n=" << n << " rank " << c.rank();
         }
       });
+}
+
+// Allgather and reduce_scatter with counts that differ across ranks (the same total, blocks
+// split differently) raise on every rank instead of exchanging the wrong ranges: in the call on
+// the ranks whose exchange disagrees, at the next call on the others. (Headers carry
+// the total, not the split: a split that differs only at boundaries no exchange of the
+// disagreeing rank uses goes unnoticed, and every rank still gets its right block.)
+TEST(CommHalvingErrors, MismatchedSplitsRaiseOnEveryRank) {
+  const int P = 4;
+  for (const char* op : {"allgather", "reduce_scatter"}) {
+    std::mutex mu;
+    std::vector<std::string> kinds(P);
+    rp_test::run_rank_threads(
+        P,
+        [](rp::CommOptions& o) {
+          o.context.transport = "shm";
+          o.context.timeout = std::chrono::seconds(10);
+          o.op_timeout = std::chrono::seconds(10);
+          o.halving_bytes = std::numeric_limits<std::size_t>::max();
+        },
+        [&](rp::Communicator& c) {
+          std::vector<std::size_t> counts(P, 1000);
+          // The same total, blocks 2 and 3 split differently: rank 3's exchange with rank 2 (and
+          // allgather's kind, equal against variable blocks) disagrees.
+          if (c.rank() == 3) counts = {1000, 1000, 1500, 500};
+          std::vector<float> big(4000, 1.0f), out(4000);
+          try {
+            if (std::string(op) == "allgather") {
+              c.allgather(big.data(), out.data(), counts, rp::DType::kF32, false);
+            } else {
+              c.reduce_scatter(big.data(), out.data(), counts, rp::DType::kF32, rp::ReduceOp::kSum,
+                               false);
+            }
+            // Ranks 0 and 1 may finish their own (consistent) exchanges before ranks 2 and 3
+            // find the mismatch: they learn it from the abort at their next call.
+            c.barrier(false);
+          } catch (const rp::Error& e) {
+            std::lock_guard<std::mutex> lock(mu);
+            kinds[static_cast<std::size_t>(c.rank())] = rp::error_kind_name(e.kind());
+          }
+          EXPECT_TRUE(c.broken()) << op << " rank " << c.rank();
+          try {
+            c.close();
+          } catch (const rp::Error&) {
+          }
+        });
+    for (int r = 0; r < P; ++r)
+      EXPECT_EQ(kinds[static_cast<std::size_t>(r)], "UsageError") << op << " rank " << r;
+  }
 }
 
 // Ranks that disagree on the count raise on every rank (the first exchange's header carries the
