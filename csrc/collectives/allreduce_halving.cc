@@ -8,8 +8,8 @@
 // the lower one when bit j of r is 0. After L rounds rank r holds one block fully reduced: block
 // bitreverse_L(r). The allgather replays the rounds backwards (mask 2^(L-1) down to 1), each
 // rank sending its window and receiving the partner's, adjacent one, until both hold them all.
-// Every block is reduced by one rank only and copied to the others, so every rank ends with the
-// same bits.
+// Each block's final sum is computed on one rank only and copied to the others, so every rank
+// ends with the same bits.
 // The first reduce-scatter round (mask 1) moves the largest half, n/2, between r and r XOR 1:
 // in host order (group.h) neighbours usually share a host, so the biggest exchange stays in
 // memory and the ones that cross hosts are the smallest.

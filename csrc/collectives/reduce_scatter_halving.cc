@@ -5,7 +5,8 @@
 // their current window of blocks in two contiguous halves; each sends the half the other keeps
 // and reduces the half it keeps as it arrives (Expect::reduce). The half kept is the one holding
 // block r, so after the last round rank r holds block r fully reduced (in rank order, as
-// reduce_scatter's contract says). Each block is reduced by its owner only.
+// reduce_scatter's contract says). The partial sums of block b meet along a binary tree that
+// ends on rank b.
 // Cost: log2(P) alpha + (P-1)/P n beta + (P-1)/P n gamma for equal blocks: the ring's bytes in
 // log2 P steps instead of P-1; the first round moves half the buffer between r and r XOR P/2.
 // Rounds are not pipelined by segments, so it is chosen up to the halving threshold
