@@ -29,13 +29,7 @@ void allgather(const OpContext& oc, const AllgatherOptions& o) {
   bool equal = true;
   for (auto c : o.counts) equal = equal && c == o.counts[0];
   const CollKind coll = equal ? CollKind::kAllgather : CollKind::kAllgatherv;
-  const std::size_t halving = o.halving_bytes ? o.halving_bytes : default_halving_bytes();
-  // In rank order, so only where that is host order too (one host, or hosts holding consecutive
-  // ranks); otherwise the ring in host order crosses between hosts once per host.
-  bool host_ordered = true;
-  (void)ring_order(oc.ctx, &host_ordered);
-  if (P >= 4 && (P & (P - 1)) == 0 && total * es <= halving && host_ordered) {
-    // log2 P exchanges in rank order (allgather_doubling.cc); blocks stay in rank order.
+  if (use_doubling(oc.ctx, total * es, o.halving_bytes)) {
     std::vector<std::size_t> off = plan.off;
     off.push_back(total);
     allgather_doubling(oc, o, off, coll, total);

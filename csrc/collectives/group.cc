@@ -31,6 +31,15 @@ int GroupView::global(int peer) const {
   return members_[static_cast<std::size_t>(peer)];
 }
 
+bool use_doubling(const Context& ctx, std::size_t bytes, std::size_t halving_bytes) {
+  const int P = ctx.size();
+  const std::size_t limit = halving_bytes ? halving_bytes : default_halving_bytes();
+  if (P < 4 || (P & (P - 1)) != 0 || bytes > limit) return false;
+  bool host_ordered = true;
+  (void)ring_order(ctx, &host_ordered);
+  return host_ordered;
+}
+
 bool topology_aware() {
   static const bool v = [] {
     const std::string m = env::string("RINGPRESS_TOPOLOGY");

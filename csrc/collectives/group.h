@@ -68,6 +68,13 @@ bool topology_aware();
 // order. `identity` tells whether that is plain rank order (no GroupView needed).
 std::vector<int> ring_order(const Context& ctx, bool* identity);
 
+// Whether allgather / reduce_scatter of `bytes` in all take their log2 P algorithms
+// (allgather_doubling.cc, reduce_scatter_halving.cc): a power-of-two group of 4+ ranks, at most
+// the halving threshold (`halving_bytes`, 0 = default_halving_bytes()), and ranks already in
+// ring_order(). Those algorithms run in rank order, so each window of blocks is one message;
+// where host order differs, the host-ordered ring crosses between hosts once per host instead.
+bool use_doubling(const Context& ctx, std::size_t bytes, std::size_t halving_bytes);
+
 // Runs `fn` with an OpContext whose ranks follow ring_order(): `oc` itself when that is rank
 // order, else a GroupView over the same pairs. blocks_off/blocks_len (per-rank blocks, in rank
 // order) are permuted alike when given, so block i of the view is its rank i's block.

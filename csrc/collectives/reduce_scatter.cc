@@ -29,13 +29,7 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o) {
   const std::size_t my_off = plan.off[r];  // in_ring_order permutes plan.off
   std::shared_ptr<Buffer> work = Buffer::acquire(total * es);
   if (total > 0) std::memcpy(work->data(), o.in, total * es);
-  const std::size_t halving = o.halving_bytes ? o.halving_bytes : default_halving_bytes();
-  // In rank order, so only where that is host order too (one host, or hosts holding consecutive
-  // ranks); otherwise the ring in host order crosses between hosts once per host.
-  bool host_ordered = true;
-  (void)ring_order(oc.ctx, &host_ordered);
-  if (P >= 4 && (P & (P - 1)) == 0 && total * es <= halving && host_ordered) {
-    // log2 P exchanges in rank order (reduce_scatter_halving.cc): block r ends on rank r.
+  if (use_doubling(oc.ctx, total * es, o.halving_bytes)) {  // block r ends on rank r
     std::vector<std::size_t> off = plan.off;
     off.push_back(total);
     reduce_scatter_halving(oc, work->data(), off, o.dtype, o.op, total);

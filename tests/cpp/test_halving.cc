@@ -35,6 +35,23 @@ void run_halving(int P, const std::string& transport,
       body);
 }
 
+// The error tests: shared memory, 10 s deadlines, halving and doubling for everything.
+void error_test_options(rp::CommOptions& o) {
+  o.context.transport = "shm";
+  o.context.timeout = std::chrono::seconds(10);
+  o.op_timeout = std::chrono::seconds(10);
+  o.small_bytes = 1;
+  o.halving_bytes = std::numeric_limits<std::size_t>::max();
+}
+
+// A broken communicator's close may report the error again; the test has already seen it.
+void close_quietly(rp::Communicator& c) {
+  try {
+    c.close();
+  } catch (const rp::Error&) {
+  }
+}
+
 // Rank r's float input: random, different on every rank (the same generator in every thread).
 std::vector<float> random_input(int r, std::size_t n) {
   std::mt19937 gen(1234u + static_cast<unsigned>(r));
@@ -285,40 +302,29 @@ TEST(CommHalvingErrors, MismatchedSplitsRaiseOnEveryRank) {
   for (const char* op : {"allgather", "reduce_scatter"}) {
     std::mutex mu;
     std::vector<std::string> kinds(P);
-    rp_test::run_rank_threads(
-        P,
-        [](rp::CommOptions& o) {
-          o.context.transport = "shm";
-          o.context.timeout = std::chrono::seconds(10);
-          o.op_timeout = std::chrono::seconds(10);
-          o.halving_bytes = std::numeric_limits<std::size_t>::max();
-        },
-        [&](rp::Communicator& c) {
-          std::vector<std::size_t> counts(P, 1000);
-          // The same total, blocks 2 and 3 split differently: rank 3's exchange with rank 2 (and
-          // allgather's kind, equal against variable blocks) disagrees.
-          if (c.rank() == 3) counts = {1000, 1000, 1500, 500};
-          std::vector<float> big(4000, 1.0f), out(4000);
-          try {
-            if (std::string(op) == "allgather") {
-              c.allgather(big.data(), out.data(), counts, rp::DType::kF32, false);
-            } else {
-              c.reduce_scatter(big.data(), out.data(), counts, rp::DType::kF32, rp::ReduceOp::kSum,
-                               false);
-            }
-            // Ranks 0 and 1 may finish their own (consistent) exchanges before ranks 2 and 3
-            // find the mismatch: they learn it from the abort at their next call.
-            c.barrier(false);
-          } catch (const rp::Error& e) {
-            std::lock_guard<std::mutex> lock(mu);
-            kinds[static_cast<std::size_t>(c.rank())] = rp::error_kind_name(e.kind());
-          }
-          EXPECT_TRUE(c.broken()) << op << " rank " << c.rank();
-          try {
-            c.close();
-          } catch (const rp::Error&) {
-          }
-        });
+    rp_test::run_rank_threads(P, error_test_options, [&](rp::Communicator& c) {
+      std::vector<std::size_t> counts(P, 1000);
+      // The same total, blocks 2 and 3 split differently: rank 3's exchange with rank 2 (and
+      // allgather's kind, equal against variable blocks) disagrees.
+      if (c.rank() == 3) counts = {1000, 1000, 1500, 500};
+      std::vector<float> big(4000, 1.0f), out(4000);
+      try {
+        if (std::string(op) == "allgather") {
+          c.allgather(big.data(), out.data(), counts, rp::DType::kF32, false);
+        } else {
+          c.reduce_scatter(big.data(), out.data(), counts, rp::DType::kF32, rp::ReduceOp::kSum,
+                           false);
+        }
+        // Ranks 0 and 1 may finish their own (consistent) exchanges before ranks 2 and 3
+        // find the mismatch: they learn it from the abort at their next call.
+        c.barrier(false);
+      } catch (const rp::Error& e) {
+        std::lock_guard<std::mutex> lock(mu);
+        kinds[static_cast<std::size_t>(c.rank())] = rp::error_kind_name(e.kind());
+      }
+      EXPECT_TRUE(c.broken()) << op << " rank " << c.rank();
+      close_quietly(c);
+    });
     for (int r = 0; r < P; ++r)
       EXPECT_EQ(kinds[static_cast<std::size_t>(r)], "UsageError") << op << " rank " << r;
   }
@@ -330,29 +336,17 @@ TEST(CommHalvingErrors, MismatchedCountRaisesOnEveryRank) {
   const int P = 4;
   std::mutex mu;
   std::vector<std::string> kinds(P);
-  rp_test::run_rank_threads(
-      P,
-      [](rp::CommOptions& o) {
-        o.context.transport = "shm";
-        o.context.timeout = std::chrono::seconds(10);
-        o.op_timeout = std::chrono::seconds(10);
-        o.small_bytes = 1;
-        o.halving_bytes = std::numeric_limits<std::size_t>::max();
-      },
-      [&](rp::Communicator& c) {
-        std::vector<float> x(1000 + (c.rank() == 2 ? 1 : 0), 1.0f);
-        try {
-          c.allreduce(x.data(), x.size(), rp::DType::kF32, rp::ReduceOp::kSum, false);
-        } catch (const rp::Error& e) {
-          std::lock_guard<std::mutex> lock(mu);
-          kinds[static_cast<std::size_t>(c.rank())] = rp::error_kind_name(e.kind());
-        }
-        EXPECT_TRUE(c.broken()) << "rank " << c.rank();
-        try {
-          c.close();
-        } catch (const rp::Error&) {
-        }
-      });
+  rp_test::run_rank_threads(P, error_test_options, [&](rp::Communicator& c) {
+    std::vector<float> x(1000 + (c.rank() == 2 ? 1 : 0), 1.0f);
+    try {
+      c.allreduce(x.data(), x.size(), rp::DType::kF32, rp::ReduceOp::kSum, false);
+    } catch (const rp::Error& e) {
+      std::lock_guard<std::mutex> lock(mu);
+      kinds[static_cast<std::size_t>(c.rank())] = rp::error_kind_name(e.kind());
+    }
+    EXPECT_TRUE(c.broken()) << "rank " << c.rank();
+    close_quietly(c);
+  });
   for (int r = 0; r < P; ++r) EXPECT_EQ(kinds[static_cast<std::size_t>(r)], "UsageError") << r;
 }
 
