@@ -978,6 +978,11 @@ class Communicator:
     @_recovering
     def allgather(self, x: Any, out: Any = None, async_op: bool = False) -> Any:
         """Gather equal-sized ``x`` from every rank; returns ``out`` with shape (size, *x.shape)."""
+        if not async_op and type(x) is np.ndarray:
+            if out is None:
+                out = np.empty((self.size, *x.shape), x.dtype)
+            if type(out) is np.ndarray and self._c.allgather_buffer(x, out):
+                return out  # the fast path (the binding takes both buffers itself)
         b = _Buf(x, "allgather", False)
         if out is None:
             out = _empty_like(x, (self.size, *b.shape))
@@ -1054,6 +1059,11 @@ class Communicator:
         self, x: Any, out: Any = None, op: str = "sum", async_op: bool = False
     ) -> Any:
         """Reduce ``x`` (size * n elements) across ranks; rank r gets block r (n elements) in ``out``."""
+        if not async_op and type(x) is np.ndarray and type(op) is str:
+            if out is None and x.size % self.size == 0:
+                out = np.empty((x.size // self.size,), x.dtype)
+            if type(out) is np.ndarray and self._c.reduce_scatter_buffer(x, out, op):
+                return out  # the fast path (the binding takes both buffers itself)
         b = _Buf(x, "reduce_scatter", False)
         _check_reducible(b, "reduce_scatter")
         if b.count % self.size:

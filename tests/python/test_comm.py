@@ -338,7 +338,8 @@ emit({"ok": bool(np.array_equal(y, want)), "torch": bool(torch.equal(t, tw)), "e
         assert rec["err"] and "alltoall" in rec["err"], rec
 
 
-FAST_PATH = r"""
+# Counts the Python buffer wrappers made: a fast path makes none.
+COUNTING_BUF = r"""
 import ringpress.comm as rc
 made = []
 class CountingBuf(rc._Buf):
@@ -346,6 +347,11 @@ class CountingBuf(rc._Buf):
         made.append(what)
         super().__init__(x, what, writable)
 rc._Buf = CountingBuf
+"""
+
+FAST_PATH = (
+    COUNTING_BUF
+    + r"""
 dtypes = ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8", "uint16",
           "uint32", "uint64")
 bad = []
@@ -368,6 +374,7 @@ comm.allreduce(np.ones(8, np.float32)[::2].copy())
 emit({"bad": bad, "generic_after": len(made) - n_before, "ops": comm.stats()["ops"]})
 comm.close()
 """
+)
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])
@@ -380,6 +387,77 @@ def test_numpy_allreduce_fast_path_matches_the_generic_path(transport):
         assert rec["bad"] == [], rec["bad"]
         assert rec["generic_after"] == 1  # the async call; the contiguous copy took the fast path
         assert rec["ops"] >= 2 * 11 * 5 + 2
+
+
+GATHER_FAST_PATH = (
+    COUNTING_BUF
+    + r"""
+bad = []
+def fast(fn):
+    # fn's result, and whether it skipped the Python buffer wrapper
+    before = len(made)
+    out = fn()
+    return out, len(made) == before
+for dt in ("float32", "float64", "float16", "int8", "int16", "int32", "int64", "uint8",
+           "uint16", "uint32", "uint64", "bool"):
+    g = np.random.default_rng(10 * rank + len(dt))
+    x = g.integers(0, 2, (3, 5)).astype(dt) if dt == "bool" else \
+        (g.standard_normal((3, 5)) * 4).astype(dt)
+    x.flags.writeable = False  # allgather only reads its input
+    out, took = fast(lambda: comm.allgather(x))
+    slow = comm.allgather(x, async_op=True).result()  # the generic path
+    if not took or out.shape != (size, 3, 5) or out.dtype != x.dtype or out.tobytes() != slow.tobytes():
+        bad.append(["allgather", dt, took])
+    given = np.empty((size, 3, 5), dt)
+    if fast(lambda: comm.allgather(x, out=given)) != (given, True) or given.tobytes() != slow.tobytes():
+        bad.append(["allgather out=", dt])
+    if dt == "bool":
+        continue
+    big = (g.standard_normal(size * 7) * 4).astype(dt) if dt.startswith("float") else \
+        g.integers(1, 3, size * 7).astype(dt)
+    for op in ("sum", "avg", "min", "max", "prod"):
+        out, took = fast(lambda: comm.reduce_scatter(big, op=op))
+        slow = comm.reduce_scatter(big, op=op, async_op=True).result()
+        if not took or out.shape != (7,) or out.tobytes() != slow.tobytes():
+            bad.append(["reduce_scatter", dt, op, took])
+# What the fast paths refuse goes the generic way, which raises the precise error; the
+# communicator stays usable.
+errors = []
+def expect(fn, needle):
+    try:
+        fn()
+    except rp.UsageError as e:
+        if needle not in str(e):
+            errors.append(f"message {e} lacks {needle!r}")
+    else:
+        errors.append(f"no UsageError for {needle}")
+x = np.ones(4, np.float32)
+ro = np.empty((size, 4), np.float32); ro.flags.writeable = False
+expect(lambda: comm.allgather(x, out=np.empty(size * 4 + 1, np.float32)), "out must hold")
+expect(lambda: comm.allgather(x, out=np.empty(size * 4, np.float64)), "out must hold")
+expect(lambda: comm.allgather(x, out=ro), "read-only")
+expect(lambda: comm.allgather(np.ones((4, 2), np.float32)[:, 0]), "contiguous")
+expect(lambda: comm.allgather(np.ones(4, ">f4")), "byte order")
+expect(lambda: comm.reduce_scatter(np.ones(size * 4, np.bool_)), "cannot be reduced")
+expect(lambda: comm.reduce_scatter(np.ones(size * 4, np.float32), op="mean"), "mean")
+expect(lambda: comm.reduce_scatter(np.ones(size * 4, np.float32), out=np.empty(5, np.float32)), "out must hold")
+expect(lambda: comm.reduce_scatter(np.ones(size * 4 + 1, np.float32)), "equal blocks")
+after = comm.reduce_scatter(np.full(size * 2, rank + 1.0, np.float32))
+emit({"bad": bad, "errors": errors, "after": after.tolist()})
+comm.close()
+"""
+)
+
+
+def test_numpy_allgather_and_reduce_scatter_fast_paths_match_the_generic_path():
+    # A synchronous allgather / reduce_scatter of numpy arrays skips the Python buffer wrapper;
+    # it must give exactly the generic path's bytes and leave every refusal to it.
+    size = 3
+    for r in run_ranks(size, GATHER_FAST_PATH, timeout=120):
+        rec = r.records[0]
+        assert rec["bad"] == [], rec["bad"]
+        assert rec["errors"] == [], rec["errors"]
+        assert rec["after"] == [size * (size + 1) / 2] * 2
 
 
 SINGLE_COPY = r"""
