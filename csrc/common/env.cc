@@ -33,10 +33,12 @@ const std::vector<Var>& table() {
       {"RINGPRESS_SHM_RING_BYTES", "bytes", "4194304", "when a communicator is made",
        "shared-memory ring per direction and pair (a power of two); each pair of ranks on a "
        "host backs 2 rings in /dev/shm at setup"},
-      {"RINGPRESS_SHM_SINGLE_COPY", "on/off", "on", "when a communicator is made",
-       "on: shared-memory messages of 64 KiB or more are read straight from the sender's buffer "
-       "(process_vm_readv) where a probe at setup shows the ranks may read each other; off: "
-       "always copied through the ring"},
+      {"RINGPRESS_SHM_SINGLE_COPY", "auto/on/off", "auto", "when a communicator is made",
+       "shared-memory messages of 64 KiB or more in a collective of 2.5 MiB or more may be read "
+       "straight from the sender's buffer (process_vm_readv) where a probe at setup shows the "
+       "ranks may read each other; auto: per collective and size class, the first calls try "
+       "both ways and the faster one is kept (machines differ: docs/algorithms.md); on: always "
+       "by reference; off: always copied through the ring"},
       {"RINGPRESS_SPIN_US", "auto/microseconds", "auto", "when a communicator is made",
        "busy-poll time after the last progress before a waiting rank sleeps (0: sleep at "
        "once); auto: 200 where this host's ranks have a CPU each and the caller is blocked in "

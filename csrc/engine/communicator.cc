@@ -67,6 +67,7 @@ void Communicator::start(std::unique_ptr<Context> ctx) {
   ctx_ = std::move(ctx);
   rank_ = ctx_->rank();
   size_ = ctx_->size();
+  single_copy_auto_ = ctx_->options().shm_single_copy == "auto";
   opts_.context.rank = rank_;
   opts_.context.size = size_;
   p2p_sent_.assign(static_cast<std::size_t>(size_), 0);
@@ -248,7 +249,13 @@ void Communicator::execute(const char* name, std::uint32_t seq, std::uint64_t by
       OpContext oc{*ctx_, seq, start + op_timeout(), timeline_.enabled() ? &timeline_ : nullptr,
                    &stages_};
       ctx_->set_caller_waits(tid == 0);  // the caller's thread runs it (inline or run_until)
+      const bool by_ref = !single_copy_auto_ || single_copy_.choose(name, bytes);
+      ctx_->set_single_copy(by_ref);
       fn(oc);
+      if (single_copy_auto_ && single_copy_.record(name, bytes, by_ref, Clock::now() - start)) {
+        std::lock_guard<std::mutex> lock(mu_);
+        stats_.single_copy = single_copy_.settled();
+      }
     } catch (const Error& e) {
       ctx_->abort(e);  // no-op if the transport already aborted (and kept the first error)
       err = std::current_exception();

@@ -107,6 +107,17 @@ inline pybind11::dict stats_dict(const CommStats& s) {
     st[stage_name(static_cast<Stage>(i))] = e;
   }
   d["stages"] = st;
+  py::list sc;
+  for (const SingleCopyChoice& c : s.single_copy) {
+    py::dict e;
+    e["op"] = c.op;
+    e["bytes"] = c.bytes;
+    e["by_reference"] = c.by_reference;
+    e["ring_s_per_gb"] = c.ring_s_per_gb;
+    e["reference_s_per_gb"] = c.reference_s_per_gb;
+    sc.append(e);
+  }
+  d["single_copy"] = sc;
   return d;
 }
 

@@ -131,8 +131,9 @@ ContextOptions normalized(ContextOptions o) {
              "transport must be auto, tcp or shm, got '", o.transport, "'");
   o.host_id = env::pick(o.host_id, "RINGPRESS_HOST_ID");
   o.shm_single_copy = env::pick(o.shm_single_copy, "RINGPRESS_SHM_SINGLE_COPY");
-  RP_ENFORCE(o.shm_single_copy == "on" || o.shm_single_copy == "off", UsageError,
-             "RINGPRESS_SHM_SINGLE_COPY must be on or off, got '", o.shm_single_copy, "'");
+  RP_ENFORCE(o.shm_single_copy == "auto" || o.shm_single_copy == "on" || o.shm_single_copy == "off",
+             UsageError, "RINGPRESS_SHM_SINGLE_COPY must be auto, on or off, got '",
+             o.shm_single_copy, "'");
   if (o.spin_us < 0) {  // unset: RINGPRESS_SPIN_US, whose "auto" spin_us() resolves
     const std::string s = env::pick(std::string(), "RINGPRESS_SPIN_US");
     if (s != "auto") {

@@ -164,6 +164,7 @@ class ContextImpl final : public Context {
   const ContextOptions& options() const noexcept override { return opts_; }
   const Topology& topology() const noexcept override { return topo_; }
   void set_caller_waits(bool caller_waits) noexcept override { caller_waits_ = caller_waits; }
+  void set_single_copy(bool allowed) noexcept override { single_copy_allowed_ = allowed; }
   TransportKind kind(int peer) const override {
     RP_ENFORCE(peer >= 0 && peer < opts_.size && peer != opts_.rank, UsageError,
                "no pair for peer ", peer);
@@ -293,9 +294,10 @@ class ContextImpl final : public Context {
   std::atomic<bool> broken_{false};
   std::exception_ptr error_;
   bool closed_ = false;
-  bool driving_ = false;       // inside wait()/test(): posted buffers are still alive
-  int spin_cpus_ok_ = -1;      // spin_us(): this host's ranks have a CPU each (-1: not known)
-  bool caller_waits_ = false;  // set_caller_waits()
+  bool driving_ = false;             // inside wait()/test(): posted buffers are still alive
+  int spin_cpus_ok_ = -1;            // spin_us(): this host's ranks have a CPU each (-1: not known)
+  bool caller_waits_ = false;        // set_caller_waits()
+  bool single_copy_allowed_ = true;  // set_single_copy()
   // Since when wait() has slept without anything moving (unset: something moved since the last
   // sleep). Tells a rank blocked on a silent peer from one that has only just arrived (failure.cc).
   Clock::time_point idle_since_{};

@@ -36,15 +36,16 @@ namespace {
 // A TCP pair's staging buffer for reducing receives: big enough for one read to carry many
 // records, small enough to stay in cache while it is reduced.
 constexpr std::size_t kReduceStagingBytes = std::size_t{256} << 10;
-// Shm messages go by reference where the pair agreed at setup (single copy) when the message is
-// at least kSingleCopyMinBytes and its collective moves at least kSingleCopyMinTotal. Measured
+// Shm messages go by reference where the pair agreed at setup (single copy), the engine allows it
+// (set_single_copy), the message is at least kSingleCopyMinBytes and its collective moves at
+// least kSingleCopyMinTotal (transport.h). Measured
 // (2 ranks, 256 KiB segments, docs/benchmarks.md): a collective that fits the caches is faster
 // through the ring (1 MiB allreduce 172 us by reference against 128 us through the ring: the
 // system call, page pinning and the wait for the reader cost more than an in-cache copy; 2 MiB
-// 305 against 286 us); from 2.5 MiB on the copy the reference saves wins (3 MiB 372 against
-// 433 us, 16 MiB 2.01 against 2.88 ms).
+// 305 against 286 us); from 2.5 MiB on the copy the reference saved won on an Intel Xeon VM (3 MiB
+// 372 against 433 us, 16 MiB 2.01 against 2.88 ms) but lost on an AMD EPYC VM up to 8 MiB, hence
+// the engine's choice per size (ringpress/single_copy_policy.h).
 constexpr std::size_t kSingleCopyMinBytes = std::size_t{64} << 10;
-constexpr std::uint64_t kSingleCopyMinTotal = std::uint64_t{5} << 19;  // 2.5 MiB
 // References a writer may have out at once on a ring (each holds its send until the reader has
 // counted it done). Measured against one at a time (2 ranks, alternating builds): 8 MiB
 // allreduce 811-848 against 890-962 us, 16 MiB 1.44-1.54 against 1.59-1.63 ms; 16 and 4 were
@@ -321,7 +322,7 @@ bool ContextImpl::progress_send(Pair& p) {
   bool any = false;
   // (A side with single copy off neither publishes its probe word nor probes the peer's, so the
   // pair never agreed to it: setup_shm, rendezvous.cc.)
-  const bool by_ref_ok = p.link && p.link->peer_reads_by_ref();
+  const bool by_ref_ok = single_copy_allowed_ && p.link && p.link->peer_reads_by_ref();
   while (!p.sends.empty()) {
     SendOp& front = p.sends.front();
     // Written. A message by reference completes once the reader has copied the payload out of

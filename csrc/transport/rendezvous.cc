@@ -216,7 +216,7 @@ void ContextImpl::setup_shm(const std::vector<bool>& same, Deadline deadline) {
     std::string name = "/ringpress-" + job_ + "-" + std::to_string(getpid()) + "-" +
                        std::to_string(me) + "-" + std::to_string(q);
     p.link = std::make_unique<shm::Link>(name, opts_.shm_ring_bytes, true, true);
-    if (opts_.shm_single_copy == "on") p.link->publish_single_copy();
+    if (opts_.shm_single_copy != "off") p.link->publish_single_copy();
     std::uint32_t len = static_cast<std::uint32_t>(name.size());
     net::write_all(p.fd.get(), &len, 4, deadline, "shm setup");
     net::write_all(p.fd.get(), name.data(), name.size(), deadline, "shm setup");
@@ -235,7 +235,7 @@ void ContextImpl::setup_shm(const std::vector<bool>& same, Deadline deadline) {
     RP_ENFORCE(name.rfind("/ringpress-", 0) == 0 && name.find('/', 1) == std::string::npos,
                TransportError, "bad shm segment name '", name, "'");
     p.link = std::make_unique<shm::Link>(name, opts_.shm_ring_bytes, false, false);
-    if (opts_.shm_single_copy == "on") {
+    if (opts_.shm_single_copy != "off") {
       p.link->publish_single_copy();
       (void)p.link->probe_single_copy();
     }
@@ -252,7 +252,7 @@ void ContextImpl::setup_shm(const std::vector<bool>& same, Deadline deadline) {
     net::read_all(p.fd.get(), &ok, 1, deadline, "shm setup");
     RP_ENFORCE(ok == 'K', TransportError, "bad shm acknowledgement");
     p.link->unlink();
-    if (opts_.shm_single_copy == "on") (void)p.link->probe_single_copy();
+    if (opts_.shm_single_copy != "off") (void)p.link->probe_single_copy();
   }
 }
 

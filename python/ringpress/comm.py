@@ -816,7 +816,8 @@ class Communicator:
         """Counters: ops, bytes_sent/bytes_received on the wire (headers included; tcp_bytes_sent:
         the part sent over TCP, i.e. the network when ranks are on several hosts;
         single_copy_bytes: the part received by reading a shared-memory peer's buffer directly,
-        ``RINGPRESS_SHM_SINGLE_COPY``), payload_bytes
+        ``RINGPRESS_SHM_SINGLE_COPY``; ``single_copy``: with its default, auto, the way kept per
+        collective and size class, with the best time per GB of each way), payload_bytes
         (user bytes, before compression; effective busbw counts these), ``stages`` (seconds and
         bytes spent waiting for data and in reduce / encode / decode / select / scatter_add,
         summed over requests; the plain ring reduces while it receives, so its ``reduce`` holds

@@ -486,6 +486,12 @@ s = x.copy(); comm.allreduce(s)
 m = x.copy(); comm.allreduce(m, op="max")
 b = x.copy(); comm.broadcast(b, root=size - 1)
 ag = comm.allgather(x[: n // 4])
+# RINGPRESS_SHM_SINGLE_COPY=auto: call 0 of a size class warms up, calls 1-6 try the ring and the
+# reference in turn, then the faster way is kept. Every one of them gives the same bits.
+repeat_same = True
+for _ in range(8):
+    t = x.copy(); comm.allreduce(t)
+    repeat_same = repeat_same and t.tobytes() == s.tobytes()
 emit({
     "sum_err": float(np.abs(s - want).max()),
     "max_ok": bool(np.array_equal(m, np.max([np.random.default_rng(r).standard_normal(n).astype(np.float32) for r in range(size)], axis=0))),
@@ -494,6 +500,8 @@ emit({
     "digest": __import__("hashlib").sha256(s.tobytes()).hexdigest(),
     "single_copy_bytes": comm.stats()["single_copy_bytes"],
     "cma": bool(cma),
+    "repeat_same": repeat_same,
+    "settled": comm.stats()["single_copy"],
 })
 comm.close()
 """
@@ -502,13 +510,14 @@ comm.close()
 @pytest.mark.parametrize("nranks", [2, 3])
 def test_large_shm_messages_go_by_reference_with_the_ring_s_results(nranks):
     runs = {}
-    for mode in ("on", "off"):
+    for mode in ("on", "off", "auto"):
         env = {"RINGPRESS_TRANSPORT": "shm", "RINGPRESS_SHM_SINGLE_COPY": mode}
         runs[mode] = [r.records[0] for r in run_ranks(nranks, SINGLE_COPY, env=env, timeout=120)]
     for recs in runs.values():
         for rec in recs:
             assert rec["sum_err"] < 1e-4 * nranks, rec
             assert rec["max_ok"] and rec["bcast_ok"] and rec["ag_ok"], rec
+            assert rec["repeat_same"], rec
     # Where ranks may read each other (same user, no seccomp filter against process_vm_readv),
     # single copy carried the large messages; where they may not, the probe at setup kept every
     # message on the ring. Off: never.
@@ -518,7 +527,16 @@ def test_large_shm_messages_go_by_reference_with_the_ring_s_results(nranks):
     elif not any(cma):
         assert all(rec["single_copy_bytes"] == 0 for rec in runs["on"]), runs["on"]
     assert all(rec["single_copy_bytes"] == 0 for rec in runs["off"])
-    assert [r["digest"] for r in runs["on"]] == [r["digest"] for r in runs["off"]]
+    digests = {mode: [r["digest"] for r in recs] for mode, recs in runs.items()}
+    assert digests["on"] == digests["off"] == digests["auto"]
+    # Only auto learns: after its trials the 6 MiB allreduce's class, [5, 10) MiB, is settled.
+    for rec in runs["auto"]:
+        assert [(c["op"], c["bytes"]) for c in rec["settled"]] == [("allreduce", 5 << 20)], rec
+        c = rec["settled"][0]
+        assert c["ring_s_per_gb"] > 0 and c["reference_s_per_gb"] > 0, c
+        if all(cma):  # the way kept is the one whose best trial was faster
+            assert c["by_reference"] == (c["reference_s_per_gb"] < c["ring_s_per_gb"]), c
+    assert all(rec["settled"] == [] for mode in ("on", "off") for rec in runs[mode])
 
 
 @pytest.mark.parametrize("transport", ["shm", "tcp"])

@@ -38,6 +38,7 @@
 #include <vector>
 
 #include "ringpress/collectives.h"
+#include "ringpress/single_copy_policy.h"
 #include "ringpress/store.h"
 #include "ringpress/trace.h"
 #include "ringpress/transport.h"
@@ -146,6 +147,8 @@ struct CommStats {
   std::array<double, kMaxCodecs> auto_predicted_s{};
   double auto_actual_s = 0;
   int auto_calibrations = 0;
+  // RINGPRESS_SHM_SINGLE_COPY=auto: the classes settled so far (ringpress/single_copy_policy.h).
+  std::vector<SingleCopyChoice> single_copy;
   std::array<double, static_cast<int>(Stage::kCount)> stage_s{};             // time per stage
   std::array<std::uint64_t, static_cast<int>(Stage::kCount)> stage_bytes{};  // bytes through it
 };
@@ -279,6 +282,10 @@ class Communicator {
   int creator_pid_ = 0;
   unsigned fork_generation_ = 0;  // see communicator.cc: a forked child sees another count
   std::shared_ptr<autosel::AutoState> auto_;  // auto mode state, used by the request-running thread
+  // shm_single_copy "auto": learns per class (used by the request-running thread; its settled
+  // classes are copied into stats_ under mu_).
+  bool single_copy_auto_ = false;
+  SingleCopyPolicy single_copy_;
   std::thread worker_;  // a forked child must not join the parent's worker or close its sockets
   std::shared_ptr<CallbackPool> callbacks_ = std::make_shared<CallbackPool>();
   std::shared_ptr<InlineRunner> runner_ = std::make_shared<InlineRunner>();

@@ -89,6 +89,10 @@ static_assert(sizeof(MsgHeader) == 32, "MsgHeader is 32 bytes on the wire");
 // (collectives/agree.cc; docs/wire-format.md): step = kAgreeStep + round.
 constexpr std::uint32_t kAgreeStep = 0xFFFFFF00u;
 
+// A shm message may go by reference only when its collective moves at least this many bytes
+// (below, the ring's in-cache copies win everywhere measured: docs/benchmarks.md).
+constexpr std::uint64_t kSingleCopyMinTotal = std::uint64_t{5} << 19;  // 2.5 MiB
+
 // kDataRef: shm only, a data message whose payload the reader copies from the writer's memory
 // (a 16-byte descriptor follows the header in the ring; docs/wire-format.md).
 enum class MsgType : std::uint8_t { kData = 1, kAbort = 2, kBye = 3, kDataRef = 4 };
@@ -130,9 +134,10 @@ struct ContextOptions {
   // the CPU from the peer it waits for, or from this process's own computing caller: an async
   // request such as a DDP bucket's). RINGPRESS_SPIN_US sets it when the option is left at -1.
   int spin_us = -1;
-  // "on": large shm messages go by reference (single copy, process_vm_readv) where the reader
-  // could read this process at setup; "off": always through the ring. "" =
-  // RINGPRESS_SHM_SINGLE_COPY.
+  // "auto": large shm messages may go by reference (single copy, process_vm_readv) where the
+  // reader could read this process at setup, and the engine decides per request which way is
+  // faster on this machine (set_single_copy); "on": they always do; "off": always through the
+  // ring (and no probe at setup). "" = RINGPRESS_SHM_SINGLE_COPY.
   std::string shm_single_copy;
   // Which host this rank is on, as the topology sees it (RINGPRESS_HOST_ID): "" = this machine's
   // identity (host_identity()). Ranks with equal ids are one host: shared memory joins them
@@ -187,6 +192,10 @@ class Context {
   // long busy-poll steals from nobody in this process), or the engine's, beside a caller that
   // may be computing (a short one). Only the automatic spin_us reads it (ContextOptions).
   virtual void set_caller_waits(bool caller_waits) noexcept { (void)caller_waits; }
+  // Whether the requests that follow may send shm messages by reference (where the pair agreed
+  // at setup and the message is large enough); true until set. Either way every rank gets the
+  // same bits: the schedule does not change, only how a payload crosses.
+  virtual void set_single_copy(bool allowed) noexcept { (void)allowed; }
 
   // Fail the job: remember `err`, tell every peer (ABORT with the message), shut connections.
   virtual void abort(const Error& err) noexcept = 0;
