@@ -297,6 +297,7 @@ class Peer:
     barrier: Callable[[], Any]
     close: Callable[[], Any]
     info: dict[str, Any] = field(default_factory=dict)
+    stats: Callable[[], dict[str, Any]] | None = None  # ringpress: Communicator.stats
 
 
 def make_ringpress(world: World, encrypt: bool | None = None) -> Peer | str:
@@ -325,7 +326,7 @@ def make_ringpress(world: World, encrypt: bool | None = None) -> Peer | str:
             f"launcher says {world.rank} of {world.size}"
         )
     name = "ringpress" if encrypt is None else "ringpress-plain"
-    return Peer(name, allreduce, comm.barrier, comm.close, info)
+    return Peer(name, allreduce, comm.barrier, comm.close, info, comm.stats)
 
 
 def make_ringpress_plain(world: World) -> Peer | str:
@@ -949,6 +950,16 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
             rec = measure_size(world, peers, nbytes, args, index, bar if rank0 else None)
             results["sizes"].append(rec)
             say(table_row(rec, names))
+        for p in peers:  # what RINGPRESS_SHM_SINGLE_COPY=auto learned (docs/algorithms.md)
+            choices = p.stats().get("single_copy") if p.stats else None
+            if choices:
+                results["peers"][p.name]["single_copy"] = choices
+                ways = ", ".join(
+                    f"{c['op']} {fmt_bytes(c['bytes'])}-{fmt_bytes(2 * c['bytes'])}: "
+                    + ("by reference" if c["by_reference"] else "ring")
+                    for c in choices
+                )
+                say(f"{p.name}: shm single copy learned (rank 0's view): {ways}")
     finally:
         bar.close()
     for p in reversed(peers):

@@ -122,6 +122,21 @@ def test_alone_mode_spawns_two_ranks_and_records_everything(tmp_path):
         assert set(rec["sizes"][0]["speedup_vs"]) == {"gloo"}
 
 
+def test_the_single_copy_ways_learned_are_printed_and_recorded(tmp_path):
+    # 3 MiB and 8 samples: the verification, the warm-up and the samples make 10 calls, enough
+    # for RINGPRESS_SHM_SINGLE_COPY=auto to settle the 2.5-5 MiB class.
+    out = tmp_path / "sc.json"
+    argv = ["--nranks", "2", "--sizes", "3M", "--repeats", "8", "--warmup", "1"]
+    res = _bench("allreduce", *argv, "--peers", "ringpress", "--json", str(out), "--no-plot")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "ringpress: shm single copy learned (rank 0's view): allreduce 2.5 MiB-5 MiB: " in (
+        res.stdout
+    ), res.stdout
+    (c,) = json.loads(out.read_text())["peers"]["ringpress"]["single_copy"]
+    assert (c["op"], c["bytes"]) == ("allreduce", 5 << 19)
+    assert ("by reference" if c["by_reference"] else "ring") in res.stdout
+
+
 @pytest.mark.skipif(MPIRUN is None, reason="mpirun not installed")
 def test_under_mpirun(tmp_path):
     pytest.importorskip("mpi4py")
