@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <chrono>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -78,29 +79,34 @@ void* as_ptr(std::uintptr_t addr) {
   return reinterpret_cast<void*>(addr);
 }
 
-// Element type of a buffer-protocol format string ("<f", "=i", "B", ...), or nullptr.
-const char* dtype_of_format(const char* fmt, Py_ssize_t itemsize) {
-  if (!fmt) return "uint8";
+// The element type of a buffer format (struct-module syntax, as numpy exports it), or false.
+bool dtype_of_format(const char* fmt, Py_ssize_t itemsize, rp::DType* out) {
+  using rp::DType;
+  if (!fmt) return *out = DType::kU8, true;
   while (*fmt == '<' || *fmt == '=' || *fmt == '@' || *fmt == '!' || *fmt == '>') ++fmt;
-  if (fmt[0] == '\0' || fmt[1] != '\0') return nullptr;
+  if (fmt[0] == '\0' || fmt[1] != '\0') return false;
   switch (fmt[0]) {
-    case 'f': return "float32";
-    case 'd': return "float64";
-    case 'e': return "float16";
-    case 'b': return "int8";
-    case 'B': return "uint8";
-    case 'c': return "uint8";
-    case '?': return "bool";
-    case 'h': return "int16";
-    case 'H': return "uint16";
+    case 'f': return *out = DType::kF32, true;
+    case 'd': return *out = DType::kF64, true;
+    case 'e': return *out = DType::kF16, true;
+    case 'b': return *out = DType::kI8, true;
+    case 'B':
+    case 'c': return *out = DType::kU8, true;
+    case '?': return *out = DType::kBool, true;
+    case 'h': return *out = DType::kI16, true;
+    case 'H': return *out = DType::kU16, true;
     case 'i':
     case 'l':
-    case 'q': return itemsize == 4 ? "int32" : itemsize == 8 ? "int64" : nullptr;
+    case 'q':
+      if (itemsize != 4 && itemsize != 8) return false;
+      return *out = itemsize == 4 ? DType::kI32 : DType::kI64, true;
     case 'I':
     case 'L':
-    case 'Q': return itemsize == 4 ? "uint32" : itemsize == 8 ? "uint64" : nullptr;
+    case 'Q':
+      if (itemsize != 4 && itemsize != 8) return false;
+      return *out = itemsize == 4 ? DType::kU32 : DType::kU64, true;
   }
-  return nullptr;
+  return false;
 }
 
 // True when a format string states a byte order other than this host's ('>' or '!' here: the
@@ -124,12 +130,8 @@ class HeldBuffer {
       return;
     }
     held_ = true;
-    const char* dt = foreign_byte_order(view_.format, view_.itemsize)
-                         ? nullptr
-                         : dtype_of_format(view_.format, view_.itemsize);
-    if (dt == nullptr || view_.itemsize <= 0) return;
-    dtype_ = rp::dtype_from_name(dt);
-    ok_ = true;
+    ok_ = view_.itemsize > 0 && !foreign_byte_order(view_.format, view_.itemsize) &&
+          dtype_of_format(view_.format, view_.itemsize, &dtype_);
   }
   ~HeldBuffer() {
     if (held_) PyBuffer_Release(&view_);
@@ -149,14 +151,23 @@ class HeldBuffer {
   rp::DType dtype_{};
 };
 
-// The reduction op named `name`, or false when it is not one (the Python path then raises).
-bool known_op(const std::string& name, rp::ReduceOp* op) {
-  try {
-    *op = rp::reduce_op_from_name(name);
-    return true;
-  } catch (const rp::UsageError&) {
+// The reduction op a Python str names, or false when it names none (or is no str): the Python
+// path then raises. Reads the str's cached UTF-8 in place.
+bool known_op(py::handle name, rp::ReduceOp* op) {
+  Py_ssize_t n = 0;
+  const char* s = PyUnicode_Check(name.ptr()) ? PyUnicode_AsUTF8AndSize(name.ptr(), &n) : nullptr;
+  if (s == nullptr) {
+    PyErr_Clear();
     return false;
   }
+  for (int i = 0; i < rp::kNumReduceOps; ++i) {
+    const char* want = rp::reduce_op_name(static_cast<rp::ReduceOp>(i));
+    if (std::strlen(want) == static_cast<std::size_t>(n) && std::memcmp(want, s, n) == 0) {
+      *op = static_cast<rp::ReduceOp>(i);
+      return true;
+    }
+  }
+  return false;
 }
 
 // (address, element count, dtype name, shape) of a C-contiguous buffer, without copying: the fast
@@ -171,7 +182,10 @@ py::tuple buffer_info(py::handle obj, bool writable) {
     return py::tuple();
   }
   const bool foreign = foreign_byte_order(view.format, view.itemsize);
-  const char* dt = foreign ? nullptr : dtype_of_format(view.format, view.itemsize);
+  rp::DType code{};
+  const char* dt = !foreign && dtype_of_format(view.format, view.itemsize, &code)
+                       ? rp::dtype_name(code)
+                       : nullptr;
   py::tuple shape(view.ndim);
   for (int i = 0; i < view.ndim; ++i)
     shape[i] = view.shape ? view.shape[i] : view.len / view.itemsize;
@@ -387,7 +401,7 @@ void bind_comm(py::module_& m) {
       // C-contiguous buffer, a foreign byte order, a dtype that cannot be reduced, an unknown
       // op): the Python path then raises the precise UsageError.
       .def("allreduce_buffer",
-           [](rp::Communicator& c, py::handle obj, const std::string& op) -> bool {
+           [](rp::Communicator& c, py::handle obj, py::handle op) -> bool {
              rp::ReduceOp o{};
              if (!known_op(op, &o)) return false;
              HeldBuffer x(obj, /*writable=*/true);
@@ -412,7 +426,7 @@ void bind_comm(py::module_& m) {
              return true;
            })
       .def("reduce_scatter_buffer",
-           [](rp::Communicator& c, py::handle in, py::handle out, const std::string& op) -> bool {
+           [](rp::Communicator& c, py::handle in, py::handle out, py::handle op) -> bool {
              rp::ReduceOp o{};
              if (!known_op(op, &o)) return false;
              HeldBuffer x(in, /*writable=*/false);
