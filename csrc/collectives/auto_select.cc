@@ -22,26 +22,48 @@ int k_of(WireCompression k) {
 
 namespace {
 double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int P,
-                   std::size_t segment_bytes);
+                   const Thresholds& t);
 }
 
 double predict(const Model& m, WireCompression kind, std::size_t bytes, int P,
-               std::size_t segment_bytes) {
-  return predict_raw(m, kind, bytes, P, segment_bytes) *
-         m.correction[static_cast<std::size_t>(kind)];
+               const Thresholds& t) {
+  return predict_raw(m, kind, bytes, P, t) * m.correction[static_cast<std::size_t>(kind)];
 }
 
 namespace {
+// Plain's algorithm at this size (Thresholds): its latency terms and the bytes each rank sends.
+struct Schedule {
+  double rounds;
+  double per_rank;
+  bool doubling;  // recursive doubling: an exact codec sends these messages uncompressed
+};
+Schedule plain_schedule(std::size_t bytes, int P, const Thresholds& t) {
+  const double n = static_cast<double>(bytes);
+  int lg = 0;
+  while ((2 << lg) <= P) ++lg;  // floor(log2 P)
+  const bool pow2 = (P & (P - 1)) == 0;
+  if (bytes <= t.small_bytes) {
+    const double rounds = lg + (pow2 ? 0 : 2);  // the fold and unfold of the extra ranks
+    return {rounds, rounds * n, true};
+  }
+  const double per_rank = 2.0 * (P - 1) / P * n;  // halving and the ring send the same
+  if (pow2 && P >= 4 && bytes <= t.halving_bytes) return {2.0 * lg, per_rank, false};
+  return {2.0 * (P - 1), per_rank, false};
+}
+
 double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int P,
-                   std::size_t segment_bytes) {
+                   const Thresholds& t) {
   if (P <= 1) return 0.0;
   const double n = static_cast<double>(bytes);
   const double hops = 2.0 * (P - 1);
   const double per_rank = hops / P * n;  // bytes each rank sends in a ring allreduce
   const int k = k_of(kind);
-  if (kind == WireCompression::kNone) return hops * m.alpha_s + per_rank * m.byte_s;
+  const Schedule plain = plain_schedule(bytes, P, t);
+  const double plain_s = plain.rounds * m.alpha_s + plain.per_rank * m.byte_s;
+  if (kind == WireCompression::kNone) return plain_s;
   const CodecInfo* info = find_codec(k);
   if (info == nullptr) return 1e30;
+  if (info->exact && plain.doubling) return plain_s;  // sent uncompressed (allreduce.cc)
   if (info->schedule == CodecSchedule::kAllgather) {
     // Two allgathers (sizes, payloads); every rank sends (P-1) payloads of n / ratio bytes;
     // encoding on this rank, then P payloads decoded and added (dec_s per input byte each).
@@ -49,27 +71,26 @@ double predict_raw(const Model& m, WireCompression kind, std::size_t bytes, int 
     return 2.0 * (P - 1) * m.alpha_s + (P - 1) * payload * m.byte_s + n * m.enc_s[k] +
            P * n * m.dec_s[k];
   }
-  // Ring with encoded segments: wire time at the compressed size plus the codec work. The
-  // pipeline can hide one behind the other only when they use different resources; over shared
-  // memory the "wire" is CPU copies too, so the model adds them (conservative: on a slow network
-  // the wire term dominates either way).
-  (void)segment_bytes;
+  // Ring (or, for an exact codec, plain's halving) with encoded messages: wire time at the
+  // compressed size plus the codec work. The pipeline can hide one behind the other only when
+  // they use different resources; over shared memory the "wire" is CPU copies too, so the model
+  // adds them (conservative: on a slow network the wire term dominates either way).
+  const double rounds = info->exact ? plain.rounds : hops;
   const double wire = per_rank / std::max(m.ratio[k], 1e-9) * m.byte_s;
   const double cpu = per_rank * (m.enc_s[k] + m.dec_s[k]);
-  return hops * m.alpha_s + wire + cpu;
+  return rounds * m.alpha_s + wire + cpu;
 }
 }  // namespace
 
-Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow,
-              std::size_t segment_bytes) {
+Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, const Thresholds& t) {
   Choice c;
   c.predicted_s.fill(-1.0);
-  c.predicted_s[0] = predict(m, WireCompression::kNone, bytes, P, segment_bytes);
+  c.predicted_s[0] = predict(m, WireCompression::kNone, bytes, P, t);
   double best = c.predicted_s[0];
   for (int k = 1; k < kKinds; ++k) {
     if (!(allow & (1u << k)) || !m.valid || find_codec(k) == nullptr) continue;
     const auto kind = static_cast<WireCompression>(k);
-    c.predicted_s[static_cast<std::size_t>(k)] = predict(m, kind, bytes, P, segment_bytes);
+    c.predicted_s[static_cast<std::size_t>(k)] = predict(m, kind, bytes, P, t);
     // Compression must beat plain by more than 5% (model error, and plain is the safe choice).
     if (c.predicted_s[static_cast<std::size_t>(k)] < best &&
         c.predicted_s[static_cast<std::size_t>(k)] < 0.95 * c.predicted_s[0]) {
@@ -180,7 +201,8 @@ AutoOutcome allreduce_auto(const OpContext& oc, AllreduceOptions o, AutoState& s
   const bool f32 = o.dtype == DType::kF32 && (o.op == ReduceOp::kSum || o.op == ReduceOp::kAvg);
   std::uint32_t allow = o.compression.allow;
   if (!f32) allow &= bit(WireCompression::kLossless);
-  const std::size_t seg = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
+  const Thresholds t{o.small_bytes ? o.small_bytes : default_small_bytes(),
+                     o.halving_bytes ? o.halving_bytes : default_halving_bytes()};
   if (!st.model.valid || (allow & ~st.measured) != 0 || ++st.since_calibration >= 64) {
     TimelineScope ts(oc.timeline, "auto:calibrate", "engine", 1, oc.seq);
     // Codecs are measured on float32 data only; for other dtypes nothing is measured and the
@@ -192,7 +214,7 @@ AutoOutcome allreduce_auto(const OpContext& oc, AllreduceOptions o, AutoState& s
     st.measured = allow;
     out.calibrated = true;
   }
-  Choice ch = choose(st.model, o.count * dtype_size(o.dtype), oc.ctx.size(), allow, seg);
+  Choice ch = choose(st.model, o.count * dtype_size(o.dtype), oc.ctx.size(), allow, t);
   o.compression.kind = ch.kind;
   if (f32 && (ch.kind == WireCompression::kNone || ch.kind == WireCompression::kLossless) &&
       o.residual != nullptr) {

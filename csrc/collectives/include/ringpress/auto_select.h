@@ -67,10 +67,17 @@ inline std::uint32_t bit(WireCompression k) {
   return 1u << static_cast<int>(k);
 }
 
-double predict(const Model& m, WireCompression kind, std::size_t bytes, int P,
-               std::size_t segment_bytes);
-Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow,
-              std::size_t segment_bytes);
+// The sizes at which plain allreduce changes algorithm (allreduce.cc, allreduce_flat): recursive
+// doubling at or below small_bytes; recursive halving above it and up to halving_bytes where P is
+// a power of two of 4 or more; the ring otherwise. Lossless follows plain's choice, so the model
+// gives both the algorithm they will run; lossy codecs always run their codec's schedule.
+struct Thresholds {
+  std::size_t small_bytes = 0;
+  std::size_t halving_bytes = 0;
+};
+
+double predict(const Model& m, WireCompression kind, std::size_t bytes, int P, const Thresholds& t);
+Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, const Thresholds& t);
 
 // Collective: all ranks call it at the same request. `sample` is float32 data of the request.
 // `seen` (may be empty) feeds the corrections; `prev` keeps the corrections of kinds not seen.
