@@ -249,10 +249,12 @@ void Communicator::execute(const char* name, std::uint32_t seq, std::uint64_t by
       OpContext oc{*ctx_, seq, start + op_timeout(), timeline_.enabled() ? &timeline_ : nullptr,
                    &stages_};
       ctx_->set_caller_waits(tid == 0);  // the caller's thread runs it (inline or run_until)
-      const bool by_ref = !single_copy_auto_ || single_copy_.choose(name, bytes);
+      // (Requests below the single-copy threshold are not learned: no policy, no clock read.)
+      const bool learn = single_copy_auto_ && bytes >= kSingleCopyMinTotal;
+      const bool by_ref = !learn || single_copy_.choose(name, bytes);
       ctx_->set_single_copy(by_ref);
       fn(oc);
-      if (single_copy_auto_ && single_copy_.record(name, bytes, by_ref, Clock::now() - start)) {
+      if (learn && single_copy_.record(name, bytes, by_ref, Clock::now() - start)) {
         std::lock_guard<std::mutex> lock(mu_);
         stats_.single_copy = single_copy_.settled();
       }
