@@ -30,7 +30,7 @@ const std::vector<Var>& table() {
       {"RINGPRESS_TOPOLOGY", "auto/flat", "auto", "once per process",
        "auto: allreduce is hierarchical when ranks share hosts (docs/algorithms.md); flat: one "
        "ring in rank order"},
-      {"RINGPRESS_SHM_RING_BYTES", "bytes", "4194304", "when a communicator is made",
+      {"RINGPRESS_SHM_RING_BYTES", "bytes", "2097152", "when a communicator is made",
        "shared-memory ring per direction and pair (a power of two); each pair of ranks on a "
        "host backs 2 rings in /dev/shm at setup"},
       {"RINGPRESS_SHM_SINGLE_COPY", "auto/on/off", "auto", "when a communicator is made",

@@ -125,7 +125,7 @@ struct ContextOptions {
   // store (anyone who can read the store can join; a warning says so once per process).
   std::string secret;
   std::string encrypt;  // on | off: TCP links encrypted or authenticated only (RINGPRESS_ENCRYPT)
-  std::size_t shm_ring_bytes = 0;  // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 4 MiB)
+  std::size_t shm_ring_bytes = 0;  // per direction, power of two (RINGPRESS_SHM_RING_BYTES, 2 MiB)
   int tcp_buffer_bytes = 4 << 20;  // SO_SNDBUF/SO_RCVBUF
   // Busy-poll time after the last progress before sleeping in epoll; -1 = automatic: 200 us
   // where this host's ranks have a CPU each and the request's caller is blocked in it (a peer a
