@@ -311,9 +311,7 @@ def make_ringpress(world: World, encrypt: bool | None = None) -> Peer | str:
         return f"ringpress: skipped, no communicator ({type(e).__name__}: {e})"
 
     def allreduce(buf: np.ndarray) -> None:
-        res = comm.allreduce(buf)
-        if res is not None and hasattr(res, "wait"):  # an async Work handle
-            res.wait()
+        comm.allreduce(buf)  # synchronous: returns buf once every rank has it
 
     info: dict[str, Any] = {"version": getattr(ringpress, "__version__", None)}
     with contextlib.suppress(Exception):  # how this rank reaches the others: "tcp" / "shm"

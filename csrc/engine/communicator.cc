@@ -34,6 +34,12 @@ unsigned fork_generation() {
 }  // namespace
 
 namespace {
+std::size_t total_count(const std::vector<std::size_t>& counts) {
+  std::size_t total = 0;
+  for (auto c : counts) total += c;
+  return total;
+}
+
 // Argument > environment > default (env.h); one timeout variable for the rendezvous and ops.
 CommOptions normalized(CommOptions o) {
   env::check_retired();
@@ -235,6 +241,12 @@ CommStats Communicator::stats() const {
 
 void Communicator::execute(const char* name, std::uint32_t seq, std::uint64_t bytes, Fn& fn,
                            Work& work, Clock::time_point queued, int tid) {
+  work.complete(run(name, seq, bytes, call_fn<Fn>, &fn, queued, tid));
+}
+
+std::exception_ptr Communicator::run(const char* name, std::uint32_t seq, std::uint64_t bytes,
+                                     void (*call)(void*, const OpContext&), void* fn,
+                                     Clock::time_point queued, int tid) {
   ScopedErrorContext ec(name, rank_);
   std::exception_ptr err;
   {
@@ -253,7 +265,7 @@ void Communicator::execute(const char* name, std::uint32_t seq, std::uint64_t by
       const bool learn = single_copy_auto_ && bytes >= kSingleCopyMinTotal;
       const bool by_ref = !learn || single_copy_.choose(name, bytes);
       ctx_->set_single_copy(by_ref);
-      fn(oc);
+      call(fn, oc);
       if (learn && single_copy_.record(name, bytes, by_ref, Clock::now() - start)) {
         std::lock_guard<std::mutex> lock(mu_);
         stats_.single_copy = single_copy_.settled();
@@ -271,7 +283,7 @@ void Communicator::execute(const char* name, std::uint32_t seq, std::uint64_t by
     stats_.payload_bytes += bytes;
     if (err && !broken_error_) broken_error_ = err;
   }
-  work.complete(err);
+  return err;
 }
 
 void Communicator::worker_loop() {
@@ -364,11 +376,34 @@ Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes
   return work;
 }
 
-Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DType dtype,
-                                              ReduceOp op, bool async,
-                                              const CompressionOptions& compression,
-                                              float* residual) {
-  ScopedErrorContext ec("allreduce", rank_);
+template <class F>
+void Communicator::run_now(const char* name, std::uint64_t bytes, F&& fn) {
+  RP_ENFORCE(g_forks.load(std::memory_order_relaxed) == fork_generation_, UsageError,
+             "this communicator belongs to process ", creator_pid_, ": a forked child (pid ",
+             getpid(), ") cannot use it; create one in the child");
+  std::unique_lock<std::mutex> lock(mu_);
+  if (closed_ || broken_error_ || !queue_.empty() || busy_) {
+    // Closed, broken or busy: the general path says so, or queues the request behind the others.
+    lock.unlock();
+    submit(name, bytes, Fn(std::forward<F>(fn)), false);
+    return;
+  }
+  const std::uint32_t seq = next_seq_++;
+  busy_ = true;
+  lock.unlock();
+  std::exception_ptr err =
+      run(name, seq, bytes, call_fn<std::remove_reference_t<F>>, &fn, Clock::now(), 0);
+  lock.lock();
+  busy_ = false;
+  const bool pending = !queue_.empty();
+  lock.unlock();
+  if (pending) cv_.notify_all();
+  idle_cv_.notify_all();
+  if (err) std::rethrow_exception(err);
+}
+
+AllreduceOptions Communicator::allreduce_options(void* data, std::size_t count, DType dtype,
+                                                 ReduceOp op) const {
   RP_ENFORCE(reduce_supported(dtype), UsageError, "allreduce does not support dtype ",
              dtype_name(dtype), " (supported: floats, bfloat16, and integers of 8 to 64 bits)");
   RP_ENFORCE(data != nullptr || count == 0, UsageError, "allreduce of a null buffer");
@@ -380,6 +415,23 @@ Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DTy
   o.segment_bytes = opts_.segment_bytes;
   o.small_bytes = opts_.small_bytes;
   o.halving_bytes = opts_.halving_bytes;
+  return o;
+}
+
+void Communicator::allreduce_now(void* data, std::size_t count, DType dtype, ReduceOp op) {
+  ScopedErrorContext ec("allreduce", rank_);
+  run_now("allreduce", count * dtype_size(dtype),
+          [o = allreduce_options(data, count, dtype, op)](const OpContext& oc) {
+            ringpress::allreduce(oc, o);
+          });
+}
+
+Communicator::WorkPtr Communicator::allreduce(void* data, std::size_t count, DType dtype,
+                                              ReduceOp op, bool async,
+                                              const CompressionOptions& compression,
+                                              float* residual) {
+  ScopedErrorContext ec("allreduce", rank_);
+  AllreduceOptions o = allreduce_options(data, count, dtype, op);
   o.compression = compression;
   o.residual = residual;
   // Argument errors surface here, before anything is queued or sent. Error feedback: the sparse
@@ -481,15 +533,13 @@ Communicator::WorkPtr Communicator::broadcast(void* data, std::size_t count, DTy
       [o](const OpContext& oc) { ringpress::broadcast(oc, o); }, async);
 }
 
-Communicator::WorkPtr Communicator::allgather(const void* in, void* out,
-                                              std::vector<std::size_t> counts, DType dtype,
-                                              bool async) {
-  ScopedErrorContext ec("allgather", rank_);
+AllgatherOptions Communicator::allgather_options(const void* in, void* out,
+                                                 std::vector<std::size_t> counts,
+                                                 DType dtype) const {
   RP_ENFORCE_EQ(counts.size(), static_cast<std::size_t>(size_), UsageError,
                 "allgather needs one count per rank");
-  std::size_t total = 0;
-  for (auto c : counts) total += c;
-  RP_ENFORCE(out != nullptr || total == 0, UsageError, "allgather into a null buffer");
+  RP_ENFORCE(out != nullptr || total_count(counts) == 0, UsageError,
+             "allgather into a null buffer");
   AllgatherOptions o;
   o.in = in;
   o.out = out;
@@ -497,21 +547,36 @@ Communicator::WorkPtr Communicator::allgather(const void* in, void* out,
   o.dtype = dtype;
   o.segment_bytes = opts_.segment_bytes;
   o.halving_bytes = opts_.halving_bytes;
-  return submit(
-      "allgather", total * dtype_size(dtype),
-      [o](const OpContext& oc) { ringpress::allgather(oc, o); }, async);
+  return o;
 }
 
-Communicator::WorkPtr Communicator::reduce_scatter(const void* in, void* out,
-                                                   std::vector<std::size_t> counts, DType dtype,
-                                                   ReduceOp op, bool async) {
-  ScopedErrorContext ec("reduce_scatter", rank_);
+Communicator::WorkPtr Communicator::allgather(const void* in, void* out,
+                                              std::vector<std::size_t> counts, DType dtype,
+                                              bool async) {
+  ScopedErrorContext ec("allgather", rank_);
+  AllgatherOptions o = allgather_options(in, out, std::move(counts), dtype);
+  const std::uint64_t bytes = total_count(o.counts) * dtype_size(dtype);
+  return submit(
+      "allgather", bytes, [o](const OpContext& oc) { ringpress::allgather(oc, o); }, async);
+}
+
+void Communicator::allgather_now(const void* in, void* out, std::size_t count, DType dtype) {
+  ScopedErrorContext ec("allgather", rank_);
+  AllgatherOptions o = allgather_options(
+      in, out, std::vector<std::size_t>(static_cast<std::size_t>(size_), count), dtype);
+  const std::uint64_t bytes = total_count(o.counts) * dtype_size(dtype);
+  run_now("allgather", bytes,
+          [o = std::move(o)](const OpContext& oc) { ringpress::allgather(oc, o); });
+}
+
+ReduceScatterOptions Communicator::reduce_scatter_options(const void* in, void* out,
+                                                          std::vector<std::size_t> counts,
+                                                          DType dtype, ReduceOp op) const {
   RP_ENFORCE(reduce_supported(dtype), UsageError, "reduce_scatter does not support dtype ",
              dtype_name(dtype));
   RP_ENFORCE_EQ(counts.size(), static_cast<std::size_t>(size_), UsageError,
                 "reduce_scatter needs one count per rank");
-  std::size_t total = 0;
-  for (auto c : counts) total += c;
+  const std::size_t total = total_count(counts);
   RP_ENFORCE((in != nullptr && (out != nullptr || counts[static_cast<std::size_t>(rank_)] == 0)) ||
                  total == 0,
              UsageError, "reduce_scatter with a null buffer");
@@ -523,13 +588,37 @@ Communicator::WorkPtr Communicator::reduce_scatter(const void* in, void* out,
   o.op = op;
   o.segment_bytes = opts_.segment_bytes;
   o.halving_bytes = opts_.halving_bytes;
+  return o;
+}
+
+Communicator::WorkPtr Communicator::reduce_scatter(const void* in, void* out,
+                                                   std::vector<std::size_t> counts, DType dtype,
+                                                   ReduceOp op, bool async) {
+  ScopedErrorContext ec("reduce_scatter", rank_);
+  ReduceScatterOptions o = reduce_scatter_options(in, out, std::move(counts), dtype, op);
+  const std::uint64_t bytes = total_count(o.counts) * dtype_size(dtype);
   return submit(
-      "reduce_scatter", total * dtype_size(dtype),
-      [o](const OpContext& oc) { ringpress::reduce_scatter(oc, o); }, async);
+      "reduce_scatter", bytes, [o](const OpContext& oc) { ringpress::reduce_scatter(oc, o); },
+      async);
+}
+
+void Communicator::reduce_scatter_now(const void* in, void* out, std::size_t count, DType dtype,
+                                      ReduceOp op) {
+  ScopedErrorContext ec("reduce_scatter", rank_);
+  ReduceScatterOptions o = reduce_scatter_options(
+      in, out, std::vector<std::size_t>(static_cast<std::size_t>(size_), count), dtype, op);
+  const std::uint64_t bytes = total_count(o.counts) * dtype_size(dtype);
+  run_now("reduce_scatter", bytes,
+          [o = std::move(o)](const OpContext& oc) { ringpress::reduce_scatter(oc, o); });
 }
 
 Communicator::WorkPtr Communicator::barrier(bool async) {
   return submit("barrier", 0, [](const OpContext& oc) { ringpress::barrier(oc); }, async);
+}
+
+void Communicator::barrier_now() {
+  ScopedErrorContext ec("barrier", rank_);
+  run_now("barrier", 0, [](const OpContext& oc) { ringpress::barrier(oc); });
 }
 
 Communicator::WorkPtr Communicator::gather(const void* in, std::size_t count,

@@ -407,7 +407,7 @@ void bind_comm(py::module_& m) {
              HeldBuffer x(obj, /*writable=*/true);
              if (!x.ok() || !rp::reduce_supported(x.dtype())) return false;
              py::gil_scoped_release nogil;  // x keeps the memory alive meanwhile
-             c.allreduce(x.data(), x.count(), x.dtype(), o, false);
+             c.allreduce_now(x.data(), x.count(), x.dtype(), o);
              return true;
            })
       // The same fast path for allgather (equal blocks: out holds size x x's elements) and
@@ -421,8 +421,7 @@ void bind_comm(py::module_& m) {
              if (!x.ok() || !y.ok() || x.dtype() != y.dtype() || y.count() != x.count() * p)
                return false;
              py::gil_scoped_release nogil;
-             c.allgather(x.data(), y.data(), std::vector<std::size_t>(p, x.count()), x.dtype(),
-                         false);
+             c.allgather_now(x.data(), y.data(), x.count(), x.dtype());
              return true;
            })
       .def("reduce_scatter_buffer",
@@ -436,8 +435,7 @@ void bind_comm(py::module_& m) {
                  x.count() != y.count() * p)
                return false;
              py::gil_scoped_release nogil;
-             c.reduce_scatter(x.data(), y.data(), std::vector<std::size_t>(p, y.count()), x.dtype(),
-                              o, false);
+             c.reduce_scatter_now(x.data(), y.data(), y.count(), x.dtype(), o);
              return true;
            })
       .def(
@@ -505,9 +503,20 @@ void bind_comm(py::module_& m) {
                                std::move(recv_counts), d, async);
            })
       .def("barrier",
-           [](rp::Communicator& c, bool async) {
-             py::gil_scoped_release nogil;
-             return c.barrier(async);
+           [](rp::Communicator& c, bool async) -> py::object {
+             if (!async) {
+               {
+                 py::gil_scoped_release nogil;
+                 c.barrier_now();
+               }
+               return py::none();
+             }
+             rp::Communicator::WorkPtr w;
+             {
+               py::gil_scoped_release nogil;
+               w = c.barrier(async);
+             }
+             return py::cast(std::move(w));
            })
       .def("close",
            [](rp::Communicator& c) {

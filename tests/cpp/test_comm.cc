@@ -158,6 +158,50 @@ TEST_P(CommThreads, ReducingReceivesAtEveryStreamOffset) {
       /*segment_bytes=*/1000, /*ring_bytes=*/4096);
 }
 
+// The _now forms (no Work) give the Work forms' results, take their turn behind async requests
+// still queued (the same order on every rank), and count as requests (sequence numbers, stats).
+TEST_P(CommThreads, NowFormsMatchTheWorkFormsAndKeepTheOrder) {
+  const int P = std::get<0>(GetParam());
+  run_threads(P, std::get<1>(GetParam()), [P](rp::Communicator& c) {
+    const int r = c.rank();
+    const auto p = static_cast<std::size_t>(P);
+    for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{1023}, std::size_t{70000}}) {
+      std::vector<float> a(n), b(n);
+      for (std::size_t i = 0; i < n; ++i) a[i] = b[i] = static_cast<float>(i % 7) * 0.5f + r;
+      c.allreduce(a.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false);
+      c.allreduce_now(b.data(), n, rp::DType::kF32, rp::ReduceOp::kSum);
+      ASSERT_EQ(std::memcmp(a.data(), b.data(), n * sizeof(float)), 0) << "n=" << n;
+
+      std::vector<std::int32_t> in(n, r * 10 + 1), g1(n * p), g2(n * p);
+      c.allgather(in.data(), g1.data(), std::vector<std::size_t>(p, n), rp::DType::kI32, false);
+      c.allgather_now(in.data(), g2.data(), n, rp::DType::kI32);
+      ASSERT_EQ(g1, g2);
+
+      std::vector<double> rs_in(n * p);
+      for (std::size_t i = 0; i < rs_in.size(); ++i) rs_in[i] = static_cast<double>(i + r);
+      std::vector<double> o1(n), o2(n);
+      c.reduce_scatter(rs_in.data(), o1.data(), std::vector<std::size_t>(p, n), rp::DType::kF64,
+                       rp::ReduceOp::kMax, false);
+      c.reduce_scatter_now(rs_in.data(), o2.data(), n, rp::DType::kF64, rp::ReduceOp::kMax);
+      ASSERT_EQ(o1, o2);
+      for (std::size_t i = 0; i < n; ++i) ASSERT_EQ(o2[i], static_cast<double>(r * n + i + P - 1));
+    }
+    // Behind queued async requests: the _now call waits its turn instead of overtaking them.
+    std::vector<std::vector<float>> bufs(4, std::vector<float>(50000, 1.0f));
+    std::vector<std::shared_ptr<rp::Work>> works;
+    for (auto& v : bufs)
+      works.push_back(c.allreduce(v.data(), v.size(), rp::DType::kF32, rp::ReduceOp::kSum, true));
+    const std::uint32_t before = c.sequence();
+    std::vector<float> y(10, static_cast<float>(r));
+    c.allreduce_now(y.data(), y.size(), rp::DType::kF32, rp::ReduceOp::kSum);
+    c.barrier_now();
+    EXPECT_EQ(c.sequence(), before + 2);
+    for (auto& w : works) EXPECT_TRUE(w->is_completed());
+    for (auto& v : bufs) ASSERT_EQ(v[49999], static_cast<float>(P));
+    EXPECT_EQ(y[9], static_cast<float>(P * (P - 1) / 2));
+  });
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, CommThreads,
                          ::testing::Combine(::testing::Values(2, 3),
                                             ::testing::Values("tcp", "shm")),
@@ -203,6 +247,36 @@ TEST(CommErrors, ArgumentErrorsLeaveTheCommunicatorUsable) {
     std::vector<float> x(10, 2.0f);
     c.allreduce(x.data(), 10, rp::DType::kF32, rp::ReduceOp::kProd, false);
     EXPECT_EQ(x[0], 4.0f);
+  });
+}
+
+// The _now forms check their arguments as the Work forms do (a UsageError naming the op, the
+// communicator still usable); after a failure they raise the communicator's first error.
+TEST(CommErrors, NowFormsRaiseTheWorkFormsErrors) {
+  run_threads(2, "shm", [](rp::Communicator& c) {
+    std::vector<std::int16_t> bad(8);
+    try {
+      c.allreduce_now(bad.data(), 4, rp::DType::kBool, rp::ReduceOp::kSum);
+      ADD_FAILURE() << "no error";
+    } catch (const rp::UsageError& e) {
+      EXPECT_EQ(e.op(), "allreduce");
+      EXPECT_EQ(e.rank(), c.rank());
+    }
+    EXPECT_THROW(c.reduce_scatter_now(bad.data(), nullptr, 4, rp::DType::kI16, rp::ReduceOp::kSum),
+                 rp::UsageError);
+    EXPECT_THROW(c.allgather_now(bad.data(), nullptr, 4, rp::DType::kI16), rp::UsageError);
+    EXPECT_FALSE(c.broken());
+    std::vector<float> x(10, 2.0f);
+    c.allreduce_now(x.data(), 10, rp::DType::kF32, rp::ReduceOp::kProd);
+    EXPECT_EQ(x[0], 4.0f);
+  });
+  // A count mismatch breaks the communicator on every rank; later _now calls raise that error.
+  run_threads(2, "tcp", [](rp::Communicator& c) {
+    std::vector<float> x(100 + static_cast<std::size_t>(c.rank()), 1.0f);
+    EXPECT_THROW(c.allreduce_now(x.data(), x.size(), rp::DType::kF32, rp::ReduceOp::kSum),
+                 rp::UsageError);
+    EXPECT_TRUE(c.broken());
+    EXPECT_THROW(c.barrier_now(), rp::UsageError);
   });
 }
 
