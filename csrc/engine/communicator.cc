@@ -255,6 +255,7 @@ std::exception_ptr Communicator::run(const char* name, std::uint32_t seq, std::u
   }
   if (!err) {
     auto start = Clock::now();
+    if (queued == Clock::time_point{}) queued = start;  // run_now: never queued
     timeline_.add("queued", "engine", tid, queued, start, seq, bytes);
     try {
       TimelineScope scope(&timeline_, name, "op", tid, seq, bytes);
@@ -392,7 +393,7 @@ void Communicator::run_now(const char* name, std::uint64_t bytes, F&& fn) {
   busy_ = true;
   lock.unlock();
   std::exception_ptr err =
-      run(name, seq, bytes, call_fn<std::remove_reference_t<F>>, &fn, Clock::now(), 0);
+      run(name, seq, bytes, call_fn<std::remove_reference_t<F>>, &fn, Clock::time_point{}, 0);
   lock.lock();
   busy_ = false;
   const bool pending = !queue_.empty();

@@ -371,7 +371,30 @@ for dt in dtypes:
 n_before = len(made)
 comm.allreduce(np.ones(8, np.float32), async_op=True).wait()
 comm.allreduce(np.ones(8, np.float32)[::2].copy())
-emit({"bad": bad, "generic_after": len(made) - n_before, "ops": comm.stats()["ops"]})
+generic_after = len(made) - n_before
+# Shapes the fast path reads itself (n-d, 0-d, empty), and what it leaves to the Python path.
+edge = {}
+m = np.arange(12, dtype=np.float64).reshape(3, 4) + rank
+edge["2d"] = comm.allreduce(m).tolist() == (2 * np.arange(12.0).reshape(3, 4) + 1).tolist()
+z = np.array(3 + rank, np.int32)
+edge["0d"] = int(comm.allreduce(z)) == 7
+edge["empty"] = comm.allreduce(np.empty((0, 5), np.float32)).shape == (0, 5)
+full = np.arange(16, dtype=np.float32)
+view = full[::2]  # not contiguous
+def error_of(fn):
+    try:
+        fn()
+    except rc.UsageError as e:
+        return str(e)
+    return None
+edge["strided"] = error_of(lambda: comm.allreduce(view))
+ro = np.ones(4, np.float32)
+ro.flags.writeable = False
+edge["readonly"] = error_of(lambda: comm.allreduce(ro))
+edge["swapped"] = error_of(lambda: comm.allreduce(np.ones(4, ">f4")))
+edge["structured"] = error_of(lambda: comm.allreduce(np.zeros(4, "i4,f4")))
+edge["still_works"] = comm.allreduce(np.ones(3, np.uint8)).tolist() == [2, 2, 2]
+emit({"bad": bad, "generic_after": generic_after, "ops": comm.stats()["ops"], "edge": edge})
 comm.close()
 """
 )
@@ -387,6 +410,13 @@ def test_numpy_allreduce_fast_path_matches_the_generic_path(transport):
         assert rec["bad"] == [], rec["bad"]
         assert rec["generic_after"] == 1  # the async call; the contiguous copy took the fast path
         assert rec["ops"] >= 2 * 11 * 5 + 2
+        edge = rec["edge"]
+        assert edge["2d"] and edge["0d"] and edge["empty"] and edge["still_works"], edge
+        # Refused by the Python path with its precise message (the fast path passed them on).
+        assert "contiguous" in edge["strided"], edge
+        assert "read-only" in edge["readonly"], edge
+        assert "byte order" in edge["swapped"], edge
+        assert edge["structured"] is not None, edge
 
 
 GATHER_FAST_PATH = (
