@@ -333,21 +333,31 @@ void Communicator::run_until(const Work& w) {
     req = Request{};  // drop the request's closure (and its buffers' holds) outside the lock
     lock.lock();
   }
+  become_idle(lock);
+}
+
+void Communicator::become_idle(std::unique_lock<std::mutex>& lock) {
   busy_ = false;
+  // Wake the worker only if requests arrived meanwhile: a futex wake per call would double
+  // the latency of small synchronous collectives.
   const bool pending = !queue_.empty();
   lock.unlock();
   if (pending) cv_.notify_all();
   idle_cv_.notify_all();
 }
 
-Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes, Fn fn, bool async,
-                                           bool collective) {
+void Communicator::check_not_forked() const {
   // A forked child shares the parent's sockets and shared memory: its bytes would interleave
   // with the parent's streams. It has no engine thread either, and mu_ may have been held by one
   // of the parent's threads at the fork: checked before taking it.
   RP_ENFORCE(g_forks.load(std::memory_order_relaxed) == fork_generation_, UsageError,
              "this communicator belongs to process ", creator_pid_, ": a forked child (pid ",
              getpid(), ") cannot use it; create one in the child");
+}
+
+Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes, Fn fn, bool async,
+                                           bool collective) {
+  check_not_forked();
   std::unique_lock<std::mutex> lock(mu_);
   RP_ENFORCE(!closed_, UsageError, "the communicator is closed");
   if (broken_error_) std::rethrow_exception(broken_error_);
@@ -360,13 +370,7 @@ Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes
     lock.unlock();
     execute(name, seq, bytes, fn, *work, now, 0);
     lock.lock();
-    busy_ = false;
-    // Wake the worker only if requests arrived meanwhile: a futex wake per call would double
-    // the latency of small synchronous collectives.
-    const bool pending = !queue_.empty();
-    lock.unlock();
-    if (pending) cv_.notify_all();
-    idle_cv_.notify_all();
+    become_idle(lock);
     work->wait();
     return work;
   }
@@ -379,9 +383,7 @@ Communicator::WorkPtr Communicator::submit(const char* name, std::uint64_t bytes
 
 template <class F>
 void Communicator::run_now(const char* name, std::uint64_t bytes, F&& fn) {
-  RP_ENFORCE(g_forks.load(std::memory_order_relaxed) == fork_generation_, UsageError,
-             "this communicator belongs to process ", creator_pid_, ": a forked child (pid ",
-             getpid(), ") cannot use it; create one in the child");
+  check_not_forked();
   std::unique_lock<std::mutex> lock(mu_);
   if (closed_ || broken_error_ || !queue_.empty() || busy_) {
     // Closed, broken or busy: the general path says so, or queues the request behind the others.
@@ -395,11 +397,7 @@ void Communicator::run_now(const char* name, std::uint64_t bytes, F&& fn) {
   std::exception_ptr err =
       run(name, seq, bytes, call_fn<std::remove_reference_t<F>>, &fn, Clock::time_point{}, 0);
   lock.lock();
-  busy_ = false;
-  const bool pending = !queue_.empty();
-  lock.unlock();
-  if (pending) cv_.notify_all();
-  idle_cv_.notify_all();
+  become_idle(lock);
   if (err) std::rethrow_exception(err);
 }
 

@@ -261,6 +261,10 @@ class Communicator {
   }
   template <class F>
   void run_now(const char* name, std::uint64_t bytes, F&& fn);
+  // After running requests on a caller's thread (mu_ held by `lock`): clears busy_, unlocks, and
+  // wakes the worker if requests arrived meanwhile and anyone waiting for an idle engine.
+  void become_idle(std::unique_lock<std::mutex>& lock);
+  void check_not_forked() const;
   // Argument checks and options of the collectives that have a Work and a _now form.
   AllreduceOptions allreduce_options(void* data, std::size_t count, DType dtype, ReduceOp op) const;
   AllgatherOptions allgather_options(const void* in, void* out, std::vector<std::size_t> counts,
