@@ -170,7 +170,7 @@ TEST_P(CommThreads, NowFormsMatchTheWorkFormsAndKeepTheOrder) {
       for (std::size_t i = 0; i < n; ++i) a[i] = b[i] = static_cast<float>(i % 7) * 0.5f + r;
       c.allreduce(a.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false);
       c.allreduce_now(b.data(), n, rp::DType::kF32, rp::ReduceOp::kSum);
-      ASSERT_EQ(std::memcmp(a.data(), b.data(), n * sizeof(float)), 0) << "n=" << n;
+      ASSERT_TRUE(n == 0 || std::memcmp(a.data(), b.data(), n * sizeof(float)) == 0) << "n=" << n;
 
       std::vector<std::int32_t> in(n, r * 10 + 1), g1(n * p), g2(n * p);
       c.allgather(in.data(), g1.data(), std::vector<std::size_t>(p, n), rp::DType::kI32, false);
