@@ -430,7 +430,7 @@ void bind_comm(py::module_& m) {
              if (!known_op(op, &o)) return false;
              HeldBuffer x(obj, /*writable=*/true);
              if (!x.ok() || !rp::reduce_supported(x.dtype())) return false;
-             py::gil_scoped_release nogil;  // x keeps the memory alive meanwhile
+             py::gil_scoped_release nogil;  // the caller's reference keeps x's memory alive
              c.allreduce_now(x.data(), x.count(), x.dtype(), o);
              return true;
            })
