@@ -17,7 +17,9 @@ What is measured
     ``batch_isend_irecv``.
     A sample: a gloo barrier, then ``inner`` back-to-back calls (``inner`` makes a sample last
     about 10 ms), time / inner; the slowest rank's time counts (gathered over gloo). Reported: the
-    median of ``--repeats`` samples. Each implementation of an op runs its samples as one block,
+    median of ``--repeats`` samples. ``--isolated``: a sample is one call right after a barrier of
+    the same implementation (what a lone loss or metric allreduce in a training loop sees), and
+    there are ``ISOLATED_FACTOR`` x ``--repeats`` samples. Each implementation of an op runs its samples as one block,
     the order rotating from size to size. Every result is checked once against the expected values
     before timing (a wrong one aborts the run).
     Ratios: ``gloo/rp`` = gloo time / dist-ringpress time (> 1: ringpress faster);
@@ -26,8 +28,8 @@ What is measured
 Results: a table on rank 0 and ``--json`` (default ``collectives_np<P>[_quick].json`` under
 ``bench/results/`` in a checkout) with every sample.
 
-Usage: ``ringpress bench collectives [--quick] [--ops all_reduce,...] [--sizes 4K,1M]
-[--repeats 7] [--nranks 2] [--link RATE] [--json PATH]``
+Usage: ``ringpress bench collectives [--quick] [--isolated] [--ops all_reduce,...]
+[--sizes 4K,1M] [--repeats 7] [--nranks 2] [--link RATE] [--json PATH]``
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ OPS = (
     "barrier",
 )
 DEFAULT_SIZES = "4K,64K,1M,16M"
+ISOLATED_FACTOR = 5  # --isolated: samples per --repeats (one call each, so more of them)
 QUICK_SIZES = "4K,256K"
 
 
@@ -77,6 +80,12 @@ def build_parser(prog: str) -> ArgParser:
     ap.add_argument("--repeats", type=int, default=None, help="samples per measurement (default 7)")
     ap.add_argument("--json", type=Path, default=None, help="JSON record path")
     ap.add_argument("--quick", action="store_true", help=f"sizes {QUICK_SIZES}, 3 samples (tests)")
+    ap.add_argument(
+        "--isolated",
+        action="store_true",
+        help="one call per sample, right after a barrier of the same implementation "
+        f"({ISOLATED_FACTOR} x --repeats samples)",
+    )
     ap.add_argument(
         "--launcher",
         choices=("auto", "env"),
@@ -196,6 +205,12 @@ class Case:
         self.dist_call, self.raw_call, self.check = table[op]
         self.reset = reset
         self.gloo = gloo
+        # Each implementation's own barrier (--isolated synchronizes with it).
+        self.barriers: dict[str, Callable[[], Any]] = {
+            "raw": comm.barrier,
+            "ringpress": dist.barrier,
+            "gloo": lambda: dist.barrier(group=gloo),
+        }
 
     def impls(self) -> dict[str, Callable[[], Any] | None]:
         return {
@@ -214,7 +229,9 @@ def slowest(value: float, gloo: Any) -> float:
     return float(t[0])
 
 
-def measure(case: Case, name: str, fn: Callable[[], Any], repeats: int, gloo: Any) -> list[float]:
+def measure(
+    case: Case, name: str, fn: Callable[[], Any], repeats: int, gloo: Any, isolated: bool = False
+) -> list[float]:
     import torch.distributed as dist
 
     case.reset()
@@ -224,6 +241,15 @@ def measure(case: Case, name: str, fn: Callable[[], Any], repeats: int, gloo: An
     for _ in range(3):  # warm-up
         case.reset()
         fn()
+    if isolated:
+        barrier, samples = case.barriers[name], []
+        for _ in range(repeats * ISOLATED_FACTOR):
+            case.reset()
+            barrier()
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return [slowest(s, gloo) for s in samples]
     # inner: about 10 ms per sample, agreed by every rank
     t0 = time.perf_counter()
     fn()
@@ -267,7 +293,8 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
 
     say(
         f"ringpress bench collectives: {size} ranks, native backend {rt.NATIVE}, "
-        f"transport {comm.transport((rank + 1) % size) if size > 1 else 'self'}"
+        f"transport {comm.transport((rank + 1) % size) if size > 1 else 'self'}, "
+        + ("one call after a barrier per sample" if args.isolated else "back-to-back calls")
     )
     say(
         f"{'op':<15}{'size':>9}{'raw us':>11}{'dist rp us':>12}{'dist gloo us':>14}"
@@ -288,7 +315,7 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
                 if fn is None:
                     med[name] = None
                     continue
-                s = measure(case, name, fn, args.repeats, gloo)
+                s = measure(case, name, fn, args.repeats, gloo, args.isolated)
                 rec["samples"][name] = s
                 med[name] = statistics.median(s)
             rec["median_s"] = med
@@ -312,13 +339,19 @@ def run_rank(args: argparse.Namespace) -> dict[str, Any] | None:
         "benchmark": "collectives",
         "nranks": size,
         "native": rt.NATIVE,
-        "config": {"repeats": args.repeats, "sizes": args.size_list, "ops": args.op_list},
+        "config": {
+            "repeats": args.repeats,
+            "sizes": args.size_list,
+            "ops": args.op_list,
+            "isolated": args.isolated,
+        },
         "machine": machine_info(()),
         "versions": versions({}, ("ringpress", "torch")),
         "command": " ".join(sys.argv),
         "records": records,
     }
-    path = args.json or results_dir() / f"collectives_np{size}{'_quick' if args.quick else ''}.json"
+    tag = ("_quick" if args.quick else "") + ("_isolated" if args.isolated else "")
+    path = args.json or results_dir() / f"collectives_np{size}{tag}.json"
     write_json(results, path)
     return results
 
@@ -330,6 +363,8 @@ def _rank_argv(args: argparse.Namespace) -> list[str]:
         out += ["--json", str(args.json.resolve())]
     if args.quick:
         out.append("--quick")
+    if args.isolated:
+        out.append("--isolated")
     return out
 
 

@@ -51,3 +51,18 @@ def test_collectives_benchmark_runs_every_op_side_by_side(tmp_path):
         if r["op"] in ("all_reduce", "barrier"):
             assert med["raw"] > 0, r  # the raw Communicator has these
     assert "gloo/rp" in proc.stdout and "all_to_all" in proc.stdout
+
+
+def test_isolated_mode_times_lone_calls(tmp_path):
+    out = tmp_path / "iso.json"
+    cmd = [sys.executable, "-m", "ringpress_bench", "collectives", "--isolated", "--nranks", "2"]
+    cmd += ["--ops", "all_reduce,broadcast", "--sizes", "4K", "--repeats", "2", "--json", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "one call after a barrier per sample" in proc.stdout
+    rec = json.loads(out.read_text())
+    assert rec["config"]["isolated"] is True
+    assert {r["op"] for r in rec["records"]} == {"all_reduce", "broadcast"}
+    for r in rec["records"]:
+        for name in ("raw", "ringpress", "gloo"):  # 5 x --repeats lone calls each
+            assert len(r["samples"][name]) == 10 and min(r["samples"][name]) > 0, (name, r)
