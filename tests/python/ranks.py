@@ -207,8 +207,10 @@ def run_ranks(
 # process are listed). RP_TEST_FORK_TORCH=0 turns this off.
 
 # What a rank may set differently from the server's environment: launcher and test variables,
-# which torch does not read at import. Any other difference starts a fresh interpreter.
+# which torch does not read at import (pytest names the running test in PYTEST_CURRENT_TEST).
+# Any other difference starts a fresh interpreter.
 _RANK_KEYS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
+_RANK_KEYS |= {"PYTEST_CURRENT_TEST"}
 _RANK_PREFIXES = ("RINGPRESS_", "RP_")
 
 
