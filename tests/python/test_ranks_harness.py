@@ -48,7 +48,9 @@ def test_exit_status_tracebacks_and_signals_come_back():
     assert res[0].returncode == 3
     res = run_ranks(1, "import torch\nos.kill(os.getpid(), 11)\n", check=False, env=SOLO)
     assert res[0].returncode == -11 and "Fatal Python error" in res[0].stderr  # faulthandler
-    body = "import torch, time\nemit('started')\ntime.sleep(60)\n"
+    # emit before the import: a fresh interpreter (RP_TEST_FORK_TORCH=0) on a loaded machine
+    # may need more than the 3 s to import torch
+    body = "import time\nemit('started')\nimport torch\ntime.sleep(60)\n"
     res = run_ranks(1, body, check=False, env=SOLO, timeout=3)
     assert res[0].returncode == -9 and res[0].records == ["started"]
     assert "killed after 3" in res[0].stderr
