@@ -19,14 +19,15 @@ What is measured
     about 10 ms), time / inner; the slowest rank's time counts (gathered over gloo). Reported: the
     median of ``--repeats`` samples. ``--isolated``: a sample is one call right after a barrier of
     the same implementation (what a lone loss or metric allreduce in a training loop sees), and
-    there are ``ISOLATED_FACTOR`` x ``--repeats`` samples. Each implementation of an op runs its samples as one block,
-    the order rotating from size to size. Every result is checked once against the expected values
-    before timing (a wrong one aborts the run).
+    there are ``ISOLATED_FACTOR`` x ``--repeats`` samples. Each implementation of an op runs its
+    samples as one block, the order rotating from size to size. Every result is checked once
+    against the expected values before timing (a wrong one aborts the run).
     Ratios: ``gloo/rp`` = gloo time / dist-ringpress time (> 1: ringpress faster);
     ``rp/raw`` = dist-ringpress time / raw time (the cost of the torch layer; 1.0 is free).
 
-Results: a table on rank 0 and ``--json`` (default ``collectives_np<P>[_quick].json`` under
-``bench/results/`` in a checkout) with every sample.
+Results: a table on rank 0 and ``--json`` (default
+``collectives_np<P>[_quick][_isolated].json`` under ``bench/results/`` in a checkout) with every
+sample.
 
 Usage: ``ringpress bench collectives [--quick] [--isolated] [--ops all_reduce,...]
 [--sizes 4K,1M] [--repeats 7] [--nranks 2] [--link RATE] [--json PATH]``
