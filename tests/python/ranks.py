@@ -209,8 +209,15 @@ def run_ranks(
 # What a rank may set differently from the server's environment: launcher and test variables,
 # which torch does not read at import (pytest names the running test in PYTEST_CURRENT_TEST).
 # Any other difference starts a fresh interpreter.
-_RANK_KEYS = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}
-_RANK_KEYS |= {"PYTEST_CURRENT_TEST"}
+_RANK_KEYS = {
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "PYTEST_CURRENT_TEST",
+}
 _RANK_PREFIXES = ("RINGPRESS_", "RP_")
 
 
