@@ -187,8 +187,11 @@ def run_ranks(
     env: dict | None = None,
     comm_kwargs: dict | None = None,
     check: bool = True,
+    fork: bool = True,
 ) -> list[RankResult]:
-    procs, path, _ = start_ranks(nranks, body, env=env, comm_kwargs=comm_kwargs, fork_torch=True)
+    """``fork=False``: fresh interpreters even for torch scripts (tests of what happens at exit:
+    a forked rank runs torch's atexit handlers after the script's, zygote.py)."""
+    procs, path, _ = start_ranks(nranks, body, env=env, comm_kwargs=comm_kwargs, fork_torch=fork)
     results = collect(procs, path, timeout)
     if check:
         bad = [r for r in results if r.returncode != 0]

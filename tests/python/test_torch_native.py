@@ -369,11 +369,13 @@ def test_callbacks_running_at_exit_finish_before_the_interpreter_finalizes(tmp_p
     # callbacks never write their mark.
     import os
 
+    # Fresh interpreters: the exit handlers' order is what is tested (ranks.run_ranks).
     mark = str(tmp_path / "cb")
     res = run_ranks(
         2,
         PRELUDE + EXIT_WITH_CALLBACKS,
         env={**NO_COMM, "RP_TEST_MARK": mark, "RP_TEST_SLEEP": "1"},
+        fork=False,
     )
     for r in res:
         with open(f"{mark}.{r.rank}") as f:
@@ -381,5 +383,5 @@ def test_callbacks_running_at_exit_finish_before_the_interpreter_finalizes(tmp_p
     ctrl = str(tmp_path / "ctrl")
     # (30 s: far beyond a finalization even on a loaded machine; nothing waits for it)
     env = {**NO_COMM, "RP_TEST_MARK": ctrl, "RP_TEST_SLEEP": "30", "RP_TEST_NO_EXIT_CLOSE": "1"}
-    for r in run_ranks(2, PRELUDE + EXIT_WITH_CALLBACKS, env=env, check=False):
+    for r in run_ranks(2, PRELUDE + EXIT_WITH_CALLBACKS, env=env, check=False, fork=False):
         assert not os.path.exists(f"{ctrl}.{r.rank}"), "the control run's callback finished"

@@ -14,8 +14,10 @@ environment (os.environ replaced before anything of ringpress is imported), stdi
 stdout/stderr on the given descriptors, ``sys.argv == [script]``, ``sys.path[0]`` the script's
 directory, the script run as ``__main__`` at the top level of this file, so that the interpreter
 then exits normally (atexit handlers, thread joins, finalization) with the script's exit status.
-Not the same: the modules preloaded here (numpy, torch) are already imported, and every child
-has the same string hash seed. ``ranks.run_ranks`` uses this only for scripts that use torch and
+Not the same: the modules preloaded here (numpy, torch) are already imported, every child has
+the same string hash seed, and torch's atexit handlers, registered here before the script's, run
+after them at exit (a fresh interpreter runs them first when the script registered its own before
+importing torch); tests of exit-time behaviour use ``run_ranks(..., fork=False)``. ``ranks.run_ranks`` uses this only for scripts that use torch and
 only when the rank's environment differs from this server's in launcher variables alone (torch
 reads some of its settings at import).
 """
