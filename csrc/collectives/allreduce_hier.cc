@@ -15,8 +15,17 @@
 //   + 2(H-1)(alpha_x + n/(L H) beta_x / c) + (H-1)/H n/L gamma  phase 2, per rank
 // Each host's network traffic is 2 (H-1)/H n / c, the same as one rank per host, where a flat ring
 // over P = H L ranks sends 2 (P-1)/P n / c per rank, L times as much per host (and with cyclic
-// placement every hop crosses the network). Phases run one after another (no overlap between
-// them; each is pipelined by segments inside).
+// placement every hop crosses the network).
+// Pipelining: a request of at least two chunks (chunk = L H * 2 segments, at most kMaxChunks
+// chunks) whose phase 2 is a ring (plain, or a codec with the ring schedule: lossless and the
+// quantizers) runs the three phases chunk by chunk, with the inter-host ring of chunk k beside the
+// intra-host rings of chunks k+1 (reduce-scatter) and k-1 (allgather): the network and
+// shared-memory pairs are disjoint, and one thread drives both rings (ring::Stepper,
+// Context::wait_any). The cost is then about the slower of the two levels plus one chunk of the
+// other, max(phase 2, phases 1 + 3) + (phases 1 + 3) / K, instead of their sum. Phase 2 is then
+// always the ring (never recursive halving or doubling), for plain and lossless alike, so
+// lossless keeps plain's bits. Smaller requests and top-k (an allgather schedule) run the three
+// phases one after another.
 // Exactness: phases 1 and 3 are exact (fp32 partial sums, as the flat ring); a lossy codec rounds
 // only in phase 2, once per inter-host hop, so its error grows with H, not with P. Every rank ends
 // with the same bits (phase 2's guarantee within a group; phase 3 copies).
@@ -25,12 +34,126 @@
 // rank encoded (its host's partial sums). So, summed over ranks, outputs plus residuals equal
 // inputs plus the residuals that came in (the flat ring's invariant, ring_codec.cc), with the
 // feedback of a host's rounding held by the local rank that owns the block.
+#include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "group.h"
 #include "ring.h"
+#include "ringpress/trace.h"
 
 namespace ringpress {
+namespace {
+
+constexpr std::size_t kMaxChunks = 16;
+
+// The pipelined schedule (see the header): K chunks; the intra-host
+// pairs run RS(0), RS(1), AG(0), RS(2), AG(1), ..., RS(K-1), AG(K-2), AG(K-1), one ring at a
+// time; the inter-host pairs run AR(0), ..., AR(K-1). AR(k) starts once RS(k) is done on this
+// rank, AG(k) once AR(k) is. Every rank of a group runs that group's rings in the same order,
+// so each pair's messages match in FIFO order.
+void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
+               const AllreduceOptions& o, float* residual, int l, int L, int H, std::size_t K) {
+  const bool plain = o.compression.kind == WireCompression::kNone;
+  const std::size_t es = dtype_size(o.dtype);
+  auto* data = static_cast<unsigned char*>(o.data);
+  std::vector<std::size_t> coff, clen;
+  ring::even_blocks(o.count, static_cast<int>(K), &coff, &clen);
+
+  // Plans live here for the whole call: a Runner keeps a reference to its plan.
+  std::vector<ring::Plan> rs(K), ar(K), ag(K);
+  for (std::size_t k = 0; k < K; ++k) {
+    ring::Plan& p = rs[k];
+    p.data = data + coff[k] * es;
+    ring::even_blocks(clen[k], L, &p.off, &p.len);
+    p.dtype = o.dtype;
+    p.op = o.op;
+    p.coll = o.split_digest ? CollKind::kAllreduceCoalesced : CollKind::kAllreduce;
+    p.total = o.split_digest ? o.split_digest : o.count;
+    p.segment_bytes = o.segment_bytes;
+    p.reduce_scatter = true;
+    p.allgather = false;
+    ag[k] = p;
+    ag[k].reduce_scatter = false;
+    ag[k].allgather = true;
+    // Block l of the chunk across hosts: the ring allreduce (reduce-scatter + allgather).
+    ring::Plan& x = ar[k];
+    x.data = p.data + p.off[static_cast<std::size_t>(l)] * es;
+    ring::even_blocks(p.len[static_cast<std::size_t>(l)], H, &x.off, &x.len);
+    x.dtype = o.dtype;
+    x.op = o.op;
+    x.coll = CollKind::kAllreduce;
+    x.total = p.len[static_cast<std::size_t>(l)];  // the same on every rank of the group
+    x.segment_bytes = o.segment_bytes;
+  }
+  struct LocalStep {
+    bool allgather;
+    std::size_t chunk;
+  };
+  std::vector<LocalStep> local;
+  for (std::size_t k = 0; k < K; ++k) {
+    local.push_back({false, k});
+    if (k > 0) local.push_back({true, k - 1});
+  }
+  local.push_back({true, K - 1});
+
+  std::vector<char> rs_done(K, 0), ar_done(K, 0);
+  std::optional<ring::Runner> lr;
+  std::unique_ptr<ring::Stepper> xr;
+  std::size_t li = 0, xi = 0;            // next step to start on each level
+  std::size_t l_chunk = 0, x_chunk = 0;  // the chunk of the running ring
+  bool l_allgather = false;
+  for (;;) {
+    bool moved = true;
+    while (moved) {
+      moved = false;
+      if (!lr && li < local.size() && (!local[li].allgather || ar_done[local[li].chunk])) {
+        l_chunk = local[li].chunk;
+        l_allgather = local[li].allgather;
+        lr.emplace(loc, l_allgather ? ag[l_chunk] : rs[l_chunk]);
+        ++li;
+        moved = true;
+      }
+      if (lr && lr->advance()) {
+        if (!l_allgather) rs_done[l_chunk] = 1;
+        lr.reset();
+        moved = true;
+      }
+      if (!xr && xi < K && rs_done[xi]) {
+        x_chunk = xi++;
+        if (plain) {
+          xr = std::make_unique<ring::Runner>(xoc, ar[x_chunk]);
+        } else {  // the codec's ring on block l of the chunk (its residual block, if any)
+          AllreduceOptions x = o;
+          x.data = ar[x_chunk].data;
+          x.count = ar[x_chunk].total;
+          const std::size_t at = coff[x_chunk] + rs[x_chunk].off[static_cast<std::size_t>(l)];
+          x.residual = residual != nullptr ? residual + at : nullptr;
+          x.split_digest = 0;
+          x.algo = AllreduceAlgo::kAuto;
+          xr = ring::compressed_runner(xoc, x);
+        }
+        moved = true;
+      }
+      if (xr && xr->advance()) {
+        ar_done[x_chunk] = 1;
+        xr.reset();
+        moved = true;
+      }
+    }
+    if (!lr && !xr && li == local.size() && xi == K) return;
+    Ticket t[2];
+    std::size_t n = 0;
+    if (lr) t[n++] = lr->blocker();
+    if (xr) t[n++] = xr->blocker();
+    RP_ENFORCE(n > 0, InternalError, "hierarchical pipeline stalled (local step ", li, " of ",
+               local.size(), ", chunk ", xi, " of ", K, ")");
+    StageScope ts(oc, Stage::kWait, "wait", 0);
+    (void)oc.ctx.wait_any(t, n, oc.deadline);
+  }
+}
+
+}  // namespace
 
 void allreduce_hierarchical(const OpContext& oc, const AllreduceOptions& o) {
   Context& ctx = oc.ctx;
@@ -60,6 +183,18 @@ void allreduce_hierarchical(const OpContext& oc, const AllreduceOptions& o) {
   if (residual != nullptr && o.count > 0) {
     reduce_into(DType::kF32, ReduceOp::kSum, data, residual, o.count);
     std::memset(residual, 0, o.count * sizeof(float));
+  }
+
+  // Pipelined: plain requests and codecs with the ring schedule (not top-k's allgather).
+  if (o.compression.kind == WireCompression::kNone ||
+      find_codec(static_cast<int>(o.compression.kind))->schedule == CodecSchedule::kRing) {
+    const std::size_t seg = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
+    const std::size_t unit = static_cast<std::size_t>(L) * static_cast<std::size_t>(H) * 2 * seg;
+    const std::size_t K = std::min(kMaxChunks, o.count * es / std::max<std::size_t>(unit, 1));
+    if (K >= 2) {
+      pipelined(loc, xoc, oc, o, residual, l, L, H, K);
+      return;
+    }
   }
 
   ring::Plan plan;

@@ -36,6 +36,9 @@ class GroupView final : public Context {
     return parent_.post_recv(global(peer), e, data);
   }
   void wait(const Ticket& t, Deadline deadline) override { parent_.wait(t, deadline); }
+  std::size_t wait_any(const Ticket* t, std::size_t n, Deadline deadline) override {
+    return parent_.wait_any(t, n, deadline);
+  }
   bool test(const Ticket& t) override { return parent_.test(t); }
   void abort(const Error& err) noexcept override { parent_.abort(err); }
   void check() const override { parent_.check(); }

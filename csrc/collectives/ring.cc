@@ -107,93 +107,136 @@ Schedule schedule(const Plan& plan, int P, int r) {
   return sc;
 }
 
-void run(const OpContext& oc, const Plan& plan) {
-  Context& ctx = oc.ctx;
-  const int P = ctx.size();
-  const int r = ctx.rank();
-  if (P == 1) return;
-  const std::size_t es = dtype_size(plan.dtype);
-  const int right = (r + 1) % P;
-  const int left = (r + P - 1) % P;
-  // Send and receive sequences (see ring.h): send group g+1 carries what receive group g produced.
-  Schedule sc = schedule(plan, P, r);
-  const std::vector<Item>& sends = sc.sends;
-  const std::vector<Item>& recvs = sc.recvs;
-  const std::size_t first_group = sc.first_group;  // items in the first send group (ready at once)
-  const std::uint8_t redop = plan.reduce_scatter ? static_cast<std::uint8_t>(plan.op) : 0;
-  auto make_header = [&](std::size_t index, const Item& it) {
-    MsgHeader h = header(plan.coll, plan.dtype, static_cast<ReduceOp>(redop), oc.seq,
-                         static_cast<std::uint32_t>(index), plan.total, it.count * es);
-    return h;
-  };
+namespace {
+constexpr std::size_t kWindow = 4;  // receives posted ahead of the one being completed
+}
 
-  constexpr std::size_t kWindow = 4;
-  std::vector<Ticket> send_tickets(sends.size());
-  std::vector<Ticket> recv_tickets(recvs.size());
+Runner::Runner(const OpContext& oc, const Plan& plan)
+    : oc_(oc),
+      plan_(plan),
+      es_(dtype_size(plan.dtype)),
+      right_((oc.ctx.rank() + 1) % oc.ctx.size()),
+      left_((oc.ctx.rank() + oc.ctx.size() - 1) % oc.ctx.size()),
+      sc_(schedule(plan, oc.ctx.size(), oc.ctx.rank())) {
+  // Send and receive sequences (see ring.h): send group g+1 carries what receive group g
+  // produced; the first send group is ready at once.
+  send_tickets_.resize(sc_.sends.size());
+  recv_tickets_.resize(sc_.recvs.size());
   // Index of the reduce-scatter send of each allgather receive target (same block and segment):
   // an allgather receive overwrites that region, so that send must have left first.
-  std::size_t rs_sends = 0, rs_recvs = 0;
-  for (const Item& it : sends) rs_sends += it.rs ? 1 : 0;
-  for (const Item& it : recvs) rs_recvs += it.rs ? 1 : 0;
+  for (const Item& it : sc_.sends) rs_sends_ += it.rs ? 1 : 0;
+  for (const Item& it : sc_.recvs) rs_recvs_ += it.rs ? 1 : 0;
+  overlap_left_ = plan.overlap != nullptr && *plan.overlap;
+  if (oc.ctx.size() == 1) {
+    finished_ = true;
+    return;
+  }
+  for (std::size_t j = 0; j < sc_.first_group; ++j) post_send(j);
+  fill_window(false);
+}
 
-  std::size_t sends_posted = 0;  // sends are posted strictly in order
-  auto post_send = [&](std::size_t j) {
-    const Item& it = sends[j];
-    send_tickets[j] = ctx.post_send(right, make_header(j, it), plan.data + it.elem * es);
-    sends_posted = j + 1;
-  };
+void Runner::post_send(std::size_t j) {
+  const Item& it = sc_.sends[j];
+  const std::uint8_t redop = plan_.reduce_scatter ? static_cast<std::uint8_t>(plan_.op) : 0;
+  MsgHeader h = header(plan_.coll, plan_.dtype, static_cast<ReduceOp>(redop), oc_.seq,
+                       static_cast<std::uint32_t>(j), plan_.total, it.count * es_);
+  send_tickets_[j] = oc_.ctx.post_send(right_, h, plan_.data + it.elem * es_);
+  sends_posted_ = j + 1;
+}
+
+// Post receive i; false if it cannot be posted yet (its target region has not been sent, or, not
+// blocking, has not left yet). Blocking waits run the plan's overlap work while they wait.
+bool Runner::post_recv(std::size_t i, bool block) {
+  const Item& it = sc_.recvs[i];
+  const std::uint8_t redop = plan_.reduce_scatter ? static_cast<std::uint8_t>(plan_.op) : 0;
+  MsgHeader h = header(plan_.coll, plan_.dtype, static_cast<ReduceOp>(redop), oc_.seq,
+                       static_cast<std::uint32_t>(i), plan_.total, it.count * es_);
+  if (it.rs) {
+    // Reduced into the working buffer as it arrives (straight out of a shm ring). Safe to post
+    // early: this segment's own send comes one step later, after this receive completed.
+    Expect e = expect(h);
+    e.reduce = true;
+    recv_tickets_[i] = oc_.ctx.post_recv(left_, e, plan_.data + it.elem * es_);
+    return true;
+  }
+  // Allgather receive i overwrites the region of reduce-scatter send j = i - rs_recvs (same
+  // block and segment): that send must have left the buffer first.
+  const std::size_t j = i - rs_recvs_;
+  if (j < rs_sends_) {
+    if (j >= sends_posted_) return false;
+    if (block) {
+      while (overlap_left_ && !oc_.ctx.test(send_tickets_[j])) overlap_left_ = (*plan_.overlap)();
+      oc_.ctx.wait(send_tickets_[j], oc_.deadline);
+    } else if (!oc_.ctx.test(send_tickets_[j])) {
+      return false;
+    }
+  }
+  recv_tickets_[i] = oc_.ctx.post_recv(left_, expect(h), plan_.data + it.elem * es_);
+  return true;
+}
+
+void Runner::fill_window(bool block) {
+  while (posted_ < sc_.recvs.size() && posted_ < next_ + kWindow && post_recv(posted_, block))
+    ++posted_;
+}
+
+void Runner::complete_recv() {
+  if (next_ + sc_.first_group < sc_.sends.size()) post_send(next_ + sc_.first_group);
+  ++next_;
+}
+
+bool Runner::advance() {
+  while (!finished_) {
+    if (next_ == sc_.recvs.size()) {
+      if (!sc_.sends.empty() && !oc_.ctx.test(send_tickets_.back())) return false;
+      finished_ = true;
+      break;
+    }
+    fill_window(false);
+    if (posted_ <= next_ || !oc_.ctx.test(recv_tickets_[next_])) return false;
+    fault::hit(sc_.recvs[next_].rs ? "ring.reduce_scatter" : "ring.allgather");
+    complete_recv();
+  }
+  return true;
+}
+
+const Ticket& Runner::blocker() const {
+  if (next_ == sc_.recvs.size()) return send_tickets_.back();
+  if (posted_ > next_) return recv_tickets_[next_];
+  // Receive next_ is an allgather receive waiting for its region's reduce-scatter send, which
+  // was posted (send group g+1 follows receive group g, and that receive is already done).
+  return send_tickets_[next_ - rs_recvs_];
+}
+
+void run(const OpContext& oc, const Plan& plan) {
+  Context& ctx = oc.ctx;
+  if (ctx.size() == 1) return;
+  Runner rr(oc, plan);
   // Waits for t; while it is not done, the plan's overlap work runs a slice per progress pass.
-  bool overlap_left = plan.overlap != nullptr && *plan.overlap;
   auto wait = [&](const Ticket& t) {
-    while (overlap_left && !ctx.test(t)) overlap_left = (*plan.overlap)();
+    while (rr.overlap_left_ && !ctx.test(t)) rr.overlap_left_ = (*plan.overlap)();
     ctx.wait(t, oc.deadline);
   };
-  std::size_t posted = 0;
-  // Post receive i; false if it must wait (its target region has not been sent yet).
-  auto post_recv = [&](std::size_t i) {
-    const Item& it = recvs[i];
-    MsgHeader h = make_header(i, it);
-    if (it.rs) {
-      // Reduced into the working buffer as it arrives (straight out of a shm ring). Safe to post
-      // early: this segment's own send comes one step later, after this receive completed.
-      Expect e = expect(h);
-      e.reduce = true;
-      recv_tickets[i] = ctx.post_recv(left, e, plan.data + it.elem * es);
-      return true;
-    }
-    // Allgather receive i overwrites the region of reduce-scatter send j = i - rs_recvs (same
-    // block and segment): that send must have left the buffer first.
-    const std::size_t j = i - rs_recvs;
-    if (j < rs_sends) {
-      if (j >= sends_posted) return false;
-      wait(send_tickets[j]);
-    }
-    recv_tickets[i] = ctx.post_recv(left, expect(h), plan.data + it.elem * es);
-    return true;
-  };
-  auto fill_window = [&](std::size_t processed) {
-    while (posted < recvs.size() && posted < processed + kWindow && post_recv(posted)) ++posted;
-  };
-
-  for (std::size_t j = 0; j < first_group; ++j) post_send(j);
-  fill_window(0);
-  for (std::size_t i = 0; i < recvs.size(); ++i) {
-    RP_ENFORCE(i < posted, InternalError, "ring schedule stalled at receive ", i, " of ",
+  const std::vector<Item>& recvs = rr.sc_.recvs;
+  for (; rr.next_ < recvs.size();) {
+    const std::size_t i = rr.next_;
+    rr.fill_window(true);
+    RP_ENFORCE(i < rr.posted_, InternalError, "ring schedule stalled at receive ", i, " of ",
                recvs.size());
     const Item& it = recvs[i];
     fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
     if (it.rs) {
       // The transport reduces while it receives, so this stage is the wait and the reduce.
-      StageScope ts(oc, Stage::kReduce, "reduce", it.count * es);
-      wait(recv_tickets[i]);
+      StageScope ts(oc, Stage::kReduce, "reduce", it.count * rr.es_);
+      wait(rr.recv_tickets_[i]);
     } else {
-      StageScope ts(oc, Stage::kWait, "wait", it.count * es);
-      wait(recv_tickets[i]);
+      StageScope ts(oc, Stage::kWait, "wait", it.count * rr.es_);
+      wait(rr.recv_tickets_[i]);
     }
-    if (i + first_group < sends.size()) post_send(i + first_group);
-    fill_window(i + 1);
+    rr.complete_recv();
   }
-  if (!sends.empty()) wait(send_tickets.back());
+  if (!rr.sc_.sends.empty()) wait(rr.send_tickets_.back());
+  rr.finished_ = true;
 }
 
 }  // namespace ring

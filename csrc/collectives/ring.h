@@ -19,6 +19,7 @@
 
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "ringpress/collectives.h"
@@ -40,6 +41,7 @@ struct Plan {
   const std::function<bool()>* overlap = nullptr;
 };
 
+// Runs the plan to completion on this thread (the loop below, blocking on each receive).
 void run(const OpContext& oc, const Plan& plan);
 
 // One segment of the schedule.
@@ -56,6 +58,54 @@ struct Schedule {
   std::size_t first_group = 0;
 };
 Schedule schedule(const Plan& plan, int P, int r);
+
+// A ring schedule as a resumable state machine, so that one thread can drive two of them on
+// disjoint sets of pairs at once (allreduce_hier.cc pipelines its intra-host rings with the
+// inter-host one). Per pair, messages keep the order of the schedule, so two Steppers must never
+// share a pair while both are unfinished. The OpContext must outlive the Stepper.
+class Stepper {
+ public:
+  virtual ~Stepper() = default;
+  // Non-blocking: posts what is ready and consumes completed receives (one progress pass per
+  // ticket tested). True once every receive is done and the last send has left.
+  virtual bool advance() = 0;
+  // Only while advance() returns false: the ticket whose completion lets the schedule move.
+  virtual const Ticket& blocker() const = 0;
+};
+
+// The plain ring of a Plan (the plan and its buffer must outlive the Runner); run() drives one
+// to completion alone.
+class Runner final : public Stepper {
+ public:
+  Runner(const OpContext& oc, const Plan& plan);
+  bool advance() override;
+  const Ticket& blocker() const override;
+  bool finished() const { return finished_; }
+
+ private:
+  friend void run(const OpContext& oc, const Plan& plan);
+  bool post_recv(std::size_t i, bool block);
+  void post_send(std::size_t j);
+  void fill_window(bool block);
+  void complete_recv();  // receive next_ is done: post what it made ready
+
+  const OpContext& oc_;
+  const Plan& plan_;
+  std::size_t es_;
+  int right_, left_;
+  Schedule sc_;
+  std::size_t rs_sends_ = 0, rs_recvs_ = 0;
+  std::vector<Ticket> send_tickets_, recv_tickets_;
+  std::size_t sends_posted_ = 0;  // sends are posted strictly in order
+  std::size_t posted_ = 0;        // receives posted (in order)
+  std::size_t next_ = 0;          // the receive to complete next
+  bool overlap_left_ = false;
+  bool finished_ = false;
+};
+
+// The compressed ring allreduce of `o` (ring_codec.cc) as a Stepper: o.compression is a codec
+// with the ring schedule; o.data (and o.residual) must outlive it.
+std::unique_ptr<Stepper> compressed_runner(const OpContext& oc, const AllreduceOptions& o);
 
 // Split n elements into P nearly equal blocks (the first n % P get one more).
 void even_blocks(std::size_t n, int P, std::vector<std::size_t>* off,

@@ -43,33 +43,57 @@ namespace ringpress {
 
 using ring::Item;
 
-void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
-  Context& ctx = oc.ctx;
-  const int P = ctx.size();
-  const int r = ctx.rank();
-  std::unique_ptr<Codec> codec = make_codec(o.compression.kind, o.compression, o.dtype, o.op);
-  const bool exact = find_codec(static_cast<int>(o.compression.kind))->exact;
-  if (P == 1) return;
-  const std::size_t es = dtype_size(o.dtype);
-  const int right = (r + 1) % P;
-  const int left = (r + P - 1) % P;
-  auto* data = static_cast<unsigned char*>(o.data);
-  ring::Plan plan;
-  ring::even_blocks(o.count, P, &plan.off, &plan.len);
-  plan.dtype = o.dtype;
-  plan.segment_bytes = o.segment_bytes;
-  const ring::Schedule sc = ring::schedule(plan, P, r);
-  const std::vector<Item>& sends = sc.sends;
-  const std::vector<Item>& recvs = sc.recvs;
-  const std::size_t first_group = sc.first_group;
+namespace ring {
 
-  // The codec id travels in the header's codec byte: a rank compressing differently from its
-  // peers is a collective mismatch, not garbage.
-  auto make_header = [&](std::size_t index, std::size_t bytes) {
-    return ring::header(CollKind::kAllreduce, o.dtype, o.op, oc.seq,
-                        static_cast<std::uint32_t>(index), o.count, bytes, o.compression.kind);
-  };
+// The schedule of the function below as a resumable state machine (ring.h, Stepper).
+class CodecRunner final : public Stepper {
+ public:
+  CodecRunner(const OpContext& oc, const AllreduceOptions& o);
+  bool advance() override;
+  const Ticket& blocker() const override;
+  void run();  // to completion on this thread, blocking on each receive
 
+ private:
+  bool step(bool block);  // handle receive i_; false when it is not there yet (block = false)
+  void encode_and_send(std::size_t j, bool owner_final);
+  void post_recv(std::size_t i);
+  void fill_window();
+  void add_residual(const Item& it);
+  const Ticket* last_send() const;
+
+  static constexpr std::size_t kWindow = 8;  // receives posted ahead
+  const OpContext& oc_;
+  const AllreduceOptions o_;
+  std::unique_ptr<Codec> codec_;
+  bool exact_;
+  std::size_t es_;
+  int right_, left_;
+  Plan plan_;
+  Schedule sc_;
+  std::vector<std::size_t> soff_, roff_;
+  std::shared_ptr<Buffer> sbuf_, rbuf_;
+  std::vector<Ticket> send_tickets_, recv_tickets_;
+  std::vector<bool> send_posted_;
+  std::vector<std::size_t> received_;
+  float* residual_;
+  std::size_t posted_ = 0;  // receives posted
+  std::size_t i_ = 0;       // the receive to handle next
+  bool entered_ = false;    // receive i_'s work before its wait is done
+};
+
+CodecRunner::CodecRunner(const OpContext& oc, const AllreduceOptions& o)
+    : oc_(oc),
+      o_(o),
+      codec_(make_codec(o.compression.kind, o.compression, o.dtype, o.op)),
+      exact_(find_codec(static_cast<int>(o.compression.kind))->exact),
+      es_(dtype_size(o.dtype)),
+      right_((oc.ctx.rank() + 1) % oc.ctx.size()),
+      left_((oc.ctx.rank() + oc.ctx.size() - 1) % oc.ctx.size()) {
+  const int P = oc.ctx.size();
+  even_blocks(o.count, P, &plan_.off, &plan_.len);
+  plan_.dtype = o.dtype;
+  plan_.segment_bytes = o.segment_bytes;
+  sc_ = schedule(plan_, P, oc.ctx.rank());
   // Every message gets its own slot (offsets below): the sender never waits for a send to leave
   // before encoding the next one, and a received payload stays in place while it is forwarded.
   // Waiting for a send inside the schedule would deadlock two ranks whose transport buffers are
@@ -77,113 +101,167 @@ void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
   // Slots start on 64-byte boundaries: a codec writes its payload through typed pointers (the
   // blockwise scales are floats), and an odd-sized int4 payload would misalign the next slot.
   auto slot = [](std::size_t bytes) { return (bytes + 63) & ~std::size_t{63}; };
-  std::vector<std::size_t> soff(sends.size() + 1, 0), roff(recvs.size() + 1, 0);
+  const std::vector<Item>& sends = sc_.sends;
+  const std::vector<Item>& recvs = sc_.recvs;
+  soff_.assign(sends.size() + 1, 0);
+  roff_.assign(recvs.size() + 1, 0);
   for (std::size_t j = 0; j < sends.size(); ++j)
-    soff[j + 1] = soff[j] + slot(codec->bound(sends[j].count));
+    soff_[j + 1] = soff_[j] + slot(codec_->bound(sends[j].count));
   for (std::size_t i = 0; i < recvs.size(); ++i)
-    roff[i + 1] = roff[i] + slot(codec->bound(recvs[i].count));
-  std::shared_ptr<Buffer> sbuf = Buffer::acquire(std::max<std::size_t>(soff.back(), 1));
-  std::shared_ptr<Buffer> rbuf = Buffer::acquire(std::max<std::size_t>(roff.back(), 1));
-  constexpr std::size_t kWindow = 8;  // receives posted ahead
-  std::vector<Ticket> send_tickets(sends.size());
-  std::vector<bool> send_posted(sends.size(), false);
-  std::vector<Ticket> recv_tickets(recvs.size());
-  std::vector<std::size_t> received(recvs.size(), 0);
-
+    roff_[i + 1] = roff_[i] + slot(codec_->bound(recvs[i].count));
+  sbuf_ = Buffer::acquire(std::max<std::size_t>(soff_.back(), 1));
+  rbuf_ = Buffer::acquire(std::max<std::size_t>(roff_.back(), 1));
+  send_tickets_.resize(sends.size());
+  send_posted_.assign(sends.size(), false);
+  recv_tickets_.resize(recvs.size());
+  received_.assign(recvs.size(), 0);
   // Error feedback (header comment): x += r where this rank's data first enters the ring (the
   // first group's sends, block r-1, and the reduce-scatter receives, every other block: each
   // element once), then r = p - D(E(p)) at every encode.
-  float* const residual = exact ? nullptr : o.residual;
-  auto add_residual = [&](const Item& it) {
-    float* x = reinterpret_cast<float*>(data) + it.elem;
-    const float* rr = residual + it.elem;
-    for (std::size_t k = 0; k < it.count; ++k) x[k] += rr[k];
-  };
+  residual_ = exact_ ? nullptr : o.residual;
 
-  // Encode data[it] into its slot and send it as message j.
-  auto encode_and_send = [&](std::size_t j, bool owner_final) {
-    const Item& it = sends[j];
-    unsigned char* out = sbuf->data() + soff[j];
-    unsigned char* seg = data + it.elem * es;
-    std::size_t bytes;
-    if (residual) {
-      StageScope ts(oc, Stage::kEncode, "encode+feedback", it.count * es);
-      if (j < first_group) add_residual(it);
-      // The owner keeps the decoded values (below); r = what this encoding dropped.
-      bytes = codec->encode_feedback(reinterpret_cast<float*>(seg), residual + it.elem, it.count,
-                                     out, oc.seq, owner_final);
-    } else {
-      StageScope ts(oc, Stage::kEncode, "encode", it.count * es);
-      bytes = codec->encode(seg, it.count, out, oc.seq);
-      if (owner_final && !exact) {
-        // Keep what everyone else will decode, so every rank ends with the same bits.
-        codec->decode(out, bytes, seg, it.count, false);
-      }
-    }
-    if (fault::hit("ring.encode") == fault::Action::kCorrupt) fault::corrupt(out, bytes);
-    send_tickets[j] = ctx.post_send(right, make_header(j, bytes), out);
-    send_posted[j] = true;
-  };
-
-  std::size_t posted = 0;
-  auto post_recv = [&](std::size_t i) {
-    Expect e = ring::expect(make_header(i, 0));
-    e.len_exact = false;
-    e.capacity = codec->bound(recvs[i].count);
-    e.received = &received[i];
-    recv_tickets[i] = ctx.post_recv(left, e, rbuf->data() + roff[i]);
-  };
-  auto fill_window = [&](std::size_t processed) {
-    while (posted < recvs.size() && posted < processed + kWindow) post_recv(posted++);
-  };
-
-  fill_window(0);
+  fill_window();
   // Bytes move only while this thread drives the transport: push each encoded segment out before
   // encoding the next, so the wire starts after one segment's encode, not the whole block's.
-  for (std::size_t j = 0; j < first_group; ++j) {
+  for (std::size_t j = 0; j < sc_.first_group; ++j) {
     encode_and_send(j, false);
-    (void)ctx.test(send_tickets[j]);
+    (void)oc_.ctx.test(send_tickets_[j]);
   }
-  for (std::size_t i = 0; i < recvs.size(); ++i) {
-    const Item& it = recvs[i];
+}
+
+void CodecRunner::add_residual(const Item& it) {
+  float* x = reinterpret_cast<float*>(o_.data) + it.elem;
+  const float* rr = residual_ + it.elem;
+  for (std::size_t k = 0; k < it.count; ++k) x[k] += rr[k];
+}
+
+// Encode data[it] into its slot and send it as message j. The codec id travels in the header's
+// codec byte: a rank compressing differently from its peers is a collective mismatch, not
+// garbage.
+void CodecRunner::encode_and_send(std::size_t j, bool owner_final) {
+  const Item& it = sc_.sends[j];
+  unsigned char* out = sbuf_->data() + soff_[j];
+  unsigned char* seg = static_cast<unsigned char*>(o_.data) + it.elem * es_;
+  std::size_t bytes;
+  if (residual_) {
+    StageScope ts(oc_, Stage::kEncode, "encode+feedback", it.count * es_);
+    if (j < sc_.first_group) add_residual(it);
+    // The owner keeps the decoded values (below); r = what this encoding dropped.
+    bytes = codec_->encode_feedback(reinterpret_cast<float*>(seg), residual_ + it.elem, it.count,
+                                    out, oc_.seq, owner_final);
+  } else {
+    StageScope ts(oc_, Stage::kEncode, "encode", it.count * es_);
+    bytes = codec_->encode(seg, it.count, out, oc_.seq);
+    if (owner_final && !exact_) {
+      // Keep what everyone else will decode, so every rank ends with the same bits.
+      codec_->decode(out, bytes, seg, it.count, false);
+    }
+  }
+  if (fault::hit("ring.encode") == fault::Action::kCorrupt) fault::corrupt(out, bytes);
+  send_tickets_[j] =
+      oc_.ctx.post_send(right_,
+                        header(CollKind::kAllreduce, o_.dtype, o_.op, oc_.seq,
+                               static_cast<std::uint32_t>(j), o_.count, bytes, o_.compression.kind),
+                        out);
+  send_posted_[j] = true;
+}
+
+void CodecRunner::post_recv(std::size_t i) {
+  Expect e = expect(header(CollKind::kAllreduce, o_.dtype, o_.op, oc_.seq,
+                           static_cast<std::uint32_t>(i), o_.count, 0, o_.compression.kind));
+  e.len_exact = false;
+  e.capacity = codec_->bound(sc_.recvs[i].count);
+  e.received = &received_[i];
+  recv_tickets_[i] = oc_.ctx.post_recv(left_, e, rbuf_->data() + roff_[i]);
+}
+
+void CodecRunner::fill_window() {
+  while (posted_ < sc_.recvs.size() && posted_ < i_ + kWindow) post_recv(posted_++);
+}
+
+bool CodecRunner::step(bool block) {
+  const Item& it = sc_.recvs[i_];
+  if (!entered_) {
     fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
-    if (residual && it.rs) {
+    if (residual_ && it.rs) {
       // The only receive reduced into this segment: add r first (while the message may still be
       // in flight), so the partial sum lands on x' = x + r.
-      StageScope ts(oc, Stage::kReduce, "feedback", it.count * es);
+      StageScope ts(oc_, Stage::kReduce, "feedback", it.count * es_);
       add_residual(it);
     }
-    {
-      StageScope ts(oc, Stage::kWait, "wait", it.count * es);
-      ctx.wait(recv_tickets[i], oc.deadline);
-    }
-    unsigned char* in = rbuf->data() + roff[i];
-    {
-      fault::hit("ring.decode");
-      StageScope ts(oc, Stage::kDecode, it.rs ? "decode+reduce" : "decode", it.count * es);
-      // A payload that does not decode names its sender (by its rank in the job).
-      ScopedErrorContext from_left("", -1, ctx.global_rank(left));
-      codec->decode(in, received[i], data + it.elem * es, it.count, it.rs);
-    }
-    const std::size_t j = i + first_group;
-    if (j < sends.size()) {
-      if (it.rs) {
-        // Next hop of the reduce-scatter, or (last step) this rank's final block: encode.
-        encode_and_send(j, !sends[j].rs);
-      } else {
-        // Allgather: forward the received bytes unchanged.
-        send_tickets[j] = ctx.post_send(right, make_header(j, received[i]), in);
-        send_posted[j] = true;
-      }
-    }
-    fill_window(i + 1);
+    entered_ = true;
   }
-  for (std::size_t j = sends.size(); j-- > 0;) {
-    if (send_posted[j]) {
-      ctx.wait(send_tickets[j], oc.deadline);
-      break;
+  if (block) {
+    StageScope ts(oc_, Stage::kWait, "wait", it.count * es_);
+    oc_.ctx.wait(recv_tickets_[i_], oc_.deadline);
+  } else if (!oc_.ctx.test(recv_tickets_[i_])) {
+    return false;
+  }
+  unsigned char* in = rbuf_->data() + roff_[i_];
+  {
+    fault::hit("ring.decode");
+    StageScope ts(oc_, Stage::kDecode, it.rs ? "decode+reduce" : "decode", it.count * es_);
+    // A payload that does not decode names its sender (by its rank in the job).
+    ScopedErrorContext from_left("", -1, oc_.ctx.global_rank(left_));
+    codec_->decode(in, received_[i_], static_cast<unsigned char*>(o_.data) + it.elem * es_,
+                   it.count, it.rs);
+  }
+  const std::size_t j = i_ + sc_.first_group;
+  if (j < sc_.sends.size()) {
+    if (it.rs) {
+      // Next hop of the reduce-scatter, or (last step) this rank's final block: encode.
+      encode_and_send(j, !sc_.sends[j].rs);
+    } else {
+      // Allgather: forward the received bytes unchanged.
+      send_tickets_[j] = oc_.ctx.post_send(
+          right_,
+          header(CollKind::kAllreduce, o_.dtype, o_.op, oc_.seq, static_cast<std::uint32_t>(j),
+                 o_.count, received_[i_], o_.compression.kind),
+          in);
+      send_posted_[j] = true;
     }
   }
+  ++i_;
+  entered_ = false;
+  fill_window();
+  return true;
+}
+
+const Ticket* CodecRunner::last_send() const {
+  for (std::size_t j = sc_.sends.size(); j-- > 0;)
+    if (send_posted_[j]) return &send_tickets_[j];
+  return nullptr;
+}
+
+bool CodecRunner::advance() {
+  while (i_ < sc_.recvs.size())
+    if (!step(false)) return false;
+  const Ticket* t = last_send();
+  return t == nullptr || oc_.ctx.test(*t);
+}
+
+const Ticket& CodecRunner::blocker() const {
+  if (i_ < sc_.recvs.size()) return recv_tickets_[i_];
+  return *last_send();  // advance() returned false: there is one
+}
+
+void CodecRunner::run() {
+  while (i_ < sc_.recvs.size()) (void)step(true);
+  if (const Ticket* t = last_send()) oc_.ctx.wait(*t, oc_.deadline);
+}
+
+std::unique_ptr<Stepper> compressed_runner(const OpContext& oc, const AllreduceOptions& o) {
+  return std::make_unique<CodecRunner>(oc, o);
+}
+
+}  // namespace ring
+
+void allreduce_ring_compressed(const OpContext& oc, const AllreduceOptions& o) {
+  if (oc.ctx.size() == 1) {
+    (void)make_codec(o.compression.kind, o.compression, o.dtype, o.op);  // its checks
+    return;
+  }
+  ring::CodecRunner(oc, o).run();
 }
 
 }  // namespace ringpress

@@ -252,8 +252,19 @@ int ContextImpl::spin_us() {
 }
 
 void ContextImpl::wait(const Ticket& t, Deadline deadline) {
+  (void)wait_any(&t, 1, deadline);
+}
+
+std::size_t ContextImpl::wait_any(const Ticket* t, std::size_t n, Deadline deadline) {
+  RP_ENFORCE(n > 0, InternalError, "wait_any needs a ticket");
   check();
-  if (done(t)) return;
+  auto first_done = [&] {
+    std::size_t i = 0;
+    while (i < n && !done(t[i])) ++i;
+    return i;
+  };
+  std::size_t i = first_done();
+  if (i < n) return i;
   struct Driving {
     bool& flag;
     explicit Driving(bool& f) : flag(f) { flag = true; }
@@ -266,16 +277,16 @@ void ContextImpl::wait(const Ticket& t, Deadline deadline) {
     for (;;) {
       // The deadline is checked before every round, also while bytes keep moving: a transfer
       // that never pauses (a large message over loopback, whose segments each arrive within one
-      // round) must still end at the deadline. A ticket done before wait() was called returns.
+      // round) must still end at the deadline. A ticket done before the call returns at once.
       const auto now = Clock::now();
       if (now >= deadline) {
-        Pair& p = *pairs_[static_cast<std::size_t>(t.peer)];
-        RP_THROW_CTX(TimeoutError, ctx(t.peer), "deadline passed while waiting to ",
-                     t.send ? "send to" : "receive from", " peer ", t.peer, " (",
+        Pair& p = *pairs_[static_cast<std::size_t>(t[0].peer)];
+        RP_THROW_CTX(TimeoutError, ctx(t[0].peer), "deadline passed while waiting to ",
+                     t[0].send ? "send to" : "receive from", " peer ", t[0].peer, " (",
                      transport_kind_name(p.kind), " ", p.endpoint, ")");
       }
       const bool moved = progress_all();
-      if (done(t)) break;
+      if ((i = first_done()) < n) return i;
       if (moved) {
         idle = 0;
         spin_until = now + spin;

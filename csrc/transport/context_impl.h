@@ -174,6 +174,7 @@ class ContextImpl final : public Context {
   Ticket post_send(int peer, const MsgHeader& h, const void* data) override;
   Ticket post_recv(int peer, const Expect& e, void* data) override;
   void wait(const Ticket& t, Deadline deadline) override;
+  std::size_t wait_any(const Ticket* t, std::size_t n, Deadline deadline) override;
   bool test(const Ticket& t) override;
   void abort(const Error& err) noexcept override;  // failure.cc
   void check() const override {

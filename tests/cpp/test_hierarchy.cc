@@ -211,6 +211,67 @@ TEST(Hierarchy, LossyCodecsRoundPerHostAndKeepTheInvariant) {
   (void)rel_error(6, 3, "int8");
 }
 
+// Large requests run the three phases pipelined chunk by chunk (allreduce_hier.cc): K = bytes /
+// (L H 2 segments) chunks, at most 16. Sizes on both sides of K = 2, an uneven K = 3 and a capped
+// K = 16 with a ragged tail: exact integer sums; float32 sums of inexact values identical on
+// every rank and, with lossless compression (the codec ring on the inter-host step), the same
+// bits as plain. (The lossy codecs' pipelined runs: LossyCodecsRoundPerHostAndKeepTheInvariant,
+// whose 8-rank int4 and 6-rank int8 requests take 2 and 3 chunks.)
+TEST(Hierarchy, PipelinedChunksMatchTheReferenceAndLosslessKeepsPlainBits) {
+  for (const Layout lay : {Layout{8, 2, true}, Layout{6, 3, false}}) {
+    const int P = lay.P, H = lay.H, L = P / H;
+    const std::size_t unit = static_cast<std::size_t>(L * H) * 2 * 4096 / sizeof(float);
+    const std::vector<std::size_t> sizes = {2 * unit - 1, 2 * unit + 5, 3 * unit + unit / 2 + 1,
+                                            24 * unit + 7};
+    std::mutex mu;
+    std::vector<std::vector<std::vector<float>>> plain(sizes.size(),
+                                                       std::vector<std::vector<float>>(P));
+    run_hosts(
+        P, [&](int r) { return lay.host(r); },
+        [&](rp::Communicator& c) {
+          const int r = c.rank();
+          rp::CompressionOptions lossless;
+          lossless.kind = static_cast<rp::WireCompression>(rp::codec_by_name("lossless").id);
+          for (std::size_t s = 0; s < sizes.size(); ++s) {
+            const std::size_t n = sizes[s];
+            std::vector<std::int32_t> a(n);
+            for (std::size_t i = 0; i < n; ++i)
+              a[i] = static_cast<std::int32_t>(i % 1000) * (r + 1);
+            c.allreduce(a.data(), n, rp::DType::kI32, rp::ReduceOp::kSum, false);
+            for (std::size_t i = 0; i < n; ++i) {
+              ASSERT_EQ(a[i], static_cast<std::int32_t>(i % 1000) * P * (P + 1) / 2)
+                  << "P=" << P << " n=" << n << " i=" << i;
+            }
+            auto value = [](int q, std::size_t i) {
+              return std::sin(0.37f * static_cast<float>(i % 4099) + static_cast<float>(q)) /
+                     static_cast<float>(1 + (i + static_cast<std::size_t>(q)) % 7);
+            };
+            std::vector<float> x(n), y(n);
+            for (std::size_t i = 0; i < n; ++i) x[i] = y[i] = value(r, i);
+            c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false);
+            c.allreduce(y.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false, lossless);
+            ASSERT_EQ(0, std::memcmp(x.data(), y.data(), n * sizeof(float)))
+                << "P=" << P << " n=" << n << ": lossless differs from plain on rank " << r;
+            for (std::size_t i = 0; i < n; i += 97) {
+              double want = 0;
+              for (int q = 0; q < P; ++q) want += value(q, i);
+              ASSERT_NEAR(x[i], want, 1e-5 * P) << "P=" << P << " n=" << n << " i=" << i;
+            }
+            std::lock_guard<std::mutex> lock(mu);
+            plain[s][static_cast<std::size_t>(r)] = x;
+          }
+        });
+    if (HasFailure()) return;
+    for (std::size_t s = 0; s < sizes.size(); ++s) {
+      for (int q = 1; q < P; ++q) {
+        ASSERT_EQ(0, std::memcmp(plain[s][0].data(), plain[s][static_cast<std::size_t>(q)].data(),
+                                 sizes[s] * sizeof(float)))
+            << "P=" << P << " n=" << sizes[s] << ": rank " << q << " differs from rank 0";
+      }
+    }
+  }
+}
+
 TEST(Hierarchy, CoalescedRequestsSplitTheSameWay) {
   run_hosts(
       4, [](int r) { return r % 2; },

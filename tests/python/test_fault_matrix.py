@@ -75,6 +75,10 @@ HALVING_CASES = [
 HALVING_CASES += [("halving.encode", "corrupt", "lossless")]
 # Top-k's allgathers (sizes, then payloads) take recursive doubling at 4 ranks.
 HALVING_CASES += [("doubling.allgather", a, KINDS) for a in ("kill", "stop")]
+# The pipelined hierarchical allreduce (allreduce_hier.cc): 2 hosts x 2 ranks placed cyclically
+# (intra-host pairs over shm, inter-host over tcp), where the 4 MiB `big` buffer runs in two
+# chunks, an intra-host ring beside the inter-host one on the same thread.
+HIER_CASES = [("ring.reduce_scatter", "kill", KINDS), ("ring.allgather", "stop", KINDS)]
 
 
 def matrix(cases):
@@ -100,7 +104,15 @@ def test_fault_in_halving(point, action, kinds, transport):
         _run_case(point, action, kinds, transport, nranks=4)
 
 
-def _run_case(point, action, kinds, transport, nranks=3):
+@pytest.mark.parametrize(
+    "point,action,kinds", HIER_CASES, ids=[f"{p}-{a}" for p, a, _ in HIER_CASES]
+)
+def test_fault_in_pipelined_hierarchy(point, action, kinds):
+    for _ in range(REPEAT):
+        _run_case(point, action, kinds, "auto", nranks=4, hosts=2)
+
+
+def _run_case(point, action, kinds, transport, nranks=3, hosts=None):
     victim = 1
     survivors = [r for r in range(nranks) if r != victim]
     env = {
@@ -111,9 +123,12 @@ def _run_case(point, action, kinds, transport, nranks=3):
     }
     spec = f"{point}:{action}" if point == "rendezvous" else f"{point}:{action}:2"
     t0 = time.monotonic()
-    procs, path, _ = start_ranks(
-        nranks, BODY, env=env, rank_env={victim: {"RINGPRESS_FAULT": spec}}
-    )
+    rank_env = {r: {} for r in range(nranks)}
+    if hosts:  # rank r plays host r % hosts (RINGPRESS_HOST_ID)
+        for r in range(nranks):
+            rank_env[r]["RINGPRESS_HOST_ID"] = f"host{r % hosts}"
+    rank_env[victim]["RINGPRESS_FAULT"] = spec
+    procs, path, _ = start_ranks(nranks, BODY, env=env, rank_env=rank_env)
     # Survivors first; a stopped victim is then killed (SIGKILL works on a stopped process).
     out = dict(
         zip(

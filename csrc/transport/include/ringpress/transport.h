@@ -187,6 +187,10 @@ class Context {
   virtual Ticket post_recv(int peer, const Expect& e, void* data) = 0;
   // Drive progress until the ticket completes (raises on error or when the deadline passes).
   virtual void wait(const Ticket& t, Deadline deadline) = 0;
+  // Drive progress until one of the n (>= 1) tickets completes; returns the index of a completed
+  // one (the first, if several are). Raises as wait() does; a deadline error names t[0]'s peer.
+  // For schedules that run on two groups of pairs at once (hierarchical allreduce).
+  virtual std::size_t wait_any(const Ticket* t, std::size_t n, Deadline deadline) = 0;
   virtual bool test(const Ticket& t) = 0;  // non-blocking: one progress pass, then done?
   // Whose thread drives the waits that follow: the caller's own, blocked in this request (a
   // long busy-poll steals from nobody in this process), or the engine's, beside a caller that
