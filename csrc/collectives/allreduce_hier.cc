@@ -16,16 +16,15 @@
 // Each host's network traffic is 2 (H-1)/H n / c, the same as one rank per host, where a flat ring
 // over P = H L ranks sends 2 (P-1)/P n / c per rank, L times as much per host (and with cyclic
 // placement every hop crosses the network).
-// Pipelining: a request of at least two chunks (chunk = L H * 2 segments, at most kMaxChunks
-// chunks) whose phase 2 is a ring (plain, or a codec with the ring schedule: lossless and the
-// quantizers) runs the three phases chunk by chunk, with the inter-host ring of chunk k beside the
-// intra-host rings of chunks k+1 (reduce-scatter) and k-1 (allgather): the network and
-// shared-memory pairs are disjoint, and one thread drives both rings (ring::Stepper,
-// Context::wait_any). The cost is then about the slower of the two levels plus one chunk of the
-// other, max(phase 2, phases 1 + 3) + (phases 1 + 3) / K, instead of their sum. Phase 2 is then
-// always the ring (never recursive halving or doubling), for plain and lossless alike, so
-// lossless keeps plain's bits. Smaller requests and top-k (an allgather schedule) run the three
-// phases one after another.
+// Pipelining: a request of at least two chunks (chunk = L H segments, at most kMaxChunks chunks)
+// whose phase 2 is a ring (plain, or a codec with the ring schedule: lossless and the quantizers)
+// runs the three phases chunk by chunk, with the inter-host ring of chunk k beside the intra-host
+// rings of chunks k+1 (reduce-scatter) and k-1 (allgather): the network and shared-memory pairs
+// are disjoint, and one thread drives both rings (ring::Stepper, Context::wait_any). The cost is
+// then about the slower of the two levels plus one chunk of the other, max(phase 2, phases 1 + 3)
+// + (phases 1 + 3) / K, instead of their sum. Phase 2 is then always the ring (never recursive
+// halving or doubling), for plain and lossless alike, so lossless keeps plain's bits. Smaller
+// requests and top-k (an allgather schedule) run the three phases one after another.
 // Exactness: phases 1 and 3 are exact (fp32 partial sums, as the flat ring); a lossy codec rounds
 // only in phase 2, once per inter-host hop, so its error grows with H, not with P. Every rank ends
 // with the same bits (phase 2's guarantee within a group; phase 3 copies).
@@ -36,7 +35,7 @@
 // feedback of a host's rounding held by the local rank that owns the block.
 #include <algorithm>
 #include <cstring>
-#include <optional>
+#include <memory>
 
 #include "group.h"
 #include "ring.h"
@@ -47,11 +46,11 @@ namespace {
 
 constexpr std::size_t kMaxChunks = 16;
 
-// The pipelined schedule (see the header): K chunks; the intra-host
-// pairs run RS(0), RS(1), AG(0), RS(2), AG(1), ..., RS(K-1), AG(K-2), AG(K-1), one ring at a
-// time; the inter-host pairs run AR(0), ..., AR(K-1). AR(k) starts once RS(k) is done on this
-// rank, AG(k) once AR(k) is. Every rank of a group runs that group's rings in the same order,
-// so each pair's messages match in FIFO order.
+// The pipelined schedule (see the header): K chunks; the intra-host pairs run RS(0), RS(1), AG(0),
+// RS(2), AG(1), ..., RS(K-1), AG(K-2), AG(K-1), the inter-host pairs AR(0), ..., AR(K-1), one
+// ring at a time on each level. AR(k) starts once RS(k)'s receives are done on this rank, AG(k)
+// once AR(k)'s are. Every rank of a group runs that group's rings in the same order, so each
+// pair's messages match in FIFO order.
 void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
                const AllreduceOptions& o, float* residual, int l, int L, int H, std::size_t K) {
   const bool plain = o.compression.kind == WireCompression::kNone;
@@ -98,11 +97,21 @@ void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
   local.push_back({true, K - 1});
 
   std::vector<char> rs_done(K, 0), ar_done(K, 0);
-  std::optional<ring::Runner> lr;
-  std::unique_ptr<ring::Stepper> xr;
+  std::unique_ptr<ring::Stepper> lr, xr;  // the running ring of each level
+  // Rings whose receives are done but whose last sends may still be in flight: the next ring on
+  // their pairs has started (its messages queue behind theirs); they are finished at the end.
+  std::vector<std::unique_ptr<ring::Stepper>> draining;
   std::size_t li = 0, xi = 0;            // next step to start on each level
   std::size_t l_chunk = 0, x_chunk = 0;  // the chunk of the running ring
   bool l_allgather = false;
+  // Advances s; true (and s released) once its receives are done.
+  auto advance = [&](std::unique_ptr<ring::Stepper>& s) {
+    const bool finished = s->advance();
+    if (!finished && !s->receives_done()) return false;
+    if (!finished) draining.push_back(std::move(s));
+    s.reset();
+    return true;
+  };
   for (;;) {
     bool moved = true;
     while (moved) {
@@ -110,13 +119,12 @@ void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
       if (!lr && li < local.size() && (!local[li].allgather || ar_done[local[li].chunk])) {
         l_chunk = local[li].chunk;
         l_allgather = local[li].allgather;
-        lr.emplace(loc, l_allgather ? ag[l_chunk] : rs[l_chunk]);
+        lr = std::make_unique<ring::Runner>(loc, l_allgather ? ag[l_chunk] : rs[l_chunk]);
         ++li;
         moved = true;
       }
-      if (lr && lr->advance()) {
+      if (lr && advance(lr)) {
         if (!l_allgather) rs_done[l_chunk] = 1;
-        lr.reset();
         moved = true;
       }
       if (!xr && xi < K && rs_done[xi]) {
@@ -135,13 +143,12 @@ void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
         }
         moved = true;
       }
-      if (xr && xr->advance()) {
+      if (xr && advance(xr)) {
         ar_done[x_chunk] = 1;
-        xr.reset();
         moved = true;
       }
     }
-    if (!lr && !xr && li == local.size() && xi == K) return;
+    if (!lr && !xr && li == local.size() && xi == K) break;
     Ticket t[2];
     std::size_t n = 0;
     if (lr) t[n++] = lr->blocker();
@@ -150,6 +157,9 @@ void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
                local.size(), ", chunk ", xi, " of ", K, ")");
     StageScope ts(oc, Stage::kWait, "wait", 0);
     (void)oc.ctx.wait_any(t, n, oc.deadline);
+  }
+  for (std::unique_ptr<ring::Stepper>& s : draining) {
+    while (!s->advance()) oc.ctx.wait(s->blocker(), oc.deadline);
   }
 }
 
@@ -189,7 +199,7 @@ void allreduce_hierarchical(const OpContext& oc, const AllreduceOptions& o) {
   if (o.compression.kind == WireCompression::kNone ||
       find_codec(static_cast<int>(o.compression.kind))->schedule == CodecSchedule::kRing) {
     const std::size_t seg = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
-    const std::size_t unit = static_cast<std::size_t>(L) * static_cast<std::size_t>(H) * 2 * seg;
+    const std::size_t unit = static_cast<std::size_t>(L) * static_cast<std::size_t>(H) * seg;
     const std::size_t K = std::min(kMaxChunks, o.count * es / std::max<std::size_t>(unit, 1));
     if (K >= 2) {
       pipelined(loc, xoc, oc, o, residual, l, L, H, K);

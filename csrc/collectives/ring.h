@@ -71,6 +71,10 @@ class Stepper {
   virtual bool advance() = 0;
   // Only while advance() returns false: the ticket whose completion lets the schedule move.
   virtual const Ticket& blocker() const = 0;
+  // Every receive is done (so the working buffer holds the result) and every send is posted;
+  // only the last sends may still be in flight. The next schedule on the same pairs may start
+  // (its messages queue behind these), as long as this one is driven to the end afterwards.
+  virtual bool receives_done() const = 0;
 };
 
 // The plain ring of a Plan (the plan and its buffer must outlive the Runner); run() drives one
@@ -80,7 +84,7 @@ class Runner final : public Stepper {
   Runner(const OpContext& oc, const Plan& plan);
   bool advance() override;
   const Ticket& blocker() const override;
-  bool finished() const { return finished_; }
+  bool receives_done() const override { return next_ == sc_.recvs.size(); }
 
  private:
   friend void run(const OpContext& oc, const Plan& plan);

@@ -51,6 +51,7 @@ class CodecRunner final : public Stepper {
   CodecRunner(const OpContext& oc, const AllreduceOptions& o);
   bool advance() override;
   const Ticket& blocker() const override;
+  bool receives_done() const override { return i_ == sc_.recvs.size(); }
   void run();  // to completion on this thread, blocking on each receive
 
  private:

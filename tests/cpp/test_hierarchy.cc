@@ -212,15 +212,15 @@ TEST(Hierarchy, LossyCodecsRoundPerHostAndKeepTheInvariant) {
 }
 
 // Large requests run the three phases pipelined chunk by chunk (allreduce_hier.cc): K = bytes /
-// (L H 2 segments) chunks, at most 16. Sizes on both sides of K = 2, an uneven K = 3 and a capped
+// (L H segments) chunks, at most 16. Sizes on both sides of K = 2, an uneven K = 3 and a capped
 // K = 16 with a ragged tail: exact integer sums; float32 sums of inexact values identical on
 // every rank and, with lossless compression (the codec ring on the inter-host step), the same
 // bits as plain. (The lossy codecs' pipelined runs: LossyCodecsRoundPerHostAndKeepTheInvariant,
-// whose 8-rank int4 and 6-rank int8 requests take 2 and 3 chunks.)
+// whose 8-, 16- and 6-rank requests take 4, 2 and 6 chunks.)
 TEST(Hierarchy, PipelinedChunksMatchTheReferenceAndLosslessKeepsPlainBits) {
   for (const Layout lay : {Layout{8, 2, true}, Layout{6, 3, false}}) {
     const int P = lay.P, H = lay.H, L = P / H;
-    const std::size_t unit = static_cast<std::size_t>(L * H) * 2 * 4096 / sizeof(float);
+    const std::size_t unit = static_cast<std::size_t>(L * H) * 4096 / sizeof(float);
     const std::vector<std::size_t> sizes = {2 * unit - 1, 2 * unit + 5, 3 * unit + unit / 2 + 1,
                                             24 * unit + 7};
     std::mutex mu;

@@ -76,7 +76,7 @@ HALVING_CASES += [("halving.encode", "corrupt", "lossless")]
 # Top-k's allgathers (sizes, then payloads) take recursive doubling at 4 ranks.
 HALVING_CASES += [("doubling.allgather", a, KINDS) for a in ("kill", "stop")]
 # The pipelined hierarchical allreduce (allreduce_hier.cc): 2 hosts x 2 ranks placed cyclically
-# (intra-host pairs over shm, inter-host over tcp), where the 4 MiB `big` buffer runs in two
+# (intra-host pairs over shm, inter-host over tcp), where the 4 MiB `big` buffer runs in four
 # chunks, an intra-host ring beside the inter-host one on the same thread.
 HIER_CASES = [("ring.reduce_scatter", "kill", KINDS), ("ring.allgather", "stop", KINDS)]
 
