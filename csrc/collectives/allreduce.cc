@@ -2,6 +2,9 @@
 //   * several hosts, the same number of ranks on each, some host with two or more: hierarchical
 //     (allreduce_hier.cc): intra-host reduce-scatter, inter-host allreduce of each local rank's
 //     block, intra-host allgather; compression only on the inter-host step.
+//   * several hosts, some with two or more ranks, a small exact request: a leader per host
+//     gathers, the leaders run recursive doubling, and scatter the result
+//     (allreduce_small_hier.cc).
 //   * otherwise one flat group (allreduce_flat): recursive doubling at or below the small-message
 //     threshold; above it, in a power-of-two group of 4+ ranks, recursive halving up to the
 //     halving threshold (allreduce_halving.cc); else the pipelined ring (or the request's codec
@@ -92,6 +95,19 @@ bool use_hierarchy(const Context& ctx, const AllreduceOptions& o) {
   return lossy || o.count * dtype_size(o.dtype) > small;
 }
 
+// Small exact requests (plain, or an exact codec: uncompressed at this size, as allreduce_flat
+// does) on several hosts, some holding two or more ranks: a leader per host
+// (allreduce_small_hier.cc).
+bool use_small_hierarchy(const Context& ctx, const AllreduceOptions& o) {
+  if (o.algo != AllreduceAlgo::kAuto || !topology_aware()) return false;
+  const Topology& t = ctx.topology();
+  if (t.hosts < 2 || t.hosts == ctx.size()) return false;
+  const bool exact = o.compression.kind == WireCompression::kNone ||
+                     find_codec(static_cast<int>(o.compression.kind))->exact;
+  const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
+  return exact && o.count * dtype_size(o.dtype) <= small;
+}
+
 void allreduce(const OpContext& oc, const AllreduceOptions& o) {
   RP_ENFORCE(reduce_supported(o.dtype), UsageError, "allreduce does not support dtype ",
              dtype_name(o.dtype));
@@ -103,6 +119,8 @@ void allreduce(const OpContext& oc, const AllreduceOptions& o) {
   }
   if (use_hierarchy(oc.ctx, o)) {
     allreduce_hierarchical(oc, o);
+  } else if (use_small_hierarchy(oc.ctx, o)) {
+    allreduce_small_hierarchical(oc, o);
   } else {
     allreduce_flat(oc, o);
   }

@@ -28,8 +28,8 @@ const std::vector<Var>& table() {
        "ranks with equal values are one host (shared memory, hierarchical collectives); default: "
        "the machine's identity (host name, boot id, network namespace)"},
       {"RINGPRESS_TOPOLOGY", "auto/flat", "auto", "once per process",
-       "auto: allreduce is hierarchical when ranks share hosts (docs/algorithms.md); flat: one "
-       "ring in rank order"},
+       "auto: allreduce is hierarchical when ranks share hosts, rings visit ranks in host order "
+       "(docs/algorithms.md); flat: no hierarchy, ranks in rank order"},
       {"RINGPRESS_SHM_RING_BYTES", "bytes", "2097152", "when a communicator is made",
        "shared-memory ring per direction and pair (a power of two); each pair of ranks on a "
        "host backs 2 rings in /dev/shm at setup"},

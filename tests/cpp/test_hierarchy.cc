@@ -22,7 +22,7 @@ namespace {
 // host_of(rank) gives the host each rank plays; small segments so every phase pipelines, and a
 // small-message threshold of 1 byte so even tiny buffers take the hierarchical path.
 void run_hosts(int P, const std::function<int(int)>& host_of,
-               const std::function<void(rp::Communicator&)>& body) {
+               const std::function<void(rp::Communicator&)>& body, std::size_t small_bytes = 1) {
   rp_test::run_rank_threads(
       P,
       [&](rp::CommOptions& o) {
@@ -30,7 +30,7 @@ void run_hosts(int P, const std::function<int(int)>& host_of,
         o.context.timeout = std::chrono::seconds(60);
         o.context.shm_ring_bytes = 1u << 16;
         o.segment_bytes = 4096;
-        o.small_bytes = 1;
+        o.small_bytes = small_bytes;
       },
       body);
 }
@@ -265,6 +265,76 @@ TEST(Hierarchy, PipelinedChunksMatchTheReferenceAndLosslessKeepsPlainBits) {
     for (std::size_t s = 0; s < sizes.size(); ++s) {
       for (int q = 1; q < P; ++q) {
         ASSERT_EQ(0, std::memcmp(plain[s][0].data(), plain[s][static_cast<std::size_t>(q)].data(),
+                                 sizes[s] * sizeof(float)))
+            << "P=" << P << " n=" << sizes[s] << ": rank " << q << " differs from rank 0";
+      }
+    }
+  }
+}
+
+// Small requests (at most the small-message threshold) on several hosts, some with two or more
+// ranks: a leader per host gathers its host's buffers over shared memory, the leaders run
+// recursive doubling over TCP, and send the result back (allreduce_small_hier.cc). Exact integer
+// sums, max and float sums identical on every rank, on uneven hosts and a host count that is not
+// a power of two; only the leaders (each host's lowest rank) send anything over TCP.
+TEST(Hierarchy, SmallRequestsGoThroughOneLeaderPerHost) {
+  struct Case {
+    int P;
+    std::vector<int> host;  // per rank
+  };
+  for (const Case& cs :
+       {Case{4, {0, 1, 0, 1}}, Case{5, {0, 0, 1, 1, 1}}, Case{7, {0, 1, 2, 0, 1, 2, 2}}}) {
+    const int P = cs.P;
+    std::vector<int> leader_of_host(8, -1);
+    for (int r = P - 1; r >= 0; --r)
+      leader_of_host[static_cast<std::size_t>(cs.host[static_cast<std::size_t>(r)])] = r;
+    const std::vector<std::size_t> sizes = {1, 7, 1000};  // float32 / int64: at most 8000 bytes
+    std::mutex mu;
+    std::vector<std::vector<std::vector<float>>> outs(sizes.size(),
+                                                      std::vector<std::vector<float>>(P));
+    run_hosts(
+        P, [&](int r) { return cs.host[static_cast<std::size_t>(r)]; },
+        [&](rp::Communicator& c) {
+          const int r = c.rank();
+          const bool leader =
+              leader_of_host[static_cast<std::size_t>(cs.host[static_cast<std::size_t>(r)])] == r;
+          for (std::size_t s = 0; s < sizes.size(); ++s) {
+            const std::size_t n = sizes[s];
+            const std::uint64_t tcp_before = c.stats().tcp_bytes_sent;
+            std::vector<std::int64_t> a(n);
+            for (std::size_t i = 0; i < n; ++i) a[i] = static_cast<std::int64_t>(i) * (r + 1) - r;
+            c.allreduce(a.data(), n, rp::DType::kI64, rp::ReduceOp::kSum, false);
+            for (std::size_t i = 0; i < n; ++i) {
+              ASSERT_EQ(a[i], static_cast<std::int64_t>(i) * P * (P + 1) / 2 - P * (P - 1) / 2)
+                  << "P=" << P << " n=" << n << " i=" << i;
+            }
+            std::vector<float> x(n), m(n);
+            for (std::size_t i = 0; i < n; ++i) x[i] = m[i] = input(r, i) * 1.37f + 0.1f * r;
+            c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false);
+            c.allreduce(m.data(), n, rp::DType::kF32, rp::ReduceOp::kMax, false);
+            for (std::size_t i = 0; i < n; ++i) {
+              double want = 0;
+              float mx = -1e30f;
+              for (int q = 0; q < P; ++q) {
+                want += input(q, i) * 1.37f + 0.1f * q;
+                mx = std::max(mx, input(q, i) * 1.37f + 0.1f * q);
+              }
+              ASSERT_NEAR(x[i], want, 1e-4 * P) << "P=" << P << " n=" << n << " i=" << i;
+              ASSERT_EQ(m[i], mx) << "P=" << P << " n=" << n << " i=" << i;
+            }
+            if (!leader) {
+              EXPECT_EQ(c.stats().tcp_bytes_sent, tcp_before)
+                  << "P=" << P << " n=" << n << ": rank " << r << " is no leader but used TCP";
+            }
+            std::lock_guard<std::mutex> lock(mu);
+            outs[s][static_cast<std::size_t>(r)] = x;
+          }
+        },
+        /*small_bytes=*/8192);
+    if (HasFailure()) return;
+    for (std::size_t s = 0; s < sizes.size(); ++s) {
+      for (int q = 1; q < P; ++q) {
+        ASSERT_EQ(0, std::memcmp(outs[s][0].data(), outs[s][static_cast<std::size_t>(q)].data(),
                                  sizes[s] * sizeof(float)))
             << "P=" << P << " n=" << sizes[s] << ": rank " << q << " differs from rank 0";
       }

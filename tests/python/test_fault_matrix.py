@@ -75,10 +75,15 @@ HALVING_CASES = [
 HALVING_CASES += [("halving.encode", "corrupt", "lossless")]
 # Top-k's allgathers (sizes, then payloads) take recursive doubling at 4 ranks.
 HALVING_CASES += [("doubling.allgather", a, KINDS) for a in ("kill", "stop")]
-# The pipelined hierarchical allreduce (allreduce_hier.cc): 2 hosts x 2 ranks placed cyclically
-# (intra-host pairs over shm, inter-host over tcp), where the 4 MiB `big` buffer runs in four
-# chunks, an intra-host ring beside the inter-host one on the same thread.
-HIER_CASES = [("ring.reduce_scatter", "kill", KINDS), ("ring.allgather", "stop", KINDS)]
+# The hierarchical allreduces on 2 hosts x 2 ranks placed cyclically (intra-host pairs over shm,
+# inter-host over tcp): the pipelined one (allreduce_hier.cc), where the 4 MiB `big` buffer runs
+# in four chunks, an intra-host ring beside the inter-host one on the same thread; and the small
+# one (allreduce_small_hier.cc, `small`), where the victim, rank 1, is its host's leader.
+HIER_CASES = [
+    ("ring.reduce_scatter", "kill", KINDS),
+    ("ring.allgather", "stop", KINDS),
+    ("recursive_doubling", "kill", KINDS),
+]
 
 
 def matrix(cases):
@@ -107,7 +112,7 @@ def test_fault_in_halving(point, action, kinds, transport):
 @pytest.mark.parametrize(
     "point,action,kinds", HIER_CASES, ids=[f"{p}-{a}" for p, a, _ in HIER_CASES]
 )
-def test_fault_in_pipelined_hierarchy(point, action, kinds):
+def test_fault_in_hierarchy(point, action, kinds):
     for _ in range(REPEAT):
         _run_case(point, action, kinds, "auto", nranks=4, hosts=2)
 

@@ -106,6 +106,8 @@ void allreduce_ring(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_recursive_doubling(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_halving(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_hierarchical(const OpContext& oc, const AllreduceOptions& o);
+// Small messages with several ranks on some host: a leader per host (allreduce_small_hier.cc).
+void allreduce_small_hierarchical(const OpContext& oc, const AllreduceOptions& o);
 void allreduce_flat(const OpContext& oc, const AllreduceOptions& o);
 
 struct BroadcastOptions {
