@@ -1,11 +1,23 @@
 // Barrier: the dissemination algorithm. Round k: send an empty message to r + 2^k, receive one
 // from r - 2^k. Cost: ceil(log2 P) alpha. No rank leaves before every rank has entered.
+// barrier() takes it where every host holds one rank (or there is one host); with several ranks
+// on some host of several, a leader per host (barrier_hier.cc).
+#include "group.h"
 #include "ring.h"
 #include "ringpress/fault.h"
 
 namespace ringpress {
 
 void barrier(const OpContext& oc) {
+  const Topology& t = oc.ctx.topology();
+  if (topology_aware() && t.hosts >= 2 && t.hosts < oc.ctx.size()) {
+    barrier_hierarchical(oc);
+  } else {
+    barrier_dissemination(oc);
+  }
+}
+
+void barrier_dissemination(const OpContext& oc) {
   Context& ctx = oc.ctx;
   const int P = ctx.size();
   const int r = ctx.rank();

@@ -3,12 +3,15 @@
 // equal ids share memory, the others talk TCP, as on separate hosts.
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "rank_threads.h"
@@ -338,6 +341,43 @@ TEST(Hierarchy, SmallRequestsGoThroughOneLeaderPerHost) {
                                  sizes[s] * sizeof(float)))
             << "P=" << P << " n=" << sizes[s] << ": rank " << q << " differs from rank 0";
       }
+    }
+  }
+}
+
+// The barrier on several hosts with several ranks on some host: a leader per host
+// (barrier_hier.cc). No rank leaves before every rank has entered (ranks enter one by one, 20 ms
+// apart, in an order that puts leaders last and first), and only leaders use TCP.
+TEST(Hierarchy, BarrierThroughOneLeaderPerHost) {
+  struct Case {
+    int P;
+    std::vector<int> host;  // per rank
+  };
+  for (const Case& cs :
+       {Case{4, {0, 1, 0, 1}}, Case{5, {0, 0, 1, 1, 1}}, Case{7, {0, 1, 2, 0, 1, 2, 2}}}) {
+    const int P = cs.P;
+    std::vector<int> leader_of_host(8, -1);
+    for (int r = P - 1; r >= 0; --r)
+      leader_of_host[static_cast<std::size_t>(cs.host[static_cast<std::size_t>(r)])] = r;
+    for (int round = 0; round < 2; ++round) {
+      std::atomic<int> entered{0};
+      run_hosts(
+          P, [&](int r) { return cs.host[static_cast<std::size_t>(r)]; },
+          [&](rp::Communicator& c) {
+            const int r = c.rank();
+            const int order = round == 0 ? r : P - 1 - r;  // round 0: rank 0 first, 1: last
+            std::this_thread::sleep_for(std::chrono::milliseconds(20 * order));
+            const std::uint64_t tcp_before = c.stats().tcp_bytes_sent;
+            entered.fetch_add(1);
+            c.barrier(false);
+            EXPECT_EQ(entered.load(), P) << "P=" << P << ": rank " << r << " left early";
+            const bool leader =
+                leader_of_host[static_cast<std::size_t>(cs.host[static_cast<std::size_t>(r)])] == r;
+            if (!leader) {
+              EXPECT_EQ(c.stats().tcp_bytes_sent, tcp_before)
+                  << "P=" << P << ": rank " << r << " is no leader but used TCP";
+            }
+          });
     }
   }
 }

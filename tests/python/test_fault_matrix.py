@@ -78,11 +78,13 @@ HALVING_CASES += [("doubling.allgather", a, KINDS) for a in ("kill", "stop")]
 # The hierarchical allreduces on 2 hosts x 2 ranks placed cyclically (intra-host pairs over shm,
 # inter-host over tcp): the pipelined one (allreduce_hier.cc), where the 4 MiB `big` buffer runs
 # in four chunks, an intra-host ring beside the inter-host one on the same thread; and the small
-# one (allreduce_small_hier.cc, `small`), where the victim, rank 1, is its host's leader.
+# one (allreduce_small_hier.cc, `small`) and the barrier (barrier_hier.cc), where the victim,
+# rank 1, is its host's leader.
 HIER_CASES = [
     ("ring.reduce_scatter", "kill", KINDS),
     ("ring.allgather", "stop", KINDS),
     ("recursive_doubling", "kill", KINDS),
+    ("barrier", "kill", KINDS),
 ]
 
 

@@ -163,6 +163,10 @@ void reduce_scatter_halving(const OpContext& oc, unsigned char* work,
                             std::size_t total);
 
 void barrier(const OpContext& oc);
+// The two barriers barrier() picks between (barrier.cc: dissemination over all ranks;
+// barrier_hier.cc: a leader per host, for several ranks on some host of several).
+void barrier_dissemination(const OpContext& oc);
+void barrier_hierarchical(const OpContext& oc);
 
 // Gather: rank r's `count` elements land in the root's outs[r] (a buffer and its element count,
 // which must equal what rank r sends; other ranks pass no outs). Linear: every rank sends its
