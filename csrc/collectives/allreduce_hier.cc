@@ -46,6 +46,34 @@ namespace {
 
 constexpr std::size_t kMaxChunks = 16;
 
+// The intra-host reduce-scatter of count elements at data over the host's L ranks (block l ends
+// at local rank l); with reduce_scatter/allgather swapped, the allgather of the same blocks.
+ring::Plan intra_plan(const AllreduceOptions& o, unsigned char* data, std::size_t count, int L) {
+  ring::Plan p;
+  p.data = data;
+  ring::even_blocks(count, L, &p.off, &p.len);
+  p.dtype = o.dtype;
+  p.op = o.op;
+  p.coll = o.split_digest ? CollKind::kAllreduceCoalesced : CollKind::kAllreduce;
+  p.total = o.split_digest ? o.split_digest : o.count;
+  p.segment_bytes = o.segment_bytes;
+  p.reduce_scatter = true;
+  p.allgather = false;
+  return p;
+}
+
+// The inter-host request for the block of count elements at element offset `at` of the buffer.
+AllreduceOptions block_options(const AllreduceOptions& o, std::size_t at, std::size_t count,
+                               float* residual) {
+  AllreduceOptions x = o;
+  x.data = static_cast<unsigned char*>(o.data) + at * dtype_size(o.dtype);
+  x.count = count;
+  x.residual = residual != nullptr ? residual + at : nullptr;
+  x.split_digest = 0;
+  x.algo = AllreduceAlgo::kAuto;
+  return x;
+}
+
 // The pipelined schedule (see the header): K chunks; the intra-host pairs run RS(0), RS(1), AG(0),
 // RS(2), AG(1), ..., RS(K-1), AG(K-2), AG(K-1), the inter-host pairs AR(0), ..., AR(K-1), one
 // ring at a time on each level. AR(k) starts once RS(k)'s receives are done on this rank, AG(k)
@@ -62,16 +90,7 @@ void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
   // Plans live here for the whole call: a Runner keeps a reference to its plan.
   std::vector<ring::Plan> rs(K), ar(K), ag(K);
   for (std::size_t k = 0; k < K; ++k) {
-    ring::Plan& p = rs[k];
-    p.data = data + coff[k] * es;
-    ring::even_blocks(clen[k], L, &p.off, &p.len);
-    p.dtype = o.dtype;
-    p.op = o.op;
-    p.coll = o.split_digest ? CollKind::kAllreduceCoalesced : CollKind::kAllreduce;
-    p.total = o.split_digest ? o.split_digest : o.count;
-    p.segment_bytes = o.segment_bytes;
-    p.reduce_scatter = true;
-    p.allgather = false;
+    ring::Plan& p = rs[k] = intra_plan(o, data + coff[k] * es, clen[k], L);
     ag[k] = p;
     ag[k].reduce_scatter = false;
     ag[k].allgather = true;
@@ -132,14 +151,8 @@ void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
         if (plain) {
           xr = std::make_unique<ring::Runner>(xoc, ar[x_chunk]);
         } else {  // the codec's ring on block l of the chunk (its residual block, if any)
-          AllreduceOptions x = o;
-          x.data = ar[x_chunk].data;
-          x.count = ar[x_chunk].total;
           const std::size_t at = coff[x_chunk] + rs[x_chunk].off[static_cast<std::size_t>(l)];
-          x.residual = residual != nullptr ? residual + at : nullptr;
-          x.split_digest = 0;
-          x.algo = AllreduceAlgo::kAuto;
-          xr = ring::compressed_runner(xoc, x);
+          xr = ring::compressed_runner(xoc, block_options(o, at, ar[x_chunk].total, residual));
         }
         moved = true;
       }
@@ -207,28 +220,12 @@ void allreduce_hierarchical(const OpContext& oc, const AllreduceOptions& o) {
     }
   }
 
-  ring::Plan plan;
-  plan.data = data;
-  ring::even_blocks(o.count, L, &plan.off, &plan.len);
-  plan.dtype = o.dtype;
-  plan.op = o.op;
-  plan.coll = o.split_digest ? CollKind::kAllreduceCoalesced : CollKind::kAllreduce;
-  plan.total = o.split_digest ? o.split_digest : o.count;
-  plan.segment_bytes = o.segment_bytes;
-  plan.reduce_scatter = true;
-  plan.allgather = false;
+  ring::Plan plan = intra_plan(o, data, o.count, L);
   ring::run(loc, plan);
 
-  const std::size_t off = plan.off[static_cast<std::size_t>(l)];
   const std::size_t len = plan.len[static_cast<std::size_t>(l)];
   if (len > 0) {  // the same on every rank of the group (same count, same L)
-    AllreduceOptions x = o;
-    x.data = data + off * es;
-    x.count = len;
-    x.residual = residual != nullptr ? residual + off : nullptr;
-    x.split_digest = 0;
-    x.algo = AllreduceAlgo::kAuto;
-    allreduce_flat(xoc, x);
+    allreduce_flat(xoc, block_options(o, plan.off[static_cast<std::size_t>(l)], len, residual));
   }
 
   plan.reduce_scatter = false;

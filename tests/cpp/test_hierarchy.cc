@@ -50,6 +50,23 @@ struct Layout {
   int host(int r) const { return cyclic ? r % H : r / (P / H); }
 };
 
+// Layouts given rank by rank: hosts of different sizes, host counts that are not powers of two.
+struct HostMap {
+  int P;
+  std::vector<int> host;      // per rank
+  bool leader(int r) const {  // its host's lowest rank
+    for (int q = 0; q < r; ++q)
+      if (host[static_cast<std::size_t>(q)] == host[static_cast<std::size_t>(r)]) return false;
+    return true;
+  }
+  int host_of(int r) const { return host[static_cast<std::size_t>(r)]; }
+};
+const std::vector<HostMap>& host_maps() {
+  static const std::vector<HostMap> maps = {
+      {4, {0, 1, 0, 1}}, {5, {0, 0, 1, 1, 1}}, {7, {0, 1, 2, 0, 1, 2, 2}}};
+  return maps;
+}
+
 }  // namespace
 
 TEST(Topology, HostIdsGroupRanksAndPickTheTransport) {
@@ -281,26 +298,17 @@ TEST(Hierarchy, PipelinedChunksMatchTheReferenceAndLosslessKeepsPlainBits) {
 // sums, max and float sums identical on every rank, on uneven hosts and a host count that is not
 // a power of two; only the leaders (each host's lowest rank) send anything over TCP.
 TEST(Hierarchy, SmallRequestsGoThroughOneLeaderPerHost) {
-  struct Case {
-    int P;
-    std::vector<int> host;  // per rank
-  };
-  for (const Case& cs :
-       {Case{4, {0, 1, 0, 1}}, Case{5, {0, 0, 1, 1, 1}}, Case{7, {0, 1, 2, 0, 1, 2, 2}}}) {
+  for (const HostMap& cs : host_maps()) {
     const int P = cs.P;
-    std::vector<int> leader_of_host(8, -1);
-    for (int r = P - 1; r >= 0; --r)
-      leader_of_host[static_cast<std::size_t>(cs.host[static_cast<std::size_t>(r)])] = r;
     const std::vector<std::size_t> sizes = {1, 7, 1000};  // float32 / int64: at most 8000 bytes
     std::mutex mu;
     std::vector<std::vector<std::vector<float>>> outs(sizes.size(),
                                                       std::vector<std::vector<float>>(P));
     run_hosts(
-        P, [&](int r) { return cs.host[static_cast<std::size_t>(r)]; },
+        P, [&](int r) { return cs.host_of(r); },
         [&](rp::Communicator& c) {
           const int r = c.rank();
-          const bool leader =
-              leader_of_host[static_cast<std::size_t>(cs.host[static_cast<std::size_t>(r)])] == r;
+          const bool leader = cs.leader(r);
           for (std::size_t s = 0; s < sizes.size(); ++s) {
             const std::size_t n = sizes[s];
             const std::uint64_t tcp_before = c.stats().tcp_bytes_sent;
@@ -349,20 +357,12 @@ TEST(Hierarchy, SmallRequestsGoThroughOneLeaderPerHost) {
 // (barrier_hier.cc). No rank leaves before every rank has entered (ranks enter one by one, 20 ms
 // apart, in an order that puts leaders last and first), and only leaders use TCP.
 TEST(Hierarchy, BarrierThroughOneLeaderPerHost) {
-  struct Case {
-    int P;
-    std::vector<int> host;  // per rank
-  };
-  for (const Case& cs :
-       {Case{4, {0, 1, 0, 1}}, Case{5, {0, 0, 1, 1, 1}}, Case{7, {0, 1, 2, 0, 1, 2, 2}}}) {
+  for (const HostMap& cs : host_maps()) {
     const int P = cs.P;
-    std::vector<int> leader_of_host(8, -1);
-    for (int r = P - 1; r >= 0; --r)
-      leader_of_host[static_cast<std::size_t>(cs.host[static_cast<std::size_t>(r)])] = r;
     for (int round = 0; round < 2; ++round) {
       std::atomic<int> entered{0};
       run_hosts(
-          P, [&](int r) { return cs.host[static_cast<std::size_t>(r)]; },
+          P, [&](int r) { return cs.host_of(r); },
           [&](rp::Communicator& c) {
             const int r = c.rank();
             const int order = round == 0 ? r : P - 1 - r;  // round 0: rank 0 first, 1: last
@@ -371,9 +371,7 @@ TEST(Hierarchy, BarrierThroughOneLeaderPerHost) {
             entered.fetch_add(1);
             c.barrier(false);
             EXPECT_EQ(entered.load(), P) << "P=" << P << ": rank " << r << " left early";
-            const bool leader =
-                leader_of_host[static_cast<std::size_t>(cs.host[static_cast<std::size_t>(r)])] == r;
-            if (!leader) {
+            if (!cs.leader(r)) {
               EXPECT_EQ(c.stats().tcp_bytes_sent, tcp_before)
                   << "P=" << P << ": rank " << r << " is no leader but used TCP";
             }
