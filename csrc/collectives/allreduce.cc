@@ -85,8 +85,7 @@ void allreduce_flat(const OpContext& oc, const AllreduceOptions& o) {
 
 bool use_hierarchy(const Context& ctx, const AllreduceOptions& o) {
   if (o.algo == AllreduceAlgo::kRing || o.algo == AllreduceAlgo::kRecursiveDoubling) return false;
-  const Topology& t = ctx.topology();
-  if (t.hosts < 2 || t.hosts == ctx.size() || !t.uniform() || !topology_aware()) return false;
+  if (!multi_rank_hosts(ctx) || !ctx.topology().uniform()) return false;
   // Small plain messages: recursive doubling's log2 P rounds beat three phases. Exact codecs
   // (lossless) choose as plain does, so their bits stay plain's.
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();
@@ -99,9 +98,7 @@ bool use_hierarchy(const Context& ctx, const AllreduceOptions& o) {
 // does) on several hosts, some holding two or more ranks: a leader per host
 // (allreduce_small_hier.cc).
 bool use_small_hierarchy(const Context& ctx, const AllreduceOptions& o) {
-  if (o.algo != AllreduceAlgo::kAuto || !topology_aware()) return false;
-  const Topology& t = ctx.topology();
-  if (t.hosts < 2 || t.hosts == ctx.size()) return false;
+  if (o.algo != AllreduceAlgo::kAuto || !multi_rank_hosts(ctx)) return false;
   const bool exact = o.compression.kind == WireCompression::kNone ||
                      find_codec(static_cast<int>(o.compression.kind))->exact;
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();

@@ -49,15 +49,11 @@ constexpr std::size_t kMaxChunks = 16;
 // The intra-host reduce-scatter of count elements at data over the host's L ranks (block l ends
 // at local rank l); with reduce_scatter/allgather swapped, the allgather of the same blocks.
 ring::Plan intra_plan(const AllreduceOptions& o, unsigned char* data, std::size_t count, int L) {
-  ring::Plan p;
-  p.data = data;
-  ring::even_blocks(count, L, &p.off, &p.len);
-  p.dtype = o.dtype;
-  p.op = o.op;
-  p.coll = o.split_digest ? CollKind::kAllreduceCoalesced : CollKind::kAllreduce;
-  p.total = o.split_digest ? o.split_digest : o.count;
-  p.segment_bytes = o.segment_bytes;
-  p.reduce_scatter = true;
+  AllreduceOptions part = o;
+  part.data = data;
+  part.count = count;
+  ring::Plan p = ring::allreduce_plan(part, L);
+  p.total = o.split_digest ? o.split_digest : o.count;  // the whole request's, as in the header
   p.allgather = false;
   return p;
 }
@@ -89,20 +85,15 @@ void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
 
   // Plans live here for the whole call: a Runner keeps a reference to its plan.
   std::vector<ring::Plan> rs(K), ar(K), ag(K);
+  std::vector<AllreduceOptions> xo(K);  // block l of each chunk across hosts
   for (std::size_t k = 0; k < K; ++k) {
     ring::Plan& p = rs[k] = intra_plan(o, data + coff[k] * es, clen[k], L);
     ag[k] = p;
     ag[k].reduce_scatter = false;
     ag[k].allgather = true;
-    // Block l of the chunk across hosts: the ring allreduce (reduce-scatter + allgather).
-    ring::Plan& x = ar[k];
-    x.data = p.data + p.off[static_cast<std::size_t>(l)] * es;
-    ring::even_blocks(p.len[static_cast<std::size_t>(l)], H, &x.off, &x.len);
-    x.dtype = o.dtype;
-    x.op = o.op;
-    x.coll = CollKind::kAllreduce;
-    x.total = p.len[static_cast<std::size_t>(l)];  // the same on every rank of the group
-    x.segment_bytes = o.segment_bytes;
+    const auto b = static_cast<std::size_t>(l);
+    xo[k] = block_options(o, coff[k] + p.off[b], p.len[b], residual);
+    if (plain) ar[k] = ring::allreduce_plan(xo[k], H);
   }
   struct LocalStep {
     bool allgather;
@@ -150,9 +141,8 @@ void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
         x_chunk = xi++;
         if (plain) {
           xr = std::make_unique<ring::Runner>(xoc, ar[x_chunk]);
-        } else {  // the codec's ring on block l of the chunk (its residual block, if any)
-          const std::size_t at = coff[x_chunk] + rs[x_chunk].off[static_cast<std::size_t>(l)];
-          xr = ring::compressed_runner(xoc, block_options(o, at, ar[x_chunk].total, residual));
+        } else {  // the codec's ring (its residual block, if any)
+          xr = ring::compressed_runner(xoc, xo[x_chunk]);
         }
         moved = true;
       }

@@ -8,16 +8,20 @@
 
 namespace ringpress {
 
-void allreduce_ring(const OpContext& oc, const AllreduceOptions& o) {
-  ring::Plan plan;
+ring::Plan ring::allreduce_plan(const AllreduceOptions& o, int P) {
+  Plan plan;
   plan.data = static_cast<unsigned char*>(o.data);
-  ring::even_blocks(o.count, oc.ctx.size(), &plan.off, &plan.len);
+  even_blocks(o.count, P, &plan.off, &plan.len);
   plan.dtype = o.dtype;
   plan.op = o.op;
   plan.coll = o.split_digest ? CollKind::kAllreduceCoalesced : CollKind::kAllreduce;
   plan.total = o.split_digest ? o.split_digest : o.count;  // the header's count
   plan.segment_bytes = o.segment_bytes;
-  ring::run(oc, plan);
+  return plan;
+}
+
+void allreduce_ring(const OpContext& oc, const AllreduceOptions& o) {
+  ring::run(oc, ring::allreduce_plan(o, oc.ctx.size()));
 }
 
 }  // namespace ringpress

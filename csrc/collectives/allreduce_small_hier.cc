@@ -53,9 +53,7 @@ void allreduce_small_hierarchical(const OpContext& oc, const AllreduceOptions& o
       reduce_into(o.dtype, o.op, data, tmp->data() + (i - 1) * bytes, o.count);
     }
   }
-  std::vector<int> leaders(static_cast<std::size_t>(t.hosts));
-  for (int h = 0; h < t.hosts; ++h) leaders[static_cast<std::size_t>(h)] = t.ranks_on(h).front();
-  GroupView lv(ctx, leaders);
+  GroupView lv(ctx, host_leaders(t));
   allreduce_recursive_doubling(OpContext{lv, oc.seq, oc.deadline, oc.timeline, oc.stages}, o);
   std::vector<Ticket> st(L > 1 ? L - 1 : 0);
   for (std::size_t i = 1; i < L; ++i) st[i - 1] = ctx.post_send(local[i], hdr(1), data);

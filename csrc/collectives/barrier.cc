@@ -9,8 +9,7 @@
 namespace ringpress {
 
 void barrier(const OpContext& oc) {
-  const Topology& t = oc.ctx.topology();
-  if (topology_aware() && t.hosts >= 2 && t.hosts < oc.ctx.size()) {
+  if (multi_rank_hosts(oc.ctx)) {
     barrier_hierarchical(oc);
   } else {
     barrier_dissemination(oc);

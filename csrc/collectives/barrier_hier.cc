@@ -35,9 +35,7 @@ void barrier_hierarchical(const OpContext& oc) {
   for (std::size_t i = 1; i < local.size(); ++i)
     tk.push_back(ctx.post_recv(local[i], ring::expect(hdr(0)), nullptr));
   for (const Ticket& x : tk) ctx.wait(x, oc.deadline);
-  std::vector<int> leaders(static_cast<std::size_t>(t.hosts));
-  for (int h = 0; h < t.hosts; ++h) leaders[static_cast<std::size_t>(h)] = t.ranks_on(h).front();
-  GroupView lv(ctx, leaders);
+  GroupView lv(ctx, host_leaders(t));
   barrier_dissemination(OpContext{lv, oc.seq, oc.deadline, oc.timeline, oc.stages});
   tk.clear();
   for (std::size_t i = 1; i < local.size(); ++i)

@@ -50,6 +50,17 @@ bool topology_aware() {
   return v;
 }
 
+bool multi_rank_hosts(const Context& ctx) {
+  const Topology& t = ctx.topology();
+  return topology_aware() && t.hosts >= 2 && t.hosts < ctx.size();
+}
+
+std::vector<int> host_leaders(const Topology& t) {
+  std::vector<int> leaders(static_cast<std::size_t>(t.hosts));
+  for (int h = 0; h < t.hosts; ++h) leaders[static_cast<std::size_t>(h)] = t.ranks_on(h).front();
+  return leaders;
+}
+
 std::vector<int> ring_order(const Context& ctx, bool* identity) {
   std::vector<int> order;
   if (topology_aware()) {

@@ -67,6 +67,14 @@ std::vector<int> host_order(const Topology& t);
 // RINGPRESS_TOPOLOGY (read once per process): true = auto (hierarchy and host order), false = flat.
 bool topology_aware();
 
+// Whether the two-level algorithms apply: topology_aware(), two or more hosts, and some host
+// holding two or more ranks (hosts may differ in size).
+bool multi_rank_hosts(const Context& ctx);
+
+// Each host's leader (its lowest rank), in host order: the group the two-level small allreduce
+// and barrier run their network step on (allreduce_small_hier.cc, barrier_hier.cc).
+std::vector<int> host_leaders(const Topology& t);
+
 // The order in which rings and chains visit ranks: host order when topology_aware(), else rank
 // order. `identity` tells whether that is plain rank order (no GroupView needed).
 std::vector<int> ring_order(const Context& ctx, bool* identity);

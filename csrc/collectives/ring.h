@@ -107,6 +107,9 @@ class Runner final : public Stepper {
   bool finished_ = false;
 };
 
+// The plain ring allreduce of `o` (reduce-scatter + allgather) over P ranks (allreduce_ring.cc).
+Plan allreduce_plan(const AllreduceOptions& o, int P);
+
 // The compressed ring allreduce of `o` (ring_codec.cc) as a Stepper: o.compression is a codec
 // with the ring schedule; o.data (and o.residual) must outlive it.
 std::unique_ptr<Stepper> compressed_runner(const OpContext& oc, const AllreduceOptions& o);
