@@ -84,8 +84,7 @@ void allreduce_flat(const OpContext& oc, const AllreduceOptions& o) {
 }
 
 bool use_hierarchy(const Context& ctx, const AllreduceOptions& o) {
-  if (o.algo == AllreduceAlgo::kRing || o.algo == AllreduceAlgo::kRecursiveDoubling) return false;
-  if (!multi_rank_hosts(ctx) || !ctx.topology().uniform()) return false;
+  if (!two_level_allreduce(ctx, o.algo)) return false;
   // Small plain messages: recursive doubling's log2 P rounds beat three phases. Exact codecs
   // (lossless) choose as plain does, so their bits stay plain's.
   const std::size_t small = o.small_bytes ? o.small_bytes : default_small_bytes();

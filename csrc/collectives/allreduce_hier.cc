@@ -168,23 +168,19 @@ void pipelined(const OpContext& loc, const OpContext& xoc, const OpContext& oc,
 
 }  // namespace
 
+std::size_t hierarchical_chunks(std::size_t bytes, int L, int H, std::size_t segment_bytes) {
+  const std::size_t seg = segment_bytes ? segment_bytes : default_segment_bytes();
+  const std::size_t unit = static_cast<std::size_t>(L) * static_cast<std::size_t>(H) * seg;
+  return std::min(kMaxChunks, bytes / std::max<std::size_t>(unit, 1));
+}
+
 void allreduce_hierarchical(const OpContext& oc, const AllreduceOptions& o) {
   Context& ctx = oc.ctx;
-  const Topology& t = ctx.topology();
-  const int me = ctx.rank();
-  const int H = t.hosts;
-  const std::vector<int> local = t.ranks_on(t.host[static_cast<std::size_t>(me)]);
-  const int L = static_cast<int>(local.size());
-  int l = 0;
-  while (local[static_cast<std::size_t>(l)] != me) ++l;
-  std::vector<int> cross(static_cast<std::size_t>(H));
-  for (int h = 0; h < H; ++h) {
-    const std::vector<int> on = t.ranks_on(h);
-    RP_ENFORCE(static_cast<int>(on.size()) == L, InternalError,
-               "hierarchical allreduce needs the same number of ranks on every host");
-    cross[static_cast<std::size_t>(h)] = on[static_cast<std::size_t>(l)];
-  }
-  GroupView lv(ctx, local), xv(ctx, cross);
+  const HostLevels lev = host_levels(ctx);
+  const int H = ctx.topology().hosts;
+  const int L = static_cast<int>(lev.local.size());
+  const int l = lev.l;
+  GroupView lv(ctx, lev.local), xv(ctx, lev.cross);
   const OpContext loc{lv, oc.seq, oc.deadline, oc.timeline, oc.stages};
   const OpContext xoc{xv, oc.seq, oc.deadline, oc.timeline, oc.stages};
   const std::size_t es = dtype_size(o.dtype);
@@ -201,9 +197,7 @@ void allreduce_hierarchical(const OpContext& oc, const AllreduceOptions& o) {
   // Pipelined: plain requests and codecs with the ring schedule (not top-k's allgather).
   if (o.compression.kind == WireCompression::kNone ||
       find_codec(static_cast<int>(o.compression.kind))->schedule == CodecSchedule::kRing) {
-    const std::size_t seg = o.segment_bytes ? o.segment_bytes : default_segment_bytes();
-    const std::size_t unit = static_cast<std::size_t>(L) * static_cast<std::size_t>(H) * seg;
-    const std::size_t K = std::min(kMaxChunks, o.count * es / std::max<std::size_t>(unit, 1));
+    const std::size_t K = hierarchical_chunks(o.count * es, L, H, o.segment_bytes);
     if (K >= 2) {
       pipelined(loc, xoc, oc, o, residual, l, L, H, K);
       return;

@@ -61,6 +61,27 @@ std::vector<int> host_leaders(const Topology& t) {
   return leaders;
 }
 
+HostLevels host_levels(const Context& ctx) {
+  const Topology& t = ctx.topology();
+  const int me = ctx.rank();
+  HostLevels v;
+  v.local = t.ranks_on(t.host[static_cast<std::size_t>(me)]);
+  while (v.local[static_cast<std::size_t>(v.l)] != me) ++v.l;
+  v.cross.resize(static_cast<std::size_t>(t.hosts));
+  for (int h = 0; h < t.hosts; ++h) {
+    const std::vector<int> on = t.ranks_on(h);
+    RP_ENFORCE(on.size() == v.local.size(), InternalError,
+               "the two-level collectives need the same number of ranks on every host");
+    v.cross[static_cast<std::size_t>(h)] = on[static_cast<std::size_t>(v.l)];
+  }
+  return v;
+}
+
+bool two_level_allreduce(const Context& ctx, AllreduceAlgo algo) {
+  return algo != AllreduceAlgo::kRing && algo != AllreduceAlgo::kRecursiveDoubling &&
+         multi_rank_hosts(ctx) && ctx.topology().uniform();
+}
+
 std::vector<int> ring_order(const Context& ctx, bool* identity) {
   std::vector<int> order;
   if (topology_aware()) {

@@ -75,6 +75,26 @@ bool multi_rank_hosts(const Context& ctx);
 // and barrier run their network step on (allreduce_small_hier.cc, barrier_hier.cc).
 std::vector<int> host_leaders(const Topology& t);
 
+// The two levels of the hierarchical allreduce (allreduce_hier.cc) as seen by the calling rank:
+// its host's ranks (`local`, in rank order; the caller is local[l]) and the ranks of local index
+// l on every host (`cross`, in host order). Needs Topology::uniform() (InternalError otherwise).
+struct HostLevels {
+  std::vector<int> local;
+  std::vector<int> cross;
+  int l = 0;
+};
+HostLevels host_levels(const Context& ctx);
+
+// Whether an allreduce with this algorithm request takes the two-level paths (allreduce.cc):
+// multi_rank_hosts(), the same number of ranks on every host, and no flat algorithm forced.
+// Auto mode models two levels exactly then (auto_select.cc).
+bool two_level_allreduce(const Context& ctx, AllreduceAlgo algo);
+
+// The number of chunks the hierarchical allreduce pipelines a request of `bytes` into on H hosts
+// of L ranks (allreduce_hier.cc; segment_bytes 0 = default_segment_bytes()); under 2 it runs the
+// three phases one after another. Ring-schedule kinds only (plain, lossless, the quantizers).
+std::size_t hierarchical_chunks(std::size_t bytes, int L, int H, std::size_t segment_bytes);
+
 // The order in which rings and chains visit ranks: host order when topology_aware(), else rank
 // order. `identity` tells whether that is plain rank order (no GroupView needed).
 std::vector<int> ring_order(const Context& ctx, bool* identity);

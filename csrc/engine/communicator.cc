@@ -467,6 +467,9 @@ void Communicator::allreduce_auto(const OpContext& oc, AllreduceOptions o) {
     stats_.auto_predicted_s[i] = out.choice.predicted_s[i];
   }
   stats_.auto_actual_s = out.actual_s;
+  const bool two = auto_->model.hosts > 0;
+  stats_.auto_hosts = two ? auto_->model.hosts : 1;
+  stats_.auto_ranks_per_host = two ? auto_->model.local : oc.ctx.size();
 }
 
 Communicator::WorkPtr Communicator::allreduce_coalesced(

@@ -98,6 +98,9 @@ inline pybind11::dict stats_dict(const CommStats& s) {
   a["predicted_s"] = predicted;
   a["actual_s"] = s.auto_actual_s;
   a["calibrations"] = s.auto_calibrations;
+  // (hosts, ranks per host) of the model: (H, L) when it models the two levels, else (1, P).
+  a["levels"] = s.auto_last >= 0 ? py::object(py::make_tuple(s.auto_hosts, s.auto_ranks_per_host))
+                                 : py::object(py::none());
   d["auto"] = a;
   py::dict st;
   for (int i = 0; i < static_cast<int>(Stage::kCount); ++i) {

@@ -829,7 +829,9 @@ class Communicator:
         bytes spent waiting for data and in reduce / encode / decode / select / scatter_add,
         summed over requests; the plain ring reduces while it receives, so its ``reduce`` holds
         that wait too), and ``auto`` (choices of the auto mode, the last request's
-        predicted time per allowed kind and its actual time, calibrations)."""
+        predicted time per allowed kind and its actual time, calibrations, and ``levels``:
+        (hosts, ranks per host) the model describes, (H, L) where the hierarchical allreduce
+        runs and (1, P) otherwise)."""
         return self._c.stats()
 
     @property

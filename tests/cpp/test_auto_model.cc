@@ -79,3 +79,96 @@ TEST(AutoModel, HalvingsShorterLatencyKeepsPlainWhereTheRingModelPickedACodec) {
   const Thresholds no_halving{64 * kKiB, 64 * kKiB};
   EXPECT_EQ(choose(m, 256 * kKiB, 8, allow, no_halving).kind, WireCompression::kInt8);
 }
+
+// Two levels (H hosts of L ranks, the hierarchical allreduce): compression applies to the
+// inter-host step only, on n / L bytes per rank among H ranks; the shared-memory phases cost every
+// kind the same; small exact requests go through one leader per host; pipelined requests cost
+// about the slower level.
+namespace {
+
+constexpr double kAlphaS = 2e-6;  // shared memory
+constexpr double kBetaS = 1e-10;
+
+Model two_levels(int H, int L) {
+  Model m = model();
+  m.hosts = H;
+  m.local = L;
+  m.intra_alpha_s = kAlphaS;
+  m.intra_byte_s = kBetaS;
+  return m;
+}
+
+double intra(int L, double n) {
+  return 2.0 * (L - 1) * kAlphaS + 2.0 * (L - 1) / L * n * kBetaS;
+}
+
+}  // namespace
+
+TEST(AutoModel, TwoLevelsPredictTheHierarchysPhases) {
+  Model m = two_levels(4, 4);
+  const auto k = static_cast<std::size_t>(WireCompression::kInt8);
+  m.ratio[k] = 4.0;
+  m.enc_s[k] = 1e-10;
+  m.dec_s[k] = 2e-10;
+  // Segments of 8 MiB: 16 MiB is one chunk, so the phases run one after another; its 4 MiB
+  // inter-host blocks are above the halving threshold (2 MiB): the ring.
+  const Thresholds t{64 * kKiB, 2048 * kKiB, 8192 * kKiB};
+  const double n = 16384.0 * kKiB, block = n / 4;
+  EXPECT_DOUBLE_EQ(predict(m, WireCompression::kNone, 16384 * kKiB, 16, t),
+                   intra(4, n) + ring(4, block));
+  EXPECT_DOUBLE_EQ(predict(m, WireCompression::kInt8, 16384 * kKiB, 16, t),
+                   intra(4, n) + 6 * kAlpha + 1.5 * block * (kBeta / 4 + 3e-10));
+  // The inter-host block picks plain's algorithm by its own size: 1 MiB blocks on 4 hosts take
+  // recursive halving.
+  EXPECT_DOUBLE_EQ(predict(m, WireCompression::kNone, 4096 * kKiB, 16, t),
+                   intra(4, 4096.0 * kKiB) + 4 * kAlpha + 1.5 * 1024.0 * kKiB * kBeta);
+  // Small exact requests: into the leader and back over shared memory, recursive doubling among
+  // the 4 leaders (2 rounds of the whole buffer); lossless the same (sent uncompressed).
+  const double small = 2 * (kAlphaS + 3 * 4096.0 * kBetaS) + 2 * kAlpha + 2 * 4096.0 * kBeta;
+  EXPECT_DOUBLE_EQ(predict(m, WireCompression::kNone, 4 * kKiB, 16, t), small);
+  EXPECT_DOUBLE_EQ(predict(m, WireCompression::kLossless, 4 * kKiB, 16, t), small);
+  // Pipelined (64 KiB segments: 16 MiB is 16 chunks of 1 MiB): the slower level, here the
+  // network, plus one chunk of the shared-memory phases; each level pays its latency per chunk.
+  const Thresholds piped{64 * kKiB, 4096 * kKiB, 64 * kKiB};
+  const double inter = 16 * ring(4, block / 16), local = 16 * intra(4, n / 16);
+  ASSERT_GT(inter, local);
+  EXPECT_DOUBLE_EQ(predict(m, WireCompression::kNone, 16384 * kKiB, 16, piped), inter + local / 16);
+  // A model of other levels, or of one, is the flat ring's.
+  EXPECT_DOUBLE_EQ(predict(m, WireCompression::kNone, 16384 * kKiB, 8, t), ring(8, n));
+  EXPECT_DOUBLE_EQ(predict(model(), WireCompression::kNone, 16384 * kKiB, 16, t), ring(16, n));
+}
+
+TEST(AutoModel, TwoLevelsShareTheCodecWorkAmongAHostsRanks) {
+  // The codec works on 1 / L of the buffer per rank at two levels, on all of it in a flat ring:
+  // codec work that costs more than the wire time int8 saves on the whole buffer (flat: plain)
+  // costs less on a quarter of it (two levels: int8).
+  const auto k = static_cast<std::size_t>(WireCompression::kInt8);
+  const std::uint32_t allow = bit(WireCompression::kInt8);
+  const Thresholds t{64 * kKiB, 4096 * kKiB, 8192 * kKiB};
+  Model flat = model();
+  flat.byte_s = 1e-8;  // the link of each host (1 flat ring crosses it once per host)
+  flat.ratio[k] = 4.0;
+  flat.enc_s[k] = flat.dec_s[k] = 0.5 * 1e-8;  // E + D = beta > beta (1 - 1/4)
+  EXPECT_EQ(choose(flat, 16384 * kKiB, 16, allow, t).kind, WireCompression::kNone);
+  Model two = flat;
+  two.hosts = 4;
+  two.local = 4;
+  two.intra_alpha_s = kAlphaS;
+  two.intra_byte_s = kBetaS;
+  two.byte_s = 4 * 1e-8;  // four inter-host groups share each host's link
+  EXPECT_EQ(choose(two, 16384 * kKiB, 16, allow, t).kind, WireCompression::kInt8);
+}
+
+TEST(AutoModel, PipelinedHierarchyKeepsPlainWhenSharedMemoryIsTheSlowerLevel) {
+  // Compressing the inter-host step cannot help once the shared-memory phases are the slower
+  // level of the pipeline: the model keeps plain where the sum of the levels would say int8.
+  const auto k = static_cast<std::size_t>(WireCompression::kInt8);
+  const std::uint32_t allow = bit(WireCompression::kInt8);
+  Model m = two_levels(4, 4);
+  m.intra_byte_s = 2e-9;  // shared memory slower than the network's share of it
+  m.ratio[k] = 4.0;
+  const Thresholds piped{64 * kKiB, 4096 * kKiB, 64 * kKiB};
+  EXPECT_EQ(choose(m, 16384 * kKiB, 16, allow, piped).kind, WireCompression::kNone);
+  const Thresholds one_chunk{64 * kKiB, 4096 * kKiB, 8192 * kKiB};
+  EXPECT_EQ(choose(m, 16384 * kKiB, 16, allow, one_chunk).kind, WireCompression::kInt8);
+}

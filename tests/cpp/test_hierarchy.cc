@@ -231,6 +231,59 @@ TEST(Hierarchy, LossyCodecsRoundPerHostAndKeepTheInvariant) {
   (void)rel_error(6, 3, "int8");
 }
 
+// Auto mode models the levels the allreduce runs (auto_select.cc): on several hosts of two or
+// more ranks the hierarchy's (H hosts of L ranks, measured on the shared-memory groups and the
+// inter-host groups), on one host the flat group's. Every rank picks the same kind at every step,
+// and the result is the pick's: exact sums for an exact kind, outputs plus residuals equal to the
+// inputs for a lossy one.
+TEST(Hierarchy, AutoModelsTheLevelsTheAllreduceRuns) {
+  const std::size_t n = 30000;
+  for (const int H : {2, 1}) {
+    std::mutex mu;
+    std::vector<std::vector<int>> picks(4);
+    std::vector<std::vector<float>> outs(4), before(4), after(4);
+    run_hosts(
+        4, [&](int r) { return r % H; },
+        [&](rp::Communicator& c) {
+          rp::CompressionOptions co;
+          co.kind = rp::WireCompression::kAuto;
+          co.allow = (1u << static_cast<int>(rp::WireCompression::kLossless)) |
+                     (1u << static_cast<int>(rp::WireCompression::kInt8));
+          std::vector<float> x(n), r(n, 0.0f), r0;
+          std::vector<int> mine;
+          for (int step = 0; step < 3; ++step) {
+            for (std::size_t i = 0; i < n; ++i) x[i] = input(c.rank(), i + step);
+            r0 = r;
+            c.allreduce(x.data(), n, rp::DType::kF32, rp::ReduceOp::kSum, false, co, r.data());
+            const rp::CommStats s = c.stats();
+            mine.push_back(s.auto_last);
+            EXPECT_EQ(s.auto_hosts, H) << "rank " << c.rank();
+            EXPECT_EQ(s.auto_ranks_per_host, 4 / H) << "rank " << c.rank();
+          }
+          std::lock_guard<std::mutex> lock(mu);
+          const auto me = static_cast<std::size_t>(c.rank());
+          picks[me] = mine;
+          outs[me] = x;
+          before[me] = r0;
+          after[me] = r;
+        },
+        64 << 10);
+    for (int q = 1; q < 4; ++q) EXPECT_EQ(picks[0], picks[static_cast<std::size_t>(q)]) << q;
+    // The last step: its output plus the residuals after it equal its inputs plus the residuals
+    // before it (exact kinds deliver the residual and leave zero; the inputs are exact in fp32).
+    const bool exact = picks[0].back() != static_cast<int>(rp::WireCompression::kInt8);
+    for (std::size_t i = 0; i < n; ++i) {
+      double want = 0, got = outs[0][i];
+      for (std::size_t q = 0; q < 4; ++q) {
+        want += input(static_cast<int>(q), i + 2) + before[q][i];
+        got += after[q][i];
+        if (exact) ASSERT_EQ(after[q][i], 0.0f) << "H=" << H << " rank " << q;
+      }
+      ASSERT_LE(std::fabs(got - want), 1e-4 * (1.0 + std::fabs(want))) << "H=" << H << " i=" << i;
+    }
+  }
+}
+
 // Large requests run the three phases pipelined chunk by chunk (allreduce_hier.cc): K = bytes /
 // (L H segments) chunks, at most 16. Sizes on both sides of K = 2, an uneven K = 3 and a capped
 // K = 16 with a ragged tail: exact integer sums; float32 sums of inexact values identical on

@@ -125,6 +125,17 @@ if nbytes:
     comm.allreduce(y)
     out["timed_s"] = time.perf_counter() - t0
     out["timed_ok"] = bool((y == p).all())
+    # auto mode on the same link: the model of the hierarchy's two levels, and its pick
+    # (gradient-like data: lossless gains little on it, int8 a factor of 4)
+    parts = [np.random.default_rng(q).standard_normal(nbytes // 4).astype(np.float32)
+             for q in range(p)]
+    z = parts[r].copy()
+    res = np.zeros_like(z)
+    comm.allreduce(z, compression="auto", allow="lossless,int8", residual=res)
+    st = comm.stats()["auto"]
+    want = np.sum(parts, axis=0, dtype=np.float64)
+    out["auto"] = {"levels": list(st["levels"]), "last": st["last"],
+                   "error": float(np.linalg.norm(z - want) / np.linalg.norm(want))}
 print("@@" + json.dumps(out), flush=True)
 comm.close()
 """
@@ -182,6 +193,11 @@ def test_two_hosts_of_two_ranks(tmp_path, placement, rate):
         assert 0.5 * floor < slowest < 30 * floor + 10, (slowest, floor)
         assert probe is not None and topo.host_of(probe["sender"]) == 1
         assert 0.3 * 0.1 < probe["gbps"] < 1.3 * 0.1, probe  # 100 Mbit/s, TCP payload
+        # auto models the two levels (2 hosts of 2 ranks) and, at 100 Mbit/s, compresses the
+        # inter-host step (int8 carries a quarter of plain's bytes), within int8's error
+        for rec in recs:
+            a = rec["auto"]
+            assert a["levels"] == [2, 2] and a["last"] == "int8" and a["error"] < 0.02, rec
     assert _gone(prefix, pids) == []
 
 

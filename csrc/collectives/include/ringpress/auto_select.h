@@ -24,8 +24,17 @@ constexpr int kKinds = kMaxCodecs;  // indexed by codec id (ringpress/codec.h)
 
 struct Model {
   bool valid = false;
-  double alpha_s = 0;                  // per-message latency
-  double byte_s = 0;                   // seconds per byte on the slowest ring link
+  // The network: per-message latency and seconds per byte. One level: on the slowest link of a
+  // ring over all ranks. Two levels: in the inter-host groups (one rank per host), measured with
+  // every local index's group running at once, so byte_s includes their share of a host's link.
+  double alpha_s = 0;
+  double byte_s = 0;
+  // Two levels (hosts >= 2 and local >= 2, P = hosts * local), when the allreduce runs the
+  // hierarchical paths (allreduce.cc): H hosts of L ranks, and the shared-memory level.
+  int hosts = 0;
+  int local = 0;
+  double intra_alpha_s = 0;
+  double intra_byte_s = 0;
   std::array<double, kKinds> enc_s{};  // encode seconds per input byte
   std::array<double, kKinds> dec_s{};  // decode (+reduce) seconds per input byte
   std::array<double, kKinds> ratio{};  // input bytes / wire bytes
@@ -71,9 +80,13 @@ inline std::uint32_t bit(WireCompression k) {
 // doubling at or below small_bytes; recursive halving above it and up to halving_bytes where P is
 // a power of two of 4 or more; the ring otherwise. Lossless follows plain's choice, so the model
 // gives both the algorithm they will run; lossy codecs always run their codec's schedule.
+// Two levels: at or below small_bytes exact kinds go through one leader per host
+// (allreduce_small_hier.cc); above it, and lossy kinds at every size, the hierarchical allreduce,
+// pipelined in chunks of L H segments (segment_bytes, 0 = the default) where it has two or more.
 struct Thresholds {
   std::size_t small_bytes = 0;
   std::size_t halving_bytes = 0;
+  std::size_t segment_bytes = 0;
 };
 
 double predict(const Model& m, WireCompression kind, std::size_t bytes, int P, const Thresholds& t);
@@ -81,9 +94,11 @@ Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, con
 
 // Collective: all ranks call it at the same request. `sample` is float32 data of the request.
 // `seen` (may be empty) feeds the corrections; `prev` keeps the corrections of kinds not seen.
+// two_levels: the request takes the hierarchical paths (group.h, two_level_allreduce): measure
+// the shared-memory groups and the inter-host groups instead of one ring over all ranks.
 Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::uint32_t allow,
                 const CompressionOptions& c, const Observed& seen = Observed(),
-                const Model& prev = Model());
+                const Model& prev = Model(), bool two_levels = false);
 
 // State across requests; owned by whichever thread runs requests (one at a time).
 struct AutoState {

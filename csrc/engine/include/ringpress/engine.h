@@ -147,6 +147,9 @@ struct CommStats {
   std::array<double, kMaxCodecs> auto_predicted_s{};
   double auto_actual_s = 0;
   int auto_calibrations = 0;
+  // The levels the model describes: H hosts of L ranks (the hierarchical paths), or 1 and P.
+  int auto_hosts = 0;
+  int auto_ranks_per_host = 0;
   // RINGPRESS_SHM_SINGLE_COPY=auto: the classes settled so far (ringpress/single_copy_policy.h).
   std::vector<SingleCopyChoice> single_copy;
   std::array<double, static_cast<int>(Stage::kCount)> stage_s{};             // time per stage
