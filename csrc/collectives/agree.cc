@@ -23,10 +23,55 @@
 // The exchange pattern does not depend on the root, so it cannot deadlock on a disagreement.
 // Cost: ceil(log2 P) alpha (zero-byte messages) before the collective's own messages; P = 2:
 // one exchange with the peer.
+//
+// On several hosts with two or more ranks on some host (multi_rank_hosts, group.h), through one
+// leader per host (each host's lowest rank), as the barrier does (barrier_hier.cc): every other
+// rank of a host sends its header to the leader (step kAgreeStep + 0, shared memory), the leader
+// checks them all, the leaders run the exchange above among themselves, and each leader then
+// releases its host (kAgreeStep + 1), which its ranks check too. A rank that disagrees with its
+// leader is seen by the leader before the leader's first network round; leaders that disagree
+// are seen by the exchange; in either case no leader completes (the exchange's argument; a
+// leader that aborted never sends its rounds), so no rank is released, and every rank raises at
+// this collective. Cost: 2 alpha_s + ceil(log2 H) alpha_x; the network carries H ceil(log2 H)
+// messages instead of P ceil(log2 P), and ranks that are not leaders wait for one message.
+#include "group.h"
 #include "ring.h"
 #include "ringpress/fault.h"
 
 namespace ringpress::ring {
+namespace {
+
+void agree_through_leaders(const OpContext& oc, MsgHeader h) {
+  Context& ctx = oc.ctx;
+  const Topology& t = ctx.topology();
+  const int me = ctx.rank();
+  const std::vector<int> local = t.ranks_on(t.host[static_cast<std::size_t>(me)]);
+  auto at = [&](std::uint32_t step) {
+    MsgHeader x = h;
+    x.step = step;
+    return x;
+  };
+  if (me != local.front()) {
+    Ticket st = ctx.post_send(local.front(), at(kAgreeStep), nullptr);
+    Ticket rt = ctx.post_recv(local.front(), expect(at(kAgreeStep + 1)), nullptr);
+    ctx.wait(st, oc.deadline);
+    ctx.wait(rt, oc.deadline);
+    return;
+  }
+  std::vector<Ticket> tk;
+  for (std::size_t i = 1; i < local.size(); ++i)
+    tk.push_back(ctx.post_recv(local[i], expect(at(kAgreeStep)), nullptr));
+  for (const Ticket& x : tk) ctx.wait(x, oc.deadline);
+  GroupView lv(ctx, host_leaders(t));
+  agree(OpContext{lv, oc.seq, oc.deadline, oc.timeline, oc.stages}, static_cast<CollKind>(h.coll),
+        static_cast<DType>(h.dtype), h.redop, h.count);
+  tk.clear();
+  for (std::size_t i = 1; i < local.size(); ++i)
+    tk.push_back(ctx.post_send(local[i], at(kAgreeStep + 1), nullptr));
+  for (const Ticket& x : tk) ctx.wait(x, oc.deadline);
+}
+
+}  // namespace
 
 void agree(const OpContext& oc, CollKind coll, DType dtype, int root, std::uint64_t count) {
   Context& ctx = oc.ctx;
@@ -35,6 +80,10 @@ void agree(const OpContext& oc, CollKind coll, DType dtype, int root, std::uint6
   const int r = ctx.rank();
   MsgHeader h = header(coll, dtype, ReduceOp::kSum, oc.seq, kAgreeStep, count, 0);
   h.redop = static_cast<std::uint8_t>(root);  // the root's low 8 bits, as in the data messages
+  if (multi_rank_hosts(ctx)) {
+    agree_through_leaders(oc, h);
+    return;
+  }
   const int right = (r + 1) % P;
   const int left = (r + P - 1) % P;
   {

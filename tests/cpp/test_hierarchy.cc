@@ -433,6 +433,81 @@ TEST(Hierarchy, BarrierThroughOneLeaderPerHost) {
   }
 }
 
+// The agreement that opens broadcast, gather and scatter (agree.cc) goes through one leader per
+// host on such jobs: ranks that are not leaders send no agreement over TCP, and a rank that
+// believes in another root, a leader or not, makes every rank raise the collective mismatch at
+// that call, well within the timeout (Rooted.RootMismatchRaisesAtThatCallOnEveryRank on one
+// host).
+TEST(Hierarchy, RootedAgreementThroughOneLeaderPerHost) {
+  for (const HostMap& cs : host_maps()) {
+    const int P = cs.P;
+    // Agreeing ranks: the broadcast is right. On 2 hosts x 2 ranks (cyclic: host order 0 2 1 3)
+    // with root 0 the non-leaders 2 and 3 are leaves of the tree, so a broadcast of nothing
+    // (agreement and empty tree messages) sends nothing over TCP from them; the exchange over
+    // all ranks would (their ring neighbours are on the other host).
+    run_hosts(
+        P, [&](int r) { return cs.host_of(r); },
+        [&](rp::Communicator& c) {
+          const int r = c.rank();
+          std::vector<std::int32_t> b(4, r);
+          const std::uint64_t before = c.stats().tcp_bytes_sent;
+          c.broadcast(b.data(), 0, rp::DType::kI32, 0, false);
+          if (P == 4 && !cs.leader(r)) {
+            EXPECT_EQ(c.stats().tcp_bytes_sent, before) << "rank " << r << " used TCP";
+          }
+          c.broadcast(b.data(), 4, rp::DType::kI32, P - 1, false);
+          for (std::int32_t v : b) EXPECT_EQ(v, P - 1) << "P=" << P << " rank " << r;
+        });
+    // One rank believes another root: rank 1 (a leader or not, by layout) and the last rank.
+    for (const int odd : {1, P - 1}) {
+      for (int kind = 0; kind < 3; ++kind) {  // broadcast, gather, scatter
+        std::vector<std::string> seen(static_cast<std::size_t>(P));
+        std::vector<double> took(static_cast<std::size_t>(P), 0);
+        rp_test::run_rank_threads(
+            P,
+            [&](rp::CommOptions& o) {
+              o.context.host_id = "host" + std::to_string(cs.host_of(o.context.rank));
+              o.context.timeout = std::chrono::seconds(60);
+              o.op_timeout = std::chrono::seconds(20);
+            },
+            [&](rp::Communicator& c) {
+              const int r = c.rank();
+              const int root = r == odd ? 2 : 0;
+              std::vector<std::int32_t> buf(16, r), all(16 * static_cast<std::size_t>(P));
+              std::vector<std::pair<void*, std::size_t>> outs;
+              std::vector<std::pair<const void*, std::size_t>> ins;
+              if (r == root) {
+                for (int p = 0; p < P; ++p) {
+                  outs.emplace_back(all.data() + 16 * p, 16);
+                  ins.emplace_back(all.data() + 16 * p, 16);
+                }
+              }
+              const auto t0 = std::chrono::steady_clock::now();
+              try {
+                if (kind == 0) c.broadcast(buf.data(), 16, rp::DType::kI32, root, false);
+                if (kind == 1) c.gather(buf.data(), 16, outs, rp::DType::kI32, root, false);
+                if (kind == 2) c.scatter(ins, buf.data(), 16, rp::DType::kI32, root, false);
+                seen[static_cast<std::size_t>(r)] = "returned normally";
+              } catch (const rp::UsageError& e) {
+                seen[static_cast<std::size_t>(r)] = e.what();
+              } catch (const rp::Error& e) {
+                seen[static_cast<std::size_t>(r)] = std::string("other: ") + e.what();
+              }
+              took[static_cast<std::size_t>(r)] =
+                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            });
+        for (int r = 0; r < P; ++r) {
+          const std::string& w = seen[static_cast<std::size_t>(r)];
+          EXPECT_NE(w.find("collective mismatch"), std::string::npos)
+              << "P=" << P << " odd " << odd << " kind " << kind << " rank " << r << ": " << w;
+          EXPECT_NE(w.find("root"), std::string::npos) << w;
+          EXPECT_LT(took[static_cast<std::size_t>(r)], 10.0) << "P=" << P << " rank " << r;
+        }
+      }
+    }
+  }
+}
+
 TEST(Hierarchy, CoalescedRequestsSplitTheSameWay) {
   run_hosts(
       4, [](int r) { return r % 2; },
