@@ -1,6 +1,8 @@
 // Allgather (equal or variable block sizes): the allgather half of the pipelined ring (ring.h),
 // or recursive doubling (allgather_doubling.cc) in a power-of-two group of 4+ ranks when the total
-// is at most the halving threshold (RINGPRESS_HALVING_BYTES).
+// is at most the halving threshold (RINGPRESS_HALVING_BYTES); at most the small-message threshold
+// on several hosts with two or more ranks on some host, one leader per host
+// (allgather_small_hier.cc).
 //
 // Cost: (P-1) alpha + (N - n_r) beta where N is the total size and n_r this rank's block; the
 // blocks travel in segments, each forwarded as soon as it arrives. Recursive doubling: the same
@@ -29,6 +31,10 @@ void allgather(const OpContext& oc, const AllgatherOptions& o) {
   bool equal = true;
   for (auto c : o.counts) equal = equal && c == o.counts[0];
   const CollKind coll = equal ? CollKind::kAllgather : CollKind::kAllgatherv;
+  if (use_small_leaders(oc.ctx, total * es, o.small_bytes)) {
+    allgather_small_hierarchical(oc, o, plan.off, coll, total);
+    return;
+  }
   if (use_doubling(oc.ctx, total * es, o.halving_bytes)) {
     std::vector<std::size_t> off = plan.off;
     off.push_back(total);

@@ -82,6 +82,31 @@ bool two_level_allreduce(const Context& ctx, AllreduceAlgo algo) {
          multi_rank_hosts(ctx) && ctx.topology().uniform();
 }
 
+HostBundles host_bundles(const Topology& t, const std::vector<std::size_t>& counts) {
+  HostBundles b;
+  b.at.assign(counts.size(), 0);
+  std::size_t pos = 0;
+  for (int h = 0; h < t.hosts; ++h) {
+    b.off.push_back(pos);
+    for (int q : t.ranks_on(h)) {
+      const auto i = static_cast<std::size_t>(q);
+      b.at[i] = pos;
+      pos += counts[i];
+    }
+    b.counts.push_back(pos - b.off.back());
+  }
+  std::size_t rank_order = 0;
+  for (std::size_t i = 0; i < counts.size(); ++i) {
+    b.identity = b.identity && b.at[i] == rank_order;
+    rank_order += counts[i];
+  }
+  return b;
+}
+
+bool use_small_leaders(const Context& ctx, std::size_t bytes, std::size_t small_bytes) {
+  return multi_rank_hosts(ctx) && bytes <= (small_bytes ? small_bytes : default_small_bytes());
+}
+
 std::vector<int> ring_order(const Context& ctx, bool* identity) {
   std::vector<int> order;
   if (topology_aware()) {

@@ -95,6 +95,23 @@ bool two_level_allreduce(const Context& ctx, AllreduceAlgo algo);
 // three phases one after another. Ring-schedule kinds only (plain, lossless, the quantizers).
 std::size_t hierarchical_chunks(std::size_t bytes, int L, int H, std::size_t segment_bytes);
 
+// Per-rank blocks (counts, in rank order) regrouped into one bundle per host, hosts in order and
+// each host's ranks in rank order: the leaders' layout in the two-level small allgather and
+// reduce_scatter. at[r]: element offset of rank r's block in that layout; counts[h] and off[h]:
+// host h's bundle; identity: the layout is rank order itself (hosts hold consecutive ranks).
+struct HostBundles {
+  std::vector<std::size_t> at;
+  std::vector<std::size_t> counts;
+  std::vector<std::size_t> off;
+  bool identity = true;
+};
+HostBundles host_bundles(const Topology& t, const std::vector<std::size_t>& counts);
+
+// Whether allgather / reduce_scatter of `bytes` in all go through one leader per host
+// (allgather_small_hier.cc, reduce_scatter_small_hier.cc): multi_rank_hosts() and at most the
+// small-message threshold (`small_bytes`, 0 = default_small_bytes()).
+bool use_small_leaders(const Context& ctx, std::size_t bytes, std::size_t small_bytes);
+
 // The order in which rings and chains visit ranks: host order when topology_aware(), else rank
 // order. `identity` tells whether that is plain rank order (no GroupView needed).
 std::vector<int> ring_order(const Context& ctx, bool* identity);

@@ -1,7 +1,8 @@
 // Reduce-scatter: the reduce-scatter half of the pipelined ring (ring.h), or recursive halving
 // (reduce_scatter_halving.cc) in a power-of-two group of 4+ ranks when the total is at most the
 // halving threshold (RINGPRESS_HALVING_BYTES); either on a copy of the input (the input is left
-// unchanged).
+// unchanged). At most the small-message threshold on several hosts with two or more ranks on
+// some host: one leader per host (reduce_scatter_small_hier.cc).
 //
 // Cost: (P-1) alpha + (P-1)/P n beta + (P-1)/P n gamma, plus one local copy of n bytes; recursive
 // halving: the same bytes in log2 P steps.
@@ -26,6 +27,11 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o) {
   // out may be null where this rank's block is empty
   RP_ENFORCE((o.in != nullptr && (o.out != nullptr || o.counts[r] == 0)) || total == 0, UsageError,
              "reduce_scatter with a null buffer");
+  if (use_small_leaders(oc.ctx, total * es, o.small_bytes)) {
+    reduce_scatter_small_hierarchical(oc, o, plan.off, total);
+    if (o.op == ReduceOp::kAvg && P > 1) scale_avg(o.dtype, o.out, o.counts[r], P);
+    return;
+  }
   const std::size_t my_off = plan.off[r];  // in_ring_order permutes plan.off
   std::shared_ptr<Buffer> work = Buffer::acquire(total * es);
   if (total > 0) std::memcpy(work->data(), o.in, total * es);

@@ -42,7 +42,9 @@ const char* const kPoints[] = {"rendezvous",
                                "halving.reduce_scatter",
                                "halving.allgather",
                                "halving.encode",
-                               "doubling.allgather"};
+                               "doubling.allgather",
+                               "allgather_leaders",
+                               "reduce_scatter_leaders"};
 
 Spec& spec() {
   static Spec* s = [] {

@@ -549,6 +549,7 @@ AllgatherOptions Communicator::allgather_options(const void* in, void* out,
   o.dtype = dtype;
   o.segment_bytes = opts_.segment_bytes;
   o.halving_bytes = opts_.halving_bytes;
+  o.small_bytes = opts_.small_bytes;
   return o;
 }
 
@@ -590,6 +591,7 @@ ReduceScatterOptions Communicator::reduce_scatter_options(const void* in, void* 
   o.op = op;
   o.segment_bytes = opts_.segment_bytes;
   o.halving_bytes = opts_.halving_bytes;
+  o.small_bytes = opts_.small_bytes;
   return o;
 }
 

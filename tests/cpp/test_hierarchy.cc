@@ -508,6 +508,78 @@ TEST(Hierarchy, RootedAgreementThroughOneLeaderPerHost) {
   }
 }
 
+// Small allgather and reduce_scatter go through one leader per host too (allgather_small_hier.cc,
+// reduce_scatter_small_hier.cc): equal and unequal blocks (an empty one among them), blocks of
+// hosts that hold no consecutive ranks (cyclic: the leaders pack and unpack), sum, max and avg;
+// exact integer results, float sums within rounding of the reference; ranks that are not leaders
+// send nothing over TCP (fails with RINGPRESS_TOPOLOGY=flat).
+TEST(Hierarchy, SmallAllgatherAndReduceScatterThroughOneLeaderPerHost) {
+  for (const HostMap& cs : host_maps()) {
+    const int P = cs.P;
+    for (const bool equal : {true, false}) {
+      std::vector<std::size_t> counts(static_cast<std::size_t>(P));
+      for (int q = 0; q < P; ++q)
+        counts[static_cast<std::size_t>(q)] = equal ? 37 : static_cast<std::size_t>((q * 5) % 7);
+      std::vector<std::size_t> off(static_cast<std::size_t>(P) + 1, 0);
+      for (int q = 0; q < P; ++q)
+        off[static_cast<std::size_t>(q) + 1] =
+            off[static_cast<std::size_t>(q)] + counts[static_cast<std::size_t>(q)];
+      const std::size_t total = off.back();
+      run_hosts(
+          P, [&](int r) { return cs.host_of(r); },
+          [&](rp::Communicator& c) {
+            const int r = c.rank();
+            const auto me = static_cast<std::size_t>(r);
+            const std::uint64_t tcp_before = c.stats().tcp_bytes_sent;
+            // allgather(v) of int32
+            std::vector<std::int32_t> mine(counts[me]), all(total, -1);
+            for (std::size_t i = 0; i < mine.size(); ++i)
+              mine[i] = static_cast<std::int32_t>(1000 * r + static_cast<int>(i));
+            c.allgather(mine.data(), all.data(), counts, rp::DType::kI32, false);
+            for (int q = 0; q < P; ++q) {
+              for (std::size_t i = 0; i < counts[static_cast<std::size_t>(q)]; ++i) {
+                ASSERT_EQ(all[off[static_cast<std::size_t>(q)] + i],
+                          static_cast<std::int32_t>(1000 * q + static_cast<int>(i)))
+                    << "P=" << P << " rank " << r << " block " << q << " i=" << i;
+              }
+            }
+            // reduce_scatter: int64 sum and max, float32 avg
+            std::vector<std::int64_t> in(total), out(counts[me] + 1, -7);
+            for (std::size_t i = 0; i < total; ++i)
+              in[i] = static_cast<std::int64_t>(i) * (r + 1) - r;
+            c.reduce_scatter(in.data(), out.data(), counts, rp::DType::kI64, rp::ReduceOp::kSum,
+                             false);
+            for (std::size_t i = 0; i < counts[me]; ++i) {
+              const auto g = static_cast<std::int64_t>(off[me] + i);
+              ASSERT_EQ(out[i], g * P * (P + 1) / 2 - P * (P - 1) / 2)
+                  << "P=" << P << " rank " << r << " i=" << i;
+            }
+            ASSERT_EQ(out[counts[me]], -7) << "wrote past its block";
+            c.reduce_scatter(in.data(), out.data(), counts, rp::DType::kI64, rp::ReduceOp::kMax,
+                             false);
+            for (std::size_t i = 0; i < counts[me]; ++i) {
+              const auto g = static_cast<std::int64_t>(off[me] + i);
+              ASSERT_EQ(out[i], std::max(g * P - (P - 1), g)) << "P=" << P << " i=" << i;
+            }
+            std::vector<float> fin(total), fout(counts[me]);
+            for (std::size_t i = 0; i < total; ++i) fin[i] = input(r, i);
+            c.reduce_scatter(fin.data(), fout.data(), counts, rp::DType::kF32, rp::ReduceOp::kAvg,
+                             false);
+            for (std::size_t i = 0; i < counts[me]; ++i) {
+              double want = 0;
+              for (int q = 0; q < P; ++q) want += input(q, off[me] + i);
+              ASSERT_NEAR(fout[i], want / P, 1e-5) << "P=" << P << " rank " << r << " i=" << i;
+            }
+            if (!cs.leader(r)) {
+              EXPECT_EQ(c.stats().tcp_bytes_sent, tcp_before)
+                  << "P=" << P << ": rank " << r << " is no leader but used TCP";
+            }
+          },
+          /*small_bytes=*/8192);
+    }
+  }
+}
+
 TEST(Hierarchy, CoalescedRequestsSplitTheSameWay) {
   run_hosts(
       4, [](int r) { return r % 2; },

@@ -36,6 +36,8 @@ try:
         for kind in kinds:
             comm.allreduce(grad, compression=kind, **({"residual": res} if kind == "topk" else {}))
         comm.broadcast(b, root=0)
+        comm.allgather(small)
+        comm.reduce_scatter(np.ones(12 * comm.size, np.float32))
         comm.barrier()
     comm.close()
     emit({"error": None, "after": time.monotonic() - t0})
@@ -85,6 +87,10 @@ HIER_CASES = [
     ("ring.allgather", "stop", KINDS),
     ("recursive_doubling", "kill", KINDS),
     ("barrier", "kill", KINDS),
+    # the small allgather and reduce_scatter through the leaders (allgather_small_hier.cc,
+    # reduce_scatter_small_hier.cc): the victim, rank 1, leads host 1
+    ("allgather_leaders", "kill", KINDS),
+    ("reduce_scatter_leaders", "stop", KINDS),
 ]
 
 

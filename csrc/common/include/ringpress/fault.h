@@ -10,7 +10,9 @@
 //            recovery.mesh (a shrink/grow/join starts connecting), recovery.agree (connected,
 //            the agreement starts), recovery.round (each round of the agreement: :n = round n),
 //            grow.list (grow() heard that joiners wait, before the list is handed round),
-//            send.ref (a shm message is about to go by reference: single copy, wire-format.md)
+//            send.ref (a shm message is about to go by reference: single copy, wire-format.md),
+//            allgather_leaders, reduce_scatter_leaders (the small allgather / reduce_scatter
+//            through one leader per host starts on this rank)
 //   actions  kill     SIGKILL itself (a crashed rank)
 //            stop     SIGSTOP itself (a hung rank: alive, silent)
 //            exit     _exit(3) (a rank that leaves without closing)
