@@ -65,7 +65,8 @@ AllreduceOptions block_options(const AllreduceOptions& o, std::size_t at, std::s
   x.data = static_cast<unsigned char*>(o.data) + at * dtype_size(o.dtype);
   x.count = count;
   x.residual = residual != nullptr ? residual + at : nullptr;
-  x.split_digest = 0;
+  // split_digest stays: a fused request's inter-host headers carry its digest too, so hosts that
+  // fuse the same total differently disagree there (phases 1 and 3 never leave a host).
   x.algo = AllreduceAlgo::kAuto;
   return x;
 }

@@ -140,7 +140,10 @@ Choice choose(const Model& m, std::size_t bytes, int P, std::uint32_t allow, con
   c.predicted_s[0] = predict(m, WireCompression::kNone, bytes, P, t);
   double best = c.predicted_s[0];
   for (int k = 1; k < kKinds; ++k) {
-    if (!(allow & (1u << k)) || !m.valid || find_codec(k) == nullptr) continue;
+    // A kind calibration did not measure (ratio 0: no float32 sample) is no candidate.
+    if (!(allow & (1u << k)) || !m.valid || find_codec(k) == nullptr ||
+        m.ratio[static_cast<std::size_t>(k)] <= 0)
+      continue;
     const auto kind = static_cast<WireCompression>(k);
     c.predicted_s[static_cast<std::size_t>(k)] = predict(m, kind, bytes, P, t);
     // Compression must beat plain by more than 5% (model error, and plain is the safe choice).
@@ -264,7 +267,7 @@ Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::ui
     const auto i = static_cast<std::size_t>(k);
     m.enc_s[i] = v[kEnc + i];
     m.dec_s[i] = v[kDec + i];
-    m.ratio[i] = v[kInv + i] > 0 ? 1.0 / v[kInv + i] : 1.0;
+    m.ratio[i] = v[kInv + i] > 0 ? 1.0 / v[kInv + i] : 0.0;  // 0: not measured
   }
   m.alpha_s = v[kLinks];
   m.byte_s = v[kLinks + 1];
@@ -289,6 +292,13 @@ AutoOutcome allreduce_auto(const OpContext& oc, AllreduceOptions o, AutoState& s
   if (!f32) allow &= bit(WireCompression::kLossless);
   const Thresholds t{o.small_bytes ? o.small_bytes : default_small_bytes(),
                      o.halving_bytes ? o.halving_bytes : default_halving_bytes(), o.segment_bytes};
+  if (o.count == 0) {  // nothing to send (count is the same on every rank): plain, no model
+    o.compression.kind = WireCompression::kNone;
+    ringpress::allreduce(oc, o);
+    out.choice.predicted_s.fill(-1.0);
+    out.choice.predicted_s[0] = 0.0;
+    return out;
+  }
   // The same on every rank (topology and the request's algo), so every rank calibrates alike.
   const bool two_levels = two_level_allreduce(oc.ctx, o.algo);
   if (!st.model.valid || (allow & ~st.measured) != 0 || ++st.since_calibration >= 64 ||

@@ -78,8 +78,7 @@ HostLevels host_levels(const Context& ctx) {
 }
 
 bool two_level_allreduce(const Context& ctx, AllreduceAlgo algo) {
-  return algo != AllreduceAlgo::kRing && algo != AllreduceAlgo::kRecursiveDoubling &&
-         multi_rank_hosts(ctx) && ctx.topology().uniform();
+  return algo == AllreduceAlgo::kAuto && multi_rank_hosts(ctx) && ctx.topology().uniform();
 }
 
 HostBundles host_bundles(const Topology& t, const std::vector<std::size_t>& counts) {

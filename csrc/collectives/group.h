@@ -86,7 +86,7 @@ struct HostLevels {
 HostLevels host_levels(const Context& ctx);
 
 // Whether an allreduce with this algorithm request takes the two-level paths (allreduce.cc):
-// multi_rank_hosts(), the same number of ranks on every host, and no flat algorithm forced.
+// multi_rank_hosts(), the same number of ranks on every host, and no algorithm forced (kAuto).
 // Auto mode models two levels exactly then (auto_select.cc).
 bool two_level_allreduce(const Context& ctx, AllreduceAlgo algo);
 

@@ -591,6 +591,27 @@ TEST(Hierarchy, CoalescedRequestsSplitTheSameWay) {
         EXPECT_EQ(b[2], 4);
         EXPECT_EQ(d[70000], 8);
       });
+  // Hosts that fuse the same total differently (host 0: 30000 + 50000, host 1: 50000 + 30000):
+  // within a host the ranks agree, so only the inter-host step can see it; every rank raises the
+  // split mismatch, none returns with mismatched sums.
+  std::vector<std::string> seen(4);
+  run_hosts(
+      4, [](int r) { return r % 2; },
+      [&](rp::Communicator& c) {
+        std::vector<float> a(80000, 1.0f);
+        const std::size_t k = c.rank() % 2 == 0 ? 30000 : 50000;
+        try {
+          c.allreduce_coalesced({{a.data(), k}, {a.data() + k, 80000 - k}}, rp::DType::kF32,
+                                rp::ReduceOp::kSum, false);
+          seen[static_cast<std::size_t>(c.rank())] = "returned normally";
+        } catch (const rp::Error& e) {
+          seen[static_cast<std::size_t>(c.rank())] = e.what();
+        }
+      });
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_NE(seen[static_cast<std::size_t>(r)].find("split"), std::string::npos)
+        << "rank " << r << ": " << seen[static_cast<std::size_t>(r)];
+  }
 }
 
 // Rings and chains in host order (group.h): allgatherv, reduce_scatter with uneven counts and
