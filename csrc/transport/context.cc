@@ -280,10 +280,16 @@ std::size_t ContextImpl::wait_any(const Ticket* t, std::size_t n, Deadline deadl
       // round) must still end at the deadline. A ticket done before the call returns at once.
       const auto now = Clock::now();
       if (now >= deadline) {
-        Pair& p = *pairs_[static_cast<std::size_t>(t[0].peer)];
-        RP_THROW_CTX(TimeoutError, ctx(t[0].peer), "deadline passed while waiting to ",
-                     t[0].send ? "send to" : "receive from", " peer ", t[0].peer, " (",
-                     transport_kind_name(p.kind), " ", p.endpoint, ")");
+        // Several tickets (a pipelined collective waiting on two rings): any of their peers may
+        // be the silent one, so the message names them all; the error's peer is the first's.
+        std::string what;
+        for (std::size_t k = 0; k < n; ++k) {
+          const Pair& p = *pairs_[static_cast<std::size_t>(t[k].peer)];
+          what += std::string(k ? " or to " : "to ") + (t[k].send ? "send to" : "receive from") +
+                  " peer " + std::to_string(t[k].peer) + " (" + transport_kind_name(p.kind) + " " +
+                  p.endpoint + ")";
+        }
+        RP_THROW_CTX(TimeoutError, ctx(t[0].peer), "deadline passed while waiting ", what);
       }
       const bool moved = progress_all();
       if ((i = first_done()) < n) return i;
