@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -71,6 +72,36 @@ inline void run_rank_threads(int P, const std::function<void(ringpress::CommOpti
   }
   for (auto& t : threads) t.join();
   for (int r = 0; r < P; ++r) EXPECT_EQ(errors[static_cast<std::size_t>(r)], "") << "rank " << r;
+}
+
+// One rooted call of 16 int32 elements with `root` as this rank believes it: broadcast (kind 0),
+// gather (1) or scatter (2). Returns "returned normally", the UsageError's message, or "other: "
+// and another error's; *seconds: how long the call took.
+inline std::string rooted_call(ringpress::Communicator& c, int kind, int root, double* seconds) {
+  const int P = c.size();
+  std::vector<std::int32_t> buf(16, c.rank()), all(16 * static_cast<std::size_t>(P));
+  std::vector<std::pair<void*, std::size_t>> outs;
+  std::vector<std::pair<const void*, std::size_t>> ins;
+  if (c.rank() == root) {
+    for (int p = 0; p < P; ++p) {
+      outs.emplace_back(all.data() + 16 * p, 16);
+      ins.emplace_back(all.data() + 16 * p, 16);
+    }
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string seen;
+  try {
+    if (kind == 0) c.broadcast(buf.data(), 16, ringpress::DType::kI32, root, false);
+    if (kind == 1) c.gather(buf.data(), 16, outs, ringpress::DType::kI32, root, false);
+    if (kind == 2) c.scatter(ins, buf.data(), 16, ringpress::DType::kI32, root, false);
+    seen = "returned normally";
+  } catch (const ringpress::UsageError& e) {
+    seen = e.what();
+  } catch (const ringpress::Error& e) {
+    seen = std::string("other: ") + e.what();
+  }
+  *seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return seen;
 }
 
 }  // namespace rp_test

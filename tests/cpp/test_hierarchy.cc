@@ -471,30 +471,8 @@ TEST(Hierarchy, RootedAgreementThroughOneLeaderPerHost) {
               o.op_timeout = std::chrono::seconds(20);
             },
             [&](rp::Communicator& c) {
-              const int r = c.rank();
-              const int root = r == odd ? 2 : 0;
-              std::vector<std::int32_t> buf(16, r), all(16 * static_cast<std::size_t>(P));
-              std::vector<std::pair<void*, std::size_t>> outs;
-              std::vector<std::pair<const void*, std::size_t>> ins;
-              if (r == root) {
-                for (int p = 0; p < P; ++p) {
-                  outs.emplace_back(all.data() + 16 * p, 16);
-                  ins.emplace_back(all.data() + 16 * p, 16);
-                }
-              }
-              const auto t0 = std::chrono::steady_clock::now();
-              try {
-                if (kind == 0) c.broadcast(buf.data(), 16, rp::DType::kI32, root, false);
-                if (kind == 1) c.gather(buf.data(), 16, outs, rp::DType::kI32, root, false);
-                if (kind == 2) c.scatter(ins, buf.data(), 16, rp::DType::kI32, root, false);
-                seen[static_cast<std::size_t>(r)] = "returned normally";
-              } catch (const rp::UsageError& e) {
-                seen[static_cast<std::size_t>(r)] = e.what();
-              } catch (const rp::Error& e) {
-                seen[static_cast<std::size_t>(r)] = std::string("other: ") + e.what();
-              }
-              took[static_cast<std::size_t>(r)] =
-                  std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+              const auto r = static_cast<std::size_t>(c.rank());
+              seen[r] = rp_test::rooted_call(c, kind, c.rank() == odd ? 2 : 0, &took[r]);
             });
         for (int r = 0; r < P; ++r) {
           const std::string& w = seen[static_cast<std::size_t>(r)];

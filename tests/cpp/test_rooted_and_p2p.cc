@@ -178,29 +178,8 @@ TEST(Rooted, RootMismatchRaisesAtThatCallOnEveryRank) {
       run_rank_threads(
           P, [](rp::CommOptions& o) { o.op_timeout = std::chrono::seconds(20); },
           [&](rp::Communicator& c) {
-            const int r = c.rank();
-            const int root = r == P - 1 ? 1 : 0;
-            std::vector<std::int32_t> buf(16, r), all(16 * static_cast<std::size_t>(P));
-            std::vector<std::pair<void*, std::size_t>> outs;
-            std::vector<std::pair<const void*, std::size_t>> ins;
-            if (r == root) {
-              for (int p = 0; p < P; ++p) {
-                outs.emplace_back(all.data() + 16 * p, 16);
-                ins.emplace_back(all.data() + 16 * p, 16);
-              }
-            }
-            const auto t0 = std::chrono::steady_clock::now();
-            try {
-              if (kind == 0) c.broadcast(buf.data(), 16, rp::DType::kI32, root, false);
-              if (kind == 1) c.gather(buf.data(), 16, outs, rp::DType::kI32, root, false);
-              if (kind == 2) c.scatter(ins, buf.data(), 16, rp::DType::kI32, root, false);
-              seen[r] = "returned normally";
-            } catch (const rp::UsageError& e) {
-              seen[r] = e.what();
-            } catch (const rp::Error& e) {
-              seen[r] = std::string("other: ") + e.what();
-            }
-            took[r] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+            const auto r = static_cast<std::size_t>(c.rank());
+            seen[r] = rp_test::rooted_call(c, kind, c.rank() == P - 1 ? 1 : 0, &took[r]);
           });
       for (int r = 0; r < P; ++r) {
         EXPECT_NE(seen[r].find("collective mismatch"), std::string::npos)
