@@ -59,7 +59,9 @@ const std::vector<Var>& table() {
       {"RINGPRESS_SEGMENT_BYTES", "bytes", "262144", "once per process",
        "pipeline segment of the ring algorithms"},
       {"RINGPRESS_SMALL_BYTES", "bytes", "65536", "once per process",
-       "allreduce uses recursive doubling at or below this size"},
+       "at or below this size allreduce uses recursive doubling and broadcast the tree; on "
+       "several hosts with two or more ranks on some host, allreduce, allgather and "
+       "reduce_scatter (their total) go through one leader per host"},
       {"RINGPRESS_HALVING_BYTES", "bytes", "4194304", "once per process",
        "in a power-of-two group of 4+ ranks: allreduce uses recursive halving + doubling above "
        "RINGPRESS_SMALL_BYTES and up to this size, allgather recursive doubling and "
