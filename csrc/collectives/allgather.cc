@@ -35,16 +35,17 @@ void allgather(const OpContext& oc, const AllgatherOptions& o) {
     allgather_small_hierarchical(oc, o, plan.off, coll, total);
     return;
   }
+  const std::uint64_t hcount = o.header_count ? o.header_count : total;
   if (use_doubling(oc.ctx, total * es, o.halving_bytes)) {
     std::vector<std::size_t> off = plan.off;
     off.push_back(total);
-    allgather_doubling(oc, o, off, coll, total);
+    allgather_doubling(oc, o, off, coll, hcount);
     return;
   }
   plan.data = out;
   plan.dtype = o.dtype;
   plan.coll = coll;
-  plan.total = total;
+  plan.total = hcount;
   plan.segment_bytes = o.segment_bytes;
   plan.reduce_scatter = false;
   plan.allgather = true;

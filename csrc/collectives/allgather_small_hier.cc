@@ -33,8 +33,11 @@ void allgather_small_hierarchical(const OpContext& oc, const AllgatherOptions& o
   auto* out = static_cast<unsigned char*>(o.out);
   auto block = [&](int q) { return out + off[static_cast<std::size_t>(q)] * es; };
   auto len = [&](int q) { return o.counts[static_cast<std::size_t>(q)] * es; };
+  // Every header carries the digest of the counts (group.h): rank-by-rank lengths alone would
+  // not show two ranks that split the same total differently.
+  const std::uint64_t digest = counts_digest(o.counts, ReduceOp::kSum);
   auto hdr = [&](std::uint32_t step, std::size_t bytes) {
-    return ring::header(coll, o.dtype, ReduceOp::kSum, oc.seq, step, total, bytes);
+    return ring::header(coll, o.dtype, ReduceOp::kSum, oc.seq, step, digest, bytes);
   };
   fault::hit("allgather_leaders");
   if (me != local.front()) {
@@ -66,6 +69,7 @@ void allgather_small_hierarchical(const OpContext& oc, const AllgatherOptions& o
   x.dtype = o.dtype;
   x.segment_bytes = o.segment_bytes;
   x.halving_bytes = o.halving_bytes;
+  x.header_count = digest;
   GroupView lv(ctx, host_leaders(t));
   allgather(OpContext{lv, oc.seq, oc.deadline, oc.timeline, oc.stages}, x);
   if (!b.identity) {

@@ -288,8 +288,9 @@ Model calibrate(const OpContext& oc, const float* sample, std::size_t n, std::ui
 AutoOutcome allreduce_auto(const OpContext& oc, AllreduceOptions o, AutoState& st) {
   AutoOutcome out;
   const bool f32 = o.dtype == DType::kF32 && (o.op == ReduceOp::kSum || o.op == ReduceOp::kAvg);
-  std::uint32_t allow = o.compression.allow;
-  if (!f32) allow &= bit(WireCompression::kLossless);
+  // Codecs are measured on float32 data only: for other dtypes no kind is a candidate (lossless
+  // would need a dtype-aware sample: not done yet), and none counts as measured.
+  const std::uint32_t allow = f32 ? o.compression.allow : 0u;
   const Thresholds t{o.small_bytes ? o.small_bytes : default_small_bytes(),
                      o.halving_bytes ? o.halving_bytes : default_halving_bytes(), o.segment_bytes};
   if (o.count == 0) {  // nothing to send (count is the same on every rank): plain, no model
@@ -304,8 +305,6 @@ AutoOutcome allreduce_auto(const OpContext& oc, AllreduceOptions o, AutoState& s
   if (!st.model.valid || (allow & ~st.measured) != 0 || ++st.since_calibration >= 64 ||
       (st.model.hosts > 0) != two_levels) {
     TimelineScope ts(oc.timeline, "auto:calibrate", "engine", 1, oc.seq);
-    // Codecs are measured on float32 data only; for other dtypes nothing is measured and the
-    // model keeps plain (lossless would need a dtype-aware sample: not done yet).
     st.model = calibrate(oc, f32 ? static_cast<const float*>(o.data) : nullptr, f32 ? o.count : 0,
                          allow, o.compression, st.seen, st.model, two_levels);
     st.seen = Observed();

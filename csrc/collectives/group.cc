@@ -102,6 +102,12 @@ HostBundles host_bundles(const Topology& t, const std::vector<std::size_t>& coun
   return b;
 }
 
+std::uint64_t counts_digest(const std::vector<std::size_t>& counts, ReduceOp op) {
+  std::vector<std::size_t> v = counts;
+  v.push_back(0x100u + static_cast<std::size_t>(op));
+  return split_digest(v);
+}
+
 bool use_small_leaders(const Context& ctx, std::size_t bytes, std::size_t small_bytes) {
   return multi_rank_hosts(ctx) && bytes <= (small_bytes ? small_bytes : default_small_bytes());
 }

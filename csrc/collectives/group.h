@@ -107,6 +107,12 @@ struct HostBundles {
 };
 HostBundles host_bundles(const Topology& t, const std::vector<std::size_t>& counts);
 
+// What the leaders' paths put in the headers' count field instead of the total: a digest of the
+// whole counts vector and the op (split_digest), so ranks that split the same total differently
+// (which host bundles and the per-message lengths need not show) or reduce with another op
+// (the leaders' own step sums) disagree in every header they exchange.
+std::uint64_t counts_digest(const std::vector<std::size_t>& counts, ReduceOp op);
+
 // Whether allgather / reduce_scatter of `bytes` in all go through one leader per host
 // (allgather_small_hier.cc, reduce_scatter_small_hier.cc): multi_rank_hosts() and at most the
 // small-message threshold (`small_bytes`, 0 = default_small_bytes()).

@@ -35,16 +35,17 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o) {
   const std::size_t my_off = plan.off[r];  // in_ring_order permutes plan.off
   std::shared_ptr<Buffer> work = Buffer::acquire(total * es);
   if (total > 0) std::memcpy(work->data(), o.in, total * es);
+  const std::uint64_t hcount = o.header_count ? o.header_count : total;
   if (use_doubling(oc.ctx, total * es, o.halving_bytes)) {  // block r ends on rank r
     std::vector<std::size_t> off = plan.off;
     off.push_back(total);
-    reduce_scatter_halving(oc, work->data(), off, o.dtype, o.op, total);
+    reduce_scatter_halving(oc, work->data(), off, o.dtype, o.op, hcount);
   } else {
     plan.data = work->data();
     plan.dtype = o.dtype;
     plan.op = o.op;
     plan.coll = CollKind::kReduceScatter;
-    plan.total = total;
+    plan.total = hcount;
     plan.segment_bytes = o.segment_bytes;
     plan.reduce_scatter = true;
     plan.allgather = false;

@@ -32,8 +32,11 @@ void reduce_scatter_small_hierarchical(const OpContext& oc, const ReduceScatterO
   const std::size_t bytes = total * es;
   const ReduceOp op = o.op == ReduceOp::kAvg ? ReduceOp::kSum : o.op;
   auto len = [&](int q) { return o.counts[static_cast<std::size_t>(q)] * es; };
+  // Every header carries the digest of the counts and the op (group.h): the leaders' own step
+  // sums whatever the op, and lengths alone would not show a total split differently.
+  const std::uint64_t digest = counts_digest(o.counts, o.op);
   auto hdr = [&](std::uint32_t step, std::size_t n) {
-    return ring::header(CollKind::kReduceScatter, o.dtype, o.op, oc.seq, step, total, n);
+    return ring::header(CollKind::kReduceScatter, o.dtype, o.op, oc.seq, step, digest, n);
   };
   fault::hit("reduce_scatter_leaders");
   if (me != local.front()) {
@@ -79,6 +82,7 @@ void reduce_scatter_small_hierarchical(const OpContext& oc, const ReduceScatterO
   x.op = op;
   x.segment_bytes = o.segment_bytes;
   x.halving_bytes = o.halving_bytes;
+  x.header_count = digest;
   GroupView lv(ctx, host_leaders(t));
   reduce_scatter(OpContext{lv, oc.seq, oc.deadline, oc.timeline, oc.stages}, x);
 

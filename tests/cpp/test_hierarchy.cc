@@ -476,6 +476,7 @@ TEST(Hierarchy, RootedAgreementThroughOneLeaderPerHost) {
             });
         for (int r = 0; r < P; ++r) {
           const std::string& w = seen[static_cast<std::size_t>(r)];
+          EXPECT_EQ(w.rfind("other: ", 0), std::string::npos) << "not a UsageError: " << w;
           EXPECT_NE(w.find("collective mismatch"), std::string::npos)
               << "P=" << P << " odd " << odd << " kind " << kind << " rank " << r << ": " << w;
           EXPECT_NE(w.find("root"), std::string::npos) << w;
@@ -497,7 +498,8 @@ TEST(Hierarchy, SmallAllgatherAndReduceScatterThroughOneLeaderPerHost) {
     for (const bool equal : {true, false}) {
       std::vector<std::size_t> counts(static_cast<std::size_t>(P));
       for (int q = 0; q < P; ++q)
-        counts[static_cast<std::size_t>(q)] = equal ? 37 : static_cast<std::size_t>((q * 5) % 7);
+        counts[static_cast<std::size_t>(q)] =
+            equal ? 37 : (q % 3 == 1 ? 0 : static_cast<std::size_t>((q * 5) % 7) + 1);
       std::vector<std::size_t> off(static_cast<std::size_t>(P) + 1, 0);
       for (int q = 0; q < P; ++q)
         off[static_cast<std::size_t>(q) + 1] =
@@ -554,6 +556,45 @@ TEST(Hierarchy, SmallAllgatherAndReduceScatterThroughOneLeaderPerHost) {
             }
           },
           /*small_bytes=*/8192);
+    }
+  }
+}
+
+// Mismatches the leaders' paths must see although every message's length agrees: hosts that
+// split the same total into the same host bundles differently (allgather, reduce_scatter), and
+// hosts that reduce with avg and sum. Every rank raises the collective mismatch at that call.
+TEST(Hierarchy, SmallAllgatherAndReduceScatterMismatchesAcrossHosts) {
+  // 2 hosts x 2 ranks, cyclic (hosts {0, 2} and {1, 3}); bundles of 4 elements either way.
+  const std::vector<std::size_t> a = {1, 2, 3, 2}, b = {3, 2, 1, 2};
+  for (int kind = 0; kind < 3; ++kind) {  // allgather, reduce_scatter split, reduce_scatter op
+    std::vector<std::string> seen(4);
+    run_hosts(
+        4, [](int r) { return r % 2; },
+        [&](rp::Communicator& c) {
+          const int r = c.rank();
+          const std::vector<std::size_t>& counts = kind == 2 || r % 2 == 0 ? a : b;
+          std::vector<float> in(8, 1.0f), out(8, 0.0f);
+          try {
+            if (kind == 0) {
+              c.allgather(in.data(), out.data(), counts, rp::DType::kF32, false);
+            } else {
+              const rp::ReduceOp op =
+                  kind == 2 && r % 2 == 1 ? rp::ReduceOp::kAvg : rp::ReduceOp::kSum;
+              c.reduce_scatter(in.data(), out.data(), counts, rp::DType::kF32, op, false);
+            }
+            seen[static_cast<std::size_t>(r)] = "returned normally";
+          } catch (const rp::UsageError& e) {
+            seen[static_cast<std::size_t>(r)] = e.what();
+          } catch (const rp::Error& e) {
+            seen[static_cast<std::size_t>(r)] = std::string("other: ") + e.what();
+          }
+        },
+        /*small_bytes=*/8192);
+    for (int r = 0; r < 4; ++r) {
+      const std::string& w = seen[static_cast<std::size_t>(r)];
+      EXPECT_EQ(w.rfind("other: ", 0), std::string::npos) << "not a UsageError: " << w;
+      EXPECT_NE(w.find("collective mismatch"), std::string::npos)
+          << "kind " << kind << " rank " << r << ": " << w;
     }
   }
 }

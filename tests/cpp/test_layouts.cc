@@ -173,8 +173,8 @@ TEST(Layouts, EveryCollectiveOnEveryLayout) {
         }
         c.gather(blk.data(), 5, outs, rp::DType::kI32, 0, false);
         if (r == 0) {
-          for (int q = 0; q < P; ++q)
-            ASSERT_EQ(all[5 * static_cast<std::size_t>(q) + 4], q) << at << " gather";
+          for (std::size_t i = 0; i < all.size(); ++i)
+            ASSERT_EQ(all[i], static_cast<std::int32_t>(i / 5)) << at << " gather i=" << i;
         }
         c.scatter(ins, got.data(), 5, rp::DType::kI32, 0, false);
         for (std::int32_t v : got) ASSERT_EQ(v, r) << at << " scatter";
@@ -186,8 +186,11 @@ TEST(Layouts, EveryCollectiveOnEveryLayout) {
         }
         const std::vector<std::size_t> two(static_cast<std::size_t>(P), 2);
         c.alltoall(send.data(), recv.data(), two, two, rp::DType::kI32, false);
-        for (int q = 0; q < P; ++q)
+        for (int q = 0; q < P; ++q) {
           ASSERT_EQ(recv[2 * static_cast<std::size_t>(q)], 1000 * q + r) << at << " alltoall";
+          ASSERT_EQ(recv[2 * static_cast<std::size_t>(q) + 1], -(1000 * q + r))
+              << at << " alltoall";
+        }
         c.barrier(false);
       }
     });

@@ -182,6 +182,8 @@ TEST(Rooted, RootMismatchRaisesAtThatCallOnEveryRank) {
             seen[r] = rp_test::rooted_call(c, kind, c.rank() == P - 1 ? 1 : 0, &took[r]);
           });
       for (int r = 0; r < P; ++r) {
+        EXPECT_EQ(seen[r].rfind("other: ", 0), std::string::npos)
+            << "not a UsageError: " << seen[r];
         EXPECT_NE(seen[r].find("collective mismatch"), std::string::npos)
             << "P=" << P << " kind " << kind << " rank " << r << ": " << seen[r];
         EXPECT_NE(seen[r].find("root"), std::string::npos) << seen[r];

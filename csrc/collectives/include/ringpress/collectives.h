@@ -137,10 +137,12 @@ struct AllgatherOptions {
   // Through one leader per host where several hosts hold two or more ranks on some host and the
   // total is at most this many bytes; 0 = default_small_bytes().
   std::size_t small_bytes = 0;
+  // The headers' count field: 0 = the total (internal: the leaders' step carries a digest).
+  std::uint64_t header_count = 0;
 };
 // The ring (allgather.cc) or, by size and group (above), recursive doubling or the leaders.
 void allgather(const OpContext& oc, const AllgatherOptions& o);
-// A leader per host (allgather_small_hier.cc); off: the blocks' offsets in rank order (P + 1).
+// A leader per host (allgather_small_hier.cc); off: the blocks' offsets in rank order.
 void allgather_small_hierarchical(const OpContext& oc, const AllgatherOptions& o,
                                   const std::vector<std::size_t>& off, CollKind coll,
                                   std::size_t total);
@@ -162,11 +164,13 @@ struct ReduceScatterOptions {
   std::size_t halving_bytes = 0;
   // Through one leader per host, as AllgatherOptions::small_bytes.
   std::size_t small_bytes = 0;
+  // The headers' count field: 0 = the total (internal: the leaders' step carries a digest).
+  std::uint64_t header_count = 0;
 };
 // The ring (reduce_scatter.cc) or, by size and group (above), recursive halving or the leaders.
 void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o);
 // A leader per host (reduce_scatter_small_hier.cc): rank r's block of the reduction (no avg
-// division) in o.out; off: the blocks' offsets in rank order (P + 1).
+// division) in o.out; off: the blocks' offsets in rank order.
 void reduce_scatter_small_hierarchical(const OpContext& oc, const ReduceScatterOptions& o,
                                        const std::vector<std::size_t>& off, std::size_t total);
 // Recursive halving on a working copy `work` of blocks laid out at off[0..P]
