@@ -35,7 +35,12 @@ void allgather(const OpContext& oc, const AllgatherOptions& o) {
     allgather_small_hierarchical(oc, o, plan.off, coll, total);
     return;
   }
-  const std::uint64_t hcount = o.header_count ? o.header_count : total;
+  // Headers carry the total where every rank's block is the same size, else a digest of the
+  // counts (group.h): lengths that agree message by message need not show two ranks that split
+  // the same total differently.
+  const std::uint64_t hcount = o.header_count ? o.header_count
+                               : equal        ? total
+                                              : counts_digest(o.counts, ReduceOp::kSum);
   if (use_doubling(oc.ctx, total * es, o.halving_bytes)) {
     std::vector<std::size_t> off = plan.off;
     off.push_back(total);

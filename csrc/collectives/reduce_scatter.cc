@@ -35,7 +35,12 @@ void reduce_scatter(const OpContext& oc, const ReduceScatterOptions& o) {
   const std::size_t my_off = plan.off[r];  // in_ring_order permutes plan.off
   std::shared_ptr<Buffer> work = Buffer::acquire(total * es);
   if (total > 0) std::memcpy(work->data(), o.in, total * es);
-  const std::uint64_t hcount = o.header_count ? o.header_count : total;
+  // The total where all blocks are equal, else a digest of the counts (as allgather.cc).
+  bool equal = true;
+  for (auto c : o.counts) equal = equal && c == o.counts[0];
+  const std::uint64_t hcount = o.header_count ? o.header_count
+                               : equal        ? total
+                                              : counts_digest(o.counts, o.op);
   if (use_doubling(oc.ctx, total * es, o.halving_bytes)) {  // block r ends on rank r
     std::vector<std::size_t> off = plan.off;
     off.push_back(total);

@@ -294,39 +294,48 @@ TEST(CommHalvingDefaults, LosslessMatchesPlainAtEverySize) {
 
 // Allgather and reduce_scatter with counts that differ across ranks (the same total, blocks
 // split differently) raise on every rank instead of exchanging the wrong ranges: in the call on
-// the ranks whose exchange disagrees, at the next call on the others. (Headers carry
-// the total, not the split: a split that differs only at boundaries no exchange of the
-// disagreeing rank uses goes unnoticed, and every rank still gets its right block.)
+// the ranks whose exchange disagrees, at the next call on the others. Where blocks differ in
+// size the headers carry a digest of the whole split, not the total (allgather.cc), so a split
+// that differs only at boundaries whose windows add up the same is seen too (the second case:
+// ranks 0 and 1 split 2,1,3,2 and ranks 2 and 3 1,2,2,3; every exchange's length agrees).
 TEST(CommHalvingErrors, MismatchedSplitsRaiseOnEveryRank) {
   const int P = 4;
-  for (const char* op : {"allgather", "reduce_scatter"}) {
-    std::mutex mu;
-    std::vector<std::string> kinds(P);
-    rp_test::run_rank_threads(P, error_test_options, [&](rp::Communicator& c) {
-      std::vector<std::size_t> counts(P, 1000);
-      // The same total, blocks 2 and 3 split differently: rank 3's exchange with rank 2 (and
-      // allgather's kind, equal against variable blocks) disagrees.
-      if (c.rank() == 3) counts = {1000, 1000, 1500, 500};
-      std::vector<float> big(4000, 1.0f), out(4000);
-      try {
-        if (std::string(op) == "allgather") {
-          c.allgather(big.data(), out.data(), counts, rp::DType::kF32, false);
-        } else {
-          c.reduce_scatter(big.data(), out.data(), counts, rp::DType::kF32, rp::ReduceOp::kSum,
-                           false);
+  for (const int split : {0, 1}) {
+    for (const char* op : {"allgather", "reduce_scatter"}) {
+      std::mutex mu;
+      std::vector<std::string> kinds(P);
+      rp_test::run_rank_threads(P, error_test_options, [&](rp::Communicator& c) {
+        std::vector<std::size_t> counts(P, 1000);
+        // The same total, blocks 2 and 3 split differently: rank 3's exchange with rank 2 (and
+        // allgather's kind, equal against variable blocks) disagrees.
+        if (split == 0 && c.rank() == 3) counts = {1000, 1000, 1500, 500};
+        if (split == 1) {
+          counts = c.rank() < 2 ? std::vector<std::size_t>{1000, 500, 1500, 1000}
+                                : std::vector<std::size_t>{500, 1000, 1000, 1500};
         }
-        // Ranks 0 and 1 may finish their own (consistent) exchanges before ranks 2 and 3
-        // find the mismatch: they learn it from the abort at their next call.
-        c.barrier(false);
-      } catch (const rp::Error& e) {
-        std::lock_guard<std::mutex> lock(mu);
-        kinds[static_cast<std::size_t>(c.rank())] = rp::error_kind_name(e.kind());
+        std::vector<float> big(4000, 1.0f), out(4000);
+        try {
+          if (std::string(op) == "allgather") {
+            c.allgather(big.data(), out.data(), counts, rp::DType::kF32, false);
+          } else {
+            c.reduce_scatter(big.data(), out.data(), counts, rp::DType::kF32, rp::ReduceOp::kSum,
+                             false);
+          }
+          // Ranks 0 and 1 may finish their own (consistent) exchanges before ranks 2 and 3
+          // find the mismatch: they learn it from the abort at their next call.
+          c.barrier(false);
+        } catch (const rp::Error& e) {
+          std::lock_guard<std::mutex> lock(mu);
+          kinds[static_cast<std::size_t>(c.rank())] = rp::error_kind_name(e.kind());
+        }
+        EXPECT_TRUE(c.broken()) << op << " rank " << c.rank();
+        close_quietly(c);
+      });
+      for (int r = 0; r < P; ++r) {
+        EXPECT_EQ(kinds[static_cast<std::size_t>(r)], "UsageError")
+            << op << " split " << split << " rank " << r;
       }
-      EXPECT_TRUE(c.broken()) << op << " rank " << c.rank();
-      close_quietly(c);
-    });
-    for (int r = 0; r < P; ++r)
-      EXPECT_EQ(kinds[static_cast<std::size_t>(r)], "UsageError") << op << " rank " << r;
+    }
   }
 }
 
