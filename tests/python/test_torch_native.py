@@ -348,7 +348,14 @@ if os.environ.get("RP_TEST_NO_EXIT_CLOSE") == "1":
     atexit.unregister(rt._native._close_all)
 def slow(fut):
     # Still running when the script ends: it must finish, with Python, before finalization.
-    time.sleep(float(os.environ["RP_TEST_SLEEP"]))
+    if os.environ["RP_TEST_SLEEP"] == "until-exit":
+        # (the control: runs until the interpreter ends it, whenever that is; the launcher kills
+        # the process after its timeout, long before this loop would give up)
+        end = time.monotonic() + 600
+        while not sys.is_finalizing() and time.monotonic() < end:
+            time.sleep(0.05)
+    else:
+        time.sleep(float(os.environ["RP_TEST_SLEEP"]))
     t = torch.ones(1000) * 2  # a tensor made and dropped on the callback thread
     with open(mark, "w") as f:
         f.write(str(fut.value()[0][0].item()))
@@ -364,24 +371,30 @@ emit({"issued": len(futs)})
 def test_callbacks_running_at_exit_finish_before_the_interpreter_finalizes(tmp_path):
     # A callback thread that needs Python once finalization has begun is ended by CPython, and
     # a tensor dropped then (inside a destructor) aborts the process. ringpress.torch closes its
-    # groups at exit, which lets running callbacks finish first. The control run (that close
-    # switched off, and callbacks slower than any finalization) shows the test can fail: its
-    # callbacks never write their mark.
+    # groups at exit, which lets running callbacks finish first. The launcher's own release of
+    # torch groups at exit is switched off, so only ringpress's close can make them finish. The
+    # control run (that close switched off too, callbacks that run until the interpreter ends
+    # them) shows the test can fail: its callbacks never write their mark.
     import os
 
     # Fresh interpreters: the exit handlers' order is what is tested (ranks.run_ranks).
+    keep = {**NO_COMM, "RP_TEST_KEEP_GROUPS_AT_EXIT": "1"}
     mark = str(tmp_path / "cb")
     res = run_ranks(
         2,
         PRELUDE + EXIT_WITH_CALLBACKS,
-        env={**NO_COMM, "RP_TEST_MARK": mark, "RP_TEST_SLEEP": "1"},
+        env={**keep, "RP_TEST_MARK": mark, "RP_TEST_SLEEP": "1"},
         fork=False,
     )
     for r in res:
         with open(f"{mark}.{r.rank}") as f:
             assert float(f.read()) == 8.0, r.stderr[-2000:]  # 1 * 2 * 2 * 2: three sums in order
     ctrl = str(tmp_path / "ctrl")
-    # (30 s: far beyond a finalization even on a loaded machine; nothing waits for it)
-    env = {**NO_COMM, "RP_TEST_MARK": ctrl, "RP_TEST_SLEEP": "30", "RP_TEST_NO_EXIT_CLOSE": "1"}
+    env = {
+        **keep,
+        "RP_TEST_MARK": ctrl,
+        "RP_TEST_SLEEP": "until-exit",
+        "RP_TEST_NO_EXIT_CLOSE": "1",
+    }
     for r in run_ranks(2, PRELUDE + EXIT_WITH_CALLBACKS, env=env, check=False, fork=False):
         assert not os.path.exists(f"{ctrl}.{r.rank}"), "the control run's callback finished"
