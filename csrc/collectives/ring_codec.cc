@@ -29,7 +29,8 @@
 // r = x' - D(E(x')) of this rank's own data; elsewhere it also holds the requantization error of
 // the partial sums this rank forwarded. Cost: two elementwise passes over n (add r, new r) and a
 // decode of the (P-1)/P n elements sent in the reduce-scatter (the owner's encoding is decoded
-// anyway); no extra encode, bytes or messages. P = 1: nothing is encoded and x, r are unchanged.
+// anyway); no extra encode, bytes or messages. The blockwise int codecs do the decode and new r,
+// and the first hop's add (Codec::encode_feedback_fold), in their encode's pass over L1 blocks. P = 1: nothing is encoded and x, r are unchanged.
 // After an error x and r hold partial results (the communicator is broken anyway, errors.md).
 #include <algorithm>
 #include <cstring>
@@ -37,6 +38,7 @@
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
 #include "ringpress/fault.h"
+#include "ringpress/reduce.h"
 #include "ringpress/trace.h"
 
 namespace ringpress {
@@ -131,9 +133,9 @@ CodecRunner::CodecRunner(const OpContext& oc, const AllreduceOptions& o)
 }
 
 void CodecRunner::add_residual(const Item& it) {
-  float* x = reinterpret_cast<float*>(o_.data) + it.elem;
-  const float* rr = residual_ + it.elem;
-  for (std::size_t k = 0; k < it.count; ++k) x[k] += rr[k];
+  // x += r with the dispatched SIMD sum (the same float adds as a plain loop).
+  reduce_into(DType::kF32, ReduceOp::kSum, reinterpret_cast<float*>(o_.data) + it.elem,
+              residual_ + it.elem, it.count);
 }
 
 // Encode data[it] into its slot and send it as message j. The codec id travels in the header's
@@ -146,10 +148,13 @@ void CodecRunner::encode_and_send(std::size_t j, bool owner_final) {
   std::size_t bytes;
   if (residual_) {
     StageScope ts(oc_, Stage::kEncode, "encode+feedback", it.count * es_);
-    if (j < sc_.first_group) add_residual(it);
-    // The owner keeps the decoded values (below); r = what this encoding dropped.
-    bytes = codec_->encode_feedback(reinterpret_cast<float*>(seg), residual_ + it.elem, it.count,
-                                    out, oc_.seq, owner_final);
+    // The owner keeps the decoded values (below); r = what this encoding dropped. The first
+    // hop of this rank's own block adds r first (x' = x + r), in the codec's pass.
+    auto* x = reinterpret_cast<float*>(seg);
+    bytes = j < sc_.first_group ? codec_->encode_feedback_fold(x, residual_ + it.elem, it.count,
+                                                               out, oc_.seq, owner_final)
+                                : codec_->encode_feedback(x, residual_ + it.elem, it.count, out,
+                                                          oc_.seq, owner_final);
   } else {
     StageScope ts(oc_, Stage::kEncode, "encode", it.count * es_);
     bytes = codec_->encode(seg, it.count, out, oc_.seq);

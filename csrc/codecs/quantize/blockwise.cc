@@ -78,34 +78,75 @@ RP_AI void dequant_body(const std::int8_t* __restrict q, std::size_t n, float sc
   for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(q[i]) * scale;
 }
 
+// Error feedback on one tile, after encode: d = q * scale (the decoder's value), r = x - d, and
+// with keep x = d. x and r never alias here (encode_feedback below).
+RP_AI void feedback_body(const std::int8_t* __restrict q, std::size_t n, float scale,
+                         float* __restrict x, float* __restrict r, bool keep) {
+  if (keep) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const float d = static_cast<float>(q[i]) * scale;
+      r[i] = x[i] - d;
+      x[i] = d;
+    }
+  } else {
+    for (std::size_t i = 0; i < n; ++i) r[i] = x[i] - static_cast<float>(q[i]) * scale;
+  }
+}
+
+// dst += q * scale (decode + float32 sum in one pass: the same two IEEE operations).
+RP_AI void dequant_add_body(const std::int8_t* __restrict q, std::size_t n, float scale,
+                            float* __restrict dst) {
+  for (std::size_t i = 0; i < n; ++i) dst[i] = dst[i] + static_cast<float>(q[i]) * scale;
+}
+
+// x += r (the caller's residual, folded into the encode's pass).
+RP_AI void add_body(float* __restrict x, const float* __restrict r, std::size_t n) {
+  for (std::size_t i = 0; i < n; ++i) x[i] = x[i] + r[i];
+}
+
 using MaxFn = std::int32_t (*)(const float*, std::size_t);
 using NearestFn = void (*)(const float*, std::size_t, float, float, std::int32_t, std::int8_t*);
 using StochFn = void (*)(const float*, std::size_t, float, float, std::int32_t, std::uint32_t,
                          std::uint32_t, std::uint32_t, std::int8_t*);
 using DequantFn = void (*)(const std::int8_t*, std::size_t, float, float*);
+using FeedbackFn = void (*)(const std::int8_t*, std::size_t, float, float*, float*, bool);
+using AddFn = void (*)(float*, const float*, std::size_t);
 
 struct Kernels {
   MaxFn max_abs_bits;
   NearestFn nearest;
   StochFn stochastic;
   DequantFn dequant;
+  FeedbackFn feedback;
+  DequantFn dequant_add;
+  AddFn add;
 };
 
-#define RP_QUANT_KERNELS(suffix, attr)                                                       \
-  attr std::int32_t max_abs_bits_##suffix(const float* x, std::size_t n) {                   \
-    return max_abs_bits_body(x, n);                                                          \
-  }                                                                                          \
-  attr void nearest_##suffix(const float* x, std::size_t n, float pre, float inv,            \
-                             std::int32_t qmax, std::int8_t* q) {                            \
-    nearest_body(x, n, pre, inv, qmax, q);                                                   \
-  }                                                                                          \
-  attr void stochastic_##suffix(const float* x, std::size_t n, float pre, float inv,         \
-                                std::int32_t qmax, std::uint32_t k0, std::uint32_t hc,       \
-                                std::uint32_t lo0, std::int8_t* q) {                         \
-    stochastic_body(x, n, pre, inv, qmax, k0, hc, lo0, q);                                   \
-  }                                                                                          \
-  attr void dequant_##suffix(const std::int8_t* q, std::size_t n, float scale, float* out) { \
-    dequant_body(q, n, scale, out);                                                          \
+#define RP_QUANT_KERNELS(suffix, attr)                                                           \
+  attr std::int32_t max_abs_bits_##suffix(const float* x, std::size_t n) {                       \
+    return max_abs_bits_body(x, n);                                                              \
+  }                                                                                              \
+  attr void nearest_##suffix(const float* x, std::size_t n, float pre, float inv,                \
+                             std::int32_t qmax, std::int8_t* q) {                                \
+    nearest_body(x, n, pre, inv, qmax, q);                                                       \
+  }                                                                                              \
+  attr void stochastic_##suffix(const float* x, std::size_t n, float pre, float inv,             \
+                                std::int32_t qmax, std::uint32_t k0, std::uint32_t hc,           \
+                                std::uint32_t lo0, std::int8_t* q) {                             \
+    stochastic_body(x, n, pre, inv, qmax, k0, hc, lo0, q);                                       \
+  }                                                                                              \
+  attr void dequant_##suffix(const std::int8_t* q, std::size_t n, float scale, float* out) {     \
+    dequant_body(q, n, scale, out);                                                              \
+  }                                                                                              \
+  attr void feedback_##suffix(const std::int8_t* q, std::size_t n, float scale, float* x,        \
+                              float* r, bool keep) {                                             \
+    feedback_body(q, n, scale, x, r, keep);                                                      \
+  }                                                                                              \
+  attr void dequant_add_##suffix(const std::int8_t* q, std::size_t n, float scale, float* dst) { \
+    dequant_add_body(q, n, scale, dst);                                                          \
+  }                                                                                              \
+  attr void add_##suffix(float* x, const float* r, std::size_t n) {                              \
+    add_body(x, r, n);                                                                           \
   }
 
 RP_QUANT_KERNELS(generic, )
@@ -120,13 +161,16 @@ const Kernels& kernels() {
 #if RP_Q_X86
     const SimdLevel lvl = simd_level();
     if (lvl >= SimdLevel::kAVX512) {
-      return Kernels{max_abs_bits_avx512, nearest_avx512, stochastic_avx512, dequant_avx512};
+      return Kernels{max_abs_bits_avx512, nearest_avx512,     stochastic_avx512, dequant_avx512,
+                     feedback_avx512,     dequant_add_avx512, add_avx512};
     }
     if (lvl >= SimdLevel::kAVX2) {
-      return Kernels{max_abs_bits_avx2, nearest_avx2, stochastic_avx2, dequant_avx2};
+      return Kernels{max_abs_bits_avx2, nearest_avx2,     stochastic_avx2, dequant_avx2,
+                     feedback_avx2,     dequant_add_avx2, add_avx2};
     }
 #endif
-    return Kernels{max_abs_bits_generic, nearest_generic, stochastic_generic, dequant_generic};
+    return Kernels{max_abs_bits_generic, nearest_generic,     stochastic_generic, dequant_generic,
+                   feedback_generic,     dequant_add_generic, add_generic};
   }();
   return k;
 }
@@ -148,6 +192,11 @@ struct EncodeCtx {
   float* scales;
   std::uint32_t k0, k1;
   const Kernels* k;
+  // Error feedback (blockwise_encode_feedback): x is then this writable buffer, r is not x.
+  float* xw = nullptr;
+  float* r = nullptr;
+  bool add = false;
+  bool keep = false;
 };
 
 // Quantizes elements [s, s+len) (all in one block) into q; stochastic counters split where the
@@ -179,6 +228,8 @@ void encode_chunk(void* vctx, std::size_t b0, std::size_t b1) {
   for (std::size_t b = b0; b < b1; ++b) {
     const std::size_t s = b * block;
     const std::size_t len = c.n - s < block ? c.n - s : block;
+    // Error feedback: the block's x' = x + r, then its max, all while the block is in L1.
+    if (c.add) c.k->add(c.xw + s, c.r + s, len);
     const std::int32_t mb = c.k->max_abs_bits(c.x + s, len);
     RP_ENFORCE(mb < 0x7f800000, UsageError, "block ", b, " (elements ", s, "..", s + len - 1,
                ") contains NaN or Inf; quantization needs finite input");
@@ -201,6 +252,8 @@ void encode_chunk(void* vctx, std::size_t b0, std::size_t b1) {
         quantize_span(c, s + t, tl, pre, inv, qmax, q);
       }
       if (bits != 8) detail::pack_codes(q, s + t, tl, bits, c.payload);
+      // The codes are what the decoder unpacks (|q| <= qmax fits the width): its values now.
+      if (c.r) c.k->feedback(q, tl, scale, c.xw + s + t, c.r + s + t, c.keep);
     }
   }
 }
@@ -212,6 +265,7 @@ struct DecodeCtx {
   const BlockwiseParams* p;
   float* out;
   const Kernels* k;
+  bool add = false;  // out += decoded (blockwise_decode_add)
 };
 
 void decode_chunk(void* vctx, std::size_t b0, std::size_t b1) {
@@ -223,14 +277,15 @@ void decode_chunk(void* vctx, std::size_t b0, std::size_t b1) {
     const std::size_t s = b * block;
     const std::size_t len = c.n - s < block ? c.n - s : block;
     const float scale = c.scales[b];
+    const DequantFn dq = c.add ? c.k->dequant_add : c.k->dequant;
     if (bits == 8) {
-      c.k->dequant(reinterpret_cast<const std::int8_t*>(c.payload) + s, len, scale, c.out + s);
+      dq(reinterpret_cast<const std::int8_t*>(c.payload) + s, len, scale, c.out + s);
       continue;
     }
     for (std::size_t t = 0; t < len; t += kTile) {
       const std::size_t tl = len - t < kTile ? len - t : kTile;
       detail::unpack_codes(c.payload, s + t, tl, bits, scratch);
-      c.k->dequant(scratch, tl, scale, c.out + s + t);
+      dq(scratch, tl, scale, c.out + s + t);
     }
   }
 }
@@ -378,14 +433,50 @@ void blockwise_encode(const float* x, std::size_t n, const BlockwiseParams& p,
   detail::for_each_chunk(n, p.block, p.threads, encode_chunk, &c);
 }
 
-void blockwise_decode(const std::uint8_t* payload, const float* scales, std::size_t n,
-                      const BlockwiseParams& p, float* out) {
+void blockwise_encode_feedback(float* x, float* r, std::size_t n, const BlockwiseParams& p,
+                               std::uint8_t* payload, float* scales, bool add, bool keep) {
+  ScopedErrorContext ctx("quant.blockwise_encode");
+  check_bits(p.bits);
+  detail::check_block(p.block, "blockwise");
+  check_buffers(n, x, payload, scales);
+  RP_ENFORCE(n == 0 || (r != nullptr && r != x), UsageError,
+             "error feedback needs a residual buffer that is not the input");
+  const std::uint64_t key = detail::splitmix64(p.seed);
+  EncodeCtx c{x,
+              n,
+              &p,
+              payload,
+              scales,
+              static_cast<std::uint32_t>(key),
+              static_cast<std::uint32_t>(key >> 32),
+              &kernels()};
+  c.xw = x;
+  c.r = r;
+  c.add = add;
+  c.keep = keep;
+  detail::for_each_chunk(n, p.block, p.threads, encode_chunk, &c);
+}
+
+namespace {
+void decode_impl(const std::uint8_t* payload, const float* scales, std::size_t n,
+                 const BlockwiseParams& p, float* out, bool add) {
   ScopedErrorContext ctx("quant.blockwise_decode");
   check_bits(p.bits);
   detail::check_block(p.block, "blockwise");
   check_buffers(n, payload, scales, out);
-  DecodeCtx c{payload, scales, n, &p, out, &kernels()};
+  DecodeCtx c{payload, scales, n, &p, out, &kernels(), add};
   detail::for_each_chunk(n, p.block, p.threads, decode_chunk, &c);
+}
+}  // namespace
+
+void blockwise_decode(const std::uint8_t* payload, const float* scales, std::size_t n,
+                      const BlockwiseParams& p, float* out) {
+  decode_impl(payload, scales, n, p, out, false);
+}
+
+void blockwise_decode_add(const std::uint8_t* payload, const float* scales, std::size_t n,
+                          const BlockwiseParams& p, float* out) {
+  decode_impl(payload, scales, n, p, out, true);
 }
 
 }  // namespace ringpress::quant

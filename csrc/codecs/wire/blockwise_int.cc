@@ -7,7 +7,8 @@
 // by the encode seed (quantize.h's stream: seed, counter offset 0 at the payload's first element;
 // |x - x'| <= scale). Non-finite input raises UsageError. Decode rejects a wrong length and a
 // negative, NaN or infinite scale (WireFormatError); an int2 code 10 (-2) decodes to -2 x scale.
-// Cost: one pass each way at memory speed; decode+reduce one more pass.
+// Cost: one pass each way at memory speed, decode+reduce included (dst += q * scale); error
+// feedback (with the caller's x += r folded in) inside the encode's pass, block by block in L1.
 #include <cstring>
 
 #include "builtin.h"
@@ -45,14 +46,40 @@ class BlockwiseInt final : public Codec {
     RP_ENFORCE_EQ(len, fixed_payload_len(*this, count), WireFormatError,
                   "a quantized segment has the wrong length");
     const std::size_t nb = quant::num_blocks(count, p_.block);
-    float* scales = checked_scales(in, nb, count, reduce);
-    float* out = reduce ? scales + nb : static_cast<float*>(dst);
-    quant::blockwise_decode(static_cast<const std::uint8_t*>(in) + nb * sizeof(float), scales,
-                            count, p_, out);
-    if (reduce) reduce_into(DType::kF32, ReduceOp::kSum, dst, out, count);
+    const float* scales = checked_scales(in, nb, count, false);
+    const auto* codes = static_cast<const std::uint8_t*>(in) + nb * sizeof(float);
+    auto* out = static_cast<float*>(dst);
+    if (reduce) {
+      quant::blockwise_decode_add(codes, scales, count, p_, out);  // dst + decoded, one pass
+    } else {
+      quant::blockwise_decode(codes, scales, count, p_, out);
+    }
+  }
+  std::size_t encode_feedback(float* x, float* r, std::size_t count, void* out, std::uint64_t seed,
+                              bool keep) override {
+    // r = x (the container's in-place call) keeps the generic steps: a refused block then leaves
+    // r as it was (compressor.h's contract).
+    if (r == x) return Codec::encode_feedback(x, r, count, out, seed, keep);
+    return feedback(x, r, count, out, seed, false, keep);
+  }
+  std::size_t encode_feedback_fold(float* x, float* r, std::size_t count, void* out,
+                                   std::uint64_t seed, bool keep) override {
+    return feedback(x, r, count, out, seed, true, keep);
   }
 
  private:
+  // Encode, x - decoded into r, and (keep) x = decoded, per block in L1 (quantize.h).
+  std::size_t feedback(float* x, float* r, std::size_t count, void* out, std::uint64_t seed,
+                       bool add, bool keep) {
+    quant::BlockwiseParams bp = p_;
+    bp.seed = seed;
+    const std::size_t nb = quant::num_blocks(count, p_.block);
+    quant::blockwise_encode_feedback(x, r, count, bp,
+                                     static_cast<std::uint8_t*>(out) + nb * sizeof(float),
+                                     static_cast<float*>(out), add, keep);
+    return bound(count);
+  }
+
   quant::BlockwiseParams p_;
 };
 

@@ -194,6 +194,12 @@ std::size_t Codec::encode_feedback_add(const float* g, float* r, std::size_t cou
   return encode_feedback(r, r, count, out, seed, false);
 }
 
+std::size_t Codec::encode_feedback_fold(float* x, float* r, std::size_t count, void* out,
+                                        std::uint64_t seed, bool keep) {
+  for (std::size_t i = 0; i < count; ++i) x[i] += r[i];
+  return encode_feedback(x, r, count, out, seed, keep);
+}
+
 namespace wire_codecs {
 
 void* scratch(Scratch which, std::size_t bytes) {

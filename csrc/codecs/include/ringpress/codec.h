@@ -29,6 +29,11 @@
 //                       float add each), then encode_feedback(r, r, ...). The default does exactly
 //                       that; a codec may fold the add into its own pass over r (sampled top-k:
 //                       one read of memory less), with the same payload and the same r.
+//   encode_feedback_fold(x, r, count, out, seed, keep)
+//                       the same with the collective's add folded in: x += r (every element, one
+//                       float add each; r is not x), then encode_feedback(x, r, ...). The
+//                       default does exactly that; the blockwise int codecs do all of it, and
+//                       encode_feedback itself, in their encode's one pass over memory.
 //   min_payload(count)  the smallest payload decode() can accept for `count` elements (default 0;
 //                       fixed-size codecs: bound(count)). A reader of a hostile length field
 //                       (the container) checks min_payload(n) <= len <= bound(n) before it
@@ -116,6 +121,8 @@ class Codec {
                                       std::uint64_t seed, bool keep);
   virtual std::size_t encode_feedback_add(const float* g, float* r, std::size_t count, void* out,
                                           std::uint64_t seed);
+  virtual std::size_t encode_feedback_fold(float* x, float* r, std::size_t count, void* out,
+                                           std::uint64_t seed, bool keep);
   virtual std::size_t min_payload(std::size_t /*count*/) const { return 0; }
   virtual std::size_t word() const { return 1; }
 };

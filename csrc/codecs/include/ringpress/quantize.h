@@ -89,6 +89,16 @@ void blockwise_encode(const float* x, std::size_t n, const BlockwiseParams& p,
                       std::uint8_t* payload, float* scales);
 void blockwise_decode(const std::uint8_t* payload, const float* scales, std::size_t n,
                       const BlockwiseParams& p, float* out);
+// out[i] += decoded[i] (float32 adds, the same as decoding into a buffer and adding that): one
+// pass instead of two.
+void blockwise_decode_add(const std::uint8_t* payload, const float* scales, std::size_t n,
+                          const BlockwiseParams& p, float* out);
+// Error feedback in the encode's own pass over each block (while it is in L1): with add, first
+// x += r; then payload/scales = blockwise_encode(x), r = x - decode(payload), and with keep,
+// x = decode(payload). The same bytes and values as those steps one after another. r must not
+// be x (UsageError). A refused block (NaN/Inf) throws after the blocks before it were updated.
+void blockwise_encode_feedback(float* x, float* r, std::size_t n, const BlockwiseParams& p,
+                               std::uint8_t* payload, float* scales, bool add, bool keep);
 
 // ------------------------------------------------------------------ sign (EF-SignSGD)
 // scale = mean|x| of the block (sum in double, fixed order), x' = +-scale. |payload| = ceil(n/8).
