@@ -538,3 +538,70 @@ emit({"broken": comm.broken, "sum": float(y[123])})
         err, after = r.records
         assert err["error"] == "UsageError" and "level" in err["msg"], err
         assert not after["broken"] and abs(after["sum"] - 3.0) < 0.05, after
+
+
+NONFINITE_BODY = r"""
+import hashlib
+n, block = 100_003, 512
+g = np.random.default_rng(rank).standard_normal(n).astype(np.float32)
+ref = sum(np.random.default_rng(q).standard_normal(n).astype(np.float64) for q in range(size))
+bad_block = 37
+out = {}
+for comp in ("int8", "int4", "sign", "bf16"):
+    for feedback in (False, True):
+        x = g.copy()
+        if rank == size - 1:
+            x[bad_block * block + 100] = np.nan if comp != "bf16" else np.inf
+        kw = {"compression": comp}
+        if comp != "bf16":
+            kw["block"] = block
+        r = np.full(n, 1e-3, np.float32) if feedback else None
+        if feedback:
+            kw["residual"] = r
+        comm.allreduce(x, **kw)
+        nonfinite = np.flatnonzero(~np.isfinite(x))
+        ok = np.isfinite(x)
+        err = float(np.linalg.norm(x[ok] - ref[ok]) / np.linalg.norm(ref[ok]))
+        out[f"{comp} {feedback}"] = {
+            "nonfinite": [int(nonfinite.min()), int(nonfinite.max()), len(nonfinite)] if len(nonfinite) else [],
+            "err": err,
+            "r_finite": bool(np.isfinite(r).all()) if feedback else True,
+            "digest": hashlib.sha256(x.tobytes()).hexdigest(),
+        }
+# The communicator is untouched: the next call (plain and compressed) is exact / within bounds.
+y = np.full(1000, float(rank + 1), np.float32); comm.allreduce(y)
+z = g.copy(); comm.allreduce(z, compression="int8")
+out["after"] = [bool((y == size * (size + 1) / 2).all()), float(np.linalg.norm(z - ref) / np.linalg.norm(ref)), comm.broken]
+emit(out)
+comm.close()
+"""
+
+
+@pytest.mark.parametrize("nranks,transport", [(2, "tcp"), (3, "shm")])
+def test_nonfinite_input_gives_nonfinite_blocks_not_an_error(nranks, transport):
+    # A NaN or Inf in one rank's gradient (an fp16 loss-scaling overflow step): a plain sum gives
+    # non-finite values there, so the lossy kinds give NaN in that block on every rank (bf16:
+    # the element), the call returns normally, the residual stays finite (0 where the value was
+    # lost) and the communicator stays usable (it used to raise mid-ring and break the job).
+    recs = [
+        r.records[0]
+        for r in run_ranks(
+            nranks, NONFINITE_BODY, timeout=180, env={"RINGPRESS_TRANSPORT": transport}
+        )
+    ]
+    lo = 37 * 512
+    for rec in recs:
+        for comp in ("int8", "int4", "sign"):
+            for fb in (False, True):
+                got = rec[f"{comp} {fb}"]
+                assert got["nonfinite"] == [lo, lo + 511, 512], (comp, fb, got)
+                assert got["r_finite"], (comp, fb)
+        for fb in (False, True):
+            assert rec[f"bf16 {fb}"]["nonfinite"] == [lo + 100, lo + 100, 1], rec[f"bf16 {fb}"]
+            assert rec[f"bf16 {fb}"]["r_finite"]
+            assert rec[f"int8 {fb}"]["err"] < 0.02 and rec[f"int4 {fb}"]["err"] < 0.3
+        same, err, broken = rec["after"]
+        assert same and err < 0.02 and not broken, rec["after"]
+    for key in recs[0]:
+        if key != "after":
+            assert len({rec[key]["digest"] for rec in recs}) == 1, f"{key}: ranks disagree"

@@ -349,7 +349,9 @@ def ref_payload(name: str, payload: bytes, n: int, p: dict) -> dict:
         if len(payload) != 4 * nb + -(-n * bits // 8):
             raise RefError("quantized payload length")
         scales = np.frombuffer(payload[: 4 * nb], F32)
-        if not np.all(np.isfinite(scales) & (scales >= 0)):
+        # NaN: a block whose input was not finite (it decodes to NaN); never -x or +-inf
+        canonical_nan = scales.view(np.uint32) == 0x7FC00000
+        if not np.all(canonical_nan | (np.isfinite(scales) & (scales >= 0))):
             raise RefError("bad scale")
         q = unpack_codes(payload[4 * nb :], n, bits)
         s = per_elem(scales, block, n)
@@ -1292,11 +1294,23 @@ def test_bad_inputs(name):
             c.encode(make())
             pytest.fail(what)
     passes_nonfinite = name in ("fp16", "bf16") or name.startswith("randomk")
+    blockwise = name.startswith(("int", "sign", "ternary"))
     for bad in (np.nan, np.inf, -np.inf):
         x = np.ones(1000, F32)
         x[777] = bad
         if passes_nonfinite:
             check_payload(c, x, enc(c, x))
+        elif blockwise:
+            # quantize.h: the block holding it gets a NaN scale and zero codes, decodes to NaN
+            ref = check_payload(c, x, enc(c, x))
+            b = 777 // c.block
+            assert (
+                np.isnan(ref["scales"][b]) and not ref["q"][b * c.block : (b + 1) * c.block].any()
+            )
+            nan = np.isnan(ref["out"])
+            assert nan[b * c.block : (b + 1) * c.block].all() and nan.sum() == min(
+                c.block, 1000 - b * c.block
+            )
         elif name.startswith(("topk", "threshold")) and np.isinf(bad):
             # topk.h: only NaN is rejected; +inf is the largest magnitude (see the report:
             # the API brief says Inf -> UsageError). Either way, never a wrong selection.
@@ -1477,8 +1491,12 @@ def payload_cases(c: Container) -> dict[str, bytes]:
         cases["scales_plus_1"] = with_payload(c, scales + struct.pack("<f", 1.0) + codes)
         cases["scales_minus_1"] = with_payload(c, scales[4:] + codes)
         cases["codes_plus_1_byte"] = with_payload(c, scales + codes + b"\0")
-        for bad in (-2.0, math.inf, math.nan, -0.0 - 1e-45):
+        for bad in (-2.0, math.inf, -math.inf, -0.0 - 1e-45):
             cases[f"scale_{bad}"] = with_payload(c, struct.pack("<f", bad) + scales[4:] + codes)
+        for bits in (0xFFFFFFFF, 0x7FC00001):  # NaNs other than the encoders' 0x7fc00000
+            cases[f"scale_{bits:#x}"] = with_payload(
+                c, struct.pack("<I", bits) + scales[4:] + codes
+            )
     elif name in SPARSE:
         (ib,) = struct.unpack_from("<Q", p)
         stream, vals_raw = p[8 : 8 + ib], p[8 + ib :]
@@ -1735,11 +1753,16 @@ def test_unusual_valid_containers_accepted():
             np.testing.assert_array_equal(ringpress.Quantize().decode(buf), want)
 
 
-@pytest.mark.parametrize("bad", [-2.0, np.inf, np.nan])
+@pytest.mark.parametrize("bad", [-2.0, np.inf, -np.inf, 0xFFFFFFFF, 0x7FC00001])
 def test_bad_scale_is_rejected(bad):
-    """wire-format.md: decoders reject a negative, NaN or infinite scale (never decode it)."""
+    """wire-format.md: decoders reject a negative or infinite scale and any NaN but 0x7fc00000
+    (the non-finite block's scale, test_bad_inputs) (never decode it)."""
     n = 16
-    scales = np.array([bad, 0.5], F32)
+    scales = np.array([0, 0.5], F32)
+    if isinstance(bad, int):
+        scales.view(np.uint32)[0] = bad
+    else:
+        scales[0] = bad
     q = np.tile(np.array([1, -1, 0, 2], np.int64), 4)
     buf = Container(
         scales.tobytes() + pack_codes(q, 4), (n,), **param_fields("int4", block=8)

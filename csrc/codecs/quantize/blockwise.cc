@@ -78,18 +78,21 @@ RP_AI void dequant_body(const std::int8_t* __restrict q, std::size_t n, float sc
   for (std::size_t i = 0; i < n; ++i) out[i] = static_cast<float>(q[i]) * scale;
 }
 
-// Error feedback on one tile, after encode: d = q * scale (the decoder's value), r = x - d, and
-// with keep x = d. x and r never alias here (encode_feedback below).
+// Error feedback on one tile, after encode: d = q * scale (the decoder's value), r = x - d (0
+// where d is not finite: codec.h), and with keep x = d. x and r never alias here.
 RP_AI void feedback_body(const std::int8_t* __restrict q, std::size_t n, float scale,
                          float* __restrict x, float* __restrict r, bool keep) {
   if (keep) {
     for (std::size_t i = 0; i < n; ++i) {
       const float d = static_cast<float>(q[i]) * scale;
-      r[i] = x[i] - d;
+      r[i] = d - d == 0.0f ? x[i] - d : 0.0f;
       x[i] = d;
     }
   } else {
-    for (std::size_t i = 0; i < n; ++i) r[i] = x[i] - static_cast<float>(q[i]) * scale;
+    for (std::size_t i = 0; i < n; ++i) {
+      const float d = static_cast<float>(q[i]) * scale;
+      r[i] = d - d == 0.0f ? x[i] - d : 0.0f;
+    }
   }
 }
 
@@ -231,22 +234,27 @@ void encode_chunk(void* vctx, std::size_t b0, std::size_t b1) {
     // Error feedback: the block's x' = x + r, then its max, all while the block is in L1.
     if (c.add) c.k->add(c.xw + s, c.r + s, len);
     const std::int32_t mb = c.k->max_abs_bits(c.x + s, len);
-    RP_ENFORCE(mb < 0x7f800000, UsageError, "block ", b, " (elements ", s, "..", s + len - 1,
-               ") contains NaN or Inf; quantization needs finite input");
+    // A block holding NaN or +-Inf: a NaN scale and zero codes (it decodes to NaN, as a plain
+    // sum would give a non-finite value there; the GPU encoder writes the same bytes).
+    const bool bad = mb >= 0x7f800000;
     float m;
     std::memcpy(&m, &mb, 4);
     const float pre = m < detail::kTinyBlock ? detail::kPreScale : 1.0f;
     const float qf = static_cast<float>(qmax);
-    const float inv = mb == 0 ? 0.0f : qf / (m * pre);
+    const float inv = mb == 0 || bad ? 0.0f : qf / (m * pre);
     float scale = mb == 0 ? 0.0f : m / qf;
     // Near FLT_MAX, m / qmax can round up so that qmax * scale overflows to inf on decode: step
     // the scale down until the largest code dequantizes to a finite value (same rule on the GPU).
-    while (!std::isfinite(qf * scale)) scale = std::nextafter(scale, 0.0f);
+    if (bad) {
+      scale = detail::kNaNScale;
+    } else {
+      while (!std::isfinite(qf * scale)) scale = std::nextafter(scale, 0.0f);
+    }
     c.scales[b] = scale;
     for (std::size_t t = 0; t < len; t += kTile) {
       const std::size_t tl = len - t < kTile ? len - t : kTile;
       std::int8_t* q = bits == 8 ? reinterpret_cast<std::int8_t*>(c.payload) + s + t : scratch;
-      if (mb == 0) {
+      if (mb == 0 || bad) {
         std::memset(q, 0, tl);
       } else {
         quantize_span(c, s + t, tl, pre, inv, qmax, q);

@@ -43,16 +43,16 @@ void encode_chunk(void* vctx, std::size_t b0, std::size_t b1) {
     const std::size_t s = b * c.block;
     const std::size_t len = c.n - s < c.block ? c.n - s : c.block;
     const double sum = sum_abs(c.x + s, len);
-    RP_ENFORCE(std::isfinite(sum), UsageError, "block ", b, " (elements ", s, "..", s + len - 1,
-               ") contains NaN or Inf; quantization needs finite input");
-    c.scales[b] = static_cast<float>(sum / static_cast<double>(len));
+    // NaN or +-Inf in the block: a NaN scale and zero bits (quantize.h; the GPU's bytes too).
+    const bool bad = !std::isfinite(sum);
+    c.scales[b] = bad ? detail::kNaNScale : static_cast<float>(sum / static_cast<double>(len));
     for (std::size_t t = 0; t < len; t += kTile) {
       const std::size_t tl = len - t < kTile ? len - t : kTile;
       const float* __restrict xs = c.x + s + t;
       for (std::size_t j = 0; j < tl; ++j) {
         std::uint32_t u;
         std::memcpy(&u, xs + j, 4);
-        q[j] = static_cast<std::int8_t>(u >> 31);
+        q[j] = static_cast<std::int8_t>(bad ? 0u : u >> 31);
       }
       detail::pack_codes(q, s + t, tl, 1, c.payload);
     }

@@ -5,8 +5,9 @@
 // 2j..2j+1). Length exactly 4B + ceil(n * bits / 8).
 // Contract: round to nearest (|x - x'| <= scale / 2), or with `stochastic` unbiased rounding keyed
 // by the encode seed (quantize.h's stream: seed, counter offset 0 at the payload's first element;
-// |x - x'| <= scale). Non-finite input raises UsageError. Decode rejects a wrong length and a
-// negative, NaN or infinite scale (WireFormatError); an int2 code 10 (-2) decodes to -2 x scale.
+// |x - x'| <= scale). A block with NaN or Inf input gets a NaN scale and zero codes and decodes
+// to NaN (quantize.h); with error feedback its residual is 0. Decode rejects a wrong length and a
+// negative or infinite scale (WireFormatError); an int2 code 10 (-2) decodes to -2 x scale.
 // Cost: one pass each way at memory speed, decode+reduce included (dst += q * scale); error
 // feedback (with the caller's x += r folded in) inside the encode's pass, block by block in L1.
 #include <cstring>
@@ -57,8 +58,8 @@ class BlockwiseInt final : public Codec {
   }
   std::size_t encode_feedback(float* x, float* r, std::size_t count, void* out, std::uint64_t seed,
                               bool keep) override {
-    // r = x (the container's in-place call) keeps the generic steps: a refused block then leaves
-    // r as it was (compressor.h's contract).
+    // r = x (the container's in-place call): the generic steps (the fused kernel needs two
+    // buffers).
     if (r == x) return Codec::encode_feedback(x, r, count, out, seed, keep);
     return feedback(x, r, count, out, seed, false, keep);
   }

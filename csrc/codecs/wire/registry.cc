@@ -183,7 +183,8 @@ std::size_t Codec::encode_feedback(float* x, float* r, std::size_t count, void* 
   auto* dec = static_cast<float*>(
       wire_codecs::scratch(wire_codecs::Scratch::kFeedback, count * sizeof(float)));
   decode(out, bytes, dec, count, false);
-  for (std::size_t i = 0; i < count; ++i) r[i] = x[i] - dec[i];
+  // A non-finite decoded value (a NaN block, a bf16 overflow) leaves no residual: r stays finite.
+  for (std::size_t i = 0; i < count; ++i) r[i] = dec[i] - dec[i] == 0.0f ? x[i] - dec[i] : 0.0f;
   if (keep && count) std::memcpy(x, dec, count * sizeof(float));
   return bytes;
 }
@@ -229,9 +230,13 @@ float* checked_scales(const void* in, std::size_t nb, std::size_t count, bool re
       static_cast<float*>(scratch(Scratch::kDecode, (nb + (reduce ? count : 0)) * sizeof(float)));
   if (nb) std::memcpy(scales, in, nb * sizeof(float));
   for (std::size_t b = 0; b < nb; ++b) {
-    RP_ENFORCE(std::isfinite(scales[b]) && scales[b] >= 0.0f, WireFormatError,
+    // The NaN encoders write (0x7fc00000): a block whose input was not finite (quantize.h); it
+    // decodes to NaN. Any other NaN, an infinity or a negative value is not a scale.
+    std::uint32_t u;
+    std::memcpy(&u, &scales[b], 4);
+    RP_ENFORCE(u == 0x7fc00000u || (std::isfinite(scales[b]) && scales[b] >= 0.0f), WireFormatError,
                "a quantized payload carries a bad scale (block ", b, ": ", scales[b],
-               "; scales must be finite and >= 0)");
+               "; scales must be finite and >= 0, or the NaN 0x7fc00000)");
   }
   return scales;
 }

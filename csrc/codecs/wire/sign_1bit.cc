@@ -5,8 +5,9 @@
 // element 8i + j in bit j of byte i (1 = negative); unused high bits of the last byte are written
 // 0 and ignored by decode. Length exactly 4B + ceil(n / 8).
 // Contract: biased (|x - x'| <= |x| + scale, no tighter bound): meant for error feedback, which
-// carries x - x' to the next step. Deterministic (no seed). Non-finite input raises UsageError.
-// Decode rejects a wrong length and a negative, NaN or infinite scale (WireFormatError).
+// carries x - x' to the next step. Deterministic (no seed). A block with NaN or Inf input gets a
+// NaN scale and zero bits and decodes to NaN (quantize.h). Decode rejects a wrong length and a
+// negative or infinite scale (WireFormatError).
 // Cost: encode two passes over each block (sum of |x|, then the bits; the block stays in L1),
 // decode one pass; 1 bit per element + 4 bytes per block on the wire (32x smaller than float32
 // for large blocks). Ring schedule: each hop re-signs the partial sum (one more 1-bit rounding

@@ -153,7 +153,8 @@ void SparseCodec::fix_residual(float* r) {
   for (std::size_t j = 0; j < k; ++j) {
     if (j + kAhead < k) __builtin_prefetch(r + sv_.indices[j + kAhead], 1);
     const float v = sv_.values[j], d = sent[j];
-    r[sv_.indices[j]] = std::memcmp(&v, &d, sizeof(float)) == 0 ? 0.0f : v - d;
+    // (0 also where the sent value is not finite: an fp16 overflow; codec.h)
+    r[sv_.indices[j]] = std::memcmp(&v, &d, sizeof(float)) == 0 || d - d != 0.0f ? 0.0f : v - d;
   }
 }
 

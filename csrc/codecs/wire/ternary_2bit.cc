@@ -5,8 +5,9 @@
 // ceil(n / 4) bytes of 2-bit two's-complement codes, element 4i + j in bits 2j..2j+1. Length
 // exactly 4B + ceil(n / 4). The same bytes as "int2" with stochastic rounding and the same seed;
 // a row of its own so that the name states the contract.
-// Contract: unbiased (E[x'] = x up to 2^-24 x scale), |x - x'| <= scale. Non-finite input raises
-// UsageError. Decode rejects a wrong length and a negative, NaN or infinite scale
+// Contract: unbiased (E[x'] = x up to 2^-24 x scale), |x - x'| <= scale. A block with NaN or Inf
+// input gets a NaN scale and zero codes and decodes to NaN (quantize.h). Decode rejects a wrong
+// length and a negative or infinite scale
 // (WireFormatError); a code 10 (-2, never written) decodes to -2 x scale.
 // Cost: one pass each way at memory speed; 2 bits per element + 4 bytes per block on the wire.
 // Ring schedule: every hop re-rounds the partial sum stochastically (still unbiased).

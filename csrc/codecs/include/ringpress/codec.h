@@ -20,8 +20,10 @@
 //                       the compressed-tensor container, compressor.h): out = encode(x),
 //                       r = x - decode(out) (what this encoding drops), and with keep, x =
 //                       decode(out) too. The caller adds r to x before (x' = x + r), so over any
-//                       number of steps outputs + residuals = inputs (up to fp32 rounding). r may
-//                       be x itself (then keep must be false). A codec may override it with a
+//                       number of steps outputs + residuals = inputs (up to fp32 rounding).
+//                       Where decode(out) is not finite (NaN or Inf input, a bf16 overflow), r =
+//                       0: that step's value is lost and r never carries NaN into later steps. r
+//                       may be x itself (then keep must be false). A codec may override it with a
 //                       faster equivalent (the sparse codecs: r = x with the sent entries
 //                       replaced by what rounding their values dropped).
 //   encode_feedback_add(g, r, count, out, seed)

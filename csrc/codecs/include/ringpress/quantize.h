@@ -21,9 +21,12 @@
 //             11=-1; 10 (-2) is never produced, a decoder maps it to -2*scale).
 //       sign: eight per byte, element 8k+j in bit j; 1 = negative (sign bit of x set, so -0.0
 //             is negative), 0 = non-negative.
-//   * Non-finite input (NaN or +-Inf) anywhere in a block makes encode throw UsageError naming
-//     the block (payload/scales may then be partially written). These raw decoders accept any
-//     bytes; the container decoder (compressor.cc) rejects negative or non-finite scales first.
+//   * Non-finite input (NaN or +-Inf) anywhere in a block (blockwise, ternary, sign): the block
+//     gets a NaN scale (bits 0x7fc00000) and all-zero codes, so it decodes to NaN in every
+//     element (where a plain sum would also be non-finite, at block granularity); the other
+//     blocks are unaffected. The CUDA twins write the same bytes. These raw decoders accept any
+//     bytes; the wire and container decoders reject negative or infinite scales first (a NaN
+//     scale is the non-finite block).
 //   * threads: encode/decode run parallel_for over chunks of whole blocks (chunks start on byte
 //     boundaries); results are bit-identical for every thread count.
 //   * Stochastic rounding draws, for element i, u = prng_u32(seed, offset + i) >> 8 (24 bits), so
@@ -96,7 +99,7 @@ void blockwise_decode_add(const std::uint8_t* payload, const float* scales, std:
 // Error feedback in the encode's own pass over each block (while it is in L1): with add, first
 // x += r; then payload/scales = blockwise_encode(x), r = x - decode(payload), and with keep,
 // x = decode(payload). The same bytes and values as those steps one after another. r must not
-// be x (UsageError). A refused block (NaN/Inf) throws after the blocks before it were updated.
+// be x (UsageError). A block holding NaN/Inf gets r = 0 (and, with keep, x = NaN).
 void blockwise_encode_feedback(float* x, float* r, std::size_t n, const BlockwiseParams& p,
                                std::uint8_t* payload, float* scales, bool add, bool keep);
 
@@ -160,7 +163,8 @@ RP_QHD std::uint32_t prng_draw(std::uint32_t k0, std::uint32_t hc, std::uint32_t
 
 constexpr std::uint32_t kRoundMagicBits = 0x4B400000u;  // 1.5 * 2^23
 constexpr float kRoundMagic = 12582912.0f;
-constexpr float kTinyBlock = 0x1p-96f;  // below: pre-scale by 2^64
+constexpr float kTinyBlock = 0x1p-96f;           // below: pre-scale by 2^64
+constexpr float kNaNScale = __builtin_nanf("");  // a non-finite block's scale (0x7fc00000)
 constexpr float kPreScale = 0x1p64f;
 
 RP_QHD int qmax_for_bits(int bits) {
