@@ -30,7 +30,8 @@
 // the partial sums this rank forwarded. Cost: two elementwise passes over n (add r, new r) and a
 // decode of the (P-1)/P n elements sent in the reduce-scatter (the owner's encoding is decoded
 // anyway); no extra encode, bytes or messages. The blockwise int codecs do the decode and new r,
-// and the first hop's add (Codec::encode_feedback_fold), in their encode's pass over L1 blocks. P = 1: nothing is encoded and x, r are unchanged.
+// and the first hop's add (Codec::encode_feedback_fold), in their encode's pass over L1 blocks.
+// P = 1: nothing is encoded and x, r are unchanged.
 // After an error x and r hold partial results (the communicator is broken anyway, errors.md).
 #include <algorithm>
 #include <cstring>

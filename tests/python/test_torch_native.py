@@ -348,14 +348,7 @@ if os.environ.get("RP_TEST_NO_EXIT_CLOSE") == "1":
     atexit.unregister(rt._native._close_all)
 def slow(fut):
     # Still running when the script ends: it must finish, with Python, before finalization.
-    if os.environ["RP_TEST_SLEEP"] == "until-exit":
-        # (the control: runs until the interpreter ends it, whenever that is; the launcher kills
-        # the process after its timeout, long before this loop would give up)
-        end = time.monotonic() + 600
-        while not sys.is_finalizing() and time.monotonic() < end:
-            time.sleep(0.05)
-    else:
-        time.sleep(float(os.environ["RP_TEST_SLEEP"]))
+    time.sleep(float(os.environ["RP_TEST_SLEEP"]))
     t = torch.ones(1000) * 2  # a tensor made and dropped on the callback thread
     with open(mark, "w") as f:
         f.write(str(fut.value()[0][0].item()))
@@ -372,9 +365,10 @@ def test_callbacks_running_at_exit_finish_before_the_interpreter_finalizes(tmp_p
     # A callback thread that needs Python once finalization has begun is ended by CPython, and
     # a tensor dropped then (inside a destructor) aborts the process. ringpress.torch closes its
     # groups at exit, which lets running callbacks finish first. The launcher's own release of
-    # torch groups at exit is switched off, so only ringpress's close can make them finish. The
-    # control run (that close switched off too, callbacks that run until the interpreter ends
-    # them) shows the test can fail: its callbacks never write their mark.
+    # torch groups at exit (which closes them too, and so waited up to close's 10 s for the
+    # callbacks) is switched off, so only ringpress's close can make them finish. The control run
+    # (that close switched off too) shows the test can fail: nothing waits for its callbacks,
+    # slower than any finalization, and they never write their mark.
     import os
 
     # Fresh interpreters: the exit handlers' order is what is tested (ranks.run_ranks).
@@ -393,7 +387,7 @@ def test_callbacks_running_at_exit_finish_before_the_interpreter_finalizes(tmp_p
     env = {
         **keep,
         "RP_TEST_MARK": ctrl,
-        "RP_TEST_SLEEP": "until-exit",
+        "RP_TEST_SLEEP": "20",  # nothing waits for it: finalizing takes ~1 s
         "RP_TEST_NO_EXIT_CLOSE": "1",
     }
     for r in run_ranks(2, PRELUDE + EXIT_WITH_CALLBACKS, env=env, check=False, fork=False):

@@ -4,7 +4,8 @@
 // order: identical for every thread count and kernel), x' = -scale if the sign bit of x is set,
 // else +scale. The residual x - x' is what error feedback carries; there is no per-element bound
 // beyond |x - x'| <= |x| + scale. Cost: one pass per block for the sum, one to pack the bits
-// (block in L1); out: 1 bit per element + 4 bytes per block. Non-finite input: UsageError.
+// (block in L1); out: 1 bit per element + 4 bytes per block. A block with NaN/Inf input: a NaN
+// scale and zero bits (quantize.h).
 #include <cmath>
 #include <cstring>
 

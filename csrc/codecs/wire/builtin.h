@@ -42,7 +42,8 @@ std::size_t fixed_payload_len(const Codec& c, std::size_t count);
 void check_block(const CodecParams& p);
 // Copies the `nb` float32 scales at the start of a payload (unaligned inside a message) into
 // kDecode scratch, followed by room for `count` more floats when `reduce` (a decode target), and
-// raises WireFormatError for a negative, NaN or infinite scale. Returns the scales.
+// raises WireFormatError for a negative or infinite scale or a NaN other than 0x7fc00000 (the
+// non-finite block's scale, quantize.h). Returns the scales.
 float* checked_scales(const void* in, std::size_t nb, std::size_t count, bool reduce);
 
 }  // namespace ringpress::wire_codecs
