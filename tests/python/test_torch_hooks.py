@@ -374,3 +374,40 @@ def test_torch_powersgd_hook_runs_on_the_ringpress_group():
         assert rec["equal"], r.stderr[-1500:]
         assert rec["many"] in ("same", "UsageError"), rec
         assert rec["many_s"] < 10 + 2 + 10, rec
+
+
+OVERFLOW_STEP_BODY = """
+out = {}
+for kind, momentum in (("none", 0.9), ("int8", 0.9), ("int4", 0.0)):
+    st = rt.HookState(kind, momentum=momentum)
+    m, ddp, opt = make(st)
+    skipped = []
+    for i in range(5):
+        x, y = batch(i)
+        if i == 2 and rank == size - 1:
+            x = x.clone(); x[0, 0] = float("inf")  # one rank overflows (fp16 loss scaling)
+        loss = (ddp(x) - y).square().mean()
+        opt.zero_grad(); loss.backward()
+        # What a loss scaler does: skip the step where any gradient is not finite.
+        if all(bool(torch.isfinite(p.grad).all()) for p in m.parameters()):
+            opt.step()
+        else:
+            skipped.append(i)
+    sd = st.state_dict()
+    state_finite = all(bool(torch.isfinite(t).all()) for part in ("velocities", "residuals")
+                       for t in sd.get(part, {}).values())
+    out[kind] = [skipped, bool(torch.isfinite(flat(m)).all()), state_finite, ddp.module is m]
+emit(out)
+dist.destroy_process_group()
+"""
+
+
+def test_an_overflow_step_is_skipped_on_every_rank_and_forgotten():
+    # NaN/Inf gradients on one rank: every rank sees non-finite gradients after the hook (a loss
+    # scaler skips that step everywhere), the communicator goes on, and neither the momentum
+    # velocity nor the error-feedback residual carries the overflow into later steps.
+    res = run_ranks(2, prelude() + OVERFLOW_STEP_BODY, env=NO_COMM, timeout=120)
+    for r in res:
+        for kind, (skipped, params_finite, state_finite, _) in r.records[-1].items():
+            assert skipped == [2], (kind, skipped)
+            assert params_finite and state_finite, kind

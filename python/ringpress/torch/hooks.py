@@ -34,6 +34,7 @@ divide by the world size; with a bucket layout change, one copy of the residual.
 """
 
 # No `from __future__ import annotations`: DDP checks comm_hook's annotations as objects.
+import math
 from typing import Any
 
 import torch
@@ -272,6 +273,11 @@ def comm_hook(state: HookState, bucket: dist.GradBucket) -> torch.futures.Future
         velocity = state._velocities.get(key, bucket, host.numel())
         velocity.mul_(state.momentum).add_(host)
         host.copy_(velocity)
+        if not math.isfinite(float(velocity.sum())):
+            # An overflow step (NaN/Inf gradients, e.g. fp16 loss scaling): the bucket carries it,
+            # so every rank's loss scaler sees it and skips the step; the velocity forgets it
+            # rather than poisoning every later step (the residual does the same: codec.h).
+            velocity.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
     residual = None
     if kind != "none" and state.error_feedback and kind in _LOSSY and host.dtype == torch.float32:
         residual = kw["residual"] = state._residuals.get(key, bucket, host.numel())
