@@ -1,8 +1,9 @@
 // The blockwise int codecs' fused passes (quantize.h, wire/blockwise_int.cc) against the steps they
 // replace, bit for bit: encode_feedback (encode, decode, r = x - decoded, keep), its fold with the
 // caller's x += r, and decode+reduce (dst += decoded). Every ISA level: ctest runs this file's
-// tests once per RINGPRESS_SIMD level (tests/cpp/CMakeLists.txt); the steps' side is the base
-// Codec's generic code, so each level's kernels are compared with baseline arithmetic.
+// tests once per RINGPRESS_SIMD level (tests/cpp/CMakeLists.txt). Both sides encode and decode
+// with that level's kernels (whose bytes the golden payloads pin for every level); the fused
+// kernels (feedback, add, dequant+add) are compared with the base Codec's baseline loops.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -150,7 +151,11 @@ TEST(QuantizeFeedback, NonFiniteBlocksLeaveNoResidualAndTheResidualMustBeItsOwnB
   std::vector<std::uint64_t> out(steps->bound(100) / 8 + 2);
   steps->Codec::encode_feedback(xb.data(), rb.data(), 100, out.data(), 0, true);
   EXPECT_EQ(bytes(r.data(), 100), bytes(rb.data(), 100));
+  EXPECT_EQ(bytes(x.data(), 100), bytes(xb.data(), 100));  // kept: NaN blocks, decoded elsewhere
   EXPECT_EQ(std::memcmp(out.data(), scales.data(), scales.size() * 4), 0);
+  EXPECT_EQ(std::memcmp(reinterpret_cast<const unsigned char*>(out.data()) + scales.size() * 4,
+                        payload.data(), payload.size()),
+            0);
   EXPECT_THROW(quant::blockwise_encode_feedback(x.data(), x.data(), 100, p, payload.data(),
                                                 scales.data(), false, false),
                UsageError);

@@ -547,7 +547,7 @@ g = np.random.default_rng(rank).standard_normal(n).astype(np.float32)
 ref = sum(np.random.default_rng(q).standard_normal(n).astype(np.float64) for q in range(size))
 bad_block = 37
 out = {}
-for comp in ("int8", "int4", "sign", "bf16"):
+for comp in ("int8", "int4", "int2", "sign", "ternary", "bf16"):
     for feedback in (False, True):
         x = g.copy()
         if rank == size - 1:
@@ -566,6 +566,8 @@ for comp in ("int8", "int4", "sign", "bf16"):
             "nonfinite": [int(nonfinite.min()), int(nonfinite.max()), len(nonfinite)] if len(nonfinite) else [],
             "err": err,
             "r_finite": bool(np.isfinite(r).all()) if feedback else True,
+            # the rank that overflowed keeps no residual in that block (bf16: that element)
+            "r_bad": float(np.abs(r[bad_block * block : (bad_block + 1) * block]).max() if comp != "bf16" else abs(r[bad_block * block + 100])) if feedback and rank == size - 1 else 0.0,
             "digest": hashlib.sha256(x.tobytes()).hexdigest(),
         }
 # The communicator is untouched: the next call (plain and compressed) is exact / within bounds.
@@ -591,14 +593,14 @@ def test_nonfinite_input_gives_nonfinite_blocks_not_an_error(nranks, transport):
     ]
     lo = 37 * 512
     for rec in recs:
-        for comp in ("int8", "int4", "sign"):
+        for comp in ("int8", "int4", "int2", "sign", "ternary"):
             for fb in (False, True):
                 got = rec[f"{comp} {fb}"]
                 assert got["nonfinite"] == [lo, lo + 511, 512], (comp, fb, got)
-                assert got["r_finite"], (comp, fb)
+                assert got["r_finite"] and got["r_bad"] == 0.0, (comp, fb, got)
         for fb in (False, True):
             assert rec[f"bf16 {fb}"]["nonfinite"] == [lo + 100, lo + 100, 1], rec[f"bf16 {fb}"]
-            assert rec[f"bf16 {fb}"]["r_finite"]
+            assert rec[f"bf16 {fb}"]["r_finite"] and rec[f"bf16 {fb}"]["r_bad"] == 0.0
             assert rec[f"int8 {fb}"]["err"] < 0.02 and rec[f"int4 {fb}"]["err"] < 0.3
         same, err, broken = rec["after"]
         assert same and err < 0.02 and not broken, rec["after"]

@@ -114,7 +114,7 @@ def test_non_finite_block_gets_the_cpus_nan_scale():
     p, s = np.empty(500, np.uint8), np.empty(16, np.float32)
     _core.cuda_blockwise_encode_host_staged(x, p, s, 4, 64)
     assert s.view(np.uint32)[3] == 0x7FC00000 and not np.isnan(np.delete(s, 3)).any()
-    # The CPU's payload (container body: 16 scales, then the codes) has the same bytes.
+    # The CPU treats the block the same way (NaN when decoded; its bytes: the C++ test).
     cpu = ringpress.Quantize(bits=4, block=64)
     out = cpu.decode(cpu.encode(x))
     assert np.isnan(out[192:256]).all() and not np.isnan(np.delete(out, range(192, 256))).any()
