@@ -29,9 +29,10 @@
 // r = x' - D(E(x')) of this rank's own data; elsewhere it also holds the requantization error of
 // the partial sums this rank forwarded. Cost: two elementwise passes over n (add r, new r) and a
 // decode of the (P-1)/P n elements sent in the reduce-scatter (the owner's encoding is decoded
-// anyway); no extra encode, bytes or messages. The blockwise int codecs do the decode and new r,
-// and the first hop's add (Codec::encode_feedback_fold), in their encode's pass over L1 blocks.
-// P = 1: nothing is encoded and x, r are unchanged.
+// anyway); no extra encode, bytes or messages. The adds of r are folded into the codec's passes
+// (Codec::encode_feedback_fold on the first hop, decode_reduce_fold where a partial sum arrives);
+// the blockwise int codecs also compute the new r inside their encode's pass over L1 blocks, so
+// for them error feedback costs no pass of its own. P = 1: nothing is encoded, x, r unchanged.
 // After an error x and r hold partial results (the communicator is broken anyway, errors.md).
 #include <algorithm>
 #include <cstring>
@@ -39,7 +40,6 @@
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
 #include "ringpress/fault.h"
-#include "ringpress/reduce.h"
 #include "ringpress/trace.h"
 
 namespace ringpress {
@@ -62,7 +62,6 @@ class CodecRunner final : public Stepper {
   void encode_and_send(std::size_t j, bool owner_final);
   void post_recv(std::size_t i);
   void fill_window();
-  void add_residual(const Item& it);
   const Ticket* last_send() const;
 
   static constexpr std::size_t kWindow = 8;  // receives posted ahead
@@ -133,12 +132,6 @@ CodecRunner::CodecRunner(const OpContext& oc, const AllreduceOptions& o)
   }
 }
 
-void CodecRunner::add_residual(const Item& it) {
-  // x += r with the dispatched SIMD sum (the same float adds as a plain loop).
-  reduce_into(DType::kF32, ReduceOp::kSum, reinterpret_cast<float*>(o_.data) + it.elem,
-              residual_ + it.elem, it.count);
-}
-
 // Encode data[it] into its slot and send it as message j. The codec id travels in the header's
 // codec byte: a rank compressing differently from its peers is a collective mismatch, not
 // garbage.
@@ -190,12 +183,6 @@ bool CodecRunner::step(bool block) {
   const Item& it = sc_.recvs[i_];
   if (!entered_) {
     fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
-    if (residual_ && it.rs) {
-      // The only receive reduced into this segment: add r first (while the message may still be
-      // in flight), so the partial sum lands on x' = x + r.
-      StageScope ts(oc_, Stage::kReduce, "feedback", it.count * es_);
-      add_residual(it);
-    }
     entered_ = true;
   }
   if (block) {
@@ -210,8 +197,15 @@ bool CodecRunner::step(bool block) {
     StageScope ts(oc_, Stage::kDecode, it.rs ? "decode+reduce" : "decode", it.count * es_);
     // A payload that does not decode names its sender (by its rank in the job).
     ScopedErrorContext from_left("", -1, oc_.ctx.global_rank(left_));
-    codec_->decode(in, received_[i_], static_cast<unsigned char*>(o_.data) + it.elem * es_,
-                   it.count, it.rs);
+    if (residual_ && it.rs) {
+      // The only receive reduced into this segment: the partial sum lands on x' = x + r, the
+      // add of r folded into the decode (Codec::decode_reduce_fold).
+      codec_->decode_reduce_fold(in, received_[i_], reinterpret_cast<float*>(o_.data) + it.elem,
+                                 residual_ + it.elem, it.count);
+    } else {
+      codec_->decode(in, received_[i_], static_cast<unsigned char*>(o_.data) + it.elem * es_,
+                     it.count, it.rs);
+    }
   }
   const std::size_t j = i_ + sc_.first_group;
   if (j < sc_.sends.size()) {

@@ -1,9 +1,10 @@
 // The blockwise int codecs' fused passes (quantize.h, wire/blockwise_int.cc) against the steps they
 // replace, bit for bit: encode_feedback (encode, decode, r = x - decoded, keep), its fold with the
-// caller's x += r, and decode+reduce (dst += decoded). Every ISA level: ctest runs this file's
-// tests once per RINGPRESS_SIMD level (tests/cpp/CMakeLists.txt). Both sides encode and decode
-// with that level's kernels (whose bytes the golden payloads pin for every level); the fused
-// kernels (feedback, add, dequant+add) are compared with the base Codec's baseline loops.
+// caller's x += r, and decode+reduce (dst += decoded, and (dst + r) + decoded). Every ISA level:
+// ctest runs this file's tests once per RINGPRESS_SIMD level (tests/cpp/CMakeLists.txt). Both sides
+// encode and decode with that level's kernels (whose bytes the golden payloads pin for every
+// level); the fused kernels (feedback, add, dequant+add) are compared with the base Codec's
+// baseline loops.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -188,7 +189,7 @@ TEST(QuantizeFeedback, FusedFeedbackIsTheSameForAnyThreadCount) {
   EXPECT_EQ(seen[0], seen[2]);
 }
 
-TEST(QuantizeFeedback, DecodeReduceMatchesDecodeThenAdd) {
+TEST(QuantizeFeedback, DecodeReduceAndItsFoldMatchTheSteps) {
   std::uint32_t seed = 100;
   for (const Case& c : kCases) {
     for (std::size_t n : kSizes) {
@@ -203,6 +204,14 @@ TEST(QuantizeFeedback, DecodeReduceMatchesDecodeThenAdd) {
       codec->decode(out.data(), len, dec.data(), n, false);
       for (std::size_t i = 0; i < n; ++i) steps[i] = steps[i] + dec[i];
       ASSERT_EQ(bytes(fused.data(), n), bytes(steps.data(), n));
+      // With the residual folded in (the ring's receive): (dst + r) + decoded.
+      const std::vector<float> r = data(n, 61, seed++);
+      std::vector<float> folded = acc0, folded_base = acc0, by_hand = acc0;
+      codec->decode_reduce_fold(out.data(), len, folded.data(), r.data(), n);
+      codec->Codec::decode_reduce_fold(out.data(), len, folded_base.data(), r.data(), n);
+      for (std::size_t i = 0; i < n; ++i) by_hand[i] = (by_hand[i] + r[i]) + dec[i];
+      ASSERT_EQ(bytes(folded.data(), n), bytes(by_hand.data(), n));
+      ASSERT_EQ(bytes(folded_base.data(), n), bytes(by_hand.data(), n));
     }
   }
 }

@@ -13,6 +13,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "ringpress/codec.h"
 #include "ringpress/cpu.h"
 #include "ringpress/error.h"
 #include "ringpress/quantize.h"
@@ -85,13 +86,12 @@ RP_AI void feedback_body(const std::int8_t* __restrict q, std::size_t n, float s
   if (keep) {
     for (std::size_t i = 0; i < n; ++i) {
       const float d = static_cast<float>(q[i]) * scale;
-      r[i] = d - d == 0.0f ? x[i] - d : 0.0f;
+      r[i] = feedback_residual(x[i], d);
       x[i] = d;
     }
   } else {
     for (std::size_t i = 0; i < n; ++i) {
-      const float d = static_cast<float>(q[i]) * scale;
-      r[i] = d - d == 0.0f ? x[i] - d : 0.0f;
+      r[i] = feedback_residual(x[i], static_cast<float>(q[i]) * scale);
     }
   }
 }
@@ -100,6 +100,12 @@ RP_AI void feedback_body(const std::int8_t* __restrict q, std::size_t n, float s
 RP_AI void dequant_add_body(const std::int8_t* __restrict q, std::size_t n, float scale,
                             float* __restrict dst) {
   for (std::size_t i = 0; i < n; ++i) dst[i] = dst[i] + static_cast<float>(q[i]) * scale;
+}
+
+// dst = (dst + r) + q * scale (decode+reduce with the caller's residual add folded in).
+RP_AI void dequant_add_r_body(const std::int8_t* __restrict q, std::size_t n, float scale,
+                              const float* __restrict r, float* __restrict dst) {
+  for (std::size_t i = 0; i < n; ++i) dst[i] = (dst[i] + r[i]) + static_cast<float>(q[i]) * scale;
 }
 
 // x += r (the caller's residual, folded into the encode's pass).
@@ -114,6 +120,7 @@ using StochFn = void (*)(const float*, std::size_t, float, float, std::int32_t, 
 using DequantFn = void (*)(const std::int8_t*, std::size_t, float, float*);
 using FeedbackFn = void (*)(const std::int8_t*, std::size_t, float, float*, float*, bool);
 using AddFn = void (*)(float*, const float*, std::size_t);
+using DequantAddRFn = void (*)(const std::int8_t*, std::size_t, float, const float*, float*);
 
 struct Kernels {
   MaxFn max_abs_bits;
@@ -123,6 +130,7 @@ struct Kernels {
   FeedbackFn feedback;
   DequantFn dequant_add;
   AddFn add;
+  DequantAddRFn dequant_add_r;
 };
 
 #define RP_QUANT_KERNELS(suffix, attr)                                                           \
@@ -150,6 +158,10 @@ struct Kernels {
   }                                                                                              \
   attr void add_##suffix(float* x, const float* r, std::size_t n) {                              \
     add_body(x, r, n);                                                                           \
+  }                                                                                              \
+  attr void dequant_add_r_##suffix(const std::int8_t* q, std::size_t n, float scale,             \
+                                   const float* r, float* dst) {                                 \
+    dequant_add_r_body(q, n, scale, r, dst);                                                     \
   }
 
 RP_QUANT_KERNELS(generic, )
@@ -164,16 +176,18 @@ const Kernels& kernels() {
 #if RP_Q_X86
     const SimdLevel lvl = simd_level();
     if (lvl >= SimdLevel::kAVX512) {
-      return Kernels{max_abs_bits_avx512, nearest_avx512,     stochastic_avx512, dequant_avx512,
-                     feedback_avx512,     dequant_add_avx512, add_avx512};
+      return Kernels{max_abs_bits_avx512, nearest_avx512,      stochastic_avx512,
+                     dequant_avx512,      feedback_avx512,     dequant_add_avx512,
+                     add_avx512,          dequant_add_r_avx512};
     }
     if (lvl >= SimdLevel::kAVX2) {
       return Kernels{max_abs_bits_avx2, nearest_avx2,     stochastic_avx2, dequant_avx2,
-                     feedback_avx2,     dequant_add_avx2, add_avx2};
+                     feedback_avx2,     dequant_add_avx2, add_avx2,        dequant_add_r_avx2};
     }
 #endif
-    return Kernels{max_abs_bits_generic, nearest_generic,     stochastic_generic, dequant_generic,
-                   feedback_generic,     dequant_add_generic, add_generic};
+    return Kernels{max_abs_bits_generic, nearest_generic,      stochastic_generic,
+                   dequant_generic,      feedback_generic,     dequant_add_generic,
+                   add_generic,          dequant_add_r_generic};
   }();
   return k;
 }
@@ -273,7 +287,8 @@ struct DecodeCtx {
   const BlockwiseParams* p;
   float* out;
   const Kernels* k;
-  bool add = false;  // out += decoded (blockwise_decode_add)
+  bool add = false;          // out += decoded (blockwise_decode_add)
+  const float* r = nullptr;  // with add: out = (out + r) + decoded
 };
 
 void decode_chunk(void* vctx, std::size_t b0, std::size_t b1) {
@@ -286,14 +301,21 @@ void decode_chunk(void* vctx, std::size_t b0, std::size_t b1) {
     const std::size_t len = c.n - s < block ? c.n - s : block;
     const float scale = c.scales[b];
     const DequantFn dq = c.add ? c.k->dequant_add : c.k->dequant;
+    auto put = [&](const std::int8_t* q, std::size_t at, std::size_t m) {
+      if (c.r) {
+        c.k->dequant_add_r(q, m, scale, c.r + at, c.out + at);
+      } else {
+        dq(q, m, scale, c.out + at);
+      }
+    };
     if (bits == 8) {
-      dq(reinterpret_cast<const std::int8_t*>(c.payload) + s, len, scale, c.out + s);
+      put(reinterpret_cast<const std::int8_t*>(c.payload) + s, s, len);
       continue;
     }
     for (std::size_t t = 0; t < len; t += kTile) {
       const std::size_t tl = len - t < kTile ? len - t : kTile;
       detail::unpack_codes(c.payload, s + t, tl, bits, scratch);
-      dq(scratch, tl, scale, c.out + s + t);
+      put(scratch, s + t, tl);
     }
   }
 }
@@ -467,24 +489,30 @@ void blockwise_encode_feedback(float* x, float* r, std::size_t n, const Blockwis
 
 namespace {
 void decode_impl(const std::uint8_t* payload, const float* scales, std::size_t n,
-                 const BlockwiseParams& p, float* out, bool add) {
+                 const BlockwiseParams& p, float* out, bool add, const float* r) {
   ScopedErrorContext ctx("quant.blockwise_decode");
   check_bits(p.bits);
   detail::check_block(p.block, "blockwise");
   check_buffers(n, payload, scales, out);
-  DecodeCtx c{payload, scales, n, &p, out, &kernels(), add};
+  DecodeCtx c{payload, scales, n, &p, out, &kernels(), add, r};
   detail::for_each_chunk(n, p.block, p.threads, decode_chunk, &c);
 }
 }  // namespace
 
 void blockwise_decode(const std::uint8_t* payload, const float* scales, std::size_t n,
                       const BlockwiseParams& p, float* out) {
-  decode_impl(payload, scales, n, p, out, false);
+  decode_impl(payload, scales, n, p, out, false, nullptr);
 }
 
 void blockwise_decode_add(const std::uint8_t* payload, const float* scales, std::size_t n,
                           const BlockwiseParams& p, float* out) {
-  decode_impl(payload, scales, n, p, out, true);
+  decode_impl(payload, scales, n, p, out, true, nullptr);
+}
+
+void blockwise_decode_add_residual(const std::uint8_t* payload, const float* scales, std::size_t n,
+                                   const BlockwiseParams& p, const float* r, float* out) {
+  RP_ENFORCE(n == 0 || r != nullptr, UsageError, "null residual for ", n, " elements");
+  decode_impl(payload, scales, n, p, out, true, r);
 }
 
 }  // namespace ringpress::quant

@@ -56,6 +56,15 @@ class BlockwiseInt final : public Codec {
       quant::blockwise_decode(codes, scales, count, p_, out);
     }
   }
+  void decode_reduce_fold(const void* in, std::size_t len, float* dst, const float* r,
+                          std::size_t count) override {
+    RP_ENFORCE_EQ(len, fixed_payload_len(*this, count), WireFormatError,
+                  "a quantized segment has the wrong length");
+    const std::size_t nb = quant::num_blocks(count, p_.block);
+    const float* scales = checked_scales(in, nb, count, false);
+    quant::blockwise_decode_add_residual(static_cast<const std::uint8_t*>(in) + nb * sizeof(float),
+                                         scales, count, p_, r, dst);
+  }
   std::size_t encode_feedback(float* x, float* r, std::size_t count, void* out, std::uint64_t seed,
                               bool keep) override {
     // r = x (the container's in-place call): the generic steps (the fused kernel needs two

@@ -184,7 +184,7 @@ std::size_t Codec::encode_feedback(float* x, float* r, std::size_t count, void* 
       wire_codecs::scratch(wire_codecs::Scratch::kFeedback, count * sizeof(float)));
   decode(out, bytes, dec, count, false);
   // A non-finite decoded value (a NaN block, a bf16 overflow) leaves no residual: r stays finite.
-  for (std::size_t i = 0; i < count; ++i) r[i] = dec[i] - dec[i] == 0.0f ? x[i] - dec[i] : 0.0f;
+  for (std::size_t i = 0; i < count; ++i) r[i] = feedback_residual(x[i], dec[i]);
   if (keep && count) std::memcpy(x, dec, count * sizeof(float));
   return bytes;
 }
@@ -199,6 +199,12 @@ std::size_t Codec::encode_feedback_fold(float* x, float* r, std::size_t count, v
                                         std::uint64_t seed, bool keep) {
   for (std::size_t i = 0; i < count; ++i) x[i] += r[i];
   return encode_feedback(x, r, count, out, seed, keep);
+}
+
+void Codec::decode_reduce_fold(const void* in, std::size_t len, float* dst, const float* r,
+                               std::size_t count) {
+  reduce_into(DType::kF32, ReduceOp::kSum, dst, r, count);
+  decode(in, len, dst, count, true);
 }
 
 namespace wire_codecs {

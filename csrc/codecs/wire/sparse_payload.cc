@@ -154,7 +154,7 @@ void SparseCodec::fix_residual(float* r) {
     if (j + kAhead < k) __builtin_prefetch(r + sv_.indices[j + kAhead], 1);
     const float v = sv_.values[j], d = sent[j];
     // (0 also where the sent value is not finite: an fp16 overflow; codec.h)
-    r[sv_.indices[j]] = std::memcmp(&v, &d, sizeof(float)) == 0 || d - d != 0.0f ? 0.0f : v - d;
+    r[sv_.indices[j]] = std::memcmp(&v, &d, sizeof(float)) == 0 ? 0.0f : feedback_residual(v, d);
   }
 }
 

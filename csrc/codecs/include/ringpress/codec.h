@@ -36,6 +36,11 @@
 //                       float add each; r is not x), then encode_feedback(x, r, ...). The
 //                       default does exactly that; the blockwise int codecs do all of it, and
 //                       encode_feedback itself, in their encode's one pass over memory.
+//   decode_reduce_fold(in, len, dst, r, count)
+//                       a float32-sum decode with the collective's add of r folded in: dst =
+//                       (dst + r) + decoded, the same two float adds per element as
+//                       reduce_into(dst, r) then decode(..., reduce=true), which the default
+//                       does; the blockwise int codecs do it in their decode's one pass.
 //   min_payload(count)  the smallest payload decode() can accept for `count` elements (default 0;
 //                       fixed-size codecs: bound(count)). A reader of a hostile length field
 //                       (the container) checks min_payload(n) <= len <= bound(n) before it
@@ -53,6 +58,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
@@ -112,6 +118,20 @@ enum CodecParam : std::uint32_t {
 // The names of the bits set in `mask`, in bit order ("block", "ratio", ...).
 std::vector<std::string> codec_param_names(std::uint32_t mask);
 
+// One element of error feedback's residual: x - decoded, or +0 where decoded is not finite (NaN or
+// Inf: that value is lost and r does not carry it on). The select is integer masking, which
+// compilers vectorize (a float compare-and-branch here kept the loops scalar).
+inline float feedback_residual(float x, float decoded) {
+  const float e = x - decoded;
+  std::uint32_t db, eb;
+  std::memcpy(&db, &decoded, 4);
+  std::memcpy(&eb, &e, 4);
+  eb &= 0u - static_cast<std::uint32_t>((db & 0x7f800000u) != 0x7f800000u);
+  float r;
+  std::memcpy(&r, &eb, 4);
+  return r;
+}
+
 class Codec {
  public:
   virtual ~Codec() = default;
@@ -125,6 +145,8 @@ class Codec {
                                           std::uint64_t seed);
   virtual std::size_t encode_feedback_fold(float* x, float* r, std::size_t count, void* out,
                                            std::uint64_t seed, bool keep);
+  virtual void decode_reduce_fold(const void* in, std::size_t len, float* dst, const float* r,
+                                  std::size_t count);
   virtual std::size_t min_payload(std::size_t /*count*/) const { return 0; }
   virtual std::size_t word() const { return 1; }
 };

@@ -96,6 +96,9 @@ void blockwise_decode(const std::uint8_t* payload, const float* scales, std::siz
 // pass instead of two.
 void blockwise_decode_add(const std::uint8_t* payload, const float* scales, std::size_t n,
                           const BlockwiseParams& p, float* out);
+// out[i] = (out[i] + r[i]) + decoded[i]: the same with a residual added first, in the same pass.
+void blockwise_decode_add_residual(const std::uint8_t* payload, const float* scales, std::size_t n,
+                                   const BlockwiseParams& p, const float* r, float* out);
 // Error feedback in the encode's own pass over each block (while it is in L1): with add, first
 // x += r; then payload/scales = blockwise_encode(x), r = x - decode(payload), and with keep,
 // x = decode(payload). The same bytes and values as those steps one after another. r must not
