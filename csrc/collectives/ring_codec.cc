@@ -29,10 +29,11 @@
 // r = x' - D(E(x')) of this rank's own data; elsewhere it also holds the requantization error of
 // the partial sums this rank forwarded. Cost: two elementwise passes over n (add r, new r) and a
 // decode of the (P-1)/P n elements sent in the reduce-scatter (the owner's encoding is decoded
-// anyway); no extra encode, bytes or messages. The adds of r are folded into the codec's passes
-// (Codec::encode_feedback_fold on the first hop, decode_reduce_fold where a partial sum arrives);
-// the blockwise int codecs also compute the new r inside their encode's pass over L1 blocks, so
-// for them error feedback costs no pass of its own. P = 1: nothing is encoded, x, r unchanged.
+// anyway); no extra encode, bytes or messages. The blockwise int codecs fold all of it into their
+// own passes over L1 blocks (Codec::encode_feedback_fold on the first hop, decode_reduce_fold where
+// a partial sum arrives, the new r inside the encode), so for them feedback costs no pass of its
+// own; other codecs add r where a partial sum arrives in a pass before the wait (overlapping it).
+// P = 1: nothing is encoded and x, r are unchanged.
 // After an error x and r hold partial results (the communicator is broken anyway, errors.md).
 #include <algorithm>
 #include <cstring>
@@ -40,6 +41,7 @@
 #include "ring.h"
 #include "ringpress/buffer_pool.h"
 #include "ringpress/fault.h"
+#include "ringpress/reduce.h"
 #include "ringpress/trace.h"
 
 namespace ringpress {
@@ -79,6 +81,7 @@ class CodecRunner final : public Stepper {
   std::vector<bool> send_posted_;
   std::vector<std::size_t> received_;
   float* residual_;
+  bool fold_ = false;  // the codec adds r inside its decode+reduce (Codec::folds_decode_reduce)
   std::size_t posted_ = 0;  // receives posted
   std::size_t i_ = 0;       // the receive to handle next
   bool entered_ = false;    // receive i_'s work before its wait is done
@@ -122,6 +125,7 @@ CodecRunner::CodecRunner(const OpContext& oc, const AllreduceOptions& o)
   // first group's sends, block r-1, and the reduce-scatter receives, every other block: each
   // element once), then r = p - D(E(p)) at every encode.
   residual_ = exact_ ? nullptr : o.residual;
+  fold_ = residual_ != nullptr && codec_->folds_decode_reduce();
 
   fill_window();
   // Bytes move only while this thread drives the transport: push each encoded segment out before
@@ -183,6 +187,13 @@ bool CodecRunner::step(bool block) {
   const Item& it = sc_.recvs[i_];
   if (!entered_) {
     fault::hit(it.rs ? "ring.reduce_scatter" : "ring.allgather");
+    if (residual_ && it.rs && !fold_) {
+      // The only receive reduced into this segment: add r first (while the message may still be
+      // in flight), so the partial sum lands on x' = x + r.
+      StageScope ts(oc_, Stage::kReduce, "feedback", it.count * es_);
+      reduce_into(DType::kF32, ReduceOp::kSum, reinterpret_cast<float*>(o_.data) + it.elem,
+                  residual_ + it.elem, it.count);
+    }
     entered_ = true;
   }
   if (block) {
@@ -197,9 +208,8 @@ bool CodecRunner::step(bool block) {
     StageScope ts(oc_, Stage::kDecode, it.rs ? "decode+reduce" : "decode", it.count * es_);
     // A payload that does not decode names its sender (by its rank in the job).
     ScopedErrorContext from_left("", -1, oc_.ctx.global_rank(left_));
-    if (residual_ && it.rs) {
-      // The only receive reduced into this segment: the partial sum lands on x' = x + r, the
-      // add of r folded into the decode (Codec::decode_reduce_fold).
+    if (residual_ && it.rs && fold_) {
+      // The same add of r, folded into the codec's decode+reduce pass ((x + r) + decoded).
       codec_->decode_reduce_fold(in, received_[i_], reinterpret_cast<float*>(o_.data) + it.elem,
                                  residual_ + it.elem, it.count);
     } else {

@@ -8,8 +8,9 @@
 // |x - x'| <= scale). A block with NaN or Inf input gets a NaN scale and zero codes and decodes
 // to NaN (quantize.h); with error feedback its residual is 0. Decode rejects a wrong length and a
 // negative or infinite scale (WireFormatError); an int2 code 10 (-2) decodes to -2 x scale.
-// Cost: one pass each way at memory speed, decode+reduce included (dst += q * scale); error
-// feedback (with the caller's x += r folded in) inside the encode's pass, block by block in L1.
+// Cost: one pass each way at memory speed, decode+reduce included (dst += q * scale, or with a
+// residual (dst + r) + q * scale: decode_reduce_fold); error feedback (with the caller's x += r
+// folded in) inside the encode's pass, block by block in L1.
 #include <cstring>
 
 #include "builtin.h"
@@ -56,6 +57,7 @@ class BlockwiseInt final : public Codec {
       quant::blockwise_decode(codes, scales, count, p_, out);
     }
   }
+  bool folds_decode_reduce() const override { return true; }
   void decode_reduce_fold(const void* in, std::size_t len, float* dst, const float* r,
                           std::size_t count) override {
     RP_ENFORCE_EQ(len, fixed_payload_len(*this, count), WireFormatError,

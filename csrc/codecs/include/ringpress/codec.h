@@ -40,7 +40,9 @@
 //                       a float32-sum decode with the collective's add of r folded in: dst =
 //                       (dst + r) + decoded, the same two float adds per element as
 //                       reduce_into(dst, r) then decode(..., reduce=true), which the default
-//                       does; the blockwise int codecs do it in their decode's one pass.
+//                       does; the blockwise int codecs do it in their decode's one pass and say
+//                       so with folds_decode_reduce() (a caller may otherwise do the add
+//                       earlier, e.g. while it waits for `in`).
 //   min_payload(count)  the smallest payload decode() can accept for `count` elements (default 0;
 //                       fixed-size codecs: bound(count)). A reader of a hostile length field
 //                       (the container) checks min_payload(n) <= len <= bound(n) before it
@@ -147,6 +149,7 @@ class Codec {
                                            std::uint64_t seed, bool keep);
   virtual void decode_reduce_fold(const void* in, std::size_t len, float* dst, const float* r,
                                   std::size_t count);
+  virtual bool folds_decode_reduce() const { return false; }
   virtual std::size_t min_payload(std::size_t /*count*/) const { return 0; }
   virtual std::size_t word() const { return 1; }
 };
