@@ -445,31 +445,15 @@ std::size_t blockwise_payload_bytes(std::size_t n, int bits) {
   return (n * static_cast<std::size_t>(bits) + 7) / 8;
 }
 
-void blockwise_encode(const float* x, std::size_t n, const BlockwiseParams& p,
-                      std::uint8_t* payload, float* scales) {
+namespace {
+// x is read (and, with feedback, written through xw): encode_chunk's context.
+void encode_impl(const float* x, std::size_t n, const BlockwiseParams& p, std::uint8_t* payload,
+                 float* scales, float* xw, float* r, bool add, bool keep) {
   ScopedErrorContext ctx("quant.blockwise_encode");
   check_bits(p.bits);
   detail::check_block(p.block, "blockwise");
   check_buffers(n, x, payload, scales);
-  const std::uint64_t key = detail::splitmix64(p.seed);
-  EncodeCtx c{x,
-              n,
-              &p,
-              payload,
-              scales,
-              static_cast<std::uint32_t>(key),
-              static_cast<std::uint32_t>(key >> 32),
-              &kernels()};
-  detail::for_each_chunk(n, p.block, p.threads, encode_chunk, &c);
-}
-
-void blockwise_encode_feedback(float* x, float* r, std::size_t n, const BlockwiseParams& p,
-                               std::uint8_t* payload, float* scales, bool add, bool keep) {
-  ScopedErrorContext ctx("quant.blockwise_encode");
-  check_bits(p.bits);
-  detail::check_block(p.block, "blockwise");
-  check_buffers(n, x, payload, scales);
-  RP_ENFORCE(n == 0 || (r != nullptr && r != x), UsageError,
+  RP_ENFORCE(xw == nullptr || n == 0 || (r != nullptr && r != x), UsageError,
              "error feedback needs a residual buffer that is not the input");
   const std::uint64_t key = detail::splitmix64(p.seed);
   EncodeCtx c{x,
@@ -480,11 +464,22 @@ void blockwise_encode_feedback(float* x, float* r, std::size_t n, const Blockwis
               static_cast<std::uint32_t>(key),
               static_cast<std::uint32_t>(key >> 32),
               &kernels()};
-  c.xw = x;
+  c.xw = xw;
   c.r = r;
   c.add = add;
   c.keep = keep;
   detail::for_each_chunk(n, p.block, p.threads, encode_chunk, &c);
+}
+}  // namespace
+
+void blockwise_encode(const float* x, std::size_t n, const BlockwiseParams& p,
+                      std::uint8_t* payload, float* scales) {
+  encode_impl(x, n, p, payload, scales, nullptr, nullptr, false, false);
+}
+
+void blockwise_encode_feedback(float* x, float* r, std::size_t n, const BlockwiseParams& p,
+                               std::uint8_t* payload, float* scales, bool add, bool keep) {
+  encode_impl(x, n, p, payload, scales, x, r, add, keep);
 }
 
 namespace {
