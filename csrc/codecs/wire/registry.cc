@@ -197,7 +197,7 @@ std::size_t Codec::encode_feedback_add(const float* g, float* r, std::size_t cou
 
 std::size_t Codec::encode_feedback_fold(float* x, float* r, std::size_t count, void* out,
                                         std::uint64_t seed, bool keep) {
-  for (std::size_t i = 0; i < count; ++i) x[i] += r[i];
+  reduce_into(DType::kF32, ReduceOp::kSum, x, r, count);  // x += r, the dispatched SIMD sum
   return encode_feedback(x, r, count, out, seed, keep);
 }
 
