@@ -136,21 +136,48 @@ TEST(TopK, ExactEdgeCases) {
   EXPECT_EQ(s.indices, (std::vector<std::uint32_t>{2, 3}));
 }
 
-TEST(TopK, NaNRaisesUsageError) {
+// NaN is no error: it ranks above +-Inf by its bit pattern (a larger payload first), as torch.topk
+// orders it, so every selector takes the NaNs before any number; with more NaNs than k, the
+// reference order decides which (ties: lowest index).
+TEST(TopK, NaNRanksAboveInfinity) {
   const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  std::uint32_t big_payload = 0x7FC0ABCDu;
+  float nan2;
+  std::memcpy(&nan2, &big_payload, 4);
   for (std::size_t pos : {0u, 5u, 199999u}) {
     auto x = make(Dist::kNormal, 200000, 11);
     x[pos] = (pos & 1) ? -nan : nan;
+    x[(pos + 7) % x.size()] = -inf;
+    x[(pos + 1000) % x.size()] = nan2;
     SparseVector s;
-    EXPECT_THROW(topk_exact(x.data(), x.size(), 10, &s), UsageError);
-    EXPECT_THROW(topk_exact(x.data(), x.size(), 0, &s), UsageError);
-    EXPECT_THROW(topk_exact(x.data(), x.size(), x.size(), &s), UsageError);
-    SampledOptions opt;
-    opt.sample_size = 1024;
-    EXPECT_THROW(topk_sampled(x.data(), x.size(), 100, opt, &s), UsageError);
-    EXPECT_THROW(threshold_select(x.data(), x.size(), 1.0f, &s), UsageError);
-    EXPECT_THROW(threshold_select(x.data(), x.size(), std::numeric_limits<float>::infinity(), &s),
-                 UsageError);
+    for (std::size_t k :
+         {std::size_t{1}, std::size_t{2}, std::size_t{3}, std::size_t{10}, std::size_t{2000}}) {
+      topk_exact(x.data(), x.size(), k, &s);
+      expect_well_formed(x, s);
+      EXPECT_EQ(s.indices, reference_topk(x, k)) << "pos=" << pos << " k=" << k;
+      SampledOptions opt;
+      opt.sample_size = 1024;
+      opt.exact = true;
+      topk_sampled(x.data(), x.size(), k, opt, &s);
+      EXPECT_EQ(s.indices, reference_topk(x, k)) << "sampled, pos=" << pos << " k=" << k;
+    }
+    // k = 1 takes the NaN with the larger payload; k = 3 the two NaNs and the -Inf.
+    topk_exact(x.data(), x.size(), 1, &s);
+    EXPECT_EQ(s.indices, (std::vector<std::uint32_t>{std::uint32_t((pos + 1000) % x.size())}));
+    SampledOptions loose;
+    loose.sample_size = 1024;
+    topk_sampled(x.data(), x.size(), 100, loose, &s);
+    expect_well_formed(x, s);
+    expect_dominates(x, s);
+    for (float t : {0.0f, 1.0f, inf}) {
+      threshold_select(x.data(), x.size(), t, &s);
+      expect_well_formed(x, s);
+      EXPECT_TRUE(std::binary_search(s.indices.begin(), s.indices.end(), std::uint32_t(pos)));
+      EXPECT_EQ(std::count_if(s.indices.begin(), s.indices.end(),
+                              [&](std::uint32_t i) { return std::isnan(x[i]); }),
+                2);
+    }
     EXPECT_NO_THROW(randomk(x.data(), x.size(), 10, 1, &s));  // values not inspected
   }
   std::vector<float> x = {1.0f, 2.0f};
@@ -541,8 +568,8 @@ TEST_P(CompactLevel, AccumulateSameAsGeneric) {
 }
 
 // topk_sampled_accumulate is the add followed by topk_sampled: the same entries and the same r,
-// on the sampled path (n > 4 x sample size) and the direct exact path, and with NaN the same
-// error after the same r.
+// on the sampled path (n > 4 x sample size) and the direct exact path, with NaN too (selected
+// first).
 TEST(TopK, SampledAccumulateEqualsAddThenSampled) {
   for (Dist d : {Dist::kNormal, Dist::kStudentT, Dist::kManyZeros, Dist::kFewValues}) {
     for (std::size_t n : {std::size_t{1000}, std::size_t{300001}}) {
@@ -566,11 +593,12 @@ TEST(TopK, SampledAccumulateEqualsAddThenSampled) {
   std::vector<float> g(n, 1.0f), r(n, 0.5f);
   g[n / 2] = std::numeric_limits<float>::quiet_NaN();
   SparseVector out;
-  EXPECT_THROW(topk_sampled_accumulate(g.data(), r.data(), n, n / 100, SampledOptions{}, &out),
-               UsageError);
+  topk_sampled_accumulate(g.data(), r.data(), n, n / 100, SampledOptions{}, &out);
   EXPECT_EQ(r[0], 1.5f);
   EXPECT_EQ(r[n - 1], 1.5f);
   EXPECT_TRUE(std::isnan(r[n / 2]));
+  ASSERT_GE(out.size(), n / 100);
+  EXPECT_TRUE(std::binary_search(out.indices.begin(), out.indices.end(), std::uint32_t(n / 2)));
 }
 
 INSTANTIATE_TEST_SUITE_P(Levels, CompactLevel,
@@ -603,7 +631,12 @@ TEST(TopK, CudaThresholdMatchesCpu) {
   x[500] = std::numeric_limits<float>::quiet_NaN();
   std::vector<unsigned> idx(1000);
   std::vector<float> val(1000);
-  EXPECT_THROW(
-      cuda::topk_threshold_select_host_staged(x.data(), 1000, 1.0f, idx.data(), val.data(), 1000),
-      UsageError);
+  SparseVector ref;  // NaN is selected at every threshold, as on the CPU
+  threshold_select(x.data(), 1000, 1.0f, &ref);
+  const std::size_t m =
+      cuda::topk_threshold_select_host_staged(x.data(), 1000, 1.0f, idx.data(), val.data(), 1000);
+  ASSERT_EQ(m, ref.size());
+  idx.resize(m);
+  EXPECT_EQ(idx, ref.indices);
+  EXPECT_TRUE(std::binary_search(idx.begin(), idx.end(), 500u));
 }

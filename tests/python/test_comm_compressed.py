@@ -547,13 +547,29 @@ g = np.random.default_rng(rank).standard_normal(n).astype(np.float32)
 ref = sum(np.random.default_rng(q).standard_normal(n).astype(np.float64) for q in range(size))
 bad_block = 37
 out = {}
-for comp in ("int8", "int4", "int2", "sign", "ternary", "bf16"):
+SPARSE = {
+    "topk": {"compression": "topk", "ratio": 0.01},
+    "topk-exact": {"compression": "topk", "ratio": 0.01, "sampled": False},
+    "threshold": {"compression": "threshold", "threshold": 2.0},
+    # auto calibrates on its first call: it encodes this data with each allowed kind (it used
+    # to refuse the NaN there)
+    "auto": {"compression": "auto", "allow": ("topk", "threshold", "int8"), "threshold": 2.0},
+}
+for comp in ("int8", "int4", "int2", "sign", "ternary", "bf16", *SPARSE):
     for feedback in (False, True):
+        if comp == "auto" and not feedback:
+            continue  # auto may pick a sparse kind only with error feedback
         x = g.copy()
         if rank == size - 1:
             x[bad_block * block + 100] = np.nan if comp != "bf16" else np.inf
-        kw = {"compression": comp}
-        if comp != "bf16":
+            if comp == "topk-exact":
+                x[:50] = np.inf  # more non-finite values than k (1000): some stay unsent
+                x[50:1200] = np.nan
+        if comp in SPARSE:
+            kw = dict(SPARSE[comp])
+        else:
+            kw = {"compression": comp}
+        if comp not in SPARSE and comp != "bf16":
             kw["block"] = block
         r = np.full(n, 1e-3, np.float32) if feedback else None
         if feedback:
@@ -567,7 +583,7 @@ for comp in ("int8", "int4", "int2", "sign", "ternary", "bf16"):
             "err": err,
             "r_finite": bool(np.isfinite(r).all()) if feedback else True,
             # the rank that overflowed keeps no residual in that block (bf16: that element)
-            "r_bad": float(np.abs(r[bad_block * block : (bad_block + 1) * block]).max() if comp != "bf16" else abs(r[bad_block * block + 100])) if feedback and rank == size - 1 else 0.0,
+            "r_bad": float(np.abs(r[bad_block * block : (bad_block + 1) * block]).max() if comp not in ("bf16", *SPARSE) else abs(r[bad_block * block + 100])) if feedback and rank == size - 1 else 0.0,
             "digest": hashlib.sha256(x.tobytes()).hexdigest(),
         }
 # The communicator is untouched: the next call (plain and compressed) is exact / within bounds.
@@ -593,6 +609,18 @@ def test_nonfinite_input_gives_nonfinite_blocks_not_an_error(nranks, transport):
     ]
     lo = 37 * 512
     for rec in recs:
+        for comp in ("topk", "threshold", "auto"):
+            for fb in (False, True) if comp != "auto" else (True,):
+                got = rec[f"{comp} {fb}"]  # the NaN is sent first: the sum is NaN there only
+                assert got["nonfinite"] == [lo + 100, lo + 100, 1], (comp, fb, got)
+                assert got["r_finite"] and got["r_bad"] == 0.0, (comp, fb, got)
+        for fb in (False, True):
+            # 1201 non-finite values, k = 1001: the sum is not finite where they were sent (NaN
+            # ranks above Inf; equal NaNs go by lowest index: 50..1050), and the unsent ones
+            # (NaN and Inf) leave no residual either
+            got = rec[f"topk-exact {fb}"]
+            assert got["nonfinite"] == [50, 1050, 1001], got
+            assert got["r_finite"], got
         for comp in ("int8", "int4", "int2", "sign", "ternary"):
             for fb in (False, True):
                 got = rec[f"{comp} {fb}"]

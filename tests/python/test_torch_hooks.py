@@ -378,7 +378,7 @@ def test_torch_powersgd_hook_runs_on_the_ringpress_group():
 
 OVERFLOW_STEP_BODY = """
 out = {}
-for kind, momentum in (("none", 0.9), ("int8", 0.9), ("int4", 0.0)):
+for kind, momentum in (("none", 0.9), ("int8", 0.9), ("int4", 0.0), ("topk", 0.9)):
     st = rt.HookState(kind, momentum=momentum)
     m, ddp, opt = make(st)
     skipped = []

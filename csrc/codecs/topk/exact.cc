@@ -1,8 +1,8 @@
 // Exact top-k by magnitude: radix select on the bit patterns of |x| (ringpress/topk.h).
 //
 // Contract: exactly k elements, the k largest |x|; ties at the threshold go to the lowest indices;
-// indices ascending, values bit-exact copies. NaN anywhere raises UsageError (the pass-1 max of
-// |x| bits exceeds the +inf pattern). k == 0 still reads x once (NaN check); k == n copies x.
+// indices ascending, values bit-exact copies. Order is that of the |x| bit patterns, so NaN ranks
+// above +-Inf (a NaN with a larger payload first), as torch.topk orders it. k == n copies x.
 // Cost: pass 1 reads x and builds a 4096-bin histogram of bits 30..19 of |x| (8 exponent + 4
 // mantissa bits; 4 interleaved histograms avoid store-forwarding stalls on repeated values);
 // pass 2 reads x and collects every element of the buckets at or above the threshold bucket
@@ -100,33 +100,13 @@ void topk_exact(const float* x, std::size_t n, std::size_t k, SparseVector* out)
                 "indices are uint32");
   RP_ENFORCE_LE(k, n, UsageError, "k must not exceed the number of elements");
 
-  // Pass 1: histogram of bits 30..19 of |x| and the max bit pattern (NaN check).
-  constexpr int kShift = 19;
-  constexpr std::size_t kBins = std::size_t{1} << (31 - kShift);
-  static thread_local std::vector<std::uint32_t> hist4;
-  hist4.assign(4 * kBins, 0);
-  std::uint32_t* h = hist4.data();
-  const auto* xb = reinterpret_cast<const std::uint32_t*>(x);
-  std::uint32_t mx = 0;
-  std::size_t i = 0;
-  for (; i + 4 <= n; i += 4) {
-    std::uint32_t b[4];
-    std::memcpy(b, xb + i, sizeof b);
-    for (int j = 0; j < 4; ++j) {
-      b[j] &= kAbsMask;
-      mx = std::max(mx, b[j]);
-      ++h[j * kBins + (b[j] >> kShift)];
-    }
-  }
-  for (; i < n; ++i) {
-    const std::uint32_t b = abs_bits(x[i]);
-    mx = std::max(mx, b);
-    ++h[b >> kShift];
-  }
-  RP_ENFORCE(mx <= kInfBits, UsageError, "input contains NaN (top-k selection is undefined)");
-
   auto& I = out->indices;
   auto& V = out->values;
+  if (k == 0) {
+    I.clear();
+    V.clear();
+    return;
+  }
   if (k == n) {
     I.resize(n);
     V.resize(n);
@@ -134,10 +114,24 @@ void topk_exact(const float* x, std::size_t n, std::size_t k, SparseVector* out)
     std::copy(x, x + n, V.begin());
     return;
   }
-  if (k == 0) {
-    I.clear();
-    V.clear();
-    return;
+  // Pass 1: histogram of bits 30..19 of |x|.
+  constexpr int kShift = 19;
+  constexpr std::size_t kBins = std::size_t{1} << (31 - kShift);
+  static thread_local std::vector<std::uint32_t> hist4;
+  hist4.assign(4 * kBins, 0);
+  std::uint32_t* h = hist4.data();
+  const auto* xb = reinterpret_cast<const std::uint32_t*>(x);
+  std::size_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    std::uint32_t b[4];
+    std::memcpy(b, xb + i, sizeof b);
+    for (int j = 0; j < 4; ++j) {
+      b[j] &= kAbsMask;
+      ++h[j * kBins + (b[j] >> kShift)];
+    }
+  }
+  for (; i < n; ++i) {
+    ++h[abs_bits(x[i]) >> kShift];
   }
   // Threshold bucket: the highest bucket whose cumulative count from the top reaches k.
   std::size_t cum = 0;

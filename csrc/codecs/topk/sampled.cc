@@ -2,7 +2,8 @@
 //
 // Contract (deterministic, not probabilistic): the result is the exact top-m set for some
 //   k <= m <= ceil(k * (1 + tolerance))   (m == k when options.exact),
-// ties at the cut included when m > k, broken by lowest index when m == k. NaN raises UsageError.
+// ties at the cut included when m > k, broken by lowest index when m == k. Order is that of the
+// |x| bit patterns, so NaN ranks above +-Inf (topk_exact).
 // Method: draw sample_size positions (counter-based PRNG of (seed, draw)), take the r-th largest
 // sampled |x| as threshold t with r = mu + 4 sqrt(mu) + 4, mu = k * s / n, so that {|x| >= t}
 // contains the top-k except with probability ~1e-4 (binomial tail); one pass collects those
@@ -45,21 +46,15 @@ std::size_t plan(const void* x, std::size_t n, std::size_t k, const SampledOptio
   return r > s / 2 ? 0 : r;
 }
 
-// Draws the sample of |value(i)| bits; returns the threshold bits, or sets *nan.
+// Draws the sample of |value(i)| bits; returns the threshold bits.
 template <class Value>
 std::uint32_t threshold_bits(Value value, std::size_t n, std::size_t r,
-                             const SampledOptions& options, bool* nan) {
+                             const SampledOptions& options) {
   static thread_local std::vector<std::uint32_t> sample;
   const std::size_t s = options.sample_size;
   sample.resize(s);
-  std::uint32_t mx = 0;
-  for (std::size_t j = 0; j < s; ++j) {
-    const std::uint32_t b = abs_bits(value(bounded(counter_random(options.seed, j), n)));
-    sample[j] = b;
-    mx = std::max(mx, b);
-  }
-  *nan = mx > kInfBits;
-  if (*nan) return 0;
+  for (std::size_t j = 0; j < s; ++j)
+    sample[j] = abs_bits(value(bounded(counter_random(options.seed, j), n)));
   std::size_t gt = 0;
   return kth_largest_bits(sample.data(), s, r, &gt);
 }
@@ -69,11 +64,10 @@ std::size_t expected_candidates(std::size_t n, std::size_t r, const SampledOptio
                                   static_cast<double>(options.sample_size));
 }
 
-// After the collecting pass over x: the NaN check, the fallback when too few were collected, and
-// the exact cut when too many.
+// After the collecting pass over x: the fallback when too few were collected, and the exact cut
+// when too many.
 void finish(const float* x, std::size_t n, std::size_t k, const SampledOptions& options,
             SparseVector* out) {
-  check_no_nan(*out);
   const std::size_t c = out->size();
   if (c < k) return topk_exact(x, n, k, out);  // threshold estimate too tight (rare)
   const std::size_t limit =
@@ -94,9 +88,7 @@ void topk_sampled(const float* x, std::size_t n, std::size_t k, const SampledOpt
   ScopedErrorContext ctx("topk.sampled");
   const std::size_t r = plan(x, n, k, options, out);
   if (r == 0) return topk_exact(x, n, k, out);
-  bool nan = false;
-  const std::uint32_t t = threshold_bits([&](std::size_t i) { return x[i]; }, n, r, options, &nan);
-  RP_ENFORCE(!nan, UsageError, "input contains NaN (top-k selection is undefined)");
+  const std::uint32_t t = threshold_bits([&](std::size_t i) { return x[i]; }, n, r, options);
   collect_at_least(x, n, t, expected_candidates(n, r, options), out);
   finish(x, n, k, options, out);
 }
@@ -110,13 +102,8 @@ void topk_sampled_accumulate(const float* g, float* r, std::size_t n, std::size_
     add_into(g, r, n);
     return topk_exact(r, n, k, out);
   }
-  bool nan = false;
   const std::uint32_t t =
-      threshold_bits([&](std::size_t i) { return r[i] + g[i]; }, n, rank, options, &nan);
-  if (nan) {
-    add_into(g, r, n);  // r ends as it would after the add, error or not
-    RP_THROW(UsageError, "input contains NaN (top-k selection is undefined)");
-  }
+      threshold_bits([&](std::size_t i) { return r[i] + g[i]; }, n, rank, options);
   collect_at_least_accumulate(g, r, n, t, expected_candidates(n, rank, options), out);
   finish(r, n, k, options, out);
 }

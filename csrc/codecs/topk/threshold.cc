@@ -1,9 +1,8 @@
 // Fixed-threshold selection: every i with |x_i| >= t (ringpress/topk.h).
 //
 // Contract: exact; compares the bit patterns of |x| and |t| as uint32 (monotone for non-NaN
-// floats), so no rounding is involved; t must be >= 0 (or -0) and not NaN. NaN in x raises
-// UsageError: NaN bit patterns exceed every allowed threshold, so every NaN lands in the collected
-// set and one check over the (small) output finds it.
+// floats), so no rounding is involved; t must be >= 0 (or -0) and not NaN. A NaN in x is selected
+// at every threshold (its bit pattern exceeds every allowed t), as +-Inf is.
 // Cost: 1 read of x (compact_isa.cc: vectors with no hit are skipped after one compare, the
 // others compacted by a permute or compress); writes 8 bytes per selected element.
 #include <algorithm>
@@ -62,12 +61,6 @@ void collect_at_least_accumulate(const float* g, float* r, std::size_t n, std::u
                  });
 }
 
-void check_no_nan(const SparseVector& v) {
-  std::uint32_t m = 0;
-  for (float f : v.values) m = std::max(m, abs_bits(f));
-  RP_ENFORCE(m <= kInfBits, UsageError, "input contains NaN (top-k selection is undefined)");
-}
-
 }  // namespace internal
 
 void threshold_select(const float* x, std::size_t n, float t, SparseVector* out) {
@@ -79,7 +72,6 @@ void threshold_select(const float* x, std::size_t n, float t, SparseVector* out)
   RP_ENFORCE(!std::isnan(t) && !(t < 0.0f), UsageError, "threshold must be >= 0, got ", t);
   const std::uint32_t tbits = internal::abs_bits(t);
   internal::collect_at_least(x, n, tbits, n / 64, out);
-  internal::check_no_nan(*out);
 }
 
 }  // namespace ringpress::topk

@@ -14,7 +14,6 @@
 namespace ringpress::topk::internal {
 
 constexpr std::uint32_t kAbsMask = 0x7FFFFFFFu;
-constexpr std::uint32_t kInfBits = 0x7F800000u;  // |x| bits above this are NaN
 
 inline std::uint32_t abs_bits(float v) noexcept {
   std::uint32_t b;
@@ -98,8 +97,5 @@ std::size_t accumulate_range_best(const float* g, float* r, std::size_t begin, s
 // collect_at_least over x = r + g, storing the sums into r on the way (threshold.cc).
 void collect_at_least_accumulate(const float* g, float* r, std::size_t n, std::uint32_t tbits,
                                  std::size_t expected, SparseVector* out);
-
-// UsageError if any collected value is NaN. threshold.cc.
-void check_no_nan(const SparseVector& v);
 
 }  // namespace ringpress::topk::internal

@@ -1,12 +1,13 @@
 // Wire codec "randomk" (id 10): each rank sends k = min(n, ceil(ratio * n)) entries at positions
 // drawn uniformly without replacement from the encode seed (topk.h, randomk.cc: Floyd's algorithm,
 // counter-based PRNG). In a collective the seed is the request's sequence number, so every rank
-// sends the same positions. Values are not inspected (NaN and Inf are sent as they are); the
-// estimate is unbiased after scaling by n / k, which the caller applies if it wants one.
-// Payload, decode, error feedback: sparse_payload.h (u64 I | I bytes of delta-coded indices | k
-// float32 values, or float16 with values = "fp16"). Schedule: allgather (allreduce_sparse.cc).
-// Cost: k random bit operations on an n-bit bitmap, a scan of n / 8 bytes, k gathers; payload
-// ~k (bits per index delta / 8 + 4) bytes (+ 2 for fp16 values); decode+add k scattered adds.
+// sends the same positions. Values are not inspected (NaN and Inf are sent as they are, if drawn;
+// with error feedback one not drawn stays in the residual until a call draws one); the estimate is
+// unbiased after scaling by n / k, which the caller applies if it wants one. Payload, decode, error
+// feedback: sparse_payload.h (u64 I | I bytes of delta-coded indices | k float32 values, or float16
+// with values = "fp16"). Schedule: allgather (allreduce_sparse.cc). Cost: k random bit operations
+// on an n-bit bitmap, a scan of n / 8 bytes, k gathers; payload ~k (bits per index delta / 8 + 4)
+// bytes (+ 2 for fp16 values); decode+add k scattered adds.
 #include "ringpress/error.h"
 #include "sparse_payload.h"
 

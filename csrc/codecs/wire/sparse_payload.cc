@@ -119,7 +119,7 @@ std::size_t SparseCodec::encode_feedback(float* x, float* r, std::size_t count, 
   const std::size_t bytes = write(count, out);
   const std::size_t k = sv_.size();
   if (r != x && count) std::memcpy(r, x, count * sizeof(float));
-  fix_residual(r);
+  fix_residual(r, count);
   const float* sent = half_ && k > 0 ? val_.data() : sv_.values.data();
   if (keep) {
     if (count) std::memset(x, 0, count * sizeof(float));
@@ -135,11 +135,11 @@ std::size_t SparseCodec::encode_feedback_add(const float* g, float* r, std::size
   select_accumulate(g, r, count, seed, &sv_);  // r = x' = r + g from here on
   half_values();
   const std::size_t bytes = write(count, out);
-  fix_residual(r);
+  fix_residual(r, count);
   return bytes;
 }
 
-void SparseCodec::fix_residual(float* r) {
+void SparseCodec::fix_residual(float* r, std::size_t n) {
   // r = x - decode(out): x where nothing was sent; at a sent entry x - x' (x' = the value as
   // sent; 0 where x' is x bit for bit). sv_.values holds the original x there (r may alias x).
   const std::size_t k = sv_.size();
@@ -155,6 +155,18 @@ void SparseCodec::fix_residual(float* r) {
     const float v = sv_.values[j], d = sent[j];
     // (0 also where the sent value is not finite: an fp16 overflow; codec.h)
     r[sv_.indices[j]] = std::memcmp(&v, &d, sizeof(float)) == 0 ? 0.0f : feedback_residual(v, d);
+  }
+  // Nor does a non-finite value that was not sent. topk and threshold rank NaN and +-Inf above
+  // every number, so one can stay unsent only when what was sent holds a non-finite value too:
+  // only then (an overflow step) is r read again, to clear them.
+  std::uint32_t top = 0;
+  for (std::size_t j = 0; j < k; ++j) {
+    std::uint32_t b;
+    std::memcpy(&b, &sv_.values[j], 4);
+    top = std::max(top, b & 0x7fffffffu);
+  }
+  if (top >= 0x7f800000u) {
+    for (std::size_t i = 0; i < n; ++i) r[i] = std::isfinite(r[i]) ? r[i] : 0.0f;
   }
 }
 

@@ -13,7 +13,9 @@
 // blocks), plain decode writes them there (bit for bit, -0.0 included) and zeros elsewhere.
 // Error feedback (override of the generic helper, no decode pass): r = x, except at the sent
 // entries, where r = x - x' (x' the value as sent: 0 for float32 values, which go bit-exact, and
-// wherever x' is x bit for bit, e.g. +-Inf), so r = x - decode(payload).
+// wherever x' is x bit for bit, e.g. +-Inf or NaN), so r = x - decode(payload); and r = 0 at every
+// non-finite x, sent or not (codec.h: the residual stays finite; a NaN or Inf is an overflow step,
+// whose value is lost, not carried). NaN and +-Inf are selected before any number (topk.h).
 // Cost: selection (the codec's), then the index coding (~(1 + bits per delta / 8) bytes per
 // entry) and m values; decode m scattered writes (plus zeroing n floats for a plain decode).
 // Schedule: allgather (allreduce_sparse.cc): every rank's payload is decoded and added by all.
@@ -60,8 +62,9 @@ class SparseCodec : public Codec {
  private:
   void checked_select(const float* x, std::size_t n, std::uint64_t seed);
   void half_values();  // h_ = fp16 of sv_.values, with values = "fp16"
-  // r = x - decode(payload) given r == x before the call (the sent entries fixed up only).
-  void fix_residual(float* r);
+  // r = x - decode(payload) given r == x before the call (the sent entries fixed up only), and
+  // r = 0 wherever x is not finite.
+  void fix_residual(float* r, std::size_t n);
   std::size_t write(std::size_t n, void* out);  // the payload of sv_ (and h_ for fp16 values)
 
   bool half_;

@@ -1,11 +1,11 @@
 // Wire codec "threshold" (id 11): each rank sends every entry with |x| >= threshold (compared as
-// float32 bit patterns, exact; threshold 0 sends everything; topk.h, threshold.cc). NaN input
-// raises UsageError. How many entries go out depends on the data: up to n (the bound assumes n).
-// Payload, decode, error feedback: sparse_payload.h (u64 I | I bytes of delta-coded indices | m
-// float32 values, or float16 with values = "fp16"). Schedule: allgather (allreduce_sparse.cc).
-// Cost: one pass over n; payload ~m (bits per index delta / 8 + 4) bytes (+ 2 for fp16 values);
-// decode+add m scattered adds. With error feedback the residual grows until it crosses the
-// threshold, so small entries are delayed, not lost.
+// float32 bit patterns, exact; threshold 0 sends everything; topk.h, threshold.cc). NaN and +-Inf
+// are always sent (the sum is not finite there on every rank). How many entries go out depends on
+// the data: up to n (the bound assumes n). Payload, decode, error feedback: sparse_payload.h (u64 I
+// | I bytes of delta-coded indices | m float32 values, or float16 with values = "fp16"). Schedule:
+// allgather (allreduce_sparse.cc). Cost: one pass over n; payload ~m (bits per index delta / 8 + 4)
+// bytes (+ 2 for fp16 values); decode+add m scattered adds. With error feedback the residual grows
+// until it crosses the threshold, so small entries are delayed, not lost.
 #include <cmath>
 
 #include "ringpress/error.h"

@@ -1,7 +1,8 @@
 // Wire codec "topk" (id 6): each rank sends its k = min(n, ceil(ratio * n)) largest-magnitude
 // entries: sampled threshold (the exact top-m for some k <= m <= ceil(k (1 + tolerance)), keyed by
 // the encode seed) or, with sampled = false, exactly k (ties at the threshold to the lowest index;
-// topk.h). NaN input raises UsageError; +-Inf is the largest magnitude.
+// topk.h). +-Inf ranks above every number and NaN above +-Inf, so non-finite input is sent first
+// (the sum is not finite there on every rank) and, with error feedback, leaves no residual.
 // Payload, decode, error feedback: sparse_payload.h (u64 I | I bytes of delta-coded indices | m
 // float32 values, or float16 with values = "fp16"). Schedule: allgather (allreduce_sparse.cc).
 // Cost: selection ~1 pass over n (sampled; exact: 2 passes, radix select); payload ~m (bits per

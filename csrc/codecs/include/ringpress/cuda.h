@@ -27,8 +27,8 @@ void byte_shuffle_host_staged(const void* src, void* dst, std::size_t nbytes, st
 // Threshold compaction: every i with |d_x[i]| >= *d_threshold (bit-pattern compare, like the CPU
 // threshold_select), written in ascending index order to d_idx/d_val, at most capacity of them.
 // d_counts[0] = number selected (> capacity means the output holds only the first capacity);
-// d_counts[1] = number of NaN inputs (NaNs are selected; the caller must reject the result when
-// it is non-zero, as errors cannot be raised from an asynchronous kernel). d_scratch must hold
+// d_counts[1] = number of NaN inputs (selected like any |x| >= t, as on the CPU: a NaN's bit
+// pattern exceeds every allowed threshold). d_scratch must hold
 // topk_threshold_scratch_bytes(n) bytes. Cost: 2 reads of d_x + a scan of n/2048 tile counts.
 std::size_t topk_threshold_scratch_bytes(std::size_t n) noexcept;
 void topk_threshold_select_device(const float* d_x, std::size_t n, const float* d_threshold,
@@ -43,7 +43,7 @@ void topk_sampled_threshold_device(const float* d_x, std::size_t n, std::size_t 
                                    unsigned long long seed, std::size_t sample_size,
                                    float* d_threshold, void* stream);
 // Host-staged threshold selection (synchronous; for tests): returns the count selected (the
-// first min(count, capacity) are written). Throws UsageError if the input holds NaN.
+// first min(count, capacity) are written). NaNs are selected, as on the CPU.
 std::size_t topk_threshold_select_host_staged(const float* x, std::size_t n, float t, unsigned* idx,
                                               float* val, std::size_t capacity);
 

@@ -2,12 +2,14 @@
 //
 // Contract common to every selector:
 //   input   x[0..n) fp32, n < 2^32 (indices are uint32). Magnitude order is the order of |x| as
-//           IEEE-754 bit patterns with the sign cleared: +0 == -0, +inf is the largest magnitude.
+//           IEEE-754 bit patterns with the sign cleared: +0 == -0, +inf is above every number,
+//           and NaN above +inf (a larger payload first), the order torch.topk uses.
 //   output  SparseVector{indices, values}: indices strictly ascending, values[i] = x[indices[i]]
 //           (the original signed value, bit-exact). The vectors are resized (their capacity is
 //           kept, so a reused SparseVector does not reallocate).
-//   NaN     a NaN anywhere in x raises UsageError from exact / sampled / threshold selection
-//           (never a silently wrong selection). random-k does not look at values: NaNs are copied.
+//   NaN     not an error: the selectors rank it by its bit pattern, so the top-k (and every
+//           threshold) holds the NaNs before any number, and a NaN is sent, never silently
+//           dropped while numbers go. random-k does not look at values: NaNs are copied.
 //   ties    exact top-k (and a refined sampled top-k) break ties at the threshold by lowest index,
 //           so exactly k elements are returned and the result is deterministic.
 //   errors  bad arguments (k > n, n >= 2^32, negative/NaN threshold, ...) raise UsageError.
@@ -35,10 +37,10 @@ struct SparseVector {
 };
 
 // Exact top-k by magnitude (csrc/codecs/topk/exact.cc). Exactly min(k, n) = k elements.
-// Radix select: pass 1 builds a 4096-bin histogram of the top 12 bits of |x| (and the max, for the
-// NaN check); pass 2 collects the elements in buckets >= the threshold bucket (~k plus that
-// bucket's population); the threshold inside the bucket is found by nth_element on the bucket.
-// Cost: 2 reads of x; writes 8 bytes per returned element (+ the threshold bucket, transiently).
+// Radix select: pass 1 builds a 4096-bin histogram of the top 12 bits of |x|; pass 2 collects the
+// elements in buckets >= the threshold bucket (~k plus that bucket's population); the threshold
+// inside the bucket is found by nth_element on the bucket. Cost: 2 reads of x; writes 8 bytes per
+// returned element (+ the threshold bucket, transiently).
 void topk_exact(const float* x, std::size_t n, std::size_t k, SparseVector* out);
 
 struct SampledOptions {
@@ -71,8 +73,7 @@ void topk_sampled(const float* x, std::size_t n, std::size_t k, const SampledOpt
 // topk_sampled of x = r + g that also leaves r = r + g (every element, one float add each, as
 // `r[i] += g[i]`): the same entries and the same r as that add followed by topk_sampled(r, ...),
 // but the add happens in the pass that collects the candidates, so memory is read once less
-// (error feedback: r is the residual, g the new gradient). NaN raises UsageError after r is
-// updated.
+// (error feedback: r is the residual, g the new gradient).
 void topk_sampled_accumulate(const float* g, float* r, std::size_t n, std::size_t k,
                              const SampledOptions& options, SparseVector* out);
 
