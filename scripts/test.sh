@@ -26,8 +26,8 @@ python -m mypy --ignore-missing-imports --follow-imports=silent --python-version
 step "C++ tests (ctest)"
 ctest --test-dir build/py --output-on-failure -j2
 
-# The sanitizer trees and the fuzzers build in the background while pytest runs, at idle CPU
-# priority (SCHED_IDLE: they get a core only when no other process wants it). pytest's rank
+# The sanitizer trees, the fuzzers and the wheel build in the background while pytest runs, at
+# idle CPU priority (SCHED_IDLE: they get a core only when no other process wants it). pytest's rank
 # processes wait on each other and leave about one core of two idle; the builds take that time,
 # not the tests' (whose timing assertions hold even beside two busy loops at normal priority:
 # docs/building.md). Each build's log: build/background/*.log.
@@ -52,11 +52,13 @@ bg_wait() {  # name: wait for a background stage; its log's tail, or all of it w
   tail -2 "$BG/$name.log"
   echo "(waited $((SECONDS - t)) s for it)"
 }
-step "sanitizer and fuzz builds start (background, idle priority)"
+step "sanitizer, fuzz and wheel builds start (background, idle priority)"
 set -m  # the background job in a process group of its own, so that an early exit can end it all
 (
   bg_stage sanitize "${idle[@]}" bash scripts/sanitize.sh build
   bg_stage fuzz env RP_FUZZ_BUILD_ONLY=1 "${idle[@]}" bash scripts/fuzz.sh
+  bg_stage wheel env RP_WHEEL_BUILD_ONLY=1 RP_WHEEL_DIST="$BG/wheel-dist" "${idle[@]}" \
+    bash scripts/check_wheel.sh
 ) </dev/null &
 bg_pid=$!
 set +m
@@ -81,4 +83,5 @@ step "soak (4 ranks, random collectives + codecs, bounded)"
 bash scripts/soak.sh
 
 step "wheel check"
-bash scripts/check_wheel.sh
+bg_wait wheel
+RP_WHEEL_DIST="$BG/wheel-dist" bash scripts/check_wheel.sh
