@@ -279,6 +279,13 @@ TEST(CudaQuantize, NonFiniteBlockGetsTheCpusNaNScaleAndZeroCodes) {
       zs[bad_block] = cs[bad_block];
       EXPECT_EQ(bits_of(zs), bits_of(cs));
       EXPECT_EQ(zp, cp);
+      // Both decode the block to the same NaN bits (0x7fc00000; not the device's canonical NaN).
+      std::vector<float> cd(n), gd(n);
+      cpu_decode(c, cp.data(), cs.data(), n, cd.data());
+      gpu_decode(c, cp.data(), cs.data(), n, gd.data());
+      EXPECT_EQ(bits_of(gd), bits_of(cd));
+      std::memcpy(&u, &cd[bad_block * block], 4);
+      EXPECT_EQ(u, 0x7fc00000u);
     }
   }
 }

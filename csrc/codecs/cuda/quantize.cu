@@ -208,7 +208,9 @@ __global__ void decode_kernel(const std::uint8_t* __restrict__ payload,
         v = u ? -sc : sc;
       } else {
         const std::int32_t q = static_cast<std::int32_t>(u << (32 - bits)) >> (32 - bits);
-        v = __fmul_rn(__int2float_rn(q), sc);
+        // A NaN scale (a non-finite block) decodes to itself, the CPU's bits: the device's
+        // multiply would give its canonical NaN (0x7fffffff) instead.
+        v = sc != sc ? sc : __fmul_rn(__int2float_rn(q), sc);
       }
       out[i0 + j] = v;
       if (++r == block) {

@@ -53,8 +53,8 @@ std::size_t topk_threshold_select_host_staged(const float* x, std::size_t n, flo
 // Device twins of ringpress/quantize.h, asynchronous on `stream` (a cudaStream_t, nullptr =
 // default). Same codes, scales and payload bytes as the CPU kernels (blockwise_encode/decode,
 // sign_*, ternary_*; any block >= 1; packing, rounding and PRNG as quantize.h), so a payload
-// encoded on either side decodes identically on the other (a NaN block decodes to NaN on both,
-// whose bits may differ: the device's multiply gives its canonical NaN). d_payload holds
+// encoded on either side decodes identically on the other, bit for bit (a NaN block too: its
+// scale's bits, 0x7fc00000, on both). d_payload holds
 // ceil(n * bits / 8) bytes, d_scales ceil(n / block) floats (encode also uses d_scales as
 // scratch). A block holding NaN/Inf gets a NaN scale (0x7fc00000) and zero codes, as on the CPU.
 // Bad bits/block/null buffers throw UsageError before anything is launched.
