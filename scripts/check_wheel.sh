@@ -2,8 +2,9 @@
 # Build a wheel the way a user would (python -m build, isolated), repair it with auditwheel so it
 # carries liblz4/libzstd, check it holds no benchmark code, install it into a clean venv and check
 # it imports and reports its build.
-# RP_WHEEL_DIST=dir: build the wheel into dir, or use the one already there (scripts/test.sh builds
-# it in the background while the tests run); RP_WHEEL_BUILD_ONLY=1: stop after building it.
+# RP_WHEEL_DIST=dir (relative to the checkout): build the wheel into dir, or use the one already
+# there (scripts/test.sh builds it in the background while the tests run, into a fresh dir);
+# RP_WHEEL_BUILD_ONLY=1: stop after building it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${RP_VENV:-.venv}"
@@ -12,15 +13,20 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 dist="${RP_WHEEL_DIST:-$work/dist}"
-if ! compgen -G "$dist/ringpress-*.whl" > /dev/null; then
+shopt -s nullglob
+built=("$dist"/ringpress-*.whl)
+if (( ${#built[@]} == 0 )); then
   "$VENV/bin/python" -m build --wheel --outdir "$dist" . > "$work/build.log" 2>&1 \
     || { tail -40 "$work/build.log"; echo "check_wheel: python -m build failed" >&2; exit 1; }
+  built=("$dist"/ringpress-*.whl)
 fi
+shopt -u nullglob
+(( ${#built[@]} == 1 )) || { echo "check_wheel: expected one wheel in $dist, found ${#built[@]}" >&2; exit 1; }
 if [[ "${RP_WHEEL_BUILD_ONLY:-0}" == 1 ]]; then
-  echo "check_wheel: built $(ls "$dist"/ringpress-*.whl)"
+  echo "check_wheel: built ${built[0]}"
   exit 0
 fi
-"$VENV/bin/auditwheel" repair --wheel-dir wheelhouse "$dist"/ringpress-*.whl > "$work/repair.log" 2>&1 \
+"$VENV/bin/auditwheel" repair --wheel-dir wheelhouse "${built[0]}" > "$work/repair.log" 2>&1 \
   || { cat "$work/repair.log"; echo "check_wheel: auditwheel repair failed" >&2; exit 1; }
 wheel="$(ls -t wheelhouse/ringpress-*.whl | head -1)"
 echo "check_wheel: repaired $wheel"

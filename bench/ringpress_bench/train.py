@@ -33,7 +33,7 @@ Modes (each a fresh model from the same seed, run one after another in this job)
     ringpress      plain DDP on the ringpress backend (no hook)
     ringpress-K    DDP on ringpress with ringpress.torch.comm_hook, HookState(compression=K,
                    ratio=--ratio, allow=--allow, error_feedback=True); K in none, lossless, bf16,
-                   fp16, int8, int4, topk, auto. topk also moves the momentum into the hook
+                   fp16, int8, int4, int2, topk, auto. topk also moves the momentum into the hook
                    (HookState(momentum=0.9), optimizer without momentum: DGC's momentum
                    correction) unless --no-momentum-correction
     Every mode but PowerSGD uses DDP buckets of --bucket-mb (2) MB: with small buckets only the
@@ -111,7 +111,7 @@ BASE_MODES = (
     "ringpress-powersgd",
     "ringpress",
 )
-HOOK_KINDS = ("none", "lossless", "bf16", "fp16", "int8", "int4", "topk", "auto")
+HOOK_KINDS = ("none", "lossless", "bf16", "fp16", "int8", "int4", "int2", "topk", "auto")
 DEFAULT_MODES = "compute,gloo,gloo-fp16,gloo-powersgd,ringpress-powersgd,ringpress,ringpress-int8,ringpress-int4,ringpress-topk,ringpress-auto"
 QUICK = {  # --quick: a smoke test in seconds
     "width": 256,

@@ -11,8 +11,8 @@
 //   3. allgather the payload sizes, then allgatherv the payloads (no padding to the largest);
 //   4. x = 0, then every payload is decoded (hostile input: WireFormatError naming the sender)
 //      and added in rank order, so every rank computes the same sum in the same order. The
-//      zeroing, and the add of this rank's own payload where that comes first (rank 0, or any
-//      rank of two), run during steps 3's waits (AllgatherOptions::overlap).
+//      zeroing, and (rank 0) the add of this rank's own payload, which comes first, run during
+//      step 3's waits (AllgatherOptions::overlap).
 // Cost (top-k): select ~1 pass over n (sampled); allgather of sizes (P-1)(alpha + 8 beta);
 // allgatherv (P-1) alpha + (P-1) m beta for payloads of m ~ k (bits per index delta / 8 + 4)
 // bytes; then P scatter-adds of k entries and one zeroing pass over n, the zeroing (and one add)
@@ -56,11 +56,11 @@ void allreduce_sparse(const OpContext& oc, const AllreduceOptions& o) {
     return;
   }
   // x is not read again, so it is zeroed while the allgathers wait on the network, a slice per
-  // progress pass; then this rank's own payload is added there too where the sum's order allows
-  // it: rank 0's comes first in rank order, and with two ranks either order gives the same bits
-  // (a + b == b + a in IEEE arithmetic, and 0 + a keeps a's value).
+  // progress pass; then rank 0 adds its own payload there too, since it comes first in rank order.
+  // (Not any rank of two: a + b and b + a have the same value but, for two NaNs, not the same
+  // bits, x86 keeping the first operand's payload, so the ranks would disagree.)
   const int me = ctx.rank();
-  const bool own_early = me == 0 || P == 2;
+  const bool own_early = me == 0;
   std::size_t zeroed = 0;
   bool own_added = false;
   auto overlap = [&]() -> bool {

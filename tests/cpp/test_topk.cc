@@ -136,8 +136,8 @@ TEST(TopK, ExactEdgeCases) {
   EXPECT_EQ(s.indices, (std::vector<std::uint32_t>{2, 3}));
 }
 
-// NaN is no error: it ranks above +-Inf by its bit pattern (a larger payload first), as torch.topk
-// orders it, so every selector takes the NaNs before any number; with more NaNs than k, the
+// NaN is no error: it ranks above +-Inf by its bit pattern (as in torch.topk; among NaNs a larger
+// payload first), so every selector takes the NaNs before any number; with more NaNs than k, the
 // reference order decides which (ties: lowest index).
 TEST(TopK, NaNRanksAboveInfinity) {
   const float nan = std::numeric_limits<float>::quiet_NaN();

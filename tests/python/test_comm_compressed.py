@@ -551,6 +551,7 @@ SPARSE = {
     "topk": {"compression": "topk", "ratio": 0.01},
     "topk-exact": {"compression": "topk", "ratio": 0.01, "sampled": False},
     "threshold": {"compression": "threshold", "threshold": 2.0},
+    "randomk": {"compression": "randomk", "ratio": 0.01},
     # auto calibrates on its first call: it encodes this data with each allowed kind (it used
     # to refuse the NaN there)
     "auto": {"compression": "auto", "allow": ("topk", "threshold", "int8"), "threshold": 2.0},
@@ -562,8 +563,10 @@ for comp in ("int8", "int4", "int2", "sign", "ternary", "bf16", *SPARSE):
         x = g.copy()
         if rank == size - 1:
             x[bad_block * block + 100] = np.nan if comp != "bf16" else np.inf
+        if rank == 0:  # another NaN there, with other bits: every rank must still agree on them
+            x[bad_block * block + 100] = -np.float32(np.nan)
             if comp == "topk-exact":
-                x[:50] = np.inf  # more non-finite values than k (1000): some stay unsent
+                x[:50] = np.inf  # more non-finite values than k (1001): some stay unsent
                 x[50:1200] = np.nan
         if comp in SPARSE:
             kw = dict(SPARSE[comp])
@@ -609,6 +612,9 @@ def test_nonfinite_input_gives_nonfinite_blocks_not_an_error(nranks, transport):
     ]
     lo = 37 * 512
     for rec in recs:
+        for fb in (False, True):  # sent only if drawn; with feedback no NaN stays in r either way
+            got = rec[f"randomk {fb}"]
+            assert got["r_finite"] and got["r_bad"] == 0.0 and len(got["nonfinite"]) <= 1, got
         for comp in ("topk", "threshold", "auto"):
             for fb in (False, True) if comp != "auto" else (True,):
                 got = rec[f"{comp} {fb}"]  # the NaN is sent first: the sum is NaN there only
@@ -616,10 +622,10 @@ def test_nonfinite_input_gives_nonfinite_blocks_not_an_error(nranks, transport):
                 assert got["r_finite"] and got["r_bad"] == 0.0, (comp, fb, got)
         for fb in (False, True):
             # 1201 non-finite values, k = 1001: the sum is not finite where they were sent (NaN
-            # ranks above Inf; equal NaNs go by lowest index: 50..1050), and the unsent ones
-            # (NaN and Inf) leave no residual either
+            # ranks above Inf; equal NaNs go by lowest index: 50..1050; rank 0 sends its one NaN),
+            # and the unsent ones (NaN and Inf) leave no residual either
             got = rec[f"topk-exact {fb}"]
-            assert got["nonfinite"] == [50, 1050, 1001], got
+            assert got["nonfinite"] == [50, lo + 100, 1002], got
             assert got["r_finite"], got
         for comp in ("int8", "int4", "int2", "sign", "ternary"):
             for fb in (False, True):

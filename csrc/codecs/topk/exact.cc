@@ -2,7 +2,7 @@
 //
 // Contract: exactly k elements, the k largest |x|; ties at the threshold go to the lowest indices;
 // indices ascending, values bit-exact copies. Order is that of the |x| bit patterns, so NaN ranks
-// above +-Inf (a NaN with a larger payload first), as torch.topk orders it. k == n copies x.
+// above +-Inf (as in torch.topk; among NaNs a larger payload first). k == n copies x.
 // Cost: pass 1 reads x and builds a 4096-bin histogram of bits 30..19 of |x| (8 exponent + 4
 // mantissa bits; 4 interleaved histograms avoid store-forwarding stalls on repeated values);
 // pass 2 reads x and collects every element of the buckets at or above the threshold bucket

@@ -2,7 +2,7 @@
 // drawn uniformly without replacement from the encode seed (topk.h, randomk.cc: Floyd's algorithm,
 // counter-based PRNG). In a collective the seed is the request's sequence number, so every rank
 // sends the same positions. Values are not inspected (NaN and Inf are sent as they are, if drawn;
-// with error feedback one not drawn stays in the residual until a call draws one); the estimate is
+// with error feedback none stays in the residual, drawn or not: sparse_payload.h); the estimate is
 // unbiased after scaling by n / k, which the caller applies if it wants one. Payload, decode, error
 // feedback: sparse_payload.h (u64 I | I bytes of delta-coded indices | k float32 values, or float16
 // with values = "fp16"). Schedule: allgather (allreduce_sparse.cc). Cost: k random bit operations

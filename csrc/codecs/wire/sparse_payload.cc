@@ -49,7 +49,14 @@ void SparseCodec::half_values() {
 
 void SparseCodec::select_accumulate(const float* g, float* r, std::size_t n, std::uint64_t seed,
                                     topk::SparseVector* sv) {
-  for (std::size_t i = 0; i < n; ++i) r[i] += g[i];
+  std::uint32_t bad = 0;  // any sum with an all-ones exponent (NaN, Inf): integer ops vectorize
+  for (std::size_t i = 0; i < n; ++i) {
+    r[i] += g[i];
+    std::uint32_t b;
+    std::memcpy(&b, &r[i], 4);
+    bad |= static_cast<std::uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+  }
+  r_nonfinite_ = bad != 0;
   select(r, n, seed, sv);
 }
 
@@ -115,6 +122,7 @@ void SparseCodec::decode(const void* in, std::size_t len, void* dst, std::size_t
 
 std::size_t SparseCodec::encode_feedback(float* x, float* r, std::size_t count, void* out,
                                          std::uint64_t seed, bool keep) {
+  r_nonfinite_ = -1;
   checked_select(x, count, seed);
   const std::size_t bytes = write(count, out);
   const std::size_t k = sv_.size();
@@ -132,6 +140,7 @@ std::size_t SparseCodec::encode_feedback_add(const float* g, float* r, std::size
                                              std::uint64_t seed) {
   RP_ENFORCE_LE(count, kMaxElements, UsageError,
                 "sparse codecs handle at most 2^32 - 1 elements, got ", count);
+  r_nonfinite_ = -1;
   select_accumulate(g, r, count, seed, &sv_);  // r = x' = r + g from here on
   half_values();
   const std::size_t bytes = write(count, out);
@@ -158,14 +167,29 @@ void SparseCodec::fix_residual(float* r, std::size_t n) {
   }
   // Nor does a non-finite value that was not sent. topk and threshold rank NaN and +-Inf above
   // every number, so one can stay unsent only when what was sent holds a non-finite value too:
-  // only then (an overflow step) is r read again, to clear them.
+  // only then (an overflow step) is r read again, to clear them. Others (randomk) know from the
+  // add pass, or look.
   std::uint32_t top = 0;
   for (std::size_t j = 0; j < k; ++j) {
     std::uint32_t b;
     std::memcpy(&b, &sv_.values[j], 4);
     top = std::max(top, b & 0x7fffffffu);
   }
-  if (top >= 0x7f800000u) {
+  bool clear = top >= 0x7f800000u;
+  if (!clear && !sends_nonfinite_first()) {
+    if (r_nonfinite_ >= 0) {
+      clear = r_nonfinite_ == 1;
+    } else {
+      std::uint32_t bad = 0;
+      for (std::size_t i = 0; i < n; ++i) {
+        std::uint32_t b;
+        std::memcpy(&b, &r[i], 4);
+        bad |= static_cast<std::uint32_t>((b & 0x7f800000u) == 0x7f800000u);
+      }
+      clear = bad != 0;
+    }
+  }
+  if (clear) {
     for (std::size_t i = 0; i < n; ++i) r[i] = std::isfinite(r[i]) ? r[i] : 0.0f;
   }
 }

@@ -15,7 +15,9 @@
 // entries, where r = x - x' (x' the value as sent: 0 for float32 values, which go bit-exact, and
 // wherever x' is x bit for bit, e.g. +-Inf or NaN), so r = x - decode(payload); and r = 0 at every
 // non-finite x, sent or not (codec.h: the residual stays finite; a NaN or Inf is an overflow step,
-// whose value is lost, not carried). NaN and +-Inf are selected before any number (topk.h).
+// whose value is lost, not carried). topk and threshold select NaN and +-Inf before any number
+// (topk.h), so r is read again only when a sent value is not finite; for randomk the add pass
+// (encode_feedback_add) notes them, and encode_feedback reads r once more.
 // Cost: selection (the codec's), then the index coding (~(1 + bits per delta / 8) bytes per
 // entry) and m values; decode m scattered writes (plus zeroing n floats for a plain decode).
 // Schedule: allgather (allreduce_sparse.cc): every rank's payload is decoded and added by all.
@@ -58,6 +60,10 @@ class SparseCodec : public Codec {
                                  topk::SparseVector* sv);
   // The most entries select() returns for n elements.
   virtual std::size_t max_selected(std::size_t n) const = 0;
+  // Does select() take every non-finite value before any number (topk, threshold)? Then a
+  // non-finite value can stay unsent only when a sent one is non-finite too. Otherwise (randomk)
+  // error feedback looks for non-finite values in r itself.
+  virtual bool sends_nonfinite_first() const { return false; }
 
  private:
   void checked_select(const float* x, std::size_t n, std::uint64_t seed);
@@ -68,6 +74,7 @@ class SparseCodec : public Codec {
   std::size_t write(std::size_t n, void* out);  // the payload of sv_ (and h_ for fp16 values)
 
   bool half_;
+  int r_nonfinite_ = -1;  // set by the default select_accumulate's add: r holds NaN/Inf (1) or not
   topk::SparseVector sv_;
   std::vector<std::uint16_t> h_;
   std::vector<std::uint32_t> idx_;

@@ -21,6 +21,7 @@ class ThresholdSparse final : public SparseCodec {
 
  protected:
   std::size_t max_selected(std::size_t n) const override { return n; }
+  bool sends_nonfinite_first() const override { return true; }
   void select(const float* x, std::size_t n, std::uint64_t, topk::SparseVector* sv) override {
     topk::threshold_select(x, n, threshold_, sv);
   }

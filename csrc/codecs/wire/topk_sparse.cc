@@ -22,6 +22,7 @@ class TopKSparse final : public SparseCodec {
       : SparseCodec(p), ratio_(p.ratio), sampled_(p.sampled), tolerance_(p.tolerance) {}
 
  protected:
+  bool sends_nonfinite_first() const override { return true; }
   std::size_t max_selected(std::size_t n) const override {
     const std::size_t k = k_of(ratio_, n);
     if (!sampled_) return k;

@@ -17,8 +17,7 @@
 //                        error-feedback helper the collectives use too. So over any number of
 //                        steps sum(decoded) + r == sum(x) up to fp32 rounding, except where
 //                        the decoded value is not finite (NaN/Inf input): r = 0 there. If the
-//                        codec refuses the input (UsageError: NaN for the sparse codecs), r
-//                        holds x + r.
+//                        codec refuses the input (UsageError), r holds x + r.
 //   compressor_decode()  rebuilds the codec from the header and decodes into out[0..n).
 //   Hostile input: parse_container() validates every header byte, the parameters (the codec's
 //   own rules), the shape, min_payload(n) <= payload size <= bound(n) (before anything is

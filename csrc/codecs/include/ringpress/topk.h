@@ -3,7 +3,7 @@
 // Contract common to every selector:
 //   input   x[0..n) fp32, n < 2^32 (indices are uint32). Magnitude order is the order of |x| as
 //           IEEE-754 bit patterns with the sign cleared: +0 == -0, +inf is above every number,
-//           and NaN above +inf (a larger payload first), the order torch.topk uses.
+//           and NaN above +inf (as torch.topk ranks it; among NaNs a larger payload first).
 //   output  SparseVector{indices, values}: indices strictly ascending, values[i] = x[indices[i]]
 //           (the original signed value, bit-exact). The vectors are resized (their capacity is
 //           kept, so a reused SparseVector does not reallocate).
