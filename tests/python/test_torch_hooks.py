@@ -5,7 +5,7 @@ feedback, and errors reaching every rank's training loop."""
 from __future__ import annotations
 
 import pytest
-from ranks import run_ranks
+from ranks import free_port, run_ranks
 
 pytest.importorskip("torch")
 
@@ -245,7 +245,7 @@ def test_peer_death_raises_in_the_training_loop():
 
 WRONG_GROUP_BODY = """
 dist.destroy_process_group()
-dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{int(os.environ['MASTER_PORT']) + 1}", rank=rank, world_size=size)
+dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{os.environ['RP_TEST_PORT2']}", rank=rank, world_size=size)
 m, ddp, opt = make(rt.HookState("int8"))
 try:
     step(ddp, opt, 0)
@@ -256,7 +256,9 @@ except Exception as e:
 
 
 def test_hook_without_a_ringpress_group_says_so():
-    res = run_ranks(2, prelude() + WRONG_GROUP_BODY, env=NO_COMM, timeout=60, check=False)
+    # The gloo group's own free port (MASTER_PORT + 1 could be anyone's, e.g. a transport's).
+    env = {**NO_COMM, "RP_TEST_PORT2": str(free_port())}
+    res = run_ranks(2, prelude() + WRONG_GROUP_BODY, env=env, timeout=60, check=False)
     for r in res:
         assert r.records, r.stderr[-2000:]
         assert "ringpress process group" in (r.records[-1]["err"] or ""), r.records
